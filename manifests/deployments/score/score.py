@@ -1,0 +1,21 @@
+"""Scoring script in the product's convention: `init()` once per pod, `run(raw)` per request.
+
+The model is a tiny linear model stored as JSON so the example needs no ML libraries.
+"""
+
+import json
+import os
+
+model = None
+
+
+def init():
+    global model
+    folder = os.environ.get("AZUREML_MODEL_DIR", os.path.dirname(__file__))
+    with open(os.path.join(folder, "model.json")) as handle:
+        model = json.load(handle)
+
+
+def run(raw_data):
+    rows = json.loads(raw_data)["data"]
+    return [sum(w * x for w, x in zip(model["weights"], row)) + model["bias"] for row in rows]

@@ -1,0 +1,113 @@
+"""Where manifests come from: the file-system edge of the pipeline.
+
+A `Snapshot` is a read-only view of one revision of a manifests repo: the YAML files in it and
+the other files they point at (models, scoring scripts, PEM files). Everything after `source`
+reads files only through a snapshot, so validation and rendering stay pure functions of it and
+work the same on a work tree or (later) on a git revision.
+
+Paths inside a snapshot are POSIX, relative to its root. `display()` turns one into what the user
+should see in messages: the path they typed joined with the file's place below it.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class Snapshot(Protocol):
+    """A read-only view of one revision of a manifests repo."""
+
+    def yaml_files(self) -> Iterator[str]:
+        """Every `*.yaml` / `*.yml` below the root, sorted, `.git` skipped."""
+        ...
+
+    def read_text(self, path: str) -> str: ...
+
+    def read_bytes(self, path: str) -> bytes: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def is_dir(self, path: str) -> bool: ...
+
+    def size(self, path: str) -> int:
+        """Bytes in a file, or the sum over every file below a folder."""
+        ...
+
+    def display(self, path: str) -> str:
+        """How to show `path` to the user in a message."""
+        ...
+
+
+def normalize(path: str) -> str | None:
+    """A snapshot-relative POSIX path, or None when `path` leaves the repo (`../..`, `/etc`)."""
+    if posixpath.isabs(path) or os.path.isabs(path):
+        return None
+    norm = posixpath.normpath(path)
+    if norm == ".." or norm.startswith("../"):
+        return None
+    return "" if norm == "." else norm
+
+
+def join(folder: str, relative: str) -> str | None:
+    """`relative` resolved against a folder inside the snapshot; None if it escapes the repo."""
+    return normalize(posixpath.join(folder, relative) if folder else relative)
+
+
+class DirectorySnapshot:
+    """A snapshot of a folder on disk (a work tree), or of a single YAML file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        given = Path(path)
+        self._single_file: str | None = None
+        if given.is_file():
+            self.root = given.parent
+            self._single_file = given.name
+        else:
+            self.root = given
+        self._display_root = os.fspath(path) if self._single_file is None else os.fspath(self.root)
+
+    def yaml_files(self) -> Iterator[str]:
+        if self._single_file is not None:
+            yield self._single_file
+            return
+        found: list[str] = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if d != ".git")
+            rel = os.path.relpath(folder, self.root)
+            for name in files:
+                if name.endswith(YAML_SUFFIXES):
+                    found.append(name if rel == "." else Path(rel, name).as_posix())
+        yield from sorted(found)
+
+    def _path(self, path: str) -> Path:
+        return self.root / path
+
+    def read_text(self, path: str) -> str:
+        return self._path(path).read_text(encoding="utf-8", errors="replace")
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._path(path).read_bytes()
+
+    def exists(self, path: str) -> bool:
+        return self._path(path).exists()
+
+    def is_dir(self, path: str) -> bool:
+        return self._path(path).is_dir()
+
+    def size(self, path: str) -> int:
+        target = self._path(path)
+        if target.is_file():
+            return target.stat().st_size
+        return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+
+    def display(self, path: str) -> str:
+        if self._display_root in ("", "."):
+            return path or "."
+        root = self._display_root.replace(os.sep, "/")
+        return posixpath.join(root, path) if path else root

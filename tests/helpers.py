@@ -1,0 +1,151 @@
+"""Test helpers shared by every test folder: repos written to disk, problems looked up.
+
+`write_repo` builds a manifests repo from a {path: text} mapping, `scenario_repo` writes one of the
+four documented extension scenarios (SPEC section 2), with a freshly generated self-signed
+certificate and key where the scenario uses PEM files, so no key material lives in the repo.
+"""
+
+from __future__ import annotations
+
+import datetime
+import textwrap
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from reconciler import repo, source
+
+API = "gitops.mlext.io/v1alpha1"
+
+
+def write_repo(root: Path, files: dict[str, str | bytes]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(textwrap.dedent(content).lstrip("\n"))
+    return root
+
+
+def load(root: Path) -> repo.Loaded:
+    return repo.load(source.DirectorySnapshot(root))
+
+
+def lines(loaded: repo.Loaded) -> list[str]:
+    """Every problem as the user sees it, with the repo root cut from the file names."""
+    return [str(p) for p in loaded.problems]
+
+
+def errors(loaded: repo.Loaded) -> list[str]:
+    return [str(p) for p in loaded.errors]
+
+
+def extension(config: str, *, cluster_type: str = "managedClusters", protected: str = "") -> str:
+    """An Extension manifest with `config` (YAML lines) under spec.config."""
+    body = textwrap.indent(textwrap.dedent(config).strip("\n"), "    ")
+    text = (
+        f"apiVersion: {API}\n"
+        "kind: Extension\n"
+        "metadata:\n"
+        "  name: azureml-extension\n"
+        "spec:\n"
+        f"  clusterType: {cluster_type}\n"
+        "  config:\n"
+        f"{body}\n"
+    )
+    if protected:
+        text += "  configProtected:\n" + textwrap.indent(textwrap.dedent(protected).strip(), "    ")
+        text += "\n"
+    return text
+
+
+def self_signed_pem(
+    common_name: str = "ml.example.com", passphrase: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, private key PEM) of a fresh self-signed EC certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+SCENARIOS = ("quickstart", "onprem-training", "production-https", "gpu-nodeport")
+
+
+def scenario_repo(root: Path, name: str) -> Path:
+    """One of the four documented scenarios of SPEC section 2 as a repo under `root`."""
+    if name == "quickstart":
+        # A quick proof of concept: managed cluster, both workloads, plain HTTP, one router.
+        text = extension(
+            """
+            enableTraining: True
+            enableInference: True
+            inferenceRouterServiceType: LoadBalancer
+            allowInsecureConnections: True
+            InferenceRouterHA: False
+            """
+        )
+        return write_repo(root, {"extension.yaml": text})
+    if name == "onprem-training":
+        text = extension("enableTraining: True", cluster_type="connectedClusters")
+        return write_repo(root, {"extension.yaml": text})
+    if name == "production-https":
+        cert, key = self_signed_pem()
+        text = extension(
+            """
+            enableTraining: True
+            enableInference: True
+            inferenceRouterServiceType: LoadBalancer
+            internalLoadBalancerProvider: azure
+            sslCname: ml.example.com
+            """,
+            protected="""
+            sslCertPemFile: certs/cert.pem
+            sslKeyPemFile: certs/key.pem
+            """,
+        )
+        return write_repo(
+            root, {"extension.yaml": text, "certs/cert.pem": cert, "certs/key.pem": key}
+        )
+    if name == "gpu-nodeport":
+        text = extension(
+            """
+            enableTraining: True
+            enableInference: True
+            inferenceRouterServiceType: NodePort
+            sslSecret: azureml-router-tls
+            sslCname: ml.example.com
+            installNvidiaDevicePlugin: True
+            installDcgmExporter: True
+            nodeSelector.accelerator: nvidia
+            nodeSelector.pool: gpu
+            """,
+            cluster_type="connectedClusters",
+        )
+        return write_repo(root, {"extension.yaml": text})
+    raise ValueError(f"unknown scenario {name}")

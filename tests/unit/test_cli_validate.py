@@ -1,0 +1,95 @@
+"""`reconciler validate`: summary line, one problem per line, exit codes, JSON output."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from reconciler import cli
+from tests.helpers import extension, write_repo
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_repo_is_valid() -> None:
+    result = CliRunner().invoke(cli.main, ["validate", str(REPO_ROOT / "manifests")])
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        f"{REPO_ROOT / 'manifests'} is valid: 1 extension, 3 instance types, 2 jobs, "
+        "2 deployments\n"
+    )
+
+
+def broken(tmp_path: Path) -> Path:
+    return write_repo(
+        tmp_path / "broken-repo",
+        {
+            "infra/ext.yaml": extension("enableTraining: true\ninstallVolcanno: false"),
+            "jobs/train.yml": """
+                $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+                command: python train.py
+                environment:
+                  docker:
+                    image: python
+                compute: azureml:azureml-extension
+                resources:
+                  instance_type: gpu-big
+                """,
+        },
+    )
+
+
+def test_every_problem_then_a_count_and_exit_1(tmp_path: Path, monkeypatch: object) -> None:
+    broken(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", "broken-repo/"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "broken-repo/infra/ext.yaml:9: spec.config.installVolcanno: unknown setting "
+        "(did you mean installVolcano?)",
+        "broken-repo/jobs/train.yml:8: resources.instance_type: no instance type named "
+        "'gpu-big' (known: defaultinstancetype)",
+        "2 problems",
+    ]
+
+
+def test_json_output_lists_problems(tmp_path: Path) -> None:
+    root = broken(tmp_path)
+    result = CliRunner().invoke(cli.main, ["validate", str(root), "--output", "json"])
+    assert result.exit_code == 1
+    problems = json.loads(result.output)
+    assert [(p["line"], p["field"], p["severity"]) for p in problems] == [
+        (9, "spec.config.installVolcanno", "error"),
+        (8, "resources.instance_type", "error"),
+    ]
+    assert problems[0]["file"] == f"{root}/infra/ext.yaml"
+
+
+def test_warnings_are_marked_and_do_not_fail(tmp_path: Path) -> None:
+    root = write_repo(tmp_path, {"e.yaml": extension("enableTraining: true\nsslCname: x")})
+    result = CliRunner().invoke(cli.main, ["validate", str(root)])
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        f"{root}/e.yaml:9: spec.config.sslCname: warning: has no effect: it applies to "
+        "inference, which this extension does not enable",
+        f"{root} is valid: 1 extension, 0 instance types, 0 jobs, 0 deployments (1 warning)",
+    ]
+
+
+def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli.main, ["validate", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_a_single_file_can_be_validated(tmp_path: Path) -> None:
+    root = write_repo(tmp_path, {"e.yaml": extension("enableTraining: true")})
+    result = CliRunner().invoke(cli.main, ["validate", str(root / "e.yaml")])
+    assert result.exit_code == 0, result.output
