@@ -1,0 +1,145 @@
+"""``reconciler cluster``: start, stop and inspect the local control plane from a shell.
+
+``up`` builds the binaries on first use (progress on stderr), starts the plane in the background,
+waits until it is ready and prints ``KUBECONFIG=<path>`` as its last line on stdout, so
+``export "$(reconciler cluster up)"`` works. ``down`` stops it. Both are idempotent. ``status``
+exits 0 when the plane is running and 1 when it is not. ``build`` only builds.
+
+The group is registered on the main CLI in ``reconciler/cli.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from reconciler.localcluster import build, plane
+from reconciler.localcluster.config import default_nodes
+
+_STATE_DIR = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="RECONCILER_CLUSTER_DIR",
+    help="Folder of the plane's state, certificates and logs [default: .cache/localcluster].",
+)
+
+
+def _progress(line: str) -> None:
+    click.echo(f"[cluster] {line}", err=True)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+@click.group()
+def cluster() -> None:
+    """A real local Kubernetes control plane on loopback (etcd, kube-apiserver,
+    kube-controller-manager, kube-scheduler and kwok-simulated nodes)."""
+
+
+@cluster.command("build")
+def build_binaries() -> None:
+    """Build (or find cached) control-plane binaries for the pinned Kubernetes version."""
+    try:
+        binaries = build.ensure_built(_progress)
+    except build.BuildError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(str(binaries.binary))
+
+
+@cluster.command()
+@click.option(
+    "--nodes",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Simulated CPU nodes (4 CPU, 16Gi).",
+)
+@click.option(
+    "--gpu-nodes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Simulated GPU nodes (4 CPU, 16Gi, nvidia.com/gpu: 1, accelerator=nvidia).",
+)
+@click.option(
+    "--timeout",
+    default=plane.READY_TIMEOUT,
+    show_default=True,
+    type=float,
+    help="Seconds to wait for the plane to become ready.",
+)
+@_STATE_DIR
+def up(nodes: int, gpu_nodes: int, timeout: float, state_dir: Path | None) -> None:
+    """Start the plane in the background (building it first if needed) and wait until ready."""
+    state_dir = (state_dir or plane.default_state_dir()).resolve()
+    try:
+        current = plane.status(state_dir)
+        if current.running and current.state is not None:
+            _progress(f"already running ({current.state.server}); nothing to do")
+            click.echo(f"KUBECONFIG={current.state.kubeconfig}")
+            return
+        if current.state is not None:
+            _progress("cleaning up a plane that is no longer healthy")
+            plane.stop(state_dir)
+        binaries = build.ensure_built(_progress)
+        state = plane.start(
+            binaries,
+            default_nodes(nodes, gpu_nodes),
+            state_dir,
+            timeout=timeout,
+            progress=_progress,
+        )
+    except (build.BuildError, plane.PlaneError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    _progress(
+        f"Kubernetes {state.version} ready in {state.ready_seconds}s at {state.server} "
+        f"with {len(state.nodes)} nodes; stop it with `reconciler cluster down`"
+    )
+    click.echo(f"KUBECONFIG={state.kubeconfig}")
+
+
+@cluster.command()
+@_STATE_DIR
+def down(state_dir: Path | None) -> None:
+    """Stop the plane and every process it started. Does nothing if none is running."""
+    try:
+        stopped = plane.stop(state_dir)
+    except plane.PlaneError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo("stopped" if stopped else "no cluster running")
+
+
+@cluster.command("status")
+@_STATE_DIR
+def status_cmd(state_dir: Path | None) -> None:
+    """Show whether the plane runs, its processes and their memory. Exit 1 if not running."""
+    try:
+        st = plane.status(state_dir)
+    except plane.PlaneError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if st.state is None:
+        click.echo("no cluster running")
+        sys.exit(1)
+    s = st.state
+    click.echo(
+        f"{'running' if st.running else 'NOT HEALTHY'}: Kubernetes {s.version} at {s.server}"
+    )
+    click.echo(f"KUBECONFIG={s.kubeconfig}")
+    click.echo(f"nodes: {', '.join(s.nodes) or '-'}")
+    if s.ready_seconds is not None:
+        click.echo(f"start to ready: {s.ready_seconds}s")
+    for c in st.components:
+        state = "up" if c.alive else "DOWN"
+        click.echo(f"  {c.name:<24} pid {c.pid:<8} {state:<5} {_mib(c.rss):>9}")
+    click.echo(f"  {'total resident memory':<38} {_mib(st.rss_total):>9}")
+    if not st.running:
+        sys.exit(1)

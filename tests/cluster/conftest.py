@@ -1,0 +1,131 @@
+"""Fixtures for tests against a real Kubernetes control plane.
+
+``cluster_kubeconfig`` (session): starts the project's local control plane (building it on the
+first run on a machine, with progress on the terminal) and stops it when the session ends. With
+``USE_EXISTING_CLUSTER=1`` it uses the current kubeconfig instead (``$KUBECONFIG`` or
+``~/.kube/config``, e.g. a kind cluster) and starts nothing.
+
+``api_client`` (session): a ``kubernetes.client.ApiClient`` on that cluster.
+``namespace`` (per test): a fresh namespace whose ``default`` service account exists, deleted after.
+
+If the plane cannot be built or started the tests fail with the reason. Outside CI, and only
+then, ``SKIP_CLUSTER_TESTS=1`` turns that into a skip; with ``CI=true`` they always fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from reconciler.localcluster import build, plane
+from reconciler.localcluster.config import default_nodes
+from tests.cluster.kubehelpers import wait_until
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def use_existing_cluster() -> bool:
+    return _flag("USE_EXISTING_CLUSTER")
+
+
+def _unavailable(reason: str) -> None:
+    if _flag("SKIP_CLUSTER_TESTS") and os.environ.get("CI") != "true":
+        pytest.skip(f"SKIP_CLUSTER_TESTS=1 and the control plane is unavailable: {reason}")
+    pytest.fail(
+        f"the local Kubernetes control plane is unavailable: {reason}\n"
+        "(outside CI, SKIP_CLUSTER_TESTS=1 skips these tests instead)",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster_kubeconfig(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str | None]:
+    """Path of an admin kubeconfig for the session's cluster (None: the default kubeconfig)."""
+    if use_existing_cluster():
+        yield None
+        return
+
+    capman: Any = request.config.pluginmanager.getplugin("capturemanager")
+
+    def progress(line: str) -> None:
+        # Shown as it happens, not captured: the first run on a machine builds for minutes.
+        if capman is None:
+            return
+        with capman.global_and_fixture_disabled():
+            sys.stderr.write(f"\n[cluster] {line}")
+            sys.stderr.flush()
+
+    state_dir = tmp_path_factory.mktemp("localcluster")
+    try:
+        binaries = build.ensure_built(progress)
+        state = plane.start(
+            binaries, default_nodes(), state_dir, die_with_parent=True, progress=progress
+        )
+    except (build.BuildError, plane.PlaneError, OSError) as exc:
+        _unavailable(str(exc))
+        raise AssertionError("unreachable") from exc
+    progress(f"Kubernetes {state.version} ready in {state.ready_seconds}s\n")
+    try:
+        yield state.kubeconfig
+    finally:
+        plane.stop(state_dir)
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster_kubeconfig: str | None) -> Iterator[client.ApiClient]:
+    """A Kubernetes API client on the session's cluster, closed at the end."""
+    if cluster_kubeconfig is None:
+        api = config.new_client_from_config()
+    else:
+        api = config.new_client_from_config(config_file=cluster_kubeconfig)
+    try:
+        client.VersionApi(api).get_code()
+    except Exception as exc:
+        api.close()
+        _unavailable(f"the API server does not answer: {exc}")
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def _namespace_name(test_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:40].strip("-")
+    return f"t-{slug}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, ready for pods (its default service account exists)."""
+    core = client.CoreV1Api(api_client)
+    name = _namespace_name(request.node.name)
+    core.create_namespace({"metadata": {"name": name, "labels": {"reconciler-test": "true"}}})
+
+    def default_sa() -> bool:
+        items = core.list_namespaced_service_account(name, field_selector="metadata.name=default")
+        return bool(items.items)
+
+    wait_until(default_sa, bool, f"the default service account in {name}")
+    try:
+        yield name
+    finally:
+        # Background deletion: the namespace controller and kwok clean up after the test.
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def kubeconfig_path(cluster_kubeconfig: str | None) -> Path | None:
+    """The kubeconfig file as a Path (None when the default kubeconfig is used)."""
+    return Path(cluster_kubeconfig) if cluster_kubeconfig else None

@@ -1,0 +1,250 @@
+"""What the local control plane must show (issue 3), against the real kube-apiserver.
+
+Each test gets a fresh namespace. Pods run on kwok-simulated nodes (3 CPU nodes, 1 GPU node with
+``nvidia.com/gpu: 1`` and ``accelerator=nvidia``); with USE_EXISTING_CLUSTER=1 the same tests run
+on whatever cluster the current kubeconfig names.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from reconciler.localcluster.config import GPU_LABEL, GPU_RESOURCE
+from tests.cluster.conftest import use_existing_cluster
+from tests.cluster.kubehelpers import (
+    FIELD_MANAGER,
+    PAUSE_IMAGE,
+    deployment,
+    pods,
+    running,
+    server_side_apply,
+    wait_until,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def _pod(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}], **spec},
+    }
+
+
+def test_api_server_is_the_pinned_release(api_client: client.ApiClient) -> None:
+    version = client.VersionApi(api_client).get_code()
+    if not use_existing_cluster():
+        from reconciler.localcluster import build
+
+        go_mod = (build.source_dir() / "go.mod").read_text()
+        assert version.git_version == build.pinned_kubernetes_version(go_mod)
+
+
+def test_server_side_applied_deployment_rolls_out_on_simulated_nodes(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    applied = server_side_apply(api_client, deployment("web", namespace, replicas=3))
+    managers = {(m.manager, m.operation) for m in applied.metadata.managedFields}
+    assert (FIELD_MANAGER, "Apply") in managers
+
+    apps = client.AppsV1Api(api_client)
+    dep = wait_until(
+        lambda: apps.read_namespaced_deployment("web", namespace),
+        lambda d: d.status.available_replicas == 3 and d.status.updated_replicas == 3,
+        "deployment web to roll out 3 available replicas",
+    )
+    assert dep.spec.replicas == 3
+    # Defaulting by the API server: the strategy was not in the applied manifest.
+    assert dep.spec.strategy.type == "RollingUpdate"
+
+    web = wait_until(
+        lambda: running(pods(api_client, namespace, "app=web")),
+        lambda ps: len(ps) == 3,
+        "3 running pods of web",
+    )
+    nodes = {n.metadata.name: n for n in client.CoreV1Api(api_client).list_node().items}
+    for pod in web:
+        assert pod.spec.node_name in nodes
+        assert pod.status.pod_ip
+        if not use_existing_cluster():
+            assert nodes[pod.spec.node_name].metadata.labels.get("type") == "kwok"
+
+    # Applying the same manifest again is a no-op: same generation, still owned by the tests.
+    again = server_side_apply(api_client, deployment("web", namespace, replicas=3))
+    assert again.metadata.generation == dep.metadata.generation
+
+
+def test_pod_whose_node_selector_matches_no_node_stays_pending_unschedulable(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(
+        namespace, _pod("nowhere", namespace, nodeSelector={"no-such-label": "anywhere"})
+    )
+
+    def scheduled_condition() -> Any:
+        pod = core.read_namespaced_pod("nowhere", namespace)
+        conds = [c for c in (pod.status.conditions or []) if c.type == "PodScheduled"]
+        return (pod, conds[0] if conds else None)
+
+    pod, cond = wait_until(
+        scheduled_condition,
+        lambda pc: pc[1] is not None and pc[1].status == "False",
+        "the scheduler to mark pod nowhere unschedulable",
+    )
+    assert cond.reason == "Unschedulable"
+    assert pod.status.phase == "Pending"
+    assert pod.spec.node_name is None
+
+
+def test_pod_asking_for_a_gpu_lands_on_the_gpu_node(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    gpu_nodes = {
+        n.metadata.name
+        for n in core.list_node().items
+        if (n.status.allocatable or {}).get(GPU_RESOURCE) not in (None, "0")
+    }
+    if use_existing_cluster() and not gpu_nodes:
+        pytest.skip(f"the existing cluster has no node with {GPU_RESOURCE}")
+    assert gpu_nodes, f"the local plane should have a node with {GPU_RESOURCE}"
+
+    container = {
+        "name": "main",
+        "image": PAUSE_IMAGE,
+        "resources": {"limits": {GPU_RESOURCE: "1"}},
+    }
+    body = _pod("trainer", namespace)
+    body["spec"]["containers"] = [container]
+    core.create_namespaced_pod(namespace, body)
+
+    pod = wait_until(
+        lambda: core.read_namespaced_pod("trainer", namespace),
+        lambda p: p.status.phase == "Running",
+        "the GPU pod to run",
+    )
+    assert pod.spec.node_name in gpu_nodes
+    node = core.read_node(pod.spec.node_name)
+    if not use_existing_cluster():
+        assert node.metadata.labels.get(GPU_LABEL[0]) == GPU_LABEL[1]
+
+
+def test_scale_subresource_changes_replicas_and_pods_follow(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    apps = client.AppsV1Api(api_client)
+    server_side_apply(api_client, deployment("scaled", namespace, replicas=1))
+    wait_until(
+        lambda: running(pods(api_client, namespace, "app=scaled")),
+        lambda ps: len(ps) == 1,
+        "1 running pod",
+    )
+
+    for replicas in (4, 2):
+        scale = apps.patch_namespaced_deployment_scale(
+            "scaled",
+            namespace,
+            {"spec": {"replicas": replicas}},
+            _content_type="application/merge-patch+json",
+        )
+        assert scale.spec.replicas == replicas
+        assert apps.read_namespaced_deployment_scale("scaled", namespace).spec.replicas == replicas
+        assert apps.read_namespaced_deployment("scaled", namespace).spec.replicas == replicas
+        wait_until(
+            lambda: pods(api_client, namespace, "app=scaled"),
+            lambda ps, n=replicas: len(ps) == n and len(running(ps)) == n,
+            f"{replicas} running pods after scaling",
+        )
+    # Scaling down removed the extra pods entirely (kwok completes their deletion).
+    wait_until(
+        lambda: (
+            client.CoreV1Api(api_client)
+            .list_namespaced_pod(namespace, label_selector="app=scaled")
+            .items
+        ),
+        lambda items: len(items) == 2,
+        "the scaled-down pods to be gone",
+    )
+
+
+def _crd(group: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "required": ["size"],
+                                    "properties": {
+                                        "size": {"type": "integer", "minimum": 1},
+                                        "color": {"type": "string", "default": "blue"},
+                                        "tags": {"type": "array", "items": {"type": "string"}},
+                                    },
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_crd_becomes_established_and_a_custom_resource_round_trips(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    group = f"t{uuid.uuid4().hex[:8]}.test.mlext.io"
+    ext = client.ApiextensionsV1Api(api_client)
+    ext.create_custom_resource_definition(_crd(group))
+    try:
+
+        def established() -> bool:
+            crd = ext.read_custom_resource_definition(f"widgets.{group}")
+            conds = (crd.status.conditions if crd.status else None) or []
+            return any(c.type == "Established" and c.status == "True" for c in conds)
+
+        wait_until(established, bool, f"CRD widgets.{group} to be Established")
+
+        custom = client.CustomObjectsApi(api_client)
+        body = {
+            "apiVersion": f"{group}/v1alpha1",
+            "kind": "Widget",
+            "metadata": {"name": "w1", "namespace": namespace},
+            "spec": {"size": 3, "tags": ["a", "b"]},
+        }
+        created: Any = custom.create_namespaced_custom_object(
+            group, "v1alpha1", namespace, "widgets", body
+        )
+        got: Any = custom.get_namespaced_custom_object(
+            group, "v1alpha1", namespace, "widgets", "w1"
+        )
+        assert got["spec"] == {"size": 3, "tags": ["a", "b"], "color": "blue"}  # schema default
+        assert got["metadata"]["uid"] == created["metadata"]["uid"]
+
+        # The schema is enforced by the API server.
+        bad = {**body, "metadata": {"name": "w2", "namespace": namespace}, "spec": {"size": 0}}
+        with pytest.raises(client.ApiException) as err:
+            custom.create_namespaced_custom_object(group, "v1alpha1", namespace, "widgets", bad)
+        assert err.value.status == 422
+    finally:
+        ext.delete_custom_resource_definition(f"widgets.{group}")
