@@ -25,6 +25,7 @@ class InstanceType:
     # None for the built-in default: it is not a custom resource in the cluster.
     document: documents.Document | None = field(default=None, compare=False, repr=False)
     path: problems.FieldPath = field(default=(), compare=False, repr=False)
+    source_path: str = field(default="", compare=False, repr=False)  # snapshot path of its file
 
     @property
     def builtin(self) -> bool:
@@ -43,7 +44,7 @@ BUILTIN_DEFAULT = InstanceType(
 
 
 def from_document(
-    document: documents.Document, path: problems.FieldPath
+    document: documents.Document, path: problems.FieldPath, source_path: str = ""
 ) -> tuple[InstanceType, list[problems.Problem]]:
     """Build an instance type from a schema-valid item found at `path` in `document`."""
     item: Mapping[str, Any] = document.data
@@ -61,6 +62,7 @@ def from_document(
         },
         document=document,
         path=path,
+        source_path=source_path,
     )
     return instance_type, _check(instance_type, document, (*path, "spec", "resources"))
 

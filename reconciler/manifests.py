@@ -44,8 +44,13 @@ class Manifest:
     document: documents.Document
     root: problems.FieldPath  # path of the object's fields inside the document
     fields: Mapping[str, Any] = field(repr=False)
-    folder: str = ""  # snapshot folder of the file: local paths are relative to it
+    path: str = ""  # snapshot path of the file
     name_path: problems.FieldPath = ()
+
+    @property
+    def folder(self) -> str:
+        """Local paths in the manifest are relative to its file's folder."""
+        return posixpath.dirname(self.path)
 
     def problem(
         self,
@@ -83,23 +88,22 @@ class Recognized:
 def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
     """What `document` (from the file at `snapshot_path`) declares."""
     data = document.data
-    folder = posixpath.dirname(snapshot_path)
     if not isinstance(data, Mapping):
         return _unknown(document, f"a manifest must be a mapping, not {_type_word(data)}")
     kind = data.get("kind")
     if kind is not None:
-        return _by_kind(document, data, kind, folder)
+        return _by_kind(document, data, kind, snapshot_path)
     schema_url = data.get("$schema")
     if isinstance(schema_url, str):
         lowered = schema_url.lower()
         if lowered.endswith(_JOB_SCHEMA_SUFFIX):
             name = data.get("name") or _name_from_file(snapshot_path)
-            job = Manifest(JOB, str(name), document, (), data, folder, ("name",))
+            job = Manifest(JOB, str(name), document, (), data, snapshot_path, ("name",))
             return Recognized([job], [SchemaCheck(JOB)], [])
         if lowered.endswith(_DEPLOYMENT_SCHEMA_SUFFIX):
-            return _v2_deployment(document, data, folder)
+            return _v2_deployment(document, data, snapshot_path)
     if isinstance(data.get("deployments"), list):
-        return _endpoint(document, data, folder)
+        return _endpoint(document, data, snapshot_path)
     return _unknown(
         document,
         "not a manifest this reconciler knows: give a kind (one of "
@@ -109,7 +113,7 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
 
 
 def _by_kind(
-    document: documents.Document, data: Mapping[str, Any], kind: Any, folder: str
+    document: documents.Document, data: Mapping[str, Any], kind: Any, path: str
 ) -> Recognized:
     metadata = data.get("metadata")
     name = str(metadata.get("name", "")) if isinstance(metadata, Mapping) else ""
@@ -125,7 +129,7 @@ def _by_kind(
                 document,
                 ("items", i),
                 item,
-                folder,
+                path,
                 ("items", i, "metadata", "name"),
             )
             for i, item in enumerate(items if isinstance(items, list) else [])
@@ -133,12 +137,12 @@ def _by_kind(
         ]
         return Recognized(found, [SchemaCheck(INSTANCE_TYPE_LIST)], [])
     if kind in (EXTENSION, INSTANCE_TYPE):
-        manifest = Manifest(kind, name, document, (), data, folder, name_path)
+        manifest = Manifest(kind, name, document, (), data, path, name_path)
         return Recognized([manifest], [SchemaCheck(kind)], [])
     if kind in (JOB, DEPLOYMENT):
         spec = data.get("spec")
         fields = spec if isinstance(spec, Mapping) else {}
-        manifest = Manifest(kind, name, document, ("spec",), fields, folder, name_path)
+        manifest = Manifest(kind, name, document, ("spec",), fields, path, name_path)
         return Recognized([manifest], [SchemaCheck("Envelope"), SchemaCheck(kind, ("spec",))], [])
     hint = problems.did_you_mean(str(kind), KINDS)
     return Recognized(
@@ -152,17 +156,15 @@ def _by_kind(
     )
 
 
-def _v2_deployment(
-    document: documents.Document, data: Mapping[str, Any], folder: str
-) -> Recognized:
+def _v2_deployment(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
     checks = [SchemaCheck(DEPLOYMENT)]
     if "name" not in data:
         return Recognized([], checks, [document.problem(("name",), "required field is missing")])
-    manifest = Manifest(DEPLOYMENT, str(data["name"]), document, (), data, folder, ("name",))
+    manifest = Manifest(DEPLOYMENT, str(data["name"]), document, (), data, path, ("name",))
     return Recognized([manifest], checks, [])
 
 
-def _endpoint(document: documents.Document, data: Mapping[str, Any], folder: str) -> Recognized:
+def _endpoint(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
     """The older endpoint shape: each item of `deployments:` is one Deployment."""
     manifests: list[Manifest] = []
     checks = [SchemaCheck("Endpoint")]
@@ -181,7 +183,7 @@ def _endpoint(document: documents.Document, data: Mapping[str, Any], folder: str
             continue
         name_path = (*root, "name")
         manifests.append(
-            Manifest(DEPLOYMENT, str(item["name"]), document, root, fields, folder, name_path)
+            Manifest(DEPLOYMENT, str(item["name"]), document, root, fields, path, name_path)
         )
     return Recognized(manifests, checks, found)
 

@@ -176,7 +176,9 @@ def _build_models(
             extension, more = extensions.build(manifest, snapshot)
             repo.extensions[extension.name] = extension
         elif manifest.kind == manifests.INSTANCE_TYPE:
-            instance_type, more = instancetypes.from_document(manifest.document, manifest.root)
+            instance_type, more = instancetypes.from_document(
+                manifest.document, manifest.root, manifest.path
+            )
             repo.instance_types[instance_type.name] = instance_type
         elif manifest.kind == manifests.JOB:
             job, more = workloads.build_job(manifest, snapshot)

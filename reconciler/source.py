@@ -17,7 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+import git
+
 YAML_SUFFIXES = (".yaml", ".yml")
+UNVERSIONED = "unversioned"
 
 
 class Snapshot(Protocol):
@@ -41,6 +44,10 @@ class Snapshot(Protocol):
 
     def display(self, path: str) -> str:
         """How to show `path` to the user in a message."""
+        ...
+
+    def revision(self) -> str:
+        """The revision this snapshot is of (a commit id), stamped on rendered objects."""
         ...
 
 
@@ -105,6 +112,18 @@ class DirectorySnapshot:
         if target.is_file():
             return target.stat().st_size
         return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+
+    def revision(self) -> str:
+        """HEAD's commit id when the folder is in a git work tree (`-dirty` when it has
+        uncommitted changes below the folder), else `unversioned`."""
+        try:
+            work_tree = git.Repo(self.root, search_parent_directories=True)
+            commit = work_tree.head.commit.hexsha
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
+            return UNVERSIONED
+        below = os.path.relpath(self.root.resolve(), Path(work_tree.working_dir).resolve())
+        dirty = work_tree.is_dirty(untracked_files=True, path=None if below == "." else below)
+        return f"{commit}-dirty" if dirty else commit
 
     def display(self, path: str) -> str:
         if self._display_root in ("", "."):

@@ -18,4 +18,5 @@ def init():
 
 def run(raw_data):
     rows = json.loads(raw_data)["data"]
-    return [sum(w * x for w, x in zip(model["weights"], row)) + model["bias"] for row in rows]
+    weights, bias = model["weights"], model["bias"]
+    return [sum(w * x for w, x in zip(weights, row, strict=True)) + bias for row in rows]

@@ -1,0 +1,286 @@
+"""The `render` stage: a validated repo -> every Kubernetes object it declares, in apply order.
+
+For each extension: its release namespace, the components `components.select` picks (one Jinja
+template each under `templates/components/`), the router's TLS Secret when the protected PEM files
+supply it; for the repo: the InstanceType CRD, the volcano CRDs when a training extension installs
+volcano, and the declared instance types as custom resources. Every object then gets the labels
+that tie it to its extension and the annotations naming its source file and revision, and the
+list is put in apply order. Pure: the PEM files are read through the snapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import yaml
+
+from reconciler import components, extensions, instancetypes, objects, repo, source
+
+MANAGED_BY = "mlext-reconciler"
+NAME_LABEL = "app.kubernetes.io/name"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+SOURCE_FILE_ANNOTATION = "gitops.mlext.io/source-file"
+SOURCE_REVISION_ANNOTATION = "gitops.mlext.io/source-revision"
+INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
+ROUTER_CONFIG_DIR = "/etc/azureml-fe"
+ROUTER_HTTP_PORT = 8080
+ROUTER_HTTPS_PORT = 8443
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What ties an object to its extension: the labels and annotations it gets."""
+
+    extension: str
+    component: str
+    name: str
+    source_file: str
+
+
+@dataclass
+class Rendered:
+    objects: list[objects.Object] = field(default_factory=list)
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("reconciler", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, not HTML
+    )
+
+
+def render_template(name: str, context: Mapping[str, Any]) -> list[objects.Object]:
+    """Render one template into the objects its YAML documents hold (empty ones dropped)."""
+    text = _environment().get_template(name).render(**context)
+    return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc]
+
+
+def render_repo(loaded: repo.Repo, snapshot: source.Snapshot, revision: str) -> Rendered:
+    """Every object the repo declares, labelled and in apply order."""
+    owned: dict[objects.Key, objects.Object] = {}
+
+    def add(obj: objects.Object, owner: Owner) -> None:
+        _stamp(obj, owner, revision)
+        owned.setdefault(objects.key(obj), obj)  # shared CRDs are rendered once
+
+    repo_owner = _repo_owner(loaded)
+    for extension in sorted(loaded.extensions.values(), key=lambda e: e.name):
+        source_file = extension.manifest.path if extension.manifest else ""
+        for obj, component in extension_objects(extension, snapshot):
+            add(obj, Owner(extension.name, component, _object_name(obj), source_file))
+    if repo_owner is not None:
+        crd_file = repo_owner.manifest.path if repo_owner.manifest else ""
+        for obj in render_template("crds/instancetypes.yaml.j2", {}):
+            add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file))
+        if any(_installs_volcano(e) for e in loaded.extensions.values()):
+            for obj in render_template("crds/volcano.yaml.j2", {}):
+                add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file))
+        for instance_type in sorted(loaded.instance_types.values(), key=lambda i: i.name):
+            context = {"it": _instance_type(instance_type)}
+            for obj in render_template("instancetype.yaml.j2", context):
+                owner = Owner(
+                    repo_owner.name, "instancetype", instance_type.name, instance_type.source_path
+                )
+                add(obj, owner)
+    return Rendered(objects.in_apply_order(owned.values()))
+
+
+def extension_objects(
+    extension: extensions.Extension, snapshot: source.Snapshot
+) -> list[tuple[objects.Object, str]]:
+    """(object, component label) for everything one extension installs."""
+    found: list[tuple[objects.Object, str]] = []
+    base = _base_context(extension)
+    for obj in render_template("namespace.yaml.j2", base):
+        found.append((obj, "namespace"))
+    for component in components.select(extension):
+        context = {**base, "c": _component_context(component, extension)}
+        if component.template == "router":
+            context["router"] = _router_context(component, extension)
+            secret = _router_tls_secret(component, extension, snapshot)
+            if secret is not None:
+                found.append((secret, _component_label(component)))
+        for obj in render_template(component.template_name, context):
+            found.append((obj, _component_label(component)))
+    return found
+
+
+def _base_context(extension: extensions.Extension) -> dict[str, Any]:
+    values = extension.settings
+    return {
+        "ext": {
+            "name": extension.name,
+            "namespace": extension.release_namespace,
+            "cluster_type": extension.cluster_type,
+        },
+        "s": dict(values.values),
+        "node_selector": values.node_selector,
+        "openshift": bool(values["openshift"]),
+    }
+
+
+def _component_label(component: components.Component) -> str:
+    return component.name.replace("{EXT}-", "")
+
+
+def _component_context(
+    component: components.Component, extension: extensions.Extension
+) -> dict[str, Any]:
+    name = component.object_name(extension.name)
+    selector = {NAME_LABEL: name, PART_OF_LABEL: extension.name}
+    return {
+        "name": name,
+        "component": _component_label(component),
+        "kind": component.kind,
+        "image": components.image(component, extension.settings["imageRegistry"]),
+        "resources": component.resources.as_dict(),
+        # Cluster-scoped RBAC is shared by every extension on the cluster: prefix it.
+        "cluster_name": name if name.startswith(extension.name) else f"{extension.name}-{name}",
+        "selector": selector,
+        "pod_labels": {
+            **selector,
+            MANAGED_BY_LABEL: MANAGED_BY,
+            COMPONENT_LABEL: _component_label(component),
+        },
+        "host_access": component.kind == "DaemonSet",
+    }
+
+
+def router_tls_secret_name(router_name: str, extension: extensions.Extension) -> str | None:
+    """The Secret the router's certificate comes from, or None over plain HTTP."""
+    values = extension.settings
+    if not values.https:
+        return None
+    return str(values["sslSecret"]) if values["sslSecret"] else f"{router_name}-tls"
+
+
+def _router_context(
+    component: components.Component, extension: extensions.Extension
+) -> dict[str, Any]:
+    values = extension.settings
+    name = component.object_name(extension.name)
+    tls_secret = router_tls_secret_name(name, extension)
+    https = tls_secret is not None
+    container_port = ROUTER_HTTPS_PORT if https else ROUTER_HTTP_PORT
+    port_name = "https" if https else "http"
+    config: dict[str, Any] = {"listen": f"0.0.0.0:{container_port}", "deployments": []}
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{name}-config"}}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True}
+    ]
+    if https:
+        config["tls"] = {
+            "cert": f"{ROUTER_CONFIG_DIR}/tls/cert.pem",
+            "key": f"{ROUTER_CONFIG_DIR}/tls/key.pem",
+        }
+        config["cname"] = values["sslCname"]
+        volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
+        mounts.append({"name": "tls", "mountPath": f"{ROUTER_CONFIG_DIR}/tls", "readOnly": True})
+    internal = (
+        values["internalLoadBalancerProvider"] == "azure"
+        and values["inferenceRouterServiceType"] == "LoadBalancer"
+    )
+    return {
+        "replicas": 3 if values["inferenceRouterHA"] else 1,
+        "service_type": values["inferenceRouterServiceType"],
+        "service_annotations": {INTERNAL_LB_ANNOTATION: "true"} if internal else None,
+        "service_ports": [
+            {
+                "name": port_name,
+                "port": 443 if https else 80,
+                "targetPort": port_name,
+                "protocol": "TCP",
+            }
+        ],
+        "container_ports": [
+            {"name": port_name, "containerPort": container_port, "protocol": "TCP"}
+        ],
+        "probe_port": port_name,
+        "probe_scheme": "HTTPS" if https else "HTTP",
+        "config_map": f"{name}-config",
+        "config_yaml": yaml.safe_dump(config, sort_keys=False),
+        "volumes": volumes,
+        "volume_mounts": mounts,
+    }
+
+
+def _router_tls_secret(
+    component: components.Component, extension: extensions.Extension, snapshot: source.Snapshot
+) -> objects.Object | None:
+    """The Secret built from the protected PEM files (not when sslSecret names one)."""
+    name = component.object_name(extension.name)
+    if not extension.settings.https or extension.settings["sslSecret"]:
+        return None
+    if not (extension.ssl_cert_file and extension.ssl_key_file):
+        return None
+
+    def encode(path: str) -> str:
+        return base64.b64encode(snapshot.read_bytes(path)).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-tls", "namespace": extension.release_namespace},
+        "type": "Opaque",
+        "data": {
+            "cert.pem": encode(extension.ssl_cert_file),
+            "key.pem": encode(extension.ssl_key_file),
+        },
+    }
+
+
+def _installs_volcano(extension: extensions.Extension) -> bool:
+    return extension.settings.training and bool(extension.settings["installVolcano"])
+
+
+def _repo_owner(loaded: repo.Repo) -> extensions.Extension | None:
+    """Cluster-wide objects (CRDs, instance types) belong to the repo's first extension."""
+    if not loaded.extensions:
+        return None
+    return loaded.extensions[min(loaded.extensions)]
+
+
+def _instance_type(instance_type: instancetypes.InstanceType) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if instance_type.requests:
+        resources["requests"] = dict(instance_type.requests)
+    if instance_type.limits:
+        resources["limits"] = dict(instance_type.limits)
+    return {
+        "name": instance_type.name,
+        "node_selector": dict(instance_type.node_selector),
+        "resources": resources,
+    }
+
+
+def _object_name(obj: objects.Object) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _stamp(obj: objects.Object, owner: Owner, revision: str) -> None:
+    """Labels that tie the object to its extension; annotations naming where it came from.
+    Labels a template set itself (such as the router-config component) win."""
+    metadata = obj.setdefault("metadata", {})
+    labels = {
+        NAME_LABEL: owner.name,
+        PART_OF_LABEL: owner.extension,
+        MANAGED_BY_LABEL: MANAGED_BY,
+        COMPONENT_LABEL: owner.component,
+    }
+    metadata["labels"] = {**labels, **(metadata.get("labels") or {})}
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        SOURCE_FILE_ANNOTATION: owner.source_file,
+        SOURCE_REVISION_ANNOTATION: revision,
+    }
