@@ -180,26 +180,27 @@ def _compile(
     last_report = started
     done = 0
     log_tail: list[str] = []
-    proc = subprocess.Popen(
+    # `with` closes the pipe: leaving it to the garbage collector is a ResourceWarning.
+    with subprocess.Popen(
         build_command(go, output, version),
         cwd=src,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        log_tail = [*log_tail[-40:], line.rstrip()]
-        # `go build -v` prints one import path per package it compiles; anything else is output
-        # from a failing step and is kept for the error message.
-        if line.strip() and " " not in line.strip():
-            done += 1
-        now = time.monotonic()
-        if now - last_report >= 15:
-            last_report = now
-            _say(progress, progress_line(done, total, now - started))
-    code = proc.wait()
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log_tail = [*log_tail[-40:], line.rstrip()]
+            # `go build -v` prints one import path per package it compiles; anything else is
+            # output from a failing step and is kept for the error message.
+            if line.strip() and " " not in line.strip():
+                done += 1
+            now = time.monotonic()
+            if now - last_report >= 15:
+                last_report = now
+                _say(progress, progress_line(done, total, now - started))
+        code = proc.wait()
     if code != 0:
         raise BuildError("go build failed (exit {}):\n{}".format(code, "\n".join(log_tail)))
     _say(progress, "go build done: " + progress_line(done, total, time.monotonic() - started))
