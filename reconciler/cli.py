@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from reconciler import __version__, objects, outdir, repo, source
+from reconciler import __version__, objects, outdir, repo, source, workloadcli
 from reconciler import render as renderer
 from reconciler.localcluster import cli as localcluster_cli
 
@@ -106,3 +106,5 @@ def _verdict(path: str, loaded: repo.Loaded) -> str:
 
 
 main.add_command(localcluster_cli.cluster)
+main.add_command(workloadcli.deployment)
+main.add_command(workloadcli.job)

@@ -100,6 +100,38 @@ def apply(
     return _call(cluster, "PATCH", path, query, obj, "application/apply-patch+yaml")
 
 
+def create_if_absent(cluster: Cluster, obj: objects.Object) -> bool:
+    """Create `obj` unless an object of that name exists (which is left untouched): for
+    material generated once, such as deployment keys. True when it was created."""
+    resource = _resource(cluster, obj)
+    namespace = obj["metadata"].get("namespace") if resource.namespaced else None
+    try:
+        _call(
+            cluster,
+            "POST",
+            resource.path(namespace=namespace),
+            [("fieldManager", FIELD_MANAGER)],
+            obj,
+            "application/json",
+        )
+    except KubeError as err:
+        if err.status == 409:
+            return False
+        raise
+    return True
+
+
+def merge_patch(cluster: Cluster, obj: objects.Object, patch: objects.Object) -> objects.Object:
+    """JSON merge patch of the live object named like `obj`."""
+    resource = _resource(cluster, obj)
+    metadata = obj["metadata"]
+    path = resource.path(
+        name=metadata["name"], namespace=metadata.get("namespace") if resource.namespaced else None
+    )
+    query = [("fieldManager", FIELD_MANAGER)]
+    return _call(cluster, "PATCH", path, query, patch, "application/merge-patch+json")
+
+
 def get(cluster: Cluster, obj: objects.Object) -> objects.Object | None:
     """The live object with the same identity, or None when there is none."""
     resource = _resource(cluster, obj)
@@ -113,6 +145,21 @@ def get(cluster: Cluster, obj: objects.Object) -> objects.Object | None:
         if err.status == 404:
             return None
         raise
+
+
+def list_objects(
+    cluster: Cluster, api_version: str, kind: str, namespace: str
+) -> list[objects.Object]:
+    """Every object of a kind in a namespace (empty when the cluster does not serve the kind)."""
+    try:
+        resource = _resource(cluster, {"apiVersion": api_version, "kind": kind})
+    except KubeError as err:
+        if err.status == 404:
+            return []
+        raise
+    listing = _call(cluster, "GET", resource.path(namespace=namespace), [], None, None)
+    items: list[objects.Object] = listing.get("items") or []
+    return items
 
 
 def wait_established(

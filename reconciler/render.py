@@ -11,15 +11,23 @@ list is put in apply order. Pure: the PEM files are read through the snapshot.
 from __future__ import annotations
 
 import base64
-import functools
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
 import yaml
 
-from reconciler import components, extensions, instancetypes, objects, repo, source
+from reconciler import (
+    components,
+    extensions,
+    instancetypes,
+    objects,
+    repo,
+    source,
+    templating,
+    workloadobjects,
+    workloads,
+)
 
 MANAGED_BY = "mlext-reconciler"
 NAME_LABEL = "app.kubernetes.io/name"
@@ -32,7 +40,6 @@ INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-interna
 ROUTER_CONFIG_DIR = "/etc/azureml-fe"
 ROUTER_HTTP_PORT = 8080
 ROUTER_HTTPS_PORT = 8443
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -50,22 +57,6 @@ class Rendered:
     objects: list[objects.Object] = field(default_factory=list)
 
 
-@functools.cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("reconciler", "templates"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # YAML, not HTML
-    )
-
-
-def render_template(name: str, context: Mapping[str, Any]) -> list[objects.Object]:
-    """Render one template into the objects its YAML documents hold (empty ones dropped)."""
-    text = _environment().get_template(name).render(**context)
-    return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc]
-
-
 def render_repo(loaded: repo.Repo, snapshot: source.Snapshot, revision: str) -> Rendered:
     """Every object the repo declares, labelled and in apply order."""
     owned: dict[objects.Key, objects.Object] = {}
@@ -77,18 +68,34 @@ def render_repo(loaded: repo.Repo, snapshot: source.Snapshot, revision: str) -> 
     repo_owner = _repo_owner(loaded)
     for extension in sorted(loaded.extensions.values(), key=lambda e: e.name):
         source_file = extension.manifest.path if extension.manifest else ""
-        for obj, component in extension_objects(extension, snapshot):
+        served = [d for d in loaded.deployments.values() if loaded.extension_for(d) is extension]
+        for obj, component in extension_objects(extension, snapshot, served):
             add(obj, Owner(extension.name, component, _object_name(obj), source_file))
+    for job in loaded.jobs.values():
+        runs_on = loaded.extension_for(job)
+        assert runs_on is not None, "a valid repo has an extension for every job"
+        for obj in workloadobjects.job_objects(job, runs_on, loaded.instance_types, snapshot):
+            add(obj, Owner(runs_on.name, "job", job.name, job.manifest.path))
+    for deployment in loaded.deployments.values():
+        served_by = loaded.extension_for(deployment)
+        assert served_by is not None, "a valid repo has an extension for every deployment"
+        for obj in workloadobjects.deployment_objects(
+            deployment, served_by, loaded.instance_types, snapshot
+        ):
+            owner = Owner(
+                extension.name, "model-deployment", deployment.name, deployment.manifest.path
+            )
+            add(obj, owner)
     if repo_owner is not None:
         crd_file = repo_owner.manifest.path if repo_owner.manifest else ""
-        for obj in render_template("crds/instancetypes.yaml.j2", {}):
+        for obj in templating.render_template("crds/instancetypes.yaml.j2", {}):
             add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file))
         if any(_installs_volcano(e) for e in loaded.extensions.values()):
-            for obj in render_template("crds/volcano.yaml.j2", {}):
+            for obj in templating.render_template("crds/volcano.yaml.j2", {}):
                 add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file))
         for instance_type in sorted(loaded.instance_types.values(), key=lambda i: i.name):
             context = {"it": _instance_type(instance_type)}
-            for obj in render_template("instancetype.yaml.j2", context):
+            for obj in templating.render_template("instancetype.yaml.j2", context):
                 owner = Owner(
                     repo_owner.name, "instancetype", instance_type.name, instance_type.source_path
                 )
@@ -97,21 +104,24 @@ def render_repo(loaded: repo.Repo, snapshot: source.Snapshot, revision: str) -> 
 
 
 def extension_objects(
-    extension: extensions.Extension, snapshot: source.Snapshot
+    extension: extensions.Extension,
+    snapshot: source.Snapshot,
+    deployments: Sequence[workloads.Deployment] = (),
 ) -> list[tuple[objects.Object, str]]:
-    """(object, component label) for everything one extension installs."""
+    """(object, component label) for everything one extension installs; `deployments` are the
+    model deployments its router serves."""
     found: list[tuple[objects.Object, str]] = []
     base = _base_context(extension)
-    for obj in render_template("namespace.yaml.j2", base):
+    for obj in templating.render_template("namespace.yaml.j2", base):
         found.append((obj, "namespace"))
     for component in components.select(extension):
         context = {**base, "c": _component_context(component, extension)}
         if component.template == "router":
-            context["router"] = _router_context(component, extension)
+            context["router"] = _router_context(component, extension, deployments)
             secret = _router_tls_secret(component, extension, snapshot)
             if secret is not None:
                 found.append((secret, _component_label(component)))
-        for obj in render_template(component.template_name, context):
+        for obj in templating.render_template(component.template_name, context):
             found.append((obj, _component_label(component)))
     return found
 
@@ -166,7 +176,9 @@ def router_tls_secret_name(router_name: str, extension: extensions.Extension) ->
 
 
 def _router_context(
-    component: components.Component, extension: extensions.Extension
+    component: components.Component,
+    extension: extensions.Extension,
+    deployments: Sequence[workloads.Deployment],
 ) -> dict[str, Any]:
     values = extension.settings
     name = component.object_name(extension.name)
@@ -174,7 +186,13 @@ def _router_context(
     https = tls_secret is not None
     container_port = ROUTER_HTTPS_PORT if https else ROUTER_HTTP_PORT
     port_name = "https" if https else "http"
-    config: dict[str, Any] = {"listen": f"0.0.0.0:{container_port}", "deployments": []}
+    config: dict[str, Any] = {
+        "listen": f"0.0.0.0:{container_port}",
+        "deployments": [
+            workloadobjects.router_entry(d, extension.release_namespace)
+            for d in sorted(deployments, key=lambda d: d.name)
+        ],
+    }
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{name}-config"}}]
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True}

@@ -15,10 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from reconciler import (
+    components,
     documents,
     extensions,
     instancetypes,
     manifests,
+    placement,
     problems,
     schemas,
     source,
@@ -199,7 +201,8 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
     ]
     for workload, instance_type_path, scenario in all_workloads:
         manifest = workload.manifest
-        if instancetypes.resolve(workload.instance_type, repo.instance_types) is None:
+        instance_type = instancetypes.resolve(workload.instance_type, repo.instance_types)
+        if instance_type is None:
             known = ", ".join(instancetypes.known_names(repo.instance_types))
             found.append(
                 manifest.problem(
@@ -210,6 +213,20 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
         extension = _check_compute(repo, workload, found)
         if extension is None:
             continue
+        if workload.name in _reserved_names(extension):
+            found.append(
+                manifest.problem(
+                    manifest.name_path[len(manifest.root) :],
+                    f"{workload.name!r} is taken by a component of extension {extension.name!r} "
+                    "in the same namespace: choose another name",
+                )
+            )
+        if instance_type is not None:
+            conflict = placement.conflict_problem(
+                workload, extension, instance_type, instance_type_path
+            )
+            if conflict is not None:
+                found.append(conflict)
         enabled = (
             extension.settings.training if scenario == "training" else extension.settings.inference
         )
@@ -222,6 +239,12 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
                     f"{kind} need {setting}: true on extension {extension.name!r}",
                 )
             )
+
+
+def _reserved_names(extension: extensions.Extension) -> set[str]:
+    """Object names the extension's components use in its namespace."""
+    names = {c.object_name(extension.name) for c in components.COMPONENTS}
+    return names | {"prometheus-operated", "volcano-scheduler-configmap"}
 
 
 def _check_compute(

@@ -42,6 +42,10 @@ class Snapshot(Protocol):
         """Bytes in a file, or the sum over every file below a folder."""
         ...
 
+    def files_under(self, path: str) -> list[str]:
+        """Every file at or below `path`, sorted (a file gives itself)."""
+        ...
+
     def display(self, path: str) -> str:
         """How to show `path` to the user in a message."""
         ...
@@ -112,6 +116,13 @@ class DirectorySnapshot:
         if target.is_file():
             return target.stat().st_size
         return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+
+    def files_under(self, path: str) -> list[str]:
+        target = self._path(path)
+        if target.is_file():
+            return [path]
+        found = (p.relative_to(self.root).as_posix() for p in target.rglob("*") if p.is_file())
+        return sorted(f for f in found if "/.git/" not in f"/{f}")
 
     def revision(self) -> str:
         """HEAD's commit id when the folder is in a git work tree (`-dirty` when it has

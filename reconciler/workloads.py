@@ -22,6 +22,9 @@ DEFAULT_POLLING_INTERVAL = 1  # seconds, the ML CLI v2 default
 DEFAULT_MAX_CONCURRENT_REQUESTS = 1
 DEFAULT_REQUEST_TIMEOUT_MS = 5000
 DEFAULT_MAX_QUEUE_WAIT_MS = 500
+# Small local files reach the pod through a ConfigMap, which holds at most 1 MiB: keep room
+# for its metadata.
+MAX_CONFIGMAP_BYTES = 1_000_000
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -98,7 +101,19 @@ class _Context:
             self.error(path, f"no such file or folder: {self.snapshot.display(resolved)}")
         elif want_dir and not self.snapshot.is_dir(resolved):
             self.error(path, f"must be a folder: {self.snapshot.display(resolved)}")
+        elif (size := self.snapshot.size(resolved)) > MAX_CONFIGMAP_BYTES:
+            self.error(
+                path,
+                f"{self.snapshot.display(resolved)} is {size:,} bytes: local files reach the pod "
+                f"through a ConfigMap, which holds at most {MAX_CONFIGMAP_BYTES:,}; put them "
+                "behind a URI (https://...) instead",
+            )
         return resolved
+
+
+def is_uri(reference: str) -> bool:
+    """A remote reference (`https://...`, `azureml://...`) rather than a path in the repo."""
+    return bool(_URI.match(reference))
 
 
 def _image(ctx: _Context, environment: Any) -> tuple[str, str | None]:

@@ -1,0 +1,41 @@
+"""The Jinja environment over `templates/`, and rendering one template into objects.
+
+Shared by the extension renderer (`render`) and the workload renderer (`workloadobjects`).
+Templates insert values with `tojson` (JSON is YAML, so quoting is never a question); `prune`
+drops keys whose value is None or empty so optional fields simply do not appear.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+import yaml
+
+from reconciler import objects
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def prune(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if v is not None and v != [] and v != {}}
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("reconciler", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, not HTML
+    )
+    environment.filters["prune"] = prune
+    return environment
+
+
+def render_template(name: str, context: Mapping[str, Any]) -> list[objects.Object]:
+    """Render one template into the objects its YAML documents hold (empty ones dropped)."""
+    text = _environment().get_template(name).render(**context)
+    return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc]

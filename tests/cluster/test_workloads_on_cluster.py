@@ -1,0 +1,256 @@
+"""Jobs and model deployments on the real control plane (SPEC sections 4-6).
+
+Each test writes a small repo whose extension's release namespace is the test's own namespace,
+renders it and applies the workload objects with server-side apply (the volcano-less job path:
+the local plane runs no volcano scheduler).
+"""
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from reconciler import auth, kube, objects, ownership, render, source
+from tests.cluster.kubehelpers import pods, wait_until
+from tests.helpers import API, load, write_repo
+
+pytestmark = pytest.mark.cluster
+WORKLOAD_KINDS = {"ConfigMap", "Job", "Deployment", "Service"}
+INSTANCE_TYPES = """
+apiVersion: amlarc.azureml.com/v1alpha1
+kind: InstanceTypeList
+items:
+  - metadata: {name: gpu}
+    spec:
+      nodeSelector: {accelerator: nvidia}
+      resources: {limits: {cpu: "1", memory: 1Gi, nvidia.com/gpu: 1}}
+  - metadata: {name: nowhere}
+    spec:
+      nodeSelector: {pool: does-not-exist}
+      resources: {limits: {cpu: 100m, memory: 128Mi}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
+    connection = kube.connect(cluster_kubeconfig)
+    yield connection
+    connection.api.close()
+
+
+def repo_in(tmp_path: Path, namespace: str, workloads: dict[str, str]) -> Path:
+    extension = f"""
+        apiVersion: {API}
+        kind: Extension
+        metadata: {{name: ml}}
+        spec:
+          clusterType: managedClusters
+          releaseNamespace: {namespace}
+          config:
+            enableTraining: true
+            enableInference: true
+            inferenceRouterServiceType: ClusterIP
+            allowInsecureConnections: true
+            installVolcano: false
+        """
+    return write_repo(tmp_path, {"ext.yaml": extension, "it.yaml": INSTANCE_TYPES, **workloads})
+
+
+def workload_objects(root: Path) -> list[objects.Object]:
+    loaded = load(root)
+    assert loaded.valid, [str(p) for p in loaded.problems]
+    everything = render.render_repo(loaded.repo, source.DirectorySnapshot(root), "test").objects
+    return [
+        o
+        for o in everything
+        if o["kind"] in WORKLOAD_KINDS
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] in ("job", "model-deployment")
+    ]
+
+
+def job(name: str, instance_type: str) -> str:
+    return f"""
+        $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+        name: {name}
+        command: python train.py
+        environment: {{image: python:3.11-slim}}
+        resources: {{instance_type: {instance_type}}}
+        """
+
+
+def test_gpu_job_lands_on_the_gpu_node(
+    cluster: kube.Cluster, api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    for obj in workload_objects(repo_in(tmp_path, namespace, {"j.yaml": job("train", "gpu")})):
+        kube.apply(cluster, obj)
+    running = wait_until(
+        lambda: [p for p in pods(api_client, namespace) if p.spec.node_name],
+        bool,
+        "the job's pod to be scheduled",
+    )
+    node = client.CoreV1Api(api_client).read_node(running[0].spec.node_name)
+    assert node.metadata.labels["accelerator"] == "nvidia"
+    assert running[0].spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+
+
+def test_job_matching_no_node_stays_pending_unschedulable(
+    cluster: kube.Cluster, api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    for obj in workload_objects(repo_in(tmp_path, namespace, {"j.yaml": job("lost", "nowhere")})):
+        kube.apply(cluster, obj)
+
+    def unschedulable() -> bool:
+        for pod in pods(api_client, namespace):
+            for condition in pod.status.conditions or []:
+                if condition.type == "PodScheduled" and condition.reason == "Unschedulable":
+                    return True
+        return False
+
+    wait_until(unschedulable, bool, "the pod to be reported Unschedulable")
+    assert all(p.status.phase == "Pending" for p in pods(api_client, namespace))
+
+
+DEPLOYMENT = """
+name: blue
+environment: {image: python:3.11-slim}
+code_configuration: {code: ./score, scoring_script: score.py}
+model: {path: ./model.json}
+scale_settings: {type: target_utilization, min_instances: 2, max_instances: 6}
+"""
+
+
+def test_deployment_rolls_out_and_keeps_the_routers_replica_count(
+    cluster: kube.Cluster, api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    root = repo_in(
+        tmp_path,
+        namespace,
+        {
+            "d.yaml": "$schema: https://x/kubernetesOnlineDeployment.schema.json\n" + DEPLOYMENT,
+            "score/score.py": "def init(): ...\ndef run(raw): return raw\n",
+            "model.json": '{"weights": [1]}',
+        },
+    )
+    desired = workload_objects(root)
+    assert {o["kind"] for o in desired} == {"ConfigMap", "Deployment", "Service"}
+    for obj in desired:
+        kube.apply(cluster, obj)
+    apps = client.AppsV1Api(api_client)
+    wait_until(
+        lambda: apps.read_namespaced_deployment("blue", namespace).status.available_replicas,
+        lambda n: n == 2,
+        "min_instances (2) pods available",
+    )
+    # The router scales through the scale subresource, as its own field manager.
+    apps.patch_namespaced_deployment_scale(
+        "blue", namespace, {"spec": {"replicas": 5}}, field_manager="azureml-fe"
+    )
+    deployment = next(o for o in desired if o["kind"] == "Deployment")
+    live = kube.get(cluster, deployment)
+    assert live is not None and "azureml-fe" in ownership.owners_of_replicas(live)
+    kube.apply(cluster, ownership.respect_scaler(deployment, live, kube.FIELD_MANAGER))
+    assert apps.read_namespaced_deployment("blue", namespace).spec.replicas == 5
+    wait_until(
+        lambda: len([p for p in pods(api_client, namespace) if p.status.phase == "Running"]),
+        lambda n: n == 5,
+        "5 running pods after the router scaled",
+    )
+    # Sending spec.replicas anyway would fight the router: the server refuses it.
+    with pytest.raises(kube.KubeError) as conflict:
+        kube.apply(cluster, deployment)
+    assert conflict.value.status == 409
+
+
+def test_auth_keys_are_generated_once(
+    cluster: kube.Cluster, api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    root = repo_in(
+        tmp_path,
+        namespace,
+        {
+            "d.yaml": "$schema: https://x/kubernetesOnlineDeployment.schema.json\n"
+            "name: blue\nenvironment: {image: python}\n"
+        },
+    )
+    deployment = load(root).repo.deployments["blue"]
+    first = auth.new_secret(deployment, namespace)
+    assert first is not None
+    assert kube.create_if_absent(cluster, first)
+    second = auth.new_secret(deployment, namespace)
+    assert second is not None and second["data"] != first["data"]
+    assert not kube.create_if_absent(cluster, second)
+    live = kube.get(cluster, first)
+    assert live is not None and live["data"] == first["data"]
+    kube.merge_patch(cluster, first, {"data": auth.regenerated("secondary")})
+    rotated = kube.get(cluster, first)
+    assert rotated is not None
+    assert rotated["data"]["primaryKey"] == first["data"]["primaryKey"]
+    assert rotated["data"]["secondaryKey"] != first["data"]["secondaryKey"]
+
+
+def cli(kubeconfig: str | None, *args: str) -> tuple[int, str, str]:
+    from click.testing import CliRunner
+
+    from reconciler import cli as reconciler_cli
+
+    extra = ["--kubeconfig", kubeconfig] if kubeconfig else []
+    result = CliRunner().invoke(reconciler_cli.main, [*args, *extra])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
+    cluster: kube.Cluster,
+    api_client: client.ApiClient,
+    cluster_kubeconfig: str | None,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    root = repo_in(
+        tmp_path,
+        namespace,
+        {
+            "d.yaml": "$schema: https://x/kubernetesOnlineDeployment.schema.json\n"
+            "name: blue\nenvironment: {image: python}\n",
+            "j.yaml": job("train", "gpu"),
+        },
+    )
+    for obj in workload_objects(root):
+        kube.apply(cluster, obj)
+    code, out, _ = cli(cluster_kubeconfig, "deployment", "regen-key", "blue", "--key",
+                       "primary", "--path", str(root))  # fmt: skip
+    assert code == 0 and out.startswith("created both keys of deployment blue")
+    secret_ref = {"apiVersion": "v1", "kind": "Secret",
+                  "metadata": {"name": "blue-auth", "namespace": namespace}}  # fmt: skip
+    before = kube.get(cluster, secret_ref)
+    assert before is not None
+    code, out, _ = cli(cluster_kubeconfig, "deployment", "regen-key", "blue", "--key",
+                       "primary", "--path", str(root))  # fmt: skip
+    after = kube.get(cluster, secret_ref)
+    assert code == 0 and "regenerated the primary key" in out
+    assert after is not None and after["data"]["primaryKey"] != before["data"]["primaryKey"]
+    assert after["data"]["secondaryKey"] == before["data"]["secondaryKey"]
+    for secret in (before, after):
+        for encoded in secret["data"].values():
+            assert encoded not in out and base64.b64decode(encoded).decode() not in out
+
+    code, out, err = cli(cluster_kubeconfig, "deployment", "status", "--path", str(root))
+    assert code == 0, err
+    assert out.splitlines()[1].split()[:2] == ["blue", "1"]
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "rogue", "namespace": namespace},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "blue"},
+                 "minReplicas": 1, "maxReplicas": 3},
+    }  # fmt: skip
+    kube.apply(cluster, hpa)
+    code, _, err = cli(cluster_kubeconfig, "deployment", "status", "--path", str(root))
+    assert code == 1
+    assert "HorizontalPodAutoscaler rogue targets model deployment blue" in err
+
+    code, out, _ = cli(cluster_kubeconfig, "job", "status", "--path", str(root))
+    assert code == 0
+    state = out.splitlines()[1].split()
+    assert state[0] == "train" and state[1] in ("pending", "running")
