@@ -74,6 +74,14 @@ def _resource(cluster: Cluster, obj: objects.Object) -> Any:
             raise KubeError(f"the cluster does not serve {api_version} {kind}", 404) from err
 
 
+def _object_path(cluster: Cluster, obj: objects.Object) -> str:
+    """The REST path of the object named like `obj`."""
+    resource = _resource(cluster, obj)
+    metadata = obj["metadata"]
+    namespace = metadata.get("namespace") if resource.namespaced else None
+    return str(resource.path(name=metadata["name"], namespace=namespace))
+
+
 def apply(
     cluster: Cluster,
     obj: objects.Object,
@@ -84,11 +92,7 @@ def apply(
 ) -> objects.Object:
     """Server-side apply `obj` (strict field validation); returns the object as stored (or as it
     would be stored, with `dry_run`)."""
-    resource = _resource(cluster, obj)
-    metadata = obj["metadata"]
-    path = resource.path(
-        name=metadata["name"], namespace=metadata.get("namespace") if resource.namespaced else None
-    )
+    path = _object_path(cluster, obj)
     query: list[tuple[str, str]] = [
         ("fieldManager", field_manager),
         ("fieldValidation", "Strict"),
@@ -123,22 +127,14 @@ def create_if_absent(cluster: Cluster, obj: objects.Object) -> bool:
 
 def merge_patch(cluster: Cluster, obj: objects.Object, patch: objects.Object) -> objects.Object:
     """JSON merge patch of the live object named like `obj`."""
-    resource = _resource(cluster, obj)
-    metadata = obj["metadata"]
-    path = resource.path(
-        name=metadata["name"], namespace=metadata.get("namespace") if resource.namespaced else None
-    )
+    path = _object_path(cluster, obj)
     query = [("fieldManager", FIELD_MANAGER)]
     return _call(cluster, "PATCH", path, query, patch, "application/merge-patch+json")
 
 
 def get(cluster: Cluster, obj: objects.Object) -> objects.Object | None:
     """The live object with the same identity, or None when there is none."""
-    resource = _resource(cluster, obj)
-    metadata = obj["metadata"]
-    path = resource.path(
-        name=metadata["name"], namespace=metadata.get("namespace") if resource.namespaced else None
-    )
+    path = _object_path(cluster, obj)
     try:
         return _call(cluster, "GET", path, [], None, None)
     except KubeError as err:

@@ -82,6 +82,24 @@ def _env(workload: workloads.Workload, extra: Mapping[str, str]) -> list[dict[st
     return [{"name": k, "value": v} for k, v in sorted(merged.items())]
 
 
+def _mount_code(
+    workload_name: str,
+    namespace: str,
+    snapshot: source.Snapshot,
+    code: str,
+    mount_path: str,
+    found: list[objects.Object],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> None:
+    """The code folder as a ConfigMap `<workload>-code`, mounted read-only at `mount_path`."""
+    name = f"{workload_name}-code"
+    config_map, items = files_config_map(name, namespace, snapshot, code)
+    found.append(config_map)
+    volumes.append({"name": "code", "configMap": {"name": name, "items": items}})
+    mounts.append({"name": "code", "mountPath": mount_path, "readOnly": True})
+
+
 def job_objects(
     job: workloads.Job,
     extension: extensions.Extension,
@@ -94,12 +112,7 @@ def job_objects(
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if job.code and snapshot.exists(job.code):
-        config_map, items = files_config_map(f"{job.name}-code", namespace, snapshot, job.code)
-        found.append(config_map)
-        volumes.append(
-            {"name": "code", "configMap": {"name": config_map["metadata"]["name"], "items": items}}
-        )
-        mounts.append({"name": "code", "mountPath": JOB_CODE_DIR, "readOnly": True})
+        _mount_code(job.name, namespace, snapshot, job.code, JOB_CODE_DIR, found, volumes, mounts)
     selector = {JOB_LABEL: job.name}
     volcano = bool(extension.settings["installVolcano"])
     context = {
@@ -143,11 +156,9 @@ def deployment_objects(
     mounts: list[dict[str, Any]] = []
     init: list[dict[str, Any]] = []
     if deployment.code and snapshot.exists(deployment.code):
-        name = f"{deployment.name}-code"
-        config_map, items = files_config_map(name, namespace, snapshot, deployment.code)
-        found.append(config_map)
-        volumes.append({"name": "code", "configMap": {"name": name, "items": items}})
-        mounts.append({"name": "code", "mountPath": f"{APP_DIR}/code", "readOnly": True})
+        code_dir = f"{APP_DIR}/code"
+        _mount_code(deployment.name, namespace, snapshot, deployment.code, code_dir, found,
+                    volumes, mounts)  # fmt: skip
     local = [m for m in deployment.models if not workloads.is_uri(m)]
     remote = [m for m in deployment.models if workloads.is_uri(m)]
     if deployment.models:
