@@ -82,10 +82,8 @@ def render_repo(loaded: repo.Repo, snapshot: source.Snapshot, revision: str) -> 
         for obj in workloadobjects.deployment_objects(
             deployment, served_by, loaded.instance_types, snapshot
         ):
-            owner = Owner(
-                extension.name, "model-deployment", deployment.name, deployment.manifest.path
-            )
-            add(obj, owner)
+            path = deployment.manifest.path
+            add(obj, Owner(served_by.name, "model-deployment", deployment.name, path))
     if repo_owner is not None:
         crd_file = repo_owner.manifest.path if repo_owner.manifest else ""
         for obj in templating.render_template("crds/instancetypes.yaml.j2", {}):

@@ -197,3 +197,21 @@ def test_workload_names_may_not_take_a_components_name(tmp_path: Path) -> None:
         f"{root}/d.yaml:2: name: 'gateway' is taken by a component of extension "
         "'azureml-extension' in the same namespace: choose another name"
     ]
+
+
+def test_workloads_belong_to_the_extension_they_run_on(tmp_path: Path) -> None:
+    second = (
+        EXT.replace("{extra}", "")
+        .replace("name: azureml-extension", "name: zz-second")
+        .replace(
+            "clusterType: managedClusters",
+            "clusterType: managedClusters\n  releaseNamespace: second",
+        )
+    )
+    text = DEPLOYMENT + "compute: azureml:azureml-extension\n"
+    files = {**DEPLOYMENT_FILES, "d.yaml": text, "second.yaml": second}
+    rendered = render_repo(tmp_path, **files)
+    for obj in rendered:
+        if obj["metadata"]["name"].startswith("blue"):
+            assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "azureml-extension"
+            assert obj["metadata"]["namespace"] == "azureml"
