@@ -144,7 +144,7 @@ def get(cluster: Cluster, obj: objects.Object) -> objects.Object | None:
 
 
 def list_objects(
-    cluster: Cluster, api_version: str, kind: str, namespace: str
+    cluster: Cluster, api_version: str, kind: str, namespace: str, label_selector: str = ""
 ) -> list[objects.Object]:
     """Every object of a kind in a namespace (empty when the cluster does not serve the kind)."""
     try:
@@ -153,7 +153,8 @@ def list_objects(
         if err.status == 404:
             return []
         raise
-    listing = _call(cluster, "GET", resource.path(namespace=namespace), [], None, None)
+    query = [("labelSelector", label_selector)] if label_selector else []
+    listing = _call(cluster, "GET", resource.path(namespace=namespace), query, None, None)
     items: list[objects.Object] = listing.get("items") or []
     return items
 

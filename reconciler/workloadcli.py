@@ -128,7 +128,7 @@ def job() -> None:
 @job.command("status")
 @_cluster_options
 def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> None:
-    """The state of each job: absent, pending, running, succeeded or failed."""
+    """The state of each job: absent, pending, unschedulable, running, succeeded or failed."""
     loaded = _load_valid(repo_path)
     cluster = kube.connect(kubeconfig, context)
     click.echo(f"{'NAME':24} {'STATE':10} DETAIL")
@@ -145,5 +145,8 @@ def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> N
             if err.status != 404:
                 raise
             live = None
-        state = workloadstatus.job_state(name, live)
+        pods = kube.list_objects(
+            cluster, "v1", "Pod", namespace, f"{workloadobjects.JOB_LABEL}={name}"
+        )
+        state = workloadstatus.job_state(name, live, pods)
         click.echo(f"{state.name:24} {state.state:10} {state.detail}")

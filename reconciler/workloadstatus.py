@@ -40,9 +40,25 @@ class DeploymentState:
         )
 
 
-def job_state(name: str, live: objects.Object | None) -> JobState:
+def job_state(
+    name: str, live: objects.Object | None, pods: Iterable[objects.Object] = ()
+) -> JobState:
+    """The job's state; an unfinished job whose pod the scheduler cannot place says why (a
+    batch Job counts such a pod as active)."""
     if live is None:
         return JobState(name, "absent")
+    state = _job_state(name, live)
+    if state.state in ("pending", "running"):
+        for pod in pods:
+            for condition in (pod.get("status") or {}).get("conditions") or []:
+                if condition.get("type") == "PodScheduled" and condition.get("reason") == (
+                    "Unschedulable"
+                ):
+                    return JobState(name, "unschedulable", str(condition.get("message", "")))
+    return state
+
+
+def _job_state(name: str, live: objects.Object) -> JobState:
     status: dict[str, Any] = live.get("status") or {}
     if live.get("apiVersion") == "batch.volcano.sh/v1alpha1":
         phase = str((status.get("state") or {}).get("phase", "Pending"))

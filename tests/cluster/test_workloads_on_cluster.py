@@ -95,10 +95,15 @@ def test_gpu_job_lands_on_the_gpu_node(
     assert running[0].spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
 
 
-def test_job_matching_no_node_stays_pending_unschedulable(
-    cluster: kube.Cluster, api_client: client.ApiClient, namespace: str, tmp_path: Path
+def test_job_matching_no_node_stays_pending_and_is_reported_unschedulable(
+    cluster: kube.Cluster,
+    api_client: client.ApiClient,
+    cluster_kubeconfig: str | None,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
-    for obj in workload_objects(repo_in(tmp_path, namespace, {"j.yaml": job("lost", "nowhere")})):
+    root = repo_in(tmp_path, namespace, {"j.yaml": job("lost", "nowhere")})
+    for obj in workload_objects(root):
         kube.apply(cluster, obj)
 
     def unschedulable() -> bool:
@@ -110,6 +115,10 @@ def test_job_matching_no_node_stays_pending_unschedulable(
 
     wait_until(unschedulable, bool, "the pod to be reported Unschedulable")
     assert all(p.status.phase == "Pending" for p in pods(api_client, namespace))
+    code, out, _ = cli(cluster_kubeconfig, "job", "status", "--path", str(root))
+    assert code == 0
+    assert out.splitlines()[1].split()[:2] == ["lost", "unschedulable"]
+    assert "node(s) didn't match Pod's node affinity/selector" in out
 
 
 DEPLOYMENT = """
