@@ -1,0 +1,73 @@
+"""What the reconciler owns, as pure set functions, and the safety rules prune follows.
+
+An inventory is the set of object keys applied for one extension at one revision. What to prune
+is what the last inventory has and the new one does not, restricted to objects that still carry
+our ownership labels for that extension (an object someone else took over, or that only looks
+like ours because it has the same labels but is not in the inventory, is never pruned). Prune
+refuses to delete everything, or more than half of an extension's objects at once, unless told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler import objects
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+MANAGED_BY = "mlext-reconciler"
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    delete: tuple[objects.Key, ...]
+    kept_unowned: tuple[objects.Key, ...]  # in the old inventory, but no longer labelled ours
+    refused: str = ""  # why nothing is pruned (mass prune without permission)
+
+
+def of(rendered: Iterable[objects.Object]) -> frozenset[objects.Key]:
+    return frozenset(objects.key(obj) for obj in rendered)
+
+
+def owned_by(live: Mapping[str, Any] | None, extension: str) -> bool:
+    labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+    return bool(
+        labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(PART_OF_LABEL) == extension
+    )
+
+
+def _prune_order(key: objects.Key) -> tuple[int, str, str, str]:
+    rank = objects.rank({"kind": key.kind, "apiVersion": key.api_version})
+    return (-rank, key.namespace, key.kind, key.name)
+
+
+def plan_prune(
+    previous: frozenset[objects.Key],
+    desired: frozenset[objects.Key],
+    live: Mapping[objects.Key, Mapping[str, Any] | None],
+    extension: str,
+    allow_mass_prune: bool = False,
+) -> PruneDecision:
+    """Which objects of `previous` to delete now that `desired` is what the repo renders.
+
+    `live` holds the current object for each candidate (None: already gone)."""
+    # Prune runs in reverse apply order: workloads before their RBAC, CRDs last.
+    candidates = sorted(previous - desired, key=_prune_order)
+    delete = tuple(
+        k for k in candidates if live.get(k) is not None and owned_by(live[k], extension)
+    )
+    kept = tuple(
+        k for k in candidates if live.get(k) is not None and not owned_by(live[k], extension)
+    )
+    if delete and not allow_mass_prune:
+        if not desired:
+            return PruneDecision((), kept, "the repo renders nothing for this extension")
+        if len(delete) * 2 > len(previous):
+            return PruneDecision(
+                (),
+                kept,
+                f"{len(delete)} of {len(previous)} objects would be deleted (more than half)",
+            )
+    return PruneDecision(delete, kept)
