@@ -42,9 +42,9 @@ def new_secret(deployment: workloads.Deployment, namespace: str) -> objects.Obje
             "name": workloadobjects.auth_secret_name(deployment.name),
             "namespace": namespace,
             "labels": {
-                "app.kubernetes.io/managed-by": "mlext-reconciler",
+                objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
                 workloadobjects.DEPLOYMENT_LABEL: deployment.name,
-                "app.kubernetes.io/component": "deployment-auth",
+                objects.COMPONENT_LABEL: "deployment-auth",
             },
         },
         "data": data,

@@ -17,7 +17,6 @@ from typing import Any
 
 from reconciler import objects
 
-SOURCE_REVISION_ANNOTATION = "gitops.mlext.io/source-revision"
 _SERVER_METADATA = (
     "managedFields",
     "resourceVersion",
@@ -50,7 +49,7 @@ def normalize(obj: objects.Object) -> objects.Object:
     for field in _SERVER_METADATA:
         metadata.pop(field, None)
     annotations = metadata.get("annotations") or {}
-    annotations.pop(SOURCE_REVISION_ANNOTATION, None)
+    annotations.pop(objects.SOURCE_REVISION_ANNOTATION, None)
     annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
     if "annotations" in metadata and not annotations:
         metadata.pop("annotations")

@@ -15,10 +15,6 @@ from typing import Any
 
 from reconciler import objects
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-PART_OF_LABEL = "app.kubernetes.io/part-of"
-MANAGED_BY = "mlext-reconciler"
-
 
 @dataclass(frozen=True)
 class PruneDecision:
@@ -34,7 +30,8 @@ def of(rendered: Iterable[objects.Object]) -> frozenset[objects.Key]:
 def owned_by(live: Mapping[str, Any] | None, extension: str) -> bool:
     labels = ((live or {}).get("metadata") or {}).get("labels") or {}
     return bool(
-        labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(PART_OF_LABEL) == extension
+        labels.get(objects.MANAGED_BY_LABEL) == objects.MANAGED_BY
+        and labels.get(objects.PART_OF_LABEL) == extension
     )
 
 

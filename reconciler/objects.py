@@ -19,6 +19,16 @@ import yaml
 Object = dict[str, Any]
 
 REDACTED = "<redacted>"
+
+# What ties an object to the reconciler and its extension (inventory and prune trust these), and
+# where it came from. One place: render, workloads, auth, inventory and diffs all use them.
+MANAGED_BY = "mlext-reconciler"
+NAME_LABEL = "app.kubernetes.io/name"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+SOURCE_FILE_ANNOTATION = "gitops.mlext.io/source-file"
+SOURCE_REVISION_ANNOTATION = "gitops.mlext.io/source-revision"
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 # Apply order: what others depend on first. Prune runs in reverse. Unknown kinds (custom

@@ -77,7 +77,3 @@ def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
     return sorted(
         set(problems), key=lambda p: (p.file, p.line, p.field, p.message, p.severity.value)
     )
-
-
-def count_errors(problems: Iterable[Problem]) -> int:
-    return sum(1 for p in problems if p.is_error)

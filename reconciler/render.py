@@ -29,13 +29,6 @@ from reconciler import (
     workloads,
 )
 
-MANAGED_BY = "mlext-reconciler"
-NAME_LABEL = "app.kubernetes.io/name"
-PART_OF_LABEL = "app.kubernetes.io/part-of"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-SOURCE_FILE_ANNOTATION = "gitops.mlext.io/source-file"
-SOURCE_REVISION_ANNOTATION = "gitops.mlext.io/source-revision"
 INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
 ROUTER_CONFIG_DIR = "/etc/azureml-fe"
 ROUTER_HTTP_PORT = 8080
@@ -146,7 +139,7 @@ def _component_context(
     component: components.Component, extension: extensions.Extension
 ) -> dict[str, Any]:
     name = component.object_name(extension.name)
-    selector = {NAME_LABEL: name, PART_OF_LABEL: extension.name}
+    selector = {objects.NAME_LABEL: name, objects.PART_OF_LABEL: extension.name}
     return {
         "name": name,
         "component": _component_label(component),
@@ -158,8 +151,8 @@ def _component_context(
         "selector": selector,
         "pod_labels": {
             **selector,
-            MANAGED_BY_LABEL: MANAGED_BY,
-            COMPONENT_LABEL: _component_label(component),
+            objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+            objects.COMPONENT_LABEL: _component_label(component),
         },
         "host_access": component.kind == "DaemonSet",
     }
@@ -289,14 +282,14 @@ def _stamp(obj: objects.Object, owner: Owner, revision: str) -> None:
     Labels a template set itself (such as the router-config component) win."""
     metadata = obj.setdefault("metadata", {})
     labels = {
-        NAME_LABEL: owner.name,
-        PART_OF_LABEL: owner.extension,
-        MANAGED_BY_LABEL: MANAGED_BY,
-        COMPONENT_LABEL: owner.component,
+        objects.NAME_LABEL: owner.name,
+        objects.PART_OF_LABEL: owner.extension,
+        objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+        objects.COMPONENT_LABEL: owner.component,
     }
     metadata["labels"] = {**labels, **(metadata.get("labels") or {})}
     metadata["annotations"] = {
         **(metadata.get("annotations") or {}),
-        SOURCE_FILE_ANNOTATION: owner.source_file,
-        SOURCE_REVISION_ANNOTATION: revision,
+        objects.SOURCE_FILE_ANNOTATION: owner.source_file,
+        objects.SOURCE_REVISION_ANNOTATION: revision,
     }

@@ -72,8 +72,8 @@ def files_config_map(
 def _pod_labels(selector: Mapping[str, str], extension: extensions.Extension) -> dict[str, str]:
     return {
         **selector,
-        "app.kubernetes.io/part-of": extension.name,
-        "app.kubernetes.io/managed-by": "mlext-reconciler",
+        objects.PART_OF_LABEL: extension.name,
+        objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
     }
 
 

@@ -15,7 +15,7 @@ DEPLOYMENT: dict[str, Any] = {
     "metadata": {
         "name": "gateway",
         "namespace": "azureml",
-        "annotations": {diffs.SOURCE_REVISION_ANNOTATION: "abc"},
+        "annotations": {objects.SOURCE_REVISION_ANNOTATION: "abc"},
     },
     "spec": {"replicas": 1, "template": {"spec": {"containers": [{"image": "x:1"}]}}},
 }
@@ -35,7 +35,7 @@ def test_server_fields_and_revision_do_not_count() -> None:
     live["metadata"].update(
         {"resourceVersion": "7", "uid": "u", "managedFields": [{"manager": "x"}],
          "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 3,
-         "annotations": {diffs.SOURCE_REVISION_ANNOTATION: "def"}}
+         "annotations": {objects.SOURCE_REVISION_ANNOTATION: "def"}}
     )  # fmt: skip
     live["status"] = {"readyReplicas": 1}
     assert diffs.changes(live, DEPLOYMENT) == []

@@ -13,8 +13,8 @@ def key(kind: str, name: str, api: str = "apps/v1") -> objects.Key:
 
 
 def ours(extension: str = "ml") -> dict[str, Any]:
-    return {"metadata": {"labels": {inventory.MANAGED_BY_LABEL: inventory.MANAGED_BY,
-                                    inventory.PART_OF_LABEL: extension}}}  # fmt: skip
+    return {"metadata": {"labels": {objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+                                    objects.PART_OF_LABEL: extension}}}  # fmt: skip
 
 
 A, B, C = key("Deployment", "a"), key("Deployment", "b"), key("Deployment", "c")

@@ -202,16 +202,16 @@ def test_golden_output(tmp_path: Path, name: str) -> None:
 def test_every_object_is_labelled_and_annotated(tmp_path: Path, name: str) -> None:
     for obj in render_scenario(tmp_path, name):
         labels = obj["metadata"]["labels"]
-        assert labels[render.MANAGED_BY_LABEL] == render.MANAGED_BY
-        assert labels[render.PART_OF_LABEL] == "azureml-extension"
-        assert labels[render.NAME_LABEL]
-        assert labels[render.COMPONENT_LABEL]
+        assert labels[objects.MANAGED_BY_LABEL] == objects.MANAGED_BY
+        assert labels[objects.PART_OF_LABEL] == "azureml-extension"
+        assert labels[objects.NAME_LABEL]
+        assert labels[objects.COMPONENT_LABEL]
         annotations = obj["metadata"]["annotations"]
-        assert annotations[render.SOURCE_FILE_ANNOTATION] == "extension.yaml"
-        assert annotations[render.SOURCE_REVISION_ANNOTATION] == "unversioned"
+        assert annotations[objects.SOURCE_FILE_ANNOTATION] == "extension.yaml"
+        assert annotations[objects.SOURCE_REVISION_ANNOTATION] == "unversioned"
         if obj["kind"] in WORKLOAD_KINDS:
             pod = obj["spec"]["template"]
-            assert pod["metadata"]["labels"][render.PART_OF_LABEL] == "azureml-extension"
+            assert pod["metadata"]["labels"][objects.PART_OF_LABEL] == "azureml-extension"
             container = pod["spec"]["containers"][0]
             assert container["resources"]["requests"] and container["resources"]["limits"]
             assert "livenessProbe" in container
