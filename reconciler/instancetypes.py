@@ -31,6 +31,16 @@ class InstanceType:
     def builtin(self) -> bool:
         return self.document is None
 
+    def resources(self) -> dict[str, Any]:
+        """`{requests, limits}` as a container (and the custom resource) takes them; an empty
+        part is left out (no requests means requests = limits in Kubernetes)."""
+        found: dict[str, Any] = {}
+        if self.requests:
+            found["requests"] = dict(self.requests)
+        if self.limits:
+            found["limits"] = dict(self.limits)
+        return found
+
     @property
     def gpus(self) -> int:
         return int(self.limits.get(GPU, 0))

@@ -19,13 +19,8 @@ class Placement:
     node_selector: dict[str, str]
 
     def resources(self) -> dict[str, Any]:
-        """The container's `resources`: no requests means requests = limits (Kubernetes)."""
-        found: dict[str, Any] = {}
-        if self.instance_type.requests:
-            found["requests"] = dict(self.instance_type.requests)
-        if self.instance_type.limits:
-            found["limits"] = dict(self.instance_type.limits)
-        return found
+        """The container's `resources`: the instance type's."""
+        return self.instance_type.resources()
 
 
 def conflicts(

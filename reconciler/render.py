@@ -261,15 +261,10 @@ def _repo_owner(loaded: repo.Repo) -> extensions.Extension | None:
 
 
 def _instance_type(instance_type: instancetypes.InstanceType) -> dict[str, Any]:
-    resources: dict[str, Any] = {}
-    if instance_type.requests:
-        resources["requests"] = dict(instance_type.requests)
-    if instance_type.limits:
-        resources["limits"] = dict(instance_type.limits)
     return {
         "name": instance_type.name,
         "node_selector": dict(instance_type.node_selector),
-        "resources": resources,
+        "resources": instance_type.resources(),
     }
 
 
