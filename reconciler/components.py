@@ -173,13 +173,6 @@ def select(extension: extensions.Extension) -> list[Component]:
     return chosen
 
 
-def by_name(name: str) -> Component:
-    for component in COMPONENTS:
-        if component.name == name:
-            return component
-    raise KeyError(name)
-
-
 def image(component: Component, registry_override: str | None = None) -> str:
     """The pinned image reference; `imageRegistry` (a mirror) replaces every registry."""
     registry = registry_override or component.registry

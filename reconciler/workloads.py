@@ -142,7 +142,7 @@ def _code_path(ctx: _Context, code: Any, path: problems.FieldPath) -> str | None
         return None
     if isinstance(code, Mapping):
         return ctx.local_path(code["local_path"], (*path, "local_path"), want_dir=True)
-    if _URI.match(code):
+    if is_uri(code):
         return str(code)
     return ctx.local_path(code, path, want_dir=True)
 
@@ -186,7 +186,7 @@ def build_deployment(
     code_config = fields.get("code_configuration") or {}
     code = _code_path(ctx, code_config.get("code"), ("code_configuration", "code"))
     scoring_script = code_config.get("scoring_script")
-    if code and scoring_script and not _URI.match(code) and snapshot.is_dir(code):
+    if code and scoring_script and not is_uri(code) and snapshot.is_dir(code):
         script = source.join(code, scoring_script)
         if script is None or not snapshot.exists(script):
             shown = snapshot.display(posixpath.join(code, scoring_script))
@@ -251,7 +251,7 @@ def _models(ctx: _Context, fields: Mapping[str, Any]) -> tuple[str, ...]:
             if ref is None:
                 ctx.error(path, "needs path (a file or folder in the repo, or a URI)")
                 continue
-        if _URI.match(ref):
+        if is_uri(ref):
             found.append(ref)
         elif ref.startswith("azureml:"):
             ctx.error(
