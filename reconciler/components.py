@@ -126,11 +126,6 @@ COMPONENTS: tuple[Component, ...] = (
 
 # Components that only one generation has: the older one names the router azureml-fe.
 _REPLACED_BY_OLDER = {"azureml-fe-v2"}
-_OLDER_ONLY_UNFLAGGED = {
-    "cluster-status-reporter",
-    "k8s-host-device-plugin-daemonset",
-    "azureml-fe",
-}
 
 
 def scenario_of(values: settings.Settings) -> Scenario | None:
@@ -167,7 +162,9 @@ def select(extension: extensions.Extension) -> list[Component]:
             continue
         if older and component.name in _REPLACED_BY_OLDER:
             continue
-        if not older and component.name in _OLDER_ONLY_UNFLAGGED:
+        # An older-generation component without a flag of its own renders only for an extension
+        # written against the older documentation (the blob CSI ones follow their flag).
+        if not older and component.generation == "older" and component.flag is None:
             continue
         chosen.append(component)
     return chosen
