@@ -26,8 +26,11 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def new_secret(deployment: workloads.Deployment, namespace: str) -> objects.Object | None:
-    """A fresh Secret for the deployment's auth mode (None in mode none)."""
+def new_secret(
+    deployment: workloads.Deployment, namespace: str, extension: str
+) -> objects.Object | None:
+    """A fresh Secret for the deployment's auth mode (None in mode none), labelled as owned by
+    `extension` so that its inventory and prune cover it."""
     if deployment.auth_mode == "none":
         return None
     if deployment.auth_mode == "key":
@@ -43,6 +46,7 @@ def new_secret(deployment: workloads.Deployment, namespace: str) -> objects.Obje
             "namespace": namespace,
             "labels": {
                 objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+                objects.PART_OF_LABEL: extension,
                 workloadobjects.DEPLOYMENT_LABEL: deployment.name,
                 objects.COMPONENT_LABEL: "deployment-auth",
             },

@@ -2,19 +2,25 @@
 
 Holds the client connection (kubeconfig / context / in-cluster), resource discovery (kind ->
 REST path, refreshed when a freshly installed CRD is not known yet), server-side apply with one
-field manager and strict field validation (optionally as a server-side dry run), reads, and the
-wait for a CRD to be Established. Everything above it passes plain dicts in and gets plain dicts
-back.
+field manager and strict field validation (optionally as a server-side dry run, or on the status
+subresource), reads, deletes, events, and the wait for a CRD to be Established. Everything above
+it passes plain dicts in and gets plain dicts back.
+
+Every request is retried with exponential backoff while the failure is one a healthy cluster
+recovers from (connection refused while the API server restarts, 429, 500, 502, 503, 504):
+server-side apply is idempotent, so repeating a request whose answer was lost is safe.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import tenacity
 import urllib3
 from kubernetes import client, config, dynamic
 from kubernetes.client import exceptions as client_exceptions
@@ -23,6 +29,8 @@ from kubernetes.dynamic import exceptions as dynamic_exceptions
 from reconciler import objects
 
 FIELD_MANAGER = "mlext-reconciler"
+RETRYABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+RETRY_FOR_SECONDS = 120.0  # long enough for an API server restart, short enough to give up
 
 
 class KubeError(Exception):
@@ -32,13 +40,32 @@ class KubeError(Exception):
         super().__init__(message)
         self.status = status
 
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRYABLE_STATUSES
+
+
+def _retryable(err: BaseException) -> bool:
+    return isinstance(err, KubeError) and err.retryable
+
+
+def _retrying() -> tenacity.Retrying:
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_retryable),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=5.0),
+        stop=tenacity.stop_after_delay(RETRY_FOR_SECONDS),
+        reraise=True,
+    )
+
 
 @dataclass
 class Cluster:
-    """A connection to one cluster's API server."""
+    """A connection to one cluster's API server. Safe to share between threads: requests go
+    through urllib3's pool, and discovery (whose cache is not thread-safe) takes a lock."""
 
     api: client.ApiClient
     _dynamic: dynamic.DynamicClient | None = None
+    discovery_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def dynamic(self) -> dynamic.DynamicClient:
@@ -63,6 +90,21 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluste
 
 def _resource(cluster: Cluster, obj: objects.Object) -> Any:
     """The discovered resource for the object's kind; rediscovers once for new CRDs."""
+    return _retrying()(_discover, cluster, obj)
+
+
+def _discover(cluster: Cluster, obj: objects.Object) -> Any:
+    try:
+        with cluster.discovery_lock:
+            return _discover_once(cluster, obj)
+    except client_exceptions.ApiException as err:
+        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
+    except (OSError, urllib3.exceptions.HTTPError) as err:
+        cluster._dynamic = None  # discovery starts again once the server is back
+        raise KubeError(f"cannot reach the API server: {err}") from err
+
+
+def _discover_once(cluster: Cluster, obj: objects.Object) -> Any:
     api_version, kind = obj["apiVersion"], obj["kind"]
     try:
         return cluster.dynamic.resources.get(api_version=api_version, kind=kind)
@@ -132,6 +174,35 @@ def merge_patch(cluster: Cluster, obj: objects.Object, patch: objects.Object) ->
     return _call(cluster, "PATCH", path, query, patch, "application/merge-patch+json")
 
 
+def apply_status(cluster: Cluster, obj: objects.Object) -> objects.Object:
+    """Server-side apply `obj`'s `status` through the status subresource (custom resources
+    with a status subresource ignore status in a normal apply)."""
+    path = _object_path(cluster, obj) + "/status"
+    query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+    return _call(cluster, "PATCH", path, query, obj, "application/apply-patch+yaml")
+
+
+def delete(cluster: Cluster, obj: objects.Object) -> bool:
+    """Delete the object named like `obj` (dependents in the background, as kubectl does).
+    False when it was already gone."""
+    path = _object_path(cluster, obj)
+    body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+    try:
+        _call(cluster, "DELETE", path, [], body, "application/json")
+    except KubeError as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+def create_event(cluster: Cluster, event: objects.Object) -> None:
+    """Record a core/v1 Event (shown by `kubectl describe` of the object it is about)."""
+    namespace = event["metadata"].get("namespace") or "default"
+    path = f"/api/v1/namespaces/{namespace}/events"
+    _call(cluster, "POST", path, [], event, "application/json")
+
+
 def get(cluster: Cluster, obj: objects.Object) -> objects.Object | None:
     """The live object with the same identity, or None when there is none."""
     path = _object_path(cluster, obj)
@@ -144,9 +215,10 @@ def get(cluster: Cluster, obj: objects.Object) -> objects.Object | None:
 
 
 def list_objects(
-    cluster: Cluster, api_version: str, kind: str, namespace: str, label_selector: str = ""
+    cluster: Cluster, api_version: str, kind: str, namespace: str = "", label_selector: str = ""
 ) -> list[objects.Object]:
-    """Every object of a kind in a namespace (empty when the cluster does not serve the kind)."""
+    """Every object of a kind in a namespace, or cluster-wide when `namespace` is "" (empty
+    when the cluster does not serve the kind)."""
     try:
         resource = _resource(cluster, {"apiVersion": api_version, "kind": kind})
     except KubeError as err:
@@ -154,8 +226,12 @@ def list_objects(
             return []
         raise
     query = [("labelSelector", label_selector)] if label_selector else []
-    listing = _call(cluster, "GET", resource.path(namespace=namespace), query, None, None)
+    where = namespace if namespace and resource.namespaced else None
+    listing = _call(cluster, "GET", resource.path(namespace=where), query, None, None)
     items: list[objects.Object] = listing.get("items") or []
+    for item in items:  # a list's items carry no type of their own
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
     return items
 
 
@@ -176,7 +252,8 @@ def wait_established(
         live = get(cluster, ref)
         conditions = ((live or {}).get("status") or {}).get("conditions") or []
         if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            cluster.dynamic.resources.invalidate_cache()
+            with cluster.discovery_lock:
+                cluster.dynamic.resources.invalidate_cache()
             return
         if clock() > deadline:
             raise KubeError(f"CustomResourceDefinition {crd_name} not Established in {timeout}s")
@@ -184,6 +261,20 @@ def wait_established(
 
 
 def _call(
+    cluster: Cluster,
+    method: str,
+    path: str,
+    query: list[tuple[str, str]],
+    body: objects.Object | None,
+    content_type: str | None,
+) -> objects.Object:
+    result: objects.Object = _retrying()(
+        _call_once, cluster, method, path, query, body, content_type
+    )
+    return result
+
+
+def _call_once(
     cluster: Cluster,
     method: str,
     path: str,

@@ -66,7 +66,9 @@ def regen_key(
         raise click.UsageError(f"deployment {name!r} uses auth_mode {target.auth_mode}, not key")
     namespace = _namespace_of(loaded, target)
     cluster = kube.connect(kubeconfig, context)
-    fresh = auth.new_secret(target, namespace)
+    served_by = loaded.extension_for(target)
+    assert served_by is not None, "a valid repo has an extension for every deployment"
+    fresh = auth.new_secret(target, namespace, served_by.name)
     assert fresh is not None
     secret_name = workloadobjects.auth_secret_name(name)
     if kube.create_if_absent(cluster, fresh):

@@ -184,10 +184,10 @@ def test_auth_keys_are_generated_once(
         },
     )
     deployment = load(root).repo.deployments["blue"]
-    first = auth.new_secret(deployment, namespace)
+    first = auth.new_secret(deployment, namespace, "ext")
     assert first is not None
     assert kube.create_if_absent(cluster, first)
-    second = auth.new_secret(deployment, namespace)
+    second = auth.new_secret(deployment, namespace, "ext")
     assert second is not None and second["data"] != first["data"]
     assert not kube.create_if_absent(cluster, second)
     live = kube.get(cluster, first)
