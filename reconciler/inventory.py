@@ -21,6 +21,7 @@ class PruneDecision:
     delete: tuple[objects.Key, ...]
     kept_unowned: tuple[objects.Key, ...]  # in the old inventory, but no longer labelled ours
     refused: str = ""  # why nothing is pruned (mass prune without permission)
+    moved: tuple[objects.Key, ...] = ()  # another extension of the repo declares them now
 
 
 def of(rendered: Iterable[objects.Object]) -> frozenset[objects.Key]:
@@ -46,12 +47,16 @@ def plan_prune(
     live: Mapping[objects.Key, Mapping[str, Any] | None],
     extension: str,
     allow_mass_prune: bool = False,
+    claimed_elsewhere: frozenset[objects.Key] = frozenset(),
 ) -> PruneDecision:
-    """Which objects of `previous` to delete now that `desired` is what the repo renders.
+    """Which objects of `previous` to delete now that `desired` is what the repo renders for
+    this extension; objects `claimed_elsewhere` (declared by another extension of the repo,
+    such as a shared CRD) moved rather than left, and are never deleted.
 
     `live` holds the current object for each candidate (None: already gone)."""
+    moved = tuple(sorted((previous - desired) & claimed_elsewhere))
     # Prune runs in reverse apply order: workloads before their RBAC, CRDs last.
-    candidates = sorted(previous - desired, key=_prune_order)
+    candidates = sorted(previous - desired - claimed_elsewhere, key=_prune_order)
     delete = tuple(
         k for k in candidates if live.get(k) is not None and owned_by(live[k], extension)
     )
@@ -60,11 +65,12 @@ def plan_prune(
     )
     if delete and not allow_mass_prune:
         if not desired:
-            return PruneDecision((), kept, "the repo renders nothing for this extension")
+            return PruneDecision((), kept, "the repo renders nothing for this extension", moved)
         if len(delete) * 2 > len(previous):
             return PruneDecision(
                 (),
                 kept,
                 f"{len(delete)} of {len(previous)} objects would be deleted (more than half)",
+                moved,
             )
-    return PruneDecision(delete, kept)
+    return PruneDecision(delete, kept, moved=moved)

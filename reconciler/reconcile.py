@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from reconciler import (
     auth,
+    diffs,
     executor,
     health,
     inventory,
@@ -187,8 +188,10 @@ def observe(
     generated: list[objects.Object],
     record_live: objects.Object | None,
     options: Options,
+    claimed_elsewhere: frozenset[objects.Key] = frozenset(),
 ) -> ExtensionPlan:
-    """Observe the cluster for one extension and plan it; changes nothing."""
+    """Observe the cluster for one extension and plan it; changes nothing. `claimed_elsewhere`:
+    what the repo's other extensions declare (never pruned here)."""
     previous = record.inventory_of(record_live)
     keys = inventory.of([*rendered, *generated]) | previous
     live = live_objects(cluster, keys)
@@ -227,6 +230,7 @@ def observe(
         live,
         name,
         allow_mass_prune=options.allow_mass_prune,
+        claimed_elsewhere=claimed_elsewhere,
     )
     to_delete = decision.delete if options.prune else ()
     plan = plans.build([*desired, *generated], would_be, live, to_delete)
@@ -248,10 +252,37 @@ def observe(
 
 
 def _write_status(
-    cluster: kube.Cluster, name: str, live: objects.Object | None, **fields: object
+    cluster: kube.Cluster,
+    name: str,
+    live: objects.Object | None,
+    *,
+    outcome: record.Outcome | None = None,
+    inventory: Iterable[objects.Key] | None = None,
+    applied_revision: str | None = None,
+    attempted_revision: str | None = None,
 ) -> objects.Object:
-    body = record.status(name, live, now(), **fields)  # type: ignore[arg-type]
+    """Write the record's status, unless it would not change (a no-op reconcile writes
+    nothing)."""
+    body = record.status(
+        name,
+        live,
+        now(),
+        outcome=outcome,
+        inventory=inventory,
+        applied_revision=applied_revision,
+        attempted_revision=attempted_revision,
+    )
+    if live is not None and live.get("status") == body["status"]:
+        return live
     return kube.apply_status(cluster, body)
+
+
+def _apply_if_changed(cluster: kube.Cluster, obj: objects.Object) -> objects.Object:
+    """Apply `obj` unless the server's dry run says that would change nothing."""
+    live = kube.get(cluster, obj)
+    if live is not None and not diffs.changes(live, kube.apply(cluster, obj, dry_run=True)):
+        return live
+    return kube.apply(cluster, obj)
 
 
 def _announce(cluster: kube.Cluster, live: objects.Object, outcome: record.Outcome) -> None:
@@ -266,7 +297,7 @@ def _announce(cluster: kube.Cluster, live: objects.Object, outcome: record.Outco
 
 def ensure_record_crd(cluster: kube.Cluster) -> None:
     """Install (or update) the ExtensionStatus CRD and wait until it is served."""
-    kube.apply(cluster, record.crd())
+    _apply_if_changed(cluster, record.crd())
     kube.wait_established(cluster, record.CRD_NAME)
 
 
@@ -333,7 +364,7 @@ def carry_out(
     deleted, delete_failures = executor.prune(cluster, planned.plan.of(plans.Action.DELETE), say)
     # Still ours: what the repo declares, and what should go but is still there (prune
     # refused or switched off, or its delete failed and is retried next time).
-    dropped = set(deleted) | set(planned.prune.kept_unowned)
+    dropped = set(deleted) | set(planned.prune.kept_unowned) | set(planned.prune.moved)
     stale = planned.previous - planned.desired_keys
     remaining = planned.desired_keys | {
         k for k in stale if planned.live.get(k) is not None and k not in dropped
@@ -421,14 +452,20 @@ def plan_all(
     cluster: kube.Cluster,
     rendered: list[objects.Object],
     loaded: repo.Repo,
+    origin: str,
     options: Options,
 ) -> list[ExtensionPlan]:
     """Observe and plan every extension of the repo, and every extension the cluster has a
-    record of that left the repo (all of whose objects are then prune candidates)."""
+    record of from this repo (`origin`) that left it (all its objects are prune candidates).
+    Extensions another repo installed are not this repo's business."""
     records = read_records(cluster) if _records_served(cluster) else {}
     groups = by_extension(rendered)
     secrets = generated_secrets(loaded)
-    names = sorted(set(loaded.extensions) | set(records))
+    left = {n for n, r in records.items() if record.source_of(r) == origin}
+    names = sorted(set(loaded.extensions) | left)
+    everything = {
+        name: inventory.of([*groups.get(name, []), *secrets.get(name, [])]) for name in names
+    }
     return [
         observe(
             cluster,
@@ -437,6 +474,7 @@ def plan_all(
             secrets.get(name, []),
             records.get(name),
             options,
+            frozenset().union(*(keys for other, keys in everything.items() if other != name)),
         )
         for name in names
     ]
@@ -447,13 +485,15 @@ def reconcile(
     rendered: list[objects.Object],
     loaded: repo.Repo,
     revision: str,
+    origin: str,
     options: Options,
     say: Say,
 ) -> list[ExtensionResult]:
-    """Plan every extension, then (unless a dry run) carry each plan out."""
+    """Plan every extension of the repo at `origin`, then (unless a dry run) carry each plan
+    out."""
     if not options.dry_run:
         ensure_record_crd(cluster)
-    planned = plan_all(cluster, rendered, loaded, options)
+    planned = plan_all(cluster, rendered, loaded, origin, options)
     results = []
     for extension_plan in planned:
         say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
@@ -465,13 +505,16 @@ def reconcile(
         if extension_plan.name not in loaded.extensions and extension_plan.record_live:
             results.append(_retire(cluster, extension_plan, revision, options, say))
             continue
-        _ensure_record(cluster, loaded, extension_plan)
+        _ensure_record(cluster, loaded, extension_plan, origin)
         results.append(carry_out(cluster, extension_plan, revision, options, say))
     return results
 
 
-def _ensure_record(cluster: kube.Cluster, loaded: repo.Repo, planned: ExtensionPlan) -> None:
-    live = kube.apply(cluster, record.record(loaded.extensions[planned.name]))
+def _ensure_record(
+    cluster: kube.Cluster, loaded: repo.Repo, planned: ExtensionPlan, origin: str
+) -> None:
+    extension = loaded.extensions[planned.name]
+    live = _apply_if_changed(cluster, record.record(extension, origin))
     if planned.record_live is None:
         planned.record_live = live
 

@@ -94,7 +94,7 @@ def plan(
     cluster = _connect(kubeconfig, context)
     options = reconcile.Options(dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune)
     try:
-        planned = reconcile.plan_all(cluster, rendered, loaded.repo, options)
+        planned = reconcile.plan_all(cluster, rendered, loaded.repo, snapshot.origin(), options)
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -177,7 +177,9 @@ def apply(
         if not loaded.valid:
             _reject(cluster, loaded, revision, dry_run)
         rendered = renderer.render_repo(loaded.repo, snapshot, revision).objects
-        results = reconcile.reconcile(cluster, rendered, loaded.repo, revision, options, click.echo)
+        results = reconcile.reconcile(
+            cluster, rendered, loaded.repo, revision, snapshot.origin(), options, click.echo
+        )
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)

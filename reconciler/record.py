@@ -56,9 +56,10 @@ def ref(name: str) -> objects.Object:
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}}
 
 
-def record(extension: extensions.Extension) -> objects.Object:
-    """The record's desired spec for an extension of the repo."""
+def record(extension: extensions.Extension, origin: str) -> objects.Object:
+    """The record's desired spec for an extension of the repo at `origin`."""
     spec: dict[str, Any] = {
+        "source": origin,
         "clusterType": extension.cluster_type,
         "releaseNamespace": extension.release_namespace,
     }
@@ -176,3 +177,8 @@ def summary(live: Mapping[str, Any]) -> dict[str, Any]:
         "objects": (body.get("inventory") or {}).get("count", 0),
         "reasons": list(body.get("reasons") or body.get("problems") or []),
     }
+
+
+def source_of(live: Mapping[str, Any]) -> str:
+    """The repo a live record's extension is declared in."""
+    return str((live.get("spec") or {}).get("source", ""))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -52,6 +53,10 @@ class Snapshot(Protocol):
 
     def revision(self) -> str:
         """The revision this snapshot is of (a commit id), stamped on rendered objects."""
+        ...
+
+    def origin(self) -> str:
+        """Which repo this is, to tell its extensions from another repo's on one cluster."""
         ...
 
 
@@ -136,8 +141,31 @@ class DirectorySnapshot:
         dirty = work_tree.is_dirty(untracked_files=True, path=None if below == "." else below)
         return f"{commit}-dirty" if dirty else commit
 
+    def origin(self) -> str:
+        """The git remote `origin` (without credentials) or, with no remote, the work tree's
+        path, plus `//folder` when the repo is a folder inside it; outside git, the folder's
+        absolute path."""
+        try:
+            work_tree = git.Repo(self.root, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            return str(self.root.resolve())
+        base = str(Path(work_tree.working_dir).resolve())
+        for remote in work_tree.remotes:
+            if remote.name == "origin":
+                base = _without_credentials(next(iter(remote.urls), base))
+        below = os.path.relpath(self.root.resolve(), Path(work_tree.working_dir).resolve())
+        return base if below == "." else f"{base}//{Path(below).as_posix()}"
+
     def display(self, path: str) -> str:
         if self._display_root in ("", "."):
             return path or "."
         root = self._display_root.replace(os.sep, "/")
         return posixpath.join(root, path) if path else root
+
+
+def _without_credentials(url: str) -> str:
+    """`https://user:token@host/repo` -> `https://host/repo` (a token must never be shown)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -1,0 +1,381 @@
+"""`reconciler plan | apply | status` on the real control plane (issue 6's "must show").
+
+Each test copies the bundled example repo, renames its extension and points its release namespace
+at the test's own namespace, and drives the CLI as a user would. Writes are counted by the API
+server itself (`apiserver_request_total` on /metrics), not by the client.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from kubernetes import client
+
+from reconciler import cli, kube, objects, reconcile, record, render, source
+from reconciler.localcluster import plane
+from reconciler.localcluster.config import PlaneState
+from tests.cluster.kubehelpers import server_side_apply, wait_until
+from tests.helpers import load
+
+pytestmark = pytest.mark.cluster
+EXAMPLE = Path(__file__).resolve().parents[2] / "manifests"
+WRITE_VERBS = {"APPLY", "POST", "PUT", "PATCH", "DELETE"}
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
+    connection = kube.connect(cluster_kubeconfig)
+    yield connection
+    connection.api.close()
+
+
+def example_repo(tmp_path: Path, name: str, namespace: str, jobs: bool = True) -> Path:
+    """The bundled example with its extension renamed and installed into `namespace`."""
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, root)
+    extension = root / "infra" / "extension.yaml"
+    text = extension.read_text()
+    text = text.replace("name: azureml-extension", f"name: {name}")
+    text = text.replace("releaseNamespace: azureml", f"releaseNamespace: {namespace}")
+    extension.write_text(text)
+    if not jobs:
+        shutil.rmtree(root / "jobs")
+    return root
+
+
+def set_config(root: Path, old: str, new: str) -> None:
+    extension = root / "infra" / "extension.yaml"
+    text = extension.read_text()
+    assert old in text
+    extension.write_text(text.replace(old, new))
+
+
+def run(kubeconfig: str | None, *args: str) -> Result:
+    options = ["--kubeconfig", kubeconfig] if kubeconfig else []
+    return CliRunner().invoke(cli.main, [*args, *options])
+
+
+def rendered_keys(root: Path) -> set[objects.Key]:
+    snapshot = source.DirectorySnapshot(root)
+    loaded = load(root)
+    assert loaded.valid, loaded.problems
+    return {objects.key(o) for o in render.render_repo(loaded.repo, snapshot, "x").objects}
+
+
+def live(cluster: kube.Cluster, key: objects.Key) -> objects.Object | None:
+    ref = {
+        "apiVersion": key.api_version,
+        "kind": key.kind,
+        "metadata": {"name": key.name, "namespace": key.namespace},
+    }
+    return kube.get(cluster, ref)
+
+
+def writes(api_client: client.ApiClient, resources: set[str]) -> int:
+    """Persisted writes (not dry runs) the API server has served to these resources (status
+    subresources of the record included; other controllers' status updates not)."""
+    request = api_client.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+    text = api_client.call_api(*request).read().decode()
+    total = 0
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(",")
+        )
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        if labels.get("verb") not in WRITE_VERBS or labels.get("dry_run"):
+            continue
+        if labels.get("resource") not in resources:
+            continue
+        if labels.get("subresource") and labels.get("resource") != "extensionstatuses":
+            continue
+        total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def gone_or_going(found: objects.Object | None) -> bool:
+    """Deleted, or being deleted (a CRD's or a namespace's cleanup takes its time)."""
+    return found is None or bool(found["metadata"].get("deletionTimestamp"))
+
+
+def fingerprints(cluster: kube.Cluster, keys: set[objects.Key]) -> dict[objects.Key, object]:
+    """What changes when anyone writes an object's spec or our fields, and not when a
+    controller updates its status: the generation and every manager's write times."""
+    found: dict[objects.Key, object] = {}
+    for key in keys:
+        obj = live(cluster, key)
+        assert obj is not None, key
+        metadata = obj["metadata"]
+        times = sorted(
+            (m["manager"], m.get("time", ""))
+            for m in metadata.get("managedFields") or []
+            if not m.get("subresource")
+        )
+        found[key] = (metadata.get("generation"), times)
+    return found
+
+
+def plural(kind: str) -> str:
+    lower = kind.lower()
+    return lower + ("es" if lower.endswith("s") else "s")
+
+
+def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
+    tmp_path: Path,
+    namespace: str,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+    api_client: client.ApiClient,
+) -> None:
+    name = f"x{namespace[-6:]}"
+    root = example_repo(tmp_path, name, namespace)
+
+    first = run(cluster_kubeconfig, "apply", str(root), "--wait", "--timeout", "2m")
+    assert first.exit_code == 0, first.output
+    assert f"extension {name}: Succeeded" in first.output
+    assert "applied 1 Namespace" in first.output  # progress per stage
+
+    planned = run(cluster_kubeconfig, "plan", str(root))
+    assert planned.exit_code == 0, planned.output
+    assert "0 to create, 0 to update, 0 to delete" in planned.output
+
+    keys = rendered_keys(root)
+    resources = {plural(k.kind) for k in keys} | {"extensionstatuses"}
+    before = writes(api_client, resources)
+    second = run(cluster_kubeconfig, "apply", str(root))
+    assert second.exit_code == 0, second.output
+    assert writes(api_client, resources) == before, "a no-op apply wrote to the cluster"
+
+    recorded = kube.get(cluster, record.ref(name))
+    assert recorded is not None
+    assert record.inventory_of(recorded) >= keys
+    assert recorded["status"]["provisioningState"] == "Succeeded"
+    ready = recorded["status"]["conditions"][0]
+    assert (ready["type"], ready["status"]) == ("Ready", "True")
+
+    shown = run(cluster_kubeconfig, "status", "--output", "json")
+    assert shown.exit_code in (0, 1), shown.output
+    mine = [s for s in json.loads(shown.output) if s["name"] == name]
+    assert mine == [
+        {
+            "name": name,
+            "provisioningState": "Succeeded",
+            "lastAppliedRevision": source.DirectorySnapshot(root).revision(),
+            "reasons": [],
+        }
+    ]
+    assert run(cluster_kubeconfig, "status").output.count(name) == 1
+
+
+def test_disabling_training_prunes_exactly_the_training_components(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"x{namespace[-6:]}"
+    root = example_repo(tmp_path, name, namespace, jobs=False)
+    assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
+    before = rendered_keys(root)
+    # Looks like ours (same labels) but was never applied by the reconciler: must survive.
+    lookalike = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "not-in-the-inventory",
+            "namespace": namespace,
+            "labels": {
+                objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+                objects.PART_OF_LABEL: name,
+            },
+        },
+        "data": {"keep": "me"},
+    }
+    kube.apply(cluster, lookalike, field_manager="someone-else")
+
+    set_config(root, "enableTraining: true", "enableTraining: false")
+    after = rendered_keys(root)
+    training_only = before - after
+    assert any(k.name == "aml-operator" for k in training_only)
+
+    planned = run(cluster_kubeconfig, "plan", str(root))
+    assert planned.exit_code == 1
+    assert f"0 to create, 1 to update, {len(training_only)} to delete" in planned.output, (
+        planned.output
+    )
+    assert f"~ update ConfigMap/{namespace}/gateway" in planned.output  # no longer training
+
+    result = run(cluster_kubeconfig, "apply", str(root))
+    assert result.exit_code == 0, result.output
+    assert f"pruned {len(training_only)} objects" in result.output
+    for key in training_only:
+        assert gone_or_going(live(cluster, key)), f"{key} was not pruned"
+    for key in after:
+        assert live(cluster, key) is not None, f"{key} was deleted"
+    assert live(cluster, objects.key(lookalike)) is not None
+    keys_secrets = reconcile.generated_secrets(load(root).repo)[name]
+    assert {k.name for k in map(objects.key, keys_secrets)} == {"blue-auth", "green-auth"}
+    inventory = after | {objects.key(s) for s in keys_secrets}
+    assert record.inventory_of(kube.get(cluster, record.ref(name))) == inventory
+
+
+def test_an_invalid_repo_changes_nothing_and_its_problems_are_recorded(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"x{namespace[-6:]}"
+    root = example_repo(tmp_path, name, namespace)
+    assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
+    versions = fingerprints(cluster, rendered_keys(root))
+    revision = kube.get(cluster, record.ref(name))["status"]["lastAppliedRevision"]  # type: ignore[index]
+
+    # One real change (HA) and one invalid setting: neither may reach the cluster.
+    set_config(root, "inferenceRouterHA: false", "inferenceRouterHA: true\n    nodeSelectr: 3")
+    result = run(cluster_kubeconfig, "apply", str(root))
+    assert result.exit_code == 1
+    assert "infra/extension.yaml:" in result.output and "nothing was applied" in result.output
+    assert fingerprints(cluster, set(versions)) == versions
+    status = kube.get(cluster, record.ref(name))["status"]  # type: ignore[index]
+    assert status["provisioningState"] == "Failed"
+    assert status["conditions"][0]["reason"] == "ValidationFailed"
+    assert any("infra/extension.yaml:" in p for p in status["problems"])
+    assert status["lastAppliedRevision"] == revision
+
+
+def test_a_field_owned_by_another_manager_is_a_conflict_unless_forced(
+    tmp_path: Path,
+    namespace: str,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+    api_client: client.ApiClient,
+) -> None:
+    name = f"x{namespace[-6:]}"
+    root = example_repo(tmp_path, name, namespace, jobs=False)
+    assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
+    router = objects.Key("apps/v1", "Deployment", namespace, "azureml-fe-v2")
+    current = live(cluster, router)
+    assert current is not None
+    # Someone takes the router's service account name over with kubectl-style force.
+    server_side_apply(
+        api_client,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "azureml-fe-v2", "namespace": namespace},
+            "spec": {"template": {"spec": {"serviceAccountName": "default"}}},
+        },
+        force=True,
+    )
+    versions = fingerprints(cluster, rendered_keys(root))
+
+    refused = run(cluster_kubeconfig, "apply", str(root))
+    assert refused.exit_code == 1
+    assert "conflict" in refused.output and "--force-conflicts" in refused.output
+    assert fingerprints(cluster, set(versions)) == versions  # atomic: nothing else applied
+
+    forced = run(cluster_kubeconfig, "apply", str(root), "--force-conflicts")
+    assert forced.exit_code == 0, forced.output
+    template = live(cluster, router)["spec"]["template"]["spec"]  # type: ignore[index]
+    assert (
+        template["serviceAccountName"] == current["spec"]["template"]["spec"]["serviceAccountName"]
+    )
+
+
+def test_an_extension_that_left_the_repo_is_pruned_only_when_allowed(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"x{namespace[-6:]}"
+    root = example_repo(tmp_path, name, namespace, jobs=False)
+    assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
+    keys = rendered_keys(root)
+    # The repo now holds another extension only (nothing may go without permission).
+    set_config(root, f"name: {name}", f"name: {name}b")
+    set_config(root, f"releaseNamespace: {namespace}", f"releaseNamespace: {namespace}-b")
+
+    planned = run(cluster_kubeconfig, "plan", str(root))
+    assert "prune refused: the repo renders nothing for this extension" in planned.output
+    result = run(cluster_kubeconfig, "apply", str(root))
+    assert result.exit_code == 1
+    assert "--allow-mass-prune" in result.output
+    assert all(live(cluster, k) is not None for k in keys)
+
+    allowed = run(cluster_kubeconfig, "apply", str(root), "--allow-mass-prune")
+    assert allowed.exit_code == 0, allowed.output
+    assert kube.get(cluster, record.ref(name)) is None
+    moved = keys & rendered_keys(root)  # CRDs and instance types: the other extension's now
+    assert {k.kind for k in moved} == {"CustomResourceDefinition", "InstanceType"}
+    for key in keys:
+        found = live(cluster, key)
+        if key in moved:
+            assert found is not None
+            assert found["metadata"]["labels"][objects.PART_OF_LABEL] == f"{name}b"
+        elif not key.namespace:
+            assert gone_or_going(found), f"{key} was not pruned"
+    assert reconcile.delete_extension(cluster, f"{name}b", lambda _line: None) == []
+    assert kube.get(cluster, record.ref(f"{name}b")) is None
+
+
+def test_a_job_runs_once_per_name(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"x{namespace[-6:]}"
+    root = example_repo(tmp_path, name, namespace)
+    set_config(
+        root,
+        "allowInsecureConnections: true",
+        "allowInsecureConnections: true\n    installVolcano: false",
+    )
+    assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
+    job = objects.Key("batch/v1", "Job", namespace, "hello")
+    assert live(cluster, job) is not None
+    kube.delete(
+        cluster,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "hello", "namespace": namespace},
+        },
+    )
+    wait_until(lambda: live(cluster, job), lambda found: found is None, "the job to go")
+
+    planned = run(cluster_kubeconfig, "plan", str(root))
+    assert planned.exit_code == 0, planned.output
+    assert f"note: {job}: already ran" in planned.output
+    assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
+    assert live(cluster, job) is None
+
+
+def test_killing_the_api_server_mid_apply_ends_consistent_after_the_next_apply(
+    tmp_path: Path,
+    namespace: str,
+    local_plane: PlaneState | None,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+) -> None:
+    if local_plane is None:
+        pytest.skip("needs the project's own control plane (USE_EXISTING_CLUSTER is set)")
+    name = f"x{namespace[-6:]}"
+    root = example_repo(tmp_path, name, namespace)
+    command = [sys.executable, "-m", "reconciler", "apply", str(root)]
+    command += ["--kubeconfig", str(cluster_kubeconfig)]
+    applying = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(1.0)  # mid-apply: the reconciler is planning or applying by now
+    state_dir = Path(local_plane.state_dir)
+    plane.kill("kube-apiserver", state_dir)
+    restarted = threading.Timer(2.0, plane.relaunch, args=("kube-apiserver", state_dir))
+    restarted.start()
+    output, _ = applying.communicate(timeout=300)
+    restarted.join()
+    # Whatever the interrupted apply managed, the next one completes it.
+    again = run(cluster_kubeconfig, "apply", str(root), "--wait", "--timeout", "2m")
+    assert again.exit_code == 0, output.decode() + again.output
+    assert run(cluster_kubeconfig, "plan", str(root)).exit_code == 0
+    keys = rendered_keys(root)
+    assert record.inventory_of(kube.get(cluster, record.ref(name))) >= keys
+    assert all(live(cluster, k) is not None for k in keys if k.kind != "Job")
