@@ -1,13 +1,15 @@
 // Command controlplane is one multi-call binary holding the real Kubernetes control plane used by
 // the project's tests and demo: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
-// (all from their upstream Go modules at the versions pinned in go.mod) and kwok, which simulates
-// nodes and kubelets so that pods reach Running without a container runtime.
+// (all from their upstream Go modules at the versions pinned in go.mod), kwok, which simulates
+// nodes and kubelets so that pods reach Running without a container runtime, and kubectl at the
+// same Kubernetes version as the API server.
 //
 // The component is chosen by the first argument, or by the name the binary is called under
 // (a symlink named kube-apiserver runs the API server), as the old hyperkube did:
 //
 //	controlplane kube-apiserver --etcd-servers=... --secure-port=...
 //	controlplane kwok-stages > stages.yaml
+//	controlplane kubectl --kubeconfig=... get nodes
 //
 // The Python side (reconciler/localcluster) builds this binary once per pin and starts each
 // component as its own process. One binary links the shared Kubernetes code once, which keeps
@@ -24,11 +26,15 @@ import (
 	_ "time/tzdata" // time zones for CronJob, as the upstream mains do
 
 	"go.etcd.io/etcd/server/v3/etcdmain"
+	_ "k8s.io/client-go/plugin/pkg/client/auth" // kubectl's client auth plugins, as upstream
 	"k8s.io/component-base/cli"
+	"k8s.io/component-base/logs"
 	_ "k8s.io/component-base/logs/json/register"          // JSON log format, as upstream
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics, as upstream
 	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric, as upstream
 	kversion "k8s.io/component-base/version"
+	kubectlcmd "k8s.io/kubectl/pkg/cmd"
+	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
@@ -59,6 +65,7 @@ var components = map[string]func() int{
 	"kube-scheduler": func() int {
 		return cli.Run(scheduler.NewSchedulerCommand())
 	},
+	"kubectl":     runKubectl,
 	"kwok":        runKwok,
 	"kwok-stages": printKwokStages,
 	"version":     printVersion,
@@ -90,6 +97,25 @@ func usage() {
 	}
 	sort.Strings(names)
 	fmt.Fprintf(os.Stderr, "usage: controlplane {%s} [flags...]\n", strings.Join(names, "|"))
+}
+
+// runKubectl is upstream's kubectl main (k8s.io/kubernetes/cmd/kubectl/kubectl.go at the pinned
+// version) behind the multi-call switch.
+func runKubectl() int {
+	// As for kwok: cobra adds pflag.CommandLine to the root command, and packages linked into this
+	// binary for the other components register flags there (verflag's --version). The kubectl
+	// binary registers none (kubectl's own sanity check forbids it), so start from an empty set.
+	pflag.CommandLine = pflag.NewFlagSet(os.Args[0], pflag.ExitOnError)
+
+	// Upstream: parse the verbosity by hand so klog works while the command is being built
+	// (plugins, .kuberc); the real flag parsing happens inside cli.RunNoErrOutput.
+	logs.GlogSetter(kubectlcmd.GetLogVerbosity(os.Args)) // nolint:errcheck
+	command := kubectlcmd.NewDefaultKubectlCommand()
+	if err := cli.RunNoErrOutput(command); err != nil {
+		// Pretty-print the error and exit with an error (CheckErr exits non-zero itself).
+		kubectlutil.CheckErr(err)
+	}
+	return 0
 }
 
 // runKwok is kwok's own main (sigs.k8s.io/kwok/cmd/kwok) behind the multi-call switch.

@@ -4,14 +4,14 @@ Docker (and so kind) cannot run on the project's machines, so this subpackage bu
 control plane from the Go module proxy and runs it on loopback:
 
 - ``build``: builds the multi-call binary in ``<repo>/controlplane`` (etcd, kube-apiserver,
-  kube-controller-manager, kube-scheduler, kwok) once per pin into
-  ``<repo>/.cache/controlplane/<version>/``.
+  kube-controller-manager, kube-scheduler, kwok, and kubectl at the same version) once per pin
+  into ``<repo>/.cache/controlplane/<version>/``.
 - ``pki``: the certificates and service-account keys of one plane (``cryptography``).
 - ``config``: pure logic: ports, paths, each component's flags, kubeconfigs, node objects, the
   state record.
 - ``plane``: process I/O: start the components, wait until ready, create the simulated nodes,
-  record a state file, stop with no orphans.
-- ``cli``: the ``reconciler cluster up|down|status|build`` commands.
+  record a state file, stop with no orphans; kill one component and relaunch it (crash tests).
+- ``cli``: the ``reconciler cluster up|down|status|build|kubectl`` commands.
 
 Nothing here is imported by the reconciler's own pipeline; it is tooling around it.
 """

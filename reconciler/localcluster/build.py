@@ -1,7 +1,8 @@
 """Build and cache the control-plane binary (``<repo>/controlplane``) once per pin.
 
 The Go module in ``controlplane/`` pins one Kubernetes release (``k8s.io/kubernetes`` in its
-go.mod) and one kwok release, and builds them into a single multi-call binary. This module builds
+go.mod) and one kwok release, and builds them, with kubectl of the same release, into a single
+multi-call binary (:meth:`Binaries.kubectl` is the command line of that kubectl). This module builds
 it with the machine's Go into ``<repo>/.cache/controlplane/<kubernetes version>/`` and records a
 digest of the module's sources there; a later call reuses the binary unless the digest changed
 (a new pin, or an edited main.go). Concurrent callers (two test runs, a test run and
@@ -37,6 +38,10 @@ class BuildError(RuntimeError):
     """The control-plane binary could not be built (no Go, download or compile failure)."""
 
 
+KUBECTL = "kubectl"
+"""The multi-call binary's component that is kubectl, at the plane's Kubernetes version."""
+
+
 @dataclass(frozen=True)
 class Binaries:
     """A built control plane: the multi-call binary and kwok's default stages beside it."""
@@ -44,6 +49,18 @@ class Binaries:
     version: str
     binary: Path
     kwok_stages: Path
+
+    def command(self, component: str, *args: str) -> list[str]:
+        """The command line that runs one component of the binary with ``args``."""
+        return [str(self.binary), component, *args]
+
+    def kubectl(self, *args: str) -> list[str]:
+        """The command line of kubectl (built with the plane, same version) with ``args``.
+
+        It names no cluster: pass ``--kubeconfig`` or set ``KUBECONFIG``, e.g. to a running
+        plane's ``PlaneState.kubeconfig``. The machine's own kubectl, if any, is never used.
+        """
+        return self.command(KUBECTL, *args)
 
 
 def repo_root() -> Path:

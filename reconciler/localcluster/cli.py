@@ -3,13 +3,16 @@
 ``up`` builds the binaries on first use (progress on stderr), starts the plane in the background,
 waits until it is ready and prints ``KUBECONFIG=<path>`` as its last line on stdout, so
 ``export "$(reconciler cluster up)"`` works. ``down`` stops it. Both are idempotent. ``status``
-exits 0 when the plane is running and 1 when it is not. ``build`` only builds.
+exits 0 when the plane is running and 1 when it is not. ``build`` only builds. ``kubectl`` runs
+the kubectl built with the plane (same Kubernetes version) on the plane's admin kubeconfig.
 
 The group is registered on the main CLI in ``reconciler/cli.py``.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -143,3 +146,34 @@ def status_cmd(state_dir: Path | None) -> None:
     click.echo(f"  {'total resident memory':<38} {_mib(st.rss_total):>9}")
     if not st.running:
         sys.exit(1)
+
+
+@cluster.command(
+    "kubectl",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@_STATE_DIR
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def kubectl(state_dir: Path | None, args: tuple[str, ...]) -> None:
+    """Run kubectl ARGS on the running plane, e.g. `reconciler cluster kubectl -- get nodes`.
+
+    The kubectl is the one built into the plane's binary, at the plane's Kubernetes version
+    (the machine's kubectl is not used); KUBECONFIG is set to the plane's admin kubeconfig.
+    Everything after the first argument (or after `--`) goes to kubectl; the exit code is
+    kubectl's.
+    """
+    try:
+        st = plane.status(state_dir)
+        if st.state is None:
+            click.echo("error: no cluster running (start it: reconciler cluster up)", err=True)
+            sys.exit(1)
+        binaries = build.ensure_built(_progress)
+    except (build.BuildError, plane.PlaneError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    env = {**os.environ, "KUBECONFIG": st.state.kubeconfig}
+    try:
+        code = subprocess.run(binaries.kubectl(*args), env=env, check=False).returncode
+    except KeyboardInterrupt:  # Ctrl-C reached kubectl too (e.g. ending `get --watch`)
+        code = 130
+    sys.exit(code)

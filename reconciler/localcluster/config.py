@@ -357,7 +357,10 @@ class PlaneState:
     """What a running plane recorded about itself in ``state.json``.
 
     Written while the plane starts (so a failed start can still be cleaned up) and read by
-    ``down`` and ``status`` from any process.
+    ``down`` and ``status`` from any process. ``commands`` holds each started component's
+    command line and ``die_with_parent`` how it was started, so that one component can be
+    killed and launched again exactly as before (``plane.relaunch``); ``pids`` then holds the
+    new process.
     """
 
     version: str
@@ -370,6 +373,8 @@ class PlaneState:
     nodes: list[str] = field(default_factory=list)
     started_at: float = 0.0
     ready_seconds: float | None = None
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    die_with_parent: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -392,6 +397,8 @@ class PlaneState:
             ready_seconds=(
                 None if data.get("ready_seconds") is None else float(data["ready_seconds"])
             ),
+            commands={str(k): [str(arg) for arg in v] for k, v in data.get("commands", {}).items()},
+            die_with_parent=bool(data.get("die_with_parent", False)),
         )
 
 

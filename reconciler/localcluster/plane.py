@@ -8,12 +8,17 @@ pods. It records a ``state.json`` after every process it starts, so :func:`stop`
 start is cleaned up. :func:`stop` sends SIGTERM to each process group, then SIGKILL, and checks
 that every process is gone: no orphans.
 
+To test how clients cope with a crash, :func:`kill` SIGKILLs one component and :func:`relaunch`
+starts it again from the command line recorded in the state (same ports and data, so etcd keeps
+every object) and waits until it is healthy; :func:`restart` does both.
+
 The flags, paths and objects come from :mod:`reconciler.localcluster.config`; this module only
 runs them.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -23,6 +28,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -113,7 +119,29 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+_SPAWNER: concurrent.futures.ThreadPoolExecutor | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawner() -> concurrent.futures.ThreadPoolExecutor:
+    global _SPAWNER
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="plane-spawn")
+        return _SPAWNER
+
+
 def _spawn(cmd: list[str], log: Path, die_with_parent: bool) -> subprocess.Popen[bytes]:
+    if die_with_parent and threading.current_thread() is not threading.main_thread():
+        # The kernel sends the parent-death signal when the *thread* that forked the child ends,
+        # not the process: a component started from a short-lived thread (a threading.Timer
+        # that relaunches the API server) would be killed as soon as that thread returns. Such
+        # starts go through one worker thread that lives as long as this process.
+        return _spawner().submit(_spawn_here, cmd, log, die_with_parent).result()
+    return _spawn_here(cmd, log, die_with_parent)
+
+
+def _spawn_here(cmd: list[str], log: Path, die_with_parent: bool) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -443,6 +471,7 @@ def start(
         binary=str(binaries.binary),
         ports={k: int(v) for k, v in vars(ports).items()},
         started_at=time.time(),
+        die_with_parent=die_with_parent,
     )
     commands = component_commands(binaries.binary, layout, ports, binaries.kwok_stages)
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -450,6 +479,7 @@ def start(
     def launch(name: str) -> None:
         procs[name] = _spawn(commands[name], layout.log(name), die_with_parent)
         state.pids[name] = procs[name].pid
+        state.commands[name] = commands[name]
         _write_state(layout, state)
 
     try:
@@ -511,6 +541,106 @@ def stop(state_dir: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:
     with contextlib.suppress(FileNotFoundError):
         Layout(state_dir).state_file.unlink()
     return was_running
+
+
+# ---------------------------------------------------------------------------------------------
+# one component: crash (kill) and start again (relaunch)
+
+
+def _recorded(component: str, state_dir: Path | None) -> tuple[Path, PlaneState]:
+    state_dir = (state_dir or default_state_dir()).resolve()
+    if component not in COMPONENTS:
+        raise PlaneError(f"unknown component {component!r} (one of {', '.join(COMPONENTS)})")
+    state = read_state(state_dir)
+    if state is None:
+        raise PlaneError(f"no plane is recorded in {state_dir}")
+    if component not in state.pids:
+        raise PlaneError(f"the plane in {state_dir} has not started {component}")
+    if component not in state.commands:
+        raise PlaneError(
+            f"the plane in {state_dir} did not record its command lines (an older start); "
+            "stop it and start it again"
+        )
+    return state_dir, state
+
+
+def kill(component: str, state_dir: Path | None = None) -> int:
+    """Kill one running component with SIGKILL, as a crash would; return the killed PID.
+
+    Returns once the process is gone. The rest of the plane keeps running, the state file
+    keeps the component's command line, and :func:`relaunch` starts it again. Raises
+    PlaneError if there is no plane or the component is not running.
+    """
+    state_dir, state = _recorded(component, state_dir)
+    pid = state.pids[component]
+    if not _alive(pid, state_dir):
+        raise PlaneError(f"{component} (pid {pid}) is not running in {state_dir}")
+    _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _alive(pid, state_dir):
+        if time.monotonic() >= deadline:
+            raise PlaneError(f"{component} (pid {pid}) survived SIGKILL")
+        time.sleep(0.05)
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:
+        proc.wait(timeout=5)  # reaped already by _alive; this only settles the Popen object
+    return pid
+
+
+def relaunch(
+    component: str,
+    state_dir: Path | None = None,
+    *,
+    timeout: float = READY_TIMEOUT,
+) -> int:
+    """Start a killed (or crashed) component again and return its new PID once it is healthy.
+
+    It gets the very command line it had (same ports, certificates, data folder: etcd finds its
+    data again) and, as at :func:`start`, dies with this process if the plane was started with
+    ``die_with_parent``. Healthy means: etcd ``/health``, kube-apiserver ``/readyz``, the
+    controller manager's and scheduler's ``/healthz``; kwok has no health endpoint and counts
+    as healthy once started. Its log continues in ``logs/<component>.log``. Raises PlaneError,
+    with the log, if the component is still running, exits or does not get healthy in time.
+    """
+    state_dir, state = _recorded(component, state_dir)
+    old = state.pids[component]
+    if _alive(old, state_dir):
+        raise PlaneError(f"{component} is still running (pid {old}); kill it first")
+    layout = Layout(state_dir)
+    log = layout.log(component)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        out.write(f"\n--- relaunched by reconciler.localcluster at {time.ctime()} ---\n")
+    proc = _spawn(state.commands[component], log, state.die_with_parent)
+    state.pids[component] = proc.pid
+    _write_state(layout, state)
+    ports = _ports_of(state)
+    try:
+        _wait(
+            f"{component} to be healthy again",
+            _health_check(component, layout, ports),
+            timeout,
+            {component: proc},
+            layout,
+        )
+    except BaseException:
+        if proc.poll() is None:  # timed out (or interrupted): leave nothing half-started
+            _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+        _CHILDREN.pop(proc.pid, None)
+        raise
+    return proc.pid
+
+
+def restart(
+    component: str,
+    state_dir: Path | None = None,
+    *,
+    timeout: float = READY_TIMEOUT,
+) -> int:
+    """Crash one component (:func:`kill`) and :func:`relaunch` it; return its new PID."""
+    kill(component, state_dir)
+    return relaunch(component, state_dir, timeout=timeout)
 
 
 @contextlib.contextmanager

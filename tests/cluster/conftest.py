@@ -4,6 +4,8 @@
 first run on a machine, with progress on the terminal) and stops it when the session ends. With
 ``USE_EXISTING_CLUSTER=1`` it uses the current kubeconfig instead (``$KUBECONFIG`` or
 ``~/.kube/config``, e.g. a kind cluster) and starts nothing.
+``local_plane`` (session): that plane's recorded state (its state folder, for tests that kill and
+relaunch a component), None with ``USE_EXISTING_CLUSTER=1``.
 
 ``api_client`` (session): a ``kubernetes.client.ApiClient`` on that cluster.
 ``namespace`` (per test): a fresh namespace whose ``default`` service account exists, deleted after.
@@ -26,7 +28,7 @@ import pytest
 from kubernetes import client, config
 
 from reconciler.localcluster import build, plane
-from reconciler.localcluster.config import default_nodes
+from reconciler.localcluster.config import PlaneState, default_nodes
 from tests.cluster.kubehelpers import wait_until
 
 
@@ -49,10 +51,14 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster_kubeconfig(
+def local_plane(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str | None]:
-    """Path of an admin kubeconfig for the session's cluster (None: the default kubeconfig)."""
+) -> Iterator[PlaneState | None]:
+    """The session's local plane as recorded at start (None with USE_EXISTING_CLUSTER=1).
+
+    ``Path(local_plane.state_dir)`` is what ``plane.kill`` / ``plane.relaunch`` / ``plane.status``
+    take; ``local_plane.kubeconfig`` is the admin kubeconfig.
+    """
     if use_existing_cluster():
         yield None
         return
@@ -78,9 +84,15 @@ def cluster_kubeconfig(
         raise AssertionError("unreachable") from exc
     progress(f"Kubernetes {state.version} ready in {state.ready_seconds}s\n")
     try:
-        yield state.kubeconfig
+        yield state
     finally:
         plane.stop(state_dir)
+
+
+@pytest.fixture(scope="session")
+def cluster_kubeconfig(local_plane: PlaneState | None) -> str | None:
+    """Path of an admin kubeconfig for the session's cluster (None: the default kubeconfig)."""
+    return None if local_plane is None else local_plane.kubeconfig
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +134,11 @@ def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> I
         yield name
     finally:
         # Background deletion: the namespace controller and kwok clean up after the test.
-        core.delete_namespace(name, propagation_policy="Background")
+        try:
+            core.delete_namespace(name, propagation_policy="Background")
+        except client.ApiException as exc:
+            if exc.status != 404:  # a test may have deleted it (pruning its Namespace object)
+                raise
 
 
 @pytest.fixture(scope="session")

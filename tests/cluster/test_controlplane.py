@@ -2,18 +2,27 @@
 
 Each test gets a fresh namespace. Pods run on kwok-simulated nodes (3 CPU nodes, 1 GPU node with
 ``nvidia.com/gpu: 1`` and ``accelerator=nvidia``); with USE_EXISTING_CLUSTER=1 the same tests run
-on whatever cluster the current kubeconfig names.
+on whatever cluster the current kubeconfig names, except those about the local plane itself (its
+built kubectl, killing and relaunching a component), which skip.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
+import yaml
 from kubernetes import client
 
-from reconciler.localcluster.config import GPU_LABEL, GPU_RESOURCE
+from reconciler.localcluster import build, plane
+from reconciler.localcluster.config import GPU_LABEL, GPU_RESOURCE, PlaneState
 from tests.cluster.conftest import use_existing_cluster
 from tests.cluster.kubehelpers import (
     FIELD_MANAGER,
@@ -248,3 +257,141 @@ def test_crd_becomes_established_and_a_custom_resource_round_trips(
         assert err.value.status == 422
     finally:
         ext.delete_custom_resource_definition(f"widgets.{group}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the local plane itself: its kubectl, and a component that crashes and comes back
+
+
+def _local(local_plane: PlaneState | None) -> PlaneState:
+    if local_plane is None:
+        pytest.skip("USE_EXISTING_CLUSTER=1: no local plane (nothing built, nothing to kill)")
+    return local_plane
+
+
+def _pinned_version() -> str:
+    return build.pinned_kubernetes_version((build.source_dir() / "go.mod").read_text())
+
+
+def _kubectl_env(tmp_path: Path) -> dict[str, str]:
+    # No discovery cache in the user's home, no ~/.kube/kuberc preferences.
+    return {**os.environ, "KUBECACHEDIR": str(tmp_path / "kubecache"), "KUBERC": "off"}
+
+
+def _kubectl(state: PlaneState, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the plane's own kubectl (already built by the session fixture, so found instantly)."""
+    cmd = build.ensure_built().kubectl(f"--kubeconfig={state.kubeconfig}", *args)
+    return subprocess.run(
+        cmd, env=_kubectl_env(tmp_path), capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _configmap_yaml(path: Path, name: str, namespace: str, data: dict[str, str]) -> Path:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_built_kubectl_and_the_api_server_are_the_pinned_release(
+    local_plane: PlaneState | None, tmp_path: Path
+) -> None:
+    state = _local(local_plane)
+    cmd = build.ensure_built().kubectl("version")
+    assert Path(cmd[0]) == Path(state.binary)  # the plane's one binary, not the machine's kubectl
+
+    out = _kubectl(state, tmp_path, "version", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    versions = json.loads(out.stdout)
+    assert versions["clientVersion"]["gitVersion"] == _pinned_version()
+    assert versions["serverVersion"]["gitVersion"] == _pinned_version()
+    assert "WARNING" not in out.stderr  # no version-skew warning
+
+
+def test_built_kubectl_server_side_applies_a_configmap(
+    local_plane: PlaneState | None, api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    state = _local(local_plane)
+    core = client.CoreV1Api(api_client)
+    manifest = _configmap_yaml(tmp_path / "cm.yaml", "settings", namespace, {"color": "blue"})
+
+    out = _kubectl(state, tmp_path, "apply", "--server-side", "-f", str(manifest))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "configmap/settings serverside-applied"
+    cm = core.read_namespaced_config_map("settings", namespace)
+    assert cm.data == {"color": "blue"}
+    assert ("kubectl", "Apply") in {(m.manager, m.operation) for m in cm.metadata.managed_fields}
+
+    # The same through `reconciler cluster kubectl`, which finds the plane by its state folder.
+    _configmap_yaml(manifest, "settings", namespace, {"color": "green"})
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "cluster",
+            "kubectl",
+            "--state-dir",
+            state.state_dir,
+            "--",
+            "apply",
+            "--server-side",
+            "-f",
+            str(manifest),
+        ],
+        env=_kubectl_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.strip() == "configmap/settings serverside-applied"
+    assert core.read_namespaced_config_map("settings", namespace).data == {"color": "green"}
+
+    # kubectl's exit code comes through.
+    missing = _kubectl(state, tmp_path, "get", "configmap", "no-such-map", "-n", namespace)
+    assert missing.returncode == 1
+    assert "NotFound" in missing.stderr
+
+
+def test_killed_api_server_is_unreachable_and_after_relaunch_serves_what_etcd_kept(
+    local_plane: PlaneState | None, api_client: client.ApiClient, namespace: str
+) -> None:
+    state_dir = Path(_local(local_plane).state_dir)
+    core = client.CoreV1Api(api_client)
+    before = core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "survivor"}, "data": {"kept": "yes"}}
+    )
+
+    killed = plane.kill("kube-apiserver", state_dir)
+    st = plane.status(state_dir)
+    alive = {c.name: c.alive for c in st.components}
+    assert alive.pop("kube-apiserver") is False
+    assert all(alive.values()), alive  # only the API server crashed
+    assert not st.api_ready
+    assert not st.running
+    with pytest.raises(urllib3.exceptions.HTTPError):  # connection refused
+        client.VersionApi(api_client).get_code(_request_timeout=5)
+
+    relaunched = plane.relaunch("kube-apiserver", state_dir)
+    assert relaunched != killed
+    assert plane.status(state_dir).running
+
+    after = core.read_namespaced_config_map("survivor", namespace)
+    assert after.metadata.uid == before.metadata.uid
+    assert after.data == {"kept": "yes"}
+
+    # Writes work again and the controller manager, scheduler and kwok found the new API
+    # server: a new Deployment rolls out to a running pod.
+    server_side_apply(api_client, deployment("after-restart", namespace, replicas=1))
+    wait_until(
+        lambda: running(pods(api_client, namespace, "app=after-restart")),
+        lambda ps: len(ps) == 1,
+        "a running pod of a Deployment applied after the API server restart",
+        timeout=120,
+    )
