@@ -13,7 +13,17 @@ from pathlib import Path
 
 import click
 
-from reconciler import __version__, objects, outdir, repo, source, workloadcli
+from reconciler import (
+    __version__,
+    extensioncli,
+    objects,
+    outdir,
+    preflightcli,
+    reconcilecli,
+    repo,
+    source,
+    workloadcli,
+)
 from reconciler import render as renderer
 from reconciler.localcluster import cli as localcluster_cli
 
@@ -105,6 +115,11 @@ def _verdict(path: str, loaded: repo.Loaded) -> str:
     return f"{path} is valid: {loaded.repo.summary()}{warned}"
 
 
+main.add_command(reconcilecli.plan)
+main.add_command(reconcilecli.apply)
+main.add_command(reconcilecli.status)
 main.add_command(localcluster_cli.cluster)
 main.add_command(workloadcli.deployment)
 main.add_command(workloadcli.job)
+main.add_command(preflightcli.preflight)
+main.add_command(extensioncli.extension)

@@ -1,0 +1,99 @@
+"""`reconciler preflight` against the real control plane's nodes.
+
+The local plane has 3 CPU nodes (4 CPU / 16Gi, label node.kubernetes.io/instance-type=cpu-4x16)
+and 1 GPU node (the same plus nvidia.com/gpu: 1 and accelerator=nvidia), all Ready workers.
+Each test runs the command through click's runner on a repo written for it.
+"""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from reconciler import cli
+from tests.helpers import extension, write_repo
+
+pytestmark = pytest.mark.cluster
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXT = "extension azureml-extension"
+PASSED = "preflight passed on 4 ready worker nodes, 16 CPU / 64 GiB allocatable"
+
+
+def run(kubeconfig: str | None, *args: str) -> Result:
+    """`reconciler preflight ARGS` on the session's cluster."""
+    where = ["--kubeconfig", kubeconfig] if kubeconfig else []
+    return CliRunner().invoke(cli.main, ["preflight", *args, *where])
+
+
+def test_the_bundled_example_passes(cluster_kubeconfig: str | None) -> None:
+    result = run(cluster_kubeconfig, str(REPO_ROOT / "manifests"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [PASSED]
+
+
+def test_production_with_a_load_balancer_passes_with_a_warning(
+    cluster_kubeconfig: str | None, tmp_path: Path
+) -> None:
+    config = """
+        enableTraining: true
+        enableInference: true
+        inferenceRouterServiceType: LoadBalancer
+        sslSecret: router-tls
+        sslCname: ml.example.com
+        """
+    root = write_repo(tmp_path, {"ext.yaml": extension(config)})
+    result = run(cluster_kubeconfig, str(root))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"warning: {EXT}: inferenceRouterServiceType LoadBalancer: the cluster must be able "
+        "to provision a load balancer (most on-prem clusters cannot; NodePort works everywhere)",
+        f"{PASSED} (1 warning)",
+    ]
+
+
+def test_ha_on_a_selector_matching_one_node_fails_naming_it(
+    cluster_kubeconfig: str | None, tmp_path: Path
+) -> None:
+    config = """
+        enableInference: true
+        inferenceRouterServiceType: NodePort
+        allowInsecureConnections: true
+        inferenceRouterHA: true
+        nodeSelector: {accelerator: nvidia}
+        """
+    root = write_repo(tmp_path, {"ext.yaml": extension(config)})
+    result = run(cluster_kubeconfig, str(root))
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines() == [
+        f"error: {EXT}: inferenceRouterHA needs at least 3 ready worker nodes matching "
+        "nodeSelector accelerator=nvidia for its 3 router replicas; found 1 (kwok-gpu-0)",
+        "preflight failed: 1 error",
+    ]
+
+
+def test_a_gpu_instance_type_on_cpu_nodes_fails(
+    cluster_kubeconfig: str | None, tmp_path: Path
+) -> None:
+    config = "enableTraining: true"
+    instance_type = """
+        apiVersion: amlarc.azureml.com/v1alpha1
+        kind: InstanceType
+        metadata: {name: gpu-on-cpu}
+        spec:
+          nodeSelector: {node.kubernetes.io/instance-type: cpu-4x16}
+          resources: {limits: {cpu: "1", memory: 1Gi, nvidia.com/gpu: 1}}
+        """
+    root = write_repo(tmp_path, {"ext.yaml": extension(config), "it.yaml": instance_type})
+    result = run(cluster_kubeconfig, str(root), "--output", "json")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == (
+        "[\n"
+        "  {\n"
+        '    "severity": "error",\n'
+        '    "subject": "instance type gpu-on-cpu",\n'
+        '    "message": "needs 1 nvidia.com/gpu on one node, but no ready worker node matching '
+        "nodeSelector node.kubernetes.io/instance-type=cpu-4x16 has that many allocatable "
+        '(kwok-cpu-0: 0, kwok-cpu-1: 0, kwok-cpu-2: 0)"\n'
+        "  }\n"
+        "]\n"
+    )

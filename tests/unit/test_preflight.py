@@ -1,0 +1,354 @@
+"""Preflight rules (SPEC section 2 "Preflight facts", section 4): a repo against a list of nodes.
+
+Each rule has a failing case asserting the exact finding and a passing one. Nodes are plain Node
+dicts, as the API server returns them. The last tests run the command up to the point where it
+would reach a cluster (invalid repo, bad kubeconfig: exit 2).
+"""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from reconciler import cli, preflight, problems, repo
+from tests.helpers import extension, load, write_repo
+
+HTTP = """
+enableInference: true
+inferenceRouterServiceType: NodePort
+allowInsecureConnections: true
+"""
+NO_HA = HTTP + "inferenceRouterHA: false\n"
+HTTPS = """
+enableInference: true
+inferenceRouterServiceType: NodePort
+inferenceRouterHA: false
+sslSecret: router-tls
+sslCname: ml.example.com
+"""
+EXT = "extension azureml-extension"
+CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
+
+
+def node(
+    name: str,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    gpus: int = 0,
+    labels: dict[str, str] | None = None,
+    ready: bool = True,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    allocatable = {"cpu": cpu, "memory": memory, "pods": "110"}
+    if gpus:
+        allocatable["nvidia.com/gpu"] = str(gpus)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+        "spec": {"taints": taints} if taints else {},
+        "status": {
+            "allocatable": allocatable,
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": "True" if ready else "False"},
+            ],
+        },
+    }
+
+
+def cpu_nodes(count: int) -> list[dict[str, Any]]:
+    return [node(f"cpu-{i}") for i in range(count)]
+
+
+GPU_NODE = node("gpu-0", gpus=1, labels={"accelerator": "nvidia"})
+
+
+def instance_type(name: str, selector: str = "", gpus: int = 0) -> str:
+    limits = f"{{cpu: '1', memory: 1Gi{f', nvidia.com/gpu: {gpus}' if gpus else ''}}}"
+    return f"""
+        apiVersion: amlarc.azureml.com/v1alpha1
+        kind: InstanceType
+        metadata: {{name: {name}}}
+        spec:
+          nodeSelector: {{{selector}}}
+          resources: {{limits: {limits}}}
+        """
+
+
+def repo_of(tmp_path: Path, config: str, **more: str) -> repo.Repo:
+    loaded = load(write_repo(tmp_path, {"ext.yaml": extension(config), **more}))
+    assert loaded.valid, [str(p) for p in loaded.problems]
+    return loaded.repo
+
+
+def findings(tmp_path: Path, config: str, nodes: list[dict[str, Any]], **more: str) -> list[str]:
+    return [str(f) for f in preflight.check(repo_of(tmp_path, config, **more), nodes)]
+
+
+# --- nodes -------------------------------------------------------------------------------------
+
+
+def test_a_node_object_becomes_its_facts() -> None:
+    facts = preflight.node_from_object(node("n", cpu="3500m", memory="8Gi", gpus=2))
+    assert facts.name == "n"
+    assert facts.ready and facts.worker and not facts.control_plane
+    assert (facts.cpu, facts.memory, facts.gpus) == (3.5, 8 * 2**30, 2)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        node("cp", labels={CONTROL_PLANE: ""}),
+        node("m", labels={"node-role.kubernetes.io/master": ""}),
+        node("t", taints=[{"key": CONTROL_PLANE, "effect": "NoSchedule"}]),
+        node("down", ready=False),
+    ],
+)
+def test_control_plane_and_not_ready_nodes_are_not_workers(obj: dict[str, Any]) -> None:
+    assert not preflight.node_from_object(obj).worker
+
+
+def test_other_taints_and_a_missing_status_are_tolerated() -> None:
+    tainted = node("g", taints=[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}])
+    assert preflight.node_from_object(tainted).worker
+    bare = preflight.node_from_object({"metadata": {"name": "bare"}})
+    assert (bare.ready, bare.cpu, bare.memory, bare.gpus) == (False, 0, 0, 0)
+    broken = node("b", cpu="lots")
+    assert preflight.node_from_object(broken).cpu == 0
+
+
+# --- inferenceRouterHA -------------------------------------------------------------------------
+
+
+def test_ha_needs_three_ready_worker_nodes(tmp_path: Path) -> None:
+    nodes = [
+        *cpu_nodes(2),
+        node("down", ready=False),
+        node("cp", labels={CONTROL_PLANE: ""}),
+    ]
+    assert findings(tmp_path, HTTP, nodes) == [
+        f"error: {EXT}: inferenceRouterHA needs at least 3 ready worker nodes for its 3 router "
+        "replicas; found 2 (cpu-0, cpu-1)"
+    ]
+
+
+def test_ha_counts_only_nodes_matching_the_node_selector(tmp_path: Path) -> None:
+    config = HTTP + "nodeSelector: {accelerator: nvidia}\n"
+    assert findings(tmp_path, config, [*cpu_nodes(3), GPU_NODE]) == [
+        f"error: {EXT}: inferenceRouterHA needs at least 3 ready worker nodes matching "
+        "nodeSelector accelerator=nvidia for its 3 router replicas; found 1 (gpu-0)"
+    ]
+
+
+def test_ha_passes_with_three_workers(tmp_path: Path) -> None:
+    assert findings(tmp_path, HTTP, cpu_nodes(3)) == []
+
+
+@pytest.mark.parametrize("config", [NO_HA, "enableTraining: true\n"])
+def test_ha_off_or_no_router_needs_no_three_nodes(tmp_path: Path, config: str) -> None:
+    assert findings(tmp_path, config, cpu_nodes(1)) == []
+
+
+# --- production --------------------------------------------------------------------------------
+
+
+def test_production_needs_4_cpu_and_14_gb(tmp_path: Path) -> None:
+    nodes = [
+        node("small", cpu="2", memory="7680Mi"),
+        node("cp", cpu="8", labels={CONTROL_PLANE: ""}),
+    ]
+    assert findings(tmp_path, HTTPS, nodes) == [
+        f"error: {EXT}: production (HTTPS inference, allowInsecureConnections false) needs at "
+        "least 4 CPU and 14 GB (13 GiB) of memory on ready worker nodes; cluster has 2 CPU / "
+        "7.5 GiB allocatable"
+    ]
+
+
+def test_production_fails_on_memory_alone(tmp_path: Path) -> None:
+    nodes = [node("a", cpu="8", memory="6Gi"), node("b", cpu="500m", memory="7Gi")]
+    assert findings(tmp_path, HTTPS, nodes) == [
+        f"error: {EXT}: production (HTTPS inference, allowInsecureConnections false) needs at "
+        "least 4 CPU and 14 GB (13 GiB) of memory on ready worker nodes; cluster has 8.5 CPU / "
+        "13 GiB allocatable"
+    ]
+
+
+def test_production_passes_at_exactly_4_cpu_and_14_gb(tmp_path: Path) -> None:
+    nodes = [node("a", cpu="3", memory="7G"), node("b", cpu="1000m", memory="7000M")]
+    assert findings(tmp_path, HTTPS, nodes) == []
+
+
+def test_plain_http_is_not_production(tmp_path: Path) -> None:
+    assert findings(tmp_path, NO_HA, [node("tiny", cpu="1", memory="1Gi")]) == []
+
+
+# --- node selectors ----------------------------------------------------------------------------
+
+
+def test_the_extension_node_selector_must_match_a_ready_worker(tmp_path: Path) -> None:
+    config = NO_HA + "nodeSelector.pool: gpu\nnodeSelector.zone: a\n"
+    nodes = [
+        *cpu_nodes(1),
+        node("p", labels={"pool": "gpu"}),
+        node("down", labels={"pool": "gpu", "zone": "a"}, ready=False),
+    ]
+    assert findings(tmp_path, config, nodes) == [
+        f"error: {EXT}: nodeSelector pool=gpu,zone=a matches no ready worker node"
+    ]
+    nodes.append(node("pz", labels={"pool": "gpu", "zone": "a"}))
+    assert findings(tmp_path, config, nodes) == []
+
+
+def test_no_ready_worker_at_all(tmp_path: Path) -> None:
+    assert findings(tmp_path, NO_HA, [node("down", ready=False)]) == [
+        f"error: {EXT}: the cluster has no ready worker node"
+    ]
+
+
+def test_an_instance_type_selector_must_match_a_ready_worker(tmp_path: Path) -> None:
+    more = {"it.yaml": instance_type("big", "pool: big")}
+    assert findings(tmp_path, NO_HA, cpu_nodes(1), **more) == [
+        "error: instance type big: nodeSelector pool=big matches no ready worker node"
+    ]
+    assert findings(tmp_path, NO_HA, [node("b", labels={"pool": "big"})], **more) == []
+
+
+def test_instance_type_selectors_are_merged_with_the_extension_one(tmp_path: Path) -> None:
+    config = NO_HA + "nodeSelector: {zone: a}\n"
+    more = {"it.yaml": instance_type("big", "pool: big")}
+    nodes = [node("a", labels={"zone": "a"}), node("b", labels={"pool": "big"})]
+    assert findings(tmp_path, config, nodes, **more) == [
+        "error: instance type big: nodeSelector pool=big,zone=a (with extension "
+        "azureml-extension) matches no ready worker node"
+    ]
+    nodes.append(node("ab", labels={"zone": "a", "pool": "big"}))
+    assert findings(tmp_path, config, nodes, **more) == []
+
+
+def test_an_instance_type_without_a_selector_is_reported_with_the_extension(
+    tmp_path: Path,
+) -> None:
+    config = NO_HA + "nodeSelector: {zone: a}\n"
+    more = {"it.yaml": instance_type("plain")}
+    assert findings(tmp_path, config, cpu_nodes(1), **more) == [
+        f"error: {EXT}: nodeSelector zone=a matches no ready worker node"
+    ]
+
+
+def test_a_conflicting_merge_is_left_to_validation(tmp_path: Path) -> None:
+    config = NO_HA + "nodeSelector: {pool: cpu}\n"
+    more = {"it.yaml": instance_type("big", "pool: big")}
+    assert findings(tmp_path, config, [node("c", labels={"pool": "cpu"})], **more) == []
+
+
+# --- GPUs --------------------------------------------------------------------------------------
+
+
+def test_a_gpu_instance_type_needs_a_matching_node_with_the_gpus(tmp_path: Path) -> None:
+    more = {"it.yaml": instance_type("gpu", "accelerator: nvidia", gpus=1)}
+    no_gpus = node("fake-gpu", labels={"accelerator": "nvidia"})
+    assert findings(tmp_path, NO_HA, [*cpu_nodes(1), no_gpus], **more) == [
+        "error: instance type gpu: needs 1 nvidia.com/gpu on one node, but no ready worker node "
+        "matching nodeSelector accelerator=nvidia has that many allocatable (fake-gpu: 0)"
+    ]
+    assert findings(tmp_path, NO_HA, [*cpu_nodes(1), no_gpus, GPU_NODE], **more) == []
+
+
+def test_the_gpu_count_must_fit_on_one_node(tmp_path: Path) -> None:
+    more = {"it.yaml": instance_type("gpu2", gpus=2)}
+    nodes = [GPU_NODE, node("gpu-1", gpus=1)]
+    assert findings(tmp_path, NO_HA, nodes, **more) == [
+        "error: instance type gpu2: needs 2 nvidia.com/gpu on one node, but no ready worker node "
+        "has that many allocatable (gpu-0: 1, gpu-1: 1)"
+    ]
+    assert findings(tmp_path, NO_HA, [*nodes, node("gpu-big", gpus=4)], **more) == []
+
+
+def test_a_gpu_node_that_is_not_ready_does_not_count(tmp_path: Path) -> None:
+    more = {"it.yaml": instance_type("gpu", "accelerator: nvidia", gpus=1)}
+    down = node("gpu-down", gpus=1, labels={"accelerator": "nvidia"}, ready=False)
+    assert findings(tmp_path, NO_HA, [*cpu_nodes(1), down], **more) == [
+        "error: instance type gpu: nodeSelector accelerator=nvidia matches no ready worker node"
+    ]
+
+
+# --- LoadBalancer ------------------------------------------------------------------------------
+
+
+def test_load_balancer_is_a_warning(tmp_path: Path) -> None:
+    config = NO_HA.replace("NodePort", "LoadBalancer")
+    result = preflight.check(repo_of(tmp_path, config), cpu_nodes(1))
+    assert [str(f) for f in result] == [
+        f"warning: {EXT}: inferenceRouterServiceType LoadBalancer: the cluster must be able to "
+        "provision a load balancer (most on-prem clusters cannot; NodePort works everywhere)"
+    ]
+    assert result[0].severity is problems.Severity.WARNING and not result[0].is_error
+    assert result[0].as_json() == {
+        "severity": "warning",
+        "subject": EXT,
+        "message": result[0].message,
+    }
+
+
+# --- order and summary -------------------------------------------------------------------------
+
+
+def test_findings_come_per_extension_then_per_instance_type(tmp_path: Path) -> None:
+    config = HTTPS.replace("NodePort", "LoadBalancer").replace("inferenceRouterHA: false\n", "")
+    config += "nodeSelector: {zone: a}\n"
+    more = {"it.yaml": instance_type("gpu", "accelerator: nvidia", gpus=1)}
+    assert findings(tmp_path, config, [node("small", cpu="1", memory="1Gi")], **more) == [
+        f"error: {EXT}: nodeSelector zone=a matches no ready worker node",
+        f"error: {EXT}: inferenceRouterHA needs at least 3 ready worker nodes matching "
+        "nodeSelector zone=a for its 3 router replicas; found none",
+        f"error: {EXT}: production (HTTPS inference, allowInsecureConnections false) needs at "
+        "least 4 CPU and 14 GB (13 GiB) of memory on ready worker nodes; cluster has 1 CPU / "
+        "1 GiB allocatable",
+        f"warning: {EXT}: inferenceRouterServiceType LoadBalancer: the cluster must be able to "
+        "provision a load balancer (most on-prem clusters cannot; NodePort works everywhere)",
+        "error: instance type gpu: nodeSelector accelerator=nvidia,zone=a (with extension "
+        "azureml-extension) matches no ready worker node",
+    ]
+
+
+def test_summary_counts_ready_workers_and_their_capacity() -> None:
+    nodes = [*cpu_nodes(3), GPU_NODE, node("down", ready=False)]
+    assert preflight.summary(nodes) == "4 ready worker nodes, 16 CPU / 64 GiB allocatable"
+    assert preflight.summary([node("one", cpu="250m", memory="1536Mi")]) == (
+        "1 ready worker node, 0.25 CPU / 1.5 GiB allocatable"
+    )
+
+
+# --- the command, before it reaches a cluster -------------------------------------------------
+
+
+def test_an_invalid_repo_prints_its_problems_and_exits_2(tmp_path: Path) -> None:
+    root = write_repo(tmp_path, {"ext.yaml": extension("enableTraining: true\ninstallVolcanno: x")})
+    result = CliRunner().invoke(cli.main, ["preflight", str(root), "--output", "json"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"{root}/ext.yaml:9: spec.config.installVolcanno: unknown setting "
+        "(did you mean installVolcano?)",
+        "1 problem: fix the repo first",
+    ]
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"ext.yaml": extension(NO_HA)})
+    runner = CliRunner()
+    missing = runner.invoke(cli.main, ["preflight", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+    no_file = runner.invoke(cli.main, ["preflight", str(root), "--kubeconfig", "/nonexistent"])
+    assert no_file.exit_code == 2
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n"
+        "current-context: none\n"
+    )
+    args = ["preflight", str(root), "--kubeconfig", str(kubeconfig), "--context", "elsewhere"]
+    bad_context = runner.invoke(cli.main, args)
+    assert bad_context.exit_code == 2, bad_context.output
+    assert "cannot use the kubeconfig" in bad_context.stderr
