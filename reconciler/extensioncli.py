@@ -11,8 +11,8 @@ problem to the repo is not written at all.
 
 This module sits at the edge beside `source`: it is the one place that writes manifests and makes
 commits. Protected values are never printed: every message that could hold one is redacted.
-The group stays open for the commands that read the cluster (`show`, `list`) and for a cluster
-step (`--kubeconfig` / `--context`) after the repo step of each verb.
+`show` and `list` read the cluster (the extensions' `ExtensionStatus` records); `delete
+--from-cluster` also removes what the extension owns from the cluster (`reconcile`).
 
 Exit codes: 0 done (or nothing to change), 1 the edit cannot be made or would make the repo
 invalid (nothing written), 2 a usage error on the command line.
@@ -20,6 +20,7 @@ invalid (nothing written), 2 a usage error on the command line.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import sys
@@ -33,7 +34,17 @@ from typing import Any, NoReturn, TypeVar
 import click
 import git
 
-from reconciler import extensionedit, extensions, problems, repo, source
+from reconciler import (
+    extensionedit,
+    extensions,
+    kube,
+    problems,
+    reconcile,
+    reconcilecli,
+    record,
+    repo,
+    source,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -223,10 +234,26 @@ def update(
 
 @extension.command()
 @_repo_options
-def delete(name: str, repo_path: str, commit: bool) -> None:
+@click.option(
+    "--from-cluster",
+    is_flag=True,
+    help="Also remove every object the extension owns from the cluster, now.",
+)
+@reconcilecli.kube_options
+def delete(
+    name: str,
+    repo_path: str,
+    commit: bool,
+    from_cluster: bool,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
     """Remove extension NAME from the repo: its document, or its file when it was the only one.
 
-    Refused while workloads in the repo still run on it (the repo would be invalid).
+    Refused while workloads in the repo still run on it (the repo would be invalid). With
+    --from-cluster, every object the extension owns (by its inventory, only what still carries
+    its labels) is deleted from the cluster in reverse apply order, then its record; without
+    it, the next `reconciler apply --allow-mass-prune` of the repo does that.
     """
     snapshot = source.DirectorySnapshot(repo_path)
     path = _find(snapshot, name)
@@ -239,6 +266,46 @@ def delete(name: str, repo_path: str, commit: bool) -> None:
     shown = snapshot.display(path)
     what = f"removed {shown}" if deleted.text is None else f"removed its document from {shown}"
     click.echo(f"deleted extension {name}: {what}{_committed(applied)}")
+    if from_cluster:
+        cluster = reconcilecli.connect(kubeconfig, context)
+        failures = reconcile.delete_extension(cluster, name, click.echo)
+        if failures:
+            _fail(failures)
+        click.echo(f"removed extension {name} and every object it owned from the cluster")
+
+
+@extension.command("list")
+@reconcilecli.kube_options
+@click.option(
+    "--output", "-o", "output_format", type=click.Choice(["table", "json"]), default="table"
+)
+def list_extensions(kubeconfig: str | None, context: str | None, output_format: str) -> None:
+    """Every extension installed on the cluster, with its provisioningState."""
+    summaries = _summaries(kubeconfig, context)
+    if output_format == "json":
+        click.echo(json.dumps(summaries, indent=2))
+    else:
+        click.echo(reconcilecli.table(summaries))
+
+
+@extension.command()
+@click.option("--name", required=True, help="The extension's name.")
+@reconcilecli.kube_options
+def show(name: str, kubeconfig: str | None, context: str | None) -> None:
+    """Extension NAME on the cluster: name, provisioningState, revisions, reasons (JSON)."""
+    found = [s for s in _summaries(kubeconfig, context) if s["name"] == name]
+    if not found:
+        _fail([f"the cluster has no extension named {name!r}"])
+    click.echo(json.dumps(found[0], indent=2))
+
+
+def _summaries(kubeconfig: str | None, context: str | None) -> list[dict[str, Any]]:
+    cluster = reconcilecli.connect(kubeconfig, context)
+    try:
+        return [record.summary(r) for r in reconcile.refreshed_records(cluster)]
+    except kube.KubeError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
 
 
 # --- the repo step --------------------------------------------------------------------------

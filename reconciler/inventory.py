@@ -5,6 +5,9 @@ is what the last inventory has and the new one does not, restricted to objects t
 our ownership labels for that extension (an object someone else took over, or that only looks
 like ours because it has the same labels but is not in the inventory, is never pruned). Prune
 refuses to delete everything, or more than half of an extension's objects at once, unless told.
+CustomResourceDefinitions are never pruned (as Helm never deletes them): deleting one deletes
+every custom resource of its kind in the whole cluster, whoever made it; they are reported as
+kept and leave the inventory, to be deleted by hand if that is really meant.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class PruneDecision:
     kept_unowned: tuple[objects.Key, ...]  # in the old inventory, but no longer labelled ours
     refused: str = ""  # why nothing is pruned (mass prune without permission)
     moved: tuple[objects.Key, ...] = ()  # another extension of the repo declares them now
+    kept_definitions: tuple[objects.Key, ...] = ()  # CRDs: never pruned
 
 
 def of(rendered: Iterable[objects.Object]) -> frozenset[objects.Key]:
@@ -56,7 +60,9 @@ def plan_prune(
     `live` holds the current object for each candidate (None: already gone)."""
     moved = tuple(sorted((previous - desired) & claimed_elsewhere))
     # Prune runs in reverse apply order: workloads before their RBAC, CRDs last.
-    candidates = sorted(previous - desired - claimed_elsewhere, key=_prune_order)
+    stale = previous - desired - claimed_elsewhere
+    definitions = tuple(sorted(k for k in stale if k.kind == "CustomResourceDefinition"))
+    candidates = sorted(stale - set(definitions), key=_prune_order)
     delete = tuple(
         k for k in candidates if live.get(k) is not None and owned_by(live[k], extension)
     )
@@ -65,12 +71,15 @@ def plan_prune(
     )
     if delete and not allow_mass_prune:
         if not desired:
-            return PruneDecision((), kept, "the repo renders nothing for this extension", moved)
+            return PruneDecision(
+                (), kept, "the repo renders nothing for this extension", moved, definitions
+            )
         if len(delete) * 2 > len(previous):
             return PruneDecision(
                 (),
                 kept,
                 f"{len(delete)} of {len(previous)} objects would be deleted (more than half)",
                 moved,
+                definitions,
             )
-    return PruneDecision(delete, kept, moved=moved)
+    return PruneDecision(delete, kept, moved=moved, kept_definitions=definitions)

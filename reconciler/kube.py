@@ -49,11 +49,21 @@ def _retryable(err: BaseException) -> bool:
     return isinstance(err, KubeError) and err.retryable
 
 
+def _stop(state: tenacity.RetryCallState) -> bool:
+    """Give up after RETRY_FOR_SECONDS; a 500 only gets three tries, because the API server
+    also answers 500 for some requests that can never succeed (an invalid apply patch of a
+    custom resource), while a restart shows as refused connections, 503 or 504."""
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, KubeError) and error.status == 500 and state.attempt_number >= 3:
+        return True
+    return bool(tenacity.stop_after_delay(RETRY_FOR_SECONDS)(state))
+
+
 def _retrying() -> tenacity.Retrying:
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(_retryable),
         wait=tenacity.wait_exponential(multiplier=0.2, max=5.0),
-        stop=tenacity.stop_after_delay(RETRY_FOR_SECONDS),
+        stop=_stop,
         reraise=True,
     )
 

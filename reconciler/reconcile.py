@@ -364,7 +364,8 @@ def carry_out(
     deleted, delete_failures = executor.prune(cluster, planned.plan.of(plans.Action.DELETE), say)
     # Still ours: what the repo declares, and what should go but is still there (prune
     # refused or switched off, or its delete failed and is retried next time).
-    dropped = set(deleted) | set(planned.prune.kept_unowned) | set(planned.prune.moved)
+    decision = planned.prune
+    dropped = {*deleted, *decision.kept_unowned, *decision.moved, *decision.kept_definitions}
     stale = planned.previous - planned.desired_keys
     remaining = planned.desired_keys | {
         k for k in stale if planned.live.get(k) is not None and k not in dropped

@@ -44,7 +44,7 @@ def parse_duration(text: str) -> float:
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
 
 
-def _connect(kubeconfig: str | None, context: str | None) -> kube.Cluster:
+def connect(kubeconfig: str | None, context: str | None) -> kube.Cluster:
     try:
         return kube.connect(kubeconfig, context)
     except Exception as err:  # the client raises several kinds for a bad kubeconfig
@@ -91,7 +91,7 @@ def plan(
         click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
         sys.exit(2)
     rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision()).objects
-    cluster = _connect(kubeconfig, context)
+    cluster = connect(kubeconfig, context)
     options = reconcile.Options(dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune)
     try:
         planned = reconcile.plan_all(cluster, rendered, loaded.repo, snapshot.origin(), options)
@@ -119,6 +119,11 @@ def _notes(planned: reconcile.ExtensionPlan) -> list[str]:
             f"prune refused: {planned.prune.refused}; --allow-mass-prune deletes them anyway"
         )
     notes.extend(f"{key}: not deleted, no longer ours" for key in planned.prune.kept_unowned)
+    notes.extend(
+        f"{key}: left the repo but is kept (a CRD is never pruned: deleting it deletes every "
+        "resource of its kind); delete it by hand if that is meant"
+        for key in planned.prune.kept_definitions
+    )
     return notes
 
 
@@ -164,7 +169,7 @@ def apply(
     seconds = parse_duration(timeout)
     snapshot, loaded = _load(path)
     revision = snapshot.revision()
-    cluster = _connect(kubeconfig, context)
+    cluster = connect(kubeconfig, context)
     options = reconcile.Options(
         dry_run=dry_run,
         prune=not no_prune,
@@ -221,7 +226,7 @@ def status(kubeconfig: str | None, context: str | None, output_format: str) -> N
     The state is recomputed from the live objects of each extension's inventory. Exit 1 when
     an extension is Failed.
     """
-    cluster = _connect(kubeconfig, context)
+    cluster = connect(kubeconfig, context)
     try:
         summaries = [record.summary(r) for r in reconcile.refreshed_records(cluster)]
     except kube.KubeError as err:

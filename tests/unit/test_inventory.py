@@ -67,3 +67,23 @@ def test_never_deletes_a_desired_or_unknown_object(
     decision = inventory.plan_prune(previous, desired, live, "ml", allow_mass_prune=True)
     assert set(decision.delete) == previous - desired
     assert not set(decision.delete) & desired
+
+
+CRD = objects.Key("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "jobs.example.io")
+
+
+def test_a_crd_that_left_the_repo_is_kept_not_pruned() -> None:
+    previous = frozenset({A, B, C, CRD})
+    live = {C: ours(), CRD: ours()}
+    decision = inventory.plan_prune(previous, frozenset({A, B}), live, "ml")
+    assert decision.delete == (C,)
+    assert decision.kept_definitions == (CRD,)
+
+
+def test_what_another_extension_of_the_repo_declares_moved_and_is_not_pruned() -> None:
+    previous = frozenset({A, B, C})
+    decision = inventory.plan_prune(
+        previous, frozenset({A}), {B: ours(), C: ours()}, "ml", claimed_elsewhere=frozenset({B})
+    )
+    assert decision.delete == (C,)
+    assert decision.moved == (B,)
