@@ -28,6 +28,13 @@ _SERVER_METADATA = (
     "deletionGracePeriodSeconds",
 )
 _SECRET_FIELDS = ("data", "stringData")
+# Annotations that say nothing about the desired state: ours that moves with every commit, and
+# ones other tools and controllers write (the Deployment controller's rollout revision).
+_IGNORED_ANNOTATIONS = (
+    objects.SOURCE_REVISION_ANNOTATION,
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+)
 CHANGED = "<redacted: changed>"
 
 
@@ -49,11 +56,15 @@ def normalize(obj: objects.Object) -> objects.Object:
     for field in _SERVER_METADATA:
         metadata.pop(field, None)
     annotations = metadata.get("annotations") or {}
-    annotations.pop(objects.SOURCE_REVISION_ANNOTATION, None)
-    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    for annotation in _IGNORED_ANNOTATIONS:
+        annotations.pop(annotation, None)
     if "annotations" in metadata and not annotations:
         metadata.pop("annotations")
-    return clean
+    # One top-level order for both sides, so a diff never shows fields merely moving.
+    first: objects.Object = {
+        k: clean.pop(k) for k in ("apiVersion", "kind", "metadata") if k in clean
+    }
+    return {**first, **dict(sorted(clean.items()))}
 
 
 def masked_pair(

@@ -87,3 +87,13 @@ def test_an_object_never_differs_from_itself(body: dict[str, Any], is_secret: bo
     assert diffs.changes(obj, copy.deepcopy(obj)) == []
     assert diffs.unified(obj, copy.deepcopy(obj)) == ""
     assert diffs.changes(obj, obj) == diffs.changes(obj, obj)  # deterministic
+
+
+def test_the_rollout_revision_and_field_order_are_not_changes() -> None:
+    desired = {"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "a", "namespace": "n"}, "spec": {"replicas": 1}}  # fmt: skip
+    live = {"metadata": {"name": "a", "namespace": "n",
+                         "annotations": {"deployment.kubernetes.io/revision": "1"}},
+            "spec": {"replicas": 1}, "kind": "Deployment", "apiVersion": "apps/v1"}  # fmt: skip
+    assert diffs.changes(live, desired) == []
+    assert diffs.unified(live, desired) == ""
