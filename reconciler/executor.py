@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from reconciler import kube, objects, plans
 
 Say = Callable[[str], None]
-WORKERS = 8
+WORKERS = 8  # concurrent API requests (planning and applying); the server serves them in parallel
 
 
 def _stages(steps: Iterable[plans.Step]) -> list[list[plans.Step]]:

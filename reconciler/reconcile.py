@@ -44,7 +44,7 @@ from reconciler import (
 log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
-WORKERS = 8  # concurrent API requests; the API server handles these in parallel
+
 WAIT_INTERVAL = 1.0
 
 
@@ -132,7 +132,7 @@ def live_objects(
         return kube.list_objects(cluster, *group)
 
     found: dict[objects.Key, objects.Object | None] = dict.fromkeys(wanted)
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with ThreadPoolExecutor(executor.WORKERS) as pool:
         for items in pool.map(listing, sorted(groups)):
             for item in items:
                 item_key = objects.key(item)
@@ -218,7 +218,7 @@ def observe(
             errors.append(_explain(objects.key(obj), err))
 
     checkable = [obj for obj in desired if not _dry_run_blocked(obj, live, new_kinds)]
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with ThreadPoolExecutor(executor.WORKERS) as pool:
         list(pool.map(dry_run, checkable))
     for secret in generated:  # created once: an existing one is never compared or changed
         current = live[objects.key(secret)]
