@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from reconciler import (
     components,
@@ -127,9 +128,9 @@ def _check_schemas(
     found.extend(recognized.problems)
     bad_paths: list[problems.FieldPath] = []
     for check in recognized.checks:
-        data = document.data
-        for part in check.path:
-            data = data[part]
+        data = _section(document.data, check.path)
+        if data is _MISSING:
+            continue  # the section is absent: the schema of the enclosing part reports that
         for error_path, message in schemas.validate(check.schema, data):
             absolute = (*check.path, *error_path)
             bad_paths.append(absolute)
@@ -141,6 +142,22 @@ def _check_schemas(
         for manifest in recognized.manifests
         if not any(_affects(bad, manifest.root, roots) for bad in bad_paths)
     ]
+
+
+_MISSING = object()
+
+
+def _section(data: Any, path: problems.FieldPath) -> Any:
+    """The part of a document at `path`, or _MISSING when the document has no such part."""
+    for part in path:
+        if isinstance(data, dict):
+            found = part in data
+        else:
+            found = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not found:
+            return _MISSING
+        data = data[part]
+    return data
 
 
 def _affects(

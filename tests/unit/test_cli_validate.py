@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from reconciler import cli
-from tests.helpers import extension, write_repo
+from tests.helpers import errors, extension, load, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +93,13 @@ def test_a_single_file_can_be_validated(tmp_path: Path) -> None:
     root = write_repo(tmp_path, {"e.yaml": extension("enableTraining: true")})
     result = CliRunner().invoke(cli.main, ["validate", str(root / "e.yaml")])
     assert result.exit_code == 0, result.output
+
+
+def test_a_manifest_without_its_spec_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    # Found by the Hypothesis property test: the Job schema was applied to a missing `spec`.
+    write_repo(tmp_path, {"a.yaml": "kind: Job\n"})
+    assert errors(load(tmp_path)) == [
+        f"{tmp_path}/a.yaml:1: apiVersion: required field is missing",
+        f"{tmp_path}/a.yaml:1: metadata: required field is missing",
+        f"{tmp_path}/a.yaml:1: spec: required field is missing",
+    ]
