@@ -15,6 +15,7 @@ import click
 
 from reconciler import (
     __version__,
+    diffcli,
     extensioncli,
     objects,
     outdir,
@@ -123,3 +124,4 @@ main.add_command(workloadcli.deployment)
 main.add_command(workloadcli.job)
 main.add_command(preflightcli.preflight)
 main.add_command(extensioncli.extension)
+main.add_command(diffcli.diff)

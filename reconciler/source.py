@@ -152,7 +152,7 @@ class DirectorySnapshot:
         base = str(Path(work_tree.working_dir).resolve())
         for remote in work_tree.remotes:
             if remote.name == "origin":
-                base = _without_credentials(next(iter(remote.urls), base))
+                base = without_credentials(next(iter(remote.urls), base))
         below = os.path.relpath(self.root.resolve(), Path(work_tree.working_dir).resolve())
         return base if below == "." else f"{base}//{Path(below).as_posix()}"
 
@@ -163,7 +163,7 @@ class DirectorySnapshot:
         return posixpath.join(root, path) if path else root
 
 
-def _without_credentials(url: str) -> str:
+def without_credentials(url: str) -> str:
     """`https://user:token@host/repo` -> `https://host/repo` (a token must never be shown)."""
     parts = urllib.parse.urlsplit(url)
     if not parts.scheme or "@" not in parts.netloc:

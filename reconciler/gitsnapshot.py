@@ -1,0 +1,126 @@
+"""A `source.Snapshot` of one git commit, read from its tree objects (no checkout).
+
+The other file-system edge next to `source.DirectorySnapshot`: `reconciler diff` validates and
+renders the manifests repo at two revisions through the same `Snapshot` protocol, so `repo.load`
+and `render` never know whether the files came from a work tree or from git. The snapshot can be
+of a folder inside the repository (paths are then relative to that folder); a commit where the
+folder does not exist is an empty snapshot (`exists("")` is False).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator
+from pathlib import Path
+
+import git
+
+from reconciler import source
+
+_BLOB = "blob"
+
+
+class GitSnapshotError(Exception):
+    """PATH is not in a git work tree, or REF names no commit."""
+
+
+class GitSnapshot:
+    """The files of `folder` (repository-relative, POSIX; "" = the root) at one commit."""
+
+    def __init__(self, repository: git.Repo, commit: git.Commit, folder: str, ref: str) -> None:
+        self._repository = repository
+        self._commit = commit
+        self._folder = folder
+        self._ref = ref
+        self._files: dict[str, git.Blob] = {}
+        self._dirs: set[str] = set()
+        tree = commit.tree
+        try:
+            sub = tree / folder if folder else tree
+        except KeyError:
+            return
+        if sub.type != "tree":  # a file where the folder should be: nothing to read
+            return
+        self._dirs.add("")
+        for item in sub.traverse():
+            if not isinstance(item, git.Blob | git.Tree):
+                continue  # submodules (commits) hold no files of this repo
+            item_path = str(item.path)
+            relative = posixpath.relpath(item_path, folder) if folder else item_path
+            if isinstance(item, git.Tree):
+                self._dirs.add(relative)
+            else:
+                self._files[relative] = item
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str], ref: str) -> GitSnapshot:
+        """The folder `path` (in a git work tree) as it is at revision `ref`."""
+        try:
+            repository = git.Repo(path, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as err:
+            raise GitSnapshotError(f"{os.fspath(path)} is not inside a git work tree") from err
+        try:
+            commit = repository.commit(ref)
+        except (git.BadName, git.BadObject, ValueError) as err:
+            raise GitSnapshotError(f"{ref!r} is not a commit in {repository.working_dir}") from err
+        work_tree = Path(str(repository.working_dir)).resolve()
+        below = os.path.relpath(Path(path).resolve(), work_tree)
+        folder = "" if below == "." else Path(below).as_posix()
+        if folder == ".." or folder.startswith("../"):
+            raise GitSnapshotError(f"{os.fspath(path)} is outside the work tree {work_tree}")
+        return cls(repository, commit, folder, ref)
+
+    def yaml_files(self) -> Iterator[str]:
+        yield from sorted(p for p in self._files if p.endswith(source.YAML_SUFFIXES))
+
+    def _blob(self, path: str) -> git.Blob:
+        try:
+            return self._files[posixpath.normpath(path)]
+        except KeyError:
+            raise FileNotFoundError(f"{self.display(path)}: no such file") from None
+
+    def read_text(self, path: str) -> str:
+        return self.read_bytes(path).decode("utf-8", errors="replace")
+
+    def read_bytes(self, path: str) -> bytes:
+        data: bytes = self._blob(path).data_stream.read()
+        return data
+
+    def _norm(self, path: str) -> str:
+        norm = posixpath.normpath(path) if path else ""
+        return "" if norm == "." else norm
+
+    def exists(self, path: str) -> bool:
+        norm = self._norm(path)
+        return norm in self._files or norm in self._dirs
+
+    def is_dir(self, path: str) -> bool:
+        return self._norm(path) in self._dirs
+
+    def size(self, path: str) -> int:
+        return sum(self._files[f].size for f in self.files_under(path))
+
+    def files_under(self, path: str) -> list[str]:
+        norm = self._norm(path)
+        if norm in self._files:
+            return [norm]
+        prefix = f"{norm}/" if norm else ""
+        return sorted(f for f in self._files if f.startswith(prefix))
+
+    def display(self, path: str) -> str:
+        """`REF:folder/path`, as `git show` spells a file at a revision."""
+        inside = posixpath.join(self._folder, path) if path else self._folder
+        return f"{self._ref}:{inside or '.'}"
+
+    def revision(self) -> str:
+        return str(self._commit.hexsha)
+
+    def origin(self) -> str:
+        """As `DirectorySnapshot.origin`: the remote `origin` (without credentials) or the work
+        tree's path, plus `//folder` when the repo is a folder inside it."""
+        base = str(Path(str(self._repository.working_dir)).resolve())
+        for remote in self._repository.remotes:
+            if remote.name == "origin":
+                base = source.without_credentials(next(iter(remote.urls), base))
+        return f"{base}//{self._folder}" if self._folder else base
