@@ -16,18 +16,13 @@ import sys
 
 import click
 
-from reconciler import kube, objects, repo, source
+from reconciler import kube, objects, reconcilecli, repo, source
 from reconciler import preflight as rules
 
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False),
-    help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config, else in-cluster)",
-)
-@click.option("--context", help="kubeconfig context to use")
+@reconcilecli.kube_options
 @click.option(
     "--output",
     "-o",
@@ -51,11 +46,7 @@ def preflight(path: str, kubeconfig: str | None, context: str | None, output_for
         count = len(loaded.errors)
         click.echo(f"{count} problem{'s' if count != 1 else ''}: fix the repo first", err=True)
         sys.exit(2)
-    try:
-        cluster = kube.connect(kubeconfig, context)
-    except Exception as err:  # the client's ConfigException, which only `kube` may import
-        hint = "" if kubeconfig else " (no usable $KUBECONFIG or ~/.kube/config, not in a pod)"
-        raise click.UsageError(f"cannot use the kubeconfig: {err}{hint}") from err
+    cluster = reconcilecli.connect(kubeconfig, context)
     try:
         nodes = kube.list_objects(cluster, "v1", "Node", "")
     except kube.KubeError as err:

@@ -25,11 +25,11 @@ _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
 def kube_options(command: F) -> F:
-    """--kubeconfig and --context, as kubectl spells them."""
+    """--kubeconfig and --context, as kubectl spells them (every command that reads a cluster)."""
     command = click.option("--context", help="kubeconfig context to use")(command)
     kubeconfig = click.option(
         "--kubeconfig",
-        type=click.Path(dir_okay=False),
+        type=click.Path(exists=True, dir_okay=False),
         help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in-cluster when absent)",
     )
     return kubeconfig(command)
@@ -45,10 +45,12 @@ def parse_duration(text: str) -> float:
 
 
 def connect(kubeconfig: str | None, context: str | None) -> kube.Cluster:
+    """A connection, or exit 2 saying why the kubeconfig cannot be used."""
     try:
         return kube.connect(kubeconfig, context)
-    except Exception as err:  # the client raises several kinds for a bad kubeconfig
-        click.echo(f"error: cannot use the kubeconfig: {err}", err=True)
+    except Exception as err:  # the client's ConfigException, which only `kube` may import
+        hint = "" if kubeconfig else " (no usable $KUBECONFIG or ~/.kube/config, not in a pod)"
+        click.echo(f"error: cannot use the kubeconfig: {err}{hint}", err=True)
         sys.exit(2)
 
 

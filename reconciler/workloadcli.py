@@ -13,16 +13,21 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler import auth, kube, repo, source, workloadobjects, workloadstatus
+from reconciler import (
+    auth,
+    kube,
+    reconcilecli,
+    repo,
+    source,
+    workloadobjects,
+    workloadstatus,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _cluster_options(command: F) -> F:
-    command = click.option("--context", help="kubeconfig context to use")(command)
-    command = click.option("--kubeconfig", type=click.Path(dir_okay=False), help="kubeconfig file")(
-        command
-    )
+    command = reconcilecli.kube_options(command)
     path = click.Path(exists=True, file_okay=True, dir_okay=True)
     return click.option("--path", "repo_path", default=".", type=path, help="the manifests repo")(
         command
@@ -65,7 +70,7 @@ def regen_key(
     if target.auth_mode != "key":
         raise click.UsageError(f"deployment {name!r} uses auth_mode {target.auth_mode}, not key")
     namespace = _namespace_of(loaded, target)
-    cluster = kube.connect(kubeconfig, context)
+    cluster = reconcilecli.connect(kubeconfig, context)
     served_by = loaded.extension_for(target)
     assert served_by is not None, "a valid repo has an extension for every deployment"
     fresh = auth.new_secret(target, namespace, served_by.name)
@@ -89,7 +94,7 @@ def deployment_status(
 ) -> None:
     """Replicas, readiness and who scales each model deployment; exit 1 if an HPA targets one."""
     loaded = _load_valid(repo_path)
-    cluster = kube.connect(kubeconfig, context)
+    cluster = reconcilecli.connect(kubeconfig, context)
     states = []
     autoscalers: dict[str, list[Any]] = {}
     for name, target in sorted(loaded.deployments.items()):
@@ -132,7 +137,7 @@ def job() -> None:
 def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> None:
     """The state of each job: absent, pending, unschedulable, running, succeeded or failed."""
     loaded = _load_valid(repo_path)
-    cluster = kube.connect(kubeconfig, context)
+    cluster = reconcilecli.connect(kubeconfig, context)
     click.echo(f"{'NAME':24} {'STATE':10} DETAIL")
     for name, target in sorted(loaded.jobs.items()):
         namespace = _namespace_of(loaded, target)
