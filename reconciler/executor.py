@@ -80,13 +80,8 @@ def prune(
     deleted: list[objects.Key] = []
     failures: list[str] = []
     for step in steps:
-        ref = {
-            "apiVersion": step.key.api_version,
-            "kind": step.key.kind,
-            "metadata": {"name": step.key.name, "namespace": step.key.namespace},
-        }
         try:
-            kube.delete(cluster, ref)
+            kube.delete(cluster, objects.reference(step.key))
         except kube.KubeError as err:
             failures.append(f"{step.key}: delete failed: {err}")
             continue

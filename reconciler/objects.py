@@ -90,6 +90,12 @@ def key(obj: Mapping[str, Any]) -> Key:
     )
 
 
+def reference(k: Key) -> Object:
+    """The smallest object naming `k`: enough for a read or a delete."""
+    metadata = {"name": k.name, "namespace": k.namespace} if k.namespace else {"name": k.name}
+    return {"apiVersion": k.api_version, "kind": k.kind, "metadata": metadata}
+
+
 def rank(obj: Mapping[str, Any]) -> int:
     """Apply position of the object's kind; core kinds by the table, custom kinds last."""
     kind = str(obj.get("kind", ""))

@@ -73,12 +73,7 @@ def rendered_keys(root: Path) -> set[objects.Key]:
 
 
 def live(cluster: kube.Cluster, key: objects.Key) -> objects.Object | None:
-    ref = {
-        "apiVersion": key.api_version,
-        "kind": key.kind,
-        "metadata": {"name": key.name, "namespace": key.namespace},
-    }
-    return kube.get(cluster, ref)
+    return kube.get(cluster, objects.reference(key))
 
 
 def writes(api_client: client.ApiClient, resources: set[str]) -> int:
