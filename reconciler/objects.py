@@ -29,7 +29,20 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 SOURCE_FILE_ANNOTATION = "gitops.mlext.io/source-file"
 SOURCE_REVISION_ANNOTATION = "gitops.mlext.io/source-revision"
-_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Multi-line strings (an embedded config file such as router.yaml) as `|` blocks, so they
+    read as the file they are and a diff of them is line by line."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value.rstrip("\n") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+_YAML_DUMPER = _Dumper
 
 # Apply order: what others depend on first. Prune runs in reverse. Unknown kinds (custom
 # resources) go last, after their CRDs are established.

@@ -105,7 +105,7 @@ def plan(
     for extension_plan in planned:
         click.echo(f"# extension {extension_plan.name}")
         click.echo(extension_plan.plan.text(show_unchanged), nl=False)
-        for note in _notes(extension_plan):
+        for note in plan_notes(extension_plan):
             click.echo(f"note: {note}")
         for error in extension_plan.errors:
             click.echo(f"error: {error}", err=True)
@@ -114,7 +114,7 @@ def plan(
     sys.exit(2 if rejected else 1 if changed else 0)
 
 
-def _notes(planned: reconcile.ExtensionPlan) -> list[str]:
+def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
     notes = [f"{key}: already ran (a Job runs once per name)" for key in planned.finished_jobs]
     if planned.prune.refused:
         notes.append(

@@ -20,6 +20,8 @@ from reconciler import objects, plans, problems, render, repo, source
 
 COMMENT_LIMIT = 65_536  # GitHub's limit on a PR comment body
 NO_EXTENSION = "(no extension)"
+# Hidden in the rendered comment; the PR workflow finds its own comment by it to update it.
+COMMENT_MARKER = "<!-- mlext-reconciler-diff -->"
 _VISIBLE = (plans.Action.CREATE, plans.Action.UPDATE, plans.Action.DELETE)
 _SYMBOL = {plans.Action.CREATE: "+", plans.Action.UPDATE: "~", plans.Action.DELETE: "-"}
 
@@ -181,7 +183,9 @@ def as_json(result: RevisionDiff) -> str:
 def markdown(result: RevisionDiff, limit: int = COMMENT_LIMIT) -> str:
     """A PR comment: heading, a summary table (one row per extension), then every changed
     object's diff in a collapsed block; capped to `limit` characters (see `cap`)."""
-    heading = f"## Manifests diff `{_short(result.base)}` → `{_short(result.head)}`\n"
+    heading = (
+        f"{COMMENT_MARKER}\n## Manifests diff `{_short(result.base)}` → `{_short(result.head)}`\n"
+    )
     if result.failed:
         listed = "\n".join(str(p) for p in result.problems)
         fence = _fence(listed)

@@ -144,6 +144,8 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
     planned = run(cluster_kubeconfig, "plan", str(root))
     assert planned.exit_code == 0, planned.output
     assert "0 to create, 0 to update, 0 to delete" in planned.output
+    in_sync = run(cluster_kubeconfig, "diff", str(root), "--cluster")
+    assert in_sync.exit_code == 0, in_sync.output
 
     keys = rendered_keys(root)
     resources = {plural(k.kind) for k in keys} | {"extensionstatuses"}
@@ -209,6 +211,15 @@ def test_disabling_training_prunes_exactly_the_training_components(
         planned.output
     )
     assert f"~ update ConfigMap/{namespace}/gateway" in planned.output  # no longer training
+
+    # `diff --cluster` is the same plan, in the PR formats: JSON names every change.
+    compared = run(cluster_kubeconfig, "diff", str(root), "--cluster", "--format", "json")
+    assert compared.exit_code == 1, compared.output
+    changes = json.loads(compared.output)["changes"]
+    deleted = {(c["kind"], c["namespace"], c["name"]) for c in changes if c["action"] == "delete"}
+    assert deleted == {(k.kind, k.namespace, k.name) for k in training_only}
+    updated = [(c["kind"], c["name"]) for c in changes if c["action"] == "update"]
+    assert updated == [("ConfigMap", "gateway")]
 
     result = run(cluster_kubeconfig, "apply", str(root))
     assert result.exit_code == 0, result.output

