@@ -23,6 +23,7 @@ from reconciler import (
     reconcilecli,
     repo,
     source,
+    synccli,
     workloadcli,
 )
 from reconciler import render as renderer
@@ -125,3 +126,5 @@ main.add_command(workloadcli.job)
 main.add_command(preflightcli.preflight)
 main.add_command(extensioncli.extension)
 main.add_command(diffcli.diff)
+main.add_command(synccli.sync)
+main.add_command(synccli.controller_command)

@@ -299,6 +299,42 @@ def show(name: str, kubeconfig: str | None, context: str | None) -> None:
     click.echo(json.dumps(found[0], indent=2))
 
 
+# `suspend` / `resume` write spec.suspend with a field manager of their own, so the
+# reconciler's server-side apply of the record (which never sets it) leaves it alone.
+SUSPEND_FIELD_MANAGER = "mlext-reconciler-suspend"
+
+
+@extension.command()
+@click.argument("name")
+@reconcilecli.kube_options
+def suspend(name: str, kubeconfig: str | None, context: str | None) -> None:
+    """Stop reconciling extension NAME: no apply, prune or drift correction (by `apply`,
+    `sync` or the controller) until `resume`. What it runs keeps running."""
+    _set_suspended(name, True, kubeconfig, context)
+    click.echo(f"extension {name}: suspended")
+
+
+@extension.command()
+@click.argument("name")
+@reconcilecli.kube_options
+def resume(name: str, kubeconfig: str | None, context: str | None) -> None:
+    """Reconcile extension NAME again (the controller catches up on its next tick)."""
+    _set_suspended(name, False, kubeconfig, context)
+    click.echo(f"extension {name}: resumed")
+
+
+def _set_suspended(name: str, value: bool, kubeconfig: str | None, context: str | None) -> None:
+    cluster = reconcilecli.connect(kubeconfig, context)
+    try:
+        if kube.get(cluster, record.ref(name)) is None:
+            _fail([f"the cluster has no extension named {name!r}"])
+        patch = {"spec": {"suspend": True if value else None}}  # None removes the field
+        kube.merge_patch(cluster, record.ref(name), patch, field_manager=SUSPEND_FIELD_MANAGER)
+    except kube.KubeError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
 def _summaries(kubeconfig: str | None, context: str | None) -> list[dict[str, Any]]:
     cluster = reconcilecli.connect(kubeconfig, context)
     try:

@@ -28,8 +28,19 @@ class GitSnapshotError(Exception):
 class GitSnapshot:
     """The files of `folder` (repository-relative, POSIX; "" = the root) at one commit."""
 
-    def __init__(self, repository: git.Repo, commit: git.Commit, folder: str, ref: str) -> None:
+    def __init__(
+        self,
+        repository: git.Repo,
+        commit: git.Commit,
+        folder: str,
+        ref: str,
+        *,
+        origin: str | None = None,
+    ) -> None:
+        """`origin` names the repo when the local repository is not it (the bare mirror
+        `gitsource` fetches into knows the remote's URL better than its own remotes do)."""
         self._repository = repository
+        self._origin = origin
         self._commit = commit
         self._folder = folder
         self._ref = ref
@@ -87,6 +98,11 @@ class GitSnapshot:
         data: bytes = self._blob(path).data_stream.read()
         return data
 
+    def blob_id(self, path: str) -> str:
+        """The git blob id of the file (the SHA-1 of its bytes as `git hash-object` computes
+        it): known from the tree, so telling whether a file changed reads no content."""
+        return str(self._blob(path).hexsha)
+
     def _norm(self, path: str) -> str:
         norm = posixpath.normpath(path) if path else ""
         return "" if norm == "." else norm
@@ -118,7 +134,9 @@ class GitSnapshot:
 
     def origin(self) -> str:
         """As `DirectorySnapshot.origin`: the remote `origin` (without credentials) or the work
-        tree's path, plus `//folder` when the repo is a folder inside it."""
+        tree's path, plus `//folder` when the repo is a folder inside it; or the `origin` given."""
+        if self._origin is not None:
+            return f"{self._origin}//{self._folder}" if self._folder else self._origin
         base = str(Path(str(self._repository.working_dir)).resolve())
         for remote in self._repository.remotes:
             if remote.name == "origin":

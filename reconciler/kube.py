@@ -13,10 +13,11 @@ server-side apply is idempotent, so repeating a request whose answer was lost is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,10 +178,15 @@ def create_if_absent(cluster: Cluster, obj: objects.Object) -> bool:
     return True
 
 
-def merge_patch(cluster: Cluster, obj: objects.Object, patch: objects.Object) -> objects.Object:
+def merge_patch(
+    cluster: Cluster,
+    obj: objects.Object,
+    patch: objects.Object,
+    field_manager: str = FIELD_MANAGER,
+) -> objects.Object:
     """JSON merge patch of the live object named like `obj`."""
     path = _object_path(cluster, obj)
-    query = [("fieldManager", FIELD_MANAGER)]
+    query = [("fieldManager", field_manager)]
     return _call(cluster, "PATCH", path, query, patch, "application/merge-patch+json")
 
 
@@ -323,3 +329,244 @@ def _reason(body: bytes | str | None, fallback: str | None) -> str:
     except ValueError:
         return str(fallback or body)
     return str(status.get("message") or fallback)
+
+
+# --- Bounded calls, the scale subresource, leases, list + watch --------------------------------
+# For loops that are their own retry (leader election, the router's coordinator, watches): one
+# attempt with a request timeout, so a call can never outlast a lease while it backs off.
+
+SCALER_FIELD_MANAGER = "mlext-router"  # the router's name as manager of spec.replicas
+BOUNDED_TIMEOUT = 5.0  # seconds for one bounded request
+
+
+def _call_bounded(
+    cluster: Cluster,
+    method: str,
+    path: str,
+    query: list[tuple[str, str]],
+    body: objects.Object | None,
+    content_type: str | None,
+    timeout: float | None,
+) -> objects.Object:
+    """One request, retried (as `_call`) only when `timeout` is None, else one attempt."""
+    if timeout is None:
+        return _call(cluster, method, path, query, body, content_type)
+    headers = {"Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    try:
+        request = cluster.api.param_serialize(
+            method,
+            path,
+            query_params=query,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = cluster.api.call_api(*request, _request_timeout=timeout)
+        payload = response.read()
+    except client_exceptions.ApiException as err:
+        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
+    except (OSError, urllib3.exceptions.HTTPError) as err:
+        raise KubeError(f"cannot reach the API server: {err}") from err
+    if not 200 <= response.status <= 299:
+        raise KubeError(_reason(payload, response.reason), response.status)
+    result: objects.Object = json.loads(payload)
+    return result
+
+
+def _scale_path(namespace: str, name: str) -> str:
+    return f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
+
+
+def get_scale(
+    cluster: Cluster, namespace: str, name: str, *, timeout: float | None = None
+) -> objects.Object | None:
+    """The apps/v1 Deployment's autoscaling/v1 Scale (`spec.replicas`, `status.replicas`,
+    `metadata.resourceVersion`), or None when there is no such Deployment. `timeout`: one
+    bounded attempt instead of the retrying call."""
+    try:
+        return _call_bounded(cluster, "GET", _scale_path(namespace, name), [], None, None, timeout)
+    except KubeError as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def set_scale(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    replicas: int,
+    *,
+    resource_version: str | None = None,
+    field_manager: str = SCALER_FIELD_MANAGER,
+    timeout: float | None = None,
+) -> objects.Object:
+    """Write the Deployment's `spec.replicas` through its scale subresource, which makes
+    `field_manager` the manager of that one field (managedFields: subresource "scale") and of
+    nothing else. With `resource_version` the write only lands on the Scale as it was read
+    (KubeError 409 otherwise: someone scaled in between). Returns the new Scale."""
+    body: objects.Object = {"spec": {"replicas": replicas}}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return _call_bounded(
+        cluster,
+        "PATCH",
+        _scale_path(namespace, name),
+        [("fieldManager", field_manager)],
+        body,
+        "application/merge-patch+json",
+        timeout,
+    )
+
+
+def _leases_path(namespace: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+def get_lease(
+    cluster: Cluster, namespace: str, name: str, *, timeout: float = BOUNDED_TIMEOUT
+) -> objects.Object | None:
+    """The coordination.k8s.io/v1 Lease, or None when there is none (one bounded attempt)."""
+    try:
+        return _call_bounded(
+            cluster, "GET", f"{_leases_path(namespace)}/{name}", [], None, None, timeout
+        )
+    except KubeError as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def create_lease(
+    cluster: Cluster, lease: objects.Object, *, timeout: float = BOUNDED_TIMEOUT
+) -> objects.Object:
+    """Create the Lease; KubeError 409 when one of that name exists (someone else won)."""
+    namespace = lease["metadata"]["namespace"]
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **lease}
+    return _call_bounded(
+        cluster,
+        "POST",
+        _leases_path(namespace),
+        [("fieldManager", FIELD_MANAGER)],
+        body,
+        "application/json",
+        timeout,
+    )
+
+
+def update_lease(
+    cluster: Cluster, lease: objects.Object, *, timeout: float = BOUNDED_TIMEOUT
+) -> objects.Object:
+    """Replace the Lease, conditional on `metadata.resourceVersion` (required): KubeError 409
+    when it changed since it was read, i.e. someone else wrote first. Not to be retried blindly:
+    read again and decide again."""
+    metadata = lease["metadata"]
+    if not metadata.get("resourceVersion"):
+        raise ValueError("update_lease needs the resourceVersion the lease was read at")
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **lease}
+    return _call_bounded(
+        cluster,
+        "PUT",
+        f"{_leases_path(metadata['namespace'])}/{metadata['name']}",
+        [("fieldManager", FIELD_MANAGER)],
+        body,
+        "application/json",
+        timeout,
+    )
+
+
+def list_with_version(
+    cluster: Cluster, api_version: str, kind: str, namespace: str = "", label_selector: str = ""
+) -> tuple[list[objects.Object], str]:
+    """Like `list_objects`, with the list's resourceVersion to start a `watch` from."""
+    resource = _resource(cluster, {"apiVersion": api_version, "kind": kind})
+    query = [("labelSelector", label_selector)] if label_selector else []
+    where = namespace if namespace and resource.namespaced else None
+    listing = _call(cluster, "GET", resource.path(namespace=where), query, None, None)
+    items: list[objects.Object] = listing.get("items") or []
+    for item in items:
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
+    version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+    return items, version
+
+
+class Watch:
+    """A running watch: iterate for events (`{"type": ADDED|MODIFIED|DELETED|BOOKMARK,
+    "object": {...}}`) until the server ends it (its timeout) or `close()` is called from any
+    thread. An expired resourceVersion raises KubeError with status 410: list again."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+        raw = self._response.response
+        with contextlib.suppress(AttributeError, OSError):
+            raw.shutdown()  # wakes a reader blocked on the socket in another thread
+        raw.release_conn()
+
+    def __iter__(self) -> Iterator[objects.Object]:
+        raw = self._response.response
+        try:
+            for line in raw:
+                if self._closed.is_set():
+                    return
+                if not line.strip():
+                    continue
+                event: objects.Object = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise KubeError(str(status.get("message")), int(status.get("code") or 0))
+                yield event
+        except (OSError, ValueError, urllib3.exceptions.HTTPError) as err:
+            if self._closed.is_set():
+                return
+            raise KubeError(f"watch interrupted: {err}") from err
+        finally:
+            raw.release_conn()
+
+
+def watch(
+    cluster: Cluster,
+    api_version: str,
+    kind: str,
+    *,
+    namespace: str = "",
+    label_selector: str = "",
+    resource_version: str = "",
+    timeout_seconds: int = 300,
+) -> Watch:
+    """Start watching a kind from `resource_version` (with bookmarks); the server ends the
+    watch after about `timeout_seconds`."""
+    resource = _resource(cluster, {"apiVersion": api_version, "kind": kind})
+    where = namespace if namespace and resource.namespaced else None
+    query = [
+        ("watch", "true"),
+        ("allowWatchBookmarks", "true"),
+        ("timeoutSeconds", str(timeout_seconds)),
+    ]
+    if resource_version:
+        query.append(("resourceVersion", resource_version))
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    try:
+        request = cluster.api.param_serialize(
+            "GET",
+            resource.path(namespace=where),
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        # A read timeout past the server's own: a connection that went silent is dead.
+        response = cluster.api.call_api(*request, _request_timeout=(10, timeout_seconds + 30))
+    except client_exceptions.ApiException as err:
+        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
+    except (OSError, urllib3.exceptions.HTTPError) as err:
+        raise KubeError(f"cannot reach the API server: {err}") from err
+    if not 200 <= response.status <= 299:
+        raise KubeError(_reason(response.read(), response.reason), response.status)
+    return Watch(response)

@@ -260,6 +260,7 @@ def _write_status(
     inventory: Iterable[objects.Key] | None = None,
     applied_revision: str | None = None,
     attempted_revision: str | None = None,
+    drift: Iterable[objects.Key] | None = None,
 ) -> objects.Object:
     """Write the record's status, unless it would not change (a no-op reconcile writes
     nothing)."""
@@ -271,6 +272,7 @@ def _write_status(
         inventory=inventory,
         applied_revision=applied_revision,
         attempted_revision=attempted_revision,
+        drift=drift,
     )
     if live is not None and live.get("status") == body["status"]:
         return live
@@ -370,7 +372,8 @@ def carry_out(
     remaining = planned.desired_keys | {
         k for k in stale if planned.live.get(k) is not None and k not in dropped
     }
-    live_record = _write_status(cluster, name, live_record, inventory=remaining)
+    # Everything is as the revision says again: a drift report no longer holds.
+    live_record = _write_status(cluster, name, live_record, inventory=remaining, drift=())
     if delete_failures:
         outcome = record.Outcome(record.FAILED, "PruneFailed", tuple(delete_failures))
         return _finish(cluster, planned, outcome, live=live_record, attempted=revision)
@@ -440,6 +443,33 @@ def record_problems(
     return written
 
 
+def records_of(cluster: kube.Cluster, origin: str) -> dict[str, objects.Object]:
+    """The records of the extensions installed from the repo at `origin` ({} before the
+    record CRD exists)."""
+    if not _records_served(cluster):
+        return {}
+    return {n: r for n, r in read_records(cluster).items() if record.source_of(r) == origin}
+
+
+def record_drift(
+    cluster: kube.Cluster, name: str, live: objects.Object | None, drifted: set[objects.Key]
+) -> None:
+    """`--drift report`: the owned objects that differ from the applied revision, in the
+    record's status, and an Event when that set changes."""
+    if live is None:
+        return
+    before = (live.get("status") or {}).get("drift")
+    written = _write_status(cluster, name, live, drift=drifted)
+    after = (written.get("status") or {}).get("drift")
+    if after != before and drifted:
+        listed = ", ".join(str(k) for k in sorted(drifted))
+        message = f"{len(drifted)} objects differ from the applied revision: {listed}"
+        try:
+            kube.create_event(cluster, record.event(written, "DriftDetected", message, True, now()))
+        except kube.KubeError as err:
+            log.warning("could not record an event for %s: %s", name, err)
+
+
 def _records_served(cluster: kube.Cluster) -> bool:
     crd = {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -495,9 +525,29 @@ def reconcile(
     if not options.dry_run:
         ensure_record_crd(cluster)
     planned = plan_all(cluster, rendered, loaded, origin, options)
+    return carry_out_all(cluster, planned, loaded, revision, origin, options, say)
+
+
+def carry_out_all(
+    cluster: kube.Cluster,
+    planned: list[ExtensionPlan],
+    loaded: repo.Repo,
+    revision: str,
+    origin: str,
+    options: Options,
+    say: Say,
+) -> list[ExtensionResult]:
+    """Carry out every extension's plan, in order; a suspended one is skipped, a dry run
+    only reports. Extensions that left the repo are retired."""
     results = []
     for extension_plan in planned:
         say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
+        if record.suspended(extension_plan.record_live):
+            say(f"extension {extension_plan.name}: suspended, nothing applied or pruned")
+            state = record.summary(extension_plan.record_live or {})["provisioningState"]
+            outcome = record.Outcome(state, "Suspended", ("reconciliation is suspended",))
+            results.append(ExtensionResult(extension_plan.name, extension_plan.plan, outcome))
+            continue
         if options.dry_run:
             state = record.FAILED if extension_plan.errors else record.PENDING
             outcome = record.Outcome(state, "DryRun", tuple(extension_plan.errors))

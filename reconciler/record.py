@@ -116,6 +116,7 @@ def status(
     inventory: Iterable[objects.Key] | None = None,
     applied_revision: str | None = None,
     attempted_revision: str | None = None,
+    drift: Iterable[objects.Key] | None = None,
 ) -> objects.Object:
     """The record with a complete status: what is given replaces, the rest is carried forward
     from `previous` (the live record, or None)."""
@@ -129,6 +130,16 @@ def status(
     if inventory is not None:
         keys = sorted(set(inventory))
         body["inventory"] = {"count": len(keys), "entries": [_entry(k) for k in keys]}
+    if drift is not None:
+        drifted = sorted(set(drift))
+        if not drifted:
+            body.pop("drift", None)
+        elif [_entry(k) for k in drifted] != (before.get("drift") or {}).get("entries"):
+            body["drift"] = {
+                "count": len(drifted),
+                "detectedAt": now,
+                "entries": [_entry(k) for k in drifted],
+            }
     if applied_revision is not None:
         body["lastAppliedRevision"] = applied_revision
     if attempted_revision is not None:
@@ -175,8 +186,20 @@ def summary(live: Mapping[str, Any]) -> dict[str, Any]:
         "lastAppliedRevision": body.get("lastAppliedRevision", ""),
         "lastAttemptedRevision": body.get("lastAttemptedRevision", ""),
         "objects": (body.get("inventory") or {}).get("count", 0),
+        "drifted": (body.get("drift") or {}).get("count", 0),
+        "suspended": suspended(live),
         "reasons": list(body.get("reasons") or body.get("problems") or []),
     }
+
+
+def suspended(live: Mapping[str, Any] | None) -> bool:
+    """Whether `reconciler extension suspend` holds the extension (see the CRD's spec.suspend)."""
+    return bool(((live or {}).get("spec") or {}).get("suspend"))
+
+
+def drifted(live: Mapping[str, Any] | None) -> int:
+    """How many owned objects the last drift report found changed."""
+    return int((((live or {}).get("status") or {}).get("drift") or {}).get("count", 0))
 
 
 def source_of(live: Mapping[str, Any]) -> str:

@@ -8,6 +8,7 @@ certificate and key where the scenario uses PEM files, so no key material lives 
 from __future__ import annotations
 
 import datetime
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from reconciler import repo, source
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "manifests"
 
 API = "gitops.mlext.io/v1alpha1"
 
@@ -149,3 +152,24 @@ def scenario_repo(root: Path, name: str) -> Path:
         )
         return write_repo(root, {"extension.yaml": text})
     raise ValueError(f"unknown scenario {name}")
+
+
+def example_repo(tmp_path: Path, name: str, namespace: str, jobs: bool = True) -> Path:
+    """The bundled example with its extension renamed and installed into `namespace`."""
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, root)
+    extension = root / "infra" / "extension.yaml"
+    text = extension.read_text()
+    text = text.replace("name: azureml-extension", f"name: {name}")
+    text = text.replace("releaseNamespace: azureml", f"releaseNamespace: {namespace}")
+    extension.write_text(text)
+    if not jobs:
+        shutil.rmtree(root / "jobs")
+    return root
+
+
+def set_config(root: Path, old: str, new: str) -> None:
+    extension = root / "infra" / "extension.yaml"
+    text = extension.read_text()
+    assert old in text
+    extension.write_text(text.replace(old, new))

@@ -24,10 +24,9 @@ from reconciler import cli, kube, objects, reconcile, record, render, source
 from reconciler.localcluster import plane
 from reconciler.localcluster.config import PlaneState
 from tests.cluster.kubehelpers import server_side_apply, wait_until
-from tests.helpers import load
+from tests.helpers import example_repo, load, set_config
 
 pytestmark = pytest.mark.cluster
-EXAMPLE = Path(__file__).resolve().parents[2] / "manifests"
 # DELETE is left out: the namespace controller is still deleting earlier tests' namespaces.
 WRITE_VERBS = {"APPLY", "POST", "PUT", "PATCH"}
 
@@ -37,27 +36,6 @@ def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
     connection = kube.connect(cluster_kubeconfig)
     yield connection
     connection.api.close()
-
-
-def example_repo(tmp_path: Path, name: str, namespace: str, jobs: bool = True) -> Path:
-    """The bundled example with its extension renamed and installed into `namespace`."""
-    root = tmp_path / "repo"
-    shutil.copytree(EXAMPLE, root)
-    extension = root / "infra" / "extension.yaml"
-    text = extension.read_text()
-    text = text.replace("name: azureml-extension", f"name: {name}")
-    text = text.replace("releaseNamespace: azureml", f"releaseNamespace: {namespace}")
-    extension.write_text(text)
-    if not jobs:
-        shutil.rmtree(root / "jobs")
-    return root
-
-
-def set_config(root: Path, old: str, new: str) -> None:
-    extension = root / "infra" / "extension.yaml"
-    text = extension.read_text()
-    assert old in text
-    extension.write_text(text.replace(old, new))
 
 
 def run(kubeconfig: str | None, *args: str) -> Result:

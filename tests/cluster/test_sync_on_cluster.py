@@ -1,0 +1,257 @@
+"""`reconciler sync` on the real control plane with local git repos (issue 8's "must show").
+
+The loop runs as a real process (`python -m reconciler sync`), as a user runs it, following a git
+repo in a temporary folder; the tests commit to that repo and watch the cluster and the loop's
+own /metrics. The two-process test runs the leader election for real: SIGKILL the leader, the
+standby takes over after the lease runs out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import git
+import pytest
+from click.testing import CliRunner
+
+from reconciler import cli, kube, objects, record
+from tests.cluster.kubehelpers import wait_until
+from tests.helpers import example_repo, set_config
+
+pytestmark = pytest.mark.cluster
+INTERVAL = 3.0
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
+    connection = kube.connect(cluster_kubeconfig)
+    yield connection
+    connection.api.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def commit(root: Path, message: str) -> str:
+    repository = git.Repo.init(root) if not (root / ".git").exists() else git.Repo(root)
+    repository.git.add(A=True)
+    repository.index.commit(message)
+    return str(repository.head.commit.hexsha)
+
+
+def git_repo(tmp_path: Path, name: str, namespace: str) -> tuple[Path, str]:
+    root = example_repo(tmp_path, name, namespace, jobs=False)
+    git.Repo.init(root, initial_branch="main")
+    return root, commit(root, "first")
+
+
+class Sync:
+    """A `reconciler sync` process and its /metrics."""
+
+    def __init__(self, kubeconfig: str | None, root: Path, cache: Path, *extra: str) -> None:
+        self.port = free_port()
+        command = [
+            sys.executable, "-m", "reconciler", "sync",
+            "--repo", str(root), "--branch", "main",
+            "--interval", f"{INTERVAL}s", "--cache-dir", str(cache),
+            "--metrics-addr", f"127.0.0.1:{self.port}", *extra,
+        ]  # fmt: skip
+        if kubeconfig:
+            command += ["--kubeconfig", kubeconfig]
+        self.log = cache.parent / f"sync-{self.port}.log"
+        with self.log.open("w") as out:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, cwd=cache.parent
+            )
+
+    def metrics(self) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
+    def value(self, sample: str) -> float:
+        for line in self.metrics().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def applied_revision(cluster: kube.Cluster, name: str) -> str:
+    try:
+        live = kube.get(cluster, record.ref(name))
+    except kube.KubeError:  # the record CRD is not served yet
+        return ""
+    return str(((live or {}).get("status") or {}).get("lastAppliedRevision", ""))
+
+
+def deployment(cluster: kube.Cluster, namespace: str, name: str) -> objects.Object | None:
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}
+    ref["metadata"]["namespace"] = namespace
+    return kube.get(cluster, ref)
+
+
+def status_json(kubeconfig: str | None) -> list[dict[str, object]]:
+    options = ["--kubeconfig", kubeconfig] if kubeconfig else []
+    result = CliRunner().invoke(cli.main, ["status", "--output", "json", *options])
+    loaded: list[dict[str, object]] = json.loads(result.output)
+    return loaded
+
+
+def test_sync_applies_commits_prunes_reverts_drift_and_keeps_the_last_good_revision(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"s{namespace[-6:]}"
+    root, first = git_repo(tmp_path, name, namespace)
+    sync = Sync(cluster_kubeconfig, root, tmp_path / "cache")
+    try:
+        wait_until(lambda: applied_revision(cluster, name), lambda r: r == first, "1st", 90)
+        assert deployment(cluster, namespace, "aml-operator") is not None
+
+        # A commit that disables training: applied within one interval, training pruned.
+        set_config(root, "enableTraining: true", "enableTraining: false")
+        second = commit(root, "no training")
+        committed = time.monotonic()
+        wait_until(lambda: applied_revision(cluster, name), lambda r: r == second, "2nd", 60)
+        assert time.monotonic() - committed < INTERVAL * 1.1 + 15  # one tick + one apply
+        gone = wait_until(
+            lambda: deployment(cluster, namespace, "aml-operator"),
+            lambda d: d is None or bool(d["metadata"].get("deletionTimestamp")),
+            "training pruned",
+            30,
+        )
+        assert gone is None or gone["metadata"].get("deletionTimestamp")
+
+        # An owned Deployment deleted by hand comes back (a watch event triggers the tick).
+        router = "azureml-fe-v2"
+        kube.delete(cluster, {"apiVersion": "apps/v1", "kind": "Deployment",
+                              "metadata": {"name": router, "namespace": namespace}})  # fmt: skip
+        deleted = time.monotonic()
+        wait_until(lambda: deployment(cluster, namespace, router), bool, "router back", 30)
+        assert time.monotonic() - deleted < INTERVAL + 10
+
+        # An invalid commit changes nothing; status names the problem (file, line, field).
+        generation = deployment(cluster, namespace, router)["metadata"]["generation"]  # type: ignore[index]
+        blue = root / "deployments" / "blue.yaml"
+        blue.write_text(blue.read_text().replace("max_instances: 5", "max_instances: lots"))
+        bad = commit(root, "broken")
+
+        def problems() -> list[str]:
+            found = [s for s in status_json(cluster_kubeconfig) if s["name"] == name]
+            return list(found[0]["reasons"]) if found else []  # type: ignore[call-overload]
+
+        reasons = wait_until(problems, lambda r: any("lots" in p for p in r), "problem", 30)
+        assert any("deployments/blue.yaml:26: scale_settings.max_instances" in p for p in reasons)
+        live = kube.get(cluster, record.ref(name))
+        assert live is not None
+        assert live["status"]["lastAppliedRevision"] == second
+        assert live["status"]["lastAttemptedRevision"] == bad
+        assert deployment(cluster, namespace, router)["metadata"]["generation"] == generation  # type: ignore[index]
+
+        text = sync.metrics()
+        assert "mlext_reconciler_reconcile_duration_seconds_count" in text
+        assert f'mlext_reconciler_last_applied_revision_info{{revision="{second}"' in text
+        assert sync.value(f'mlext_reconciler_managed_objects{{extension="{name}"}}') > 50
+        assert sync.value('mlext_reconciler_reconciles_total{result="invalid"}') >= 1
+        assert sync.value(f'mlext_reconciler_pruned_objects_total{{extension="{name}"}}') > 0
+        assert sync.value("mlext_reconciler_git_fetch_duration_seconds_count") >= 3
+    finally:
+        assert sync.stop() == 0, sync.log.read_text()[-3000:]
+
+
+def once(kubeconfig: str | None, root: Path, cache: Path, *extra: str) -> str:
+    command = [sys.executable, "-m", "reconciler", "sync", "--repo", str(root), "--once"]
+    command += ["--cache-dir", str(cache), *extra]
+    if kubeconfig:
+        command += ["--kubeconfig", kubeconfig]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_drift_report_only_records_and_suspend_holds_an_extension(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"d{namespace[-6:]}"
+    root, _ = git_repo(tmp_path, name, namespace)
+    cache = tmp_path / "cache"
+    once(cluster_kubeconfig, root, cache)
+    gateway = {"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "gateway", "namespace": namespace}}  # fmt: skip
+    # `kubectl edit` of a field the reconciler owns: the edit takes the field over.
+    edit = {"data": {"ENABLE_TRAINING": "false"}}
+    kube.merge_patch(cluster, gateway, edit, field_manager="kubectl-edit")
+
+    once(cluster_kubeconfig, root, cache, "--drift", "report")
+    live = kube.get(cluster, record.ref(name))
+    assert live is not None and live["status"]["drift"]["count"] == 1
+    assert live["status"]["drift"]["entries"][0]["name"] == "gateway"
+    assert kube.get(cluster, gateway)["data"]["ENABLE_TRAINING"] == "false"  # type: ignore[index]
+
+    once(cluster_kubeconfig, root, cache)  # correct mode: reverted, report cleared
+    assert kube.get(cluster, gateway)["data"]["ENABLE_TRAINING"] == "true"  # type: ignore[index]
+    assert "drift" not in (kube.get(cluster, record.ref(name)) or {})["status"]
+
+    options = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
+    held = CliRunner().invoke(cli.main, ["extension", "suspend", name, *options])
+    assert held.exit_code == 0, held.output
+    kube.delete(cluster, gateway)
+    once(cluster_kubeconfig, root, cache)
+    assert kube.get(cluster, gateway) is None  # suspended: not re-created
+    resumed = CliRunner().invoke(cli.main, ["extension", "resume", name, *options])
+    assert resumed.exit_code == 0, resumed.output
+    once(cluster_kubeconfig, root, cache)
+    assert kube.get(cluster, gateway) is not None
+
+
+def test_two_leader_elected_syncs_one_writes_and_the_standby_takes_over(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"l{namespace[-6:]}"
+    root, first = git_repo(tmp_path, name, namespace)
+    election = ["--leader-elect", "--lease-namespace", namespace, "--lease-duration", "3s"]
+    syncs = [
+        Sync(cluster_kubeconfig, root, tmp_path / f"cache{i}", *election) for i in range(2)
+    ]
+    try:
+        wait_until(lambda: applied_revision(cluster, name), lambda r: r == first, "1st", 90)
+        leaders = wait_until(
+            lambda: [s.value("mlext_reconciler_leader") for s in syncs],
+            lambda v: sorted(v) == [0.0, 1.0],
+            "exactly one leader",
+            30,
+        )
+        leader, standby = (syncs[0], syncs[1]) if leaders[0] == 1.0 else (syncs[1], syncs[0])
+        time.sleep(INTERVAL)  # a few ticks' time: the standby must still not reconcile
+        assert standby.value('mlext_reconciler_reconciles_total{result="success"}') == 0
+        assert leader.value('mlext_reconciler_reconciles_total{result="success"}') >= 1
+
+        os.kill(leader.process.pid, signal.SIGKILL)  # no release: the lease must run out
+        killed = time.monotonic()
+        set_config(root, "enableTraining: true", "enableTraining: false")
+        second = commit(root, "after the failover")
+        wait_until(lambda: standby.value("mlext_reconciler_leader"), bool, "takeover", 20)
+        assert time.monotonic() - killed < 3.0 + 3.0  # the lease duration + a retry period
+        wait_until(lambda: applied_revision(cluster, name), lambda r: r == second, "2nd", 60)
+    finally:
+        for sync in syncs:
+            sync.process.kill() if sync.process.poll() is None else None
+            sync.process.wait(timeout=30)
