@@ -17,6 +17,7 @@ from reconciler import (
     __version__,
     diffcli,
     extensioncli,
+    installcli,
     objects,
     outdir,
     preflightcli,
@@ -126,5 +127,6 @@ main.add_command(workloadcli.job)
 main.add_command(preflightcli.preflight)
 main.add_command(extensioncli.extension)
 main.add_command(diffcli.diff)
+main.add_command(installcli.install)
 main.add_command(synccli.sync)
 main.add_command(synccli.controller_command)

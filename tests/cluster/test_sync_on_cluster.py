@@ -64,7 +64,7 @@ class Sync:
         self.port = free_port()
         command = [
             sys.executable, "-m", "reconciler", "sync",
-            "--repo", str(root), "--branch", "main",
+            "--repo", str(root),
             "--interval", f"{INTERVAL}s", "--cache-dir", str(cache),
             "--metrics-addr", f"127.0.0.1:{self.port}", *extra,
         ]  # fmt: skip
@@ -121,7 +121,7 @@ def test_sync_applies_commits_prunes_reverts_drift_and_keeps_the_last_good_revis
 ) -> None:
     name = f"s{namespace[-6:]}"
     root, first = git_repo(tmp_path, name, namespace)
-    sync = Sync(cluster_kubeconfig, root, tmp_path / "cache")
+    sync = Sync(cluster_kubeconfig, root, tmp_path / "cache", "--branch", "main")
     try:
         wait_until(lambda: applied_revision(cluster, name), lambda r: r == first, "1st", 90)
         assert deployment(cluster, namespace, "aml-operator") is not None
@@ -255,3 +255,69 @@ def test_two_leader_elected_syncs_one_writes_and_the_standby_takes_over(
         for sync in syncs:
             sync.process.kill() if sync.process.poll() is None else None
             sync.process.wait(timeout=30)
+
+
+def test_watch_reconciles_a_work_tree_on_save(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"w{namespace[-6:]}"
+    root, _ = git_repo(tmp_path, name, namespace)
+    # A long interval: only the file watch can explain a reconcile within seconds.
+    sync = Sync(cluster_kubeconfig, root, tmp_path / "cache", "--watch", "--interval", "10m")
+    gateway = {"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "gateway", "namespace": namespace}}  # fmt: skip
+
+    def training() -> str:
+        try:
+            return str(((kube.get(cluster, gateway) or {}).get("data") or {})["ENABLE_TRAINING"])
+        except (KeyError, kube.KubeError):
+            return ""
+
+    try:
+        wait_until(training, lambda v: v == "true", "first apply", 90)
+        set_config(root, "enableTraining: true", "enableTraining: false")  # saved, not committed
+        wait_until(training, lambda v: v == "false", "the saved change applied", 30)
+    finally:
+        assert sync.stop() == 0, sync.log.read_text()[-3000:]
+
+
+def test_controller_serves_probes_and_releases_its_lease_on_sigterm(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    """`reconciler controller` as the installed Deployment runs it (leader election on), here
+    with the kubeconfig in $KUBECONFIG as a pod has its service account."""
+    name = f"c{namespace[-6:]}"
+    root, first = git_repo(tmp_path, name, namespace)
+    health, metrics = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "reconciler", "controller", "--repo", str(root),
+        "--interval", "1m", "--cache-dir", str(tmp_path / "cache"),
+        "--health-addr", f"127.0.0.1:{health}", "--metrics-addr", f"127.0.0.1:{metrics}",
+        "--lease-namespace", namespace,
+    ]  # fmt: skip
+    env = {**os.environ, **({"KUBECONFIG": cluster_kubeconfig} if cluster_kubeconfig else {})}
+    log = tmp_path / "controller.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "mlext-reconciler", "namespace": namespace}}  # fmt: skip
+
+    def probe(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{health}{path}", timeout=5) as r:
+                return int(r.status)
+        except OSError:
+            return 0
+
+    try:
+        wait_until(lambda: probe("/healthz"), lambda s: s == 200, "healthz", 30)
+        wait_until(lambda: applied_revision(cluster, name), lambda r: r == first, "applied", 90)
+        assert probe("/readyz") == 200
+        holder = (kube.get(cluster, lease) or {})["spec"]["holderIdentity"]
+        assert holder, "the controller reconciled without holding the lease"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    assert code == 0, log.read_text()[-3000:]
+    # Released, so a standby takes over at once instead of after the lease duration.
+    assert not (kube.get(cluster, lease) or {})["spec"].get("holderIdentity")

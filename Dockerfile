@@ -1,0 +1,33 @@
+# The project's one image: `reconciler controller` (see `reconciler install`) and the inference
+# router (`reconciler router serve`, the azureml-fe-v2 component) both run it.
+#
+#   docker build -t ghcr.io/mlext/reconciler:0.1.0 .
+#
+# Two stages: the package and its dependencies are installed into a virtualenv in the first, and
+# only that virtualenv is copied into the second, so no source tree, build tool or pip cache
+# ends up in the image.
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+# Only what the package build reads (the build context also holds caches and test fixtures).
+COPY pyproject.toml README.md ./
+COPY reconciler ./reconciler
+RUN /opt/venv/bin/pip install .
+
+FROM python:3.11-slim
+# gitpython drives the git binary; SSH remotes need ssh. Nothing else is added.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends git openssh-client \
+    && rm -rf /var/lib/apt/lists/*
+# A numeric, non-root user (runAsNonRoot can check it) with a passwd entry (ssh refuses a uid
+# without one). HOME is /tmp: the root file system is read-only in the cluster.
+RUN groupadd --gid 65532 reconciler \
+    && useradd --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
+       --shell /usr/sbin/nologin reconciler
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+USER 65532:65532
+ENTRYPOINT ["reconciler"]
+CMD ["--help"]
