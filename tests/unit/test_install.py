@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from reconciler import cli, install, objects, reconcile, record, render, source
+from reconciler import cli, install, objects, reconcile, record, render, source, synccli
 from tests.helpers import API, load, scenario_repo, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -387,3 +387,12 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     result = CliRunner().invoke(cli.main, ["install", *args])
     assert result.exit_code == 2
     assert result.stdout == ""
+
+
+def test_the_deployment_args_are_what_the_controller_command_accepts(
+    printed: list[objects.Object],
+) -> None:
+    args = container(printed)["args"]
+    assert args[0] == "controller"
+    parsed = synccli.controller_command.make_context("controller", list(args[1:]))
+    assert parsed.params["leader_elect"] and parsed.params["git_credentials"]
