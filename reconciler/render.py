@@ -6,14 +6,18 @@ supply it; for the repo: the InstanceType CRD, the volcano CRDs when a training 
 volcano, and the declared instance types as custom resources. Every object then gets the labels
 that tie it to its extension and the annotations naming its source file and revision, and the
 list is put in apply order. Pure: the PEM files are read through the snapshot.
+
+Rendering goes unit by unit (an extension's components, one job, one deployment, one instance
+type, one CRD template); given a `memo.Memo`, a unit whose inputs are unchanged since another
+revision's render is copied from it instead of rendered again, then stamped for this revision.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -21,6 +25,7 @@ from reconciler import (
     components,
     extensions,
     instancetypes,
+    memo,
     objects,
     repo,
     source,
@@ -33,6 +38,9 @@ INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-interna
 ROUTER_CONFIG_DIR = "/etc/azureml-fe"
 ROUTER_HTTP_PORT = 8080
 ROUTER_HTTPS_PORT = 8443
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,17 @@ class Rendered:
     objects: list[objects.Object] = field(default_factory=list)
 
 
-def render_repo(loaded: repo.Repo, snapshot: source.Snapshot, revision: str) -> Rendered:
-    """Every object the repo declares, labelled and in apply order."""
+def render_repo(
+    loaded: repo.Repo,
+    snapshot: source.Snapshot,
+    revision: str,
+    reuse: memo.Memo | None = None,
+) -> Rendered:
+    """Every object the repo declares, labelled and in apply order. With `reuse`, units whose
+    inputs another render through the same memo already had are copied from it (see `_Units`);
+    the result is the same either way."""
     owned: dict[objects.Key, objects.Object] = {}
+    units = _Units(loaded, snapshot, reuse)
 
     def add(obj: objects.Object, owner: Owner) -> None:
         _stamp(obj, owner, revision)
@@ -62,36 +78,136 @@ def render_repo(loaded: repo.Repo, snapshot: source.Snapshot, revision: str) -> 
     for extension in sorted(loaded.extensions.values(), key=lambda e: e.name):
         source_file = extension.manifest.path if extension.manifest else ""
         served = [d for d in loaded.deployments.values() if loaded.extension_for(d) is extension]
-        for obj, component in extension_objects(extension, snapshot, served):
+        for obj, component in units.extension(extension, served):
             add(obj, Owner(extension.name, component, _object_name(obj), source_file))
     for job in loaded.jobs.values():
         runs_on = loaded.extension_for(job)
         assert runs_on is not None, "a valid repo has an extension for every job"
-        for obj in workloadobjects.job_objects(job, runs_on, loaded.instance_types, snapshot):
+        for obj in units.job(job, runs_on):
             add(obj, Owner(runs_on.name, "job", job.name, job.manifest.path))
     for deployment in loaded.deployments.values():
         served_by = loaded.extension_for(deployment)
         assert served_by is not None, "a valid repo has an extension for every deployment"
-        for obj in workloadobjects.deployment_objects(
-            deployment, served_by, loaded.instance_types, snapshot
-        ):
+        for obj in units.deployment(deployment, served_by):
             path = deployment.manifest.path
             add(obj, Owner(served_by.name, "model-deployment", deployment.name, path))
     if repo_owner is not None:
         crd_file = repo_owner.manifest.path if repo_owner.manifest else ""
-        for obj in templating.render_template("crds/instancetypes.yaml.j2", {}):
+        for obj in units.template("crds/instancetypes.yaml.j2"):
             add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file))
         if any(_installs_volcano(e) for e in loaded.extensions.values()):
-            for obj in templating.render_template("crds/volcano.yaml.j2", {}):
+            for obj in units.template("crds/volcano.yaml.j2"):
                 add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file))
         for instance_type in sorted(loaded.instance_types.values(), key=lambda i: i.name):
-            context = {"it": _instance_type(instance_type)}
-            for obj in templating.render_template("instancetype.yaml.j2", context):
+            for obj in units.instance_type(instance_type):
                 owner = Owner(
                     repo_owner.name, "instancetype", instance_type.name, instance_type.source_path
                 )
                 add(obj, owner)
     return Rendered(objects.in_apply_order(owned.values()))
+
+
+class _Units:
+    """The render units of one repo revision, each rendered or, with a memo, reused.
+
+    A unit's key holds everything its renderer reads, and nothing of where it came from: the
+    model values (`memo.fingerprint`: dataclass fields that compare, so not the manifest), the
+    instance type a workload resolves to, the ids of the files it reads through the snapshot,
+    and for an extension its router's entries (the only part of the deployments it reads).
+    Objects come back unstamped and fresh (see `memo.Memo.copied`): `render_repo` stamps them
+    with this revision's owner, file and revision.
+    """
+
+    def __init__(
+        self, loaded: repo.Repo, snapshot: source.Snapshot, reuse: memo.Memo | None
+    ) -> None:
+        self._loaded = loaded
+        self._snapshot = snapshot
+        self._reuse = reuse
+        # Every workload of an extension shares its fingerprint: compute it once.
+        self._fingerprints: dict[tuple[str, str], Hashable] = {}
+
+    def _get(self, key: Callable[[], Hashable], render_unit: Callable[[], list[_T]]) -> list[_T]:
+        if self._reuse is None:
+            return render_unit()  # no key computed: a render without a memo is as it was
+        return self._reuse.copied(key(), render_unit)
+
+    def _fingerprint(self, kind: str, name: str, value: object) -> Hashable:
+        if (kind, name) not in self._fingerprints:
+            self._fingerprints[kind, name] = memo.fingerprint(value)
+        return self._fingerprints[kind, name]
+
+    def _placement_key(
+        self, workload: workloads.Workload, extension: extensions.Extension
+    ) -> tuple[Hashable, Hashable]:
+        instance_type = instancetypes.resolve(workload.instance_type, self._loaded.instance_types)
+        return (
+            self._fingerprint("extension", extension.name, extension),
+            self._fingerprint("instance type", workload.instance_type or "", instance_type),
+        )
+
+    def extension(
+        self, extension: extensions.Extension, served: Sequence[workloads.Deployment]
+    ) -> list[tuple[objects.Object, str]]:
+        def key() -> Hashable:
+            entries = [
+                workloadobjects.router_entry(d, extension.release_namespace)
+                for d in sorted(served, key=lambda d: d.name)
+            ]
+            pem_files = [f for f in (extension.ssl_cert_file, extension.ssl_key_file) if f]
+            return (
+                "extension",
+                self._fingerprint("extension", extension.name, extension),
+                memo.fingerprint(entries),
+                memo.files(self._snapshot, pem_files),
+            )
+
+        return self._get(key, lambda: extension_objects(extension, self._snapshot, served))
+
+    def job(self, job: workloads.Job, extension: extensions.Extension) -> list[objects.Object]:
+        def key() -> Hashable:
+            code = [job.code] if job.code else []
+            return (
+                "job",
+                memo.fingerprint(job),
+                self._placement_key(job, extension),
+                memo.files(self._snapshot, code),
+            )
+
+        declared, snapshot = self._loaded.instance_types, self._snapshot
+        return self._get(
+            key, lambda: workloadobjects.job_objects(job, extension, declared, snapshot)
+        )
+
+    def deployment(
+        self, deployment: workloads.Deployment, extension: extensions.Extension
+    ) -> list[objects.Object]:
+        def key() -> Hashable:
+            local = [m for m in deployment.models if not workloads.is_uri(m)]
+            code = [deployment.code] if deployment.code else []
+            return (
+                "deployment",
+                memo.fingerprint(deployment),
+                self._placement_key(deployment, extension),
+                memo.files(self._snapshot, code + local),
+            )
+
+        declared, snapshot = self._loaded.instance_types, self._snapshot
+        return self._get(
+            key,
+            lambda: workloadobjects.deployment_objects(deployment, extension, declared, snapshot),
+        )
+
+    def template(self, name: str) -> list[objects.Object]:
+        """A template with no context (the CRDs): the same objects at every revision."""
+        return self._get(lambda: ("template", name), lambda: templating.render_template(name, {}))
+
+    def instance_type(self, instance_type: instancetypes.InstanceType) -> list[objects.Object]:
+        context = {"it": _instance_type(instance_type)}
+        return self._get(
+            lambda: ("instance type", memo.fingerprint(instance_type)),
+            lambda: templating.render_template("instancetype.yaml.j2", context),
+        )
 
 
 def extension_objects(

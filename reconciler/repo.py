@@ -6,11 +6,17 @@ passed, then applies the rules that span manifests: unique names per kind, insta
 exist, the extension a workload runs on and whether it enables training / inference. It returns
 the `Repo` and every problem found; a repo with any error is never applied.
 
+Each file's own work (parse, recognise, schema check) depends on nothing but its path and text;
+given a `memo.Memo`, it is kept by the file's content and reused for the same file at another
+revision (relabelled with that revision's display name). Models and the rules across files are
+built afresh for every revision.
+
 Pure: reads only through the snapshot.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +27,7 @@ from reconciler import (
     extensions,
     instancetypes,
     manifests,
+    memo,
     placement,
     problems,
     schemas,
@@ -75,34 +82,30 @@ class Loaded:
         return not self.errors
 
 
-def load(snapshot: source.Snapshot) -> Loaded:
-    """Load and validate every manifest of the repo in `snapshot`."""
+def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
+    """Load and validate every manifest of the repo in `snapshot`. With `reuse`, files another
+    load through the same memo already saw with the same path and content are not parsed
+    again; the result is the same either way."""
     found: list[problems.Problem] = []
-    parsed_files = [
-        (path, documents.parse(snapshot.display(path), snapshot.read_text(path)))
-        for path in snapshot.yaml_files()
-    ]
-    recognized = [
-        (path, document, manifests.recognize(document, path))
-        for path, parsed in parsed_files
-        for document in parsed.documents
-    ]
+    parsed_files = [(path, _load_file(snapshot, path, reuse)) for path in snapshot.yaml_files()]
     # YAML files that manifests point at (conda files) are data, not manifests.
     data_files = {
         data_file
-        for _, _, result in recognized
-        for manifest in result.manifests
+        for _, parsed in parsed_files
+        for loaded_document in parsed.loaded
+        for manifest in loaded_document.declared
         for data_file in workloads.data_files(manifest)
     }
     for path, parsed in parsed_files:
         if path not in data_files:
-            found.extend(parsed.problems)
-    valid_manifests = [
-        manifest
-        for path, document, result in recognized
-        if path not in data_files
-        for manifest in _check_schemas(document, result, found)
-    ]
+            found.extend(parsed.found)
+    valid_manifests: list[manifests.Manifest] = []
+    for path, parsed in parsed_files:
+        if path in data_files:
+            continue
+        for loaded_document in parsed.loaded:
+            found.extend(loaded_document.found)
+            valid_manifests.extend(loaded_document.valid)
     repo = Repo()
     _build_models(repo, valid_manifests, snapshot, found)
     _check_references(repo, found)
@@ -117,6 +120,78 @@ def load(snapshot: source.Snapshot) -> Loaded:
             )
         )
     return Loaded(repo, problems.sort_problems(found))
+
+
+@dataclass(frozen=True)
+class _LoadedDocument:
+    """One document of a file: the manifests it declares, the problems recognising and
+    checking it found, and the manifests its schemas passed (used unless the file is data)."""
+
+    document: documents.Document
+    declared: tuple[manifests.Manifest, ...]
+    found: tuple[_Problem, ...]
+    valid: tuple[manifests.Manifest, ...]
+
+
+@dataclass(frozen=True)
+class _LoadedFile:
+    """A YAML file's own work: a function of its path, text and display name alone."""
+
+    display: str
+    found: tuple[_Problem, ...]  # the parser's
+    loaded: tuple[_LoadedDocument, ...]
+
+
+def _load_file(snapshot: source.Snapshot, path: str, reuse: memo.Memo | None) -> _LoadedFile:
+    display = snapshot.display(path)
+    if reuse is None:
+        return _parse_and_check(path, display, snapshot.read_text(path))
+    kept = reuse.get(
+        ("file", path, memo.text_id(snapshot, path)),
+        lambda: _parse_and_check(path, display, snapshot.read_text(path)),
+    )
+    return _relabelled(kept, display)
+
+
+def _parse_and_check(path: str, display: str, text: str) -> _LoadedFile:
+    parsed = documents.parse(display, text)
+    loaded = []
+    for document in parsed.documents:
+        recognized = manifests.recognize(document, path)
+        found: list[problems.Problem] = []
+        valid = _check_schemas(document, recognized, found)
+        loaded.append(
+            _LoadedDocument(document, tuple(recognized.manifests), tuple(found), tuple(valid))
+        )
+    return _LoadedFile(display, tuple(parsed.problems), tuple(loaded))
+
+
+def _relabelled(kept: _LoadedFile, display: str) -> _LoadedFile:
+    """`kept` as loading the same file under another display name (the same path and text at
+    another revision) gives it: the name appears only as each document's file and each
+    problem's file, so those are replaced and everything else is shared (documents, manifests
+    and problems are frozen; nothing changes the parsed data)."""
+    if kept.display == display:
+        return kept
+
+    def problem(found: problems.Problem) -> problems.Problem:
+        if found.file != kept.display:
+            return found
+        return dataclasses.replace(found, file=display)
+
+    relabelled = []
+    for loaded in kept.loaded:
+        document = dataclasses.replace(loaded.document, file=display)
+        moved = {id(m): dataclasses.replace(m, document=document) for m in loaded.declared}
+        relabelled.append(
+            _LoadedDocument(
+                document,
+                tuple(moved[id(m)] for m in loaded.declared),
+                tuple(problem(p) for p in loaded.found),
+                tuple(moved[id(m)] for m in loaded.valid),
+            )
+        )
+    return _LoadedFile(display, tuple(problem(p) for p in kept.found), tuple(relabelled))
 
 
 def _check_schemas(

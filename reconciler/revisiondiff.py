@@ -4,6 +4,8 @@ Sits after `repo.load` and `render`: `between` loads and renders two snapshots (
 for a commit, `source.DirectorySnapshot` for the work tree), and `compare` turns the two object
 lists into one `plans.Plan` per extension (grouped by the part-of label), built by `plans.build`
 with the base objects standing in for the live ones, so `diff` shows exactly what `plan` shows.
+The two revisions share a `memo.Memo`: files and render units unchanged between them are parsed
+and rendered once.
 The renderers (`text`, `as_json`, `markdown`) are pure; Secret values never reach them unmasked
 (every diff comes from `diffs.unified`). `diffcli` is the command on top.
 """
@@ -16,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from reconciler import objects, plans, problems, render, repo, source
+from reconciler import memo, objects, plans, problems, render, repo, source
 
 COMMENT_LIMIT = 65_536  # GitHub's limit on a PR comment body
 NO_EXTENSION = "(no extension)"
@@ -87,11 +89,16 @@ def compare(
     return tuple(found)
 
 
-def between(base: source.Snapshot, head: source.Snapshot) -> RevisionDiff:
+def between(base: source.Snapshot, head: source.Snapshot, *, reuse: bool = True) -> RevisionDiff:
     """Load, validate and render both snapshots and compare them. An invalid head is reported
-    (nothing compared); an invalid or missing base is a note, compared as an empty repo."""
+    (nothing compared); an invalid or missing base is a note, compared as an empty repo.
+
+    The two revisions share a `memo.Memo`, so the second one parses and renders only what
+    differs from the first (`reuse=False` renders both in full, for the benchmark; the result
+    is the same)."""
+    shared = memo.Memo() if reuse else None
     base_name, head_name = base.revision(), head.revision()
-    head_loaded = repo.load(head)
+    head_loaded = repo.load(head, shared)
     if not head_loaded.valid:
         return RevisionDiff(base_name, head_name, problems=tuple(head_loaded.errors))
     notes: list[str] = []
@@ -99,16 +106,16 @@ def between(base: source.Snapshot, head: source.Snapshot) -> RevisionDiff:
     if not base.exists(""):
         notes.append(f"{base.display('')} does not exist: every object is created")
     else:
-        base_loaded = repo.load(base)
+        base_loaded = repo.load(base, shared)
         if base_loaded.valid:
-            base_objects = render.render_repo(base_loaded.repo, base, base_name).objects
+            base_objects = render.render_repo(base_loaded.repo, base, base_name, shared).objects
         else:
             count = len(base_loaded.errors)
             notes.append(
                 f"the base {base.display('')} is invalid ({count} problem"
                 f"{'s' if count != 1 else ''}): compared against nothing, every object is created"
             )
-    head_objects = render.render_repo(head_loaded.repo, head, head_name).objects
+    head_objects = render.render_repo(head_loaded.repo, head, head_name, shared).objects
     return RevisionDiff(base_name, head_name, compare(base_objects, head_objects), (), tuple(notes))
 
 

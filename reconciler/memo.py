@@ -1,0 +1,162 @@
+"""Reusing pure work across the revisions one command loads: results kept by what they depend on.
+
+`reconciler diff` loads and renders a repo twice (base and head), and most files are the same at
+both. `repo.load` and `render.render_repo` accept a `Memo`: each file's parse + recognise + schema
+check is kept by the file's path and content, each render unit (an extension's components, one
+job's objects, one deployment's, one instance type's) by a `fingerprint` of the model values and
+file contents it reads. A result is reused only when those inputs are equal, so the second
+revision costs only what changed, and a run with a memo returns exactly what a run without one
+does. Rendered objects are kept frozen and copied out afresh on every reuse (`Memo.copied`), so
+two revisions never share a mutable object; load results are frozen dataclasses, relabelled by
+`repo` for the revision that takes them.
+
+Sits beside `source` and `gitsnapshot` (it asks a `GitSnapshot` for blob ids rather than reading
+the blobs); pure apart from reading through the snapshot. A memo lives for one command: nothing
+is evicted.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+import functools
+import hashlib
+import marshal
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from reconciler import gitsnapshot, source
+
+T = TypeVar("T")
+_ABSENT = object()  # one dict lookup per call: a key's hash walks all of its nested tuples
+
+
+class Memo:
+    """Results by key, with counts of reuses and computations (for tests and the benchmark)."""
+
+    def __init__(self) -> None:
+        self._results: dict[Hashable, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The result kept under `key`, or `compute()`'s, kept for next time. The caller makes
+        the key say everything `compute` depends on."""
+        found: Any = self._results.get(key, _ABSENT)
+        if found is not _ABSENT:
+            self.hits += 1
+            kept: T = found
+            return kept
+        self.misses += 1
+        result = compute()
+        self._results[key] = result
+        return result
+
+    def copied(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """As `get`, for results callers change (rendered objects get stamped): the memo keeps
+        a frozen copy and every reuse gets a new deep copy of it, so no two callers ever hold
+        the same dict, and nothing a caller does reaches what the memo keeps."""
+        kept = self._results.get(key, _ABSENT)
+        if kept is not _ABSENT:
+            self.hits += 1
+            thawed: T = _thaw(kept)
+            return thawed
+        self.misses += 1
+        result = compute()
+        self._results[key] = _freeze(result)
+        return result
+
+
+def _freeze(value: Any) -> tuple[bool, Any]:
+    """Rendered data as `marshal` bytes: a copy that cannot change, cheap to keep (the garbage
+    collector does not walk bytes) and fast to copy out again; `marshal` round-trips dicts,
+    lists, tuples and scalars with their exact types and order. Only this process reads the
+    bytes back. Anything else a template could produce (a date) is deep-copied instead."""
+    try:
+        return True, marshal.dumps(value)
+    except ValueError:
+        return False, copy.deepcopy(value)
+
+
+def _thaw(kept: tuple[bool, Any]) -> Any:
+    marshalled, data = kept
+    return marshal.loads(data) if marshalled else copy.deepcopy(data)
+
+
+def fingerprint(value: object) -> Hashable:
+    """A hashable stand-in for a model value: equal fingerprints mean values of the same types
+    that are equal, so whatever is rendered from one is what is rendered from the other.
+
+    Stricter than `==` on purpose: `1`, `1.0` and `True` differ (they render differently), and
+    floats compare by `repr` (`-0.0` is not `0.0`). Mappings keep their order (it is the order
+    fields are written in). Dataclass fields with `compare=False` (where a value came from: its
+    manifest, its document) are left out; render reads from those only the source file it
+    stamps, which callers stamp afresh. A value of any other type never matches anything.
+    """
+    if value is None or type(value) in (str, int, bool, bytes):
+        return (type(value).__name__, value)
+    if type(value) is float:
+        return ("float", repr(value))
+    if isinstance(value, enum.Enum):
+        return (type(value).__qualname__, value.name)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _compared_fields(type(value))
+        return (type(value).__qualname__, tuple((n, fingerprint(getattr(value, n))) for n in names))
+    if isinstance(value, Mapping):
+        return ("map", tuple((fingerprint(k), fingerprint(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(fingerprint(v) for v in value))
+    if isinstance(value, set | frozenset):
+        return ("set", frozenset(fingerprint(v) for v in value))
+    return ("unknown", object())  # a fresh object equals nothing: never reused, never wrong
+
+
+@functools.cache
+def _compared_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.compare)
+
+
+def blob_id(data: bytes) -> str:
+    """The id git gives a file with these bytes (`git hash-object`), so a work-tree file and
+    the same file in a commit get the same id."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def file_id(snapshot: source.Snapshot, path: str) -> str:
+    """The id of the bytes at `path`: from the tree for a commit (nothing read), else hashed."""
+    if isinstance(snapshot, gitsnapshot.GitSnapshot):
+        return snapshot.blob_id(path)
+    return blob_id(snapshot.read_bytes(path))
+
+
+def text_id(snapshot: source.Snapshot, path: str) -> tuple[str, str]:
+    """An id of what `snapshot.read_text(path)` returns, from the bytes when it can be.
+
+    A commit's text is its bytes decoded as they are, so the blob id names it ("raw"). A work
+    tree's text is read with universal newlines, the same as the bytes decoded as they are
+    exactly when they hold no carriage return: then it is "raw" too and shares results with the
+    commit; otherwise (or for any other snapshot) the text itself is hashed.
+    """
+    if isinstance(snapshot, gitsnapshot.GitSnapshot):
+        return ("raw", snapshot.blob_id(path))
+    if isinstance(snapshot, source.DirectorySnapshot):
+        data = snapshot.read_bytes(path)
+        if b"\r" not in data:
+            return ("raw", blob_id(data))
+    text = snapshot.read_text(path).encode("utf-8", "surrogatepass")
+    return ("text", hashlib.sha1(text, usedforsecurity=False).hexdigest())
+
+
+def files(snapshot: source.Snapshot, roots: Iterable[str]) -> Hashable:
+    """What rendering reads below each root (a code folder, a model, a PEM file): whether it
+    exists, and every file under it with the id of its bytes (never the bytes)."""
+    return tuple(
+        (
+            root,
+            tuple((path, file_id(snapshot, path)) for path in snapshot.files_under(root))
+            if snapshot.exists(root)
+            else None,
+        )
+        for root in roots
+    )
