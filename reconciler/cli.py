@@ -29,6 +29,7 @@ from reconciler import (
 )
 from reconciler import render as renderer
 from reconciler.localcluster import cli as localcluster_cli
+from reconciler.router import cli as router_cli
 
 
 @click.group()
@@ -127,6 +128,7 @@ main.add_command(workloadcli.job)
 main.add_command(preflightcli.preflight)
 main.add_command(extensioncli.extension)
 main.add_command(diffcli.diff)
-main.add_command(installcli.install)
 main.add_command(synccli.sync)
 main.add_command(synccli.controller_command)
+main.add_command(installcli.install)
+main.add_command(router_cli.router)

@@ -3,12 +3,15 @@
 Holds the client connection (kubeconfig / context / in-cluster), resource discovery (kind ->
 REST path, refreshed when a freshly installed CRD is not known yet), server-side apply with one
 field manager and strict field validation (optionally as a server-side dry run, or on the status
-subresource), reads, deletes, events, and the wait for a CRD to be Established. Everything above
-it passes plain dicts in and gets plain dicts back.
+subresource), reads, deletes, events, and the wait for a CRD to be Established; for the router
+and leader election also the Deployment scale subresource, Leases with optimistic concurrency,
+and list + watch. Everything above it passes plain dicts in and gets plain dicts back.
 
 Every request is retried with exponential backoff while the failure is one a healthy cluster
 recovers from (connection refused while the API server restarts, 429, 500, 502, 503, 504):
-server-side apply is idempotent, so repeating a request whose answer was lost is safe.
+server-side apply is idempotent, so repeating a request whose answer was lost is safe. Loops
+that are their own retry (leader election, the scaling coordinator) ask for one bounded attempt
+instead (`timeout=`), so that no call outlives a lease while it backs off.
 """
 
 from __future__ import annotations

@@ -1,0 +1,3 @@
+module mlext.local/benchmarks/router/backend
+
+go 1.22

@@ -1,0 +1,3 @@
+module mlext.local/benchmarks/router/loadgen
+
+go 1.22

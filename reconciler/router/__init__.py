@@ -1,0 +1,9 @@
+"""The bundled inference router (SPEC section 7): `reconciler router serve` and friends.
+
+Modules, from the outside in: `cli` (the `reconciler router` commands), `config` (router.yaml,
+pure), `proxy` (the aiohttp server, request handling, failover, reload), `tokens` (key, token
+and none auth), `balancer` (pools, fewest-in-flight choice, the bounded queue, no I/O),
+`upstream` (the keep-alive HTTP/1.1 client to backends), `metrics` (Prometheus), `sizing`
+(the documented replica formula, pure). The autoscaler and the Kubernetes discovery of backends
+and keys build on `balancer.Pool.load()`, `Pool.set_backends` and `proxy.Router`.
+"""

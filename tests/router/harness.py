@@ -1,0 +1,109 @@
+"""Helpers for the router tests: backend processes, router configs, a running router, a client.
+
+Backends are `backend.py` processes on free loopback ports; the router under test runs in the
+test's own event loop (`run` drives a coroutine to completion), so tests can look at its pools
+between requests. Nothing in the HTTP path is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import uvloop
+import yaml
+
+from reconciler.router import config as routerconfig
+from reconciler.router import proxy
+
+BACKEND_SCRIPT = Path(__file__).with_name("backend.py")
+T = TypeVar("T")
+
+
+@dataclass
+class BackendProcess:
+    name: str
+    port: int
+    process: subprocess.Popen[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def start_backend(name: str, port: int = 0) -> BackendProcess:
+    process = subprocess.Popen(
+        [sys.executable, str(BACKEND_SCRIPT), "--name", name, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("PORT "):
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"backend {name} did not start: {line!r}")
+    return BackendProcess(name, int(line.split()[1]), process)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    # The loop `reconciler router serve` runs on, so tests see its transports and timers.
+    return uvloop.run(coro)
+
+
+def deployment(name: str, backends: list[str], **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "backends": backends, "auth": {"mode": "none"}}
+    entry.update(extra)
+    return entry
+
+
+def write_config(path: Path, deployments: list[dict[str, Any]], **top: Any) -> Path:
+    data: dict[str, Any] = {"listen": "127.0.0.1:0", **top, "deployments": deployments}
+    # Write then rename, as a ConfigMap update does: a reader never sees half a file.
+    partial = path.with_suffix(".partial")
+    partial.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config_path: Path, probe_interval: float = 0.1, reload_interval: float = 0.05
+) -> AsyncIterator[tuple[proxy.Router, str]]:
+    """A router serving `config_path` on a free port, and its base URL."""
+    router = proxy.Router(
+        routerconfig.load(config_path), config_path, probe_interval, reload_interval
+    )
+    await router.start()
+    try:
+        yield router, f"http://127.0.0.1:{router.port}"
+    finally:
+        await router.stop()
+
+
+def session() -> aiohttp.ClientSession:
+    # Enough connections for the concurrency tests; no pooled connection limit surprises.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
+def score_url(base: str, name: str, query: str = "") -> str:
+    return f"{base}/api/v1/service/{name}/score" + (f"?{query}" if query else "")
