@@ -127,6 +127,15 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
 
     keys = rendered_keys(root)
     resources = {plural(k.kind) for k in keys} | {"extensionstatuses"}
+    # The counters are cluster-wide: let the namespace controller and the garbage collector
+    # finish cleaning up earlier tests' namespaces (they patch finalizers away as they go).
+    core = client.CoreV1Api(api_client)
+    wait_until(
+        lambda: [n for n in core.list_namespace().items if n.status.phase == "Terminating"],
+        lambda terminating: not terminating,
+        "earlier tests' namespaces to be gone",
+        180,
+    )
     before = writes(api_client, resources)
     second = run(cluster_kubeconfig, "apply", str(root))
     assert second.exit_code == 0, second.output
