@@ -5,7 +5,8 @@ REST path, refreshed when a freshly installed CRD is not known yet), server-side
 field manager and strict field validation (optionally as a server-side dry run, or on the status
 subresource), reads, deletes, events, and the wait for a CRD to be Established; for the router
 and leader election also the Deployment scale subresource, Leases with optimistic concurrency,
-and list + watch. Everything above it passes plain dicts in and gets plain dicts back.
+a Secret read by name, and list + watch. Everything above it passes plain dicts in and gets
+plain dicts back.
 
 Every request is retried with exponential backoff while the failure is one a healthy cluster
 recovers from (connection refused while the API server restarts, 429, 500, 502, 503, 504):
@@ -239,19 +240,11 @@ def list_objects(
     """Every object of a kind in a namespace, or cluster-wide when `namespace` is "" (empty
     when the cluster does not serve the kind)."""
     try:
-        resource = _resource(cluster, {"apiVersion": api_version, "kind": kind})
+        return list_with_version(cluster, api_version, kind, namespace, label_selector)[0]
     except KubeError as err:
         if err.status == 404:
             return []
         raise
-    query = [("labelSelector", label_selector)] if label_selector else []
-    where = namespace if namespace and resource.namespaced else None
-    listing = _call(cluster, "GET", resource.path(namespace=where), query, None, None)
-    items: list[objects.Object] = listing.get("items") or []
-    for item in items:  # a list's items carry no type of their own
-        item.setdefault("apiVersion", api_version)
-        item.setdefault("kind", kind)
-    return items
 
 
 def wait_established(
@@ -300,6 +293,7 @@ def _call_once(
     query: list[tuple[str, str]],
     body: objects.Object | None,
     content_type: str | None,
+    timeout: float | None = None,
 ) -> objects.Object:
     headers = {"Accept": "application/json"}
     if content_type:
@@ -313,7 +307,7 @@ def _call_once(
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = cluster.api.call_api(*request)
+        response = cluster.api.call_api(*request, _request_timeout=timeout)
         payload = response.read()
     except client_exceptions.ApiException as err:
         raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
@@ -354,28 +348,7 @@ def _call_bounded(
     """One request, retried (as `_call`) only when `timeout` is None, else one attempt."""
     if timeout is None:
         return _call(cluster, method, path, query, body, content_type)
-    headers = {"Accept": "application/json"}
-    if content_type:
-        headers["Content-Type"] = content_type
-    try:
-        request = cluster.api.param_serialize(
-            method,
-            path,
-            query_params=query,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = cluster.api.call_api(*request, _request_timeout=timeout)
-        payload = response.read()
-    except client_exceptions.ApiException as err:
-        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
-    except (OSError, urllib3.exceptions.HTTPError) as err:
-        raise KubeError(f"cannot reach the API server: {err}") from err
-    if not 200 <= response.status <= 299:
-        raise KubeError(_reason(payload, response.reason), response.status)
-    result: objects.Object = json.loads(payload)
-    return result
+    return _call_once(cluster, method, path, query, body, content_type, timeout)
 
 
 def _scale_path(namespace: str, name: str) -> str:
@@ -422,6 +395,21 @@ def set_scale(
         "application/merge-patch+json",
         timeout,
     )
+
+
+def get_secret(
+    cluster: Cluster, namespace: str, name: str, *, timeout: float = BOUNDED_TIMEOUT
+) -> objects.Object | None:
+    """The v1 Secret (its `data` base64, as the API returns it), or None when there is none;
+    one bounded attempt, for a loop that re-reads it (the router's keys). The path is built
+    here rather than discovered, so that a request needs `get` on that one Secret only."""
+    path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+    try:
+        return _call_bounded(cluster, "GET", path, [], None, None, timeout)
+    except KubeError as err:
+        if err.status == 404:
+            return None
+        raise
 
 
 def _leases_path(namespace: str) -> str:
@@ -489,7 +477,7 @@ def list_with_version(
     where = namespace if namespace and resource.namespaced else None
     listing = _call(cluster, "GET", resource.path(namespace=where), query, None, None)
     items: list[objects.Object] = listing.get("items") or []
-    for item in items:
+    for item in items:  # a list's items carry no type of their own
         item.setdefault("apiVersion", api_version)
         item.setdefault("kind", kind)
     version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
