@@ -335,6 +335,15 @@ def _router_context(
         "probe_scheme": "HTTPS" if https else "HTTP",
         "config_map": f"{name}-config",
         "config_yaml": yaml.safe_dump(config, sort_keys=False),
+        "rules": workloadobjects.router_rules(
+            name,
+            [
+                workloadobjects.auth_secret_name(d.name)
+                for d in deployments
+                if d.auth_mode != "none"
+            ],
+            [d.name for d in deployments if d.scale.type == workloadobjects.AUTOSCALED],
+        ),
         "volumes": volumes,
         "volume_mounts": mounts,
     }

@@ -6,7 +6,9 @@ router reaches it through. Both run in their extension's release namespace, get 
 type's resources and the merged nodeSelector (`placement`), and have their small local files
 (code, model) delivered through ConfigMaps; remote model URIs are fetched by an init container.
 The router's own configuration entry for each deployment (`router_entry`) is the `router.yaml`
-format `reconciler router serve` reads. Pure: files are read through the snapshot.
+format `reconciler router serve` reads; the names the router and the render must agree on (the
+auth Secret, the model Service's port name, the coordinator Lease) and the router's RBAC for its
+deployments (`router_rules`) live here too. Pure: files are read through the snapshot.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import base64
 import posixpath
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler import (
@@ -37,6 +39,10 @@ JOB_TTL_SECONDS = 30 * 24 * 3600
 FETCH_IMAGE = "curlimages/curl:8.10.1"
 DEPLOYMENT_LABEL = "gitops.mlext.io/deployment"
 JOB_LABEL = "gitops.mlext.io/job"
+# The name of the model Service's port (templates/workloads/deployment.yaml.j2): its
+# EndpointSlices carry the replicas' port under this name, which is how the router finds it.
+SERVICE_PORT_NAME = "http"
+AUTOSCALED = "target_utilization"  # the scale type the router scales; "fixed" it leaves alone
 _KEY_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
 
 
@@ -263,3 +269,57 @@ def router_entry(deployment: workloads.Deployment, namespace: str) -> dict[str, 
 def auth_secret_name(deployment_name: str) -> str:
     """The Secret holding a deployment's keys (key mode) or token signing key (token mode)."""
     return f"{deployment_name}-auth"
+
+
+def coordinator_lease_name(router_service: str) -> str:
+    """The Lease the router instances of `router_service` elect their scaling coordinator on."""
+    return f"{router_service}-coordinator"
+
+
+def router_rules(
+    router_service: str, auth_secrets: Iterable[str], autoscaled: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The router's Role in the release namespace, as little as it uses: list + watch of
+    EndpointSlices (its deployments' backends and its peers), `get` of its deployments' auth
+    Secrets, `get` + `patch` of their scale subresource, and its coordinator Lease (`create`
+    cannot be limited to a name: the name is not in a create request's path).
+
+    A rule whose name list would be empty is left out: an empty resourceNames means every name.
+    """
+    secrets = sorted(set(auth_secrets))
+    scaled = sorted(set(autoscaled))
+    rules: list[dict[str, Any]] = [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["list", "watch"],
+        }
+    ]
+    if secrets:
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": secrets,
+                "verbs": ["get"],
+            }
+        )
+    if scaled:
+        rules.append(
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments/scale"],
+                "resourceNames": scaled,
+                "verbs": ["get", "patch"],
+            }
+        )
+    rules += [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [coordinator_lease_name(router_service)],
+            "verbs": ["get", "update"],
+        },
+    ]
+    return rules

@@ -4,6 +4,8 @@ Modules, from the outside in: `cli` (the `reconciler router` commands), `config`
 pure), `proxy` (the aiohttp server, request handling, failover, reload), `tokens` (key, token
 and none auth), `balancer` (pools, fewest-in-flight choice, the bounded queue, no I/O),
 `upstream` (the keep-alive HTTP/1.1 client to backends), `metrics` (Prometheus), `sizing`
-(the documented replica formula, pure). The autoscaler and the Kubernetes discovery of backends
-and keys build on `balancer.Pool.load()`, `Pool.set_backends` and `proxy.Router`.
+(the documented replica formula, pure). In a cluster, `incluster` attaches the Kubernetes side
+to a `proxy.Router`: `discovery` (backends and peers from EndpointSlices), keys from the
+deployments' Secrets, and `coordinator` (load reports, the coordinator Lease, the scale
+subresource) driving `autoscaler` (the scaling rule, pure).
 """

@@ -1,7 +1,11 @@
 """`reconciler router ...`: run the inference router, issue its tokens, size deployments.
 
-Thin like every command: options in, a call into `proxy`, `tokens` or `sizing`, output out.
-Exit codes as elsewhere: 0 ok, 1 invalid input (a bad config file), 2 usage error.
+Thin like every command: options in, a call into `proxy`, `incluster`, `tokens` or `sizing`,
+output out. Exit codes as elsewhere: 0 ok, 1 invalid input (a bad config file), 2 usage error.
+
+`serve` runs in-cluster (`incluster.InCluster`: discovered backends, keys from Secrets, scaling)
+when `--in-cluster` says so or, by default, when the process runs in a pod; `--kubeconfig` and
+`--context` point that side at a cluster from outside one (tests, debugging).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -16,8 +21,9 @@ from pathlib import Path
 
 import click
 
+from reconciler import kube, reconcilecli
 from reconciler.router import config as routerconfig
-from reconciler.router import proxy, sizing, tokens
+from reconciler.router import incluster, proxy, sizing, tokens
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +44,33 @@ def router() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="router.yaml, as rendered into the router's ConfigMap; re-read when it changes.",
 )
+@click.option(
+    "--in-cluster/--no-in-cluster",
+    "in_cluster",
+    default=None,
+    help="Discover backends, read keys from Secrets and scale deployments through the API "
+    "server (needs POD_NAME, POD_NAMESPACE, ROUTER_SERVICE). Default: when running in a pod "
+    "($KUBERNETES_SERVICE_HOST set).",
+)
+@reconcilecli.kube_options
 @click.option("--probe-interval", type=float, default=1.0, show_default=True, hidden=True)
 @click.option("--reload-interval", type=float, default=1.0, show_default=True, hidden=True)
-def serve(config_path: Path, probe_interval: float, reload_interval: float) -> None:
+@click.option(
+    "--secret-refresh",
+    type=click.FloatRange(min=0, min_open=True),
+    default=incluster.SECRET_REFRESH_SECONDS,
+    show_default=True,
+    hidden=True,
+)
+def serve(
+    config_path: Path,
+    in_cluster: bool | None,
+    kubeconfig: str | None,
+    context: str | None,
+    probe_interval: float,
+    reload_interval: float,
+    secret_refresh: float,
+) -> None:
     """Serve scoring requests for the deployments in the config until SIGTERM."""
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -51,22 +81,59 @@ def serve(config_path: Path, probe_interval: float, reload_interval: float) -> N
     except routerconfig.ConfigError as err:
         click.echo(str(err), err=True)
         sys.exit(1)
-    server = proxy.Router(cfg, config_path, probe_interval, reload_interval)
-    _run(_serve_until_signal(server))
+    side: tuple[kube.Cluster, incluster.Identity] | None = None
+    if incluster.wanted(in_cluster, os.environ):
+        try:
+            who = incluster.identity(os.environ)
+        except incluster.MissingEnvironment as err:
+            raise click.UsageError(str(err)) from err
+        side = (reconcilecli.connect(kubeconfig, context), who)
+    elif kubeconfig or context:
+        raise click.UsageError(
+            "--kubeconfig and --context are for in-cluster mode: add --in-cluster"
+        )
+    else:
+        # Said once at startup: outside a cluster nothing fills these in.
+        for name in incluster.discovered(cfg, ""):
+            log.warning("deployment %s has no static backends and is not discovered here", name)
+        for name in incluster.secret_sources(cfg, ""):
+            log.warning("deployment %s takes its keys from a Secret, not read here", name)
+    server = proxy.Router(
+        cfg,
+        config_path,
+        probe_interval,
+        reload_interval,
+        instance=side[1].pod if side else None,
+    )
+    _run(_serve_until_signal(server, side, secret_refresh))
 
 
-async def _serve_until_signal(server: proxy.Router) -> None:
+async def _serve_until_signal(
+    server: proxy.Router,
+    side: tuple[kube.Cluster, incluster.Identity] | None,
+    secret_refresh: float,
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    cluster_side = None
+    if side is not None:
+        cluster_side = incluster.InCluster(*side, server, secret_refresh=secret_refresh)
+        await cluster_side.start()  # keys before the first request
     await server.start()
     click.echo(f"router listening on {server.config.host}:{server.port}", err=True)
     try:
         await stop.wait()
     finally:
-        # Stop accepting, let requests in flight finish (the pod's grace period covers this).
+        if cluster_side is not None:
+            # Hand the coordinator Lease over first: a standby decides while this one drains.
+            await cluster_side.release()
+        # Stop accepting, let requests in flight finish (the pod's grace period covers this),
+        # with discovery still following the backends meanwhile.
         await server.stop()
+        if cluster_side is not None:
+            await cluster_side.close()
 
 
 def _run(main: object) -> None:

@@ -5,9 +5,10 @@ ConfigMap, plus a few keys for local use (static `backends`, inline keys, limits
 `parse` is pure (text in, config or every problem out, each as `FILE:LINE: field.path: message`);
 `load` adds the file reads: the config file itself and the key files it names.
 
-Keys in-cluster come from the deployment's Secret (`auth.secret`); the Kubernetes side that reads
-it is not here. Locally a deployment gives its keys inline (`keys`, `signing_key`) or as files
-(`key_files`, `signing_key_file`, relative to the config file's folder).
+Keys in-cluster come from the deployment's Secret (`auth.secret`), read by `router.incluster`
+when the deployment gives none of its own. Locally a deployment gives its keys inline (`keys`,
+`signing_key`) or as files (`key_files`, `signing_key_file`, relative to the config file's
+folder); likewise static `backends` are for local use, discovery fills the others in-cluster.
 """
 
 from __future__ import annotations

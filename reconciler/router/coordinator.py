@@ -38,7 +38,7 @@ from typing import Any, NamedTuple, Protocol
 
 import prometheus_client
 
-from reconciler import kube, leaderelection
+from reconciler import kube, leaderelection, workloadobjects
 from reconciler.router import autoscaler, discovery
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ LOAD_PATH = "/internal/load"
 REPORT_TIMEOUT = 0.5  # seconds a peer has to answer; the polling interval is usually 1 s
 MAX_SLEEP = 1.0  # the loop wakes at least this often, to notice leadership and new targets
 WRITE_ATTEMPTS = 3
-AUTOSCALED = "target_utilization"
+AUTOSCALED = workloadobjects.AUTOSCALED
 
 
 # --- What to scale ------------------------------------------------------------------------------
@@ -508,7 +508,7 @@ def start_in_cluster(
     elector = leaderelection.LeaderElector(
         leaderelection.KubeLeases(cluster),
         namespace,
-        lease_name or f"{router_service}-coordinator",
+        lease_name or workloadobjects.coordinator_lease_name(router_service),
         identity,
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,

@@ -18,11 +18,13 @@ kept deployment's Pool (and, through `Pool.set_backends`, each kept Backend with
 count). A request holds the objects it started with, so a reload never drops one. An invalid new
 file is logged and ignored: the last good config stays in force.
 
-In-cluster hooks, used by the Kubernetes side: `Router.on_apply` listeners hear of every config
-applied, `Router.pool(name).set_backends(urls)` feeds endpoints discovered from the deployment's
-Service, and `Router.set_authenticator` installs keys read from its Secret. A reload keeps both
-unless the deployment's `backends` or `auth` section changed. All of them run on the event loop
-thread: from a watch thread, go through `loop.call_soon_threadsafe`.
+In-cluster hooks, used by the Kubernetes side (`router.incluster`): `Router.on_apply` listeners
+hear of every config applied, `Router.set_backends(name, urls)` feeds endpoints discovered from
+the deployment's Service, and `Router.set_authenticator` installs keys read from its Secret. A
+reload keeps both unless the deployment's `backends` or `auth` section changed. All of them run
+on the event loop thread: from a watch thread, go through `loop.call_soon_threadsafe`. Every
+instance answers `GET /internal/load` (`coordinator.LOAD_PATH`) with its own load per deployment
+(`Router.samples`), which the scaling coordinator collects from its peers.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,7 +44,7 @@ from pathlib import Path
 from aiohttp import web
 from multidict import CIMultiDict
 
-from reconciler.router import balancer, metrics, tokens, upstream
+from reconciler.router import autoscaler, balancer, coordinator, metrics, tokens, upstream
 from reconciler.router import config as routerconfig
 
 log = logging.getLogger(__name__)
@@ -125,8 +128,11 @@ class Router:
         config_path: str | Path | None = None,
         probe_interval: float = 1.0,
         reload_interval: float = 1.0,
+        instance: str | None = None,
     ) -> None:
         self.config = cfg
+        # Who this instance is in its load reports: the pod's name in a cluster.
+        self.instance = instance or socket.gethostname()
         self.config_path = Path(config_path) if config_path is not None else None
         self.probe_interval = probe_interval
         self.reload_interval = reload_interval
@@ -153,6 +159,25 @@ class Router:
     def pool(self, name: str) -> balancer.Pool | None:
         deployment = self.deployments.get(name)
         return deployment.pool if deployment is not None else None
+
+    def samples(self) -> dict[str, autoscaler.Sample]:
+        """This instance's load per deployment, as the autoscaler takes it (loop thread only:
+        the pools are not thread-safe)."""
+        return {name: autoscaler.Sample.of(d.pool.load()) for name, d in self.deployments.items()}
+
+    def set_backends(self, name: str, urls: list[str]) -> None:
+        """The backends discovered for a deployment (its Service's ready endpoints). Ignored
+        for a deployment that is gone or has static backends by now (a reload came first);
+        idle connections to backends that left are closed."""
+        deployment = self.deployments.get(name)
+        if deployment is None or deployment.config.backends is not None:
+            return
+        before = {(b.host, b.port) for b in deployment.pool.backends}
+        deployment.pool.set_backends(urls)
+        if self._client is not None:
+            kept = {(b.host, b.port) for d in self.deployments.values() for b in d.pool.backends}
+            for host, port in before - kept:
+                self._client.drop_host(host, port)
 
     def set_authenticator(self, name: str, authenticator: tokens.Authenticator) -> None:
         """Replace a deployment's auth (keys read from its Secret in-cluster)."""
@@ -374,6 +399,8 @@ class Router:
             if self._ready:
                 return _json_ok({"status": "ready"})
             return _json(503, "Unavailable", "not ready")
+        if path == coordinator.LOAD_PATH and request.method == "GET":
+            return _json_ok(coordinator.local_report(self.instance, self.samples()))
         if path == "/metrics":
             return web.Response(
                 body=self.metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE}

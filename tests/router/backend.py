@@ -1,10 +1,12 @@
 """A tiny model backend for the router tests, run as its own process (a real server socket).
 
-`python backend.py --name NAME [--port P]` prints `PORT <n>` once listening. POST /score reads
-the body and answers JSON saying which backend served it and what it received. Query options
-shape the answer: `sleep_ms` (answer late), `size` (a body of that many bytes), `stream=1` (send
-that body in 64 KiB chunks) and `chunk_sleep_ms` (the pause between chunks). GET / answers 200;
-GET /stats says how many requests it served and the most it had at once.
+`python backend.py --name NAME [--port P] [--host H]` prints `PORT <n>` once listening (on
+127.0.0.1 unless told: the in-cluster test needs an address an EndpointSlice may hold).
+POST /score reads the body and answers JSON saying which backend served it and what it
+received. Query options shape the answer: `sleep_ms` (answer late), `size` (a body of that many
+bytes), `stream=1` (send that body in 64 KiB chunks) and `chunk_sleep_ms` (the pause between
+chunks). GET / answers 200; GET /stats says how many requests it served and the most it had at
+once.
 """
 
 from __future__ import annotations
@@ -72,10 +74,10 @@ def make_app(name: str) -> web.Application:
     return app
 
 
-async def main(name: str, port: int) -> None:
+async def main(name: str, port: int, host: str) -> None:
     runner = web.AppRunner(make_app(name), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     print(f"PORT {runner.addresses[0][1]}", flush=True)
     await asyncio.Event().wait()
@@ -85,5 +87,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
-    asyncio.run(main(args.name, args.port))
+    asyncio.run(main(args.name, args.port, args.host))

@@ -33,10 +33,11 @@ class BackendProcess:
     name: str
     port: int
     process: subprocess.Popen[str]
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -49,9 +50,9 @@ class BackendProcess:
             self.process.stdout.close()
 
 
-def start_backend(name: str, port: int = 0) -> BackendProcess:
+def start_backend(name: str, port: int = 0, host: str = "127.0.0.1") -> BackendProcess:
     process = subprocess.Popen(
-        [sys.executable, str(BACKEND_SCRIPT), "--name", name, "--port", str(port)],
+        [sys.executable, str(BACKEND_SCRIPT), "--name", name, "--port", str(port), "--host", host],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -62,7 +63,7 @@ def start_backend(name: str, port: int = 0) -> BackendProcess:
         process.kill()
         process.wait()
         raise RuntimeError(f"backend {name} did not start: {line!r}")
-    return BackendProcess(name, int(line.split()[1]), process)
+    return BackendProcess(name, int(line.split()[1]), process, host)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -5,7 +5,7 @@ from typing import Any
 
 import yaml
 
-from reconciler import objects, render, source
+from reconciler import objects, render, source, workloadobjects
 from tests.helpers import API, errors, extension, load, write_repo
 
 EXT = extension(
@@ -176,6 +176,65 @@ def test_router_config_lists_every_deployment_with_defaults(tmp_path: Path) -> N
             },
         }
     ]
+
+
+def test_the_routers_role_names_its_deployments_secrets_scales_and_lease(tmp_path: Path) -> None:
+    fixed = DEPLOYMENT.replace("name: blue", "name: green").replace(
+        "scale_settings: {type: target_utilization, min_instances: 3, max_instances: 9, "
+        "polling_interval: 5}",
+        "scale_settings: {type: default, instance_count: 2}\nauth_mode: none",
+    )
+    assert fixed != DEPLOYMENT
+    rendered = render_repo(tmp_path, **DEPLOYMENT_FILES, **{"g.yaml": fixed})
+    rules = find(rendered, "Role", "azureml-fe-v2")["rules"]
+    assert rules == [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["list", "watch"],
+        },
+        # green has no keys and a fixed size: neither its Secret nor its scale is the router's.
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["blue-auth"],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": ["blue"],
+            "verbs": ["get", "patch"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["azureml-fe-v2-coordinator"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    # The pod knows who it is and which Service its peers sit behind.
+    router = find(rendered, "Deployment", "azureml-fe-v2")
+    env = router["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["name"]: e.get("value") for e in env} == {
+        "POD_NAME": None,
+        "POD_NAMESPACE": None,
+        "ROUTER_SERVICE": "azureml-fe-v2",
+    }
+    assert find(rendered, "Service", "azureml-fe-v2")["spec"]["ports"][0]["name"] == "http"
+    # The model Service's port is where discovery looks for the replicas.
+    service = find(rendered, "Service", "blue")
+    assert [p["name"] for p in service["spec"]["ports"]] == [workloadobjects.SERVICE_PORT_NAME]
+
+
+def test_without_keyed_or_autoscaled_deployments_the_role_names_no_secret_or_scale(
+    tmp_path: Path,
+) -> None:
+    # An empty resourceNames would mean every Secret: the rule must go, not be emptied.
+    rules = find(render_repo(tmp_path), "Role", "azureml-fe-v2")["rules"]
+    assert {r["resources"][0] for r in rules} == {"endpointslices", "leases"}
+    assert all(r.get("resourceNames") != [] for r in rules)
 
 
 def test_local_files_too_big_for_a_config_map_ask_for_a_uri(tmp_path: Path) -> None:
