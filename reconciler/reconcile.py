@@ -261,9 +261,11 @@ def _write_status(
     applied_revision: str | None = None,
     attempted_revision: str | None = None,
     drift: Iterable[objects.Key] | None = None,
+    precondition: bool = False,
 ) -> objects.Object:
     """Write the record's status, unless it would not change (a no-op reconcile writes
-    nothing)."""
+    nothing). With `precondition`, only if the record is still as `live` was read (else 409):
+    for writers other than the reconcile itself, which must not overwrite a newer outcome."""
     body = record.status(
         name,
         live,
@@ -276,6 +278,8 @@ def _write_status(
     )
     if live is not None and live.get("status") == body["status"]:
         return live
+    if precondition and live is not None:
+        body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
     return kube.apply_status(cluster, body)
 
 
@@ -632,7 +636,14 @@ def refreshed_records(cluster: kube.Cluster) -> list[objects.Object]:
             if record.summary(live)["provisioningState"] != outcome.state or (
                 tuple((live.get("status") or {}).get("reasons") or ()) != outcome.reasons
             ):
-                live = _write_status(cluster, name, live, outcome=outcome)
+                try:
+                    live = _write_status(cluster, name, live, outcome=outcome, precondition=True)
+                except kube.KubeError as err:
+                    if err.status != 409:
+                        raise
+                    # A reconcile wrote the record since it was read: its word is newer.
+                    found.append(kube.get(cluster, live) or live)
+                    continue
                 _announce(cluster, live, outcome)
         found.append(live)
     return found

@@ -412,3 +412,25 @@ def test_extension_list_show_and_delete_from_the_cluster(
         assert found is not None if kept else gone_or_going(found), key
     missing = run(cluster_kubeconfig, "extension", "show", "--name", name)
     assert missing.exit_code == 1 and "no extension named" in missing.output
+
+
+def test_a_status_refresh_never_overwrites_a_newer_outcome(
+    namespace: str, cluster: kube.Cluster
+) -> None:
+    """`reconciler status` recomputes health and writes it back, from what it read; if a
+    reconcile recorded something in between (a rejected revision), the API server refuses the
+    stale write instead of letting it erase the problems."""
+    name = f"r{namespace[-6:]}"
+    reconcile.ensure_record_crd(cluster)
+    kube.apply(cluster, {**record.ref(name), "spec": {"source": "test"}})
+    try:
+        stale = kube.get(cluster, record.ref(name))
+        reconcile.record_problems(cluster, [name], ["x.yaml:1: field: broken"], "rev2")
+        healthy = record.Outcome(record.SUCCEEDED, "Succeeded")
+        with pytest.raises(kube.KubeError) as refused:
+            reconcile._write_status(cluster, name, stale, outcome=healthy, precondition=True)
+        assert refused.value.status == 409
+        now = kube.get(cluster, record.ref(name))
+        assert now is not None and now["status"]["problems"] == ["x.yaml:1: field: broken"]
+    finally:
+        kube.delete(cluster, record.ref(name))
