@@ -30,6 +30,7 @@ from reconciler import (
     controllermetrics,
     driftwatch,
     gitsource,
+    kube,
     leaderelection,
     reconcile,
     reconcilecli,
@@ -271,7 +272,7 @@ def _run(**options: Any) -> None:
 
 
 def _elector(
-    options: dict[str, Any], cluster: Any, loop: controller.Controller
+    options: dict[str, Any], cluster: kube.Cluster, loop: controller.Controller
 ) -> leaderelection.LeaderElector:
     duration = reconcilecli.parse_duration(options["lease_duration"])
     return leaderelection.LeaderElector(
