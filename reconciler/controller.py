@@ -141,7 +141,8 @@ class Controller:
         snapshot = self._fetch()
         revision, origin = snapshot.revision(), snapshot.origin()
         loaded = repo.load(snapshot)
-        records = reconcile.records_of(self.cluster, origin)
+        every_record = reconcile.read_records(self.cluster)
+        records = reconcile.from_origin(every_record, origin)
         if not loaded.valid:
             return self._reject(loaded, records, revision)
         self._rejected = ""
@@ -155,7 +156,9 @@ class Controller:
         rendered = render.render_repo(loaded.repo, snapshot, revision).objects
         if not report_only:
             reconcile.ensure_record_crd(self.cluster)
-        planned = reconcile.plan_all(self.cluster, rendered, loaded.repo, origin, options)
+        planned = reconcile.plan_all(
+            self.cluster, rendered, loaded.repo, origin, options, every_record
+        )
         results = reconcile.carry_out_all(
             self.cluster, planned, loaded.repo, revision, origin, options, log.info
         )

@@ -115,7 +115,10 @@ def generated_secrets(loaded: repo.Repo) -> dict[str, list[objects.Object]]:
 
 
 def read_records(cluster: kube.Cluster) -> dict[str, objects.Object]:
-    """Every extension's live record by name (none before the first apply)."""
+    """Every extension's live record by name ({} before the first apply, when the record CRD
+    is not there yet: checked with one GET, which spares the client a full re-discovery)."""
+    if not _records_served(cluster):
+        return {}
     listed = kube.list_objects(cluster, record.API_VERSION, record.KIND)
     return {r["metadata"]["name"]: r for r in listed}
 
@@ -292,11 +295,14 @@ def _apply_if_changed(cluster: kube.Cluster, obj: objects.Object) -> objects.Obj
 
 
 def _announce(cluster: kube.Cluster, live: objects.Object, outcome: record.Outcome) -> None:
-    warning = outcome.state == record.FAILED
+    _event(cluster, live, outcome.reason, outcome.message, outcome.state == record.FAILED)
+
+
+def _event(
+    cluster: kube.Cluster, live: objects.Object, reason: str, message: str, warning: bool
+) -> None:
     try:
-        kube.create_event(
-            cluster, record.event(live, outcome.reason, outcome.message, warning, now())
-        )
+        kube.create_event(cluster, record.event(live, reason, message, warning, now()))
     except kube.KubeError as err:  # an event is a courtesy; never fail a reconcile for it
         log.warning("could not record an event for %s: %s", live["metadata"]["name"], err)
 
@@ -435,7 +441,7 @@ def record_problems(
 ) -> list[str]:
     """Write a rejected revision's problems into the records of the extensions that have one;
     nothing else changes (the last good revision stays in force). Returns the names written."""
-    records = read_records(cluster) if _records_served(cluster) else {}
+    records = read_records(cluster)
     written = []
     for name in sorted(set(names) & set(records)):
         outcome = record.Outcome(record.FAILED, "ValidationFailed", problems=tuple(problems))
@@ -447,12 +453,9 @@ def record_problems(
     return written
 
 
-def records_of(cluster: kube.Cluster, origin: str) -> dict[str, objects.Object]:
-    """The records of the extensions installed from the repo at `origin` ({} before the
-    record CRD exists)."""
-    if not _records_served(cluster):
-        return {}
-    return {n: r for n, r in read_records(cluster).items() if record.source_of(r) == origin}
+def from_origin(records: dict[str, objects.Object], origin: str) -> dict[str, objects.Object]:
+    """The records of the extensions installed from the repo at `origin`."""
+    return {n: r for n, r in records.items() if record.source_of(r) == origin}
 
 
 def record_drift(
@@ -468,10 +471,7 @@ def record_drift(
     if after != before and drifted:
         listed = ", ".join(str(k) for k in sorted(drifted))
         message = f"{len(drifted)} objects differ from the applied revision: {listed}"
-        try:
-            kube.create_event(cluster, record.event(written, "DriftDetected", message, True, now()))
-        except kube.KubeError as err:
-            log.warning("could not record an event for %s: %s", name, err)
+        _event(cluster, written, "DriftDetected", message, warning=True)
 
 
 def _records_served(cluster: kube.Cluster) -> bool:
@@ -489,14 +489,16 @@ def plan_all(
     loaded: repo.Repo,
     origin: str,
     options: Options,
+    records: dict[str, objects.Object] | None = None,
 ) -> list[ExtensionPlan]:
     """Observe and plan every extension of the repo, and every extension the cluster has a
     record of from this repo (`origin`) that left it (all its objects are prune candidates).
-    Extensions another repo installed are not this repo's business."""
-    records = read_records(cluster) if _records_served(cluster) else {}
+    Extensions another repo installed are not this repo's business. `records`: the live
+    records, when the caller has just read them."""
+    records = read_records(cluster) if records is None else records
     groups = by_extension(rendered)
     secrets = generated_secrets(loaded)
-    left = {n for n, r in records.items() if record.source_of(r) == origin}
+    left = set(from_origin(records, origin))
     names = sorted(set(loaded.extensions) | left)
     everything = {
         name: inventory.of([*groups.get(name, []), *secrets.get(name, [])]) for name in names
@@ -625,8 +627,6 @@ def refreshed_records(cluster: kube.Cluster) -> list[objects.Object]:
     """Every record with its provisioning state recomputed from the live objects of its
     inventory (and written back when it changed, so `kubectl get mlext` agrees); an outcome
     about the last attempt (a rejected revision, a failed apply) is kept until the next one."""
-    if not _records_served(cluster):
-        return []
     found = []
     for name, live in sorted(read_records(cluster).items()):
         conditions = (live.get("status") or {}).get("conditions") or []
