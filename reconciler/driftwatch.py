@@ -25,6 +25,11 @@ OWNED = f"{objects.MANAGED_BY_LABEL}={objects.MANAGED_BY}"
 Kind = tuple[str, str]  # (apiVersion, kind)
 
 
+def _marker(metadata: objects.Object) -> object:
+    """What a drift-worthy change moves: the generation, or the version for kinds without one."""
+    return metadata.get("generation") or metadata.get("resourceVersion")
+
+
 def changed(event: objects.Object, seen: dict[objects.Key, object]) -> bool:
     """Whether a watch event is drift-worthy; updates `seen` (key -> generation or version)."""
     kind = event.get("type")
@@ -36,7 +41,7 @@ def changed(event: objects.Object, seen: dict[objects.Key, object]) -> bool:
         seen.pop(key, None)
         return True
     metadata = obj["metadata"]
-    marker = metadata.get("generation") or metadata.get("resourceVersion")
+    marker = _marker(metadata)
     before = seen.get(key)
     seen[key] = marker
     if kind == "ADDED":
@@ -85,13 +90,7 @@ class DriftWatch:
                 items, version = kube.list_with_version(
                     self._cluster, api_version, name, label_selector=OWNED
                 )
-                seen = {
-                    objects.key(item): (
-                        item["metadata"].get("generation")
-                        or item["metadata"].get("resourceVersion")
-                    )
-                    for item in items
-                }
+                seen = {objects.key(item): _marker(item["metadata"]) for item in items}
                 running = kube.watch(
                     self._cluster,
                     api_version,

@@ -104,9 +104,9 @@ def applied_revision(cluster: kube.Cluster, name: str) -> str:
 
 
 def deployment(cluster: kube.Cluster, namespace: str, name: str) -> objects.Object | None:
-    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}
-    ref["metadata"]["namespace"] = namespace
-    return kube.get(cluster, ref)
+    return kube.get(
+        cluster, objects.reference(objects.Key("apps/v1", "Deployment", namespace, name))
+    )
 
 
 def status_json(kubeconfig: str | None) -> list[dict[str, object]]:
@@ -142,8 +142,9 @@ def test_sync_applies_commits_prunes_reverts_drift_and_keeps_the_last_good_revis
 
         # An owned Deployment deleted by hand comes back (a watch event triggers the tick).
         router = "azureml-fe-v2"
-        kube.delete(cluster, {"apiVersion": "apps/v1", "kind": "Deployment",
-                              "metadata": {"name": router, "namespace": namespace}})  # fmt: skip
+        kube.delete(
+            cluster, objects.reference(objects.Key("apps/v1", "Deployment", namespace, router))
+        )
         deleted = time.monotonic()
         wait_until(lambda: deployment(cluster, namespace, router), bool, "router back", 30)
         assert time.monotonic() - deleted < INTERVAL + 10
@@ -194,8 +195,7 @@ def test_drift_report_only_records_and_suspend_holds_an_extension(
     root, _ = git_repo(tmp_path, name, namespace)
     cache = tmp_path / "cache"
     once(cluster_kubeconfig, root, cache)
-    gateway = {"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": "gateway", "namespace": namespace}}  # fmt: skip
+    gateway = objects.reference(objects.Key("v1", "ConfigMap", namespace, "gateway"))
     # `kubectl edit` of a field the reconciler owns: the edit takes the field over.
     edit = {"data": {"ENABLE_TRAINING": "false"}}
     kube.merge_patch(cluster, gateway, edit, field_manager="kubectl-edit")
@@ -228,9 +228,7 @@ def test_two_leader_elected_syncs_one_writes_and_the_standby_takes_over(
     name = f"l{namespace[-6:]}"
     root, first = git_repo(tmp_path, name, namespace)
     election = ["--leader-elect", "--lease-namespace", namespace, "--lease-duration", "3s"]
-    syncs = [
-        Sync(cluster_kubeconfig, root, tmp_path / f"cache{i}", *election) for i in range(2)
-    ]
+    syncs = [Sync(cluster_kubeconfig, root, tmp_path / f"cache{i}", *election) for i in range(2)]
     try:
         wait_until(lambda: applied_revision(cluster, name), lambda r: r == first, "1st", 90)
         leaders = wait_until(
@@ -264,8 +262,7 @@ def test_watch_reconciles_a_work_tree_on_save(
     root, _ = git_repo(tmp_path, name, namespace)
     # A long interval: only the file watch can explain a reconcile within seconds.
     sync = Sync(cluster_kubeconfig, root, tmp_path / "cache", "--watch", "--interval", "10m")
-    gateway = {"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": "gateway", "namespace": namespace}}  # fmt: skip
+    gateway = objects.reference(objects.Key("v1", "ConfigMap", namespace, "gateway"))
 
     def training() -> str:
         try:
