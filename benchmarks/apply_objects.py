@@ -24,9 +24,12 @@ from pathlib import Path
 
 from render_repo import EXTENSION, generate  # this folder, as the script runs from it
 
-from reconciler import objects, reconcile, render, repo, source
+from reconciler import objects, source
+from reconciler.engine import reconcile
 from reconciler.localcluster import build, plane
 from reconciler.localcluster.config import default_nodes
+from reconciler.model import repo
+from reconciler.render import render
 
 
 def make_repo(root: Path, workloads: int, name: str) -> Path:

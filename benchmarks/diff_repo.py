@@ -25,7 +25,10 @@ from pathlib import Path
 import git
 import render_repo  # the generator, beside this file
 
-from reconciler import gitsnapshot, memo, plans, render, repo, revisiondiff, source
+from reconciler import gitsnapshot, source
+from reconciler.engine import plans, revisiondiff
+from reconciler.model import memo, repo
+from reconciler.render import render
 
 
 def best_of(repeat: int, works: dict[str, Callable[[], object]]) -> dict[str, float]:

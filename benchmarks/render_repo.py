@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler import render, repo, source
+from reconciler import source
+from reconciler.model import repo
+from reconciler.render import render
 
 EXTENSION = """\
 apiVersion: gitops.mlext.io/v1alpha1

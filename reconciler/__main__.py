@@ -1,5 +1,5 @@
 """`python -m reconciler` runs the same CLI as the `reconciler` console script."""
 
-from reconciler import cli
+from reconciler.cli import main as cli
 
 cli.main()

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from reconciler import repo, source
+from reconciler import source
+from reconciler.model import repo
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifests"
 

@@ -11,7 +11,7 @@ control plane from the Go module proxy and runs it on loopback:
   state record.
 - ``plane``: process I/O: start the components, wait until ready, create the simulated nodes,
   record a state file, stop with no orphans; kill one component and relaunch it (crash tests).
-- ``cli``: the ``reconciler cluster up|down|status|build|kubectl`` commands.
 
+Its commands (``reconciler cluster up|down|status|build|kubectl``) are ``reconciler.cli.cluster``.
 Nothing here is imported by the reconciler's own pipeline; it is tooling around it.
 """

@@ -1,9 +1,10 @@
 """The bundled inference router (SPEC section 7): `reconciler router serve` and friends.
 
-Modules, from the outside in: `cli` (the `reconciler router` commands), `config` (router.yaml,
-pure), `proxy` (the aiohttp server, request handling, failover, reload), `tokens` (key, token
-and none auth), `balancer` (pools, fewest-in-flight choice, the bounded queue, no I/O),
-`upstream` (the keep-alive HTTP/1.1 client to backends), `metrics` (Prometheus), `sizing`
+Modules, from the outside in (the `reconciler router` commands are `reconciler.cli.router`):
+`config` (router.yaml, pure), `proxy` (the aiohttp server, request handling, failover, reload),
+`tokens` (key, token and none auth), `balancer` (pools, fewest-in-flight choice, the bounded
+queue, no I/O), `upstream` (the keep-alive HTTP/1.1 client to backends), `metrics`
+(Prometheus), `sizing`
 (the documented replica formula, pure). In a cluster, `incluster` attaches the Kubernetes side
 to a `proxy.Router`: `discovery` (backends and peers from EndpointSlices), keys from the
 deployments' Secrets, and `coordinator` (load reports, the coordinator Lease, the scale

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler import documents, problems, workloads
+from reconciler.model import documents, problems, workloads
 
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024  # the original product's maximum payload
 # Bodies up to this size are read before forwarding, so a request can be retried on another

@@ -38,7 +38,8 @@ from typing import Any, NamedTuple, Protocol
 
 import prometheus_client
 
-from reconciler import kube, leaderelection, workloadobjects
+from reconciler import kube, leaderelection
+from reconciler.render import workloadobjects
 from reconciler.router import autoscaler, discovery
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler import kube, workloadobjects
+from reconciler import kube
+from reconciler.render import workloadobjects
 from reconciler.router import autoscaler, coordinator, discovery, proxy, tokens
 from reconciler.router import config as routerconfig
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from reconciler import auth as authsecrets
+from reconciler.render import auth as authsecrets
 
 ALGORITHM = "HS256"
 REFRESH_CLAIM = "rfa"

@@ -23,7 +23,11 @@ import yaml
 from click.testing import CliRunner
 from kubernetes import client, config
 
-from reconciler import cli, install, kube, objects, reconcile, record, render, source
+from reconciler import kube, objects, source
+from reconciler.cli import main as cli
+from reconciler.engine import reconcile, record
+from reconciler.gitops import install
+from reconciler.render import render
 from tests.cluster.kubehelpers import pods, running, server_side_apply, wait_until
 from tests.helpers import load
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography import x509
 
-from reconciler.cli import main
+from reconciler.cli.main import main
 from reconciler.localcluster import build, config, pki, plane
 
 GO_MOD = """module mlext/controlplane

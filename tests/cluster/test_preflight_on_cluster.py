@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from reconciler import cli
+from reconciler.cli import main as cli
 from tests.helpers import extension, write_repo
 
 pytestmark = pytest.mark.cluster

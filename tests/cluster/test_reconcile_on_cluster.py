@@ -20,9 +20,12 @@ import pytest
 from click.testing import CliRunner, Result
 from kubernetes import client
 
-from reconciler import cli, kube, objects, reconcile, record, render, source
+from reconciler import kube, objects, source
+from reconciler.cli import main as cli
+from reconciler.engine import reconcile, record
 from reconciler.localcluster import plane
 from reconciler.localcluster.config import PlaneState
+from reconciler.render import render
 from tests.cluster.kubehelpers import server_side_apply, wait_until
 from tests.helpers import example_repo, load, set_config
 

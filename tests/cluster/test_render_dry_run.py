@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import kube, objects, render, source
+from reconciler import kube, objects, source
+from reconciler.render import render
 from tests.helpers import SCENARIOS, load, scenario_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

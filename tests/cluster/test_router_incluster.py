@@ -32,7 +32,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from reconciler import kube, objects, workloadobjects
+from reconciler import kube, objects
+from reconciler.render import workloadobjects
 from reconciler.router import coordinator, discovery
 from tests.cluster.kubehelpers import PAUSE_IMAGE, wait_until
 from tests.router import harness

@@ -16,7 +16,8 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from reconciler import kube, objects, ownership
+from reconciler import kube, objects
+from reconciler.engine import ownership
 from reconciler.router import autoscaler, coordinator, discovery
 from tests.cluster.kubehelpers import PAUSE_IMAGE, wait_until
 

@@ -23,7 +23,9 @@ import git
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli, kube, objects, record
+from reconciler import kube, objects
+from reconciler.cli import main as cli
+from reconciler.engine import record
 from tests.cluster.kubehelpers import wait_until
 from tests.helpers import example_repo, set_config
 

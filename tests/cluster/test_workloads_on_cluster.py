@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from reconciler import auth, kube, objects, ownership, render, source
+from reconciler import kube, objects, source
+from reconciler.engine import ownership
+from reconciler.render import auth, render
 from tests.cluster.kubehelpers import pods, wait_until
 from tests.helpers import API, load, write_repo
 
@@ -202,7 +204,7 @@ def test_auth_keys_are_generated_once(
 def cli(kubeconfig: str | None, *args: str) -> tuple[int, str, str]:
     from click.testing import CliRunner
 
-    from reconciler import cli as reconciler_cli
+    from reconciler.cli import main as reconciler_cli
 
     extra = ["--kubeconfig", kubeconfig] if kubeconfig else []
     result = CliRunner().invoke(reconciler_cli.main, [*args, *extra])

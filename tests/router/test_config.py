@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import render, repo, source
+from reconciler import source
+from reconciler.model import repo
+from reconciler.render import render
 from reconciler.router import config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli
+from reconciler.cli import main as cli
 from reconciler.router import autoscaler, coordinator, incluster, tokens
 from reconciler.router import config as routerconfig
 from tests.router import harness

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 from click.testing import CliRunner
 
-from reconciler import cli
+from reconciler.cli import main as cli
 from tests import helpers
 from tests.router import harness
 from tests.router.harness import deployment, run, running, score_url, session, write_config

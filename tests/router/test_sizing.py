@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli
+from reconciler.cli import main as cli
 from reconciler.router import sizing
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import jwt
 from click.testing import CliRunner
 
-from reconciler import cli
-from reconciler.router import cli as routercli
+from reconciler.cli import main as cli
+from reconciler.cli import router as routercli
 from reconciler.router import tokens
 
 NOW = 1_800_000_000.0

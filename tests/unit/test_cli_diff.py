@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli
+from reconciler.cli import main as cli
 
 
 @pytest.mark.parametrize("options", [[], ["--base", "HEAD", "--cluster"]])

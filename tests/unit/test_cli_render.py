@@ -9,7 +9,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from reconciler import cli, objects
+from reconciler import objects
+from reconciler.cli import main as cli
 from tests.helpers import extension, scenario_repo, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from reconciler import cli
+from reconciler.cli import main as cli
 from tests.helpers import errors, extension, load, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -6,15 +6,9 @@ import json
 
 import pytest
 
-from reconciler import (
-    controller,
-    controllermetrics,
-    driftwatch,
-    objects,
-    plans,
-    record,
-    webhook,
-)
+from reconciler import objects
+from reconciler.engine import plans, record
+from reconciler.gitops import controller, driftwatch, loopmetrics, webhook
 
 SECRET = b"s3cret"
 
@@ -79,7 +73,7 @@ def test_a_ping_is_answered_without_a_fetch() -> None:
 
 def loop(rng: float = 0.5, interval: float = 60.0) -> controller.Controller:
     settings = controller.Settings(interval=interval)
-    metrics = controllermetrics.ControllerMetrics()
+    metrics = loopmetrics.ControllerMetrics()
     return controller.Controller(None, lambda: None, settings, metrics, rng=lambda: rng)  # type: ignore[arg-type]
 
 

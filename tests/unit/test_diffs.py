@@ -7,7 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import diffs, objects
+from reconciler import objects
+from reconciler.engine import diffs
 
 DEPLOYMENT: dict[str, Any] = {
     "apiVersion": "apps/v1",

@@ -1,6 +1,6 @@
 """YAML parsing with lines: multi-document files, empty documents, syntax errors, odd input."""
 
-from reconciler import documents
+from reconciler.model import documents
 
 
 def test_every_field_keeps_its_line() -> None:

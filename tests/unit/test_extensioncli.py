@@ -10,7 +10,9 @@ import git
 import pytest
 from click.testing import CliRunner, Result
 
-from reconciler import cli, extensioncli, source
+from reconciler import source
+from reconciler.cli import extension as extensioncli
+from reconciler.cli import main as cli
 from tests.helpers import load, self_signed_pem, write_repo
 
 JOB = """

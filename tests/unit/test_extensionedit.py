@@ -10,8 +10,8 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from reconciler import documents, extensionedit, manifests
-from reconciler.extensionedit import Assignment, EditError, Value
+from reconciler.model import documents, extensionedit, manifests
+from reconciler.model.extensionedit import Assignment, EditError, Value
 
 # The README's example, comments and all (a user's file, not one we wrote).
 EXAMPLE = textwrap.dedent(

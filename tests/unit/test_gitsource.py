@@ -26,7 +26,7 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler import gitsource
+from reconciler.gitops import gitsource
 
 TOKEN = "s3cret-t0ken-0123456789"
 

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from reconciler import health, objects
+from reconciler import objects
+from reconciler.engine import health
 
 H, P, F = health.State.HEALTHY, health.State.PROGRESSING, health.State.FAILED
 

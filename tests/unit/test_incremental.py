@@ -25,17 +25,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import (
-    extensions,
-    gitsnapshot,
-    memo,
-    objects,
-    render,
-    repo,
-    revisiondiff,
-    source,
-    workloads,
-)
+from reconciler import gitsnapshot, objects, source
+from reconciler.engine import revisiondiff
+from reconciler.model import extensions, memo, repo, workloads
+from reconciler.render import render
 from tests.helpers import extension, self_signed_pem, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from reconciler import cli, install, objects, reconcile, record, render, source, synccli
+from reconciler import objects, source
+from reconciler.cli import main as cli
+from reconciler.cli import sync as synccli
+from reconciler.engine import reconcile, record
+from reconciler.gitops import install
+from reconciler.render import render
 from tests.helpers import API, load, scenario_repo, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import instancetypes, quantities
+from reconciler.model import instancetypes, quantities
 from tests.helpers import errors, load, write_repo
 
 IT = """\

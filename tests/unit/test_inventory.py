@@ -5,7 +5,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import inventory, objects
+from reconciler import objects
+from reconciler.engine import inventory
 
 
 def key(kind: str, name: str, api: str = "apps/v1") -> objects.Key:

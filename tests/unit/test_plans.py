@@ -6,7 +6,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import objects, plans
+from reconciler import objects
+from reconciler.engine import plans
 
 
 def deployment(name: str, image: str = "x:1") -> dict[str, Any]:

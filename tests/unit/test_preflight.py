@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli, preflight, problems, repo
+from reconciler.cli import main as cli
+from reconciler.engine import preflight
+from reconciler.model import problems, repo
 from tests.helpers import extension, load, write_repo
 
 HTTP = """

@@ -6,7 +6,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import documents, settings
+from reconciler.model import documents, settings
 from tests.helpers import API, load, write_repo
 
 KEYS = st.sampled_from(

@@ -1,6 +1,7 @@
 """The ExtensionStatus record: complete statuses, carried-forward fields, inventory round trip."""
 
-from reconciler import objects, record
+from reconciler import objects
+from reconciler.engine import record
 
 A = objects.Key("apps/v1", "Deployment", "azureml", "gateway")
 ROLE = objects.Key("rbac.authorization.k8s.io/v1", "ClusterRole", "", "ml-gateway")

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from reconciler import documents, extensions, objects, render, settings, source
+from reconciler import objects, source
+from reconciler.model import documents, extensions, settings
+from reconciler.render import render
 from tests.helpers import SCENARIOS, load, scenario_repo
 
 GOLDEN = Path(__file__).parent / "golden"

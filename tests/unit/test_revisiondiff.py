@@ -18,7 +18,11 @@ import git
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli, diffs, gitsnapshot, objects, plans, render, repo, revisiondiff, source
+from reconciler import gitsnapshot, objects, source
+from reconciler.cli import main as cli
+from reconciler.engine import diffs, plans, revisiondiff
+from reconciler.model import repo
+from reconciler.render import render
 from tests.helpers import extension, self_signed_pem, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import settings
+from reconciler.model import settings
 from tests.helpers import errors, extension, lines, load, self_signed_pem, write_repo
 
 F = "ext.yaml"

@@ -10,7 +10,7 @@ import subprocess
 
 import yaml
 
-from reconciler import revisiondiff
+from reconciler.engine import revisiondiff
 from tests import tools
 
 WORKFLOWS = tools.ROOT / ".github" / "workflows"

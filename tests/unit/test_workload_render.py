@@ -5,7 +5,8 @@ from typing import Any
 
 import yaml
 
-from reconciler import objects, render, source, workloadobjects
+from reconciler import objects, source
+from reconciler.render import render, workloadobjects
 from tests.helpers import API, errors, extension, load, write_repo
 
 EXT = extension(

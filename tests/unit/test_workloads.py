@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import workloads
+from reconciler.model import workloads
 from tests.helpers import API, errors, extension, lines, load, write_repo
 
 BOTH = extension(

@@ -1,6 +1,6 @@
 """Live state summaries: job states, who scales a deployment, HPAs that would fight the router."""
 
-from reconciler import ownership, workloadstatus
+from reconciler.engine import ownership, workloadstatus
 
 UNSCHEDULABLE_POD = {
     "status": {

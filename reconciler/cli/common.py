@@ -1,0 +1,50 @@
+"""Options and helpers every cluster command shares: --kubeconfig/--context, connecting, durations.
+
+Part of the command line (`reconciler.cli`): each command-group module decorates its commands with
+`kube_options` and opens its cluster with `connect`, so every command names and reports a
+kubeconfig the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from reconciler import kube
+
+F = TypeVar("F", bound=Callable[..., Any])
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+def kube_options(command: F) -> F:
+    """--kubeconfig and --context, as kubectl spells them (every command that reads a cluster)."""
+    command = click.option("--context", help="kubeconfig context to use")(command)
+    kubeconfig = click.option(
+        "--kubeconfig",
+        type=click.Path(exists=True, dir_okay=False),
+        help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in-cluster when absent)",
+    )
+    return kubeconfig(command)
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `5m`, `1h30m` or plain seconds -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 5m or 1h30m")
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+
+
+def connect(kubeconfig: str | None, context: str | None) -> kube.Cluster:
+    """A connection, or exit 2 saying why the kubeconfig cannot be used."""
+    try:
+        return kube.connect(kubeconfig, context)
+    except Exception as err:  # the client's ConfigException, which only `kube` may import
+        hint = "" if kubeconfig else " (no usable $KUBECONFIG or ~/.kube/config, not in a pod)"
+        click.echo(f"error: cannot use the kubeconfig: {err}{hint}", err=True)
+        sys.exit(2)

@@ -1,0 +1,124 @@
+"""`reconciler diff`: the manifests repo at two git revisions, compared object by object.
+
+A thin command over `gitsnapshot` (a commit's files, no checkout), `revisiondiff` (load, render,
+compare, print) and, for a head left out, `source.DirectorySnapshot` (the work tree). Needs no
+cluster, unless `--cluster` asks to compare the head with the live cluster instead of a base
+revision: then the plan comes from `reconcile.plan_all` (the server-side dry run `reconciler
+plan` uses) and is printed in the same three formats. Exit codes follow `plan` and `kubectl
+diff`: 0 no changes, 1 changes, 2 error (an invalid head, a bad revision, PATH outside git, an
+object the server would reject).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from reconciler import gitsnapshot, kube, source
+from reconciler.cli import common
+from reconciler.cli import reconcile as reconcilecli
+from reconciler.engine import reconcile, revisiondiff
+from reconciler.model import problems, repo
+from reconciler.render import render as renderer
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("--base", help="The revision to compare against (e.g. origin/main).")
+@click.option("--head", help="The revision to compare (default: the work tree, as it is now).")
+@click.option(
+    "--cluster",
+    "against_cluster",
+    is_flag=True,
+    help="Compare the head with the live cluster (server-side dry run) instead of --base.",
+)
+@common.kube_options
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "markdown", "json"]),
+    default="text",
+    show_default=True,
+    help="markdown: a PR comment (capped to 65,536 characters); json: for tooling.",
+)
+def diff(
+    path: str,
+    base: str | None,
+    head: str | None,
+    against_cluster: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    output_format: str,
+) -> None:
+    """What changed between two revisions of the repo at PATH (a folder in a git work tree):
+    objects created, updated (with a diff; Secret values never shown) and deleted, per
+    extension. No cluster is needed.
+
+    A base where PATH does not exist, or an invalid base, is compared as an empty repo (a note
+    says so). An invalid head prints its problems and exits 2. With --cluster the head is
+    compared with what the cluster runs (as `reconciler plan` does) and PATH need not be in git
+    unless --head names a revision.
+
+    Exit 0 when there are no changes, 1 when there are, 2 on an error.
+    """
+    if against_cluster == bool(base):
+        raise click.UsageError("give exactly one of --base REF and --cluster")
+    try:
+        head_snapshot: source.Snapshot = (
+            gitsnapshot.GitSnapshot.at(path, head) if head else source.DirectorySnapshot(path)
+        )
+        if against_cluster:
+            result = _against_cluster(head_snapshot, kubeconfig, context)
+        else:
+            assert base is not None
+            base_snapshot = gitsnapshot.GitSnapshot.at(path, base)
+            result = revisiondiff.between(base_snapshot, head_snapshot)
+    except gitsnapshot.GitSnapshotError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    if output_format == "json":
+        click.echo(revisiondiff.as_json(result), nl=False)
+    elif output_format == "markdown":
+        click.echo(revisiondiff.markdown(result), nl=False)
+    else:
+        style = _style if sys.stdout.isatty() else None
+        click.echo(revisiondiff.text(result, style), nl=False)
+    sys.exit(result.exit_code)
+
+
+def _against_cluster(
+    head: source.Snapshot, kubeconfig: str | None, context: str | None
+) -> revisiondiff.RevisionDiff:
+    """The head planned against the live cluster: what `reconciler apply` would change. Objects
+    the API server would reject are problems (exit 2), as an invalid head is."""
+    where = f"cluster {context}" if context else "cluster"
+    loaded = repo.load(head)
+    if not loaded.valid:
+        return revisiondiff.RevisionDiff(where, head.revision(), problems=tuple(loaded.errors))
+    rendered = renderer.render_repo(loaded.repo, head, head.revision()).objects
+    cluster = common.connect(kubeconfig, context)
+    try:
+        planned = reconcile.plan_all(
+            cluster, rendered, loaded.repo, head.origin(), reconcile.Options(dry_run=True)
+        )
+    except kube.KubeError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    rejected = tuple(
+        problems.Problem(head.display(""), 0, "", f"the API server would reject {error}")
+        for extension_plan in planned
+        for error in extension_plan.errors
+    )
+    notes = tuple(note for p in planned for note in reconcilecli.plan_notes(p))
+    return revisiondiff.RevisionDiff(
+        where,
+        head.revision(),
+        tuple(revisiondiff.ExtensionDiff(p.name, p.plan) for p in planned),
+        rejected,
+        notes,
+    )
+
+
+def _style(line: str, colour: str) -> str:
+    return click.style(line, fg=colour)

@@ -1,0 +1,140 @@
+"""`reconciler install`: print the in-cluster controller's own manifests.
+
+A thin command over the pure `install` module (imported as `installation`: the command itself
+is named `install`): it turns options into `install.Options` and prints the objects as one YAML
+stream (or a JSON List), ready for `kubectl apply --server-side -f -` or
+`reconciler cluster kubectl -- apply --server-side -f -`. Talks to no cluster. Registered on the
+main group by `cli`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from reconciler import objects
+from reconciler.gitops import install as installation
+
+# Namespaces and extension names become object names and parts of role names: DNS-1123 labels
+# (an Extension's name at most 40 characters, as its schema says, to leave room for suffixes).
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_Callback = Callable[[click.Context, click.Parameter, Any], Any]
+
+
+def _dns_labels(max_length: int) -> _Callback:
+    def check(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        for name in (value,) if isinstance(value, str) else value:
+            if len(name) > max_length or not _DNS_LABEL.fullmatch(name):
+                raise click.BadParameter(
+                    f"{name!r} is not a DNS-1123 label of at most {max_length} characters "
+                    "(lowercase letters, digits and '-', starting and ending with a letter or "
+                    "digit)",
+                    param=param,
+                )
+        return value
+
+    return check
+
+
+@click.command()
+@click.option(
+    "--repo",
+    "repo_url",
+    required=True,
+    help="The manifests repo the controller follows (an HTTPS or SSH git URL).",
+)
+@click.option(
+    "--branch", default=installation.DEFAULT_BRANCH, show_default=True, help="Branch to follow."
+)
+@click.option(
+    "--path",
+    "repo_path",
+    default=installation.DEFAULT_PATH,
+    show_default=True,
+    help="The folder inside the repo that holds the manifests.",
+)
+@click.option(
+    "--interval",
+    default=installation.DEFAULT_INTERVAL,
+    show_default=True,
+    help="How often the controller fetches the repo.",
+)
+@click.option(
+    "--namespace",
+    "-n",
+    default=installation.DEFAULT_NAMESPACE,
+    show_default=True,
+    callback=_dns_labels(63),
+    help="Namespace the controller runs in (created by the manifests).",
+)
+@click.option(
+    "--image",
+    default=None,
+    help=f"Controller image [default: {installation.default_image()}].",
+)
+@click.option(
+    "--git-secret",
+    default=installation.DEFAULT_GIT_SECRET,
+    show_default=True,
+    help=(
+        "Secret in --namespace with the git credentials, mounted at "
+        + installation.GIT_CREDENTIALS_DIR
+        + ": keys username/password or bearerToken (HTTPS), identity/known_hosts (SSH), "
+        "ca.crt. Only referenced: create it yourself; without it the repo must be public."
+    ),
+)
+@click.option(
+    "--extension",
+    "extension_names",
+    multiple=True,
+    default=installation.DEFAULT_EXTENSIONS,
+    show_default=True,
+    callback=_dns_labels(40),
+    help=(
+        "Name of an extension the repo declares (repeat for several): the controller may "
+        "create and bind only the RBAC roles these extensions' components render."
+    ),
+)
+@click.option(
+    "--output",
+    "-o",
+    "output_format",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="yaml: a multi-document stream; json: one List like kubectl -o json.",
+)
+def install(
+    repo_url: str,
+    branch: str,
+    repo_path: str,
+    interval: str,
+    namespace: str,
+    image: str | None,
+    git_secret: str,
+    extension_names: tuple[str, ...],
+    output_format: str,
+) -> None:
+    """Print the manifests that run `reconciler controller` in the cluster.
+
+    Namespace, ServiceAccount, the ExtensionStatus CRD, least-privilege RBAC computed from
+    what the extension renders, a Deployment of 2 replicas with leader election, probes and
+    resources, and a metrics Service. Apply them with
+    `reconciler install --repo URL | kubectl apply --server-side -f -`.
+    """
+    options = installation.Options(
+        repo=repo_url,
+        namespace=namespace,
+        image=image or "",
+        git_secret=git_secret,
+        branch=branch,
+        path=repo_path,
+        interval=interval,
+        extensions=extension_names,
+    )
+    objs = installation.manifests(options)
+    text = objects.to_json(objs) if output_format == "json" else objects.to_yaml(objs)
+    click.echo(text, nl=False)

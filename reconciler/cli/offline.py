@@ -1,0 +1,99 @@
+"""`reconciler validate` and `reconciler render`: the repo alone, no cluster.
+
+The two offline commands of the command line (`reconciler.cli`): load + validate, then render,
+printing problems as `FILE:LINE: field: message` and objects with Secret values redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from reconciler import objects, source
+from reconciler.cli import outdir
+from reconciler.model import repo
+from reconciler.render import render as renderer
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@click.option(
+    "--output",
+    "-o",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json prints the problems as a JSON list for tooling.",
+)
+def validate(path: str, output_format: str) -> None:
+    """Load and validate the manifests repo at PATH (default: the current folder).
+
+    Exit 0 when valid (warnings allowed), 1 with every problem, 2 on a usage error.
+    """
+    loaded = repo.load(source.DirectorySnapshot(path))
+    if output_format == "json":
+        click.echo(json.dumps([p.as_json() for p in loaded.problems], indent=2))
+    else:
+        for problem in loaded.problems:
+            click.echo(str(problem))
+        click.echo(_verdict(path, loaded))
+    sys.exit(0 if loaded.valid else 1)
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@click.option(
+    "--output",
+    "-o",
+    "output_format",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="yaml: a multi-document stream; json: one List like kubectl -o json.",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one file per object into this folder instead of printing.",
+)
+@click.option(
+    "--show-secrets",
+    is_flag=True,
+    help="Write real Secret values (only with --out-dir; files are made readable by you only).",
+)
+def render(path: str, output_format: str, out_dir: Path | None, show_secrets: bool) -> None:
+    """Render every Kubernetes object the repo at PATH declares, in apply order.
+
+    Secret values are redacted unless --show-secrets is given with --out-dir. An invalid repo
+    prints its problems (on stderr) and no objects, and exits 1.
+    """
+    if show_secrets and out_dir is None:
+        raise click.UsageError("--show-secrets only writes to files: give --out-dir too")
+    snapshot = source.DirectorySnapshot(path)
+    loaded = repo.load(snapshot)
+    for problem in loaded.problems:
+        click.echo(str(problem), err=True)
+    if not loaded.valid:
+        click.echo(_verdict(path, loaded), err=True)
+        sys.exit(1)
+    rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision())
+    printable = [obj if show_secrets else objects.redact(obj) for obj in rendered.objects]
+    if out_dir is None:
+        text = objects.to_json(printable) if output_format == "json" else objects.to_yaml(printable)
+        click.echo(text, nl=False)
+        return
+    written = outdir.write_objects(out_dir, printable, output_format, private=show_secrets)
+    click.echo(f"wrote {written} objects to {out_dir}", err=True)
+
+
+def _verdict(path: str, loaded: repo.Loaded) -> str:
+    errors = len(loaded.errors)
+    warnings = len(loaded.problems) - errors
+    warned = f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
+    if errors:
+        return f"{errors} problem{'s' if errors != 1 else ''}{warned}"
+    return f"{path} is valid: {loaded.repo.summary()}{warned}"

@@ -1,0 +1,229 @@
+"""`reconciler plan`, `reconciler apply` and `reconciler status`: a repo against a live cluster.
+
+Thin commands over `reconcile` (phases and safety rules), `plans` (what is printed) and `record`
+(what the cluster says). Exit codes: `plan` follows `kubectl diff` (0 no changes, 1 changes,
+2 error); `apply` and `status` give 0 when every extension is fine, 1 when one failed or the repo
+is invalid, 2 on a usage or connection error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from reconciler import kube, source
+from reconciler.cli import common
+from reconciler.engine import reconcile, record
+from reconciler.model import problems, repo
+from reconciler.render import render as renderer
+
+_PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
+
+
+def _load(path: str) -> tuple[source.DirectorySnapshot, repo.Loaded]:
+    snapshot = source.DirectorySnapshot(path)
+    loaded = repo.load(snapshot)
+    for problem in loaded.problems:
+        click.echo(str(problem), err=True)
+    return snapshot, loaded
+
+
+def _failed_repo(loaded: repo.Loaded) -> str:
+    errors = len(loaded.errors)
+    return f"{errors} problem{'s' if errors != 1 else ''}: nothing was applied"
+
+
+@click.command()
+@click.argument("path", default=".", type=_PATH)
+@common.kube_options
+@click.option("--show-unchanged", is_flag=True, help="List unchanged objects too.")
+@click.option("--no-prune", is_flag=True, help="Leave objects that left the repo in place.")
+@click.option("--allow-mass-prune", is_flag=True, help="Plan deletes beyond the safety limit.")
+def plan(
+    path: str,
+    kubeconfig: str | None,
+    context: str | None,
+    show_unchanged: bool,
+    no_prune: bool,
+    allow_mass_prune: bool,
+) -> None:
+    """What `apply` would do to the cluster for the repo at PATH: objects to create, update
+    (with a field-level diff), delete, unchanged. Uses the server's dry run, so defaulting and
+    admission count. Changes nothing.
+
+    Exit 0 when there are no changes, 1 when there are, 2 on an error (invalid repo, an object
+    the server would reject, no cluster).
+    """
+    snapshot, loaded = _load(path)
+    if not loaded.valid:
+        click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
+        sys.exit(2)
+    rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision()).objects
+    cluster = common.connect(kubeconfig, context)
+    options = reconcile.Options(dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune)
+    try:
+        planned = reconcile.plan_all(cluster, rendered, loaded.repo, snapshot.origin(), options)
+    except kube.KubeError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    changed = False
+    rejected = False
+    for extension_plan in planned:
+        click.echo(f"# extension {extension_plan.name}")
+        click.echo(extension_plan.plan.text(show_unchanged), nl=False)
+        for note in plan_notes(extension_plan):
+            click.echo(f"note: {note}")
+        for error in extension_plan.errors:
+            click.echo(f"error: {error}", err=True)
+        changed = changed or extension_plan.plan.has_changes
+        rejected = rejected or bool(extension_plan.errors)
+    sys.exit(2 if rejected else 1 if changed else 0)
+
+
+def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
+    notes = [f"{key}: already ran (a Job runs once per name)" for key in planned.finished_jobs]
+    if planned.prune.refused:
+        notes.append(
+            f"prune refused: {planned.prune.refused}; --allow-mass-prune deletes them anyway"
+        )
+    notes.extend(f"{key}: not deleted, no longer ours" for key in planned.prune.kept_unowned)
+    notes.extend(
+        f"{key}: left the repo but is kept (a CRD is never pruned: deleting it deletes every "
+        "resource of its kind); delete it by hand if that is meant"
+        for key in planned.prune.kept_definitions
+    )
+    return notes
+
+
+@click.command()
+@click.argument("path", default=".", type=_PATH)
+@common.kube_options
+@click.option("--wait", is_flag=True, help="Wait until every component is healthy.")
+@click.option(
+    "--timeout",
+    default="5m",
+    show_default=True,
+    help="How long --wait waits (90s, 5m, 1h30m).",
+)
+@click.option("--dry-run", is_flag=True, help="Plan and check with the server; change nothing.")
+@click.option("--no-prune", is_flag=True, help="Leave objects that left the repo in place.")
+@click.option(
+    "--force-conflicts", is_flag=True, help="Take over fields another field manager owns."
+)
+@click.option(
+    "--allow-mass-prune",
+    is_flag=True,
+    help="Allow deleting everything, or more than half, of an extension's objects.",
+)
+def apply(
+    path: str,
+    kubeconfig: str | None,
+    context: str | None,
+    wait: bool,
+    timeout: str,
+    dry_run: bool,
+    no_prune: bool,
+    force_conflicts: bool,
+    allow_mass_prune: bool,
+) -> None:
+    """Make the cluster match the repo at PATH: server-side apply in dependency order, prune
+    what left the repo, record the inventory and the provisioning state of every extension
+    (`kubectl get mlext`).
+
+    A repo with any problem applies nothing (the problems are recorded in the extensions'
+    status). Exit 0 when every extension is applied (and healthy with --wait), 1 otherwise,
+    2 on a usage or connection error.
+    """
+    seconds = common.parse_duration(timeout)
+    snapshot, loaded = _load(path)
+    revision = snapshot.revision()
+    cluster = common.connect(kubeconfig, context)
+    options = reconcile.Options(
+        dry_run=dry_run,
+        prune=not no_prune,
+        force_conflicts=force_conflicts,
+        allow_mass_prune=allow_mass_prune,
+        wait=wait,
+        timeout=seconds,
+    )
+    try:
+        if not loaded.valid:
+            _reject(cluster, loaded, revision, dry_run)
+        rendered = renderer.render_repo(loaded.repo, snapshot, revision).objects
+        results = reconcile.reconcile(
+            cluster, rendered, loaded.repo, revision, snapshot.origin(), options, click.echo
+        )
+    except kube.KubeError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    failed = False
+    for result in results:
+        if dry_run:
+            click.echo(result.plan.text(), nl=False)
+        for reason in result.outcome.reasons:
+            click.echo(f"  {reason}", err=result.outcome.state == record.FAILED)
+        click.echo(f"extension {result.name}: {result.outcome.state}")
+        failed = failed or result.outcome.state == record.FAILED
+    sys.exit(1 if failed else 0)
+
+
+def _reject(cluster: kube.Cluster, loaded: repo.Loaded, revision: str, dry_run: bool) -> None:
+    """An invalid repo: nothing is applied; its problems go into the extensions' records."""
+    click.echo(_failed_repo(loaded), err=True)
+    if not dry_run:
+        found = [str(p) for p in problems.sort_problems(loaded.errors)]
+        names = reconcile.record_problems(cluster, loaded.repo.extensions, found, revision)
+        if names:
+            click.echo(f"recorded the problems in the status of: {', '.join(names)}", err=True)
+    sys.exit(1)
+
+
+@click.command()
+@common.kube_options
+@click.option(
+    "--output",
+    "-o",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+def status(kubeconfig: str | None, context: str | None, output_format: str) -> None:
+    """Every extension on the cluster: name, provisioningState, last applied revision, reasons.
+
+    The state is recomputed from the live objects of each extension's inventory. Exit 1 when
+    an extension is Failed.
+    """
+    cluster = common.connect(kubeconfig, context)
+    try:
+        summaries = [record.summary(r) for r in reconcile.refreshed_records(cluster)]
+    except kube.KubeError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    if output_format == "json":
+        keys = ("name", "provisioningState", "lastAppliedRevision", "reasons")
+        click.echo(json.dumps([{k: s[k] for k in keys} for s in summaries], indent=2))
+    else:
+        click.echo(table(summaries))
+    sys.exit(1 if any(s["provisioningState"] == record.FAILED for s in summaries) else 0)
+
+
+def table(summaries: list[dict[str, Any]]) -> str:
+    """Aligned columns, reasons indented below their extension."""
+    if not summaries:
+        return "no extensions on this cluster (apply a repo first)"
+    header = ("NAME", "STATE", "REVISION", "OBJECTS")
+    rows = [
+        (s["name"], s["provisioningState"], s["lastAppliedRevision"][:12] or "-", str(s["objects"]))
+        for s in summaries
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate([header, *rows]):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if index:
+            lines.extend(f"  {reason}" for reason in summaries[index - 1]["reasons"])
+    return "\n".join(lines)

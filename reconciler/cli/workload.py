@@ -1,0 +1,155 @@
+"""`reconciler deployment ...` and `reconciler job ...`: the repo's workloads on the live cluster.
+
+Thin commands over `workloadstatus` (what the cluster says), `auth` (key material) and `kube`.
+Keys are never printed: `regen-key` says which key it replaced and where it lives.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from reconciler import kube, source
+from reconciler.cli import common
+from reconciler.engine import workloadstatus
+from reconciler.model import repo
+from reconciler.render import auth, workloadobjects
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cluster_options(command: F) -> F:
+    command = common.kube_options(command)
+    path = click.Path(exists=True, file_okay=True, dir_okay=True)
+    return click.option("--path", "repo_path", default=".", type=path, help="the manifests repo")(
+        command
+    )
+
+
+def _load_valid(path: str) -> repo.Repo:
+    loaded = repo.load(source.DirectorySnapshot(path))
+    if not loaded.valid:
+        for problem in loaded.errors:
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(loaded.errors)} problems: fix the repo first", err=True)
+        sys.exit(1)
+    return loaded.repo
+
+
+def _namespace_of(loaded: repo.Repo, workload: Any) -> str:
+    extension = loaded.extension_for(workload)
+    assert extension is not None, "a valid repo has an extension for every workload"
+    return extension.release_namespace
+
+
+@click.group()
+def deployment() -> None:
+    """Model deployments of the repo on the live cluster."""
+
+
+@deployment.command("regen-key")
+@click.argument("name")
+@click.option("--key", "which", type=click.Choice(["primary", "secondary"]), required=True)
+@_cluster_options
+def regen_key(
+    name: str, which: str, repo_path: str, kubeconfig: str | None, context: str | None
+) -> None:
+    """Replace the primary or the secondary key of deployment NAME (the other keeps working)."""
+    loaded = _load_valid(repo_path)
+    if name not in loaded.deployments:
+        raise click.UsageError(f"no deployment named {name!r} in {repo_path}")
+    target = loaded.deployments[name]
+    if target.auth_mode != "key":
+        raise click.UsageError(f"deployment {name!r} uses auth_mode {target.auth_mode}, not key")
+    namespace = _namespace_of(loaded, target)
+    cluster = common.connect(kubeconfig, context)
+    served_by = loaded.extension_for(target)
+    assert served_by is not None, "a valid repo has an extension for every deployment"
+    fresh = auth.new_secret(target, namespace, served_by.name)
+    assert fresh is not None
+    secret_name = workloadobjects.auth_secret_name(name)
+    if kube.create_if_absent(cluster, fresh):
+        click.echo(f"created both keys of deployment {name} (Secret {namespace}/{secret_name})")
+        return
+    kube.merge_patch(cluster, fresh, {"data": auth.regenerated(which)})
+    click.echo(
+        f"regenerated the {which} key of deployment {name} (Secret {namespace}/{secret_name})"
+    )
+
+
+@deployment.command("status")
+@click.option("--output", "-o", "output_format", type=click.Choice(["table", "json"]),
+              default="table", show_default=True)  # fmt: skip
+@_cluster_options
+def deployment_status(
+    output_format: str, repo_path: str, kubeconfig: str | None, context: str | None
+) -> None:
+    """Replicas, readiness and who scales each model deployment; exit 1 if an HPA targets one."""
+    loaded = _load_valid(repo_path)
+    cluster = common.connect(kubeconfig, context)
+    states = []
+    autoscalers: dict[str, list[Any]] = {}
+    for name, target in sorted(loaded.deployments.items()):
+        namespace = _namespace_of(loaded, target)
+        if namespace not in autoscalers:
+            autoscalers[namespace] = kube.list_objects(
+                cluster, "autoscaling/v2", "HorizontalPodAutoscaler", namespace
+            )
+        ref = {"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
+        states.append(
+            workloadstatus.deployment_state(name, kube.get(cluster, ref), autoscalers[namespace])
+        )
+    if output_format == "json":
+        rows = [
+            {"name": s.name, "replicas": s.replicas, "ready": s.ready,
+             "scaledBy": list(s.scaled_by), "problem": s.problem}
+            for s in states
+        ]  # fmt: skip
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(f"{'NAME':20} {'REPLICAS':>8} {'READY':>5}  SCALED BY")
+        for state in states:
+            replicas = "-" if state.replicas is None else str(state.replicas)
+            scaled_by = ",".join(state.scaled_by) or "-"
+            click.echo(f"{state.name:20} {replicas:>8} {state.ready:>5}  {scaled_by}")
+        for state in states:
+            if state.problem:
+                click.echo(f"error: {state.problem}", err=True)
+    sys.exit(1 if any(s.problem for s in states) else 0)
+
+
+@click.group()
+def job() -> None:
+    """Jobs of the repo on the live cluster."""
+
+
+@job.command("status")
+@_cluster_options
+def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> None:
+    """The state of each job: absent, pending, unschedulable, running, succeeded or failed."""
+    loaded = _load_valid(repo_path)
+    cluster = common.connect(kubeconfig, context)
+    click.echo(f"{'NAME':24} {'STATE':10} DETAIL")
+    for name, target in sorted(loaded.jobs.items()):
+        namespace = _namespace_of(loaded, target)
+        extension = loaded.extension_for(target)
+        volcano = bool(extension and extension.settings["installVolcano"])
+        api_version = "batch.volcano.sh/v1alpha1" if volcano else "batch/v1"
+        ref = {"apiVersion": api_version, "kind": "Job",
+               "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
+        try:
+            live = kube.get(cluster, ref)
+        except kube.KubeError as err:
+            if err.status != 404:
+                raise
+            live = None
+        pods = kube.list_objects(
+            cluster, "v1", "Pod", namespace, f"{workloadobjects.JOB_LABEL}={name}"
+        )
+        state = workloadstatus.job_state(name, live, pods)
+        click.echo(f"{state.name:24} {state.state:10} {state.detail}")

@@ -1,0 +1,93 @@
+"""A plan is data: the ordered actions that would make a cluster match a repo.
+
+Built by a pure function from what the repo renders, what the server says each object would
+become (the server-side dry run, so defaulting and admission count), what is live now, and the
+prune decision. `diff`, `plan --dry-run` and the PR comment print the same `Plan`; only the
+executor (apply) carries it out. Actions come in apply order (create / update / unchanged), then
+deletions in reverse apply order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from reconciler import objects
+from reconciler.engine import diffs
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+    DELETE = "delete"
+
+
+_SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.UNCHANGED: "="}
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    key: objects.Key
+    desired: objects.Object | None = field(default=None, repr=False, compare=False)
+    changes: tuple[diffs.Change, ...] = ()
+    diff: str = field(default="", compare=False)  # unified, Secret values masked
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    def of(self, action: Action) -> list[Step]:
+        return [s for s in self.steps if s.action is action]
+
+    @property
+    def has_changes(self) -> bool:
+        return any(s.action is not Action.UNCHANGED for s in self.steps)
+
+    def summary(self) -> str:
+        counts = {a: len(self.of(a)) for a in Action}
+        return (
+            f"{counts[Action.CREATE]} to create, {counts[Action.UPDATE]} to update, "
+            f"{counts[Action.DELETE]} to delete, {counts[Action.UNCHANGED]} unchanged"
+        )
+
+    def text(self, show_unchanged: bool = False) -> str:
+        """The plan for a terminal: one line per object, each update's diff below it."""
+        lines = []
+        for step in self.steps:
+            if step.action is Action.UNCHANGED and not show_unchanged:
+                continue
+            lines.append(f"{_SYMBOL[step.action]} {step.action.value} {step.key}")
+            if step.action is Action.UPDATE and step.diff:
+                lines.extend(f"    {line}" for line in step.diff.rstrip("\n").splitlines())
+        lines.append(self.summary())
+        return "\n".join(lines) + "\n"
+
+
+def build(
+    desired: Iterable[objects.Object],
+    would_be: Mapping[objects.Key, objects.Object],
+    live: Mapping[objects.Key, objects.Object | None],
+    prune: Iterable[objects.Key] = (),
+) -> Plan:
+    """The plan: `would_be` holds the server's dry-run result per desired key (missing: fall
+    back to comparing the desired object itself), `live` the current object (None: absent)."""
+    steps: list[Step] = []
+    for obj in objects.in_apply_order(desired):
+        key = objects.key(obj)
+        current = live.get(key)
+        if current is None:
+            steps.append(Step(Action.CREATE, key, obj, diff=diffs.unified(None, obj)))
+            continue
+        after = would_be.get(key, obj)
+        found = tuple(diffs.changes(current, after))
+        if found:
+            steps.append(Step(Action.UPDATE, key, obj, found, diffs.unified(current, after)))
+        else:
+            steps.append(Step(Action.UNCHANGED, key, obj))
+    for key in prune:
+        steps.append(Step(Action.DELETE, key, diff=diffs.unified(live.get(key), None)))
+    return Plan(tuple(steps))

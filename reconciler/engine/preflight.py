@@ -1,0 +1,244 @@
+"""Preflight: the documented prerequisites of a repo's extensions, checked against the nodes.
+
+Sits after `load` / `validate` and beside `render`: it takes a valid `repo.Repo` and the live
+cluster's Node objects (plain dicts, as `kube.list_objects` returns them) and says what the
+cluster lacks, as `Finding` values (an error or a warning, the extension or instance type it is
+about, and the fact). The rules (SPEC section 2, "Preflight facts", and section 4):
+
+- `inferenceRouterHA` (3 router replicas) needs >= 3 ready worker nodes matching the extension's
+  nodeSelector;
+- production (inference over HTTPS, i.e. `allowInsecureConnections` false: plain HTTP is the
+  dev/test scenario) needs >= 4 CPU and 14 GB of memory allocatable on ready worker nodes;
+- every nodeSelector (the extension's, and each instance type's merged with it as `placement`
+  merges them) matches at least one ready worker node;
+- an instance type with `nvidia.com/gpu` limits needs a ready worker node with that many
+  allocatable GPUs that matches its merged nodeSelector;
+- `inferenceRouterServiceType: LoadBalancer` is a warning: the cluster must be able to provision
+  one, which most on-prem clusters cannot.
+
+A worker node is one without the control-plane role label and without a control-plane
+NoSchedule / NoExecute taint. Pure: no I/O; `reconciler.cli.preflight` fetches the nodes and prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from reconciler.model import extensions, instancetypes, problems, quantities, repo
+
+HA_REPLICAS = 3
+PRODUCTION_CPU = Decimal(4)
+PRODUCTION_MEMORY = 14 * Decimal(10) ** 9  # 14 GB, as the product documentation writes it
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+_BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+_GIB = Decimal(2) ** 30
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One prerequisite the cluster does not meet (error) or cannot be seen to meet (warning)."""
+
+    severity: problems.Severity
+    subject: str  # `extension NAME` or `instance type NAME`
+    message: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is problems.Severity.ERROR
+
+    def __str__(self) -> str:
+        return f"{self.severity.value}: {self.subject}: {self.message}"
+
+    def as_json(self) -> dict[str, str]:
+        return {"severity": self.severity.value, "subject": self.subject, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Node:
+    """What preflight needs to know about one Node object."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ready: bool = False
+    control_plane: bool = False
+    cpu: Decimal = Decimal(0)  # allocatable cores
+    memory: Decimal = Decimal(0)  # allocatable bytes
+    gpus: Decimal = Decimal(0)  # allocatable nvidia.com/gpu
+
+    @property
+    def worker(self) -> bool:
+        """Ready, and not a control-plane node: the extension's pods can land here."""
+        return self.ready and not self.control_plane
+
+    def matches(self, selector: Mapping[str, str]) -> bool:
+        return all(self.labels.get(label) == value for label, value in selector.items())
+
+
+def node_from_object(obj: Mapping[str, Any]) -> Node:
+    """A Node object (dict) -> `Node`; missing or unparsable quantities count as 0."""
+    metadata = obj.get("metadata") or {}
+    labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    tainted = any(
+        t.get("key") in CONTROL_PLANE_LABELS and t.get("effect") in _BLOCKING_EFFECTS
+        for t in spec.get("taints") or []
+    )
+    allocatable = status.get("allocatable") or {}
+    return Node(
+        name=str(metadata.get("name", "")),
+        labels=labels,
+        ready=ready,
+        control_plane=tainted or any(label in labels for label in CONTROL_PLANE_LABELS),
+        cpu=_quantity(allocatable.get("cpu")),
+        memory=_quantity(allocatable.get("memory")),
+        gpus=_quantity(allocatable.get(instancetypes.GPU)),
+    )
+
+
+def _quantity(value: Any) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    try:
+        return quantities.parse(value)
+    except (ValueError, TypeError, AttributeError):
+        return Decimal(0)
+
+
+def check(declared: repo.Repo, node_objects: Iterable[Mapping[str, Any]]) -> list[Finding]:
+    """Every finding for the repo's extensions and instance types on these nodes, in order:
+    extensions by name, then instance types by name."""
+    workers = sorted(
+        (n for n in map(node_from_object, node_objects) if n.worker), key=lambda n: n.name
+    )
+    found: list[Finding] = []
+    for _, extension in sorted(declared.extensions.items()):
+        found.extend(_extension_findings(extension, workers))
+    for _, instance_type in sorted(declared.instance_types.items()):
+        for _, extension in sorted(declared.extensions.items()):
+            found.extend(_instance_type_findings(instance_type, extension, workers))
+    return found
+
+
+def _extension_findings(extension: extensions.Extension, workers: Sequence[Node]) -> list[Finding]:
+    values = extension.settings
+    subject = f"extension {extension.name}"
+    selector = values.node_selector
+    matching = [n for n in workers if n.matches(selector)]
+    found: list[Finding] = []
+    if not matching:
+        no_node = (
+            f"{_selector_text(selector)} matches no ready worker node"
+            if selector
+            else "the cluster has no ready worker node"
+        )
+        found.append(_error(subject, no_node))
+    if values.inference and values["inferenceRouterHA"] and len(matching) < HA_REPLICAS:
+        where = f" matching {_selector_text(selector)}" if selector else ""
+        found.append(
+            _error(
+                subject,
+                f"inferenceRouterHA needs at least {HA_REPLICAS} ready worker nodes{where} "
+                f"for its {HA_REPLICAS} router replicas; found {_nodes_text(matching)}",
+            )
+        )
+    cpu, memory = _totals(workers)
+    if values.https and (cpu < PRODUCTION_CPU or memory < PRODUCTION_MEMORY):
+        found.append(
+            _error(
+                subject,
+                "production (HTTPS inference, allowInsecureConnections false) needs at least "
+                f"{_number(PRODUCTION_CPU)} CPU and 14 GB ({_gib(PRODUCTION_MEMORY)} GiB) of "
+                f"memory on ready worker nodes; cluster has {_capacity_text(workers)}",
+            )
+        )
+    if values.inference and values["inferenceRouterServiceType"] == "LoadBalancer":
+        found.append(
+            Finding(
+                problems.Severity.WARNING,
+                subject,
+                "inferenceRouterServiceType LoadBalancer: the cluster must be able to provision "
+                "a load balancer (most on-prem clusters cannot; NodePort works everywhere)",
+            )
+        )
+    return found
+
+
+def _instance_type_findings(
+    instance_type: instancetypes.InstanceType,
+    extension: extensions.Extension,
+    workers: Sequence[Node],
+) -> list[Finding]:
+    """The instance type's nodeSelector merged with the extension's; a merge that conflicts is
+    validation's business (an error when a workload uses that pair), not a cluster fact."""
+    ours = extension.settings.node_selector
+    if any(ours.get(label, value) != value for label, value in instance_type.node_selector.items()):
+        return []
+    selector = dict(sorted({**ours, **instance_type.node_selector}.items()))
+    subject = f"instance type {instance_type.name}"
+    with_extension = f" (with extension {extension.name})" if ours else ""
+    matching = [n for n in workers if n.matches(selector)]
+    if not matching:
+        if not instance_type.node_selector:
+            return []  # the same selector as the extension's: reported there
+        message = f"{_selector_text(selector)}{with_extension} matches no ready worker node"
+        return [_error(subject, message)]
+    gpus = instance_type.gpus
+    if gpus and not any(n.gpus >= gpus for n in matching):
+        have = ", ".join(f"{n.name}: {_number(n.gpus)}" for n in matching[:5])
+        more = f", ... ({len(matching)} in all)" if len(matching) > 5 else ""
+        where = f" matching {_selector_text(selector)}{with_extension}" if selector else ""
+        return [
+            _error(
+                subject,
+                f"needs {gpus} {instancetypes.GPU} on one node, but no ready worker node{where} "
+                f"has that many allocatable ({have}{more})",
+            )
+        ]
+    return []
+
+
+def summary(node_objects: Iterable[Mapping[str, Any]]) -> str:
+    """`4 ready worker nodes, 16 CPU / 64 GiB allocatable`."""
+    workers = [n for n in map(node_from_object, node_objects) if n.worker]
+    plural = "" if len(workers) == 1 else "s"
+    return f"{len(workers)} ready worker node{plural}, {_capacity_text(workers)}"
+
+
+def _totals(nodes: Sequence[Node]) -> tuple[Decimal, Decimal]:
+    """(allocatable cores, allocatable bytes) summed over `nodes`."""
+    return sum((n.cpu for n in nodes), Decimal(0)), sum((n.memory for n in nodes), Decimal(0))
+
+
+def _capacity_text(nodes: Sequence[Node]) -> str:
+    cpu, memory = _totals(nodes)
+    return f"{_number(cpu)} CPU / {_gib(memory)} GiB allocatable"
+
+
+def _error(subject: str, message: str) -> Finding:
+    return Finding(problems.Severity.ERROR, subject, message)
+
+
+def _selector_text(selector: Mapping[str, str]) -> str:
+    return "nodeSelector " + ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def _nodes_text(nodes: Sequence[Node]) -> str:
+    if not nodes:
+        return "none"
+    return f"{len(nodes)} ({', '.join(n.name for n in nodes)})"
+
+
+def _number(value: Decimal) -> str:
+    """`4`, `3.5`, `0.25`: no exponent, no trailing zeros."""
+    return f"{value.quantize(Decimal('0.001')).normalize():f}"
+
+
+def _gib(value: Decimal) -> str:
+    """Bytes as GiB with at most one decimal: `48`, `13`, `7.5`."""
+    return _number((value / _GIB).quantize(Decimal("0.1")))

@@ -1,0 +1,640 @@
+"""Make a cluster match a rendered repo, one extension at a time, in named phases.
+
+The phases, as Flux's kustomize-controller names them: **observe** (the live objects, and the
+server's dry run of every desired object so defaulting and admission count), **plan** (pure:
+`plans.build` and `inventory.plan_prune`), **record** (the inventory grows to cover what is about
+to be applied, before anything is), **apply** (`executor`), **prune**, **health**, and the
+outcome written to the extension's `ExtensionStatus` record with an Event.
+
+Safety rules this module owns:
+- Nothing is applied for an extension when the dry run rejects any of its objects (a conflict
+  with another field manager, an invalid field, an immutable field): the errors are the outcome.
+- The inventory is written before applying (previous + desired) and after pruning (desired +
+  what could not be deleted), each in one request, so a crash at any point leaves every object
+  the reconciler may have created recorded, and the next apply finishes the job.
+- A Job runs once per name: a Job in the inventory that is gone from the cluster (its TTL
+  removed it after it finished) is not created again; to run it again, give it a new name.
+- Deployment keys (auth Secrets) are created once and never rewritten.
+- Replicas another manager (the router's autoscaler) owns are left out of what is applied.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from reconciler import kube, objects
+from reconciler.engine import diffs, executor, health, inventory, ownership, plans, record
+from reconciler.model import repo
+from reconciler.render import auth
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+WAIT_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class Options:
+    dry_run: bool = False
+    prune: bool = True
+    force_conflicts: bool = False
+    allow_mass_prune: bool = False
+    wait: bool = False
+    timeout: float = 300.0
+
+
+@dataclass
+class ExtensionPlan:
+    """Everything observed and decided for one extension before anything is changed."""
+
+    name: str
+    plan: plans.Plan
+    desired: list[objects.Object]  # what to apply, replicas trimmed where another manager owns
+    generated: list[objects.Object]  # created once when absent, never updated (keys)
+    previous: frozenset[objects.Key]
+    prune: inventory.PruneDecision
+    record_live: objects.Object | None
+    live: dict[objects.Key, objects.Object | None]
+    errors: list[str] = field(default_factory=list)  # dry-run rejections: nothing is applied
+    finished_jobs: list[objects.Key] = field(default_factory=list)
+
+    @property
+    def desired_keys(self) -> frozenset[objects.Key]:
+        return inventory.of([*self.desired, *self.generated])
+
+
+@dataclass
+class ExtensionResult:
+    name: str
+    plan: plans.Plan
+    outcome: record.Outcome
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def by_extension(rendered: Iterable[objects.Object]) -> dict[str, list[objects.Object]]:
+    """Rendered objects grouped by the extension that owns them (the part-of label)."""
+    groups: dict[str, list[objects.Object]] = {}
+    for obj in rendered:
+        owner = obj["metadata"]["labels"][objects.PART_OF_LABEL]
+        groups.setdefault(owner, []).append(obj)
+    return groups
+
+
+def generated_secrets(loaded: repo.Repo) -> dict[str, list[objects.Object]]:
+    """The key Secrets each extension's deployments need, freshly generated (only created when
+    absent, so the generated values are discarded when the Secret exists)."""
+    found: dict[str, list[objects.Object]] = {}
+    for deployment in loaded.deployments.values():
+        extension = loaded.extension_for(deployment)
+        assert extension is not None, "a valid repo has an extension for every deployment"
+        secret = auth.new_secret(deployment, extension.release_namespace, extension.name)
+        if secret is not None:
+            found.setdefault(extension.name, []).append(secret)
+    return found
+
+
+# --- observe ---------------------------------------------------------------------------------
+
+
+def read_records(cluster: kube.Cluster) -> dict[str, objects.Object]:
+    """Every extension's live record by name ({} before the first apply, when the record CRD
+    is not there yet: checked with one GET, which spares the client a full re-discovery)."""
+    if not _records_served(cluster):
+        return {}
+    listed = kube.list_objects(cluster, record.API_VERSION, record.KIND)
+    return {r["metadata"]["name"]: r for r in listed}
+
+
+def live_objects(
+    cluster: kube.Cluster, keys: Iterable[objects.Key]
+) -> dict[objects.Key, objects.Object | None]:
+    """The live object for each key (None: absent), one list request per kind and namespace
+    rather than one read per object."""
+    wanted = set(keys)
+    groups = {(k.api_version, k.kind, k.namespace) for k in wanted}
+
+    def listing(group: tuple[str, str, str]) -> list[objects.Object]:
+        return kube.list_objects(cluster, *group)
+
+    found: dict[objects.Key, objects.Object | None] = dict.fromkeys(wanted)
+    with ThreadPoolExecutor(executor.WORKERS) as pool:
+        for items in pool.map(listing, sorted(groups)):
+            for item in items:
+                item_key = objects.key(item)
+                if item_key in found:
+                    found[item_key] = item
+    return found
+
+
+def _dry_run_blocked(
+    obj: objects.Object, live: Mapping[objects.Key, objects.Object | None], new_kinds: set[str]
+) -> bool:
+    """The server cannot dry-run an object whose namespace or kind this apply creates first."""
+    namespace = obj["metadata"].get("namespace")
+    if namespace:
+        ns_key = objects.Key("v1", "Namespace", "", namespace)
+        if ns_key in live and live[ns_key] is None:
+            return True
+    return f"{obj['apiVersion']}/{obj['kind']}" in new_kinds
+
+
+def _crd_kinds(
+    desired: Iterable[objects.Object], live: Mapping[objects.Key, objects.Object | None]
+) -> set[str]:
+    """`group/version/Kind` of every custom kind whose CRD this apply creates."""
+    kinds = set()
+    for obj in desired:
+        if obj["kind"] != "CustomResourceDefinition" or live.get(objects.key(obj)) is not None:
+            continue
+        spec = obj["spec"]
+        for version in spec["versions"]:
+            kinds.add(f"{spec['group']}/{version['name']}/{spec['names']['kind']}")
+    return kinds
+
+
+def _explain(key: objects.Key, err: kube.KubeError) -> str:
+    if err.status == 409:
+        return (
+            f"{key}: {err} (another field manager owns these fields; apply with "
+            "--force-conflicts to take them over)"
+        )
+    if key.kind == "Job" and err.status == 422 and "immutable" in str(err):
+        return (
+            f"{key}: this Job already ran with a different spec and a Job runs once per name; "
+            "give it a new name to run it again"
+        )
+    return f"{key}: {err}"
+
+
+def observe(
+    cluster: kube.Cluster,
+    name: str,
+    rendered: list[objects.Object],
+    generated: list[objects.Object],
+    record_live: objects.Object | None,
+    options: Options,
+    claimed_elsewhere: frozenset[objects.Key] = frozenset(),
+) -> ExtensionPlan:
+    """Observe the cluster for one extension and plan it; changes nothing. `claimed_elsewhere`:
+    what the repo's other extensions declare (never pruned here)."""
+    previous = record.inventory_of(record_live)
+    keys = inventory.of([*rendered, *generated]) | previous
+    live = live_objects(cluster, keys)
+    finished_jobs = [
+        objects.key(obj)
+        for obj in rendered
+        if obj["kind"] == "Job" and objects.key(obj) in previous and live[objects.key(obj)] is None
+    ]
+    desired = [
+        ownership.respect_scaler(obj, live[objects.key(obj)], kube.FIELD_MANAGER)
+        for obj in rendered
+        if objects.key(obj) not in finished_jobs
+    ]
+    new_kinds = _crd_kinds(desired, live)
+    errors: list[str] = []
+    would_be: dict[objects.Key, objects.Object] = {}
+
+    def dry_run(obj: objects.Object) -> None:
+        try:
+            would_be[objects.key(obj)] = kube.apply(
+                cluster, obj, dry_run=True, force_conflicts=options.force_conflicts
+            )
+        except kube.KubeError as err:
+            errors.append(_explain(objects.key(obj), err))
+
+    checkable = [obj for obj in desired if not _dry_run_blocked(obj, live, new_kinds)]
+    with ThreadPoolExecutor(executor.WORKERS) as pool:
+        list(pool.map(dry_run, checkable))
+    for secret in generated:  # created once: an existing one is never compared or changed
+        current = live[objects.key(secret)]
+        if current is not None:
+            would_be[objects.key(secret)] = current
+    decision = inventory.plan_prune(
+        previous,
+        inventory.of([*rendered, *generated]),
+        live,
+        name,
+        allow_mass_prune=options.allow_mass_prune,
+        claimed_elsewhere=claimed_elsewhere,
+    )
+    to_delete = decision.delete if options.prune else ()
+    plan = plans.build([*desired, *generated], would_be, live, to_delete)
+    return ExtensionPlan(
+        name,
+        plan,
+        desired,
+        generated,
+        previous,
+        decision,
+        record_live,
+        live,
+        sorted(errors),
+        finished_jobs,
+    )
+
+
+# --- record, apply, prune, health -------------------------------------------------------------
+
+
+def _write_status(
+    cluster: kube.Cluster,
+    name: str,
+    live: objects.Object | None,
+    *,
+    outcome: record.Outcome | None = None,
+    inventory: Iterable[objects.Key] | None = None,
+    applied_revision: str | None = None,
+    attempted_revision: str | None = None,
+    drift: Iterable[objects.Key] | None = None,
+    precondition: bool = False,
+) -> objects.Object:
+    """Write the record's status, unless it would not change (a no-op reconcile writes
+    nothing). With `precondition`, only if the record is still as `live` was read (else 409):
+    for writers other than the reconcile itself, which must not overwrite a newer outcome."""
+    body = record.status(
+        name,
+        live,
+        now(),
+        outcome=outcome,
+        inventory=inventory,
+        applied_revision=applied_revision,
+        attempted_revision=attempted_revision,
+        drift=drift,
+    )
+    if live is not None and live.get("status") == body["status"]:
+        return live
+    if precondition and live is not None:
+        body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+    return kube.apply_status(cluster, body)
+
+
+def _apply_if_changed(cluster: kube.Cluster, obj: objects.Object) -> objects.Object:
+    """Apply `obj` unless the server's dry run says that would change nothing."""
+    live = kube.get(cluster, obj)
+    if live is not None and not diffs.changes(live, kube.apply(cluster, obj, dry_run=True)):
+        return live
+    return kube.apply(cluster, obj)
+
+
+def _announce(cluster: kube.Cluster, live: objects.Object, outcome: record.Outcome) -> None:
+    _event(cluster, live, outcome.reason, outcome.message, outcome.state == record.FAILED)
+
+
+def _event(
+    cluster: kube.Cluster, live: objects.Object, reason: str, message: str, warning: bool
+) -> None:
+    try:
+        kube.create_event(cluster, record.event(live, reason, message, warning, now()))
+    except kube.KubeError as err:  # an event is a courtesy; never fail a reconcile for it
+        log.warning("could not record an event for %s: %s", live["metadata"]["name"], err)
+
+
+def ensure_record_crd(cluster: kube.Cluster) -> None:
+    """Install (or update) the ExtensionStatus CRD and wait until it is served."""
+    _apply_if_changed(cluster, record.crd())
+    kube.wait_established(cluster, record.CRD_NAME)
+
+
+def assess(
+    cluster: kube.Cluster, keys: Iterable[objects.Key]
+) -> tuple[health.Provisioning, dict[objects.Key, objects.Object | None]]:
+    """The provisioning state of an extension's objects now. Jobs do not count: a training
+    run is not the extension rolling out (`reconciler job status` follows them)."""
+    counted = sorted(k for k in keys if k.kind != "Job")
+    live = live_objects(cluster, counted)
+    return health.provisioning_state((k, health.of(live[k])) for k in counted), live
+
+
+def outcome_of(state: health.Provisioning) -> record.Outcome:
+    reason = {"Succeeded": "Succeeded", "Pending": "Progressing"}.get(
+        state.state, "HealthCheckFailed"
+    )
+    return record.Outcome(state.state, reason, state.reasons)
+
+
+def wait_for_health(
+    cluster: kube.Cluster, keys: frozenset[objects.Key], timeout: float, say: Say
+) -> record.Outcome:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        state, _ = assess(cluster, keys)
+        if state.state != "Pending":
+            return outcome_of(state)
+        progress = "; ".join(state.reasons[:3])
+        if progress != last:
+            say(f"  waiting: {progress}")
+            last = progress
+        if time.monotonic() > deadline:
+            reasons = (f"not healthy after {timeout:g}s", *state.reasons)
+            return record.Outcome(record.FAILED, "HealthCheckTimeout", reasons)
+        time.sleep(WAIT_INTERVAL)
+
+
+def carry_out(
+    cluster: kube.Cluster, planned: ExtensionPlan, revision: str, options: Options, say: Say
+) -> ExtensionResult:
+    """Apply, prune and assess one planned extension, recording each step in its record."""
+    name = planned.name
+    if planned.errors:
+        outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(planned.errors))
+        return _finish(cluster, planned, outcome, attempted=revision)
+    live_record = planned.record_live
+    # Record first: whatever is created from here on is in the inventory even if we crash.
+    live_record = _write_status(
+        cluster,
+        name,
+        live_record,
+        inventory=planned.previous | planned.desired_keys,
+        attempted_revision=revision,
+    )
+    create_only = inventory.of(planned.generated)
+    failures = executor.apply_steps(
+        cluster, planned.plan, create_only, options.force_conflicts, say
+    )
+    if failures:
+        outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(failures))
+        return _finish(cluster, planned, outcome, live=live_record, attempted=revision)
+    deleted, delete_failures = executor.prune(cluster, planned.plan.of(plans.Action.DELETE), say)
+    # Still ours: what the repo declares, and what should go but is still there (prune
+    # refused or switched off, or its delete failed and is retried next time).
+    decision = planned.prune
+    dropped = {*deleted, *decision.kept_unowned, *decision.moved, *decision.kept_definitions}
+    stale = planned.previous - planned.desired_keys
+    remaining = planned.desired_keys | {
+        k for k in stale if planned.live.get(k) is not None and k not in dropped
+    }
+    # Everything is as the revision says again: a drift report no longer holds.
+    live_record = _write_status(cluster, name, live_record, inventory=remaining, drift=())
+    if delete_failures:
+        outcome = record.Outcome(record.FAILED, "PruneFailed", tuple(delete_failures))
+        return _finish(cluster, planned, outcome, live=live_record, attempted=revision)
+    if options.wait:
+        say(f"{name}: waiting up to {options.timeout:g}s for every component to be healthy")
+        outcome = wait_for_health(cluster, planned.desired_keys, options.timeout, say)
+    else:
+        outcome = outcome_of(assess(cluster, planned.desired_keys)[0])
+    if planned.prune.refused:
+        outcome = record.Outcome(
+            outcome.state,
+            outcome.reason,
+            (
+                *outcome.reasons,
+                f"prune refused: {planned.prune.refused}; "
+                "apply with --allow-mass-prune to delete them",
+            ),
+        )
+    return _finish(cluster, planned, outcome, live=live_record, applied=revision)
+
+
+def _finish(
+    cluster: kube.Cluster,
+    planned: ExtensionPlan,
+    outcome: record.Outcome,
+    *,
+    live: objects.Object | None = None,
+    applied: str | None = None,
+    attempted: str | None = None,
+) -> ExtensionResult:
+    live = live or planned.record_live
+    if live is not None or applied is not None:
+        before = record.summary(planned.record_live or {})
+        written = _write_status(
+            cluster,
+            planned.name,
+            live,
+            outcome=outcome,
+            applied_revision=applied,
+            attempted_revision=attempted or applied,
+        )
+        # An event when something happened, not for every periodic no-op reconcile.
+        if (
+            planned.plan.has_changes
+            or outcome.state == record.FAILED
+            or before["provisioningState"] != outcome.state
+            or planned.record_live is None
+        ):
+            _announce(cluster, written, outcome)
+    return ExtensionResult(planned.name, planned.plan, outcome)
+
+
+def record_problems(
+    cluster: kube.Cluster, names: Iterable[str], problems: list[str], revision: str
+) -> list[str]:
+    """Write a rejected revision's problems into the records of the extensions that have one;
+    nothing else changes (the last good revision stays in force). Returns the names written."""
+    records = read_records(cluster)
+    written = []
+    for name in sorted(set(names) & set(records)):
+        outcome = record.Outcome(record.FAILED, "ValidationFailed", problems=tuple(problems))
+        live = _write_status(
+            cluster, name, records[name], outcome=outcome, attempted_revision=revision
+        )
+        _announce(cluster, live, outcome)
+        written.append(name)
+    return written
+
+
+def from_origin(records: dict[str, objects.Object], origin: str) -> dict[str, objects.Object]:
+    """The records of the extensions installed from the repo at `origin`."""
+    return {n: r for n, r in records.items() if record.source_of(r) == origin}
+
+
+def record_drift(
+    cluster: kube.Cluster, name: str, live: objects.Object | None, drifted: set[objects.Key]
+) -> None:
+    """`--drift report`: the owned objects that differ from the applied revision, in the
+    record's status, and an Event when that set changes."""
+    if live is None:
+        return
+    before = (live.get("status") or {}).get("drift")
+    written = _write_status(cluster, name, live, drift=drifted)
+    after = (written.get("status") or {}).get("drift")
+    if after != before and drifted:
+        listed = ", ".join(str(k) for k in sorted(drifted))
+        message = f"{len(drifted)} objects differ from the applied revision: {listed}"
+        _event(cluster, written, "DriftDetected", message, warning=True)
+
+
+def _records_served(cluster: kube.Cluster) -> bool:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": record.CRD_NAME},
+    }
+    return kube.get(cluster, crd) is not None
+
+
+def plan_all(
+    cluster: kube.Cluster,
+    rendered: list[objects.Object],
+    loaded: repo.Repo,
+    origin: str,
+    options: Options,
+    records: dict[str, objects.Object] | None = None,
+) -> list[ExtensionPlan]:
+    """Observe and plan every extension of the repo, and every extension the cluster has a
+    record of from this repo (`origin`) that left it (all its objects are prune candidates).
+    Extensions another repo installed are not this repo's business. `records`: the live
+    records, when the caller has just read them."""
+    records = read_records(cluster) if records is None else records
+    groups = by_extension(rendered)
+    secrets = generated_secrets(loaded)
+    left = set(from_origin(records, origin))
+    names = sorted(set(loaded.extensions) | left)
+    everything = {
+        name: inventory.of([*groups.get(name, []), *secrets.get(name, [])]) for name in names
+    }
+    return [
+        observe(
+            cluster,
+            name,
+            groups.get(name, []),
+            secrets.get(name, []),
+            records.get(name),
+            options,
+            frozenset().union(*(keys for other, keys in everything.items() if other != name)),
+        )
+        for name in names
+    ]
+
+
+def reconcile(
+    cluster: kube.Cluster,
+    rendered: list[objects.Object],
+    loaded: repo.Repo,
+    revision: str,
+    origin: str,
+    options: Options,
+    say: Say,
+) -> list[ExtensionResult]:
+    """Plan every extension of the repo at `origin`, then (unless a dry run) carry each plan
+    out."""
+    if not options.dry_run:
+        ensure_record_crd(cluster)
+    planned = plan_all(cluster, rendered, loaded, origin, options)
+    return carry_out_all(cluster, planned, loaded, revision, origin, options, say)
+
+
+def carry_out_all(
+    cluster: kube.Cluster,
+    planned: list[ExtensionPlan],
+    loaded: repo.Repo,
+    revision: str,
+    origin: str,
+    options: Options,
+    say: Say,
+) -> list[ExtensionResult]:
+    """Carry out every extension's plan, in order; a suspended one is skipped, a dry run
+    only reports. Extensions that left the repo are retired."""
+    results = []
+    for extension_plan in planned:
+        say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
+        if record.suspended(extension_plan.record_live):
+            say(f"extension {extension_plan.name}: suspended, nothing applied or pruned")
+            state = record.summary(extension_plan.record_live or {})["provisioningState"]
+            outcome = record.Outcome(state, "Suspended", ("reconciliation is suspended",))
+            results.append(ExtensionResult(extension_plan.name, extension_plan.plan, outcome))
+            continue
+        if options.dry_run:
+            state = record.FAILED if extension_plan.errors else record.PENDING
+            outcome = record.Outcome(state, "DryRun", tuple(extension_plan.errors))
+            results.append(ExtensionResult(extension_plan.name, extension_plan.plan, outcome))
+            continue
+        if extension_plan.name not in loaded.extensions and extension_plan.record_live:
+            results.append(_retire(cluster, extension_plan, revision, options, say))
+            continue
+        _ensure_record(cluster, loaded, extension_plan, origin)
+        results.append(carry_out(cluster, extension_plan, revision, options, say))
+    return results
+
+
+def _ensure_record(
+    cluster: kube.Cluster, loaded: repo.Repo, planned: ExtensionPlan, origin: str
+) -> None:
+    extension = loaded.extensions[planned.name]
+    live = _apply_if_changed(cluster, record.record(extension, origin))
+    if planned.record_live is None:
+        planned.record_live = live
+
+
+def _retire(
+    cluster: kube.Cluster, planned: ExtensionPlan, revision: str, options: Options, say: Say
+) -> ExtensionResult:
+    """An extension that left the repo: prune what it owns (mass-prune rules apply), then drop
+    its record once nothing is left."""
+    if planned.prune.refused:
+        outcome = record.Outcome(
+            record.FAILED,
+            "PruneRefused",
+            (
+                f"the extension left the repo; {planned.prune.refused}: apply with "
+                "--allow-mass-prune to delete its objects",
+            ),
+        )
+        return _finish(cluster, planned, outcome, attempted=revision)
+    result = carry_out(cluster, planned, revision, options, say)
+    if result.outcome.state != record.FAILED:
+        kube.delete(cluster, record.ref(planned.name))
+        say(f"extension {planned.name}: removed from the cluster")
+    return result
+
+
+def delete_extension(cluster: kube.Cluster, name: str, say: Say) -> list[str]:
+    """Remove every object extension `name` owns (by its inventory, in reverse apply order,
+    only what still carries its labels) and then its record. Returns what could not be
+    deleted (the record then stays, listing it)."""
+    live_record = kube.get(cluster, record.ref(name))
+    if live_record is None:
+        return [f"the cluster has no record of an extension named {name!r}"]
+    previous = record.inventory_of(live_record)
+    live = live_objects(cluster, previous)
+    decision = inventory.plan_prune(previous, frozenset(), live, name, allow_mass_prune=True)
+    steps = [plans.Step(plans.Action.DELETE, key) for key in decision.delete]
+    deleted, failures = executor.prune(cluster, steps, say)
+    if failures:
+        _write_status(cluster, name, live_record, inventory=previous - set(deleted))
+        return failures
+    kube.delete(cluster, record.ref(name))
+    return []
+
+
+# Outcomes about the last attempt rather than the objects' health: a status refresh keeps them.
+_ATTEMPT_REASONS = frozenset(
+    {"ValidationFailed", "ApplyFailed", "PruneFailed", "PruneRefused", "HealthCheckTimeout"}
+)
+
+
+def refreshed_records(cluster: kube.Cluster) -> list[objects.Object]:
+    """Every record with its provisioning state recomputed from the live objects of its
+    inventory (and written back when it changed, so `kubectl get mlext` agrees); an outcome
+    about the last attempt (a rejected revision, a failed apply) is kept until the next one."""
+    found = []
+    for name, live in sorted(read_records(cluster).items()):
+        conditions = (live.get("status") or {}).get("conditions") or []
+        reason = next((c.get("reason") for c in conditions if c.get("type") == "Ready"), None)
+        if reason not in _ATTEMPT_REASONS:
+            outcome = outcome_of(assess(cluster, record.inventory_of(live))[0])
+            if record.summary(live)["provisioningState"] != outcome.state or (
+                tuple((live.get("status") or {}).get("reasons") or ()) != outcome.reasons
+            ):
+                try:
+                    live = _write_status(cluster, name, live, outcome=outcome, precondition=True)
+                except kube.KubeError as err:
+                    if err.status != 409:
+                        raise
+                    # A reconcile wrote the record since it was read: its word is newer.
+                    found.append(kube.get(cluster, live) or live)
+                    continue
+                _announce(cluster, live, outcome)
+        found.append(live)
+    return found

@@ -1,0 +1,8 @@
+"""The GitOps loop behind `reconciler sync` and `reconciler controller`.
+
+`gitsource` (fetch one ref of a remote repo into a bare mirror, credentials from files),
+`controller` (one tick: fetch, load, reconcile, record; the loop with backoff), `driftwatch`
+(watches on owned objects that trigger a tick), `webhook` (signed push events), `httpserver`
+(metrics, probes and webhook endpoints), `loopmetrics` (the loop's Prometheus metrics) and
+`install` (the in-cluster controller's own manifests). Uses `engine` for each reconcile.
+"""

@@ -1,0 +1,235 @@
+"""The GitOps loop behind `reconciler sync` and `reconciler controller`: follow a source, keep
+the cluster on its latest good revision.
+
+One `Controller` reconciles the whole repo per tick, as `reconciler apply` does (the same
+`reconcile` phases: observe with a server-side dry run, plan, record, apply, prune, health):
+
+- fetch the source (a git remote through `gitsource`, or a work tree); load and validate;
+- an invalid revision applies nothing: the last good one stays in force, and the problems go
+  verbatim into every affected extension's record and an Event (once per rejected revision);
+- a valid one is applied. Re-applying the revision already applied is how drift is corrected:
+  an edited field is put back by server-side apply and a deleted object is created again, and
+  whatever the plan had to change is counted as drift. With `drift="report"` an unchanged
+  revision is only planned (dry run): the drifted objects go to the record's `status.drift`,
+  an Event and the `drifted_objects` metric, and nothing is written to them;
+- suspended extensions (`reconciler extension suspend`) are skipped by `reconcile` itself.
+
+Ticks come every `interval` (with jitter, so replicas of many controllers don't fetch in step),
+and at once when `trigger` is called (a webhook, a file saved under `--watch`, a watch event on
+an owned object). Errors talking to git or the API back off exponentially, capped at the
+interval. Only the leader ticks when leader election is on (`leading`); the others wait.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from reconciler import kube, objects, source
+from reconciler.engine import plans, reconcile, record
+from reconciler.gitops import driftwatch, loopmetrics
+from reconciler.model import problems, repo
+from reconciler.render import render
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[], source.Snapshot]
+DRIFT_MODES = ("correct", "report")
+
+
+@dataclass(frozen=True)
+class Settings:
+    interval: float = 60.0
+    jitter: float = 0.1  # +-10 % of the interval
+    drift: str = "correct"  # or "report"
+    options: reconcile.Options = dataclasses.field(default_factory=reconcile.Options)
+    first_backoff: float = 1.0
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    """What one tick did: `result` is a metric label (see `ControllerMetrics.reconciles`)."""
+
+    result: str  # success | failed | invalid | error
+    revision: str = ""
+    message: str = ""
+    drifted: int = 0
+
+
+class Controller:
+    """The loop's state between ticks; `tick` is one reconcile, `run` the loop."""
+
+    def __init__(
+        self,
+        cluster: kube.Cluster,
+        fetch: Fetch,
+        settings: Settings,
+        metrics: loopmetrics.ControllerMetrics,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.cluster = cluster
+        self.fetch = fetch
+        self.settings = settings
+        self.metrics = metrics
+        self._rng = rng
+        self._wake = threading.Event()
+        self._rejected = ""  # the invalid revision whose problems were last recorded
+        self._failures = 0  # consecutive ticks that ended in an error (backoff)
+        self.last: TickOutcome | None = None
+        self.ticks = 0
+        # Set by the command: watches the rendered kinds so drift triggers a tick at once.
+        self.drift_watch: driftwatch.DriftWatch | None = None
+
+    # --- triggers ------------------------------------------------------------------------
+
+    def trigger(self, why: str) -> None:
+        """Reconcile now instead of at the next interval (thread-safe)."""
+        log.info("reconcile requested: %s", why)
+        self._wake.set()
+
+    def next_delay(self) -> float:
+        """Seconds until the next tick: the interval with jitter, or after an error an
+        exponential backoff (1 s, 2 s, 4 s, ...) that never exceeds the interval."""
+        interval = self.settings.interval
+        if self._failures:
+            backoff = self.settings.first_backoff * 2 ** (self._failures - 1)
+            return float(min(backoff, interval))
+        spread = interval * self.settings.jitter
+        return float(max(0.0, interval + (self._rng() * 2 - 1) * spread))
+
+    # --- one reconcile -------------------------------------------------------------------
+
+    def tick(self) -> TickOutcome:
+        started = time.monotonic()
+        try:
+            outcome = self._tick()
+        except kube.KubeError as err:
+            log.error("reconcile failed talking to the API server: %s", err)
+            outcome = TickOutcome("error", message=str(err))
+        except Exception as err:  # a source error, or a bug: the loop must survive it
+            log.exception("reconcile failed")
+            outcome = TickOutcome("error", message=str(err))
+        self._failures = self._failures + 1 if outcome.result == "error" else 0
+        self.metrics.reconcile_duration.labels(outcome.result).observe(time.monotonic() - started)
+        self.metrics.reconciles.labels(outcome.result).inc()
+        self.last = outcome
+        self.ticks += 1
+        return outcome
+
+    def _fetch(self) -> source.Snapshot:
+        with self.metrics.fetch_duration.time():
+            try:
+                return self.fetch()
+            except Exception:
+                self.metrics.fetch_errors.inc()
+                raise
+
+    def _tick(self) -> TickOutcome:
+        snapshot = self._fetch()
+        revision, origin = snapshot.revision(), snapshot.origin()
+        loaded = repo.load(snapshot)
+        every_record = reconcile.read_records(self.cluster)
+        records = reconcile.from_origin(every_record, origin)
+        if not loaded.valid:
+            return self._reject(loaded, records, revision)
+        self._rejected = ""
+        unchanged = bool(records) and all(
+            (r.get("status") or {}).get("lastAppliedRevision") == revision
+            for name, r in records.items()
+            if name in loaded.repo.extensions
+        )
+        report_only = self.settings.drift == "report" and unchanged
+        options = dataclasses.replace(self.settings.options, dry_run=report_only)
+        rendered = render.render_repo(loaded.repo, snapshot, revision).objects
+        if not report_only:
+            reconcile.ensure_record_crd(self.cluster)
+        planned = reconcile.plan_all(
+            self.cluster, rendered, loaded.repo, origin, options, every_record
+        )
+        results = reconcile.carry_out_all(
+            self.cluster, planned, loaded.repo, revision, origin, options, log.info
+        )
+        if self.drift_watch is not None:
+            self.drift_watch.follow({(o["apiVersion"], o["kind"]) for o in rendered})
+        drift = {
+            p.name: drifted_keys(p.plan) if unchanged else set()
+            for p in planned
+            if p.name in loaded.repo.extensions
+        }
+        if report_only:
+            for p in planned:
+                if p.name in drift and not record.suspended(p.record_live):
+                    reconcile.record_drift(self.cluster, p.name, p.record_live, drift[p.name])
+        self._observe(planned, results, drift, report_only)
+        failed = [r.name for r in results if r.outcome.state == record.FAILED]
+        if not failed and not report_only:
+            self.metrics.revision.info({"revision": revision, "source": origin})
+        drifted = sum(len(keys) for keys in drift.values())
+        if drifted:
+            verb = "found" if report_only else "reverted"
+            log.warning("drift %s: %d objects differed from revision %s", verb, drifted, revision)
+        message = f"extensions failed: {', '.join(failed)}" if failed else ""
+        return TickOutcome("failed" if failed else "success", revision, message, drifted)
+
+    def _reject(
+        self, loaded: repo.Loaded, records: dict[str, objects.Object], revision: str
+    ) -> TickOutcome:
+        """An invalid revision: nothing applied; its problems recorded once per revision."""
+        found = [str(p) for p in problems.sort_problems(loaded.errors)]
+        log.error("revision %s is invalid, nothing applied:\n  %s", revision, "\n  ".join(found))
+        if revision != self._rejected:
+            names = set(loaded.repo.extensions) | set(records)
+            reconcile.record_problems(self.cluster, names, found, revision)
+            self._rejected = revision
+        return TickOutcome("invalid", revision, f"{len(found)} problems")
+
+    def _observe(
+        self,
+        planned: list[reconcile.ExtensionPlan],
+        results: list[reconcile.ExtensionResult],
+        drift: dict[str, set[objects.Key]],
+        report_only: bool,
+    ) -> None:
+        executed = not report_only
+        managed = {p.name: len(p.desired_keys) for p in planned}
+        pruned = {
+            r.name: len(r.plan.of(plans.Action.DELETE)) if executed else 0
+            for r in results
+            if r.outcome.reason != "Suspended"
+        }
+        suspended = [r.name for r in results if r.outcome.reason == "Suspended"]
+        counts = {name: len(keys) for name, keys in drift.items()}
+        self.metrics.observe_extensions(managed, counts, pruned, suspended)
+        for result in results:
+            if result.outcome.reason == "ApplyFailed":
+                for reason in result.outcome.reasons:
+                    kind = reason.split("/", 1)[0]
+                    self.metrics.apply_errors.labels(result.name, kind).inc()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, leading: Callable[[], bool] = lambda: True) -> None:
+        """Tick until `stop` is set. A tick in progress always finishes (graceful shutdown
+        never leaves a half-applied stage)."""
+        while not stop.is_set():
+            if leading():
+                self.metrics.leader.set(1)
+                self.tick()
+                delay = self.next_delay()
+            else:
+                self.metrics.leader.set(0)
+                delay = 1.0  # poll leadership; the elector takes over on its own thread
+            self._wake.wait(delay)
+            self._wake.clear()
+        log.info("stopped")
+
+
+def drifted_keys(plan: plans.Plan) -> set[objects.Key]:
+    """Objects a plan of the already-applied revision must create or update: changed or
+    deleted in the cluster by someone else."""
+    return {s.key for s in plan.steps if s.action in (plans.Action.CREATE, plans.Action.UPDATE)}

@@ -1,0 +1,109 @@
+"""The Extension manifest as a typed model: name, cluster type, namespace, settings, TLS files.
+
+Builds on `settings` (parsing and cross-field rules) and `tls` (PEM checks): the protected PEM
+files are resolved relative to the manifest's folder and read through the snapshot, and any
+problem with them is reported without a byte of their content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from reconciler import source
+from reconciler.model import manifests, problems, settings, tls
+
+EXTENSION_TYPE = "Microsoft.AzureML.Kubernetes"
+DEFAULT_NAMESPACE = "azureml"
+MANAGED = "managedClusters"
+CONNECTED = "connectedClusters"
+
+
+@dataclass(frozen=True)
+class Extension:
+    name: str
+    cluster_type: str
+    release_namespace: str
+    settings: settings.Settings
+    # Snapshot paths of the protected PEM files (never their content).
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    manifest: manifests.Manifest | None = field(default=None, compare=False, repr=False)
+
+
+def build(
+    manifest: manifests.Manifest, snapshot: source.Snapshot
+) -> tuple[Extension, list[problems.Problem]]:
+    """A schema-valid Extension manifest -> `Extension`, with every settings problem."""
+    spec = manifest.fields["spec"]
+    cluster_type = spec["clusterType"]
+    parsed, found = settings.parse(
+        spec.get("config") or {}, spec.get("configProtected") or {}, manifest.document
+    )
+    found.extend(settings.check_rules(parsed, cluster_type, manifest.document))
+    cert = _pem_path(manifest, snapshot, parsed, "sslCertPemFile", found)
+    key = _pem_path(manifest, snapshot, parsed, "sslKeyPemFile", found)
+    _check_pem_files(manifest, snapshot, parsed, cert, key, found)
+    extension = Extension(
+        name=manifest.name,
+        cluster_type=cluster_type,
+        release_namespace=spec.get("releaseNamespace", DEFAULT_NAMESPACE),
+        settings=parsed,
+        ssl_cert_file=cert,
+        ssl_key_file=key,
+        manifest=manifest,
+    )
+    return extension, found
+
+
+def _pem_path(
+    manifest: manifests.Manifest,
+    snapshot: source.Snapshot,
+    parsed: settings.Settings,
+    name: str,
+    found: list[problems.Problem],
+) -> str | None:
+    """The snapshot path of a protected PEM file, checked to exist; None if unset or missing."""
+    given = parsed[name]
+    if given is None:
+        return None
+    where = parsed.given[name]
+    path = source.join(manifest.folder, given)
+    if path is None:
+        found.append(manifest.document.problem(where, "is outside the repo"))
+        return None
+    if not snapshot.exists(path) or snapshot.is_dir(path):
+        shown = snapshot.display(path)
+        found.append(manifest.document.problem(where, f"no such file: {shown}"))
+        return None
+    return path
+
+
+def _check_pem_files(
+    manifest: manifests.Manifest,
+    snapshot: source.Snapshot,
+    parsed: settings.Settings,
+    cert: str | None,
+    key: str | None,
+    found: list[problems.Problem],
+) -> None:
+    """Each PEM file parses on its own; when both do, the key belongs to the certificate."""
+
+    def usable(path: str | None, name: str, problem_of: Callable[[bytes], str | None]) -> bytes:
+        """The file's bytes when it is usable, else b"" (with the problem recorded)."""
+        if path is None:
+            return b""
+        pem = snapshot.read_bytes(path)
+        problem = problem_of(pem)
+        if problem is None:
+            return pem
+        shown = f"{snapshot.display(path)} {problem}"
+        found.append(manifest.document.problem(parsed.given[name], shown))
+        return b""
+
+    cert_pem = usable(cert, "sslCertPemFile", tls.certificate_problem)
+    key_pem = usable(key, "sslKeyPemFile", tls.private_key_problem)
+    if cert_pem and key_pem and not tls.key_matches_certificate(cert_pem, key_pem):
+        mismatch = f"{snapshot.display(key or '')} is not the private key of "
+        mismatch += snapshot.display(cert or "")
+        found.append(manifest.document.problem(parsed.given["sslKeyPemFile"], mismatch))

@@ -1,0 +1,207 @@
+"""Recognising what each YAML document of a repo declares (SPEC section 1).
+
+A document is an Extension, InstanceType, InstanceTypeList, Job or Deployment by its `kind`; a
+kind-less document is a Job or Deployment in the ML CLI v2 shape by its `$schema` URL, or an older
+endpoint whose `deployments:` list holds one Deployment per item. Recognition splits documents
+into `Manifest`s (one per declared object) and says which JSON Schemas check which part of the
+document. Anything else is a problem naming its file and line.
+
+Pure: works on parsed `documents.Document`s.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.model import documents, problems
+
+GITOPS_API_VERSION = "gitops.mlext.io/v1alpha1"
+AMLARC_API_VERSION = "amlarc.azureml.com/v1alpha1"
+
+EXTENSION = "Extension"
+INSTANCE_TYPE = "InstanceType"
+INSTANCE_TYPE_LIST = "InstanceTypeList"
+JOB = "Job"
+DEPLOYMENT = "Deployment"
+KINDS = (EXTENSION, INSTANCE_TYPE, INSTANCE_TYPE_LIST, JOB, DEPLOYMENT)
+
+_JOB_SCHEMA_SUFFIX = "commandjob.schema.json"
+_DEPLOYMENT_SCHEMA_SUFFIX = "onlinedeployment.schema.json"
+# Fields an older endpoint document passes on to each of its deployments.
+_ENDPOINT_INHERITED = ("compute", "auth_mode")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One declared object: its kind, name, and where its fields sit in which document."""
+
+    kind: str
+    name: str
+    document: documents.Document
+    root: problems.FieldPath  # path of the object's fields inside the document
+    fields: Mapping[str, Any] = field(repr=False)
+    path: str = ""  # snapshot path of the file
+    name_path: problems.FieldPath = ()
+
+    @property
+    def folder(self) -> str:
+        """Local paths in the manifest are relative to its file's folder."""
+        return posixpath.dirname(self.path)
+
+    def problem(
+        self,
+        path: problems.FieldPath,
+        message: str,
+        severity: problems.Severity = problems.Severity.ERROR,
+    ) -> problems.Problem:
+        """A problem at `path`, given relative to the object's fields."""
+        return self.document.problem((*self.root, *path), message, severity)
+
+    @property
+    def line(self) -> int:
+        return self.document.line_of(self.name_path or self.root)
+
+    @property
+    def where(self) -> str:
+        return f"{self.document.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """Validate the part of a document at `path` with schema `schema`."""
+
+    schema: str
+    path: problems.FieldPath = ()
+
+
+@dataclass
+class Recognized:
+    manifests: list[Manifest]
+    checks: list[SchemaCheck]
+    problems: list[problems.Problem]
+
+
+def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
+    """What `document` (from the file at `snapshot_path`) declares."""
+    data = document.data
+    if not isinstance(data, Mapping):
+        return _unknown(document, f"a manifest must be a mapping, not {_type_word(data)}")
+    kind = data.get("kind")
+    if kind is not None:
+        return _by_kind(document, data, kind, snapshot_path)
+    schema_url = data.get("$schema")
+    if isinstance(schema_url, str):
+        lowered = schema_url.lower()
+        if lowered.endswith(_JOB_SCHEMA_SUFFIX):
+            name = data.get("name") or _name_from_file(snapshot_path)
+            job = Manifest(JOB, str(name), document, (), data, snapshot_path, ("name",))
+            return Recognized([job], [SchemaCheck(JOB)], [])
+        if lowered.endswith(_DEPLOYMENT_SCHEMA_SUFFIX):
+            return _v2_deployment(document, data, snapshot_path)
+    if isinstance(data.get("deployments"), list):
+        return _endpoint(document, data, snapshot_path)
+    return _unknown(
+        document,
+        "not a manifest this reconciler knows: give a kind (one of "
+        f"{', '.join(KINDS)}), a $schema of a command job or an online deployment, "
+        "or a deployments: list",
+    )
+
+
+def _by_kind(
+    document: documents.Document, data: Mapping[str, Any], kind: Any, path: str
+) -> Recognized:
+    metadata = data.get("metadata")
+    name = str(metadata.get("name", "")) if isinstance(metadata, Mapping) else ""
+    name_path: problems.FieldPath = ("metadata", "name")
+    if kind == INSTANCE_TYPE_LIST:
+        items = data.get("items")
+        found = [
+            Manifest(
+                INSTANCE_TYPE,
+                str(item.get("metadata", {}).get("name", ""))
+                if isinstance(item.get("metadata"), Mapping)
+                else "",
+                document,
+                ("items", i),
+                item,
+                path,
+                ("items", i, "metadata", "name"),
+            )
+            for i, item in enumerate(items if isinstance(items, list) else [])
+            if isinstance(item, Mapping)
+        ]
+        return Recognized(found, [SchemaCheck(INSTANCE_TYPE_LIST)], [])
+    if kind in (EXTENSION, INSTANCE_TYPE):
+        manifest = Manifest(kind, name, document, (), data, path, name_path)
+        return Recognized([manifest], [SchemaCheck(kind)], [])
+    if kind in (JOB, DEPLOYMENT):
+        spec = data.get("spec")
+        fields = spec if isinstance(spec, Mapping) else {}
+        manifest = Manifest(kind, name, document, ("spec",), fields, path, name_path)
+        return Recognized([manifest], [SchemaCheck("Envelope"), SchemaCheck(kind, ("spec",))], [])
+    hint = problems.did_you_mean(str(kind), KINDS)
+    return Recognized(
+        [],
+        [],
+        [
+            document.problem(
+                ("kind",), f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}{hint}"
+            )
+        ],
+    )
+
+
+def _v2_deployment(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
+    checks = [SchemaCheck(DEPLOYMENT)]
+    if "name" not in data:
+        return Recognized([], checks, [document.problem(("name",), "required field is missing")])
+    manifest = Manifest(DEPLOYMENT, str(data["name"]), document, (), data, path, ("name",))
+    return Recognized([manifest], checks, [])
+
+
+def _endpoint(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
+    """The older endpoint shape: each item of `deployments:` is one Deployment."""
+    manifests: list[Manifest] = []
+    checks = [SchemaCheck("Endpoint")]
+    found: list[problems.Problem] = []
+    for i, item in enumerate(data["deployments"]):
+        if not isinstance(item, Mapping):
+            continue  # the Endpoint schema reports it
+        root: problems.FieldPath = ("deployments", i)
+        inherited = {k: data[k] for k in _ENDPOINT_INHERITED if k in data and k not in item}
+        fields = {**inherited, **item}
+        if "endpoint_name" not in fields and isinstance(data.get("name"), str):
+            fields["endpoint_name"] = data["name"]
+        checks.append(SchemaCheck(DEPLOYMENT, root))
+        if "name" not in item:
+            found.append(document.problem((*root, "name"), "required field is missing"))
+            continue
+        name_path = (*root, "name")
+        manifests.append(
+            Manifest(DEPLOYMENT, str(item["name"]), document, root, fields, path, name_path)
+        )
+    return Recognized(manifests, checks, found)
+
+
+def _unknown(document: documents.Document, message: str) -> Recognized:
+    return Recognized([], [], [document.problem((), message)])
+
+
+def _type_word(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return type(value).__name__
+
+
+def _name_from_file(snapshot_path: str) -> str:
+    """A nameless v2 job is named after its file: `jobs/Train_Model.yml` -> `train-model`."""
+    stem = posixpath.splitext(posixpath.basename(snapshot_path))[0].lower()
+    slug = re.sub(r"[^a-z0-9-]+", "-", stem).strip("-")[:63].strip("-")
+    return slug or "job"

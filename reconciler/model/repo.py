@@ -1,0 +1,361 @@
+"""Loading and validating a whole manifests repo: the `load` and `validate` stages in one call.
+
+`load(snapshot)` parses every YAML file, recognises the manifests, checks each against its JSON
+Schema, builds the typed models (`extensions`, `instancetypes`, `workloads`) from the ones that
+passed, then applies the rules that span manifests: unique names per kind, instance types that
+exist, the extension a workload runs on and whether it enables training / inference. It returns
+the `Repo` and every problem found; a repo with any error is never applied.
+
+Each file's own work (parse, recognise, schema check) depends on nothing but its path and text;
+given a `memo.Memo`, it is kept by the file's content and reused for the same file at another
+revision (relabelled with that revision's display name). Models and the rules across files are
+built afresh for every revision.
+
+Pure: reads only through the snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler import source
+from reconciler.model import (
+    components,
+    documents,
+    extensions,
+    instancetypes,
+    manifests,
+    memo,
+    placement,
+    problems,
+    schemas,
+    workloads,
+)
+
+# Aliases: the dataclass fields below share their names with these modules.
+_Extension = extensions.Extension
+_Problem = problems.Problem
+
+
+@dataclass
+class Repo:
+    """Everything a repo revision declares, as typed models."""
+
+    extensions: dict[str, _Extension] = field(default_factory=dict)
+    instance_types: dict[str, instancetypes.InstanceType] = field(default_factory=dict)
+    jobs: dict[str, workloads.Job] = field(default_factory=dict)
+    deployments: dict[str, workloads.Deployment] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """`1 extension, 3 instance types, 2 jobs, 2 deployments`."""
+        parts = (
+            (len(self.extensions), "extension"),
+            (len(self.instance_types), "instance type"),
+            (len(self.jobs), "job"),
+            (len(self.deployments), "deployment"),
+        )
+        return ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in parts)
+
+    def extension_for(self, workload: workloads.Workload) -> _Extension | None:
+        """The extension a workload runs on (see `_check_compute`)."""
+        if workload.compute in self.extensions:
+            return self.extensions[workload.compute]
+        if len(self.extensions) == 1:
+            return next(iter(self.extensions.values()))
+        return None
+
+
+@dataclass
+class Loaded:
+    repo: Repo
+    problems: list[_Problem]
+
+    @property
+    def errors(self) -> list[_Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
+    """Load and validate every manifest of the repo in `snapshot`. With `reuse`, files another
+    load through the same memo already saw with the same path and content are not parsed
+    again; the result is the same either way."""
+    found: list[problems.Problem] = []
+    parsed_files = [(path, _load_file(snapshot, path, reuse)) for path in snapshot.yaml_files()]
+    # YAML files that manifests point at (conda files) are data, not manifests.
+    data_files = {
+        data_file
+        for _, parsed in parsed_files
+        for loaded_document in parsed.loaded
+        for manifest in loaded_document.declared
+        for data_file in workloads.data_files(manifest)
+    }
+    for path, parsed in parsed_files:
+        if path not in data_files:
+            found.extend(parsed.found)
+    valid_manifests: list[manifests.Manifest] = []
+    for path, parsed in parsed_files:
+        if path in data_files:
+            continue
+        for loaded_document in parsed.loaded:
+            found.extend(loaded_document.found)
+            valid_manifests.extend(loaded_document.valid)
+    repo = Repo()
+    _build_models(repo, valid_manifests, snapshot, found)
+    _check_references(repo, found)
+    if not parsed_files:
+        found.append(
+            problems.Problem(
+                snapshot.display(""),
+                0,
+                "",
+                "no *.yaml or *.yml files found",
+                problems.Severity.WARNING,
+            )
+        )
+    return Loaded(repo, problems.sort_problems(found))
+
+
+@dataclass(frozen=True)
+class _LoadedDocument:
+    """One document of a file: the manifests it declares, the problems recognising and
+    checking it found, and the manifests its schemas passed (used unless the file is data)."""
+
+    document: documents.Document
+    declared: tuple[manifests.Manifest, ...]
+    found: tuple[_Problem, ...]
+    valid: tuple[manifests.Manifest, ...]
+
+
+@dataclass(frozen=True)
+class _LoadedFile:
+    """A YAML file's own work: a function of its path, text and display name alone."""
+
+    display: str
+    found: tuple[_Problem, ...]  # the parser's
+    loaded: tuple[_LoadedDocument, ...]
+
+
+def _load_file(snapshot: source.Snapshot, path: str, reuse: memo.Memo | None) -> _LoadedFile:
+    display = snapshot.display(path)
+    if reuse is None:
+        return _parse_and_check(path, display, snapshot.read_text(path))
+    kept = reuse.get(
+        ("file", path, memo.text_id(snapshot, path)),
+        lambda: _parse_and_check(path, display, snapshot.read_text(path)),
+    )
+    return _relabelled(kept, display)
+
+
+def _parse_and_check(path: str, display: str, text: str) -> _LoadedFile:
+    parsed = documents.parse(display, text)
+    loaded = []
+    for document in parsed.documents:
+        recognized = manifests.recognize(document, path)
+        found: list[problems.Problem] = []
+        valid = _check_schemas(document, recognized, found)
+        loaded.append(
+            _LoadedDocument(document, tuple(recognized.manifests), tuple(found), tuple(valid))
+        )
+    return _LoadedFile(display, tuple(parsed.problems), tuple(loaded))
+
+
+def _relabelled(kept: _LoadedFile, display: str) -> _LoadedFile:
+    """`kept` as loading the same file under another display name (the same path and text at
+    another revision) gives it: the name appears only as each document's file and each
+    problem's file, so those are replaced and everything else is shared (documents, manifests
+    and problems are frozen; nothing changes the parsed data)."""
+    if kept.display == display:
+        return kept
+
+    def problem(found: problems.Problem) -> problems.Problem:
+        if found.file != kept.display:
+            return found
+        return dataclasses.replace(found, file=display)
+
+    relabelled = []
+    for loaded in kept.loaded:
+        document = dataclasses.replace(loaded.document, file=display)
+        moved = {id(m): dataclasses.replace(m, document=document) for m in loaded.declared}
+        relabelled.append(
+            _LoadedDocument(
+                document,
+                tuple(moved[id(m)] for m in loaded.declared),
+                tuple(problem(p) for p in loaded.found),
+                tuple(moved[id(m)] for m in loaded.valid),
+            )
+        )
+    return _LoadedFile(display, tuple(problem(p) for p in kept.found), tuple(relabelled))
+
+
+def _check_schemas(
+    document: documents.Document,
+    recognized: manifests.Recognized,
+    found: list[problems.Problem],
+) -> list[manifests.Manifest]:
+    """Apply a document's schemas; keep the manifests they find nothing wrong with."""
+    found.extend(recognized.problems)
+    bad_paths: list[problems.FieldPath] = []
+    for check in recognized.checks:
+        data = _section(document.data, check.path)
+        if data is _MISSING:
+            continue  # the section is absent: the schema of the enclosing part reports that
+        for error_path, message in schemas.validate(check.schema, data):
+            absolute = (*check.path, *error_path)
+            bad_paths.append(absolute)
+            found.append(document.problem(absolute, message))
+    roots = [check.path for check in recognized.checks if check.path]
+    roots += [manifest.root for manifest in recognized.manifests if manifest.root]
+    return [
+        manifest
+        for manifest in recognized.manifests
+        if not any(_affects(bad, manifest.root, roots) for bad in bad_paths)
+    ]
+
+
+_MISSING = object()
+
+
+def _section(data: Any, path: problems.FieldPath) -> Any:
+    """The part of a document at `path`, or _MISSING when the document has no such part."""
+    for part in path:
+        if isinstance(data, dict):
+            found = part in data
+        else:
+            found = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not found:
+            return _MISSING
+        data = data[part]
+    return data
+
+
+def _affects(
+    bad: problems.FieldPath, root: problems.FieldPath, roots: Iterable[problems.FieldPath]
+) -> bool:
+    """An error at `bad` spoils the manifest at `root`: it is inside it, or outside every part
+    of the document that a schema checks on its own (a document-level error, such as a bad
+    apiVersion)."""
+    if bad[: len(root)] == root:
+        return True
+    return not any(bad[: len(r)] == r for r in roots)
+
+
+def _build_models(
+    repo: Repo,
+    valid: list[manifests.Manifest],
+    snapshot: source.Snapshot,
+    found: list[problems.Problem],
+) -> None:
+    seen: dict[tuple[str, str], manifests.Manifest] = {}
+    for manifest in valid:
+        key = (manifest.kind, manifest.name)
+        if key in seen:
+            first = seen[key]
+            found.append(
+                manifest.document.problem(
+                    manifest.name_path,
+                    f"duplicate {manifest.kind} named {manifest.name!r}: "
+                    f"also declared at {first.where}",
+                )
+            )
+            continue
+        seen[key] = manifest
+        if manifest.kind == manifests.EXTENSION:
+            extension, more = extensions.build(manifest, snapshot)
+            repo.extensions[extension.name] = extension
+        elif manifest.kind == manifests.INSTANCE_TYPE:
+            instance_type, more = instancetypes.from_document(
+                manifest.document, manifest.root, manifest.path
+            )
+            repo.instance_types[instance_type.name] = instance_type
+        elif manifest.kind == manifests.JOB:
+            job, more = workloads.build_job(manifest, snapshot)
+            repo.jobs[job.name] = job
+        else:
+            deployment, more = workloads.build_deployment(manifest, snapshot)
+            repo.deployments[deployment.name] = deployment
+        found.extend(more)
+
+
+def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
+    """Rules across manifests: instance types, the extension a workload runs on, scenarios."""
+    all_workloads: list[tuple[workloads.Workload, problems.FieldPath, str]] = [
+        (job, ("resources", "instance_type"), "training") for job in repo.jobs.values()
+    ]
+    all_workloads += [
+        (deployment, ("instance_type",), "inference") for deployment in repo.deployments.values()
+    ]
+    for workload, instance_type_path, scenario in all_workloads:
+        manifest = workload.manifest
+        instance_type = instancetypes.resolve(workload.instance_type, repo.instance_types)
+        if instance_type is None:
+            known = ", ".join(instancetypes.known_names(repo.instance_types))
+            found.append(
+                manifest.problem(
+                    instance_type_path,
+                    f"no instance type named {workload.instance_type!r} (known: {known})",
+                )
+            )
+        extension = _check_compute(repo, workload, found)
+        if extension is None:
+            continue
+        if workload.name in _reserved_names(extension):
+            found.append(
+                manifest.problem(
+                    manifest.name_path[len(manifest.root) :],
+                    f"{workload.name!r} is taken by a component of extension {extension.name!r} "
+                    "in the same namespace: choose another name",
+                )
+            )
+        if instance_type is not None:
+            conflict = placement.conflict_problem(
+                workload, extension, instance_type, instance_type_path
+            )
+            if conflict is not None:
+                found.append(conflict)
+        enabled = (
+            extension.settings.training if scenario == "training" else extension.settings.inference
+        )
+        if not enabled:
+            setting = "enableTraining" if scenario == "training" else "enableInference"
+            kind = "jobs" if scenario == "training" else "deployments"
+            found.append(
+                manifest.problem(
+                    manifest.name_path[len(manifest.root) :],
+                    f"{kind} need {setting}: true on extension {extension.name!r}",
+                )
+            )
+
+
+def _reserved_names(extension: extensions.Extension) -> set[str]:
+    """Object names the extension's components use in its namespace."""
+    names = {c.object_name(extension.name) for c in components.COMPONENTS}
+    return names | {"prometheus-operated", "volcano-scheduler-configmap"}
+
+
+def _check_compute(
+    repo: Repo, workload: workloads.Workload, found: list[problems.Problem]
+) -> extensions.Extension | None:
+    """With one extension any `compute` selects it; with several it must name one."""
+    manifest = workload.manifest
+    if not repo.extensions:
+        found.append(
+            manifest.problem(
+                manifest.name_path[len(manifest.root) :],
+                "needs an Extension in the repo to run on (none is declared)",
+            )
+        )
+        return None
+    extension = repo.extension_for(workload)
+    if extension is None:
+        names = ", ".join(sorted(repo.extensions))
+        where = ("compute",) if workload.compute else manifest.name_path[len(manifest.root) :]
+        what = f"{workload.compute!r} is not" if workload.compute else "compute must name"
+        found.append(manifest.problem(where, f"{what} one of the repo's extensions ({names})"))
+    return extension

@@ -1,0 +1,406 @@
+"""The `render` stage: a validated repo -> every Kubernetes object it declares, in apply order.
+
+For each extension: its release namespace, the components `components.select` picks (one Jinja
+template each under `templates/components/`), the router's TLS Secret when the protected PEM files
+supply it; for the repo: the InstanceType CRD, the volcano CRDs when a training extension installs
+volcano, and the declared instance types as custom resources. Every object then gets the labels
+that tie it to its extension and the annotations naming its source file and revision, and the
+list is put in apply order. Pure: the PEM files are read through the snapshot.
+
+Rendering goes unit by unit (an extension's components, one job, one deployment, one instance
+type, one CRD template); given a `memo.Memo`, a unit whose inputs are unchanged since another
+revision's render is copied from it instead of rendered again, then stamped for this revision.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import yaml
+
+from reconciler import objects, source
+from reconciler.model import components, extensions, instancetypes, memo, repo, workloads
+from reconciler.render import templating, workloadobjects
+
+INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
+ROUTER_CONFIG_DIR = "/etc/azureml-fe"
+ROUTER_HTTP_PORT = 8080
+ROUTER_HTTPS_PORT = 8443
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What ties an object to its extension: the labels and annotations it gets."""
+
+    extension: str
+    component: str
+    name: str
+    source_file: str
+
+
+@dataclass
+class Rendered:
+    objects: list[objects.Object] = field(default_factory=list)
+
+
+def render_repo(
+    loaded: repo.Repo,
+    snapshot: source.Snapshot,
+    revision: str,
+    reuse: memo.Memo | None = None,
+) -> Rendered:
+    """Every object the repo declares, labelled and in apply order. With `reuse`, units whose
+    inputs another render through the same memo already had are copied from it (see `_Units`);
+    the result is the same either way."""
+    owned: dict[objects.Key, objects.Object] = {}
+    units = _Units(loaded, snapshot, reuse)
+
+    def add(obj: objects.Object, owner: Owner) -> None:
+        _stamp(obj, owner, revision)
+        owned.setdefault(objects.key(obj), obj)  # shared CRDs are rendered once
+
+    repo_owner = _repo_owner(loaded)
+    for extension in sorted(loaded.extensions.values(), key=lambda e: e.name):
+        source_file = extension.manifest.path if extension.manifest else ""
+        served = [d for d in loaded.deployments.values() if loaded.extension_for(d) is extension]
+        for obj, component in units.extension(extension, served):
+            add(obj, Owner(extension.name, component, _object_name(obj), source_file))
+    for job in loaded.jobs.values():
+        runs_on = loaded.extension_for(job)
+        assert runs_on is not None, "a valid repo has an extension for every job"
+        for obj in units.job(job, runs_on):
+            add(obj, Owner(runs_on.name, "job", job.name, job.manifest.path))
+    for deployment in loaded.deployments.values():
+        served_by = loaded.extension_for(deployment)
+        assert served_by is not None, "a valid repo has an extension for every deployment"
+        for obj in units.deployment(deployment, served_by):
+            path = deployment.manifest.path
+            add(obj, Owner(served_by.name, "model-deployment", deployment.name, path))
+    if repo_owner is not None:
+        crd_file = repo_owner.manifest.path if repo_owner.manifest else ""
+        for obj in units.template("crds/instancetypes.yaml.j2"):
+            add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file))
+        if any(_installs_volcano(e) for e in loaded.extensions.values()):
+            for obj in units.template("crds/volcano.yaml.j2"):
+                add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file))
+        for instance_type in sorted(loaded.instance_types.values(), key=lambda i: i.name):
+            for obj in units.instance_type(instance_type):
+                owner = Owner(
+                    repo_owner.name, "instancetype", instance_type.name, instance_type.source_path
+                )
+                add(obj, owner)
+    return Rendered(objects.in_apply_order(owned.values()))
+
+
+class _Units:
+    """The render units of one repo revision, each rendered or, with a memo, reused.
+
+    A unit's key holds everything its renderer reads, and nothing of where it came from: the
+    model values (`memo.fingerprint`: dataclass fields that compare, so not the manifest), the
+    instance type a workload resolves to, the ids of the files it reads through the snapshot,
+    and for an extension its router's entries (the only part of the deployments it reads).
+    Objects come back unstamped and fresh (see `memo.Memo.copied`): `render_repo` stamps them
+    with this revision's owner, file and revision.
+    """
+
+    def __init__(
+        self, loaded: repo.Repo, snapshot: source.Snapshot, reuse: memo.Memo | None
+    ) -> None:
+        self._loaded = loaded
+        self._snapshot = snapshot
+        self._reuse = reuse
+        # Every workload of an extension shares its fingerprint: compute it once.
+        self._fingerprints: dict[tuple[str, str], Hashable] = {}
+
+    def _get(self, key: Callable[[], Hashable], render_unit: Callable[[], list[_T]]) -> list[_T]:
+        if self._reuse is None:
+            return render_unit()  # no key computed: a render without a memo is as it was
+        return self._reuse.copied(key(), render_unit)
+
+    def _fingerprint(self, kind: str, name: str, value: object) -> Hashable:
+        if (kind, name) not in self._fingerprints:
+            self._fingerprints[kind, name] = memo.fingerprint(value)
+        return self._fingerprints[kind, name]
+
+    def _placement_key(
+        self, workload: workloads.Workload, extension: extensions.Extension
+    ) -> tuple[Hashable, Hashable]:
+        instance_type = instancetypes.resolve(workload.instance_type, self._loaded.instance_types)
+        return (
+            self._fingerprint("extension", extension.name, extension),
+            self._fingerprint("instance type", workload.instance_type or "", instance_type),
+        )
+
+    def extension(
+        self, extension: extensions.Extension, served: Sequence[workloads.Deployment]
+    ) -> list[tuple[objects.Object, str]]:
+        def key() -> Hashable:
+            entries = [
+                workloadobjects.router_entry(d, extension.release_namespace)
+                for d in sorted(served, key=lambda d: d.name)
+            ]
+            pem_files = [f for f in (extension.ssl_cert_file, extension.ssl_key_file) if f]
+            return (
+                "extension",
+                self._fingerprint("extension", extension.name, extension),
+                memo.fingerprint(entries),
+                memo.files(self._snapshot, pem_files),
+            )
+
+        return self._get(key, lambda: extension_objects(extension, self._snapshot, served))
+
+    def job(self, job: workloads.Job, extension: extensions.Extension) -> list[objects.Object]:
+        def key() -> Hashable:
+            code = [job.code] if job.code else []
+            return (
+                "job",
+                memo.fingerprint(job),
+                self._placement_key(job, extension),
+                memo.files(self._snapshot, code),
+            )
+
+        declared, snapshot = self._loaded.instance_types, self._snapshot
+        return self._get(
+            key, lambda: workloadobjects.job_objects(job, extension, declared, snapshot)
+        )
+
+    def deployment(
+        self, deployment: workloads.Deployment, extension: extensions.Extension
+    ) -> list[objects.Object]:
+        def key() -> Hashable:
+            local = [m for m in deployment.models if not workloads.is_uri(m)]
+            code = [deployment.code] if deployment.code else []
+            return (
+                "deployment",
+                memo.fingerprint(deployment),
+                self._placement_key(deployment, extension),
+                memo.files(self._snapshot, code + local),
+            )
+
+        declared, snapshot = self._loaded.instance_types, self._snapshot
+        return self._get(
+            key,
+            lambda: workloadobjects.deployment_objects(deployment, extension, declared, snapshot),
+        )
+
+    def template(self, name: str) -> list[objects.Object]:
+        """A template with no context (the CRDs): the same objects at every revision."""
+        return self._get(lambda: ("template", name), lambda: templating.render_template(name, {}))
+
+    def instance_type(self, instance_type: instancetypes.InstanceType) -> list[objects.Object]:
+        context = {"it": _instance_type(instance_type)}
+        return self._get(
+            lambda: ("instance type", memo.fingerprint(instance_type)),
+            lambda: templating.render_template("instancetype.yaml.j2", context),
+        )
+
+
+def extension_objects(
+    extension: extensions.Extension,
+    snapshot: source.Snapshot,
+    deployments: Sequence[workloads.Deployment] = (),
+) -> list[tuple[objects.Object, str]]:
+    """(object, component label) for everything one extension installs; `deployments` are the
+    model deployments its router serves."""
+    found: list[tuple[objects.Object, str]] = []
+    base = _base_context(extension)
+    for obj in templating.render_template("namespace.yaml.j2", base):
+        found.append((obj, "namespace"))
+    for component in components.select(extension):
+        context = {**base, "c": _component_context(component, extension)}
+        if component.template == "router":
+            context["router"] = _router_context(component, extension, deployments)
+            secret = _router_tls_secret(component, extension, snapshot)
+            if secret is not None:
+                found.append((secret, _component_label(component)))
+        for obj in templating.render_template(component.template_name, context):
+            found.append((obj, _component_label(component)))
+    return found
+
+
+def _base_context(extension: extensions.Extension) -> dict[str, Any]:
+    values = extension.settings
+    return {
+        "ext": {
+            "name": extension.name,
+            "namespace": extension.release_namespace,
+            "cluster_type": extension.cluster_type,
+        },
+        "s": dict(values.values),
+        "node_selector": values.node_selector,
+        "openshift": bool(values["openshift"]),
+    }
+
+
+def _component_label(component: components.Component) -> str:
+    return component.name.replace("{EXT}-", "")
+
+
+def _component_context(
+    component: components.Component, extension: extensions.Extension
+) -> dict[str, Any]:
+    name = component.object_name(extension.name)
+    selector = {objects.NAME_LABEL: name, objects.PART_OF_LABEL: extension.name}
+    return {
+        "name": name,
+        "component": _component_label(component),
+        "kind": component.kind,
+        "image": components.image(component, extension.settings["imageRegistry"]),
+        "resources": component.resources.as_dict(),
+        # Cluster-scoped RBAC is shared by every extension on the cluster: prefix it.
+        "cluster_name": name if name.startswith(extension.name) else f"{extension.name}-{name}",
+        "selector": selector,
+        "pod_labels": {
+            **selector,
+            objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+            objects.COMPONENT_LABEL: _component_label(component),
+        },
+        "host_access": component.kind == "DaemonSet",
+    }
+
+
+def router_tls_secret_name(router_name: str, extension: extensions.Extension) -> str | None:
+    """The Secret the router's certificate comes from, or None over plain HTTP."""
+    values = extension.settings
+    if not values.https:
+        return None
+    return str(values["sslSecret"]) if values["sslSecret"] else f"{router_name}-tls"
+
+
+def _router_context(
+    component: components.Component,
+    extension: extensions.Extension,
+    deployments: Sequence[workloads.Deployment],
+) -> dict[str, Any]:
+    values = extension.settings
+    name = component.object_name(extension.name)
+    tls_secret = router_tls_secret_name(name, extension)
+    https = tls_secret is not None
+    container_port = ROUTER_HTTPS_PORT if https else ROUTER_HTTP_PORT
+    port_name = "https" if https else "http"
+    config: dict[str, Any] = {
+        "listen": f"0.0.0.0:{container_port}",
+        "deployments": [
+            workloadobjects.router_entry(d, extension.release_namespace)
+            for d in sorted(deployments, key=lambda d: d.name)
+        ],
+    }
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{name}-config"}}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True}
+    ]
+    if https:
+        config["tls"] = {
+            "cert": f"{ROUTER_CONFIG_DIR}/tls/cert.pem",
+            "key": f"{ROUTER_CONFIG_DIR}/tls/key.pem",
+        }
+        config["cname"] = values["sslCname"]
+        volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
+        mounts.append({"name": "tls", "mountPath": f"{ROUTER_CONFIG_DIR}/tls", "readOnly": True})
+    internal = (
+        values["internalLoadBalancerProvider"] == "azure"
+        and values["inferenceRouterServiceType"] == "LoadBalancer"
+    )
+    return {
+        "replicas": 3 if values["inferenceRouterHA"] else 1,
+        "service_type": values["inferenceRouterServiceType"],
+        "service_annotations": {INTERNAL_LB_ANNOTATION: "true"} if internal else None,
+        "service_ports": [
+            {
+                "name": port_name,
+                "port": 443 if https else 80,
+                "targetPort": port_name,
+                "protocol": "TCP",
+            }
+        ],
+        "container_ports": [
+            {"name": port_name, "containerPort": container_port, "protocol": "TCP"}
+        ],
+        "probe_port": port_name,
+        "probe_scheme": "HTTPS" if https else "HTTP",
+        "config_map": f"{name}-config",
+        "config_yaml": yaml.safe_dump(config, sort_keys=False),
+        "rules": workloadobjects.router_rules(
+            name,
+            [
+                workloadobjects.auth_secret_name(d.name)
+                for d in deployments
+                if d.auth_mode != "none"
+            ],
+            [d.name for d in deployments if d.scale.type == workloadobjects.AUTOSCALED],
+        ),
+        "volumes": volumes,
+        "volume_mounts": mounts,
+    }
+
+
+def _router_tls_secret(
+    component: components.Component, extension: extensions.Extension, snapshot: source.Snapshot
+) -> objects.Object | None:
+    """The Secret built from the protected PEM files (not when sslSecret names one)."""
+    name = component.object_name(extension.name)
+    if not extension.settings.https or extension.settings["sslSecret"]:
+        return None
+    if not (extension.ssl_cert_file and extension.ssl_key_file):
+        return None
+
+    def encode(path: str) -> str:
+        return base64.b64encode(snapshot.read_bytes(path)).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-tls", "namespace": extension.release_namespace},
+        "type": "Opaque",
+        "data": {
+            "cert.pem": encode(extension.ssl_cert_file),
+            "key.pem": encode(extension.ssl_key_file),
+        },
+    }
+
+
+def _installs_volcano(extension: extensions.Extension) -> bool:
+    return extension.settings.training and bool(extension.settings["installVolcano"])
+
+
+def _repo_owner(loaded: repo.Repo) -> extensions.Extension | None:
+    """Cluster-wide objects (CRDs, instance types) belong to the repo's first extension."""
+    if not loaded.extensions:
+        return None
+    return loaded.extensions[min(loaded.extensions)]
+
+
+def _instance_type(instance_type: instancetypes.InstanceType) -> dict[str, Any]:
+    return {
+        "name": instance_type.name,
+        "node_selector": dict(instance_type.node_selector),
+        "resources": instance_type.resources(),
+    }
+
+
+def _object_name(obj: objects.Object) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _stamp(obj: objects.Object, owner: Owner, revision: str) -> None:
+    """Labels that tie the object to its extension; annotations naming where it came from.
+    Labels a template set itself (such as the router-config component) win."""
+    metadata = obj.setdefault("metadata", {})
+    labels = {
+        objects.NAME_LABEL: owner.name,
+        objects.PART_OF_LABEL: owner.extension,
+        objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+        objects.COMPONENT_LABEL: owner.component,
+    }
+    metadata["labels"] = {**labels, **(metadata.get("labels") or {})}
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        objects.SOURCE_FILE_ANNOTATION: owner.source_file,
+        objects.SOURCE_REVISION_ANNOTATION: revision,
+    }

@@ -1,0 +1,45 @@
+"""The Jinja environment over `templates/`, and rendering one template into objects.
+
+The templates are data at the repository's top level (inside the package once installed:
+`reconciler.data_dir`).
+
+Shared by the extension renderer (`render`) and the workload renderer (`workloadobjects`).
+Templates insert values with `tojson` (JSON is YAML, so quoting is never a question); `prune`
+drops keys whose value is None or empty so optional fields simply do not appear.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+import yaml
+
+import reconciler
+from reconciler import objects
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def prune(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if v is not None and v != [] and v != {}}
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(reconciler.data_dir("templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, not HTML
+    )
+    environment.filters["prune"] = prune
+    return environment
+
+
+def render_template(name: str, context: Mapping[str, Any]) -> list[objects.Object]:
+    """Render one template into the objects its YAML documents hold (empty ones dropped)."""
+    text = _environment().get_template(name).render(**context)
+    return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc]

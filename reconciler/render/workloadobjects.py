@@ -1,0 +1,319 @@
+"""Jobs and model deployments -> Kubernetes objects (SPEC sections 4-6).
+
+A job becomes a volcano Job when its extension installs volcano, else a batch/v1 Job; a model
+deployment becomes an apps/v1 Deployment (never an HPA: the router scales it) and the Service the
+router reaches it through. Both run in their extension's release namespace, get their instance
+type's resources and the merged nodeSelector (`placement`), and have their small local files
+(code, model) delivered through ConfigMaps; remote model URIs are fetched by an init container.
+The router's own configuration entry for each deployment (`router_entry`) is the `router.yaml`
+format `reconciler router serve` reads; the names the router and the render must agree on (the
+auth Secret, the model Service's port name, the coordinator Lease) and the router's RBAC for its
+deployments (`router_rules`) live here too. Pure: files are read through the snapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import posixpath
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from reconciler import objects, source
+from reconciler.model import extensions, instancetypes, placement, workloads
+from reconciler.render import templating
+
+APP_DIR = "/var/azureml-app"
+JOB_CODE_DIR = "/code"
+INFERENCE_PORT = 5001
+JOB_BACKOFF_LIMIT = 3
+# Finished jobs stay this long so their status can be read.
+JOB_TTL_SECONDS = 30 * 24 * 3600
+FETCH_IMAGE = "curlimages/curl:8.10.1"
+DEPLOYMENT_LABEL = "gitops.mlext.io/deployment"
+JOB_LABEL = "gitops.mlext.io/job"
+# The name of the model Service's port (templates/workloads/deployment.yaml.j2): its
+# EndpointSlices carry the replicas' port under this name, which is how the router finds it.
+SERVICE_PORT_NAME = "http"
+AUTOSCALED = "target_utilization"  # the scale type the router scales; "fixed" it leaves alone
+_KEY_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
+
+
+def files_config_map(
+    name: str, namespace: str, snapshot: source.Snapshot, root: str
+) -> tuple[objects.Object, list[dict[str, str]]]:
+    """A ConfigMap holding every file at or below `root`, and the volume items that put each
+    back at its relative path (ConfigMap keys cannot hold `/`)."""
+    data: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    items: list[dict[str, str]] = []
+    for path in snapshot.files_under(root):
+        relative = posixpath.basename(path) if path == root else posixpath.relpath(path, root)
+        key = _KEY_UNSAFE.sub("_", relative.replace("/", "__"))
+        content = snapshot.read_bytes(path)
+        try:
+            data[key] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            binary[key] = base64.b64encode(content).decode()
+        items.append({"key": key, "path": relative})
+    config_map: objects.Object = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+    if data:
+        config_map["data"] = data
+    if binary:
+        config_map["binaryData"] = binary
+    return config_map, items
+
+
+def _pod_labels(selector: Mapping[str, str], extension: extensions.Extension) -> dict[str, str]:
+    return {
+        **selector,
+        objects.PART_OF_LABEL: extension.name,
+        objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+    }
+
+
+def _env(workload: workloads.Workload, extra: Mapping[str, str]) -> list[dict[str, str]]:
+    merged = {**extra, **workload.environment_variables}
+    return [{"name": k, "value": v} for k, v in sorted(merged.items())]
+
+
+def _mount_code(
+    workload_name: str,
+    namespace: str,
+    snapshot: source.Snapshot,
+    code: str,
+    mount_path: str,
+    found: list[objects.Object],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> None:
+    """The code folder as a ConfigMap `<workload>-code`, mounted read-only at `mount_path`."""
+    name = f"{workload_name}-code"
+    config_map, items = files_config_map(name, namespace, snapshot, code)
+    found.append(config_map)
+    volumes.append({"name": "code", "configMap": {"name": name, "items": items}})
+    mounts.append({"name": "code", "mountPath": mount_path, "readOnly": True})
+
+
+def job_objects(
+    job: workloads.Job,
+    extension: extensions.Extension,
+    declared: dict[str, instancetypes.InstanceType],
+    snapshot: source.Snapshot,
+) -> list[objects.Object]:
+    where = placement.place(job, extension, declared)
+    namespace = extension.release_namespace
+    found: list[objects.Object] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if job.code and snapshot.exists(job.code):
+        _mount_code(job.name, namespace, snapshot, job.code, JOB_CODE_DIR, found, volumes, mounts)
+    selector = {JOB_LABEL: job.name}
+    volcano = bool(extension.settings["installVolcano"])
+    context = {
+        "w": {
+            "name": job.name,
+            "namespace": namespace,
+            "instance_count": job.instance_count,
+            "backoff_limit": JOB_BACKOFF_LIMIT,
+            "ttl": JOB_TTL_SECONDS,
+            "pod_labels": _pod_labels(selector, extension),
+            "node_selector": where.node_selector,
+            "volumes": volumes,
+            "init_containers": [],
+            "container_name": "job",
+            "image": job.image,
+            "command": ["/bin/sh", "-c", job.command],
+            "working_dir": JOB_CODE_DIR if mounts else None,
+            "env": _env(job, {"AZUREML_INSTANCE_TYPE": where.instance_type.name}),
+            "ports": [],
+            "resources": where.resources(),
+            "volume_mounts": mounts,
+            "readiness_probe": None,
+            "liveness_probe": None,
+        }
+    }
+    template = "workloads/volcano-job.yaml.j2" if volcano else "workloads/job.yaml.j2"
+    found.extend(templating.render_template(template, context))
+    return found
+
+
+def deployment_objects(
+    deployment: workloads.Deployment,
+    extension: extensions.Extension,
+    declared: dict[str, instancetypes.InstanceType],
+    snapshot: source.Snapshot,
+) -> list[objects.Object]:
+    where = placement.place(deployment, extension, declared)
+    namespace = extension.release_namespace
+    found: list[objects.Object] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    init: list[dict[str, Any]] = []
+    if deployment.code and snapshot.exists(deployment.code):
+        code_dir = f"{APP_DIR}/code"
+        _mount_code(deployment.name, namespace, snapshot, deployment.code, code_dir, found,
+                    volumes, mounts)  # fmt: skip
+    local = [m for m in deployment.models if not workloads.is_uri(m)]
+    remote = [m for m in deployment.models if workloads.is_uri(m)]
+    if deployment.models:
+        volumes.append({"name": "model", "emptyDir": {}})
+        mounts.append({"name": "model", "mountPath": f"{APP_DIR}/model", "readOnly": True})
+        steps = ["set -e"]
+        init_mounts = [{"name": "model", "mountPath": f"{APP_DIR}/model"}]
+        for index, model in enumerate(local):
+            name = f"{deployment.name}-model" + (f"-{index}" if index else "")
+            config_map, items = files_config_map(name, namespace, snapshot, model)
+            found.append(config_map)
+            volume = f"model-files-{index}"
+            volumes.append({"name": volume, "configMap": {"name": name, "items": items}})
+            init_mounts.append({"name": volume, "mountPath": f"{APP_DIR}/model-files/{index}"})
+            steps.append(f"cp -RL {APP_DIR}/model-files/{index}/. {APP_DIR}/model/")
+        for uri in remote:
+            target = posixpath.basename(uri.rstrip("/").split("?")[0]) or "model"
+            steps.append(
+                f"curl -fsSL -o {shlex.quote(f'{APP_DIR}/model/{target}')} {shlex.quote(uri)}"
+            )
+        init.append(
+            {
+                "name": "fetch-model",
+                "image": FETCH_IMAGE,
+                "command": ["/bin/sh", "-c", "\n".join(steps)],
+                "volumeMounts": init_mounts,
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+            }
+        )
+    selector = {DEPLOYMENT_LABEL: deployment.name}
+    script = deployment.scoring_script or "score.py"
+    probe = {
+        "httpGet": {"path": "/", "port": "http"},
+        "initialDelaySeconds": 5,
+        "periodSeconds": 5,
+        "failureThreshold": 3,
+    }
+    context = {
+        "w": {
+            "name": deployment.name,
+            "namespace": namespace,
+            "replicas": deployment.scale.initial_replicas,
+            "selector": selector,
+            "pod_labels": _pod_labels(selector, extension),
+            "node_selector": where.node_selector,
+            "volumes": volumes,
+            "init_containers": init,
+            "container_name": "inference-server",
+            "image": deployment.image,
+            "command": [
+                "azmlinfsrv",
+                "--entry_script",
+                f"{APP_DIR}/code/{script}",
+                "--port",
+                str(INFERENCE_PORT),
+            ],
+            "working_dir": f"{APP_DIR}/code" if deployment.code else None,
+            "env": _env(
+                deployment,
+                {
+                    "AZUREML_MODEL_DIR": f"{APP_DIR}/model",
+                    "AZUREML_ENTRY_SCRIPT": script,
+                    "WORKER_COUNT": str(deployment.max_concurrent_requests_per_instance),
+                },
+            ),
+            "ports": [{"name": "http", "containerPort": INFERENCE_PORT, "protocol": "TCP"}],
+            "resources": where.resources(),
+            "volume_mounts": mounts,
+            "readiness_probe": probe,
+            "liveness_probe": {**probe, "initialDelaySeconds": 30, "periodSeconds": 10},
+        }
+    }
+    found.extend(templating.render_template("workloads/deployment.yaml.j2", context))
+    return found
+
+
+def router_entry(deployment: workloads.Deployment, namespace: str) -> dict[str, Any]:
+    """The deployment's entry in `router.yaml`, every default filled in."""
+    auth: dict[str, Any] = {"mode": deployment.auth_mode}
+    if deployment.auth_mode != "none":
+        auth["secret"] = auth_secret_name(deployment.name)
+    scale = deployment.scale
+    return {
+        "name": deployment.name,
+        "namespace": namespace,
+        "service": deployment.name,
+        "port": 80,
+        "max_concurrent_requests_per_instance": deployment.max_concurrent_requests_per_instance,
+        "request_timeout_ms": deployment.request_timeout_ms,
+        "max_queue_wait_ms": deployment.max_queue_wait_ms,
+        "auth": auth,
+        "scale_settings": {
+            "type": scale.type,
+            "min_instances": scale.min_instances,
+            "max_instances": scale.max_instances,
+            "target_utilization_percentage": scale.target_utilization_percentage,
+            "polling_interval": scale.polling_interval,
+        },
+    }
+
+
+def auth_secret_name(deployment_name: str) -> str:
+    """The Secret holding a deployment's keys (key mode) or token signing key (token mode)."""
+    return f"{deployment_name}-auth"
+
+
+def coordinator_lease_name(router_service: str) -> str:
+    """The Lease the router instances of `router_service` elect their scaling coordinator on."""
+    return f"{router_service}-coordinator"
+
+
+def router_rules(
+    router_service: str, auth_secrets: Iterable[str], autoscaled: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The router's Role in the release namespace, as little as it uses: list + watch of
+    EndpointSlices (its deployments' backends and its peers), `get` of its deployments' auth
+    Secrets, `get` + `patch` of their scale subresource, and its coordinator Lease (`create`
+    cannot be limited to a name: the name is not in a create request's path).
+
+    A rule whose name list would be empty is left out: an empty resourceNames means every name.
+    """
+    secrets = sorted(set(auth_secrets))
+    scaled = sorted(set(autoscaled))
+    rules: list[dict[str, Any]] = [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["list", "watch"],
+        }
+    ]
+    if secrets:
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": secrets,
+                "verbs": ["get"],
+            }
+        )
+    if scaled:
+        rules.append(
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments/scale"],
+                "resourceNames": scaled,
+                "verbs": ["get", "patch"],
+            }
+        )
+    rules += [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [coordinator_lease_name(router_service)],
+            "verbs": ["get", "update"],
+        },
+    ]
+    return rules
