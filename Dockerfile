@@ -14,6 +14,8 @@ WORKDIR /src
 # Only what the package build reads (the build context also holds caches and test fixtures).
 COPY pyproject.toml README.md ./
 COPY reconciler ./reconciler
+COPY schemas ./schemas
+COPY templates ./templates
 RUN /opt/venv/bin/pip install .
 
 FROM python:3.11-slim

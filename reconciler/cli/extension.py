@@ -4,12 +4,12 @@
 (`--name`, `--config key=value`, `--config-protected key=value`, `--cluster-type`,
 `--release-namespace`) and edit the manifests repo instead of calling a cloud API. Each verb is
 the same four steps: find the Extension document by name (in any file, among several documents),
-edit its text with the pure `extensionedit`, load and validate the repo as it would be after the
-edit (`repo.load` on a snapshot that sees the edited text) and only then write the one file
-atomically and commit it, alone, when the repo is in a git work tree. An edit that would add a
+edit its text with the pure `extensionedit`, then hand the changed file to `repochange`, which
+loads and validates the repo as it would be after the edit and only then writes the one file
+atomically and commits it, alone, when the repo is in a git work tree. An edit that would add a
 problem to the repo is not written at all.
 
-This module sits at the edge beside `source`: it is the one place that writes manifests and makes
+This module holds the commands; `repochange` is the one place that writes manifests and makes
 commits. Protected values are never printed: every message that could hold one is redacted.
 `show` and `list` read the cluster (the extensions' `ExtensionStatus` records); `delete
 --from-cluster` also removes what the extension owns from the cluster (`reconcile`).
@@ -21,55 +21,21 @@ invalid (nothing written), 2 a usage error on the command line.
 from __future__ import annotations
 
 import json
-import os
-import posixpath
 import sys
-import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
-import git
 
 from reconciler import kube, source
-from reconciler.cli import common
+from reconciler.cli import common, repochange
 from reconciler.cli import reconcile as reconcilecli
 from reconciler.engine import reconcile, record
-from reconciler.model import extensionedit, extensions, problems, repo
+from reconciler.model import extensionedit, extensions, problems, yamledit
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-REDACTED = "<redacted>"
 DEFAULT_FOLDER = "extensions"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One file of the repo as an edit leaves it: new text, or None to remove the file."""
-
-    path: str  # snapshot path, relative to the repo root
-    text: str | None
-    verb: str  # create / update / delete
-    name: str
-    details: str = ""  # which settings changed (keys, never values)
-    secrets: frozenset[str] = field(default=frozenset(), repr=False)
-
-    @property
-    def commit_message(self) -> str:
-        subject = f"extension {self.verb} {self.name}"
-        return f"{subject}\n\n{self.details}" if self.details else subject
-
-
-@dataclass(frozen=True)
-class Applied:
-    """What the repo step did: the file written (or removed) and the commit made, if any."""
-
-    change: Change
-    file: Path
-    commit: str | None
 
 
 # --- the commands -------------------------------------------------------------------------
@@ -165,22 +131,22 @@ def create(
     snapshot = source.DirectorySnapshot(repo_path)
     target = _target_file(name, file)
     for path, found in _declared(snapshot, name):
-        _fail(
+        repochange.fail(
             [
                 f"{snapshot.display(path)}:{found.line}: metadata.name: extension {name!r} "
                 "already exists (change it with: reconciler extension update)"
             ]
         )
     document = extensionedit.new_manifest(name, cluster_type, release_namespace, config, protected)
-    existing = _read(snapshot, target) if snapshot.exists(target) else ""
-    change = Change(
+    existing = repochange.read(snapshot, target) if snapshot.exists(target) else ""
+    change = repochange.Change(
         target,
-        extensionedit.add_document(existing, document),
+        yamledit.add_document(existing, document),
         "create",
         name,
         secrets=frozenset(str(a.value) for a in protected),
     )
-    applied = apply_change(snapshot, change, commit)
+    applied = repochange.apply_change(snapshot, change, commit)
     click.echo(f"created extension {name} in {snapshot.display(target)}{_committed(applied)}")
 
 
@@ -214,14 +180,16 @@ def update(
     snapshot = source.DirectorySnapshot(repo_path)
     path = _find(snapshot, name)
     try:
-        edited = extensionedit.update(_read(snapshot, path), name, config, protected, remove)
+        edited = extensionedit.update(
+            repochange.read(snapshot, path), name, config, protected, remove
+        )
     except extensionedit.EditError as err:
-        _fail([f"{snapshot.display(path)}: {err}"])
+        repochange.fail([f"{snapshot.display(path)}: {err}"])
     if not edited.changed:
         click.echo(f"extension {name} in {snapshot.display(path)} already has these settings")
         return
-    change = Change(path, edited.text, "update", name, edited.summary, edited.secrets)
-    applied = apply_change(snapshot, change, commit)
+    change = repochange.Change(path, edited.text, "update", name, edited.summary, edited.secrets)
+    applied = repochange.apply_change(snapshot, change, commit)
     what = edited.summary
     click.echo(f"updated extension {name} in {snapshot.display(path)}: {what}{_committed(applied)}")
 
@@ -252,11 +220,11 @@ def delete(
     snapshot = source.DirectorySnapshot(repo_path)
     path = _find(snapshot, name)
     try:
-        deleted = extensionedit.delete(_read(snapshot, path), name)
+        deleted = extensionedit.delete(repochange.read(snapshot, path), name)
     except extensionedit.EditError as err:
-        _fail([f"{snapshot.display(path)}: {err}"])
-    change = Change(path, deleted.text, "delete", name, secrets=deleted.secrets)
-    applied = apply_change(snapshot, change, commit)
+        repochange.fail([f"{snapshot.display(path)}: {err}"])
+    change = repochange.Change(path, deleted.text, "delete", name, secrets=deleted.secrets)
+    applied = repochange.apply_change(snapshot, change, commit)
     shown = snapshot.display(path)
     what = f"removed {shown}" if deleted.text is None else f"removed its document from {shown}"
     click.echo(f"deleted extension {name}: {what}{_committed(applied)}")
@@ -264,7 +232,7 @@ def delete(
         cluster = common.connect(kubeconfig, context)
         failures = reconcile.delete_extension(cluster, name, click.echo)
         if failures:
-            _fail(failures)
+            repochange.fail(failures)
         click.echo(f"removed extension {name} and every object it owned from the cluster")
 
 
@@ -289,7 +257,7 @@ def show(name: str, kubeconfig: str | None, context: str | None) -> None:
     """Extension NAME on the cluster: name, provisioningState, revisions, reasons (JSON)."""
     found = [s for s in _summaries(kubeconfig, context) if s["name"] == name]
     if not found:
-        _fail([f"the cluster has no extension named {name!r}"])
+        repochange.fail([f"the cluster has no extension named {name!r}"])
     click.echo(json.dumps(found[0], indent=2))
 
 
@@ -321,7 +289,7 @@ def _set_suspended(name: str, value: bool, kubeconfig: str | None, context: str 
     cluster = common.connect(kubeconfig, context)
     try:
         if kube.get(cluster, record.ref(name)) is None:
-            _fail([f"the cluster has no extension named {name!r}"])
+            repochange.fail([f"the cluster has no extension named {name!r}"])
         patch = {"spec": {"suspend": True if value else None}}  # None removes the field
         kube.merge_patch(cluster, record.ref(name), patch, field_manager=SUSPEND_FIELD_MANAGER)
     except kube.KubeError as err:
@@ -336,159 +304,6 @@ def _summaries(kubeconfig: str | None, context: str | None) -> list[dict[str, An
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-
-
-# --- the repo step --------------------------------------------------------------------------
-
-
-def apply_change(
-    snapshot: source.DirectorySnapshot, change: Change, commit: bool = True
-) -> Applied:
-    """Validate the repo as `change` leaves it; write (and commit) only if that adds no error.
-
-    Problems the repo already had do not block an edit (an update may be what fixes them); any
-    new error exits 1 with nothing written.
-    """
-    redact = _redactor(change.secrets)
-    before = repo.load(snapshot)
-    after = repo.load(Overlay(snapshot, change.path, change.text))
-    added = _added_errors(before.errors, after.errors)
-    if added:
-        lines = [redact(str(problem)) for problem in added]
-        count = f"{len(added)} problem{'s' if len(added) != 1 else ''}"
-        lines.append(f"{count}: extension {change.name} not {change.verb}d, nothing was written")
-        _fail(lines)
-    shown = snapshot.display(change.path)
-    for problem in after.problems:
-        if not problem.is_error and problem.file == shown:
-            click.echo(redact(str(problem)), err=True)
-    if after.errors:
-        earlier = len(after.errors)
-        plural = "s" if earlier != 1 else ""
-        click.echo(
-            f"the repo still has {earlier} problem{plural} it had before (reconciler validate)",
-            err=True,
-        )
-    file = snapshot.root / change.path
-    if change.text is None:
-        file.unlink()
-    else:
-        write_atomic(file, change.text)
-    made = None
-    if commit:
-        try:
-            made = commit_file(snapshot.root, file, change.commit_message)
-        except git.GitCommandError as err:
-            detail = redact(str(err.stderr).strip() or str(err))
-            _fail([f"{shown} was written, but git commit failed: {detail}"])
-    return Applied(change, file, made)
-
-
-def write_atomic(file: Path, text: str) -> None:
-    """Replace `file` with `text` in one step (a temporary file beside it, then a rename), so
-    a reader never sees half a file; an existing file keeps its permissions."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = file.with_name(f".{file.name}.{uuid.uuid4().hex[:8]}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        if file.exists():
-            os.chmod(temporary, file.stat().st_mode & 0o7777)
-        os.replace(temporary, file)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def commit_file(root: Path, file: Path, message: str) -> str | None:
-    """Commit `file` alone (`git commit --only`: other staged or modified files stay as they
-    are) when `root` is in a git work tree; the new commit id, or None when nothing was made."""
-    try:
-        work_tree = git.Repo(root, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return None
-    if work_tree.bare or work_tree.working_tree_dir is None:
-        return None
-    top = Path(work_tree.working_tree_dir).resolve()
-    relative = Path(os.path.relpath(file.parent.resolve() / file.name, top)).as_posix()
-    if relative.startswith("../"):
-        return None
-    if file.exists():
-        if work_tree.ignored(relative):
-            return None
-        work_tree.git.add("--", relative)
-        if not work_tree.git.status("--porcelain", "--", relative):
-            return None  # the edit gave back what HEAD has: nothing to commit
-    elif not _in_head(work_tree, relative):
-        # Never committed: forget it in the index too, and there is nothing to commit.
-        work_tree.git.rm("--cached", "--quiet", "--ignore-unmatch", "--", relative)
-        return None
-    work_tree.git.commit("--only", "--quiet", "-m", message, "--", relative)
-    return work_tree.head.commit.hexsha
-
-
-class Overlay(source.DirectorySnapshot):
-    """The repo as an edit would leave it: one file replaced, added or removed.
-
-    Everything else (other files, revision, origin, how paths are shown) is the snapshot's
-    underneath, so `repo.load` validates the edit before a byte is written.
-    """
-
-    def __init__(self, base: source.DirectorySnapshot, path: str, text: str | None) -> None:
-        super().__init__(base.root)
-        self._display_root = base._display_root
-        self.path = path
-        self.text = text
-
-    def _folders(self) -> set[str]:
-        folders: set[str] = set()
-        folder = posixpath.dirname(self.path)
-        while folder:
-            folders.add(folder)
-            folder = posixpath.dirname(folder)
-        return folders if self.text is not None else set()
-
-    def yaml_files(self) -> Iterator[str]:
-        files = set(super().yaml_files()) - {self.path}
-        if self.text is not None:
-            files.add(self.path)
-        yield from sorted(files)
-
-    def read_text(self, path: str) -> str:
-        if path == self.path and self.text is not None:
-            return self.text
-        return super().read_text(path)
-
-    def read_bytes(self, path: str) -> bytes:
-        if path == self.path and self.text is not None:
-            return self.text.encode("utf-8")
-        return super().read_bytes(path)
-
-    def exists(self, path: str) -> bool:
-        if path == self.path:
-            return self.text is not None
-        return path in self._folders() or super().exists(path)
-
-    def is_dir(self, path: str) -> bool:
-        if path == self.path:
-            return False
-        return path in self._folders() or super().is_dir(path)
-
-    def size(self, path: str) -> int:
-        if path == self.path:
-            return len(self.read_bytes(path)) if self.text is not None else 0
-        return super().size(path) if super().exists(path) else 0
-
-    def files_under(self, path: str) -> list[str]:
-        below = set(super().files_under(path)) if super().exists(path) else set()
-        below.discard(self.path)
-        inside = path in ("", self.path) or self.path.startswith(path.rstrip("/") + "/")
-        if self.text is not None and inside:
-            below.add(self.path)
-        return sorted(below)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -511,10 +326,12 @@ def _find(snapshot: source.DirectorySnapshot, name: str) -> str:
         hint = problems.did_you_mean(name, known)
         if known and not hint:
             hint = f" (known: {', '.join(known)})"
-        _fail([f"no extension named {name!r} in {snapshot.display('')}{hint}"])
+        repochange.fail([f"no extension named {name!r} in {snapshot.display('')}{hint}"])
     if len(found) > 1:
         places = ", ".join(f"{snapshot.display(path)}:{at.line}" for path, at in found)
-        _fail([f"extension {name!r} is declared more than once ({places}): fix the repo first"])
+        repochange.fail(
+            [f"extension {name!r} is declared more than once ({places}): fix the repo first"]
+        )
     return found[0][0]
 
 
@@ -532,57 +349,5 @@ def _target_file(name: str, file: str | None) -> str:
     return path
 
 
-def _read(snapshot: source.DirectorySnapshot, path: str) -> str:
-    """A manifest's exact text (no newline translation); a file that is not UTF-8 is refused
-    rather than rewritten with replacement characters."""
-    try:
-        return (snapshot.root / path).read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        _fail([f"{snapshot.display(path)}: not UTF-8 text, not editing it"])
-    except IsADirectoryError:
-        _fail([f"{snapshot.display(path)}: is a folder"])
-
-
-def _added_errors(
-    before: Sequence[problems.Problem], after: Sequence[problems.Problem]
-) -> list[problems.Problem]:
-    """Errors `after` has that `before` did not (lines are ignored: an edit shifts them)."""
-    earlier = Counter((p.file, p.field, p.message) for p in before)
-    added: list[problems.Problem] = []
-    for problem in after:
-        key = (problem.file, problem.field, problem.message)
-        if earlier[key]:
-            earlier[key] -= 1
-        else:
-            added.append(problem)
-    return added
-
-
-def _redactor(secrets: frozenset[str]) -> Callable[[str], str]:
-    """Replace every protected value in a message (longest first) with <redacted>."""
-    ordered = sorted((s for s in secrets if s), key=len, reverse=True)
-
-    def redact(text: str) -> str:
-        for secret in ordered:
-            text = text.replace(secret, REDACTED)
-        return text
-
-    return redact
-
-
-def _committed(applied: Applied) -> str:
+def _committed(applied: repochange.Applied) -> str:
     return f" (commit {applied.commit[:7]})" if applied.commit else ""
-
-
-def _in_head(work_tree: git.Repo, relative: str) -> bool:
-    try:
-        work_tree.head.commit.tree.join(relative)
-    except (KeyError, ValueError):
-        return False
-    return True
-
-
-def _fail(lines: Sequence[str]) -> NoReturn:
-    for line in lines:
-        click.echo(line, err=True)
-    sys.exit(1)

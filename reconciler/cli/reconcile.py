@@ -16,7 +16,7 @@ import click
 
 from reconciler import kube, source
 from reconciler.cli import common
-from reconciler.engine import reconcile, record
+from reconciler.engine import reconcile, record, recordstore
 from reconciler.model import problems, repo
 from reconciler.render import render as renderer
 
@@ -175,7 +175,7 @@ def _reject(cluster: kube.Cluster, loaded: repo.Loaded, revision: str, dry_run: 
     click.echo(_failed_repo(loaded), err=True)
     if not dry_run:
         found = [str(p) for p in problems.sort_problems(loaded.errors)]
-        names = reconcile.record_problems(cluster, loaded.repo.extensions, found, revision)
+        names = recordstore.record_problems(cluster, loaded.repo.extensions, found, revision)
         if names:
             click.echo(f"recorded the problems in the status of: {', '.join(names)}", err=True)
     sys.exit(1)

@@ -27,7 +27,14 @@ import watchfiles
 from reconciler import kube, leaderelection, source
 from reconciler.cli import common
 from reconciler.engine import reconcile
-from reconciler.gitops import controller, driftwatch, gitsource, httpserver, loopmetrics
+from reconciler.gitops import (
+    controller,
+    driftwatch,
+    gitcredentials,
+    gitsource,
+    httpserver,
+    loopmetrics,
+)
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -139,9 +146,9 @@ def _fetcher(options: dict[str, Any]) -> tuple[controller.Fetch, str | None]:
         return (lambda: source.DirectorySnapshot(folder)), None
     credentials = None
     if options["git_credentials"]:
-        credentials = gitsource.Credentials.from_directory(options["git_credentials"])
+        credentials = gitcredentials.Credentials.from_directory(options["git_credentials"])
     elif options["git_token_file"]:
-        credentials = gitsource.Credentials.from_token_file(options["git_token_file"])
+        credentials = gitcredentials.Credentials.from_token_file(options["git_token_file"])
     try:
         git_source = gitsource.GitSource(
             options["repo"],

@@ -4,7 +4,8 @@ Pure halves: `diffs` (normalised field-level diffs), `plans` (a plan is data), `
 the reconciler owns; prune safety), `ownership` (fields shared with the router), `health` (is a
 live object healthy; provisioning state), `record` (the `ExtensionStatus` record as data),
 `workloadstatus`, `preflight` (documented prerequisites against the nodes), `revisiondiff` (two
-git revisions compared, no cluster). The cluster side: `reconcile` (the named phases: observe,
-plan, record, apply, prune, health) and `executor` (the only place a plan touches the cluster),
-both through the `kube` edge.
+git revisions compared, no cluster). The cluster side, all through the `kube` edge: `reconcile`
+(the named phases in order: observe, plan, record, apply, prune, health), `observe` (live objects
+and the server's dry run), `executor` (the only place a plan touches the cluster) and
+`recordstore` (the `ExtensionStatus` records read and written, and their Events).
 """

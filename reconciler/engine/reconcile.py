@@ -1,10 +1,15 @@
 """Make a cluster match a rendered repo, one extension at a time, in named phases.
 
-The phases, as Flux's kustomize-controller names them: **observe** (the live objects, and the
-server's dry run of every desired object so defaulting and admission count), **plan** (pure:
-`plans.build` and `inventory.plan_prune`), **record** (the inventory grows to cover what is about
-to be applied, before anything is), **apply** (`executor`), **prune**, **health**, and the
-outcome written to the extension's `ExtensionStatus` record with an Event.
+This module runs the phases in order and holds what passes between them (`Options`,
+`ExtensionPlan`, `ExtensionResult`); the CLI and the GitOps loop call it. The phases, as Flux's
+kustomize-controller names them: **observe** (`observe`: the live objects, and the server's dry
+run of every desired object so defaulting and admission count), **plan** (pure: `plans.build`
+and `inventory.plan_prune`), **record** (the inventory grows to cover what is about to be
+applied, before anything is), **apply** (`executor`), **prune** (`executor`), **health**
+(`health` over the live objects), and the outcome written to the extension's `ExtensionStatus`
+record with an Event (`recordstore`). Beside a whole reconcile: `delete_extension` (prune
+everything one extension owns) and `refreshed_records` (the health phase alone, for every
+record).
 
 Safety rules this module owns:
 - Nothing is applied for an extension when the dry run rejects any of its objects (a conflict
@@ -20,19 +25,23 @@ Safety rules this module owns:
 
 from __future__ import annotations
 
-import datetime
-import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from reconciler import kube, objects
-from reconciler.engine import diffs, executor, health, inventory, ownership, plans, record
+from reconciler.engine import (
+    executor,
+    health,
+    inventory,
+    observe,
+    ownership,
+    plans,
+    record,
+    recordstore,
+)
 from reconciler.model import repo
 from reconciler.render import auth
-
-log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
 
@@ -76,10 +85,6 @@ class ExtensionResult:
     outcome: record.Outcome
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def by_extension(rendered: Iterable[objects.Object]) -> dict[str, list[objects.Object]]:
     """Rendered objects grouped by the extension that owns them (the part-of label)."""
     groups: dict[str, list[objects.Object]] = {}
@@ -102,80 +107,10 @@ def generated_secrets(loaded: repo.Repo) -> dict[str, list[objects.Object]]:
     return found
 
 
-# --- observe ---------------------------------------------------------------------------------
+# --- observe, plan ----------------------------------------------------------------------------
 
 
-def read_records(cluster: kube.Cluster) -> dict[str, objects.Object]:
-    """Every extension's live record by name ({} before the first apply, when the record CRD
-    is not there yet: checked with one GET, which spares the client a full re-discovery)."""
-    if not _records_served(cluster):
-        return {}
-    listed = kube.list_objects(cluster, record.API_VERSION, record.KIND)
-    return {r["metadata"]["name"]: r for r in listed}
-
-
-def live_objects(
-    cluster: kube.Cluster, keys: Iterable[objects.Key]
-) -> dict[objects.Key, objects.Object | None]:
-    """The live object for each key (None: absent), one list request per kind and namespace
-    rather than one read per object."""
-    wanted = set(keys)
-    groups = {(k.api_version, k.kind, k.namespace) for k in wanted}
-
-    def listing(group: tuple[str, str, str]) -> list[objects.Object]:
-        return kube.list_objects(cluster, *group)
-
-    found: dict[objects.Key, objects.Object | None] = dict.fromkeys(wanted)
-    with ThreadPoolExecutor(executor.WORKERS) as pool:
-        for items in pool.map(listing, sorted(groups)):
-            for item in items:
-                item_key = objects.key(item)
-                if item_key in found:
-                    found[item_key] = item
-    return found
-
-
-def _dry_run_blocked(
-    obj: objects.Object, live: Mapping[objects.Key, objects.Object | None], new_kinds: set[str]
-) -> bool:
-    """The server cannot dry-run an object whose namespace or kind this apply creates first."""
-    namespace = obj["metadata"].get("namespace")
-    if namespace:
-        ns_key = objects.Key("v1", "Namespace", "", namespace)
-        if ns_key in live and live[ns_key] is None:
-            return True
-    return f"{obj['apiVersion']}/{obj['kind']}" in new_kinds
-
-
-def _crd_kinds(
-    desired: Iterable[objects.Object], live: Mapping[objects.Key, objects.Object | None]
-) -> set[str]:
-    """`group/version/Kind` of every custom kind whose CRD this apply creates."""
-    kinds = set()
-    for obj in desired:
-        if obj["kind"] != "CustomResourceDefinition" or live.get(objects.key(obj)) is not None:
-            continue
-        spec = obj["spec"]
-        for version in spec["versions"]:
-            kinds.add(f"{spec['group']}/{version['name']}/{spec['names']['kind']}")
-    return kinds
-
-
-def _explain(key: objects.Key, err: kube.KubeError) -> str:
-    if err.status == 409:
-        return (
-            f"{key}: {err} (another field manager owns these fields; apply with "
-            "--force-conflicts to take them over)"
-        )
-    if key.kind == "Job" and err.status == 422 and "immutable" in str(err):
-        return (
-            f"{key}: this Job already ran with a different spec and a Job runs once per name; "
-            "give it a new name to run it again"
-        )
-    return f"{key}: {err}"
-
-
-def observe(
+def plan_extension(
     cluster: kube.Cluster,
     name: str,
     rendered: list[objects.Object],
@@ -188,7 +123,7 @@ def observe(
     what the repo's other extensions declare (never pruned here)."""
     previous = record.inventory_of(record_live)
     keys = inventory.of([*rendered, *generated]) | previous
-    live = live_objects(cluster, keys)
+    live = observe.live_objects(cluster, keys)
     finished_jobs = [
         objects.key(obj)
         for obj in rendered
@@ -199,21 +134,9 @@ def observe(
         for obj in rendered
         if objects.key(obj) not in finished_jobs
     ]
-    new_kinds = _crd_kinds(desired, live)
-    errors: list[str] = []
-    would_be: dict[objects.Key, objects.Object] = {}
-
-    def dry_run(obj: objects.Object) -> None:
-        try:
-            would_be[objects.key(obj)] = kube.apply(
-                cluster, obj, dry_run=True, force_conflicts=options.force_conflicts
-            )
-        except kube.KubeError as err:
-            errors.append(_explain(objects.key(obj), err))
-
-    checkable = [obj for obj in desired if not _dry_run_blocked(obj, live, new_kinds)]
-    with ThreadPoolExecutor(executor.WORKERS) as pool:
-        list(pool.map(dry_run, checkable))
+    would_be, errors = observe.dry_run(
+        cluster, desired, live, force_conflicts=options.force_conflicts
+    )
     for secret in generated:  # created once: an existing one is never compared or changed
         current = live[objects.key(secret)]
         if current is not None:
@@ -237,71 +160,12 @@ def observe(
         decision,
         record_live,
         live,
-        sorted(errors),
+        errors,
         finished_jobs,
     )
 
 
 # --- record, apply, prune, health -------------------------------------------------------------
-
-
-def _write_status(
-    cluster: kube.Cluster,
-    name: str,
-    live: objects.Object | None,
-    *,
-    outcome: record.Outcome | None = None,
-    inventory: Iterable[objects.Key] | None = None,
-    applied_revision: str | None = None,
-    attempted_revision: str | None = None,
-    drift: Iterable[objects.Key] | None = None,
-    precondition: bool = False,
-) -> objects.Object:
-    """Write the record's status, unless it would not change (a no-op reconcile writes
-    nothing). With `precondition`, only if the record is still as `live` was read (else 409):
-    for writers other than the reconcile itself, which must not overwrite a newer outcome."""
-    body = record.status(
-        name,
-        live,
-        now(),
-        outcome=outcome,
-        inventory=inventory,
-        applied_revision=applied_revision,
-        attempted_revision=attempted_revision,
-        drift=drift,
-    )
-    if live is not None and live.get("status") == body["status"]:
-        return live
-    if precondition and live is not None:
-        body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-    return kube.apply_status(cluster, body)
-
-
-def _apply_if_changed(cluster: kube.Cluster, obj: objects.Object) -> objects.Object:
-    """Apply `obj` unless the server's dry run says that would change nothing."""
-    live = kube.get(cluster, obj)
-    if live is not None and not diffs.changes(live, kube.apply(cluster, obj, dry_run=True)):
-        return live
-    return kube.apply(cluster, obj)
-
-
-def _announce(cluster: kube.Cluster, live: objects.Object, outcome: record.Outcome) -> None:
-    _event(cluster, live, outcome.reason, outcome.message, outcome.state == record.FAILED)
-
-
-def _event(
-    cluster: kube.Cluster, live: objects.Object, reason: str, message: str, warning: bool
-) -> None:
-    try:
-        kube.create_event(cluster, record.event(live, reason, message, warning, now()))
-    except kube.KubeError as err:  # an event is a courtesy; never fail a reconcile for it
-        log.warning("could not record an event for %s: %s", live["metadata"]["name"], err)
-
-
-def ensure_record_crd(cluster: kube.Cluster) -> None:
-    """Install (or update) the ExtensionStatus CRD and wait until it is served."""
-    _apply_if_changed(cluster, record.crd())
-    kube.wait_established(cluster, record.CRD_NAME)
 
 
 def assess(
@@ -310,7 +174,7 @@ def assess(
     """The provisioning state of an extension's objects now. Jobs do not count: a training
     run is not the extension rolling out (`reconciler job status` follows them)."""
     counted = sorted(k for k in keys if k.kind != "Job")
-    live = live_objects(cluster, counted)
+    live = observe.live_objects(cluster, counted)
     return health.provisioning_state((k, health.of(live[k])) for k in counted), live
 
 
@@ -350,7 +214,7 @@ def carry_out(
         return _finish(cluster, planned, outcome, attempted=revision)
     live_record = planned.record_live
     # Record first: whatever is created from here on is in the inventory even if we crash.
-    live_record = _write_status(
+    live_record = recordstore.write_status(
         cluster,
         name,
         live_record,
@@ -374,7 +238,9 @@ def carry_out(
         k for k in stale if planned.live.get(k) is not None and k not in dropped
     }
     # Everything is as the revision says again: a drift report no longer holds.
-    live_record = _write_status(cluster, name, live_record, inventory=remaining, drift=())
+    live_record = recordstore.write_status(
+        cluster, name, live_record, inventory=remaining, drift=()
+    )
     if delete_failures:
         outcome = record.Outcome(record.FAILED, "PruneFailed", tuple(delete_failures))
         return _finish(cluster, planned, outcome, live=live_record, attempted=revision)
@@ -408,7 +274,7 @@ def _finish(
     live = live or planned.record_live
     if live is not None or applied is not None:
         before = record.summary(planned.record_live or {})
-        written = _write_status(
+        written = recordstore.write_status(
             cluster,
             planned.name,
             live,
@@ -423,55 +289,8 @@ def _finish(
             or before["provisioningState"] != outcome.state
             or planned.record_live is None
         ):
-            _announce(cluster, written, outcome)
+            recordstore.announce(cluster, written, outcome)
     return ExtensionResult(planned.name, planned.plan, outcome)
-
-
-def record_problems(
-    cluster: kube.Cluster, names: Iterable[str], problems: list[str], revision: str
-) -> list[str]:
-    """Write a rejected revision's problems into the records of the extensions that have one;
-    nothing else changes (the last good revision stays in force). Returns the names written."""
-    records = read_records(cluster)
-    written = []
-    for name in sorted(set(names) & set(records)):
-        outcome = record.Outcome(record.FAILED, "ValidationFailed", problems=tuple(problems))
-        live = _write_status(
-            cluster, name, records[name], outcome=outcome, attempted_revision=revision
-        )
-        _announce(cluster, live, outcome)
-        written.append(name)
-    return written
-
-
-def from_origin(records: dict[str, objects.Object], origin: str) -> dict[str, objects.Object]:
-    """The records of the extensions installed from the repo at `origin`."""
-    return {n: r for n, r in records.items() if record.source_of(r) == origin}
-
-
-def record_drift(
-    cluster: kube.Cluster, name: str, live: objects.Object | None, drifted: set[objects.Key]
-) -> None:
-    """`--drift report`: the owned objects that differ from the applied revision, in the
-    record's status, and an Event when that set changes."""
-    if live is None:
-        return
-    before = (live.get("status") or {}).get("drift")
-    written = _write_status(cluster, name, live, drift=drifted)
-    after = (written.get("status") or {}).get("drift")
-    if after != before and drifted:
-        listed = ", ".join(str(k) for k in sorted(drifted))
-        message = f"{len(drifted)} objects differ from the applied revision: {listed}"
-        _event(cluster, written, "DriftDetected", message, warning=True)
-
-
-def _records_served(cluster: kube.Cluster) -> bool:
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": record.CRD_NAME},
-    }
-    return kube.get(cluster, crd) is not None
 
 
 def plan_all(
@@ -486,16 +305,16 @@ def plan_all(
     record of from this repo (`origin`) that left it (all its objects are prune candidates).
     Extensions another repo installed are not this repo's business. `records`: the live
     records, when the caller has just read them."""
-    records = read_records(cluster) if records is None else records
+    records = recordstore.read_records(cluster) if records is None else records
     groups = by_extension(rendered)
     secrets = generated_secrets(loaded)
-    left = set(from_origin(records, origin))
+    left = set(recordstore.from_origin(records, origin))
     names = sorted(set(loaded.extensions) | left)
     everything = {
         name: inventory.of([*groups.get(name, []), *secrets.get(name, [])]) for name in names
     }
     return [
-        observe(
+        plan_extension(
             cluster,
             name,
             groups.get(name, []),
@@ -520,7 +339,7 @@ def reconcile(
     """Plan every extension of the repo at `origin`, then (unless a dry run) carry each plan
     out."""
     if not options.dry_run:
-        ensure_record_crd(cluster)
+        recordstore.ensure_record_crd(cluster)
     planned = plan_all(cluster, rendered, loaded, origin, options)
     return carry_out_all(cluster, planned, loaded, revision, origin, options, say)
 
@@ -561,8 +380,7 @@ def carry_out_all(
 def _ensure_record(
     cluster: kube.Cluster, loaded: repo.Repo, planned: ExtensionPlan, origin: str
 ) -> None:
-    extension = loaded.extensions[planned.name]
-    live = _apply_if_changed(cluster, record.record(extension, origin))
+    live = recordstore.ensure_record(cluster, loaded.extensions[planned.name], origin)
     if planned.record_live is None:
         planned.record_live = live
 
@@ -597,12 +415,12 @@ def delete_extension(cluster: kube.Cluster, name: str, say: Say) -> list[str]:
     if live_record is None:
         return [f"the cluster has no record of an extension named {name!r}"]
     previous = record.inventory_of(live_record)
-    live = live_objects(cluster, previous)
+    live = observe.live_objects(cluster, previous)
     decision = inventory.plan_prune(previous, frozenset(), live, name, allow_mass_prune=True)
     steps = [plans.Step(plans.Action.DELETE, key) for key in decision.delete]
     deleted, failures = executor.prune(cluster, steps, say)
     if failures:
-        _write_status(cluster, name, live_record, inventory=previous - set(deleted))
+        recordstore.write_status(cluster, name, live_record, inventory=previous - set(deleted))
         return failures
     kube.delete(cluster, record.ref(name))
     return []
@@ -619,7 +437,7 @@ def refreshed_records(cluster: kube.Cluster) -> list[objects.Object]:
     inventory (and written back when it changed, so `kubectl get mlext` agrees); an outcome
     about the last attempt (a rejected revision, a failed apply) is kept until the next one."""
     found = []
-    for name, live in sorted(read_records(cluster).items()):
+    for name, live in sorted(recordstore.read_records(cluster).items()):
         conditions = (live.get("status") or {}).get("conditions") or []
         reason = next((c.get("reason") for c in conditions if c.get("type") == "Ready"), None)
         if reason not in _ATTEMPT_REASONS:
@@ -628,13 +446,15 @@ def refreshed_records(cluster: kube.Cluster) -> list[objects.Object]:
                 tuple((live.get("status") or {}).get("reasons") or ()) != outcome.reasons
             ):
                 try:
-                    live = _write_status(cluster, name, live, outcome=outcome, precondition=True)
+                    live = recordstore.write_status(
+                        cluster, name, live, outcome=outcome, precondition=True
+                    )
                 except kube.KubeError as err:
                     if err.status != 409:
                         raise
                     # A reconcile wrote the record since it was read: its word is newer.
                     found.append(kube.get(cluster, live) or live)
                     continue
-                _announce(cluster, live, outcome)
+                recordstore.announce(cluster, live, outcome)
         found.append(live)
     return found

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reconciler import kube, objects, source
-from reconciler.engine import plans, reconcile, record
+from reconciler.engine import plans, reconcile, record, recordstore
 from reconciler.gitops import driftwatch, loopmetrics
 from reconciler.model import problems, repo
 from reconciler.render import render
@@ -133,8 +133,8 @@ class Controller:
         snapshot = self._fetch()
         revision, origin = snapshot.revision(), snapshot.origin()
         loaded = repo.load(snapshot)
-        every_record = reconcile.read_records(self.cluster)
-        records = reconcile.from_origin(every_record, origin)
+        every_record = recordstore.read_records(self.cluster)
+        records = recordstore.from_origin(every_record, origin)
         if not loaded.valid:
             return self._reject(loaded, records, revision)
         self._rejected = ""
@@ -147,7 +147,7 @@ class Controller:
         options = dataclasses.replace(self.settings.options, dry_run=report_only)
         rendered = render.render_repo(loaded.repo, snapshot, revision).objects
         if not report_only:
-            reconcile.ensure_record_crd(self.cluster)
+            recordstore.ensure_record_crd(self.cluster)
         planned = reconcile.plan_all(
             self.cluster, rendered, loaded.repo, origin, options, every_record
         )
@@ -164,7 +164,7 @@ class Controller:
         if report_only:
             for p in planned:
                 if p.name in drift and not record.suspended(p.record_live):
-                    reconcile.record_drift(self.cluster, p.name, p.record_live, drift[p.name])
+                    recordstore.record_drift(self.cluster, p.name, p.record_live, drift[p.name])
         self._observe(planned, results, drift, report_only)
         failed = [r.name for r in results if r.outcome.state == record.FAILED]
         if not failed and not report_only:
@@ -184,7 +184,7 @@ class Controller:
         log.error("revision %s is invalid, nothing applied:\n  %s", revision, "\n  ".join(found))
         if revision != self._rejected:
             names = set(loaded.repo.extensions) | set(records)
-            reconcile.record_problems(self.cluster, names, found, revision)
+            recordstore.record_problems(self.cluster, names, found, revision)
             self._rejected = revision
         return TickOutcome("invalid", revision, f"{len(found)} problems")
 

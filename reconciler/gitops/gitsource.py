@@ -5,11 +5,13 @@ or pinned commit into a bare mirror kept in a cache folder (fetched incrementall
 again) and returns the commit id with a `gitsnapshot.GitSnapshot` of the configured folder at that
 commit, read from tree objects with no checkout. Everything after it sees only the `Snapshot`.
 
-Credentials come from files (a mounted Secret, Flux's key names) and are read on every fetch, so a
-rotated Secret is picked up. They never reach a command line, a URL, a log line or an error
+Credentials come from `gitcredentials` (files read on every fetch, an Authorization header, a
+private copy of an SSH key, git's output scrubbed of secrets); this module puts them into the
+environment git runs with. They never reach a command line, a URL, a log line or an error
 message: HTTPS credentials travel as an `http.<url>.extraHeader` set through git's
 `GIT_CONFIG_COUNT` / `GIT_CONFIG_KEY_n` / `GIT_CONFIG_VALUE_n` environment variables, SSH keys as
-a private copy of the key file named in `GIT_SSH_COMMAND`.
+a private copy of the key file named in `GIT_SSH_COMMAND`. Only the https, http, ssh, git and
+file transports are allowed, and nothing stored on the machine (a credential helper) is used.
 
 Every fetch is bounded by one timeout: git's own low-speed limit and ssh's connect timeout end a
 stalled transfer cleanly, and gitpython's `kill_after_timeout` kills whatever is still running
@@ -18,7 +20,6 @@ stalled transfer cleanly, and gitpython's `kill_after_timeout` kills whatever is
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import errno
@@ -27,87 +28,32 @@ import hashlib
 import logging
 import os
 import re
-import shlex
 import shutil
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import git
 
 from reconciler import gitsnapshot, source
+from reconciler.gitops import gitcredentials
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
-# The username sent with a bare token: GitHub documents `x-access-token`; GitLab, Gitea and Azure
-# DevOps accept any username with a personal access token.
-TOKEN_USERNAME = "x-access-token"
 
 # Where fetched refs live in the mirror: a namespace of their own, so that one mirror can serve
 # several sources (branches, tags, pins) of the same URL without them overwriting each other.
 _REFS = "refs/gitsource"
 _SHA = re.compile(r"[0-9a-fA-F]{4,64}")
 _FULL_SHA_LENGTHS = (40, 64)
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 # Transports a configured URL may use; `ext::` and other remote helpers that run commands stay off.
 _PROTOCOLS = ("https", "http", "ssh", "git", "file")
-_HIDDEN = "***"
 
 
 class GitSourceError(Exception):
     """A fetch failed or the source is misconfigured; the message names no credential."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Credentials:
-    """Files holding the credentials for a git remote; read on every fetch, never logged.
-
-    HTTPS: `username_file` + `password_file` (a password or a token; `username` is the literal
-    username when there is no file, for a bare token), or `bearer_token_file`. SSH:
-    `identity_file` (a private key without a passphrase: ssh runs in batch mode) and
-    `known_hosts_file`. `ca_file`: extra CA certificates for an HTTPS server.
-    """
-
-    username: str | None = None
-    username_file: Path | None = None
-    password_file: Path | None = None
-    bearer_token_file: Path | None = None
-    identity_file: Path | None = None
-    known_hosts_file: Path | None = None
-    ca_file: Path | None = None
-
-    @classmethod
-    def from_token_file(
-        cls, token_file: str | os.PathLike[str], username: str = TOKEN_USERNAME
-    ) -> Credentials:
-        """`--git-token-file`: a token sent as the password of HTTP Basic auth."""
-        return cls(username=username, password_file=Path(token_file))
-
-    @classmethod
-    def from_directory(cls, directory: str | os.PathLike[str]) -> Credentials:
-        """A mounted Secret with Flux's `GitRepository` keys: `username` / `password` or
-        `bearerToken` for HTTPS, `identity` / `known_hosts` for SSH, `ca.crt` for a private CA.
-        Keys that are absent are simply not used."""
-        folder = Path(directory)
-        if not folder.is_dir():
-            raise GitSourceError(f"credentials folder {folder} does not exist")
-
-        def key(name: str) -> Path | None:
-            path = folder / name
-            return path if path.is_file() else None
-
-        return cls(
-            username_file=key("username"),
-            password_file=key("password"),
-            bearer_token_file=key("bearerToken"),
-            identity_file=key("identity"),
-            known_hosts_file=key("known_hosts"),
-            ca_file=key("ca.crt"),
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +79,7 @@ class GitSource:
         path: str = "",
         shallow: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
-        credentials: Credentials | None = None,
+        credentials: gitcredentials.Credentials | None = None,
     ) -> None:
         if sum(ref is not None for ref in (branch, tag, revision)) > 1:
             raise GitSourceError("give at most one of branch, tag and revision")
@@ -142,17 +88,19 @@ class GitSource:
         folder = source.normalize(path.strip("/")) if path.strip("/") else ""
         if folder is None:
             raise GitSourceError(f"path {path!r} leaves the repository")
-        self._url, url_user, url_password = _split_url(url)
+        url = url.strip()
+        if not url:
+            raise GitSourceError("the git repository URL is empty")
+        self._access = gitcredentials.Access.for_url(
+            url, credentials or gitcredentials.Credentials()
+        )
+        self._url = self._access.url
         self._branch = _ref_name("branch", branch)
         self._tag = _ref_name("tag", tag)
         self._revision = None if revision is None else _revision(revision)
         self._folder = folder
         self._shallow = shallow
         self._timeout = timeout
-        self._credentials = credentials or Credentials()
-        # Credentials written into the URL move to the Authorization header, so they never show
-        # in `ps`; explicit credential files win.
-        self._url_auth = (url_user, url_password) if url_password else None
         self._cache = Path(cache_dir)
         self.mirror = self._cache / f"{_slug(self._url)}.git"
 
@@ -173,6 +121,9 @@ class GitSource:
         if self._revision is not None:
             return f"revision {self._revision}"
         return "the default branch (HEAD)"
+
+    def _url_shown(self) -> str:
+        return source.without_credentials(self._url)
 
     # -- fetching -----------------------------------------------------------------------------
 
@@ -279,7 +230,7 @@ class GitSource:
             raise _RefusedError(self._fetch_failure(stderr))
 
     def _fetch_failure(self, stderr: str) -> str:
-        shown = self._hide(stderr).strip()
+        shown = self._access.hide(stderr).strip()
         where = f"git fetch of {self.describe()} from {self._url_shown()}"
         lowered = shown.lower()
         if "couldn't find remote ref" in lowered or "no such ref" in lowered:
@@ -309,7 +260,7 @@ class GitSource:
     def _git(self, args: Sequence[str], env: Mapping[str, str], deadline: float) -> str:
         status, out, stderr = self._run(args, env, deadline)
         if status != 0:
-            reason = _last_line(self._hide(stderr))
+            reason = _last_line(self._access.hide(stderr))
             raise GitSourceError(f"git {args[0]} in the mirror {self.mirror} failed: {reason}")
         return out
 
@@ -351,7 +302,8 @@ class GitSource:
             _log.warning("git gc in %s: %s", self.mirror, err)
             return
         if status != 0:
-            _log.warning("git gc in %s failed: %s", self.mirror, _last_line(self._hide(stderr)))
+            reason = _last_line(self._access.hide(stderr))
+            _log.warning("git gc in %s failed: %s", self.mirror, reason)
 
     # -- the mirror -----------------------------------------------------------------------------
 
@@ -403,7 +355,7 @@ class GitSource:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    # -- credentials ----------------------------------------------------------------------------
+    # -- git's environment ----------------------------------------------------------------------
 
     @contextlib.contextmanager
     def git_environment(self) -> Iterator[dict[str, str]]:
@@ -420,162 +372,30 @@ class GitSource:
             ("protocol.allow", "never"),
             *((f"protocol.{name}.allow", "always") for name in _PROTOCOLS),
         ]
-        header = self._authorization()
-        if header is not None:
-            # Scoped to this URL: a redirect to another host does not receive it.
-            config.append((f"http.{self._url}.extraHeader", header))
-        if self._credentials.ca_file is not None:
-            config.append(("http.sslCAInfo", str(self._credentials.ca_file)))
-        env = {
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_CONFIG_COUNT": str(len(config)),
-        }
-        for index, (key, value) in enumerate(config):
-            env[f"GIT_CONFIG_KEY_{index}"] = key
-            env[f"GIT_CONFIG_VALUE_{index}"] = value
-        with self._identity() as identity:
-            env["GIT_SSH_COMMAND"] = ssh_command(
+        with contextlib.ExitStack() as stack:
+            try:
+                config += self._access.http_config()
+                identity = stack.enter_context(self._access.identity(self._cache))
+            except gitcredentials.CredentialsError as err:
+                raise GitSourceError(str(err)) from None
+            env = {
+                "GIT_TERMINAL_PROMPT": "0",
+                "GIT_CONFIG_COUNT": str(len(config)),
+            }
+            for index, (key, value) in enumerate(config):
+                env[f"GIT_CONFIG_KEY_{index}"] = key
+                env[f"GIT_CONFIG_VALUE_{index}"] = value
+            env["GIT_SSH_COMMAND"] = gitcredentials.ssh_command(
                 identity=identity,
-                known_hosts=self._credentials.known_hosts_file,
+                known_hosts=self._access.credentials.known_hosts_file,
                 learned_hosts=self._cache / "known_hosts",
                 timeout=self._timeout,
             )
             yield env
 
-    def _authorization(self) -> str | None:
-        """The `Authorization` header for an http(s) URL, from the files read now."""
-        if not self._url.lower().startswith(("https://", "http://")):
-            return None
-        files = self._credentials
-        if files.bearer_token_file is not None:
-            return f"Authorization: Bearer {_read_secret(files.bearer_token_file)}"
-        if files.password_file is not None:
-            username = (
-                _read_secret(files.username_file)
-                if files.username_file is not None
-                else files.username or TOKEN_USERNAME
-            )
-            pair = f"{username}:{_read_secret(files.password_file)}"
-        elif self._url_auth is not None:
-            pair = f"{self._url_auth[0]}:{self._url_auth[1]}"
-        else:
-            return None
-        return f"Authorization: Basic {base64.b64encode(pair.encode()).decode()}"
-
-    @contextlib.contextmanager
-    def _identity(self) -> Iterator[Path | None]:
-        """A 0600 copy of the SSH key: a Secret volume mounts files 0644 by default, which ssh
-        refuses for a private key, and a key without a final newline fails to parse."""
-        key_file = self._credentials.identity_file
-        if key_file is None or not self._is_ssh():
-            yield None
-            return
-        try:
-            key = key_file.read_bytes()
-        except OSError as err:
-            raise GitSourceError(f"cannot read the SSH key {key_file}: {err.strerror}") from None
-        handle, name = tempfile.mkstemp(prefix=".identity-", dir=self._cache)
-        try:
-            with os.fdopen(handle, "wb") as out:  # mkstemp creates it 0600
-                out.write(key if key.endswith(b"\n") else key + b"\n")
-            yield Path(name)
-        finally:
-            Path(name).unlink(missing_ok=True)
-
-    def _is_ssh(self) -> bool:
-        scheme = _SCHEME.match(self._url)
-        if scheme is not None:
-            return scheme.group(1).lower() in ("ssh", "git+ssh", "ssh+git")
-        return _is_scp_like(self._url)
-
-    def _secrets(self) -> list[str]:
-        """Every credential value in play, in each spelling that could reach git's output."""
-        found: list[str] = []
-        files = self._credentials
-        for path in (files.password_file, files.bearer_token_file):
-            if path is not None:
-                with contextlib.suppress(OSError, GitSourceError):
-                    found.append(_read_secret(path))
-        if self._url_auth is not None:
-            found.append(self._url_auth[1])
-        header = None
-        with contextlib.suppress(OSError, GitSourceError):
-            header = self._authorization()
-        if header is not None:
-            found.append(header.split(" ", 2)[2])
-        spelled = [*found, *(urllib.parse.quote(s, safe="") for s in found)]
-        return sorted({s for s in spelled if s}, key=len, reverse=True)
-
-    def _hide(self, text: str) -> str:
-        """`text` with every credential and every URL's userinfo replaced."""
-        for secret in self._secrets():
-            text = text.replace(secret, _HIDDEN)
-        return _URL_USERINFO.sub(r"\1", text)
-
-    def _url_shown(self) -> str:
-        return source.without_credentials(self._url)
-
 
 class _RefusedError(GitSourceError):
     """`git fetch` ran and failed (as opposed to timing out): a fallback may still work."""
-
-
-def ssh_command(
-    *,
-    identity: Path | None,
-    known_hosts: Path | None,
-    learned_hosts: Path,
-    timeout: float,
-) -> str:
-    """`GIT_SSH_COMMAND`: batch mode (never prompt), a connect timeout and keep-alives within the
-    fetch timeout, only the given key, and host keys checked.
-
-    With a `known_hosts` file, only the hosts in it are accepted (`StrictHostKeyChecking=yes`).
-    Without one, the first key a host presents is accepted and pinned in `learned_hosts`
-    (`accept-new`, trust on first use): every later fetch refuses a changed key. Flux requires a
-    known_hosts entry instead; give one to close the first-use window.
-    """
-    seconds = str(max(1, int(timeout)))
-    args = [
-        "ssh",
-        "-o", "BatchMode=yes",
-        "-o", f"ConnectTimeout={seconds}",
-        "-o", f"ServerAliveInterval={seconds}",
-        "-o", "ServerAliveCountMax=1",
-    ]  # fmt: skip
-    if identity is not None:
-        args += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
-    checking = "yes" if known_hosts is not None else "accept-new"
-    hosts = known_hosts if known_hosts is not None else learned_hosts
-    args += ["-o", f"UserKnownHostsFile={hosts}", "-o", f"StrictHostKeyChecking={checking}"]
-    return shlex.join(args)
-
-
-def _split_url(url: str) -> tuple[str, str, str]:
-    """(url without a password, username, password): a local path becomes absolute; a password
-    in an http(s) URL is taken out (it goes in a header instead)."""
-    url = url.strip()
-    if not url:
-        raise GitSourceError("the git repository URL is empty")
-    scheme = _SCHEME.match(url)
-    if scheme is None:
-        if _is_scp_like(url):
-            return url, "", ""
-        return str(Path(url).expanduser().resolve()), "", ""
-    if scheme.group(1).lower() not in ("http", "https"):
-        return url, "", ""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url, "", ""
-    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    username = urllib.parse.unquote(parts.username or "") or TOKEN_USERNAME
-    return bare, username, urllib.parse.unquote(parts.password)
-
-
-def _is_scp_like(url: str) -> bool:
-    """`git@host:org/repo`: git's rule is a colon before the first slash."""
-    head, colon, _ = url.partition(":")
-    return bool(colon) and "/" not in head and len(head) > 1
 
 
 def _ref_name(kind: str, name: str | None) -> str | None:
@@ -613,18 +433,6 @@ def _slug(url: str) -> str:
     tail = re.sub(r"[^A-Za-z0-9._-]+", "-", url.rstrip("/").rsplit("/", 1)[-1])
     tail = tail.removesuffix(".git").strip("-.")[:40]
     return f"{tail}-{digest}" if tail else digest
-
-
-def _read_secret(path: Path) -> str:
-    """A credential file's content without the final newline `kubectl create secret
-    --from-file` and editors leave."""
-    try:
-        value = path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as err:
-        raise GitSourceError(f"cannot read the credentials file {path}: {err.strerror}") from None
-    if not value:
-        raise GitSourceError(f"the credentials file {path} is empty")
-    return value
 
 
 def _last_line(text: str) -> str:

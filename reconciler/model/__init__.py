@@ -8,5 +8,6 @@ components an extension gets, SPEC section 3), `placement` (instance types and n
 a workload), `quantities`, `tls`, `problems` (the `FILE:LINE: field: message` errors), and `repo`
 (the whole repo loaded and validated in one call, reusing work through `memo`).
 `extensionedit` is the pure half of `reconciler extension create|update|delete`: edits of an
-Extension manifest's YAML text.
+Extension manifest's YAML text, on top of `yamledit` (one document of a multi-document YAML text
+edited in place, keeping its comments and style).
 """

@@ -1,9 +1,12 @@
-"""The router's server: HTTP in (aiohttp), balancing, auth, limits, failover, HTTP out (upstream).
+"""The router's server: HTTP in (aiohttp), routing, auth, limits, balancing, failover, reload.
 
 Where a scoring request goes: `Router.handle` -> the deployment's `tokens.Authenticator` -> body
 size checks -> `balancer.Pool` for a backend (or the queue) -> `upstream.Client` sends it and
 the response comes back, whole when it arrived at once, streamed otherwise -> the pool gets the
-backend back in a `finally`, so in-flight counts stay exact whatever happens.
+backend back in a `finally`, so in-flight counts stay exact whatever happens. The bytes on the
+wire (headers passed on, the request head, bodies streamed with their limits, a response relayed
+chunk by chunk) are `forwarding`'s; the router's own JSON answers (errors, 413, status) are
+`replies`'.
 
 Failover: a backend that refuses a connection, or drops a fresh one before answering, is marked
 down and the request is sent to another (up to MAX_ATTEMPTS); a probe every `probe_interval`
@@ -31,20 +34,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from multidict import CIMultiDict
 
-from reconciler.router import autoscaler, balancer, coordinator, metrics, tokens, upstream
+from reconciler.router import (
+    autoscaler,
+    balancer,
+    coordinator,
+    forwarding,
+    metrics,
+    replies,
+    tokens,
+    upstream,
+)
 from reconciler.router import config as routerconfig
 
 log = logging.getLogger(__name__)
@@ -53,59 +63,6 @@ SERVICE_PREFIX = "/api/v1/service/"
 MAX_ATTEMPTS = 4
 PROBE_TIMEOUT = 0.5
 CLIENT_GONE = 499  # nginx's code for "the client closed the connection first", metrics only
-
-_REQUEST_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"authorization",
-        b"content-length",
-        b"expect",
-    }
-)
-_RESPONSE_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    }
-)
-
-
-def _error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _ClientGone(Exception):
-    pass
-
-
-class _Truncated(Exception):
-    """The backend failed after the response began: the client's connection was cut."""
-
-    def __init__(self, response: web.StreamResponse, code: int) -> None:
-        super().__init__(code)
-        self.response = response
-        self.code = code  # what the metrics record: 502 or 504
 
 
 @dataclass
@@ -383,29 +340,29 @@ class Router:
             name, _, action = path[len(SERVICE_PREFIX) :].partition("/")
             deployment = self.deployments.get(name)
             if deployment is None:
-                return _json(404, "NotFound", f"no deployment named {name!r}")
+                return replies.error(404, "NotFound", f"no deployment named {name!r}")
             if action == "score":
                 if request.method != "POST":
-                    return _json(405, "MethodNotAllowed", "score takes POST")
+                    return replies.error(405, "MethodNotAllowed", "score takes POST")
                 return await self._score(request, deployment, query)
             if action == "" and request.method in ("GET", "HEAD"):
                 if deployment.pool.live:
-                    return _json_ok({"status": "Healthy"})
-                return _json(503, "Unavailable", f"deployment {name!r} has no live backend")
-            return _json(404, "NotFound", f"no route {path}")
+                    return replies.ok({"status": "Healthy"})
+                return replies.error(503, "Unavailable", f"deployment {name!r} has no live backend")
+            return replies.error(404, "NotFound", f"no route {path}")
         if path == "/healthz":
-            return _json_ok({"status": "ok"})
+            return replies.ok({"status": "ok"})
         if path == "/readyz":
             if self._ready:
-                return _json_ok({"status": "ready"})
-            return _json(503, "Unavailable", "not ready")
+                return replies.ok({"status": "ready"})
+            return replies.error(503, "Unavailable", "not ready")
         if path == coordinator.LOAD_PATH and request.method == "GET":
-            return _json_ok(coordinator.local_report(self.instance, self.samples()))
+            return replies.ok(coordinator.local_report(self.instance, self.samples()))
         if path == "/metrics":
             return web.Response(
                 body=self.metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE}
             )
-        return _json(404, "NotFound", f"no route {path}")
+        return replies.error(404, "NotFound", f"no route {path}")
 
     async def _score(
         self, request: web.BaseRequest, deployment: Deployment, query: str
@@ -418,12 +375,12 @@ class Router:
             response = await self._score_checked(request, deployment, query, timing)
             code = response.status
             return response
-        except _ClientGone:
+        except forwarding.ClientGone:
             code = CLIENT_GONE
             gone = web.Response(status=CLIENT_GONE)
             gone.force_close()
             return gone
-        except _Truncated as cut:
+        except forwarding.Truncated as cut:
             code = cut.code
             return cut.response
         finally:
@@ -436,11 +393,11 @@ class Router:
     ) -> web.StreamResponse:
         auth = deployment.auth
         if auth.mode != "none" and not auth.allows(request.headers.get("Authorization")):
-            return _json(401, "Unauthorized", "missing or invalid credentials", auth=True)
+            return replies.error(401, "Unauthorized", "missing or invalid credentials", auth=True)
         cfg = self.config
         length = request.content_length
         if length is not None and length > cfg.max_body_bytes:
-            return _too_large(cfg.max_body_bytes)
+            return replies.too_large(cfg.max_body_bytes)
         if "Expect" in request.headers and request.headers["Expect"].lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body: bytes | None = None
@@ -450,13 +407,15 @@ class Router:
                 if length <= cfg.retry_buffer_bytes:
                     body = await request.content.readexactly(length) if length else b""
             elif request.body_exists:
-                body, prefix = await _read_some(request, cfg.retry_buffer_bytes, cfg.max_body_bytes)
+                body, prefix = await forwarding.read_some(
+                    request, cfg.retry_buffer_bytes, cfg.max_body_bytes
+                )
             else:
                 body = b""
-        except _BodyTooLarge:
-            return _too_large(cfg.max_body_bytes)
+        except forwarding.BodyTooLarge:
+            return replies.too_large(cfg.max_body_bytes)
         except (asyncio.IncompleteReadError, ConnectionError) as err:
-            raise _ClientGone() from err
+            raise forwarding.ClientGone() from err
         return await self._forward(request, deployment, query, body, prefix, length, timing)
 
     async def _forward(
@@ -473,7 +432,7 @@ class Router:
         client, loop = self._client, self._loop
         assert client is not None and loop is not None
         pool = deployment.pool
-        headers = _forward_headers(request.raw_headers)
+        headers = forwarding.forward_headers(request.raw_headers)
         deadline: float | None = None
         attempt = 0
         while True:
@@ -483,13 +442,13 @@ class Router:
                 try:
                     backend = await pool.acquire(deployment.queue_wait)
                 except balancer.QueueFull:
-                    return _json(429, "TooManyRequests", "the deployment's queue is full")
+                    return replies.error(429, "TooManyRequests", "the deployment's queue is full")
                 except balancer.QueueTimeout:
-                    return _json(503, "Unavailable", "no backend became free in time")
+                    return replies.error(503, "Unavailable", "no backend became free in time")
                 if request.transport is None:
                     # The client left while queued: do not spend a backend on it.
                     pool.release(backend)
-                    raise _ClientGone()
+                    raise forwarding.ClientGone()
             began = time.perf_counter()
             if deadline is None:
                 deadline = loop.time() + deployment.timeout
@@ -499,24 +458,24 @@ class Router:
                     backend.host, backend.port, deadline, fresh=body is None
                 )
                 target = f"{backend.prefix}/score?{query}" if query else f"{backend.prefix}/score"
-                head = _request_head(target, backend, headers, body, length)
+                head = forwarding.request_head(target, backend, headers, body, length)
                 if body is not None:
                     conn.send(head + body if len(body) < 65536 else head)
                     if len(body) >= 65536:
                         conn.send(body)
                 else:
-                    await _send_streamed(
+                    await forwarding.send_streamed(
                         conn, head, prefix, request, length, self.config.max_body_bytes, deadline
                     )
                 await conn.read_head()
-                out_headers = _response_headers(conn.headers)
+                out_headers = forwarding.response_headers(conn.headers)
                 if conn.complete:
                     # The whole response is here (the usual case): answer in one piece.
                     status, data = conn.status, conn.take_body()
                     client.release(conn)
                     conn = None
                     return web.Response(status=status, body=data, headers=out_headers)
-                response = await self._stream_back(request, conn, out_headers)
+                response = await forwarding.stream_back(request, conn, out_headers)
                 client.release(conn)
                 conn = None
                 return response
@@ -525,7 +484,7 @@ class Router:
                     log.warning("backend %s taken out: %s", backend.url, err)
                 client.drop_host(backend.host, backend.port)
                 if attempt >= MAX_ATTEMPTS:
-                    return _json(502, "BadGateway", "no backend could be reached")
+                    return replies.error(502, "BadGateway", "no backend could be reached")
             except upstream.Disconnected:
                 reused = conn is not None and conn.reused
                 if not reused:
@@ -535,188 +494,16 @@ class Router:
                         )
                     client.drop_host(backend.host, backend.port)
                 if body is None or attempt >= MAX_ATTEMPTS:
-                    return _json(502, "BadGateway", "the backend closed the connection")
+                    return replies.error(502, "BadGateway", "the backend closed the connection")
             except upstream.UpstreamTimeout:
-                return _json(504, "GatewayTimeout", "the backend did not answer in time")
+                return replies.error(504, "GatewayTimeout", "the backend did not answer in time")
             except upstream.BrokenResponse as err:
                 log.debug("backend %s: %s", backend.url, err)
-                return _json(502, "BadGateway", "the backend's response was broken")
-            except _BodyTooLarge:
-                return _too_large(self.config.max_body_bytes)
+                return replies.error(502, "BadGateway", "the backend's response was broken")
+            except forwarding.BodyTooLarge:
+                return replies.too_large(self.config.max_body_bytes)
             finally:
                 if conn is not None:
                     client.discard(conn)
                 pool.release(backend)
                 timing[0] += time.perf_counter() - began
-
-    async def _stream_back(
-        self, request: web.BaseRequest, conn: upstream.Connection, headers: CIMultiDict[str]
-    ) -> web.StreamResponse:
-        """Relay a response that did not arrive at once, chunk by chunk as the backend sends."""
-        response = web.StreamResponse(status=conn.status, headers=headers)
-        for name, value in conn.headers:
-            if name.lower() == b"content-length":
-                response.content_length = int(value)
-        try:
-            await response.prepare(request)
-            async for chunk in conn.chunks():
-                await response.write(chunk)
-            await response.write_eof()
-        except ConnectionError as err:
-            raise _ClientGone() from err
-        except upstream.UpstreamError as err:
-            # The status line is gone already: the only honest signal left is a cut connection.
-            _abort(request)
-            code = 504 if isinstance(err, upstream.UpstreamTimeout) else 502
-            raise _Truncated(response, code) from err
-        return response
-
-
-def _json(status: int, code: str, message: str, auth: bool = False) -> web.Response:
-    response = web.Response(
-        status=status, body=_error_body(code, message), content_type="application/json"
-    )
-    if auth:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    return response
-
-
-def _json_ok(payload: Mapping[str, object]) -> web.Response:
-    return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
-
-
-def _too_large(limit: int) -> web.Response:
-    response = _json(413, "PayloadTooLarge", f"the request body is over {limit} bytes")
-    response.force_close()  # the rest of the body is not read
-    return response
-
-
-def _abort(request: web.BaseRequest) -> None:
-    """Cut the client's connection: the response began and cannot be finished."""
-    protocol = request.protocol
-    if protocol is not None:
-        protocol.force_close()
-
-
-def _forward_headers(raw: tuple[tuple[bytes, bytes], ...]) -> bytes:
-    """The request headers to pass on, as wire bytes: all but hop-by-hop and Authorization."""
-    parts: list[bytes] = []
-    named: frozenset[bytes] = frozenset()
-    for name, value in raw:
-        lowered = name.lower()
-        if lowered in _REQUEST_HOP:
-            if lowered == b"connection":
-                # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
-                named = named | {t.strip().lower() for t in value.split(b",")}
-            continue
-        parts += (name, b": ", value, b"\r\n")
-    if named:
-        parts = []
-        for name, value in raw:
-            lowered = name.lower()
-            if lowered not in _REQUEST_HOP and lowered not in named:
-                parts += (name, b": ", value, b"\r\n")
-    return b"".join(parts)
-
-
-def _request_head(
-    target: str, backend: balancer.Backend, headers: bytes, body: bytes | None, length: int | None
-) -> bytes:
-    host = (
-        f"{backend.host}:{backend.port}"
-        if ":" not in backend.host
-        else f"[{backend.host}]:{backend.port}"
-    )
-    if body is not None:
-        framing = b"Content-Length: %d\r\n" % len(body)
-    elif length is not None:
-        framing = b"Content-Length: %d\r\n" % length
-    else:
-        framing = b"Transfer-Encoding: chunked\r\n"
-    return b"".join(
-        (
-            b"POST ",
-            target.encode(),
-            b" HTTP/1.1\r\nHost: ",
-            host.encode(),
-            b"\r\n",
-            headers,
-            framing,
-            b"\r\n",
-        )
-    )
-
-
-def _response_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in raw:
-        if name.lower() not in _RESPONSE_HOP:
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
-    return headers
-
-
-async def _read_some(
-    request: web.BaseRequest, buffer_limit: int, max_body: int
-) -> tuple[bytes | None, list[bytes]]:
-    """Read a body of unknown length up to `buffer_limit`: the whole body if it is that small
-    (bytes, []), else (None, the chunks read so far) and the rest streams."""
-    chunks: list[bytes] = []
-    size = 0
-    content = request.content
-    while True:
-        chunk = await content.readany()
-        if not chunk:
-            return b"".join(chunks), []
-        size += len(chunk)
-        if size > max_body:
-            raise _BodyTooLarge()
-        chunks.append(chunk)
-        if size > buffer_limit:
-            return None, chunks
-
-
-async def _send_streamed(
-    conn: upstream.Connection,
-    head: bytes,
-    prefix: list[bytes],
-    request: web.BaseRequest,
-    length: int | None,
-    max_body: int,
-    deadline: float,
-) -> None:
-    """Send a body too large to buffer as it arrives from the client, counting it."""
-    chunked = length is None
-    conn.send(head)
-    size = 0
-    content = request.content
-    pending = list(prefix)
-    try:
-        # The deadline also covers a client that stalls mid-upload while holding a backend.
-        async with asyncio.timeout_at(deadline):
-            while True:
-                if conn.head_done:
-                    # The backend answered before taking the whole body (an early error):
-                    # stop uploading and relay its answer.
-                    conn.unfinished = True
-                    return
-                if pending:
-                    chunk = pending.pop(0)
-                else:
-                    try:
-                        chunk = await content.readany()
-                    except ConnectionError as err:
-                        raise _ClientGone() from err
-                    if not chunk:
-                        break
-                size += len(chunk)
-                if size > max_body:
-                    raise _BodyTooLarge()
-                if chunked:
-                    conn.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-                else:
-                    conn.send(chunk)
-                await conn.drain()
-    except TimeoutError as err:
-        raise upstream.UpstreamTimeout("the request body did not arrive in time") from err
-    if chunked:
-        conn.send(b"0\r\n\r\n")

@@ -22,7 +22,7 @@ from kubernetes import client
 
 from reconciler import kube, objects, source
 from reconciler.cli import main as cli
-from reconciler.engine import reconcile, record
+from reconciler.engine import reconcile, record, recordstore
 from reconciler.localcluster import plane
 from reconciler.localcluster.config import PlaneState
 from reconciler.render import render
@@ -424,14 +424,14 @@ def test_a_status_refresh_never_overwrites_a_newer_outcome(
     reconcile recorded something in between (a rejected revision), the API server refuses the
     stale write instead of letting it erase the problems."""
     name = f"r{namespace[-6:]}"
-    reconcile.ensure_record_crd(cluster)
+    recordstore.ensure_record_crd(cluster)
     kube.apply(cluster, {**record.ref(name), "spec": {"source": "test"}})
     try:
         stale = kube.get(cluster, record.ref(name))
-        reconcile.record_problems(cluster, [name], ["x.yaml:1: field: broken"], "rev2")
+        recordstore.record_problems(cluster, [name], ["x.yaml:1: field: broken"], "rev2")
         healthy = record.Outcome(record.SUCCEEDED, "Succeeded")
         with pytest.raises(kube.KubeError) as refused:
-            reconcile._write_status(cluster, name, stale, outcome=healthy, precondition=True)
+            recordstore.write_status(cluster, name, stale, outcome=healthy, precondition=True)
         assert refused.value.status == 409
         now = kube.get(cluster, record.ref(name))
         assert now is not None and now["status"]["problems"] == ["x.yaml:1: field: broken"]

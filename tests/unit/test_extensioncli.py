@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler import source
-from reconciler.cli import extension as extensioncli
 from reconciler.cli import main as cli
+from reconciler.cli import repochange
 from tests.helpers import load, self_signed_pem, write_repo
 
 JOB = """
@@ -417,12 +417,12 @@ def test_delete_of_a_never_committed_file_makes_no_commit(tmp_path: Path) -> Non
 
 def test_the_overlay_sees_the_edit_and_nothing_else(plain_repo: Path) -> None:
     base = source.DirectorySnapshot(plain_repo)
-    added = extensioncli.Overlay(base, "extensions/new.yaml", "kind: Extension\n")
+    added = repochange.Overlay(base, "extensions/new.yaml", "kind: Extension\n")
     assert list(added.yaml_files()) == ["extensions/new.yaml", "infra/ext.yaml", "jobs/hello.yml"]
     assert added.exists("extensions") and added.is_dir("extensions")
     assert added.files_under("extensions") == ["extensions/new.yaml"]
     assert added.read_text("extensions/new.yaml") == "kind: Extension\n"
-    removed = extensioncli.Overlay(base, "infra/ext.yaml", None)
+    removed = repochange.Overlay(base, "infra/ext.yaml", None)
     assert list(removed.yaml_files()) == ["jobs/hello.yml"]
     assert not removed.exists("infra/ext.yaml")
     assert removed.files_under("infra") == []

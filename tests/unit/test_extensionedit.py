@@ -10,7 +10,7 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from reconciler.model import documents, extensionedit, manifests
+from reconciler.model import documents, extensionedit, manifests, yamledit
 from reconciler.model.extensionedit import Assignment, EditError, Value
 
 # The README's example, comments and all (a user's file, not one we wrote).
@@ -149,10 +149,10 @@ def test_the_last_of_the_same_setting_wins_on_create() -> None:
 
 
 def test_a_document_is_added_after_a_separator() -> None:
-    added = extensionedit.add_document(OTHER, "kind: Extension\n")
+    added = yamledit.add_document(OTHER, "kind: Extension\n")
     assert added == OTHER + "---\nkind: Extension\n"
-    assert extensionedit.add_document("a: 1", "b: 2\n") == "a: 1\n---\nb: 2\n"
-    assert extensionedit.add_document("", "b: 2\n") == "b: 2\n"
+    assert yamledit.add_document("a: 1", "b: 2\n") == "a: 1\n---\nb: 2\n"
+    assert yamledit.add_document("", "b: 2\n") == "b: 2\n"
 
 
 # --- finding documents -----------------------------------------------------------------------

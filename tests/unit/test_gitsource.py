@@ -26,7 +26,7 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler.gitops import gitsource
+from reconciler.gitops import gitcredentials, gitsource
 
 TOKEN = "s3cret-t0ken-0123456789"
 
@@ -458,10 +458,10 @@ def test_token_file_authenticates_without_showing_the_token(
     upstream: Upstream, serve: Serve, cache: Path, tmp_path: Path
 ) -> None:
     sha = upstream.commit({"a.yaml": "v: 1\n"}, "one")
-    expected = basic(gitsource.TOKEN_USERNAME, TOKEN)
+    expected = basic(gitcredentials.TOKEN_USERNAME, TOKEN)
     server = serve(expected, [TOKEN, expected.split()[1]])
     url = f"{server.url}/remote.git"
-    good = gitsource.Credentials.from_token_file(write_secret(tmp_path / "token", TOKEN))
+    good = gitcredentials.Credentials.from_token_file(write_secret(tmp_path / "token", TOKEN))
 
     result = source_of(url, cache, credentials=good).fetch()
 
@@ -469,14 +469,17 @@ def test_token_file_authenticates_without_showing_the_token(
     assert server.saw_git_client, "the git client was never seen in /proc: the check is void"
     assert server.leaks == []
 
-    wrong = gitsource.Credentials.from_token_file(write_secret(tmp_path / "bad", "not-" + TOKEN))
+    wrong = gitcredentials.Credentials.from_token_file(
+        write_secret(tmp_path / "bad", "not-" + TOKEN)
+    )
     with pytest.raises(gitsource.GitSourceError, match="refused the credentials") as caught:
         source_of(url, cache, credentials=wrong).fetch()
     message = str(caught.value)
     assert url in message
     assert TOKEN not in message
-    assert base64.b64encode(f"{gitsource.TOKEN_USERNAME}:not-{TOKEN}".encode()).decode() not in (
-        message
+    assert (
+        base64.b64encode(f"{gitcredentials.TOKEN_USERNAME}:not-{TOKEN}".encode()).decode()
+        not in message
     )
     assert server.leaks == []
 
@@ -500,7 +503,7 @@ def test_flux_secret_folder_with_username_and_password(
     write_secret(secret / "username", "alice")
     write_secret(secret / "password", "pa ss:word")
 
-    credentials = gitsource.Credentials.from_directory(secret)
+    credentials = gitcredentials.Credentials.from_directory(secret)
 
     assert credentials.identity_file is None
     assert source_of(f"{server.url}/remote.git", cache, credentials=credentials).fetch().commit == (
@@ -516,7 +519,7 @@ def test_flux_secret_folder_with_a_bearer_token(
     server = serve(f"Bearer {TOKEN}", [TOKEN])
     write_secret(tmp_path / "secret" / "bearerToken", TOKEN)
 
-    credentials = gitsource.Credentials.from_directory(tmp_path / "secret")
+    credentials = gitcredentials.Credentials.from_directory(tmp_path / "secret")
 
     assert source_of(f"{server.url}/remote.git", cache, credentials=credentials).fetch().commit == (
         sha
@@ -549,10 +552,12 @@ def test_credentials_are_read_on_every_fetch(
 ) -> None:
     """A rotated Secret is picked up without restarting."""
     upstream.commit({"a.yaml": "v: 1\n"}, "one")
-    server = serve(basic(gitsource.TOKEN_USERNAME, "new-token"), [])
+    server = serve(basic(gitcredentials.TOKEN_USERNAME, "new-token"), [])
     token = write_secret(tmp_path / "token", "old-token")
     followed = source_of(
-        f"{server.url}/remote.git", cache, credentials=gitsource.Credentials.from_token_file(token)
+        f"{server.url}/remote.git",
+        cache,
+        credentials=gitcredentials.Credentials.from_token_file(token),
     )
     with pytest.raises(gitsource.GitSourceError, match="refused the credentials"):
         followed.fetch()
@@ -583,7 +588,7 @@ def ssh_config(command: str) -> dict[str, list[str]]:
 
 def test_ssh_command_with_known_hosts(tmp_path: Path) -> None:
     (tmp_path / "my key").write_text("")  # `ssh -G` lists only identity files that exist
-    command = gitsource.ssh_command(
+    command = gitcredentials.ssh_command(
         identity=tmp_path / "my key",
         known_hosts=tmp_path / "known_hosts",
         learned_hosts=tmp_path / "learned",
@@ -600,7 +605,7 @@ def test_ssh_command_with_known_hosts(tmp_path: Path) -> None:
 
 
 def test_ssh_command_without_known_hosts_trusts_on_first_use(tmp_path: Path) -> None:
-    command = gitsource.ssh_command(
+    command = gitcredentials.ssh_command(
         identity=None, known_hosts=None, learned_hosts=tmp_path / "learned", timeout=0.5
     )
 
@@ -632,7 +637,7 @@ def test_ssh_key_from_a_secret_is_handed_to_ssh_as_a_private_copy(
     over_ssh = source_of(
         "git@example.com:org/repo.git",
         cache,
-        credentials=gitsource.Credentials.from_directory(secret),
+        credentials=gitcredentials.Credentials.from_directory(secret),
     )
     with over_ssh.git_environment() as env:
         config = ssh_config(env["GIT_SSH_COMMAND"])
@@ -653,7 +658,7 @@ def test_https_environment_carries_the_header_not_the_command_line(
     token = write_secret(tmp_path / "token", TOKEN)
     url = "https://git.example.com/org/repo.git"
     over_https = source_of(
-        url, cache, credentials=gitsource.Credentials.from_token_file(token, username="me")
+        url, cache, credentials=gitcredentials.Credentials.from_token_file(token, username="me")
     )
 
     with over_https.git_environment() as env:

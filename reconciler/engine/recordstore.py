@@ -1,0 +1,147 @@
+"""The ExtensionStatus records as kept in the cluster: read, written, and announced with Events.
+
+`record` builds the record and its status as pure data; this module is the I/O around it, through
+the `kube` edge: the record CRD installed, every record read, a record's spec and status written
+(a status only when it would change, so a no-op reconcile writes nothing), and a Kubernetes Event
+for what is worth telling. `reconcile` writes each phase's outcome through it; the GitOps loop and
+the CLI use it for what they record outside a reconcile (a rejected revision, drift).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterable
+
+from reconciler import kube, objects
+from reconciler.engine import diffs, record
+from reconciler.model import extensions
+
+log = logging.getLogger(__name__)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_records(cluster: kube.Cluster) -> dict[str, objects.Object]:
+    """Every extension's live record by name ({} before the first apply, when the record CRD
+    is not there yet: checked with one GET, which spares the client a full re-discovery)."""
+    if not _records_served(cluster):
+        return {}
+    listed = kube.list_objects(cluster, record.API_VERSION, record.KIND)
+    return {r["metadata"]["name"]: r for r in listed}
+
+
+def _records_served(cluster: kube.Cluster) -> bool:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": record.CRD_NAME},
+    }
+    return kube.get(cluster, crd) is not None
+
+
+def from_origin(records: dict[str, objects.Object], origin: str) -> dict[str, objects.Object]:
+    """The records of the extensions installed from the repo at `origin`."""
+    return {n: r for n, r in records.items() if record.source_of(r) == origin}
+
+
+def write_status(
+    cluster: kube.Cluster,
+    name: str,
+    live: objects.Object | None,
+    *,
+    outcome: record.Outcome | None = None,
+    inventory: Iterable[objects.Key] | None = None,
+    applied_revision: str | None = None,
+    attempted_revision: str | None = None,
+    drift: Iterable[objects.Key] | None = None,
+    precondition: bool = False,
+) -> objects.Object:
+    """Write the record's status, unless it would not change (a no-op reconcile writes
+    nothing). With `precondition`, only if the record is still as `live` was read (else 409):
+    for writers other than the reconcile itself, which must not overwrite a newer outcome."""
+    body = record.status(
+        name,
+        live,
+        now(),
+        outcome=outcome,
+        inventory=inventory,
+        applied_revision=applied_revision,
+        attempted_revision=attempted_revision,
+        drift=drift,
+    )
+    if live is not None and live.get("status") == body["status"]:
+        return live
+    if precondition and live is not None:
+        body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+    return kube.apply_status(cluster, body)
+
+
+def announce(cluster: kube.Cluster, live: objects.Object, outcome: record.Outcome) -> None:
+    """An Event on the record telling `outcome` (a warning when it failed)."""
+    _event(cluster, live, outcome.reason, outcome.message, outcome.state == record.FAILED)
+
+
+def _event(
+    cluster: kube.Cluster, live: objects.Object, reason: str, message: str, warning: bool
+) -> None:
+    try:
+        kube.create_event(cluster, record.event(live, reason, message, warning, now()))
+    except kube.KubeError as err:  # an event is a courtesy; never fail a reconcile for it
+        log.warning("could not record an event for %s: %s", live["metadata"]["name"], err)
+
+
+def _apply_if_changed(cluster: kube.Cluster, obj: objects.Object) -> objects.Object:
+    """Apply `obj` unless the server's dry run says that would change nothing."""
+    live = kube.get(cluster, obj)
+    if live is not None and not diffs.changes(live, kube.apply(cluster, obj, dry_run=True)):
+        return live
+    return kube.apply(cluster, obj)
+
+
+def ensure_record_crd(cluster: kube.Cluster) -> None:
+    """Install (or update) the ExtensionStatus CRD and wait until it is served."""
+    _apply_if_changed(cluster, record.crd())
+    kube.wait_established(cluster, record.CRD_NAME)
+
+
+def ensure_record(
+    cluster: kube.Cluster, extension: extensions.Extension, origin: str
+) -> objects.Object:
+    """Create (or update) the record of `extension` from the repo at `origin`; the live one."""
+    return _apply_if_changed(cluster, record.record(extension, origin))
+
+
+def record_problems(
+    cluster: kube.Cluster, names: Iterable[str], problems: list[str], revision: str
+) -> list[str]:
+    """Write a rejected revision's problems into the records of the extensions that have one;
+    nothing else changes (the last good revision stays in force). Returns the names written."""
+    records = read_records(cluster)
+    written = []
+    for name in sorted(set(names) & set(records)):
+        outcome = record.Outcome(record.FAILED, "ValidationFailed", problems=tuple(problems))
+        live = write_status(
+            cluster, name, records[name], outcome=outcome, attempted_revision=revision
+        )
+        announce(cluster, live, outcome)
+        written.append(name)
+    return written
+
+
+def record_drift(
+    cluster: kube.Cluster, name: str, live: objects.Object | None, drifted: set[objects.Key]
+) -> None:
+    """`--drift report`: the owned objects that differ from the applied revision, in the
+    record's status, and an Event when that set changes."""
+    if live is None:
+        return
+    before = (live.get("status") or {}).get("drift")
+    written = write_status(cluster, name, live, drift=drifted)
+    after = (written.get("status") or {}).get("drift")
+    if after != before and drifted:
+        listed = ", ".join(str(k) for k in sorted(drifted))
+        message = f"{len(drifted)} objects differ from the applied revision: {listed}"
+        _event(cluster, written, "DriftDetected", message, warning=True)
