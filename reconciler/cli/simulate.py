@@ -109,6 +109,11 @@ def _text(run: _Run) -> str:
         else 0.0
     )
     window = f"{simulation.RATE_WINDOW_S:g} s"
+    bounded = (
+        f" ({s.formula_replicas_in_bounds} within the scale bounds)"
+        if s.formula_replicas_in_bounds != s.formula_replicas
+        else ""
+    )
     return "\n".join(
         [
             f"trace {s.trace}: {s.offered} requests over {s.seconds:g} s -> {run.plot}",
@@ -120,7 +125,8 @@ def _text(run: _Run) -> str:
             f"replicas ({run.result.pods_created} pods created)",
             f"  replica-seconds used {s.replica_seconds:,.0f}; sizing formula at the peak "
             f"{s.peak_rps:g} rps ({window} windows) x {s.mean_request_seconds:.2f} s: "
-            f"{s.formula_replicas} replicas = {s.formula_replica_seconds:,.0f} ({ratio:.2f} x); "
+            f"{s.formula_replicas} replicas{bounded} = {s.formula_replica_seconds:,.0f} "
+            f"({ratio:.2f} x); "
             f"per {window} window: {s.windowed_formula_replica_seconds:,.0f} ({windowed:.2f} x)",
         ]
     )

@@ -34,7 +34,7 @@ def _moving_average(values: list[float], times: list[float], seconds: float) -> 
         while times[i] - times[start] >= seconds:
             total -= values[start]
             start += 1
-        out.append(total / (i - start + 1))
+        out.append(max(0.0, total / (i - start + 1)))  # no -1e-17 from the float sums
     return out
 
 
@@ -107,7 +107,8 @@ def figure(result: simulation.Result, summary: simulation.Summary) -> Figure:
     fig.suptitle(
         f"trace {summary.trace}: {summary.offered} requests, {summary.dropped} dropped, "
         f"{summary.queued_longer} queued > {summary.slow_wait:g} s; replica-seconds "
-        f"{summary.replica_seconds:,.0f} ({ratio:.2f} x the formula's {summary.formula_replicas})"
+        f"{summary.replica_seconds:,.0f} ({ratio:.2f} x the formula's "
+        f"{summary.formula_replicas_in_bounds})"
         f"\nmin {scale.min_instances} max {scale.max_instances} target "
         f"{scale.target_utilization_percentage}% polling {scale.polling_interval:g} s, "
         f"pod start {config.start_delay:g} s, {config.max_concurrent} per replica, queue "

@@ -139,6 +139,7 @@ class Change:
 
 @dataclass
 class _Pod:
+    number: int  # in creation order
     url: str
     created: float
     ready_at: float
@@ -222,7 +223,8 @@ class _Simulation:
     # -- pods ----------------------------------------------------------------------------------
 
     def new_pod(self, ready_at: float) -> _Pod:
-        pod = _Pod(f"http://pod-{len(self.pods)}:80", self.now, ready_at)
+        number = len(self.pods)
+        pod = _Pod(number, f"http://pod-{number}:80", self.now, ready_at)
         self.pods.append(pod)
         self.live.append(pod)
         self.by_url[pod.url] = pod
@@ -234,9 +236,10 @@ class _Simulation:
                 pod = self.new_pod(self.now + self.config.start_delay)
                 self.push(pod.ready_at, _READY, len(self.pods) - 1)
         else:
-            # A ReplicaSet deletes not-ready pods first (newest first), then the ones that have
-            # been ready the shortest time.
-            doomed = sorted(self.live, key=lambda p: (p.ready, -p.ready_at))[: before - after]
+            # A ReplicaSet deletes not-ready pods first, then the ones ready for the shortest
+            # time, then the newest (it does not know which pods are busy).
+            ranked = sorted(self.live, key=lambda p: (p.ready, -p.ready_at, -p.number))
+            doomed = ranked[: before - after]
             for pod in doomed:
                 pod.deleted = self.now
                 self.live.remove(pod)
@@ -417,8 +420,9 @@ class Summary:
     replica_seconds: float
     peak_rps: float  # over RATE_WINDOW_S windows
     mean_request_seconds: float
-    formula_replicas: int  # sizing.replicas at the peak rate, within the scale bounds
-    formula_replica_seconds: float  # that many replicas for the whole run
+    formula_replicas: int  # sizing.replicas at the peak rate
+    formula_replicas_in_bounds: int  # the same, within [min_instances, max_instances]
+    formula_replica_seconds: float  # that many (in bounds) for the whole run
     windowed_formula_replica_seconds: float  # the formula applied to each window's own rate
 
     @property
@@ -455,15 +459,15 @@ def summarize(result: Result, slow_wait: float = 1.0) -> Summary:
     peak = max(rates)
 
     def formula(rps: float) -> int:
-        needed = sizing.replicas(
+        return sizing.replicas(
             rps, mean_seconds, scale.target_utilization_percentage, config.max_concurrent
         )
-        return scale.clamp(needed)
 
-    fixed = formula(peak)
+    needed = formula(peak)
+    fixed = scale.clamp(needed)
     last_window = result.end - (windows - 1) * RATE_WINDOW_S
     windowed = sum(
-        formula(rate) * (RATE_WINDOW_S if i < windows - 1 else last_window)
+        scale.clamp(formula(rate)) * (RATE_WINDOW_S if i < windows - 1 else last_window)
         for i, rate in enumerate(rates)
     )
     replicas_seen = [config.first_replicas] + [c.after for c in result.changes]
@@ -486,7 +490,8 @@ def summarize(result: Result, slow_wait: float = 1.0) -> Summary:
         replica_seconds=result.replica_seconds,
         peak_rps=peak,
         mean_request_seconds=mean_seconds,
-        formula_replicas=fixed,
+        formula_replicas=needed,
+        formula_replicas_in_bounds=fixed,
         formula_replica_seconds=fixed * result.end,
         windowed_formula_replica_seconds=windowed,
     )

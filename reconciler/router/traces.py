@@ -209,7 +209,7 @@ def generate(bundled: Bundled) -> Trace:
         if rng.random() * bundled.peak_rps < bundled.rate(t):
             duration = max(0.01, rng.lognormvariate(mu, _DURATION_SIGMA))
             requests.append(Request(round(t, 3), round(duration, 3)))
-    return Trace(bundled.name, tuple(requests))
+    return Trace(bundled.name, tuple(sorted(requests)))
 
 
 def resolve(spec: str) -> Trace:
