@@ -136,6 +136,7 @@ def _text(run: _Run) -> str:
 @click.option(
     "--trace",
     "trace_specs",
+    metavar="NAME|FILE",
     multiple=True,
     required=True,
     help=f"A trace file (CSV: timestamp_s,duration_s) or a bundled trace: "
@@ -152,6 +153,7 @@ def _text(run: _Run) -> str:
 @click.option(
     "--deployment",
     "deployment_spec",
+    metavar="PATH:NAME",
     help="PATH_TO_REPO:NAME: take the settings from that Deployment manifest "
     "(scale_settings, request_settings); options given here override them.",
 )
