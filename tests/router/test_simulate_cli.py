@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,15 @@ def test_a_saved_bundled_trace_is_a_trace_file_that_gives_the_same_run(tmp_path:
         return {k: v for k, v in summary.items() if k != "plot"}
 
     assert numbers(first) == numbers(second)
+
+
+def test_without_matplotlib_the_command_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if matplotlib were missing: importing the plot module fails.
+    monkeypatch.delattr("reconciler.router.simplot")
+    monkeypatch.setitem(sys.modules, "reconciler.router.simplot", None)
+    code, _, err = simulate("--trace", "step", "--out-dir", str(tmp_path))
+    assert code == 1
+    assert "pip install 'mlext-reconciler[sim]'" in err
+    assert list(tmp_path.iterdir()) == []
