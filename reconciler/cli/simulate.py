@@ -23,7 +23,7 @@ import click
 
 from reconciler import source
 from reconciler.model import repo, workloads
-from reconciler.router import autoscaler, config, simulation, traces
+from reconciler.router import autoscaler, config, coordinator, simulation, traces
 
 _DEFAULTS: dict[str, Any] = {
     "min_instances": 1,
@@ -66,6 +66,12 @@ def _deployment_settings(spec: str) -> dict[str, Any]:
             param_hint="--deployment",
         )
     scale = found.scale
+    if scale.type != coordinator.AUTOSCALED:
+        click.echo(
+            f"deployment {name} is not autoscaled (scale type {scale.type}): simulated at "
+            f"{scale.min_instances} replicas",
+            err=True,
+        )
     return {
         "min_instances": scale.min_instances,
         "max_instances": scale.max_instances,

@@ -84,6 +84,31 @@ def test_settings_come_from_a_deployment_manifest_and_options_override_them(
     assert json.loads(out)[0]["max_replicas"] == 3
 
 
+def test_a_fixed_deployment_is_simulated_at_its_instance_count(tmp_path: Path) -> None:
+    # manifests/deployments/green.yaml: instance_count 2, no autoscaling.
+    code, out, err = simulate(
+        "--trace", "spike", "--out-dir", str(tmp_path), "--output", "json",
+        "--deployment", f"{REPO}:green",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "deployment green is not autoscaled (scale type fixed): simulated at 2" in err
+    [summary] = json.loads(out)
+    assert (summary["scale_ups"], summary["scale_downs"], summary["max_replicas"]) == (0, 0, 2)
+
+
+def test_an_invalid_repo_is_reported_and_nothing_runs(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "blue.yaml").write_text("kind: Nope\nmetadata: {name: blue}\n", encoding="utf-8")
+    out_dir = tmp_path / "plots"
+    code, out, err = simulate(
+        "--trace", "step", "--out-dir", str(out_dir), "--deployment", f"{repo}:blue"
+    )
+    assert code == 1 and out == ""
+    assert "blue.yaml:1:" in err and "fix the repo first" in err
+    assert not out_dir.exists()
+
+
 def test_an_unknown_deployment_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = simulate("--trace", "step", "--deployment", f"{REPO}:nope")
     assert code == 2
