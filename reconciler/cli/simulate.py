@@ -84,7 +84,7 @@ def _deployment_settings(spec: str) -> dict[str, Any]:
 
 
 def _load_traces(specs: tuple[str, ...]) -> list[traces.Trace]:
-    wanted = list(traces.names()) if "all" in specs else list(specs)
+    wanted = [name for spec in specs for name in (traces.names() if spec == "all" else [spec])]
     loaded: list[traces.Trace] = []
     failed = False
     for spec in wanted:

@@ -131,6 +131,7 @@ def test_a_bad_trace_file_is_reported_by_line_and_nothing_is_written(tmp_path: P
     [
         (["--min-instances", "5", "--max-instances", "2"], "not a range"),
         (["--trace", "ramp", "--save-trace", "x.csv"], "needs exactly one --trace"),
+        (["--trace", "all"], "two traces named step"),
     ],
 )
 def test_inconsistent_options_are_usage_errors(
