@@ -77,6 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("logAnalyticsWS", Type.BOOL, False, Applies.BOTH, older=True),
     # This project's own: a registry mirror that replaces the registry of every pinned image.
     Setting("imageRegistry", Type.STRING, None, Applies.BOTH),
+    # This project's own: `older` opts in to the older documentation's component set
+    # (cluster-status-reporter, the host device plugin, the router named azureml-fe).
+    Setting("componentGeneration", Type.CHOICE, "current", Applies.BOTH, ("current", "older")),
     Setting("sslCertPemFile", Type.PATH, None, Applies.INFERENCE, protected=True),
     Setting("sslKeyPemFile", Type.PATH, None, Applies.INFERENCE, protected=True),
 )
