@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from reconciler import objects, source
-from reconciler.cli import outdir
-from reconciler.model import repo
+from reconciler.cli import decryptkeys, outdir
+from reconciler.model import problems, repo
 from reconciler.render import render as renderer
 
 
@@ -29,12 +29,13 @@ from reconciler.render import render as renderer
     show_default=True,
     help="json prints the problems as a JSON list for tooling.",
 )
-def validate(path: str, output_format: str) -> None:
+@decryptkeys.option
+def validate(path: str, output_format: str, decryption_key: str | None) -> None:
     """Load and validate the manifests repo at PATH (default: the current folder).
 
     Exit 0 when valid (warnings allowed), 1 with every problem, 2 on a usage error.
     """
-    loaded = repo.load(source.DirectorySnapshot(path))
+    loaded = repo.load(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
     if output_format == "json":
         click.echo(json.dumps([p.as_json() for p in loaded.problems], indent=2))
     else:
@@ -65,7 +66,14 @@ def validate(path: str, output_format: str) -> None:
     is_flag=True,
     help="Write real Secret values (only with --out-dir; files are made readable by you only).",
 )
-def render(path: str, output_format: str, out_dir: Path | None, show_secrets: bool) -> None:
+@decryptkeys.option
+def render(
+    path: str,
+    output_format: str,
+    out_dir: Path | None,
+    show_secrets: bool,
+    decryption_key: str | None,
+) -> None:
     """Render every Kubernetes object the repo at PATH declares, in apply order.
 
     Secret values are redacted unless --show-secrets is given with --out-dir. An invalid repo
@@ -73,7 +81,7 @@ def render(path: str, output_format: str, out_dir: Path | None, show_secrets: bo
     """
     if show_secrets and out_dir is None:
         raise click.UsageError("--show-secrets only writes to files: give --out-dir too")
-    snapshot = source.DirectorySnapshot(path)
+    snapshot = decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key)
     loaded = repo.load(snapshot)
     for problem in loaded.problems:
         click.echo(str(problem), err=True)
@@ -92,7 +100,7 @@ def render(path: str, output_format: str, out_dir: Path | None, show_secrets: bo
 
 def _verdict(path: str, loaded: repo.Loaded) -> str:
     errors = len(loaded.errors)
-    warnings = len(loaded.problems) - errors
+    warnings = sum(p.severity is problems.Severity.WARNING for p in loaded.problems)
     warned = f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
     if errors:
         return f"{errors} problem{'s' if errors != 1 else ''}{warned}"

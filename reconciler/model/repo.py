@@ -24,6 +24,7 @@ from typing import Any
 from reconciler import source
 from reconciler.model import (
     components,
+    decryption,
     documents,
     extensions,
     instancetypes,
@@ -32,6 +33,7 @@ from reconciler.model import (
     placement,
     problems,
     schemas,
+    sops,
     workloads,
 )
 
@@ -86,6 +88,7 @@ def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
     """Load and validate every manifest of the repo in `snapshot`. With `reuse`, files another
     load through the same memo already saw with the same path and content are not parsed
     again; the result is the same either way."""
+    snapshot = decryption.wrap(snapshot)
     found: list[problems.Problem] = []
     parsed_files = [(path, _load_file(snapshot, path, reuse)) for path in snapshot.yaml_files()]
     # YAML files that manifests point at (conda files) are data, not manifests.
@@ -142,8 +145,15 @@ class _LoadedFile:
     loaded: tuple[_LoadedDocument, ...]
 
 
-def _load_file(snapshot: source.Snapshot, path: str, reuse: memo.Memo | None) -> _LoadedFile:
+def _load_file(
+    snapshot: decryption.DecryptingSnapshot, path: str, reuse: memo.Memo | None
+) -> _LoadedFile:
     display = snapshot.display(path)
+    try:
+        snapshot.read_text(path)  # decrypts a SOPS-encrypted manifest (kept in memory)
+    except sops.SopsError as err:
+        found = problems.Problem(display, err.line, "", err.message)
+        return _LoadedFile(display, (found,), ())
     if reuse is None:
         return _parse_and_check(path, display, snapshot.read_text(path))
     kept = reuse.get(

@@ -97,6 +97,18 @@ _NODE_SELECTOR_PREFIX = "nodeselector."
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A protected value kept in a cluster Secret (`{secretRef: {name, key}}`) instead of the
+    repo: read at apply time from the extension's release namespace."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"Secret {self.name}, key {self.key}"
+
+
+@dataclass(frozen=True)
 class Settings:
     """An extension's settings after parsing: every value typed, every default filled in."""
 
@@ -229,6 +241,12 @@ class _Parser:
                 )
                 return _INVALID
             return by_lower[value.lower()]
+        if setting.type is Type.PATH and isinstance(value, Mapping) and "secretRef" in value:
+            ref = value["secretRef"]
+            if not isinstance(ref, Mapping) or not ref.get("name") or not ref.get("key"):
+                self.error(path, "secretRef needs a name and a key")
+                return _INVALID
+            return SecretRef(str(ref["name"]), str(ref["key"]))
         if setting.type in (Type.STRING, Type.PATH):
             if not isinstance(value, str) or not value.strip():
                 self.error(path, "must be a non-empty string")
