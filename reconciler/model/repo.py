@@ -293,8 +293,44 @@ def _build_models(
         found.extend(more)
 
 
+def _resolve_registered_models(
+    repo: Repo, deployment: workloads.Deployment, extension: _Extension
+) -> list[_Problem]:
+    """Registered models (`azureml:NAME:VERSION`) become `registeredModelUri`/NAME/VERSION;
+    without that setting each is an error naming it."""
+    refs = [m for m in deployment.models if workloads.registered(m)]
+    if not refs:
+        return []
+    prefix = extension.settings["registeredModelUri"]
+    if prefix is None:
+        manifest = deployment.manifest
+        return [
+            manifest.problem(
+                ("model",) if "model" in manifest.fields else ("models",),
+                f"registered model {ref.removeprefix(workloads.REGISTERED_PREFIX)} needs the "
+                f"setting registeredModelUri on extension {extension.name!r} (a URI prefix: "
+                "the model is fetched from PREFIX/NAME/VERSION)",
+            )
+            for ref in refs
+        ]
+    resolved = []
+    for model in deployment.models:
+        name_version = workloads.registered(model)
+        resolved.append(
+            f"{str(prefix).rstrip('/')}/{name_version[0]}/{name_version[1]}"
+            if name_version
+            else model
+        )
+    repo.deployments[deployment.name] = dataclasses.replace(deployment, models=tuple(resolved))
+    return []
+
+
 def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
     """Rules across manifests: instance types, the extension a workload runs on, scenarios."""
+    for deployment in list(repo.deployments.values()):
+        owner = repo.extension_for(deployment)
+        if owner is not None:
+            found.extend(_resolve_registered_models(repo, deployment, owner))
     all_workloads: list[tuple[workloads.Workload, problems.FieldPath, str]] = [
         (job, ("resources", "instance_type"), "training") for job in repo.jobs.values()
     ]

@@ -79,6 +79,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("imageRegistry", Type.STRING, None, Applies.BOTH),
     # This project's own: `older` opts in to the older documentation's component set
     # (cluster-status-reporter, the host device plugin, the router named azureml-fe).
+    # This project's own: where registered models (azureml:NAME:VERSION, or name + version) are
+    # fetched from: PREFIX/NAME/VERSION (e.g. a blob store URI prefix).
+    Setting("registeredModelUri", Type.STRING, None, Applies.INFERENCE),
     Setting("componentGeneration", Type.CHOICE, "current", Applies.BOTH, ("current", "older")),
     Setting("sslCertPemFile", Type.PATH, None, Applies.INFERENCE, protected=True),
     Setting("sslKeyPemFile", Type.PATH, None, Applies.INFERENCE, protected=True),
