@@ -146,3 +146,43 @@ def test_a_secret_ref_is_read_from_the_cluster_at_apply_time(
     assert_no_plaintext(applied.output, pem)
     rendered = run(None, "render", str(root))
     assert rendered.exit_code == 0 and "gitops.mlext.io/secret-refs" in rendered.output
+
+
+def test_the_controller_takes_its_key_from_a_secret_and_logs_no_plaintext(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, api_client: client.ApiClient
+) -> None:
+    """`reconciler sync --decryption-secret NAME` (as the controller runs) reads the age
+    identity from a Secret's `*.agekey` key, as Flux does; its logs, at DEBUG, hold no line of
+    the decrypted key."""
+    import subprocess
+    import sys
+
+    import git
+
+    name = f"c{namespace[-6:]}"
+    root = https_repo(tmp_path, name, namespace, FILES)
+    cert, pem = pem_files(root)
+    key = age_key()
+    encrypt(root / "infra/certs/key.pem", key)
+    repository = git.Repo.init(root, initial_branch="main")
+    with repository.config_writer() as config:
+        config.set_value("user", "name", "t")
+        config.set_value("user", "email", "t@example.com")
+    repository.git.add(A=True)
+    repository.index.commit("encrypted key")
+    client.CoreV1Api(api_client).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="sops-age"),
+            data={"age.agekey": base64.b64encode(key.identity.encode()).decode()},
+        ),
+    )
+    command = [sys.executable, "-m", "reconciler", "sync", "--repo", str(root), "--once", "-v"]
+    command += ["--cache-dir", str(tmp_path / "cache"), "--decryption-secret", "sops-age"]
+    command += ["--lease-namespace", namespace]
+    if cluster_kubeconfig:
+        command += ["--kubeconfig", cluster_kubeconfig]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert router_tls(api_client, namespace) == {"cert.pem": cert, "key.pem": pem}
+    assert_no_plaintext(done.stdout + done.stderr, pem)

@@ -224,3 +224,65 @@ def test_no_plaintext_in_any_output(tmp_path: Path, key: AgeKey) -> None:
         "<redacted>"
         in runner.invoke(cli.main, ["render", str(root), "--decryption-key", str(key_file)]).output
     )
+
+
+def test_diff_shows_a_changed_encrypted_key_by_key_never_by_value(
+    tmp_path: Path, key: AgeKey
+) -> None:
+    """Two commits, the encrypted TLS key rotated between them: `reconciler diff` reports the
+    router Secret's key.pem as changed (redacted) with the key and without it (then with a
+    note saying what it could not compare), in every format, and no PEM line of either key."""
+    import git
+
+    root, old_pem = _https_repo(tmp_path, key)
+    repository = git.Repo.init(root)
+    with repository.config_writer() as config:
+        config.set_value("user", "name", "t")
+        config.set_value("user", "email", "t@example.com")
+    repository.git.add(A=True)
+    repository.index.commit("first")
+    cert, new_pem = self_signed_pem()
+    (root / "certs/cert.pem").write_bytes(cert)
+    (root / "certs/key.pem").write_bytes(new_pem)
+    encrypt(root / "certs/key.pem", key)
+    repository.git.add(A=True)
+    repository.index.commit("rotated")
+    key_file = key.write(tmp_path / "age.txt")
+    body = [
+        line
+        for pem in (old_pem, new_pem)
+        for line in pem.decode().splitlines()
+        if "-----" not in line
+    ]
+    runner = CliRunner()
+    for with_key in (True, False):
+        for fmt in ("text", "markdown", "json"):
+            args = ["diff", str(root), "--base", "HEAD~1", "--head", "HEAD", "--format", fmt]
+            result = runner.invoke(
+                cli.main, args + (["--decryption-key", str(key_file)] if with_key else [])
+            )
+            assert result.exit_code == 1, result.output
+            assert "Secret" in result.output and "azureml-fe-v2-tls" in result.output
+            assert "<redacted: changed>" in result.output
+            assert not any(line in result.output for line in body), (with_key, fmt)
+            noted = "is SOPS-encrypted and no decryption key was given" in result.output
+            assert noted is not with_key
+
+
+@pytest.fixture(autouse=True)
+def _no_key_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
+    monkeypatch.delenv("SOPS_AGE_KEY_FILE", raising=False)
+
+
+def test_the_key_from_the_environment_as_sops_reads_it(
+    tmp_path: Path, key: AgeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = _https_repo(tmp_path, key)
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["validate", str(root)]).exit_code == 1
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(key.write(tmp_path / "keys.txt")))
+    assert runner.invoke(cli.main, ["validate", str(root)]).exit_code == 0
+    monkeypatch.delenv("SOPS_AGE_KEY_FILE")
+    monkeypatch.setenv("SOPS_AGE_KEY", key.identity)
+    assert runner.invoke(cli.main, ["validate", str(root)]).exit_code == 0
