@@ -82,9 +82,7 @@ def diff(
             base_snapshot = decryptkeys.snapshot(
                 gitsnapshot.GitSnapshot.at(path, base), decryption_key, opaque_without_key=True
             )
-            head_snapshot = decryptkeys.snapshot(
-                head_tree, decryption_key, opaque_without_key=True
-            )
+            head_snapshot = decryptkeys.snapshot(head_tree, decryption_key, opaque_without_key=True)
             result = revisiondiff.between(base_snapshot, head_snapshot)
     except gitsnapshot.GitSnapshotError as err:
         click.echo(f"error: {err}", err=True)

@@ -232,11 +232,19 @@ def _walk(node: Any, path: list[str], key: bytes, rules: _Rules, digest: Any) ->
     """`node` with every encrypted value decrypted, each value fed to the MAC in order."""
     if isinstance(node, dict):
         for name in list(node):
-            node[name] = _walk(node[name], [*path, str(name)], key, rules, digest)
+            try:
+                node[name] = _walk(node[name], [*path, str(name)], key, rules, digest)
+            except SopsError as err:
+                _locate(err, node, "key", name)
+                raise
         return node
     if isinstance(node, list):
         for index, item in enumerate(node):
-            node[index] = _walk(item, path, key, rules, digest)
+            try:
+                node[index] = _walk(item, path, key, rules, digest)
+            except SopsError as err:
+                _locate(err, node, "item", index)
+                raise
         return node
     if node is None:
         return None
@@ -247,9 +255,17 @@ def _walk(node: Any, path: list[str], key: bytes, rules: _Rules, digest: Any) ->
     return value
 
 
+def _locate(err: SopsError, node: Any, kind: str, at: Any) -> None:
+    """Give a value's error the line of its key (YAML keeps lines; JSON does not)."""
+    lines = getattr(node, "lc", None)
+    if err.line == 0 and lines is not None:
+        err.line = (lines.key(at) if kind == "key" else lines.item(at))[0] + 1
+
+
 def _decrypt_value(value: Any, key: bytes, additional: str, where: str = "") -> Any:
     """One `ENC[...]` value; `where` names it in messages (its key path by default)."""
-    where = where or f"the value at {additional.rstrip(':') or '(top)'}"
+    dotted = additional.rstrip(":").replace(":", ".")
+    where = where or f"the value at {dotted or '(top)'}"
     if not isinstance(value, str):
         raise SopsError(f"{where} is not encrypted: the file was edited after encryption")
     if value == "":
