@@ -89,8 +89,9 @@ def test_tampering_is_rejected(tmp_path: Path, key: AgeKey) -> None:
     encrypt(target, key)
     text = target.read_text()
     tampered_value = _tamper_value(text)
-    with pytest.raises(sops.SopsError, match="tampered"):
+    with pytest.raises(sops.SopsError, match="the value at a does not decrypt") as raised:
         sops.decrypt("thing.yaml", tampered_value.encode(), _ids(key))
+    assert raised.value.line == 1  # the line of the tampered value's key
     # Two values swapped: each is bound to its key path (the additional data), so neither opens.
     lines = text.splitlines()
     a, b = lines[0].split(": ", 1)[1], lines[1].split(": ", 1)[1]
