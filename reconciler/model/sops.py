@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import decimal
 import hashlib
 import io
 import json
@@ -307,15 +308,16 @@ def _to_bytes(value: Any) -> bytes:
         return str(value).encode()
     if isinstance(value, float):
         return _go_float(value).encode()
+    if isinstance(value, bytes):
+        return value
     return str(value).encode()
 
 
 def _go_float(value: float) -> str:
-    """Go's strconv.FormatFloat(f, 'f', -1, 64): the shortest digits, no exponent."""
-    text = repr(value)
-    if "e" in text or "E" in text:
-        text = format(value, "f") if abs(value) >= 1 else f"{value:.17f}".rstrip("0")
-    return text[:-2] if text.endswith(".0") else text
+    """Go's strconv.FormatFloat(f, 'f', -1, 64): the shortest digits that read back as `value`,
+    never an exponent, no trailing zeros (`1.5`, `5`, `100000000000000000000`, `0.0000001`)."""
+    text = format(decimal.Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _verify_mac(metadata: dict[str, Any], key: bytes, computed: str, line: int) -> None:
