@@ -89,6 +89,14 @@ def render(
         click.echo(_verdict(path, loaded), err=True)
         sys.exit(1)
     rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision())
+    if show_secrets and snapshot.decrypted():
+        shown = ", ".join(snapshot.display(p) for p in snapshot.decrypted())
+        click.echo(
+            f"error: --show-secrets would write what was decrypted from {shown} to disk: "
+            "refused (SOPS-encrypted material stays in memory)",
+            err=True,
+        )
+        sys.exit(2)
     printable = [obj if show_secrets else objects.redact(obj) for obj in rendered.objects]
     if out_dir is None:
         text = objects.to_json(printable) if output_format == "json" else objects.to_yaml(printable)

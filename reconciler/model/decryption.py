@@ -67,6 +67,10 @@ class DecryptingSnapshot:
             return self.inner.read_text(path)
         return self.read_bytes(path).decode("utf-8", errors="replace")
 
+    def decrypted(self) -> list[str]:
+        """The files read so far that were SOPS-encrypted (and are held decrypted here)."""
+        return sorted(p for p in self._plain if p not in self.opaque)
+
     def is_opaque(self, path: str) -> bool:
         """Reading `path` gives the stand-in, not its plaintext (no key, `opaque_without_key`)."""
         return self.opaque_without_key and self.encrypted(path)

@@ -150,7 +150,8 @@ def _load_file(
 ) -> _LoadedFile:
     display = snapshot.display(path)
     try:
-        snapshot.read_text(path)  # decrypts a SOPS-encrypted manifest (kept in memory)
+        if snapshot.encrypted(path):
+            snapshot.read_text(path)  # decrypts the manifest (kept in memory) or says why not
     except sops.SopsError as err:
         found = problems.Problem(display, err.line, "", err.message)
         return _LoadedFile(display, (found,), ())

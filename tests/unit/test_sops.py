@@ -234,12 +234,24 @@ def test_no_plaintext_in_any_output(tmp_path: Path, key: AgeKey) -> None:
         ["render", str(root), "--decryption-key", str(key_file)],
         ["render", str(root), "--decryption-key", str(key_file), "-o", "json"],
         ["render", str(root), "--decryption-key", str(key_file), "--out-dir", str(tmp_path / "o")],
+        [
+            "render",
+            str(root),
+            "--decryption-key",
+            str(key_file),
+            "--show-secrets",
+            "--out-dir",
+            str(tmp_path / "o2"),
+        ],
         ["validate", str(root)],
         ["render", str(root)],
     ]
     for args in runs:
         result = runner.invoke(cli.main, args)
-        assert result.exit_code in (0, 1), result.output
+        assert result.exit_code in (0, 1, 2), result.output
+        if "--show-secrets" in args:
+            assert result.exit_code == 2 and "--show-secrets would write" in result.output
+            assert not (tmp_path / "o2").exists()
         for line in body:
             assert line not in result.output, args
     for written in (tmp_path / "o").rglob("*"):
