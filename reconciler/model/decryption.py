@@ -7,9 +7,10 @@ plaintext; one that cannot be decrypted raises `sops.SopsError`, which `repo.loa
 manifest) and `extensions` (for a protected PEM file) turn into a `FILE:LINE` problem, so such a
 repo is invalid and nothing of it is applied. The plaintext lives only in this object's memory.
 
-`opaque_without_key` is for `reconciler diff` with no key: an encrypted file then reads as a
-stand-in naming the SHA-256 of its ciphertext, so a changed encrypted file still shows as a
-changed (redacted) Secret key, and `opaque` lists what could not be compared by value.
+`opaque_without_key` is for `reconciler diff` with no key: an encrypted protected file (a PEM,
+never a YAML manifest, which must be read to be compared) then reads as a stand-in naming the
+SHA-256 of its ciphertext, so a changed encrypted file still shows as a changed (redacted)
+Secret key, and `opaque` lists what could not be compared by value.
 
 Pure: reads only through the wrapped snapshot.
 """
@@ -54,7 +55,7 @@ class DecryptingSnapshot:
         raw = self.inner.read_bytes(path)
         if not self.encrypted(path):
             return raw
-        if self.opaque_without_key:
+        if self.opaque_without_key and not path.endswith(sops.YAML_SUFFIXES):
             self.opaque.add(path)
             plain = OPAQUE_PREFIX + hashlib.sha256(raw).hexdigest().encode()
         else:
@@ -72,8 +73,10 @@ class DecryptingSnapshot:
         return sorted(p for p in self._plain if p not in self.opaque)
 
     def is_opaque(self, path: str) -> bool:
-        """Reading `path` gives the stand-in, not its plaintext (no key, `opaque_without_key`)."""
-        return self.opaque_without_key and self.encrypted(path)
+        """Reading `path` gives the stand-in, not its plaintext (no key, `opaque_without_key`).
+        Never a YAML file: a manifest cannot be compared unread, so it needs the key."""
+        opaque_kind = not path.endswith(sops.YAML_SUFFIXES)
+        return self.opaque_without_key and opaque_kind and self.encrypted(path)
 
     def yaml_files(self) -> Iterator[str]:
         return self.inner.yaml_files()
