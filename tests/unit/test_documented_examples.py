@@ -150,3 +150,50 @@ def test_a_registered_model_resolves_through_the_setting(tmp_path: Path) -> None
         assert loaded.repo.deployments["blue"].models == (
             "https://store.blob.core.windows.net/models/sklearn_mnist_model/1",
         )
+
+
+OLDER_ENDPOINT = """
+name: sklearn-mnist
+compute: azureml:azureml-extension
+auth_mode: key
+traffic:
+  blue: 100
+deployments:
+  - name: blue
+    app_insights_enabled: true
+    model:
+      name: sklearn_mnist_model
+      version: 1
+      local_path: ./model/sklearn_mnist_model.pkl
+    code_configuration:
+      code:
+        local_path: ./script/
+      scoring_script: score.py
+    instance_type: cpusmall
+    environment:
+      name: sklearn-mnist-env
+      version: 1
+      path: .
+      conda_file: file:./model/conda.yml
+      docker:
+        image: mcr.microsoft.com/azureml/openmpi3.1.2-ubuntu18.04:20210727.v1
+    scale_settings:
+      type: auto
+      min_instances: 1
+      max_instances: 3
+      target_utilization_percentage: 70
+"""
+
+
+def test_the_older_endpoint_shape_validates_too(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {
+        "extension.yaml": EXTENSION.format(more=""),
+        "instancetypes.yaml": INSTANCE_TYPES,
+        "deployments/endpoint.yml": OLDER_ENDPOINT,
+        **FILES,
+    }
+    loaded = load(write_repo(tmp_path, files))
+    assert loaded.valid, lines(loaded)
+    kinds = sorted(p.split(": ")[2] for p in lines(loaded))
+    assert kinds == ["note", "note", "warning"]  # two unused fields; `auto` is the older name
+    assert loaded.repo.deployments["blue"].scale.type == "target_utilization"
