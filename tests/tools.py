@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _go() -> str:
     found = shutil.which("go") or "/usr/local/go/bin/go"
     if not Path(found).is_file():
-        raise RuntimeError("actionlint is not on PATH and Go is not installed to build it")
+        raise RuntimeError("a test tool is not on PATH and Go is not installed to build it")
     return found
 
 
@@ -41,5 +41,30 @@ def actionlint() -> str:
             check=True,
             capture_output=True,
             timeout=600,
+        )
+    return str(binary)
+
+
+SOPS_MODULE = "github.com/getsops/sops/v3/cmd/sops"
+SOPS_VERSION = "v3.13.3"
+
+
+def sops() -> str:
+    """The path of the pinned `sops` (SOPS, the encrypted-files editor), built from the Go module
+    proxy into `.cache/tools/` the first time (a few minutes on 2 cores); one on PATH is used
+    as is. The tests encrypt their fixtures with it, so the decryption is checked against the
+    real format, not one written by the same hand as the decryptor."""
+    on_path = shutil.which("sops")
+    if on_path:
+        return on_path
+    bin_dir = ROOT / ".cache" / "tools" / f"sops-{SOPS_VERSION}"
+    binary = bin_dir / "sops"
+    if not binary.is_file():
+        subprocess.run(
+            [_go(), "install", f"{SOPS_MODULE}@{SOPS_VERSION}"],
+            env={**os.environ, "GOBIN": str(bin_dir)},
+            check=True,
+            capture_output=True,
+            timeout=1800,
         )
     return str(binary)

@@ -16,7 +16,7 @@ import sys
 import click
 
 from reconciler import gitsnapshot, kube, source
-from reconciler.cli import common
+from reconciler.cli import common, decryptkeys
 from reconciler.cli import reconcile as reconcilecli
 from reconciler.engine import reconcile, revisiondiff
 from reconciler.model import problems, repo
@@ -42,6 +42,7 @@ from reconciler.render import render as renderer
     show_default=True,
     help="markdown: a PR comment (capped to 65,536 characters); json: for tooling.",
 )
+@decryptkeys.option
 def diff(
     path: str,
     base: str | None,
@@ -50,6 +51,7 @@ def diff(
     kubeconfig: str | None,
     context: str | None,
     output_format: str,
+    decryption_key: str | None,
 ) -> None:
     """What changed between two revisions of the repo at PATH (a folder in a git work tree):
     objects created, updated (with a diff; Secret values never shown) and deleted, per
@@ -60,19 +62,27 @@ def diff(
     compared with what the cluster runs (as `reconciler plan` does) and PATH need not be in git
     unless --head names a revision.
 
+    SOPS-encrypted files are decrypted with --decryption-key (or $SOPS_AGE_KEY_FILE /
+    $SOPS_AGE_KEY); without a key they are compared by their encrypted content, and a note
+    names each one.
+
     Exit 0 when there are no changes, 1 when there are, 2 on an error.
     """
     if against_cluster == bool(base):
         raise click.UsageError("give exactly one of --base REF and --cluster")
     try:
-        head_snapshot: source.Snapshot = (
+        head_tree: source.Snapshot = (
             gitsnapshot.GitSnapshot.at(path, head) if head else source.DirectorySnapshot(path)
         )
         if against_cluster:
+            head_snapshot = decryptkeys.snapshot(head_tree, decryption_key)
             result = _against_cluster(head_snapshot, kubeconfig, context)
         else:
             assert base is not None
-            base_snapshot = gitsnapshot.GitSnapshot.at(path, base)
+            base_snapshot = decryptkeys.snapshot(
+                gitsnapshot.GitSnapshot.at(path, base), decryption_key, opaque_without_key=True
+            )
+            head_snapshot = decryptkeys.snapshot(head_tree, decryption_key, opaque_without_key=True)
             result = revisiondiff.between(base_snapshot, head_snapshot)
     except gitsnapshot.GitSnapshotError as err:
         click.echo(f"error: {err}", err=True)

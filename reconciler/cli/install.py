@@ -88,6 +88,14 @@ def _dns_labels(max_length: int) -> _Callback:
     ),
 )
 @click.option(
+    "--decryption-secret",
+    default="",
+    help=(
+        "Secret in --namespace whose *.agekey keys hold the age identities for the repo's "
+        "SOPS-encrypted files (as Flux's decryption secretRef); the controller may get only it."
+    ),
+)
+@click.option(
     "--extension",
     "extension_names",
     multiple=True,
@@ -112,6 +120,7 @@ def install(
     namespace: str,
     image: str | None,
     git_secret: str,
+    decryption_secret: str,
     extension_names: tuple[str, ...],
     output_format: str,
 ) -> None:
@@ -127,6 +136,7 @@ def install(
         namespace=namespace,
         image=image or "",
         git_secret=git_secret,
+        decryption_secret=decryption_secret,
         branch=branch,
         path=repo_path,
         interval=interval,

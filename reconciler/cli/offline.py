@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from reconciler import objects, source
-from reconciler.cli import common, outdir
-from reconciler.model import repo
+from reconciler.cli import common, decryptkeys, outdir
+from reconciler.model import problems, repo
 from reconciler.render import render as renderer
 
 
@@ -25,12 +25,13 @@ from reconciler.render import render as renderer
     "json",
     help="json prints the problems as a JSON list for tooling.",
 )
-def validate(path: str, output_format: str) -> None:
+@decryptkeys.option
+def validate(path: str, output_format: str, decryption_key: str | None) -> None:
     """Load and validate the manifests repo at PATH (default: the current folder).
 
     Exit 0 when valid (warnings allowed), 1 with every problem, 2 on a usage error.
     """
-    loaded = repo.load(source.DirectorySnapshot(path))
+    loaded = repo.load(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
     if output_format == "json":
         click.echo(json.dumps([p.as_json() for p in loaded.problems], indent=2))
     else:
@@ -57,7 +58,14 @@ def validate(path: str, output_format: str) -> None:
     is_flag=True,
     help="Write real Secret values (only with --out-dir; files are made readable by you only).",
 )
-def render(path: str, output_format: str, out_dir: Path | None, show_secrets: bool) -> None:
+@decryptkeys.option
+def render(
+    path: str,
+    output_format: str,
+    out_dir: Path | None,
+    show_secrets: bool,
+    decryption_key: str | None,
+) -> None:
     """Render every Kubernetes object the repo at PATH declares, in apply order.
 
     Secret values are redacted unless --show-secrets is given with --out-dir. An invalid repo
@@ -65,7 +73,7 @@ def render(path: str, output_format: str, out_dir: Path | None, show_secrets: bo
     """
     if show_secrets and out_dir is None:
         raise click.UsageError("--show-secrets only writes to files: give --out-dir too")
-    snapshot = source.DirectorySnapshot(path)
+    snapshot = decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key)
     loaded = repo.load(snapshot)
     for problem in loaded.problems:
         click.echo(str(problem), err=True)
@@ -73,6 +81,14 @@ def render(path: str, output_format: str, out_dir: Path | None, show_secrets: bo
         click.echo(_verdict(path, loaded), err=True)
         sys.exit(1)
     rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision())
+    if show_secrets and snapshot.decrypted():
+        shown = ", ".join(snapshot.display(p) for p in snapshot.decrypted())
+        click.echo(
+            f"error: --show-secrets would write what was decrypted from {shown} to disk: "
+            "refused (SOPS-encrypted material stays in memory)",
+            err=True,
+        )
+        sys.exit(2)
     printable = [obj if show_secrets else objects.redact(obj) for obj in rendered.objects]
     if out_dir is None:
         text = objects.to_json(printable) if output_format == "json" else objects.to_yaml(printable)
@@ -84,7 +100,7 @@ def render(path: str, output_format: str, out_dir: Path | None, show_secrets: bo
 
 def _verdict(path: str, loaded: repo.Loaded) -> str:
     errors = len(loaded.errors)
-    warnings = len(loaded.problems) - errors
+    warnings = sum(p.severity is problems.Severity.WARNING for p in loaded.problems)
     warned = f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
     if errors:
         return f"{errors} problem{'s' if errors != 1 else ''}{warned}"

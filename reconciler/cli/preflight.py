@@ -17,7 +17,7 @@ import sys
 import click
 
 from reconciler import kube, objects, source
-from reconciler.cli import common
+from reconciler.cli import common, decryptkeys
 from reconciler.engine import preflight as rules
 from reconciler.model import repo
 
@@ -30,14 +30,21 @@ from reconciler.model import repo
     "json",
     help="json prints the findings as a JSON list (severity, subject, message).",
 )
-def preflight(path: str, kubeconfig: str | None, context: str | None, output_format: str) -> None:
+@decryptkeys.option
+def preflight(
+    path: str,
+    kubeconfig: str | None,
+    context: str | None,
+    output_format: str,
+    decryption_key: str | None,
+) -> None:
     """Check the prerequisites of the repo at PATH against the live cluster's nodes.
 
     inferenceRouterHA needs 3 ready worker nodes, production (HTTPS inference) 4 CPU and 14 GB,
     GPU instance types a node with the GPUs, every nodeSelector a node; LoadBalancer is a warning.
     Exit 0 without errors (warnings allowed), 1 with errors, 2 on a usage error or invalid repo.
     """
-    loaded = repo.load(source.DirectorySnapshot(path))
+    loaded = repo.load(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
     for problem in loaded.problems:
         click.echo(str(problem), err=True)
     if not loaded.valid:

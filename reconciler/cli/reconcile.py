@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from reconciler import kube, source
-from reconciler.cli import common
+from reconciler.cli import common, decryptkeys
 from reconciler.engine import reconcile, record, recordstore
 from reconciler.model import problems, repo
 from reconciler.render import render as renderer
@@ -23,8 +23,8 @@ from reconciler.render import render as renderer
 _PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
 
 
-def _load(path: str) -> tuple[source.DirectorySnapshot, repo.Loaded]:
-    snapshot = source.DirectorySnapshot(path)
+def _load(path: str, decryption_key: str | None) -> tuple[source.Snapshot, repo.Loaded]:
+    snapshot = decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key)
     loaded = repo.load(snapshot)
     for problem in loaded.problems:
         click.echo(str(problem), err=True)
@@ -42,6 +42,7 @@ def _failed_repo(loaded: repo.Loaded) -> str:
 @click.option("--show-unchanged", is_flag=True, help="List unchanged objects too.")
 @click.option("--no-prune", is_flag=True, help="Leave objects that left the repo in place.")
 @click.option("--allow-mass-prune", is_flag=True, help="Plan deletes beyond the safety limit.")
+@decryptkeys.option
 def plan(
     path: str,
     kubeconfig: str | None,
@@ -49,6 +50,7 @@ def plan(
     show_unchanged: bool,
     no_prune: bool,
     allow_mass_prune: bool,
+    decryption_key: str | None,
 ) -> None:
     """What `apply` would do to the cluster for the repo at PATH: objects to create, update
     (with a field-level diff), delete, unchanged. Uses the server's dry run, so defaulting and
@@ -57,7 +59,7 @@ def plan(
     Exit 0 when there are no changes, 1 when there are, 2 on an error (invalid repo, an object
     the server would reject, no cluster).
     """
-    snapshot, loaded = _load(path)
+    snapshot, loaded = _load(path, decryption_key)
     if not loaded.valid:
         click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
         sys.exit(2)
@@ -118,6 +120,7 @@ def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
     is_flag=True,
     help="Allow deleting everything, or more than half, of an extension's objects.",
 )
+@decryptkeys.option
 def apply(
     path: str,
     kubeconfig: str | None,
@@ -128,6 +131,7 @@ def apply(
     no_prune: bool,
     force_conflicts: bool,
     allow_mass_prune: bool,
+    decryption_key: str | None,
 ) -> None:
     """Make the cluster match the repo at PATH: server-side apply in dependency order, prune
     what left the repo, record the inventory and the provisioning state of every extension
@@ -138,7 +142,7 @@ def apply(
     2 on a usage or connection error.
     """
     seconds = common.parse_duration(timeout)
-    snapshot, loaded = _load(path)
+    snapshot, loaded = _load(path, decryption_key)
     revision = snapshot.revision()
     cluster = common.connect(kubeconfig, context)
     options = reconcile.Options(

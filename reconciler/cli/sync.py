@@ -25,7 +25,7 @@ import click
 import watchfiles
 
 from reconciler import kube, leaderelection, source
-from reconciler.cli import common
+from reconciler.cli import common, decryptkeys
 from reconciler.engine import reconcile
 from reconciler.gitops import (
     controller,
@@ -35,6 +35,7 @@ from reconciler.gitops import (
     httpserver,
     loopmetrics,
 )
+from reconciler.model import decryption
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,6 +83,17 @@ def loop_options(command: F) -> F:
             "--webhook-secret-file",
             type=click.Path(dir_okay=False, exists=True),
             help="The shared secret push events are signed with (required with a webhook).",
+        ),
+        click.option(
+            "--decryption-key",
+            type=click.Path(dir_okay=False, exists=True),
+            help="age key file for SOPS-encrypted files (default: $SOPS_AGE_KEY_FILE, "
+            "$SOPS_AGE_KEY).",
+        ),
+        click.option(
+            "--decryption-secret",
+            help="A Secret in the controller's namespace whose *.agekey keys hold the age "
+            "identities for SOPS-encrypted files (as Flux's decryption secretRef).",
         ),
         click.option("--metrics-addr", help="Serve /metrics, e.g. :8080."),
         click.option("--health-addr", help="Serve /healthz and /readyz, e.g. :8081."),
@@ -203,8 +215,16 @@ def _run(**options: Any) -> None:
             "--webhook-addr needs --webhook-secret-file (unsigned pushes "
             "are rejected, so there must be a secret to sign them with)"
         )
-    fetch, ref = _fetcher(options)
+    raw_fetch, ref = _fetcher(options)
     cluster = common.connect(options["kubeconfig"], options["context"])
+    identities = decryptkeys.identities(options["decryption_key"])
+    if options["decryption_secret"]:
+        namespace = _lease_namespace(options["lease_namespace"])
+        identities += decryptkeys.from_secret(cluster, namespace, options["decryption_secret"])
+
+    def fetch() -> source.Snapshot:
+        return decryption.DecryptingSnapshot(raw_fetch(), identities)
+
     settings = controller.Settings(
         interval=common.parse_duration(options["interval"]),
         drift=options["drift"],

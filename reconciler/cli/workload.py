@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from reconciler import kube, source
-from reconciler.cli import common
+from reconciler.cli import common, decryptkeys
 from reconciler.engine import workloadstatus
 from reconciler.model import repo
 from reconciler.render import auth, workloadobjects
@@ -31,7 +31,8 @@ def _cluster_options(command: F) -> F:
 
 
 def _load_valid(path: str) -> repo.Repo:
-    loaded = repo.load(source.DirectorySnapshot(path))
+    # SOPS-encrypted files decrypt with the key in $SOPS_AGE_KEY_FILE / $SOPS_AGE_KEY.
+    loaded = repo.load(decryptkeys.snapshot(source.DirectorySnapshot(path), None))
     if not loaded.valid:
         for problem in loaded.errors:
             click.echo(str(problem), err=True)

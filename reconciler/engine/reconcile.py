@@ -39,6 +39,7 @@ from reconciler.engine import (
     plans,
     record,
     recordstore,
+    secretrefs,
 )
 from reconciler.model import repo
 from reconciler.render import auth
@@ -306,6 +307,7 @@ def plan_all(
     Extensions another repo installed are not this repo's business. `records`: the live
     records, when the caller has just read them."""
     records = recordstore.read_records(cluster) if records is None else records
+    rendered = secretrefs.fill(cluster, rendered)
     groups = by_extension(rendered)
     secrets = generated_secrets(loaded)
     left = set(recordstore.from_origin(records, origin))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from reconciler import objects, source
 from reconciler.engine import plans
-from reconciler.model import memo, problems, repo
+from reconciler.model import decryption, memo, problems, repo
 from reconciler.render import render
 
 COMMENT_LIMIT = 65_536  # GitHub's limit on a PR comment body
@@ -119,7 +119,26 @@ def between(base: source.Snapshot, head: source.Snapshot, *, reuse: bool = True)
                 f"{'s' if count != 1 else ''}): compared against nothing, every object is created"
             )
     head_objects = render.render_repo(head_loaded.repo, head, head_name, shared).objects
+    notes.extend(_not_decrypted(base, head))
     return RevisionDiff(base_name, head_name, compare(base_objects, head_objects), (), tuple(notes))
+
+
+def _not_decrypted(*snapshots: source.Snapshot) -> list[str]:
+    """A note per SOPS-encrypted file read without a key: compared by its ciphertext."""
+    opaque = sorted(
+        {
+            snapshot.display(path)
+            for snapshot in snapshots
+            if isinstance(snapshot, decryption.DecryptingSnapshot)
+            for path in snapshot.opaque
+        }
+    )
+    return [
+        f"{shown} is SOPS-encrypted and no decryption key was given: its values were not "
+        "compared, only its encrypted content (any change, a re-encryption too, shows as "
+        "changed)"
+        for shown in opaque
+    ]
 
 
 # --- text -------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ class Options:
     path: str = DEFAULT_PATH
     interval: str = DEFAULT_INTERVAL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    decryption_secret: str = ""  # a Secret in `namespace` with the age identities (*.agekey)
 
 
 def default_image() -> str:
@@ -237,9 +238,14 @@ def cluster_rules(extension_names: Iterable[str] = DEFAULT_EXTENSIONS) -> list[d
     return _rules(grants) + _rules(delegation, role_names)
 
 
-def namespace_rules() -> list[dict[str, Any]]:
-    """The Role's rules, in the controller's own namespace only: its leader-election Lease."""
-    return _rules({("coordination.k8s.io", "leases"): LEASE_VERBS})
+def namespace_rules(decryption_secret: str = "") -> list[dict[str, Any]]:
+    """The Role's rules, in the controller's own namespace only: its leader-election Lease, and
+    `get` on the one Secret holding its SOPS decryption key when it has one."""
+    rules = _rules({("coordination.k8s.io", "leases"): LEASE_VERBS})
+    if decryption_secret:
+        secrets: Resource = ("", "secrets")
+        rules += _rules({secrets: ("get",)}, {secrets: [decryption_secret]})
+    return rules
 
 
 # --- the objects -------------------------------------------------------------------------
@@ -256,6 +262,7 @@ def controller_args(options: Options) -> list[str]:
         "--metrics-addr", f":{METRICS_PORT}",
         "--health-addr", f":{HEALTH_PORT}",
         "--git-credentials", GIT_CREDENTIALS_DIR,
+        *(["--decryption-secret", options.decryption_secret] if options.decryption_secret else []),
     ]  # fmt: skip
 
 
@@ -283,7 +290,7 @@ def manifests(options: Options) -> list[objects.Object]:
         "git_credentials_dir": GIT_CREDENTIALS_DIR,
         "cache_dir": CACHE_DIR,
         "cluster_rules": cluster_rules(options.extensions),
-        "namespace_rules": namespace_rules(),
+        "namespace_rules": namespace_rules(options.decryption_secret),
     }
     objs = [record.crd(), *templating.render_template("install/controller.yaml.j2", context)]
     return objects.in_apply_order(objs)

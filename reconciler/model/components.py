@@ -140,10 +140,11 @@ def scenario_of(values: settings.Settings) -> Scenario | None:
 
 
 def older_generation(values: settings.Settings) -> bool:
-    """The extension is written against the older documentation: it uses an older-only
-    setting or an older name. Then the older components render and the router is azureml-fe."""
+    """The extension asks for the older documentation's component set: it uses an older-only
+    setting or opts in with `componentGeneration: older`. Then the older components render and
+    the router is azureml-fe. A deprecated alias never does: it only sets its current setting."""
     older_settings = {s.name for s in settings.SETTINGS if s.older}
-    return bool(older_settings & set(values.given) or values.older_names)
+    return bool(older_settings & set(values.given)) or values["componentGeneration"] == "older"
 
 
 def select(extension: extensions.Extension) -> list[Component]:

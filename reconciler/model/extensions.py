@@ -1,8 +1,11 @@
 """The Extension manifest as a typed model: name, cluster type, namespace, settings, TLS files.
 
 Builds on `settings` (parsing and cross-field rules) and `tls` (PEM checks): the protected PEM
-files are resolved relative to the manifest's folder and read through the snapshot, and any
-problem with them is reported without a byte of their content.
+files are resolved relative to the manifest's folder and read through the snapshot (decrypted in
+memory when SOPS-encrypted, see `decryption`), and any problem with them is reported without a
+byte of their content. A protected value given as `{secretRef: {name, key}}` is kept as a
+`settings.SecretRef`: the engine reads it from the cluster at apply time, and the offline
+commands say so in a note.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reconciler import source
-from reconciler.model import manifests, problems, settings, tls
+from reconciler.model import decryption, manifests, problems, settings, sops, tls
 
 EXTENSION_TYPE = "Microsoft.AzureML.Kubernetes"
 DEFAULT_NAMESPACE = "azureml"
 MANAGED = "managedClusters"
 CONNECTED = "connectedClusters"
+_SecretRef = settings.SecretRef  # the dataclass below has a field named `settings`
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class Extension:
     # Snapshot paths of the protected PEM files (never their content).
     ssl_cert_file: str | None = None
     ssl_key_file: str | None = None
+    # Protected values kept in cluster Secrets (read at apply time), by setting name.
+    secret_refs: tuple[tuple[str, _SecretRef], ...] = ()
     manifest: manifests.Manifest | None = field(default=None, compare=False, repr=False)
 
 
@@ -41,6 +47,20 @@ def build(
         spec.get("config") or {}, spec.get("configProtected") or {}, manifest.document
     )
     found.extend(settings.check_rules(parsed, cluster_type, manifest.document))
+    refs = tuple(
+        (name, parsed[name])
+        for name in ("sslCertPemFile", "sslKeyPemFile")
+        if isinstance(parsed[name], settings.SecretRef)
+    )
+    for name, ref in refs:
+        found.append(
+            manifest.document.problem(
+                parsed.given[name],
+                f"comes from the cluster at apply time ({ref} in namespace "
+                f"{spec.get('releaseNamespace', DEFAULT_NAMESPACE)}): not checked offline",
+                problems.Severity.NOTE,
+            )
+        )
     cert = _pem_path(manifest, snapshot, parsed, "sslCertPemFile", found)
     key = _pem_path(manifest, snapshot, parsed, "sslKeyPemFile", found)
     _check_pem_files(manifest, snapshot, parsed, cert, key, found)
@@ -51,6 +71,7 @@ def build(
         settings=parsed,
         ssl_cert_file=cert,
         ssl_key_file=key,
+        secret_refs=refs,
         manifest=manifest,
     )
     return extension, found
@@ -65,7 +86,7 @@ def _pem_path(
 ) -> str | None:
     """The snapshot path of a protected PEM file, checked to exist; None if unset or missing."""
     given = parsed[name]
-    if given is None:
+    if given is None or isinstance(given, settings.SecretRef):
         return None
     where = parsed.given[name]
     path = source.join(manifest.folder, given)
@@ -93,7 +114,18 @@ def _check_pem_files(
         """The file's bytes when it is usable, else b"" (with the problem recorded)."""
         if path is None:
             return b""
-        pem = snapshot.read_bytes(path)
+        if decryption.is_opaque(snapshot, path):
+            note = f"{snapshot.display(path)} is SOPS-encrypted and no key was given: not checked"
+            found.append(
+                manifest.document.problem(parsed.given[name], note, problems.Severity.NOTE)
+            )
+            return b""
+        try:
+            pem = snapshot.read_bytes(path)
+        except sops.SopsError as err:
+            shown = f"{snapshot.display(path)}: {err.message}"
+            found.append(manifest.document.problem(parsed.given[name], shown))
+            return b""
         problem = problem_of(pem)
         if problem is None:
             return pem

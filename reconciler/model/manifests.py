@@ -104,6 +104,12 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
             return _v2_deployment(document, data, snapshot_path)
     if isinstance(data.get("deployments"), list):
         return _endpoint(document, data, snapshot_path)
+    if "command" in data and "environment" in data:
+        # The product docs' command job, written without a $schema: a command and an
+        # environment say what it is.
+        name = data.get("name") or _name_from_file(snapshot_path)
+        job = Manifest(JOB, str(name), document, (), data, snapshot_path, ("name",))
+        return Recognized([job], [SchemaCheck(JOB)], [])
     return _unknown(
         document,
         "not a manifest this reconciler knows: give a kind (one of "

@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from reconciler import gitsnapshot, source
+from reconciler.model import decryption
 
 T = TypeVar("T")
 _ABSENT = object()  # one dict lookup per call: a key's hash walks all of its nested tuples
@@ -124,7 +125,10 @@ def blob_id(data: bytes) -> str:
 
 
 def file_id(snapshot: source.Snapshot, path: str) -> str:
-    """The id of the bytes at `path`: from the tree for a commit (nothing read), else hashed."""
+    """The id of the bytes at `path`: from the tree for a commit (nothing read), else hashed.
+    For a decrypting snapshot, the id of the file as stored (the ciphertext of an encrypted one:
+    one memo serves one set of keys)."""
+    snapshot = _stored(snapshot)
     if isinstance(snapshot, gitsnapshot.GitSnapshot):
         return snapshot.blob_id(path)
     return blob_id(snapshot.read_bytes(path))
@@ -138,6 +142,7 @@ def text_id(snapshot: source.Snapshot, path: str) -> tuple[str, str]:
     exactly when they hold no carriage return: then it is "raw" too and shares results with the
     commit; otherwise (or for any other snapshot) the text itself is hashed.
     """
+    snapshot = _stored(snapshot)
     if isinstance(snapshot, gitsnapshot.GitSnapshot):
         return ("raw", snapshot.blob_id(path))
     if isinstance(snapshot, source.DirectorySnapshot):
@@ -146,6 +151,10 @@ def text_id(snapshot: source.Snapshot, path: str) -> tuple[str, str]:
             return ("raw", blob_id(data))
     text = snapshot.read_text(path).encode("utf-8", "surrogatepass")
     return ("text", hashlib.sha1(text, usedforsecurity=False).hexdigest())
+
+
+def _stored(snapshot: source.Snapshot) -> source.Snapshot:
+    return snapshot.inner if isinstance(snapshot, decryption.DecryptingSnapshot) else snapshot
 
 
 def files(snapshot: source.Snapshot, roots: Iterable[str]) -> Hashable:

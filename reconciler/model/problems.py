@@ -19,6 +19,7 @@ FieldPath = tuple[PathPart, ...]
 class Severity(enum.Enum):
     ERROR = "error"
     WARNING = "warning"
+    NOTE = "note"  # informational: something accepted that the user may want to know
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         field = f" {self.field}:" if self.field else ""
-        marker = " warning:" if self.severity is Severity.WARNING else ""
+        marker = "" if self.severity is Severity.ERROR else f" {self.severity.value}:"
         return f"{where}:{field}{marker} {self.message}"
 
     def as_json(self) -> dict[str, object]:

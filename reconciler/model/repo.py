@@ -24,6 +24,7 @@ from typing import Any
 from reconciler import source
 from reconciler.model import (
     components,
+    decryption,
     documents,
     extensions,
     instancetypes,
@@ -32,6 +33,7 @@ from reconciler.model import (
     placement,
     problems,
     schemas,
+    sops,
     workloads,
 )
 
@@ -86,6 +88,7 @@ def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
     """Load and validate every manifest of the repo in `snapshot`. With `reuse`, files another
     load through the same memo already saw with the same path and content are not parsed
     again; the result is the same either way."""
+    snapshot = decryption.wrap(snapshot)
     found: list[problems.Problem] = []
     parsed_files = [(path, _load_file(snapshot, path, reuse)) for path in snapshot.yaml_files()]
     # YAML files that manifests point at (conda files) are data, not manifests.
@@ -142,8 +145,16 @@ class _LoadedFile:
     loaded: tuple[_LoadedDocument, ...]
 
 
-def _load_file(snapshot: source.Snapshot, path: str, reuse: memo.Memo | None) -> _LoadedFile:
+def _load_file(
+    snapshot: decryption.DecryptingSnapshot, path: str, reuse: memo.Memo | None
+) -> _LoadedFile:
     display = snapshot.display(path)
+    try:
+        if snapshot.encrypted(path):
+            snapshot.read_text(path)  # decrypts the manifest (kept in memory) or says why not
+    except sops.SopsError as err:
+        found = problems.Problem(display, err.line, "", err.message)
+        return _LoadedFile(display, (found,), ())
     if reuse is None:
         return _parse_and_check(path, display, snapshot.read_text(path))
     kept = reuse.get(
@@ -283,8 +294,44 @@ def _build_models(
         found.extend(more)
 
 
+def _resolve_registered_models(
+    repo: Repo, deployment: workloads.Deployment, extension: _Extension
+) -> list[_Problem]:
+    """Registered models (`azureml:NAME:VERSION`) become `registeredModelUri`/NAME/VERSION;
+    without that setting each is an error naming it."""
+    refs = [m for m in deployment.models if workloads.registered(m)]
+    if not refs:
+        return []
+    prefix = extension.settings["registeredModelUri"]
+    if prefix is None:
+        manifest = deployment.manifest
+        return [
+            manifest.problem(
+                ("model",) if "model" in manifest.fields else ("models",),
+                f"registered model {ref.removeprefix(workloads.REGISTERED_PREFIX)} needs the "
+                f"setting registeredModelUri on extension {extension.name!r} (a URI prefix: "
+                "the model is fetched from PREFIX/NAME/VERSION)",
+            )
+            for ref in refs
+        ]
+    resolved = []
+    for model in deployment.models:
+        name_version = workloads.registered(model)
+        resolved.append(
+            f"{str(prefix).rstrip('/')}/{name_version[0]}/{name_version[1]}"
+            if name_version
+            else model
+        )
+    repo.deployments[deployment.name] = dataclasses.replace(deployment, models=tuple(resolved))
+    return []
+
+
 def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
     """Rules across manifests: instance types, the extension a workload runs on, scenarios."""
+    for deployment in list(repo.deployments.values()):
+        owner = repo.extension_for(deployment)
+        if owner is not None:
+            found.extend(_resolve_registered_models(repo, deployment, owner))
     all_workloads: list[tuple[workloads.Workload, problems.FieldPath, str]] = [
         (job, ("resources", "instance_type"), "training") for job in repo.jobs.values()
     ]

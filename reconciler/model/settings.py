@@ -77,6 +77,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("logAnalyticsWS", Type.BOOL, False, Applies.BOTH, older=True),
     # This project's own: a registry mirror that replaces the registry of every pinned image.
     Setting("imageRegistry", Type.STRING, None, Applies.BOTH),
+    # This project's own: `older` opts in to the older documentation's component set
+    # (cluster-status-reporter, the host device plugin, the router named azureml-fe).
+    # This project's own: where registered models (azureml:NAME:VERSION, or name + version) are
+    # fetched from: PREFIX/NAME/VERSION (e.g. a blob store URI prefix).
+    Setting("registeredModelUri", Type.STRING, None, Applies.INFERENCE),
+    Setting("componentGeneration", Type.CHOICE, "current", Applies.BOTH, ("current", "older")),
     Setting("sslCertPemFile", Type.PATH, None, Applies.INFERENCE, protected=True),
     Setting("sslKeyPemFile", Type.PATH, None, Applies.INFERENCE, protected=True),
 )
@@ -91,6 +97,18 @@ ALIASES: tuple[Alias, ...] = (
 _BY_NAME = {s.name.lower(): s for s in SETTINGS}
 _ALIAS_BY_NAME = {a.name.lower(): a for a in ALIASES}
 _NODE_SELECTOR_PREFIX = "nodeselector."
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A protected value kept in a cluster Secret (`{secretRef: {name, key}}`) instead of the
+    repo: read at apply time from the extension's release namespace."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"Secret {self.name}, key {self.key}"
 
 
 @dataclass(frozen=True)
@@ -226,6 +244,12 @@ class _Parser:
                 )
                 return _INVALID
             return by_lower[value.lower()]
+        if setting.type is Type.PATH and isinstance(value, Mapping) and "secretRef" in value:
+            ref = value["secretRef"]
+            if not isinstance(ref, Mapping) or not ref.get("name") or not ref.get("key"):
+                self.error(path, "secretRef needs a name and a key")
+                return _INVALID
+            return SecretRef(str(ref["name"]), str(ref["key"]))
         if setting.type in (Type.STRING, Type.PATH):
             if not isinstance(value, str) or not value.strip():
                 self.error(path, "must be a non-empty string")

@@ -92,6 +92,9 @@ class _Context:
     def warn(self, path: problems.FieldPath, message: str) -> None:
         self.found.append(self.manifest.problem(path, message, problems.Severity.WARNING))
 
+    def note(self, path: problems.FieldPath, message: str) -> None:
+        self.found.append(self.manifest.problem(path, message, problems.Severity.NOTE))
+
     def local_path(self, relative: str, path: problems.FieldPath, want_dir: bool = False) -> str:
         """Check a path relative to the manifest's folder; return its snapshot path."""
         resolved = source.join(self.manifest.folder, relative)
@@ -112,6 +115,16 @@ class _Context:
         return resolved
 
 
+REGISTERED_PREFIX = "azureml:"
+_REGISTERED = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9._-]*):([A-Za-z0-9._-]+)$")
+
+
+def registered(reference: str) -> tuple[str, str] | None:
+    """(name, version) of a registered model reference `azureml:NAME:VERSION`, else None."""
+    match = _REGISTERED.match(reference)
+    return (match.group(1), match.group(2)) if match else None
+
+
 def is_uri(reference: str) -> bool:
     """A remote reference (`https://...`, `azureml://...`) rather than a path in the repo."""
     return bool(_URI.match(reference))
@@ -128,6 +141,12 @@ def _image(ctx: _Context, environment: Any) -> tuple[str, str | None]:
                 "give environment.image (a container image)",
             )
         return environment, None
+    if "path" in environment:
+        ctx.note(
+            (*path, "path"),
+            "accepted, not used: the reconciler builds no image; the container image given "
+            "(environment.image or environment.docker.image) runs as it is",
+        )
     image = environment.get("image") or (environment.get("docker") or {}).get("image")
     if not image:
         ctx.error(path, "needs a container image: environment.image or environment.docker.image")
@@ -194,6 +213,12 @@ def build_deployment(
             ctx.error(("code_configuration", "scoring_script"), f"no such file: {shown}")
     request = fields.get("request_settings") or {}
     auth_mode = fields.get("auth_mode", "key")
+    if "app_insights_enabled" in fields:
+        ctx.note(
+            ("app_insights_enabled",),
+            "accepted, not used: this reconciler sends no telemetry to Application Insights "
+            "(the router's metrics are on its /metrics)",
+        )
     deployment = Deployment(
         name=manifest.name,
         image=image,
@@ -249,17 +274,18 @@ def _models(ctx: _Context, fields: Mapping[str, Any]) -> tuple[str, ...]:
         else:
             key = "path" if "path" in model else "local_path"
             ref, ref_path = model.get(key), (*path, key)
-            if ref is None:
+            if ref is None and model.get("name") and model.get("version") is not None:
+                ref = f"{REGISTERED_PREFIX}{model['name']}:{model['version']}"
+            elif ref is None:
                 ctx.error(path, "needs path (a file or folder in the repo, or a URI)")
                 continue
         if is_uri(ref):
             found.append(ref)
-        elif ref.startswith("azureml:"):
-            ctx.error(
-                ref_path,
-                "registered models (azureml:...) cannot be fetched from a repo: "
-                "give a path in the repo or a URI",
-            )
+        elif ref.startswith(REGISTERED_PREFIX):
+            if not _REGISTERED.match(ref):
+                ctx.error(ref_path, "a registered model is azureml:NAME:VERSION")
+                continue
+            found.append(ref)  # resolved by repo.load through the extension's setting
         else:
             found.append(ctx.local_path(ref, ref_path))
     return tuple(found)

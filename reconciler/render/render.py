@@ -15,6 +15,7 @@ revision's render is copied from it instead of rendered again, then stamped for 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -340,29 +341,39 @@ def _router_context(
     }
 
 
+SECRET_REFS_ANNOTATION = "gitops.mlext.io/secret-refs"
+# What a Secret key taken from the cluster holds until the engine fills it in before applying.
+SECRET_REF_PLACEHOLDER = ""
+_TLS_KEYS = (("sslCertPemFile", "cert.pem"), ("sslKeyPemFile", "key.pem"))
+
+
 def _router_tls_secret(
     component: components.Component, extension: extensions.Extension, snapshot: source.Snapshot
 ) -> objects.Object | None:
-    """The Secret built from the protected PEM files (not when sslSecret names one)."""
+    """The Secret built from the protected PEM files (not when sslSecret names one). A PEM given
+    as a secretRef is left empty here and named in the `secret-refs` annotation (JSON: data key
+    -> {name, key}); the engine reads it from the cluster and fills it in before applying."""
     name = component.object_name(extension.name)
     if not extension.settings.https or extension.settings["sslSecret"]:
         return None
-    if not (extension.ssl_cert_file and extension.ssl_key_file):
+    files = {"sslCertPemFile": extension.ssl_cert_file, "sslKeyPemFile": extension.ssl_key_file}
+    refs = dict(extension.secret_refs)
+    if not all(files[setting] or setting in refs for setting, _ in _TLS_KEYS):
         return None
-
-    def encode(path: str) -> str:
-        return base64.b64encode(snapshot.read_bytes(path)).decode()
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": f"{name}-tls", "namespace": extension.release_namespace},
-        "type": "Opaque",
-        "data": {
-            "cert.pem": encode(extension.ssl_cert_file),
-            "key.pem": encode(extension.ssl_key_file),
-        },
-    }
+    data: dict[str, str] = {}
+    from_cluster: dict[str, dict[str, str]] = {}
+    for setting, data_key in _TLS_KEYS:
+        path = files[setting]
+        if path:
+            data[data_key] = base64.b64encode(snapshot.read_bytes(path)).decode()
+        else:
+            data[data_key] = SECRET_REF_PLACEHOLDER
+            from_cluster[data_key] = {"name": refs[setting].name, "key": refs[setting].key}
+    metadata: dict[str, Any] = {"name": f"{name}-tls", "namespace": extension.release_namespace}
+    if from_cluster:
+        metadata["annotations"] = {SECRET_REFS_ANNOTATION: json.dumps(from_cluster, sort_keys=True)}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
+            "data": data}  # fmt: skip
 
 
 def _installs_volcano(extension: extensions.Extension) -> bool:

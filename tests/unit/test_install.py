@@ -401,3 +401,18 @@ def test_the_deployment_args_are_what_the_controller_command_accepts(
     assert args[0] == "controller"
     parsed = synccli.controller_command.make_context("controller", list(args[1:]))
     assert parsed.params["leader_elect"] and parsed.params["git_credentials"]
+
+
+def test_a_decryption_secret_is_passed_and_granted_by_name_only() -> None:
+    result = CliRunner().invoke(
+        cli.main, ["install", "--repo", REPO_URL, "--decryption-secret", "sops-age"]
+    )
+    assert result.exit_code == 0, result.output
+    objs = list(yaml.safe_load_all(result.stdout))
+    args = container(objs)["args"]
+    parsed = synccli.controller_command.make_context("controller", list(args[1:]))
+    assert parsed.params["decryption_secret"] == "sops-age"
+    rules = one(objs, "Role")["rules"]
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["sops-age"],
+            "verbs": ["get"]} in rules  # fmt: skip
+    assert set(granted(rules)) == CONTROLLER_NAMESPACED  # no unnamed Secret access
