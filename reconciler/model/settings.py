@@ -118,8 +118,6 @@ class Settings:
     values: Mapping[str, Any]
     # Where each explicitly given setting was written (field path in the document).
     given: Mapping[str, problems.FieldPath] = field(default_factory=dict)
-    # Older names (aliases) the extension was written with.
-    older_names: frozenset[str] = frozenset()
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -159,7 +157,7 @@ def parse(
         parser.take(key, value, path, protected_section=False)
     for key, value, path in _flatten(protected, protected_path, flatten_maps=False):
         parser.take(key, value, path, protected_section=True)
-    return Settings(parser.values, parser.given, frozenset(parser.older_names)), parser.found
+    return Settings(parser.values, parser.given), parser.found
 
 
 def _flatten(
@@ -186,7 +184,6 @@ class _Parser:
         self.given: dict[str, problems.FieldPath] = {}
         self.found: list[problems.Problem] = []
         self._node_selector: dict[str, str] = {}
-        self.older_names: set[str] = set()
 
     def error(self, path: problems.FieldPath, message: str) -> None:
         self.found.append(self.document.problem(path, message))
@@ -204,7 +201,6 @@ class _Parser:
         if setting is None and lower in _ALIAS_BY_NAME:
             alias = _ALIAS_BY_NAME[lower]
             setting, negate = _BY_NAME[alias.target.lower()], alias.negate
-            self.older_names.add(alias.name)
             meaning = f"not {setting.name}" if negate else setting.name
             self.warn(path, f"deprecated name from the older documentation: use {meaning}")
         if setting is None:
