@@ -3,9 +3,9 @@
 This module is the click group; each command group lives in a module of its own beside it
 (`offline`: validate/render, `reconcile`: plan/apply/status, `diff`, `extension`, `workload`,
 `preflight`, `sync`, `install`, `router` (with `routertop`), `score`, `cluster`). Each command
-is thin: it parses options, calls the pipeline (load -> validate -> render -> plan -> apply) and prints. Exit codes follow one
-convention everywhere: 0 ok, 1 invalid input / changes found, 2 usage error. Nothing outside
-`reconciler.cli` imports it.
+is thin: it parses options, calls the pipeline (load -> validate -> render -> plan -> apply)
+and prints. Exit codes follow one convention everywhere: 0 ok, 1 invalid input / changes found,
+2 usage error. Nothing outside `reconciler.cli` imports it.
 """
 
 from __future__ import annotations
