@@ -287,7 +287,8 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
             return pod_ready(cluster, namespace, victim["name"])
 
         wait_until(victim_state, lambda r: r is not None and not r[0], "the pod not ready", 30)
-        assert victim["name"] not in ready_endpoints(cluster, namespace, "blue")
+        wait_until(lambda: ready_endpoints(cluster, namespace, "blue"),
+                   lambda ready: victim["name"] not in ready, "its endpoint gone", 30)  # fmt: skip
         wait_until(victim_state, lambda r: r == (True, 1), "the pod ready, restarted once", 60)
         wait_until(lambda: load.snapshot()[0], lambda n: n > answered + 50,
                    "requests to go on being answered", 30)  # fmt: skip
