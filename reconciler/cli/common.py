@@ -1,4 +1,4 @@
-"""Options and helpers every cluster command shares: --kubeconfig/--context, connecting, durations.
+"""Options and helpers the commands share: --kubeconfig/--context, connecting, -o, durations.
 
 Part of the command line (`reconciler.cli`): each command-group module decorates its commands with
 `kube_options` and opens its cluster with `connect`, so every command names and reports a
@@ -29,6 +29,19 @@ def kube_options(command: F) -> F:
         help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in-cluster when absent)",
     )
     return kubeconfig(command)
+
+
+def output_option(*choices: str, help: str | None = None) -> Callable[[F], F]:
+    """`-o/--output` (into `output_format`), kubectl's spelling; the first choice is the default."""
+    return click.option(
+        "--output",
+        "-o",
+        "output_format",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help=help,
+    )
 
 
 def parse_duration(text: str) -> float:

@@ -238,9 +238,7 @@ def delete(
 
 @extension.command("list")
 @common.kube_options
-@click.option(
-    "--output", "-o", "output_format", type=click.Choice(["table", "json"]), default="table"
-)
+@common.output_option("table", "json")
 def list_extensions(kubeconfig: str | None, context: str | None, output_format: str) -> None:
     """Every extension installed on the cluster, with its provisioningState."""
     summaries = _summaries(kubeconfig, context)

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from reconciler import objects
+from reconciler.cli import common
 from reconciler.gitops import install as installation
 
 # Namespaces and extension names become object names and parts of role names: DNS-1123 labels
@@ -98,13 +99,9 @@ def _dns_labels(max_length: int) -> _Callback:
         "create and bind only the RBAC roles these extensions' components render."
     ),
 )
-@click.option(
-    "--output",
-    "-o",
-    "output_format",
-    type=click.Choice(["yaml", "json"]),
-    default="yaml",
-    show_default=True,
+@common.output_option(
+    "yaml",
+    "json",
     help="yaml: a multi-document stream; json: one List like kubectl -o json.",
 )
 def install(

@@ -13,20 +13,16 @@ from pathlib import Path
 import click
 
 from reconciler import objects, source
-from reconciler.cli import outdir
+from reconciler.cli import common, outdir
 from reconciler.model import repo
 from reconciler.render import render as renderer
 
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
-@click.option(
-    "--output",
-    "-o",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
+@common.output_option(
+    "text",
+    "json",
     help="json prints the problems as a JSON list for tooling.",
 )
 def validate(path: str, output_format: str) -> None:
@@ -46,13 +42,9 @@ def validate(path: str, output_format: str) -> None:
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
-@click.option(
-    "--output",
-    "-o",
-    "output_format",
-    type=click.Choice(["yaml", "json"]),
-    default="yaml",
-    show_default=True,
+@common.output_option(
+    "yaml",
+    "json",
     help="yaml: a multi-document stream; json: one List like kubectl -o json.",
 )
 @click.option(

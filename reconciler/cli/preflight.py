@@ -25,13 +25,9 @@ from reconciler.model import repo
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @common.kube_options
-@click.option(
-    "--output",
-    "-o",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
+@common.output_option(
+    "text",
+    "json",
     help="json prints the findings as a JSON list (severity, subject, message).",
 )
 def preflight(path: str, kubeconfig: str | None, context: str | None, output_format: str) -> None:

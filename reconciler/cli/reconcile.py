@@ -183,14 +183,7 @@ def _reject(cluster: kube.Cluster, loaded: repo.Loaded, revision: str, dry_run: 
 
 @click.command()
 @common.kube_options
-@click.option(
-    "--output",
-    "-o",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@common.output_option("table", "json")
 def status(kubeconfig: str | None, context: str | None, output_format: str) -> None:
     """Every extension on the cluster: name, provisioningState, last applied revision, reasons.
 

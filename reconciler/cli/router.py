@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from reconciler import kube
-from reconciler.cli import common
+from reconciler.cli import common, simulate
 from reconciler.router import config as routerconfig
 from reconciler.router import incluster, proxy, sizing, tokens
 
@@ -202,3 +202,6 @@ def replicas(rps: float, request_seconds: float, target: float, per_replica: int
     """Print the replicas the documented sizing rule gives:
     ceil(rps * request_seconds / (target / 100) / per_replica)."""
     click.echo(str(sizing.replicas(rps, request_seconds, target, per_replica)))
+
+
+router.add_command(simulate.simulate)

@@ -82,8 +82,7 @@ def regen_key(
 
 
 @deployment.command("status")
-@click.option("--output", "-o", "output_format", type=click.Choice(["table", "json"]),
-              default="table", show_default=True)  # fmt: skip
+@common.output_option("table", "json")
 @_cluster_options
 def deployment_status(
     output_format: str, repo_path: str, kubeconfig: str | None, context: str | None
