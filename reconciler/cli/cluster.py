@@ -11,6 +11,7 @@ The group is registered on the main CLI in ``reconciler/cli.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import click
 
-from reconciler.localcluster import build, plane
+from reconciler import kube
+from reconciler.localcluster import build, modelserver, plane, podruntime
 from reconciler.localcluster.config import default_nodes
 
 _STATE_DIR = click.option(
@@ -84,6 +86,7 @@ def up(nodes: int, gpu_nodes: int, timeout: float, state_dir: Path | None) -> No
     try:
         current = plane.status(state_dir)
         if current.running and current.state is not None:
+            _start_runtime(state_dir)
             _progress(f"already running ({current.state.server}); nothing to do")
             click.echo(f"KUBECONFIG={current.state.kubeconfig}")
             return
@@ -98,7 +101,8 @@ def up(nodes: int, gpu_nodes: int, timeout: float, state_dir: Path | None) -> No
             timeout=timeout,
             progress=_progress,
         )
-    except (build.BuildError, plane.PlaneError) as exc:
+        _start_runtime(state_dir)
+    except (build.BuildError, plane.PlaneError, modelserver.InstallError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     _progress(
@@ -106,6 +110,46 @@ def up(nodes: int, gpu_nodes: int, timeout: float, state_dir: Path | None) -> No
         f"with {len(state.nodes)} nodes; stop it with `reconciler cluster down`"
     )
     click.echo(f"KUBECONFIG={state.kubeconfig}")
+
+
+def _start_runtime(state_dir: Path) -> None:
+    modelserver.ensure_installed(_progress)  # here, so that its progress and errors show
+    pid = plane.start_runtime(state_dir)
+    _progress(
+        f"pod runtime (pid {pid}) runs the model and router pods on loopback; "
+        f"log {state_dir / 'logs' / (plane.RUNTIME + '.log')}"
+    )
+
+
+@cluster.command("runtime")
+@_STATE_DIR
+@click.option(
+    "--namespace",
+    default="",
+    help="Run only the pods of this namespace [default: every namespace].",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Pod folders, logs and the pod network file [default: STATE_DIR/runtime].",
+)
+def runtime(state_dir: Path | None, namespace: str, work_dir: Path | None) -> None:
+    """Run this project's pods of the plane (model servers, routers) as local processes, in
+    the foreground until SIGTERM; `cluster up` starts one in the background."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    state_dir = (state_dir or plane.default_state_dir()).resolve()
+    state = plane.read_state(state_dir)
+    if state is None:
+        click.echo(f"error: no plane is recorded in {state_dir}", err=True)
+        sys.exit(1)
+    try:
+        server = modelserver.ensure_installed(_progress)
+    except modelserver.InstallError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    cluster = kube.connect(state.kubeconfig)
+    podruntime.serve(cluster, work_dir or plane.runtime_dir(state_dir), server, namespace)
 
 
 @cluster.command()

@@ -2,10 +2,10 @@
 
 This module is the click group; each command group lives in a module of its own beside it
 (`offline`: validate/render, `reconcile`: plan/apply/status, `diff`, `extension`, `workload`,
-`preflight`, `sync`, `install`, `router`, `cluster`). Each command is thin: it parses options,
-calls the pipeline (load -> validate -> render -> plan -> apply) and prints. Exit codes follow one
-convention everywhere: 0 ok, 1 invalid input / changes found, 2 usage error. Nothing outside
-`reconciler.cli` imports it.
+`preflight`, `sync`, `install`, `router` (with `routertop`), `score`, `cluster`). Each command
+is thin: it parses options, calls the pipeline (load -> validate -> render -> plan -> apply)
+and prints. Exit codes follow one convention everywhere: 0 ok, 1 invalid input / changes found,
+2 usage error. Nothing outside `reconciler.cli` imports it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from reconciler.cli import (
     preflight,
     reconcile,
     router,
+    routertop,
+    score,
     sync,
     workload,
 )
@@ -48,3 +50,5 @@ main.add_command(sync.sync)
 main.add_command(sync.controller_command)
 main.add_command(install.install)
 main.add_command(router.router)
+router.router.add_command(routertop.top)
+main.add_command(score.score)

@@ -28,6 +28,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -60,6 +61,7 @@ from reconciler.localcluster.pki import ADMIN, write_pki
 Progress = Callable[[str], None]
 
 READY_TIMEOUT = 180.0
+RUNTIME = "pod-runtime"  # the pod runtime's name among the components in the state file
 STOP_TIMEOUT = 20.0
 
 
@@ -236,8 +238,7 @@ class Status:
         return (
             self.state is not None
             and self.api_ready
-            and len(self.components) == len(COMPONENTS)
-            and all(c.alive for c in self.components)
+            and {c.name for c in self.components if c.alive} >= set(COMPONENTS)
         )
 
     @property
@@ -519,6 +520,33 @@ def start(
     state.ready_seconds = round(time.monotonic() - started, 2)
     _write_state(layout, state)
     return state
+
+
+def runtime_dir(state_dir: Path) -> Path:
+    """The work folder of the plane's pod runtime (pod folders, logs, the pod network file)."""
+    return state_dir / "runtime"
+
+
+def start_runtime(state_dir: Path | None = None) -> int:
+    """Start the pod runtime (``podruntime``: this project's pods as local processes) for the
+    plane in ``state_dir`` in the background, recorded as the component ``pod-runtime`` so
+    that :func:`stop` and :func:`status` include it; return its PID. A running one is kept."""
+    state_dir = (state_dir or default_state_dir()).resolve()
+    layout = Layout(state_dir)
+    state = read_state(state_dir)
+    if state is None:
+        raise PlaneError(f"no plane is recorded in {state_dir}")
+    pid = state.pids.get(RUNTIME)
+    if pid is not None and _alive(pid, state_dir):
+        return pid
+    command = [
+        sys.executable, "-m", "reconciler", "cluster", "runtime", "--state-dir", str(state_dir),
+    ]  # fmt: skip
+    proc = _spawn(command, layout.log(RUNTIME), state.die_with_parent)
+    state.pids[RUNTIME] = proc.pid
+    state.commands[RUNTIME] = command
+    _write_state(layout, state)
+    return proc.pid
 
 
 def stop(state_dir: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:

@@ -1,0 +1,178 @@
+"""`reconciler score DEPLOYMENT --data FILE`: one scoring request through the inference router.
+
+Finds what a client needs, as an operator would by hand: the deployment in the routers' config
+ConfigMaps (label `app.kubernetes.io/component: router-config`: its namespace, router Service and
+auth mode), its credential from its Secret (the primary key, or in token mode a one-hour token
+signed with its signing key; never printed), and the router: `--url`, else a ready router pod
+of that Service that the local plane's pod runtime serves on loopback. Prints the model's answer.
+Exit 0 on a 2xx answer, 1 on any other (its status and body on stderr), 2 when the deployment,
+router or credential cannot be found.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import yaml
+
+from reconciler import kube, objects
+from reconciler.cli import common
+from reconciler.localcluster import plane, podruntime
+from reconciler.render import auth as authsecrets
+from reconciler.router import tokens
+
+ROUTER_CONFIG_LABEL = "app.kubernetes.io/component=router-config"
+CONFIG_SUFFIX = "-config"
+TOKEN_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment as the router serves it."""
+
+    name: str
+    namespace: str
+    router_namespace: str
+    router_service: str
+    auth_mode: str
+    secret: str | None
+
+
+def find_target(config_maps: list[objects.Object], deployment: str) -> Target | None:
+    """The deployment in the routers' ConfigMaps (`router.yaml`), None when no router has it."""
+    for config_map in config_maps:
+        metadata = config_map.get("metadata") or {}
+        text = (config_map.get("data") or {}).get("router.yaml") or ""
+        config = yaml.safe_load(text) or {}
+        for entry in config.get("deployments") or []:
+            if entry.get("name") != deployment:
+                continue
+            service = str(metadata.get("name", ""))
+            service = service.removesuffix(CONFIG_SUFFIX)
+            entry_auth = entry.get("auth") or {}
+            return Target(
+                name=deployment,
+                namespace=str(entry.get("namespace") or metadata.get("namespace")),
+                router_namespace=str(metadata.get("namespace")),
+                router_service=service,
+                auth_mode=str(entry_auth.get("mode", "none")),
+                secret=entry_auth.get("secret"),
+            )
+    return None
+
+
+def credential(target: Target, secret: objects.Object | None) -> str | None:
+    """The Authorization value for `target` from its Secret (None: no auth or no Secret)."""
+    if target.auth_mode == "none":
+        return None
+    data = (secret or {}).get("data") or {}
+    if target.auth_mode == "key":
+        value = data.get(authsecrets.KEY_FIELDS["primary"])
+        return f"Bearer {base64.b64decode(value).decode()}" if value else None
+    value = data.get(authsecrets.SIGNING_KEY_FIELD)
+    if not value:
+        return None
+    signing_key = base64.b64decode(value).decode()
+    return f"Bearer {tokens.issue(target.name, signing_key, TOKEN_SECONDS).access_token}"
+
+
+def local_router(pods: list[dict[str, object]], target: Target) -> str | None:
+    """The loopback URL of a ready router pod of the target's router Service, if one runs."""
+    for pod in pods:
+        if (
+            pod.get("kind") == "router"
+            and pod.get("ready")
+            and pod.get("namespace") == target.router_namespace
+            and pod.get("service") == target.router_service
+        ):
+            return str(pod["url"])
+    return None
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command()
+@click.argument("deployment")
+@click.option(
+    "--data",
+    "data_file",
+    required=True,
+    type=click.File("rb"),
+    help="The request body (JSON, as the scoring script's run() takes it); - for stdin.",
+)
+@click.option(
+    "--url",
+    help="The router's base URL (e.g. http://NODE:NODEPORT); default: the local plane's router.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="RECONCILER_CLUSTER_DIR",
+    help="The local plane whose router to use [default: .cache/localcluster].",
+)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds.")
+@common.kube_options
+def score(
+    deployment: str,
+    data_file: click.utils.LazyFile,
+    url: str | None,
+    state_dir: Path | None,
+    timeout: float,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
+    """Score DEPLOYMENT through the inference router and print the model's answer."""
+    body = data_file.read()
+    cluster = common.connect(kubeconfig, context)
+    try:
+        config_maps = kube.list_objects(cluster, "v1", "ConfigMap", "", ROUTER_CONFIG_LABEL)
+        target = find_target(config_maps, deployment)
+        if target is None:
+            _fail(f"no router serves a deployment named {deployment}")
+        assert target is not None
+        secret = (
+            kube.get_secret(cluster, target.namespace, target.secret)
+            if target.secret and target.auth_mode != "none"
+            else None
+        )
+    except kube.KubeError as err:
+        _fail(str(err))
+        return
+    authorization = credential(target, secret)
+    if target.auth_mode != "none" and authorization is None:
+        _fail(
+            f"deployment {deployment}: no credential in Secret {target.namespace}/{target.secret}"
+        )
+    if url is None:
+        folder = plane.runtime_dir((state_dir or plane.default_state_dir()).resolve())
+        url = local_router(podruntime.read_pods(folder), target)
+        if url is None:
+            _fail(
+                f"no ready router {target.router_namespace}/{target.router_service} runs on the "
+                "local plane; pass --url with the router Service's address"
+            )
+    assert url is not None
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/api/v1/service/{deployment}/score", body, headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            click.echo(response.read().decode(errors="replace"))
+    except urllib.error.HTTPError as err:
+        click.echo(f"{err.code} {err.reason}: {err.read().decode(errors='replace')}", err=True)
+        sys.exit(1)
+    except OSError as err:
+        _fail(f"cannot reach the router at {url}: {err}")
