@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import objects
-from reconciler.engine import diffs
+from reconciler.engine import diffs, fingerprint
 
 
 class Action(enum.Enum):
@@ -24,6 +24,7 @@ class Action(enum.Enum):
     DELETE = "delete"
 
 
+_FINGERPRINT_ONLY = "(only the fingerprint annotation: no field changes)\n"
 _SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.UNCHANGED: "="}
 
 
@@ -86,6 +87,14 @@ def build(
         found = tuple(diffs.changes(current, after))
         if found:
             steps.append(Step(Action.UPDATE, key, obj, found, diffs.unified(current, after)))
+        elif fingerprint.recorded(obj) not in ("", fingerprint.recorded(current)):
+            # Nothing else differs, but the live copy does not carry our fingerprint (applied
+            # by an older reconciler, or someone edited it): applying it lets later plans skip
+            # the dry run.
+            path = f"metadata.annotations.{fingerprint.ANNOTATION}"
+            old = fingerprint.recorded(current) or None
+            mark = diffs.Change(path, old, fingerprint.recorded(obj))
+            steps.append(Step(Action.UPDATE, key, obj, (mark,), _FINGERPRINT_ONLY))
         else:
             steps.append(Step(Action.UNCHANGED, key, obj))
     for key in prune:

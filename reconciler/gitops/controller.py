@@ -2,7 +2,9 @@
 the cluster on its latest good revision.
 
 One `Controller` reconciles the whole repo per tick, as `reconciler apply` does (the same
-`reconcile` phases: observe with a server-side dry run, plan, record, apply, prune, health):
+`reconcile` phases: observe with a server-side dry run, plan, record, apply, prune, health),
+reading live state from the watch-backed `livecache` the command gives it: an in-sync tick
+sends no request at all (the `tick_api_requests` metric counts them by verb):
 
 - fetch the source (a git remote through `gitsource`, or a work tree); load and validate;
 - an invalid revision applies nothing: the last good one stays in force, and the problems go
@@ -22,6 +24,7 @@ interval. Only the leader ticks when leader election is on (`leading`); the othe
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import random
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reconciler import kube, objects, source
-from reconciler.engine import plans, reconcile, record, recordstore
+from reconciler.engine import livecache, plans, reconcile, record, recordstore
 from reconciler.gitops import driftwatch, loopmetrics
 from reconciler.model import problems, repo
 from reconciler.render import render
@@ -82,7 +85,9 @@ class Controller:
         self._failures = 0  # consecutive ticks that ended in an error (backoff)
         self.last: TickOutcome | None = None
         self.ticks = 0
-        # Set by the command: watches the rendered kinds so drift triggers a tick at once.
+        # Set by the command: the watch-backed live state every tick reads (None: one LIST per
+        # kind per tick), and the drift watch on it, so drift triggers a tick at once.
+        self.cache: livecache.LiveCache | None = None
         self.drift_watch: driftwatch.DriftWatch | None = None
 
     # --- triggers ------------------------------------------------------------------------
@@ -106,6 +111,7 @@ class Controller:
 
     def tick(self) -> TickOutcome:
         started = time.monotonic()
+        sent = collections.Counter(self.cluster.requests)
         try:
             outcome = self._tick()
         except kube.KubeError as err:
@@ -117,6 +123,7 @@ class Controller:
         self._failures = self._failures + 1 if outcome.result == "error" else 0
         self.metrics.reconcile_duration.labels(outcome.result).observe(time.monotonic() - started)
         self.metrics.reconciles.labels(outcome.result).inc()
+        self.metrics.observe_requests(collections.Counter(self.cluster.requests) - sent)
         self.last = outcome
         self.ticks += 1
         return outcome
@@ -133,7 +140,8 @@ class Controller:
         snapshot = self._fetch()
         revision, origin = snapshot.revision(), snapshot.origin()
         loaded = repo.load(snapshot)
-        every_record = recordstore.read_records(self.cluster)
+        reads = self.cache if self.cache is not None else livecache.Listing(self.cluster)
+        every_record = recordstore.read_records(self.cluster, reads)
         records = recordstore.from_origin(every_record, origin)
         if not loaded.valid:
             return self._reject(loaded, records, revision)
@@ -147,12 +155,12 @@ class Controller:
         options = dataclasses.replace(self.settings.options, dry_run=report_only)
         rendered = render.render_repo(loaded.repo, snapshot, revision).objects
         if not report_only:
-            recordstore.ensure_record_crd(self.cluster)
+            recordstore.ensure_record_crd(self.cluster, reads)
         planned = reconcile.plan_all(
-            self.cluster, rendered, loaded.repo, origin, options, every_record
+            self.cluster, rendered, loaded.repo, origin, options, every_record, reads
         )
         results = reconcile.carry_out_all(
-            self.cluster, planned, loaded.repo, revision, origin, options, log.info
+            self.cluster, planned, loaded.repo, revision, origin, options, log.info, reads
         )
         if self.drift_watch is not None:
             self.drift_watch.follow({(o["apiVersion"], o["kind"]) for o in rendered})
