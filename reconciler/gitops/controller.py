@@ -111,7 +111,7 @@ class Controller:
 
     def tick(self) -> TickOutcome:
         started = time.monotonic()
-        sent = collections.Counter(self.cluster.requests)
+        sent = self._requests()
         try:
             outcome = self._tick()
         except kube.KubeError as err:
@@ -123,10 +123,14 @@ class Controller:
         self._failures = self._failures + 1 if outcome.result == "error" else 0
         self.metrics.reconcile_duration.labels(outcome.result).observe(time.monotonic() - started)
         self.metrics.reconciles.labels(outcome.result).inc()
-        self.metrics.observe_requests(collections.Counter(self.cluster.requests) - sent)
+        self.metrics.observe_requests(self._requests() - sent)
         self.last = outcome
         self.ticks += 1
         return outcome
+
+    def _requests(self) -> collections.Counter[str]:
+        """The API requests sent so far, by verb (none without a cluster, as in unit tests)."""
+        return collections.Counter(getattr(self.cluster, "requests", {}))
 
     def _fetch(self) -> source.Snapshot:
         with self.metrics.fetch_duration.time():
