@@ -17,7 +17,6 @@ the desired object and the live object's metadata.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -50,11 +49,11 @@ def of(obj: Mapping[str, Any]) -> str:
 
 
 def stamp(obj: objects.Object) -> objects.Object:
-    """A copy of `obj` carrying its fingerprint annotation."""
-    stamped = copy.deepcopy(obj)
-    annotations = stamped["metadata"].setdefault("annotations", {})
-    annotations[ANNOTATION] = of(obj)
-    return stamped
+    """`obj` carrying its fingerprint annotation (a new top level and metadata; the rest is
+    shared with `obj`, which is left as it was)."""
+    metadata = obj["metadata"]
+    annotations = {**(metadata.get("annotations") or {}), ANNOTATION: of(obj)}
+    return {**obj, "metadata": {**metadata, "annotations": annotations}}
 
 
 def recorded(live: Mapping[str, Any] | None) -> str:

@@ -10,7 +10,7 @@ deletions in reverse apply order.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import objects
@@ -73,13 +73,18 @@ def build(
     would_be: Mapping[objects.Key, objects.Object],
     live: Mapping[objects.Key, objects.Object | None],
     prune: Iterable[objects.Key] = (),
+    in_sync: Collection[objects.Key] = frozenset(),
 ) -> Plan:
     """The plan: `would_be` holds the server's dry-run result per desired key (missing: fall
-    back to comparing the desired object itself), `live` the current object (None: absent)."""
+    back to comparing the desired object itself), `live` the current object (None: absent).
+    `in_sync`: keys known unchanged without a dry run (their fingerprint), not compared."""
     steps: list[Step] = []
     for obj in objects.in_apply_order(desired):
         key = objects.key(obj)
         current = live.get(key)
+        if key in in_sync and current is not None:
+            steps.append(Step(Action.UNCHANGED, key, obj))
+            continue
         if current is None:
             steps.append(Step(Action.CREATE, key, obj, diff=diffs.unified(None, obj)))
             continue

@@ -163,7 +163,7 @@ def plan_extension(
         claimed_elsewhere=claimed_elsewhere,
     )
     to_delete = decision.delete if options.prune else ()
-    plan = plans.build([*desired, *generated], would_be, live, to_delete)
+    plan = plans.build([*desired, *generated], would_be, live, to_delete, unchanged)
     return ExtensionPlan(
         name,
         plan,
