@@ -95,7 +95,7 @@ SECRET = b"bench-webhook-secret"
 
 
 def load_average() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def generate(root: Path, prefix: str, workloads: int) -> Path:
@@ -370,7 +370,8 @@ def report(all_figures: list[Figures]) -> None:
               f"{f.ours_first / f.kubectl_first:8.2f}")  # fmt: skip
         print(f"{'no-op re-apply (best), s':34}{f.kubectl_again:10.2f}{f.ours_again:12.2f}"
               f"{f.ours_again / f.kubectl_again:8.2f}")  # fmt: skip
-        print(f"no-op apply / initial apply (reconciler): {100 * f.ours_again / f.ours_first:.1f} %")
+        share = 100 * f.ours_again / f.ours_first
+        print(f"no-op apply / initial apply (reconciler): {share:.1f} %")
         print(f"no-op apply, requests the API server counted: {f.noop_requests}")
         print(f"initial apply peak RSS: {f.ours_first_rss:.0f} MiB")
         print(f"sync: first tick {f.first_tick:.1f} s; requests per in-sync tick: "

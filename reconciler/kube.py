@@ -36,6 +36,7 @@ from reconciler import objects
 
 FIELD_MANAGER = "mlext-reconciler"
 RETRYABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+CONNECTIONS = 64  # the connection pool: the most requests in flight at once
 RETRY_FOR_SECONDS = 120.0  # long enough for an API server restart, short enough to give up
 
 
@@ -111,6 +112,9 @@ class Cluster:
 def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
     """Connect with a kubeconfig (default: $KUBECONFIG or ~/.kube/config), or in-cluster."""
     configuration = client.Configuration()
+    # One kept-alive connection per concurrent request (the client's default is 5 per CPU, and
+    # a request beyond the pool opens a new TLS connection and throws it away).
+    configuration.connection_pool_maxsize = CONNECTIONS
     try:
         config.load_kube_config(
             config_file=kubeconfig, context=context, client_configuration=configuration

@@ -118,6 +118,7 @@ def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
     is_flag=True,
     help="Allow deleting everything, or more than half, of an extension's objects.",
 )
+@common.concurrency_option
 def apply(
     path: str,
     kubeconfig: str | None,
@@ -128,6 +129,7 @@ def apply(
     no_prune: bool,
     force_conflicts: bool,
     allow_mass_prune: bool,
+    concurrency: int,
 ) -> None:
     """Make the cluster match the repo at PATH: server-side apply in dependency order, prune
     what left the repo, record the inventory and the provisioning state of every extension
@@ -148,6 +150,7 @@ def apply(
         allow_mass_prune=allow_mass_prune,
         wait=wait,
         timeout=seconds,
+        concurrency=concurrency,
     )
     try:
         if not loaded.valid:

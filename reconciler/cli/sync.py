@@ -104,6 +104,7 @@ def loop_options(command: F) -> F:
         ),
         click.option("--no-prune", is_flag=True, help="Never delete what left the repo."),
         click.option("--allow-mass-prune", is_flag=True, help="Lift the prune safety limit."),
+        common.concurrency_option,
         click.option("--once", is_flag=True, help="One reconcile, then exit (0 ok, 1 failed)."),
         click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level."),
     ]
@@ -215,6 +216,7 @@ def _run(**options: Any) -> None:
             # else (`kubectl edit` takes the field over) is reverted, not a conflict.
             force_conflicts=True,
             allow_mass_prune=options["allow_mass_prune"],
+            concurrency=options["concurrency"],
         ),
     )
     metrics = loopmetrics.ControllerMetrics()

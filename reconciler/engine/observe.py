@@ -47,6 +47,7 @@ def dry_run(
     live: Mapping[objects.Key, objects.Object | None],
     *,
     force_conflicts: bool,
+    workers: int = executor.WORKERS,
 ) -> tuple[dict[objects.Key, objects.Object], list[str]]:
     """What the server would make of each desired object, and its rejections (sorted), each
     explained. An object whose namespace or kind this apply creates first is left out: the
@@ -64,7 +65,7 @@ def dry_run(
             errors.append(_explain(objects.key(obj), err))
 
     checkable = [obj for obj in desired if not _dry_run_blocked(obj, live, new_kinds)]
-    with ThreadPoolExecutor(executor.WORKERS) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, checkable))
     return would_be, sorted(errors)
 

@@ -10,6 +10,7 @@ deletions in reverse apply order.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -34,7 +35,17 @@ class Step:
     key: objects.Key
     desired: objects.Object | None = field(default=None, repr=False, compare=False)
     changes: tuple[diffs.Change, ...] = ()
-    diff: str = field(default="", compare=False)  # unified, Secret values masked
+    note: str = field(default="", compare=False)  # the diff, when it is not of two objects
+    # (before, after): the unified diff is made from them when first asked for (a big apply
+    # never prints the diffs of its creates).
+    sides: tuple[objects.Object | None, objects.Object | None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @functools.cached_property
+    def diff(self) -> str:
+        """Unified, Secret values masked."""
+        return self.note if self.sides is None else diffs.unified(*self.sides)
 
 
 @dataclass(frozen=True)
@@ -86,12 +97,12 @@ def build(
             steps.append(Step(Action.UNCHANGED, key, obj))
             continue
         if current is None:
-            steps.append(Step(Action.CREATE, key, obj, diff=diffs.unified(None, obj)))
+            steps.append(Step(Action.CREATE, key, obj, sides=(None, obj)))
             continue
         after = would_be.get(key, obj)
         found = tuple(diffs.changes(current, after))
         if found:
-            steps.append(Step(Action.UPDATE, key, obj, found, diffs.unified(current, after)))
+            steps.append(Step(Action.UPDATE, key, obj, found, sides=(current, after)))
         elif fingerprint.recorded(obj) not in ("", fingerprint.recorded(current)):
             # Nothing else differs, but the live copy does not carry our fingerprint (applied
             # by an older reconciler, or someone edited it): applying it lets later plans skip
@@ -103,5 +114,5 @@ def build(
         else:
             steps.append(Step(Action.UNCHANGED, key, obj))
     for key in prune:
-        steps.append(Step(Action.DELETE, key, diff=diffs.unified(live.get(key), None)))
+        steps.append(Step(Action.DELETE, key, sides=(live.get(key), None)))
     return Plan(tuple(steps))

@@ -58,6 +58,7 @@ class Options:
     allow_mass_prune: bool = False
     wait: bool = False
     timeout: float = 300.0
+    concurrency: int = executor.WORKERS  # dry runs and applies in flight at once
 
 
 @dataclass
@@ -145,6 +146,7 @@ def plan_extension(
         [obj for obj in desired if objects.key(obj) not in unchanged],
         live,
         force_conflicts=options.force_conflicts,
+        workers=options.concurrency,
     )
     for key in unchanged:  # in sync, so live: the server would keep it as it is
         current = live[key]
@@ -242,7 +244,7 @@ def carry_out(
     )
     create_only = inventory.of(planned.generated)
     failures = executor.apply_steps(
-        cluster, planned.plan, create_only, options.force_conflicts, say
+        cluster, planned.plan, create_only, options.force_conflicts, say, options.concurrency
     )
     if failures:
         outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(failures))

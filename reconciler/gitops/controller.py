@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from reconciler import kube, objects, source
 from reconciler.engine import livecache, plans, reconcile, record, recordstore
 from reconciler.gitops import driftwatch, loopmetrics
-from reconciler.model import problems, repo
+from reconciler.model import memo, problems, repo
 from reconciler.render import render
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class Controller:
         self._rejected = ""  # the invalid revision whose problems were last recorded
         self._failures = 0  # consecutive ticks that ended in an error (backoff)
         self.last: TickOutcome | None = None
+        # Files and render units unchanged since the last tick are not parsed or rendered again.
+        self._memo = memo.Memo()
         self.ticks = 0
         # Set by the command: the watch-backed live state every tick reads (None: one LIST per
         # kind per tick), and the drift watch on it, so drift triggers a tick at once.
@@ -143,7 +145,7 @@ class Controller:
     def _tick(self) -> TickOutcome:
         snapshot = self._fetch()
         revision, origin = snapshot.revision(), snapshot.origin()
-        loaded = repo.load(snapshot)
+        loaded = repo.load(snapshot, self._memo)
         reads = self.cache if self.cache is not None else livecache.Listing(self.cluster)
         every_record = recordstore.read_records(self.cluster, reads)
         records = recordstore.from_origin(every_record, origin)
@@ -157,7 +159,8 @@ class Controller:
         )
         report_only = self.settings.drift == "report" and unchanged
         options = dataclasses.replace(self.settings.options, dry_run=report_only)
-        rendered = render.render_repo(loaded.repo, snapshot, revision).objects
+        rendered = render.render_repo(loaded.repo, snapshot, revision, self._memo).objects
+        self._memo.forget_unused()
         if not report_only:
             recordstore.ensure_record_crd(self.cluster, reads)
         planned = reconcile.plan_all(
