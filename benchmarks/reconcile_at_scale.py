@@ -147,7 +147,8 @@ def timed(command: list[str]) -> tuple[float, int]:
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(command[:4])} failed:\n{output.decode()[:3000]}")
+        text = output.decode()
+        sys.exit(f"{' '.join(command[:4])} failed:\n{text[:1500]}\n...\n{text[-1500:]}")
     return seconds, usage.ru_maxrss
 
 

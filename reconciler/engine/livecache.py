@@ -109,29 +109,30 @@ class Listing:
         self._lock = threading.Lock()
         self._groups: dict[Group, dict[objects.Key, objects.Object]] = {}
 
-    def _list(self, groups: Iterable[Group]) -> None:
+    def _list(self, groups: Iterable[Group]) -> dict[Group, dict[objects.Key, objects.Object]]:
+        """These groups' objects: kept ones, the others listed now (concurrently). What is
+        returned stays whole even if another thread refreshes meanwhile."""
+        wanted = set(groups)
         with self._lock:
-            missing = sorted(set(groups) - set(self._groups))
+            found = {g: self._groups[g] for g in wanted if g in self._groups}
 
         def listing(group: Group) -> tuple[Group, list[objects.Object]]:
             return group, kube.list_objects(self._cluster, *group)
 
         with ThreadPoolExecutor(WORKERS) as pool:
-            for group, items in pool.map(listing, missing):
+            for group, items in pool.map(listing, sorted(wanted - set(found))):
+                found[group] = {objects.key(item): item for item in items}
                 with self._lock:
-                    self._groups[group] = {objects.key(item): item for item in items}
+                    self._groups[group] = found[group]
+        return found
 
     def lookup(self, keys: Iterable[objects.Key]) -> dict[objects.Key, objects.Object | None]:
         wanted = set(keys)
-        groups = {(k.api_version, k.kind, k.namespace): k for k in wanted}
-        self._list(groups)
-        with self._lock:
-            return {k: self._groups[(k.api_version, k.kind, k.namespace)].get(k) for k in wanted}
+        found = self._list({(k.api_version, k.kind, k.namespace) for k in wanted})
+        return {k: found[(k.api_version, k.kind, k.namespace)].get(k) for k in wanted}
 
     def of_kind(self, api_version: str, kind: str) -> list[objects.Object]:
-        self._list([(api_version, kind, "")])
-        with self._lock:
-            return list(self._groups[(api_version, kind, "")].values())
+        return list(self._list([(api_version, kind, "")])[(api_version, kind, "")].values())
 
     def refresh(self) -> None:
         with self._lock:

@@ -25,10 +25,8 @@ Safety rules this module owns:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from reconciler import kube, objects
@@ -50,7 +48,6 @@ from reconciler.render import auth
 Say = Callable[[str], None]
 
 WAIT_INTERVAL = 1.0
-PARALLEL_EXTENSIONS = 4  # extensions carried out at once
 
 
 @dataclass(frozen=True)
@@ -387,40 +384,27 @@ def carry_out_all(
     say: Say,
     reads: livecache.Reads | None = None,
 ) -> list[ExtensionResult]:
-    """Carry out every extension's plan; a suspended one is skipped, a dry run only reports.
-    Extensions that left the repo are retired. Several extensions are carried out at once
-    (they are independent: each its own namespace, record and inventory), sharing the
-    `concurrency` bound; each one's progress is printed together, in plan order."""
-
-    def one(extension_plan: ExtensionPlan, say: Say, options: Options) -> ExtensionResult:
+    """Carry out every extension's plan, in order; a suspended one is skipped, a dry run
+    only reports. Extensions that left the repo are retired."""
+    results = []
+    for extension_plan in planned:
         say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
         if record.suspended(extension_plan.record_live):
             say(f"extension {extension_plan.name}: suspended, nothing applied or pruned")
             state = record.summary(extension_plan.record_live or {})["provisioningState"]
             outcome = record.Outcome(state, "Suspended", ("reconciliation is suspended",))
-            return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
+            results.append(ExtensionResult(extension_plan.name, extension_plan.plan, outcome))
+            continue
         if options.dry_run:
             state = record.FAILED if extension_plan.errors else record.PENDING
             outcome = record.Outcome(state, "DryRun", tuple(extension_plan.errors))
-            return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
+            results.append(ExtensionResult(extension_plan.name, extension_plan.plan, outcome))
+            continue
         if extension_plan.name not in loaded.extensions and extension_plan.record_live:
-            return _retire(cluster, extension_plan, revision, options, say, reads)
+            results.append(_retire(cluster, extension_plan, revision, options, say, reads))
+            continue
         _ensure_record(cluster, loaded, extension_plan, origin, reads)
-        return carry_out(cluster, extension_plan, revision, options, say, reads)
-
-    changing = [p for p in planned if p.plan.has_changes]
-    if options.dry_run or len(changing) < 2:
-        return [one(extension_plan, say, options) for extension_plan in planned]
-    parallel = min(len(planned), PARALLEL_EXTENSIONS)
-    shared = dataclasses.replace(options, concurrency=max(1, options.concurrency // parallel))
-    progress: list[list[str]] = [[] for _ in planned]
-    with ThreadPoolExecutor(parallel) as pool:
-        results = list(
-            pool.map(lambda n: one(planned[n], progress[n].append, shared), range(len(planned)))
-        )
-    for lines in progress:
-        for line in lines:
-            say(line)
+        results.append(carry_out(cluster, extension_plan, revision, options, say, reads))
     return results
 
 
