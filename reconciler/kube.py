@@ -17,6 +17,7 @@ instead (`timeout=`), so that no call outlives a lease while it backs off.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import threading
@@ -35,6 +36,7 @@ from reconciler import objects
 
 FIELD_MANAGER = "mlext-reconciler"
 RETRYABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+CONNECTIONS = 64  # the connection pool: the most requests in flight at once
 RETRY_FOR_SECONDS = 120.0  # long enough for an API server restart, short enough to give up
 
 
@@ -73,14 +75,32 @@ def _retrying() -> tenacity.Retrying:
     )
 
 
+Observer = Callable[[objects.Object], None]
+
+
 @dataclass
 class Cluster:
     """A connection to one cluster's API server. Safe to share between threads: requests go
-    through urllib3's pool, and discovery (whose cache is not thread-safe) takes a lock."""
+    through urllib3's pool, and discovery (whose cache is not thread-safe) takes a lock.
+
+    `requests` counts the requests sent, by verb (get, list, watch, create, patch, update,
+    delete; a dry run is `patch-dry-run`), for the loop's metrics. `observers` are called with
+    the object every persisted write returns (a live-state cache keeps itself current so)."""
 
     api: client.ApiClient
     _dynamic: dynamic.DynamicClient | None = None
     discovery_lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    observers: list[Observer] = field(default_factory=list)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, verb: str) -> None:
+        with self._count_lock:
+            self.requests[verb] += 1
+
+    def wrote(self, obj: objects.Object) -> None:
+        for observer in list(self.observers):
+            observer(obj)
 
     @property
     def dynamic(self) -> dynamic.DynamicClient:
@@ -92,6 +112,9 @@ class Cluster:
 def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
     """Connect with a kubeconfig (default: $KUBECONFIG or ~/.kube/config), or in-cluster."""
     configuration = client.Configuration()
+    # One kept-alive connection per concurrent request (the client's default is 5 per CPU, and
+    # a request beyond the pool opens a new TLS connection and throws it away).
+    configuration.connection_pool_maxsize = CONNECTIONS
     try:
         config.load_kube_config(
             config_file=kubeconfig, context=context, client_configuration=configuration
@@ -283,7 +306,35 @@ def _call(
     result: objects.Object = _retrying()(
         _call_once, cluster, method, path, query, body, content_type
     )
+    if method in _WRITES and ("dryRun", "All") not in query and result.get("metadata"):
+        cluster.wrote(result)
     return result
+
+
+_WRITES = frozenset({"PATCH", "POST", "PUT"})
+_VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+
+
+def _verb(method: str, path: str, query: list[tuple[str, str]]) -> str:
+    """The API server's name for a request's verb (a GET of a collection is a list)."""
+    if method == "GET":
+        return "get" if _names_one(path) else "list"
+    verb = _VERBS.get(method, method.lower())
+    return f"{verb}-dry-run" if ("dryRun", "All") in query else verb
+
+
+def _names_one(path: str) -> bool:
+    """Whether a GET path names one object (…/KIND/NAME[/SUB]) rather than a collection."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api":  # /api/v1/[namespaces/NS/]RESOURCE[/NAME]
+        rest = parts[2:]
+    elif parts[0] == "apis":  # /apis/GROUP/VERSION/...
+        rest = parts[3:]
+    else:
+        return True  # /metrics, /version: not a collection
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) != 2:
+        rest = rest[2:]
+    return len(rest) >= 2
 
 
 def _call_once(
@@ -298,6 +349,7 @@ def _call_once(
     headers = {"Accept": "application/json"}
     if content_type:
         headers["Content-Type"] = content_type
+    cluster.count(_verb(method, path, query))
     try:
         request = cluster.api.param_serialize(
             method,
@@ -573,6 +625,7 @@ def watch(
         query.append(("resourceVersion", resource_version))
     if label_selector:
         query.append(("labelSelector", label_selector))
+    cluster.count("watch")
     try:
         request = cluster.api.param_serialize(
             "GET",

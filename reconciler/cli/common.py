@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from reconciler import kube
+from reconciler.engine import executor
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
@@ -42,6 +43,17 @@ def output_option(*choices: str, help: str | None = None) -> Callable[[F], F]:
         show_default=True,
         help=help,
     )
+
+
+def concurrency_option(command: F) -> F:
+    """--concurrency: how many dry runs or applies are in flight at once (into `concurrency`)."""
+    return click.option(
+        "--concurrency",
+        type=click.IntRange(1, kube.CONNECTIONS),
+        default=executor.WORKERS,
+        show_default=True,
+        help="API requests (dry runs, applies) in flight at once.",
+    )(command)
 
 
 def parse_duration(text: str) -> float:

@@ -121,6 +121,7 @@ def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
     help="Allow deleting everything, or more than half, of an extension's objects.",
 )
 @decryptkeys.option
+@common.concurrency_option
 def apply(
     path: str,
     kubeconfig: str | None,
@@ -132,6 +133,7 @@ def apply(
     force_conflicts: bool,
     allow_mass_prune: bool,
     decryption_key: str | None,
+    concurrency: int,
 ) -> None:
     """Make the cluster match the repo at PATH: server-side apply in dependency order, prune
     what left the repo, record the inventory and the provisioning state of every extension
@@ -152,6 +154,7 @@ def apply(
         allow_mass_prune=allow_mass_prune,
         wait=wait,
         timeout=seconds,
+        concurrency=concurrency,
     )
     try:
         if not loaded.valid:

@@ -2,7 +2,8 @@
 
 Wires the pieces: the source (`gitsource` for a remote or a local repo's branch, or the work tree
 itself with `--watch`), the loop (`controller`), leader election on a Lease (`leaderelection`),
-drift watches (`driftwatch`), the HTTP endpoints (`httpserver`: metrics, probes, webhook),
+the live-state cache (`engine.livecache`, one watch per rendered kind) and the drift watch on it
+(`driftwatch`), the HTTP endpoints (`httpserver`: metrics, probes, webhook),
 file watching (watchfiles) and signals. `controller` is `sync` with in-cluster defaults: the pod's
 service account, leader election on, probes and metrics served, SIGTERM handled gracefully (the
 tick in progress finishes, the lease is released so a standby takes over at once).
@@ -26,7 +27,7 @@ import watchfiles
 
 from reconciler import kube, leaderelection, source
 from reconciler.cli import common, decryptkeys
-from reconciler.engine import reconcile
+from reconciler.engine import livecache, reconcile
 from reconciler.gitops import (
     controller,
     driftwatch,
@@ -115,6 +116,7 @@ def loop_options(command: F) -> F:
         ),
         click.option("--no-prune", is_flag=True, help="Never delete what left the repo."),
         click.option("--allow-mass-prune", is_flag=True, help="Lift the prune safety limit."),
+        common.concurrency_option,
         click.option("--once", is_flag=True, help="One reconcile, then exit (0 ok, 1 failed)."),
         click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level."),
     ]
@@ -234,6 +236,7 @@ def _run(**options: Any) -> None:
             # else (`kubectl edit` takes the field over) is reverted, not a conflict.
             force_conflicts=True,
             allow_mass_prune=options["allow_mass_prune"],
+            concurrency=options["concurrency"],
         ),
     )
     metrics = loopmetrics.ControllerMetrics()
@@ -246,8 +249,10 @@ def _run(**options: Any) -> None:
     stop = threading.Event()
     elector = _elector(options, cluster, loop) if options["leader_elect"] else None
     leading = elector.is_leader if elector else (lambda: True)
-    drift = driftwatch.DriftWatch(cluster, loop.trigger)
-    loop.drift_watch = drift
+    cache = livecache.LiveCache(cluster)
+    metrics.watch_cache(cache.stats)
+    drift = driftwatch.DriftWatch(cache, loop.trigger)
+    loop.cache, loop.drift_watch = cache, drift
     secret = (
         Path(options["webhook_secret_file"]).read_bytes().strip()
         if options["webhook_secret_file"]

@@ -3,9 +3,9 @@
 The shared core of `plan` (desired vs the server's dry-run of it), `diff` between two git
 revisions, and the PR comment. Normalisation drops what the server owns or what changes without
 meaning anything (managedFields, status, resourceVersion, uid, timestamps, the source-revision
-annotation, which moves with every commit); Secret values are compared but never shown, not even
-hashed: a changed Secret names the keys that changed. Pure and deterministic: `changes(a, a)`
-is always empty.
+annotation, which moves with every commit, the fingerprint, derived from the rest); Secret values
+are compared but never shown, not even hashed: a changed Secret names the keys that changed.
+Pure and deterministic: `changes(a, a)` is always empty.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import objects
+from reconciler.engine import fingerprint
 
 _SERVER_METADATA = (
     "managedFields",
@@ -32,6 +33,7 @@ _SECRET_FIELDS = ("data", "stringData")
 # ones other tools and controllers write (the Deployment controller's rollout revision).
 _IGNORED_ANNOTATIONS = (
     objects.SOURCE_REVISION_ANNOTATION,
+    fingerprint.ANNOTATION,  # derived from the rest of the object
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",
 )

@@ -1,8 +1,10 @@
 """The observe phase of a reconcile: what the cluster holds now, and what it would make of ours.
 
 Two reads, through the `kube` edge, that change nothing: the live object for each key (one LIST
-per kind and namespace), and the server's dry run of a server-side apply of every desired object,
-so defaulting, admission and field-manager conflicts count before anything is applied. `reconcile`
+per kind and namespace, or the loop's watch-backed cache: `livecache`), and the server's dry run
+of a server-side apply of every desired object that is not `in_sync` (its fingerprint says it is
+unchanged since our last apply and still ours: `fingerprint`), so defaulting, admission and
+field-manager conflicts count before anything is applied. `reconcile`
 runs them for each extension and plans from what they return; the rejections become the
 extension's errors, and nothing of it is applied.
 """
@@ -13,28 +15,30 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler import kube, objects
-from reconciler.engine import executor
+from reconciler.engine import executor, fingerprint, livecache
 
 
 def live_objects(
-    cluster: kube.Cluster, keys: Iterable[objects.Key]
+    cluster: kube.Cluster,
+    keys: Iterable[objects.Key],
+    reads: livecache.Reads | None = None,
 ) -> dict[objects.Key, objects.Object | None]:
-    """The live object for each key (None: absent), one list request per kind and namespace
-    rather than one read per object."""
-    wanted = set(keys)
-    groups = {(k.api_version, k.kind, k.namespace) for k in wanted}
+    """The live object for each key (None: absent): from `reads` (the loop's cache, or the
+    command's listing), else one list request per kind and namespace rather than one read per
+    object."""
+    return (reads or livecache.Listing(cluster)).lookup(keys)
 
-    def listing(group: tuple[str, str, str]) -> list[objects.Object]:
-        return kube.list_objects(cluster, *group)
 
-    found: dict[objects.Key, objects.Object | None] = dict.fromkeys(wanted)
-    with ThreadPoolExecutor(executor.WORKERS) as pool:
-        for items in pool.map(listing, sorted(groups)):
-            for item in items:
-                item_key = objects.key(item)
-                if item_key in found:
-                    found[item_key] = item
-    return found
+def in_sync(
+    desired: Iterable[objects.Object], live: Mapping[objects.Key, objects.Object | None]
+) -> set[objects.Key]:
+    """The desired objects (fingerprinted) that need no dry run: unchanged since our last
+    apply, and no one else changed our fields (`fingerprint.in_sync`)."""
+    return {
+        objects.key(obj)
+        for obj in desired
+        if fingerprint.in_sync(obj, live.get(objects.key(obj)), kube.FIELD_MANAGER)
+    }
 
 
 def dry_run(
@@ -43,6 +47,7 @@ def dry_run(
     live: Mapping[objects.Key, objects.Object | None],
     *,
     force_conflicts: bool,
+    workers: int = executor.WORKERS,
 ) -> tuple[dict[objects.Key, objects.Object], list[str]]:
     """What the server would make of each desired object, and its rejections (sorted), each
     explained. An object whose namespace or kind this apply creates first is left out: the
@@ -60,7 +65,7 @@ def dry_run(
             errors.append(_explain(objects.key(obj), err))
 
     checkable = [obj for obj in desired if not _dry_run_blocked(obj, live, new_kinds)]
-    with ThreadPoolExecutor(executor.WORKERS) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, checkable))
     return would_be, sorted(errors)
 

@@ -10,11 +10,12 @@ deletions in reverse apply order.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import objects
-from reconciler.engine import diffs
+from reconciler.engine import diffs, fingerprint
 
 
 class Action(enum.Enum):
@@ -24,6 +25,7 @@ class Action(enum.Enum):
     DELETE = "delete"
 
 
+_FINGERPRINT_ONLY = "(only the fingerprint annotation: no field changes)\n"
 _SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.UNCHANGED: "="}
 
 
@@ -33,7 +35,17 @@ class Step:
     key: objects.Key
     desired: objects.Object | None = field(default=None, repr=False, compare=False)
     changes: tuple[diffs.Change, ...] = ()
-    diff: str = field(default="", compare=False)  # unified, Secret values masked
+    note: str = field(default="", compare=False)  # the diff, when it is not of two objects
+    # (before, after): the unified diff is made from them when first asked for (a big apply
+    # never prints the diffs of its creates).
+    sides: tuple[objects.Object | None, objects.Object | None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @functools.cached_property
+    def diff(self) -> str:
+        """Unified, Secret values masked."""
+        return self.note if self.sides is None else diffs.unified(*self.sides)
 
 
 @dataclass(frozen=True)
@@ -72,22 +84,35 @@ def build(
     would_be: Mapping[objects.Key, objects.Object],
     live: Mapping[objects.Key, objects.Object | None],
     prune: Iterable[objects.Key] = (),
+    in_sync: Collection[objects.Key] = frozenset(),
 ) -> Plan:
     """The plan: `would_be` holds the server's dry-run result per desired key (missing: fall
-    back to comparing the desired object itself), `live` the current object (None: absent)."""
+    back to comparing the desired object itself), `live` the current object (None: absent).
+    `in_sync`: keys known unchanged without a dry run (their fingerprint), not compared."""
     steps: list[Step] = []
     for obj in objects.in_apply_order(desired):
         key = objects.key(obj)
         current = live.get(key)
+        if key in in_sync and current is not None:
+            steps.append(Step(Action.UNCHANGED, key, obj))
+            continue
         if current is None:
-            steps.append(Step(Action.CREATE, key, obj, diff=diffs.unified(None, obj)))
+            steps.append(Step(Action.CREATE, key, obj, sides=(None, obj)))
             continue
         after = would_be.get(key, obj)
         found = tuple(diffs.changes(current, after))
         if found:
-            steps.append(Step(Action.UPDATE, key, obj, found, diffs.unified(current, after)))
+            steps.append(Step(Action.UPDATE, key, obj, found, sides=(current, after)))
+        elif fingerprint.recorded(obj) not in ("", fingerprint.recorded(current)):
+            # Nothing else differs, but the live copy does not carry our fingerprint (applied
+            # by an older reconciler, or someone edited it): applying it lets later plans skip
+            # the dry run.
+            path = f"metadata.annotations.{fingerprint.ANNOTATION}"
+            old = fingerprint.recorded(current) or None
+            mark = diffs.Change(path, old, fingerprint.recorded(obj))
+            steps.append(Step(Action.UPDATE, key, obj, (mark,), _FINGERPRINT_ONLY))
         else:
             steps.append(Step(Action.UNCHANGED, key, obj))
     for key in prune:
-        steps.append(Step(Action.DELETE, key, diff=diffs.unified(live.get(key), None)))
+        steps.append(Step(Action.DELETE, key, sides=(live.get(key), None)))
     return Plan(tuple(steps))

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from reconciler import kube, objects
 from reconciler.engine import (
     executor,
+    fingerprint,
     health,
     inventory,
+    livecache,
     observe,
     ownership,
     plans,
@@ -57,6 +59,7 @@ class Options:
     allow_mass_prune: bool = False
     wait: bool = False
     timeout: float = 300.0
+    concurrency: int = executor.WORKERS  # dry runs and applies in flight at once
 
 
 @dataclass
@@ -119,29 +122,42 @@ def plan_extension(
     record_live: objects.Object | None,
     options: Options,
     claimed_elsewhere: frozenset[objects.Key] = frozenset(),
+    reads: livecache.Reads | None = None,
 ) -> ExtensionPlan:
     """Observe the cluster for one extension and plan it; changes nothing. `claimed_elsewhere`:
-    what the repo's other extensions declare (never pruned here)."""
+    what the repo's other extensions declare (never pruned here). Only objects whose
+    fingerprint says they changed (or that are missing, or whose fields someone else took) are
+    dry-run; the others are unchanged as they are live."""
     previous = record.inventory_of(record_live)
     keys = inventory.of([*rendered, *generated]) | previous
-    live = observe.live_objects(cluster, keys)
+    live = observe.live_objects(cluster, keys, reads)
     finished_jobs = [
         objects.key(obj)
         for obj in rendered
         if obj["kind"] == "Job" and objects.key(obj) in previous and live[objects.key(obj)] is None
     ]
     desired = [
-        ownership.respect_scaler(obj, live[objects.key(obj)], kube.FIELD_MANAGER)
+        fingerprint.stamp(ownership.respect_scaler(obj, live[objects.key(obj)], kube.FIELD_MANAGER))
         for obj in rendered
         if objects.key(obj) not in finished_jobs
     ]
+    unchanged = observe.in_sync(desired, live)
     would_be, errors = observe.dry_run(
-        cluster, desired, live, force_conflicts=options.force_conflicts
+        cluster,
+        [obj for obj in desired if objects.key(obj) not in unchanged],
+        live,
+        force_conflicts=options.force_conflicts,
+        workers=options.concurrency,
     )
+    for key in unchanged:  # in sync, so live: the server would keep it as it is
+        current = live[key]
+        if current is not None:
+            would_be[key] = current
     for secret in generated:  # created once: an existing one is never compared or changed
         current = live[objects.key(secret)]
         if current is not None:
             would_be[objects.key(secret)] = current
+            unchanged.add(objects.key(secret))
     decision = inventory.plan_prune(
         previous,
         inventory.of([*rendered, *generated]),
@@ -151,7 +167,7 @@ def plan_extension(
         claimed_elsewhere=claimed_elsewhere,
     )
     to_delete = decision.delete if options.prune else ()
-    plan = plans.build([*desired, *generated], would_be, live, to_delete)
+    plan = plans.build([*desired, *generated], would_be, live, to_delete, unchanged)
     return ExtensionPlan(
         name,
         plan,
@@ -170,12 +186,12 @@ def plan_extension(
 
 
 def assess(
-    cluster: kube.Cluster, keys: Iterable[objects.Key]
+    cluster: kube.Cluster, keys: Iterable[objects.Key], reads: livecache.Reads | None = None
 ) -> tuple[health.Provisioning, dict[objects.Key, objects.Object | None]]:
     """The provisioning state of an extension's objects now. Jobs do not count: a training
     run is not the extension rolling out (`reconciler job status` follows them)."""
     counted = sorted(k for k in keys if k.kind != "Job")
-    live = observe.live_objects(cluster, counted)
+    live = observe.live_objects(cluster, counted, reads)
     return health.provisioning_state((k, health.of(live[k])) for k in counted), live
 
 
@@ -206,9 +222,15 @@ def wait_for_health(
 
 
 def carry_out(
-    cluster: kube.Cluster, planned: ExtensionPlan, revision: str, options: Options, say: Say
+    cluster: kube.Cluster,
+    planned: ExtensionPlan,
+    revision: str,
+    options: Options,
+    say: Say,
+    reads: livecache.Reads | None = None,
 ) -> ExtensionResult:
-    """Apply, prune and assess one planned extension, recording each step in its record."""
+    """Apply, prune and assess one planned extension, recording each step in its record.
+    With nothing changed, health is assessed from what `reads` read for the plan."""
     name = planned.name
     if planned.errors:
         outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(planned.errors))
@@ -224,7 +246,7 @@ def carry_out(
     )
     create_only = inventory.of(planned.generated)
     failures = executor.apply_steps(
-        cluster, planned.plan, create_only, options.force_conflicts, say
+        cluster, planned.plan, create_only, options.force_conflicts, say, options.concurrency
     )
     if failures:
         outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(failures))
@@ -249,7 +271,9 @@ def carry_out(
         say(f"{name}: waiting up to {options.timeout:g}s for every component to be healthy")
         outcome = wait_for_health(cluster, planned.desired_keys, options.timeout, say)
     else:
-        outcome = outcome_of(assess(cluster, planned.desired_keys)[0])
+        if reads is not None and planned.plan.has_changes:
+            reads.refresh()
+        outcome = outcome_of(assess(cluster, planned.desired_keys, reads)[0])
     if planned.prune.refused:
         outcome = record.Outcome(
             outcome.state,
@@ -301,12 +325,15 @@ def plan_all(
     origin: str,
     options: Options,
     records: dict[str, objects.Object] | None = None,
+    reads: livecache.Reads | None = None,
 ) -> list[ExtensionPlan]:
     """Observe and plan every extension of the repo, and every extension the cluster has a
     record of from this repo (`origin`) that left it (all its objects are prune candidates).
     Extensions another repo installed are not this repo's business. `records`: the live
-    records, when the caller has just read them."""
-    records = recordstore.read_records(cluster) if records is None else records
+    records, when the caller has just read them; `reads`: where live state is read (default:
+    one LIST per kind and namespace for this plan)."""
+    reads = reads or livecache.Listing(cluster)
+    records = recordstore.read_records(cluster, reads) if records is None else records
     rendered = secretrefs.fill(cluster, rendered)
     groups = by_extension(rendered)
     secrets = generated_secrets(loaded)
@@ -324,6 +351,7 @@ def plan_all(
             records.get(name),
             options,
             frozenset().union(*(keys for other, keys in everything.items() if other != name)),
+            reads,
         )
         for name in names
     ]
@@ -339,11 +367,13 @@ def reconcile(
     say: Say,
 ) -> list[ExtensionResult]:
     """Plan every extension of the repo at `origin`, then (unless a dry run) carry each plan
-    out."""
+    out. Live state is listed once per kind and namespace, so a no-op apply sends no request
+    per object."""
+    reads = livecache.Listing(cluster)
     if not options.dry_run:
-        recordstore.ensure_record_crd(cluster)
-    planned = plan_all(cluster, rendered, loaded, origin, options)
-    return carry_out_all(cluster, planned, loaded, revision, origin, options, say)
+        recordstore.ensure_record_crd(cluster, reads)
+    planned = plan_all(cluster, rendered, loaded, origin, options, reads=reads)
+    return carry_out_all(cluster, planned, loaded, revision, origin, options, say, reads)
 
 
 def carry_out_all(
@@ -354,6 +384,7 @@ def carry_out_all(
     origin: str,
     options: Options,
     say: Say,
+    reads: livecache.Reads | None = None,
 ) -> list[ExtensionResult]:
     """Carry out every extension's plan, in order; a suspended one is skipped, a dry run
     only reports. Extensions that left the repo are retired."""
@@ -372,23 +403,32 @@ def carry_out_all(
             results.append(ExtensionResult(extension_plan.name, extension_plan.plan, outcome))
             continue
         if extension_plan.name not in loaded.extensions and extension_plan.record_live:
-            results.append(_retire(cluster, extension_plan, revision, options, say))
+            results.append(_retire(cluster, extension_plan, revision, options, say, reads))
             continue
-        _ensure_record(cluster, loaded, extension_plan, origin)
-        results.append(carry_out(cluster, extension_plan, revision, options, say))
+        _ensure_record(cluster, loaded, extension_plan, origin, reads)
+        results.append(carry_out(cluster, extension_plan, revision, options, say, reads))
     return results
 
 
 def _ensure_record(
-    cluster: kube.Cluster, loaded: repo.Repo, planned: ExtensionPlan, origin: str
+    cluster: kube.Cluster,
+    loaded: repo.Repo,
+    planned: ExtensionPlan,
+    origin: str,
+    reads: livecache.Reads | None,
 ) -> None:
-    live = recordstore.ensure_record(cluster, loaded.extensions[planned.name], origin)
+    live = recordstore.ensure_record(cluster, loaded.extensions[planned.name], origin, reads)
     if planned.record_live is None:
         planned.record_live = live
 
 
 def _retire(
-    cluster: kube.Cluster, planned: ExtensionPlan, revision: str, options: Options, say: Say
+    cluster: kube.Cluster,
+    planned: ExtensionPlan,
+    revision: str,
+    options: Options,
+    say: Say,
+    reads: livecache.Reads | None,
 ) -> ExtensionResult:
     """An extension that left the repo: prune what it owns (mass-prune rules apply), then drop
     its record once nothing is left."""
@@ -402,7 +442,7 @@ def _retire(
             ),
         )
         return _finish(cluster, planned, outcome, attempted=revision)
-    result = carry_out(cluster, planned, revision, options, say)
+    result = carry_out(cluster, planned, revision, options, say, reads)
     if result.outcome.state != record.FAILED:
         kube.delete(cluster, record.ref(planned.name))
         say(f"extension {planned.name}: removed from the cluster")

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 
 from reconciler import kube, objects
-from reconciler.engine import diffs, record
+from reconciler.engine import diffs, fingerprint, health, livecache, record
 from reconciler.model import extensions
 
 log = logging.getLogger(__name__)
@@ -24,22 +24,22 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def read_records(cluster: kube.Cluster) -> dict[str, objects.Object]:
+def read_records(
+    cluster: kube.Cluster, reads: livecache.Reads | None = None
+) -> dict[str, objects.Object]:
     """Every extension's live record by name ({} before the first apply, when the record CRD
-    is not there yet: checked with one GET, which spares the client a full re-discovery)."""
-    if not _records_served(cluster):
+    is not there yet: checked first, which spares the client a full re-discovery). Read
+    through `reads` when given (the loop's cache, a command's listing)."""
+    reads = reads or livecache.Listing(cluster)
+    if _record_crd(reads) is None:
         return {}
-    listed = kube.list_objects(cluster, record.API_VERSION, record.KIND)
+    listed = reads.of_kind(record.API_VERSION, record.KIND)
     return {r["metadata"]["name"]: r for r in listed}
 
 
-def _records_served(cluster: kube.Cluster) -> bool:
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": record.CRD_NAME},
-    }
-    return kube.get(cluster, crd) is not None
+def _record_crd(reads: livecache.Reads) -> objects.Object | None:
+    key = objects.key(record.crd())
+    return reads.lookup([key])[key]
 
 
 def from_origin(records: dict[str, objects.Object], origin: str) -> dict[str, objects.Object]:
@@ -93,25 +93,42 @@ def _event(
         log.warning("could not record an event for %s: %s", live["metadata"]["name"], err)
 
 
-def _apply_if_changed(cluster: kube.Cluster, obj: objects.Object) -> objects.Object:
-    """Apply `obj` unless the server's dry run says that would change nothing."""
-    live = kube.get(cluster, obj)
-    if live is not None and not diffs.changes(live, kube.apply(cluster, obj, dry_run=True)):
+def _apply_if_changed(
+    cluster: kube.Cluster, obj: objects.Object, reads: livecache.Reads | None
+) -> objects.Object:
+    """Apply `obj` (with its fingerprint) unless it is in sync live, or the server's dry run
+    says that would change nothing and the live copy already carries the fingerprint."""
+    stamped = fingerprint.stamp(obj)
+    key = objects.key(obj)
+    live = reads.lookup([key])[key] if reads is not None else kube.get(cluster, obj)
+    if fingerprint.in_sync(stamped, live, kube.FIELD_MANAGER):
+        assert live is not None
         return live
-    return kube.apply(cluster, obj)
+    if (
+        live is not None
+        and fingerprint.recorded(live) == fingerprint.recorded(stamped)
+        and not diffs.changes(live, kube.apply(cluster, stamped, dry_run=True))
+    ):
+        return live
+    return kube.apply(cluster, stamped)
 
 
-def ensure_record_crd(cluster: kube.Cluster) -> None:
-    """Install (or update) the ExtensionStatus CRD and wait until it is served."""
-    _apply_if_changed(cluster, record.crd())
-    kube.wait_established(cluster, record.CRD_NAME)
+def ensure_record_crd(cluster: kube.Cluster, reads: livecache.Reads | None = None) -> None:
+    """Install (or update) the ExtensionStatus CRD and wait until it is served (no wait, and
+    no request, when it is in sync and Established)."""
+    live = _apply_if_changed(cluster, record.crd(), reads)
+    if health.of(live).state is not health.State.HEALTHY:
+        kube.wait_established(cluster, record.CRD_NAME)
 
 
 def ensure_record(
-    cluster: kube.Cluster, extension: extensions.Extension, origin: str
+    cluster: kube.Cluster,
+    extension: extensions.Extension,
+    origin: str,
+    reads: livecache.Reads | None = None,
 ) -> objects.Object:
     """Create (or update) the record of `extension` from the repo at `origin`; the live one."""
-    return _apply_if_changed(cluster, record.record(extension, origin))
+    return _apply_if_changed(cluster, record.record(extension, origin), reads)
 
 
 def record_problems(

@@ -2,7 +2,9 @@
 the cluster on its latest good revision.
 
 One `Controller` reconciles the whole repo per tick, as `reconciler apply` does (the same
-`reconcile` phases: observe with a server-side dry run, plan, record, apply, prune, health):
+`reconcile` phases: observe with a server-side dry run, plan, record, apply, prune, health),
+reading live state from the watch-backed `livecache` the command gives it: an in-sync tick
+sends no request at all (the `tick_api_requests` metric counts them by verb):
 
 - fetch the source (a git remote through `gitsource`, or a work tree); load and validate;
 - an invalid revision applies nothing: the last good one stays in force, and the problems go
@@ -22,6 +24,7 @@ interval. Only the leader ticks when leader election is on (`leading`); the othe
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import random
@@ -31,9 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reconciler import kube, objects, source
-from reconciler.engine import plans, reconcile, record, recordstore
+from reconciler.engine import livecache, plans, reconcile, record, recordstore
 from reconciler.gitops import driftwatch, loopmetrics
-from reconciler.model import problems, repo
+from reconciler.model import memo, problems, repo
 from reconciler.render import render
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,12 @@ class Controller:
         self._rejected = ""  # the invalid revision whose problems were last recorded
         self._failures = 0  # consecutive ticks that ended in an error (backoff)
         self.last: TickOutcome | None = None
+        # Files and render units unchanged since the last tick are not parsed or rendered again.
+        self._memo = memo.Memo()
         self.ticks = 0
-        # Set by the command: watches the rendered kinds so drift triggers a tick at once.
+        # Set by the command: the watch-backed live state every tick reads (None: one LIST per
+        # kind per tick), and the drift watch on it, so drift triggers a tick at once.
+        self.cache: livecache.LiveCache | None = None
         self.drift_watch: driftwatch.DriftWatch | None = None
 
     # --- triggers ------------------------------------------------------------------------
@@ -106,6 +113,7 @@ class Controller:
 
     def tick(self) -> TickOutcome:
         started = time.monotonic()
+        sent = self._requests()
         try:
             outcome = self._tick()
         except kube.KubeError as err:
@@ -117,9 +125,14 @@ class Controller:
         self._failures = self._failures + 1 if outcome.result == "error" else 0
         self.metrics.reconcile_duration.labels(outcome.result).observe(time.monotonic() - started)
         self.metrics.reconciles.labels(outcome.result).inc()
+        self.metrics.observe_requests(self._requests() - sent)
         self.last = outcome
         self.ticks += 1
         return outcome
+
+    def _requests(self) -> collections.Counter[str]:
+        """The API requests sent so far, by verb (none without a cluster, as in unit tests)."""
+        return collections.Counter(getattr(self.cluster, "requests", {}))
 
     def _fetch(self) -> source.Snapshot:
         with self.metrics.fetch_duration.time():
@@ -132,8 +145,9 @@ class Controller:
     def _tick(self) -> TickOutcome:
         snapshot = self._fetch()
         revision, origin = snapshot.revision(), snapshot.origin()
-        loaded = repo.load(snapshot)
-        every_record = recordstore.read_records(self.cluster)
+        loaded = repo.load(snapshot, self._memo)
+        reads = self.cache if self.cache is not None else livecache.Listing(self.cluster)
+        every_record = recordstore.read_records(self.cluster, reads)
         records = recordstore.from_origin(every_record, origin)
         if not loaded.valid:
             return self._reject(loaded, records, revision)
@@ -145,14 +159,15 @@ class Controller:
         )
         report_only = self.settings.drift == "report" and unchanged
         options = dataclasses.replace(self.settings.options, dry_run=report_only)
-        rendered = render.render_repo(loaded.repo, snapshot, revision).objects
+        rendered = render.render_repo(loaded.repo, snapshot, revision, self._memo).objects
+        self._memo.forget_unused()
         if not report_only:
-            recordstore.ensure_record_crd(self.cluster)
+            recordstore.ensure_record_crd(self.cluster, reads)
         planned = reconcile.plan_all(
-            self.cluster, rendered, loaded.repo, origin, options, every_record
+            self.cluster, rendered, loaded.repo, origin, options, every_record, reads
         )
         results = reconcile.carry_out_all(
-            self.cluster, planned, loaded.repo, revision, origin, options, log.info
+            self.cluster, planned, loaded.repo, revision, origin, options, log.info, reads
         )
         if self.drift_watch is not None:
             self.drift_watch.follow({(o["apiVersion"], o["kind"]) for o in rendered})

@@ -8,9 +8,11 @@ conventions and Flux's where they overlap (`..._duration_seconds`, a `result` la
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import prometheus_client as prom
+from prometheus_client import core as prom_core
+from prometheus_client import registry as prom_registry
 
 PREFIX = "mlext_reconciler"
 
@@ -75,6 +77,38 @@ class ControllerMetrics:
             f"{PREFIX}_suspended", "1 while an extension is suspended.", ["extension"], registry=r
         )
 
+        self.tick_requests = prom.Gauge(
+            f"{PREFIX}_tick_api_requests",
+            "API requests the last reconcile sent, by verb (get, list, watch, create, patch, "
+            "patch-dry-run, update, delete); 0 for every verb when it was in sync.",
+            ["verb"],
+            registry=r,
+        )
+        self.api_requests = prom.Counter(
+            f"{PREFIX}_api_requests",
+            "API requests sent by reconciles, by verb (the cache's watches included).",
+            ["verb"],
+            registry=r,
+        )
+        self._verbs = set()
+
+    _verbs: set[str]
+
+    def observe_requests(self, by_verb: Mapping[str, int]) -> None:
+        """One reconcile's API requests by verb (verbs of earlier ticks that it did not send
+        go to 0)."""
+        self._verbs |= set(by_verb)
+        for verb in self._verbs:
+            self.tick_requests.labels(verb).set(by_verb.get(verb, 0))
+        for verb, count in by_verb.items():
+            if count:
+                self.api_requests.labels(verb).inc(count)
+
+    def watch_cache(self, stats: Callable[[], tuple[int, int, Mapping[str, int]]]) -> None:
+        """Export the live cache's size and restarts, computed when /metrics is scraped from
+        `stats()`: (objects, bytes as compact JSON, re-lists by kind)."""
+        self.registry.register(_CacheCollector(stats))
+
     def observe_extensions(
         self,
         managed: Mapping[str, int],
@@ -97,3 +131,30 @@ class ControllerMetrics:
     def exposition(self) -> bytes:
         """The text format served at /metrics."""
         return bytes(prom.generate_latest(self.registry))
+
+
+class _CacheCollector(prom_registry.Collector):
+    """The live cache's figures, read at scrape time (sizing 10,000 objects is not free)."""
+
+    def __init__(self, stats: Callable[[], tuple[int, int, Mapping[str, int]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[prom_core.Metric]:
+        count, size, restarts = self._stats()
+        yield prom_core.GaugeMetricFamily(
+            f"{PREFIX}_cache_objects", "Objects in the live-state cache.", value=count
+        )
+        yield prom_core.GaugeMetricFamily(
+            f"{PREFIX}_cache_bytes",
+            "Size of the cached objects as compact JSON (what the cache keeps, not the "
+            "process's memory).",
+            value=size,
+        )
+        relists = prom_core.CounterMetricFamily(
+            f"{PREFIX}_cache_relists",
+            "LISTs of a kind after its first (the watch's version expired, or it failed).",
+            labels=["kind"],
+        )
+        for kind, number in sorted(restarts.items()):
+            relists.add_metric([kind], number)
+        yield relists

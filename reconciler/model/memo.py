@@ -11,8 +11,9 @@ two revisions never share a mutable object; load results are frozen dataclasses,
 `repo` for the revision that takes them.
 
 Sits beside `source` and `gitsnapshot` (it asks a `GitSnapshot` for blob ids rather than reading
-the blobs); pure apart from reading through the snapshot. A memo lives for one command: nothing
-is evicted.
+the blobs); pure apart from reading through the snapshot. A memo lives for one command; the
+GitOps loop keeps one across ticks and calls `forget_unused` after each, so it holds one
+revision's results.
 """
 
 from __future__ import annotations
@@ -38,12 +39,20 @@ class Memo:
 
     def __init__(self) -> None:
         self._results: dict[Hashable, Any] = {}
+        self._used: set[Hashable] = set()
         self.hits = 0
         self.misses = 0
+
+    def forget_unused(self) -> None:
+        """Drop every result not asked for since the last call: a loop that loads one
+        revision after another keeps only what the latest one used."""
+        self._results = {k: v for k, v in self._results.items() if k in self._used}
+        self._used = set()
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The result kept under `key`, or `compute()`'s, kept for next time. The caller makes
         the key say everything `compute` depends on."""
+        self._used.add(key)
         found: Any = self._results.get(key, _ABSENT)
         if found is not _ABSENT:
             self.hits += 1
@@ -58,6 +67,7 @@ class Memo:
         """As `get`, for results callers change (rendered objects get stamped): the memo keeps
         a frozen copy and every reuse gets a new deep copy of it, so no two callers ever hold
         the same dict, and nothing a caller does reaches what the memo keeps."""
+        self._used.add(key)
         kept = self._results.get(key, _ABSENT)
         if kept is not _ABSENT:
             self.hits += 1

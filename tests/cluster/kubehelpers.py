@@ -1,4 +1,5 @@
-"""Helpers for tests against a Kubernetes API: bounded polling, server-side apply, pod queries.
+"""Helpers for tests against a Kubernetes API: bounded polling, server-side apply, pod queries,
+and the requests the API server itself counted (`apiserver_request_total`).
 
 Tests never sleep a fixed time: they poll a condition with :func:`wait_until`, which fails with
 the last value it saw once its deadline passes.
@@ -6,6 +7,7 @@ the last value it saw once its deadline passes.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -77,3 +79,34 @@ def pods(api: client.ApiClient, namespace: str, selector: str | None = None) -> 
 
 def running(pod_list: list[Any]) -> list[Any]:
     return [p for p in pod_list if p.status is not None and p.status.phase == "Running"]
+
+
+def served(api_client: client.ApiClient) -> list[dict[str, str]]:
+    """Every `apiserver_request_total` series: its labels, with the count under "value"."""
+    request = api_client.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+    text = api_client.call_api(*request).read().decode()
+    found = []
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(",")
+        )
+        series = {k: v.strip('"') for k, v in labels.items()}
+        series["value"] = line.rsplit(" ", 1)[1]
+        found.append(series)
+    return found
+
+
+def requests_by_verb(
+    api_client: client.ApiClient, resources: set[str]
+) -> collections.Counter[tuple[str, str]]:
+    """Requests the API server has served to these resources (main resource only: other
+    controllers write status), by (verb, resource); a dry run's verb ends in `-dry-run`."""
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for series in served(api_client):
+        if series.get("resource") not in resources or series.get("subresource"):
+            continue
+        verb = series["verb"] + ("-dry-run" if series.get("dry_run") else "")
+        counts[(verb, series["resource"])] += int(float(series["value"]))
+    return counts

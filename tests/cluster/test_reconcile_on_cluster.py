@@ -26,7 +26,7 @@ from reconciler.engine import reconcile, record, recordstore
 from reconciler.localcluster import plane
 from reconciler.localcluster.config import PlaneState
 from reconciler.render import render
-from tests.cluster.kubehelpers import server_side_apply, wait_until
+from tests.cluster.kubehelpers import requests_by_verb, server_side_apply, wait_until
 from tests.helpers import example_repo, load, set_config
 
 pytestmark = pytest.mark.cluster
@@ -140,9 +140,17 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
         180,
     )
     before = writes(api_client, resources)
+    asked = requests_by_verb(api_client, resources | {"customresourcedefinitions"})
     second = run(cluster_kubeconfig, "apply", str(root))
     assert second.exit_code == 0, second.output
     assert writes(api_client, resources) == before, "a no-op apply wrote to the cluster"
+    # The fingerprint says every object is unchanged: no dry run, no read of one object, only
+    # one LIST per kind and namespace (the example's objects live in one namespace, or none).
+    sent = requests_by_verb(api_client, resources | {"customresourcedefinitions"}) - asked
+    assert sent, "the API server counted no request of the second apply"
+    assert {verb for verb, _ in sent} == {"LIST"}, sent
+    assert max(sent.values()) == 1, sent
+    assert {resource for _, resource in sent} >= resources, sent
 
     recorded = kube.get(cluster, record.ref(name))
     assert recorded is not None

@@ -22,12 +22,14 @@ from pathlib import Path
 import git
 import pytest
 from click.testing import CliRunner
+from kubernetes import client
 
-from reconciler import kube, objects
+from reconciler import kube, objects, source
 from reconciler.cli import main as cli
 from reconciler.engine import record
-from tests.cluster.kubehelpers import wait_until
-from tests.helpers import example_repo, set_config
+from reconciler.render import render
+from tests.cluster.kubehelpers import requests_by_verb, wait_until
+from tests.helpers import example_repo, load, set_config
 
 pytestmark = pytest.mark.cluster
 INTERVAL = 3.0
@@ -176,6 +178,90 @@ def test_sync_applies_commits_prunes_reverts_drift_and_keeps_the_last_good_revis
         assert sync.value('mlext_reconciler_reconciles_total{result="invalid"}') >= 1
         assert sync.value(f'mlext_reconciler_pruned_objects_total{{extension="{name}"}}') > 0
         assert sync.value("mlext_reconciler_git_fetch_duration_seconds_count") >= 3
+    finally:
+        assert sync.stop() == 0, sync.log.read_text()[-3000:]
+
+
+def kinds_rendered(root: Path) -> set[str]:
+    """The API server's resource names of every kind the repo renders, and the record's."""
+    loaded = load(root)
+    assert loaded.valid, loaded.problems
+    rendered = render.render_repo(loaded.repo, source.DirectorySnapshot(root), "x").objects
+    plural = {o["kind"].lower() + ("es" if o["kind"].endswith("s") else "s") for o in rendered}
+    return plural | {"extensionstatuses", "customresourcedefinitions"}
+
+
+def test_an_in_sync_loop_sends_no_request_and_corrects_drift_within_a_second(
+    tmp_path: Path,
+    namespace: str,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+    api_client: client.ApiClient,
+) -> None:
+    name = f"z{namespace[-6:]}"
+    root, first = git_repo(tmp_path, name, namespace)
+    resources = kinds_rendered(root)
+    sync = Sync(cluster_kubeconfig, root, tmp_path / "cache", "--branch", "main")
+    successes = 'mlext_reconciler_reconciles_total{result="success"}'
+
+    def tick_requests() -> float:
+        lines = sync.metrics().splitlines()
+        found = [line for line in lines if line.startswith("mlext_reconciler_tick_api_requests{")]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in found) if found else -1.0
+
+    try:
+        wait_until(lambda: applied_revision(cluster, name), lambda r: r == first, "1st", 90)
+        wait_until(
+            lambda: [s["provisioningState"] for s in status_json(cluster_kubeconfig)
+                     if s["name"] == name],
+            lambda states: states == ["Succeeded"],
+            "the extension to be Succeeded",
+            120,
+        )  # fmt: skip
+        wait_until(tick_requests, lambda n: n == 0, "an in-sync tick", 30)
+        # The server's counters are cluster-wide: let the namespace controller finish deleting
+        # earlier tests' namespaces (it lists and deletes what they held) before counting.
+        core = client.CoreV1Api(api_client)
+        wait_until(
+            lambda: [n for n in core.list_namespace().items if n.status.phase == "Terminating"],
+            lambda terminating: not terminating,
+            "earlier tests' namespaces to be gone",
+            180,
+        )
+
+        # In sync: ticks read the live cache; the API server sees no request but the watches.
+        asked = requests_by_verb(api_client, resources)
+        ticks = sync.value(successes)
+        wait_until(lambda: sync.value(successes), lambda n: n >= ticks + 2, "2 more ticks", 30)
+        sent = requests_by_verb(api_client, resources) - asked
+        assert {verb for verb, _ in sent} <= {"WATCH"}, sent
+        assert tick_requests() == 0
+        assert sync.value("mlext_reconciler_cache_objects") > 50
+        assert sync.value("mlext_reconciler_cache_bytes") > 0
+
+        # A deleted object comes back at once: its watch event triggers the tick.
+        gateway = objects.reference(objects.Key("v1", "ConfigMap", namespace, "gateway"))
+        kube.delete(cluster, gateway)
+        deleted = time.monotonic()
+        wait_until(lambda: kube.get(cluster, gateway), bool, "gateway back", 30)
+        back = time.monotonic() - deleted
+
+        # `kubectl edit` of a field we own: another manager takes it over; taken back at once.
+        edit = {"data": {"ENABLE_TRAINING": "false"}}
+        kube.merge_patch(cluster, gateway, edit, field_manager="kubectl-edit")
+        edited = time.monotonic()
+        wait_until(
+            lambda: (kube.get(cluster, gateway) or {}).get("data", {}).get("ENABLE_TRAINING"),
+            lambda value: value == "true",
+            "the edit reverted",
+            30,
+        )
+        reverted = time.monotonic() - edited
+        assert back < 1.0 and reverted < 1.0, (back, reverted)
+        drifted = f'mlext_reconciler_drifted_objects{{extension="{name}"}}'
+        assert sync.value('mlext_reconciler_api_requests_total{verb="patch"}') >= 2
+        assert "mlext_reconciler_cache_relists_total" in sync.metrics()
+        assert drifted in sync.metrics()
     finally:
         assert sync.stop() == 0, sync.log.read_text()[-3000:]
 

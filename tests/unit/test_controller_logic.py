@@ -102,18 +102,21 @@ def deployment(generation: int | None, version: str) -> objects.Object:
 
 
 def test_a_status_update_is_not_drift_but_a_spec_change_and_a_delete_are() -> None:
-    seen: dict[objects.Key, object] = {}
-    assert not driftwatch.changed({"type": "ADDED", "object": deployment(1, "1")}, seen)
-    assert not driftwatch.changed({"type": "MODIFIED", "object": deployment(1, "2")}, seen)
-    assert driftwatch.changed({"type": "MODIFIED", "object": deployment(2, "3")}, seen)
-    assert driftwatch.changed({"type": "DELETED", "object": deployment(2, "4")}, seen)
-    assert not driftwatch.changed({"type": "BOOKMARK", "object": {"metadata": {}}}, seen)
+    assert not driftwatch.changed({"type": "ADDED", "object": deployment(1, "1")}, None)
+    before = deployment(1, "1")
+    assert not driftwatch.changed({"type": "MODIFIED", "object": deployment(1, "2")}, before)
+    assert driftwatch.changed({"type": "MODIFIED", "object": deployment(2, "3")}, before)
+    assert driftwatch.changed({"type": "DELETED", "object": deployment(2, "4")}, before)
+    assert not driftwatch.changed({"type": "BOOKMARK", "object": {"metadata": {}}}, None)
 
 
-def test_kinds_without_a_generation_count_every_modification() -> None:
+def test_kinds_without_a_generation_count_every_modification_but_our_own_write() -> None:
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
     config_map["metadata"]["resourceVersion"] = "7"
-    assert driftwatch.changed({"type": "MODIFIED", "object": config_map}, {})
+    older = {**config_map, "metadata": {"name": "c", "resourceVersion": "6"}}
+    assert driftwatch.changed({"type": "MODIFIED", "object": config_map}, older)
+    # Our apply's response is already in the cache when its event comes: nothing to do.
+    assert not driftwatch.changed({"type": "MODIFIED", "object": config_map}, config_map)
 
 
 def test_drift_is_what_the_plan_of_the_applied_revision_creates_or_updates() -> None:

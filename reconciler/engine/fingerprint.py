@@ -1,0 +1,131 @@
+"""The desired-state fingerprint: when planning may skip the server's dry run of an object.
+
+Every object the reconciler applies carries, in the annotation `ANNOTATION`, a hash of exactly
+what was sent (without the source-revision annotation, which moves with every commit and never
+makes an object differ, and without the fingerprint itself). An object is `in_sync` - unchanged
+since our last apply, and no one else has changed our fields - when its live copy:
+
+- carries the same fingerprint as the object we would send now, and
+- has a managedFields entry of our field manager (operation Apply, the main resource) that still
+  owns every field we send: whoever writes one of our fields (`kubectl edit`, another applier
+  forcing) takes it over, and a field someone removed is no longer in anyone's set.
+
+Only objects that are not in sync are dry-run and applied; a server-side dry run stays the source
+of truth for *what* changes, the fingerprint only says when it can be skipped. Pure: works on
+the desired object and the live object's metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from reconciler import objects
+
+ANNOTATION = "gitops.mlext.io/applied-fingerprint"
+_UNHASHED = (objects.SOURCE_REVISION_ANNOTATION, ANNOTATION)
+# Identity, not fields: managedFields never list these.
+_IDENTITY = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
+
+Path = tuple[str, ...]
+
+
+def of(obj: Mapping[str, Any]) -> str:
+    """The fingerprint of what would be sent for `obj` (a hex digest, 32 characters)."""
+    clean = dict(obj)
+    metadata = dict(clean.get("metadata") or {})
+    annotations = {
+        k: v for k, v in (metadata.get("annotations") or {}).items() if k not in _UNHASHED
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    clean["metadata"] = metadata
+    text = json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def stamp(obj: objects.Object) -> objects.Object:
+    """`obj` carrying its fingerprint annotation (a new top level and metadata; the rest is
+    shared with `obj`, which is left as it was)."""
+    metadata = obj["metadata"]
+    annotations = {**(metadata.get("annotations") or {}), ANNOTATION: of(obj)}
+    return {**obj, "metadata": {**metadata, "annotations": annotations}}
+
+
+def recorded(live: Mapping[str, Any] | None) -> str:
+    """The fingerprint the live object carries ("" when none)."""
+    annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION) or "")
+
+
+def our_entry(live: Mapping[str, Any], field_manager: str) -> Mapping[str, Any] | None:
+    """Our manager's managedFields entry for applies to the main resource, if any."""
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if (
+            entry.get("manager") == field_manager
+            and entry.get("operation") == "Apply"
+            and not entry.get("subresource")
+        ):
+            found: Mapping[str, Any] = entry
+            return found
+    return None
+
+
+def in_sync(stamped: Mapping[str, Any], live: Mapping[str, Any] | None, field_manager: str) -> bool:
+    """Whether `stamped` (a desired object with its fingerprint) needs no dry run or apply:
+    `live` carries the same fingerprint and our manager still owns every field we send."""
+    if live is None:
+        return False
+    wanted = recorded(stamped)
+    if not wanted or recorded(live) != wanted:
+        return False
+    entry = our_entry(live, field_manager)
+    if entry is None:
+        return False
+    owned, whole = set(), set()
+    for path, atomic in owned_paths(entry.get("fieldsV1") or {}):
+        owned.add(path)
+        if atomic:
+            whole.add(path)
+    return all(_covered(path, owned, whole) for path in sent_paths(stamped))
+
+
+def _covered(path: Path, owned: set[Path], whole: set[Path]) -> bool:
+    """Whether our entry owns `path`: named itself, or inside a map or struct it owns whole
+    (an atomic one such as a Service's selector or a binding's roleRef)."""
+    return path in owned or any(path[:n] in whole for n in range(1, len(path)))
+
+
+def sent_paths(obj: Mapping[str, Any]) -> Iterator[Path]:
+    """The field paths an apply of `obj` sets, as managedFields name them down to the first
+    list (a list's items are keyed inside it; the list itself is the path we check)."""
+    for path in _leaves(obj, ()):
+        if path not in _IDENTITY:
+            yield path
+
+
+def _leaves(value: Any, path: Path) -> Iterator[Path]:
+    if isinstance(value, dict) and value:
+        for key, child in value.items():
+            if child is None:
+                continue  # a null in an apply sets nothing
+            yield from _leaves(child, (*path, str(key)))
+        return
+    yield path
+
+
+def owned_paths(fields: Mapping[str, Any], path: Path = ()) -> Iterator[tuple[Path, bool]]:
+    """Every path a managedFields `fieldsV1` set names (each map field, down to lists), and
+    whether it is owned whole (nothing named below it: an atomic value, map or list)."""
+    for key, child in fields.items():
+        if not key.startswith("f:"):
+            continue  # ".", list items "k:"/"v:"/"i:": below the list's own path
+        here = (*path, key[2:])
+        below = isinstance(child, dict) and any(k != "." for k in child)
+        yield here, not below
+        if isinstance(child, dict):
+            yield from owned_paths(child, here)

@@ -1,0 +1,344 @@
+"""Live state for planning, drift detection and health: read once, then kept, not re-read.
+
+Two `Reads` over the `kube` edge, which the phases of `reconcile` (and `recordstore`) read the
+cluster through:
+
+- `Listing`, for one-shot commands (`apply`, `plan`, `diff --cluster`): one LIST per kind and
+  namespace the first time it is asked for, kept for the rest of the command (`refresh` forgets
+  it, for the health check after changes).
+- `LiveCache`, for the long-running loop (`sync` / `controller`): one LIST + WATCH per followed
+  kind, cluster-wide and selected on the managed-by label, resuming from the last
+  resourceVersion seen (bookmarks on), listing again when the server answers 410 Gone. It also
+  takes in every object the reconciler's own writes return (`kube.Cluster.observers`), so a tick
+  right after an apply sees it. A tick reads the cache and sends no request; subscribers (the
+  drift watch) get every event with the object as the cache held it before.
+
+What a cached object keeps (`strip`): everything planning needs, with managedFields reduced to
+our field manager's entry (the fingerprint check, `fingerprint.in_sync`) and the entries that own
+`spec.replicas` (another scaler, `ownership.respect_scaler`), and status only for the kinds whose
+health reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from reconciler import kube, objects
+
+log = logging.getLogger(__name__)
+
+OWNED = f"{objects.MANAGED_BY_LABEL}={objects.MANAGED_BY}"
+Kind = tuple[str, str]  # (apiVersion, kind)
+Group = tuple[str, str, str]  # (apiVersion, kind, namespace; "" cluster-wide)
+Listener = Callable[[objects.Object, objects.Object | None], None]  # (event, cached before)
+WORKERS = 8  # concurrent LISTs
+
+# Kinds whose status `health` reads (and the record, whose status is what it holds).
+STATUS_KINDS = frozenset(
+    {
+        "Deployment",
+        "DaemonSet",
+        "StatefulSet",
+        "Job",
+        "CustomResourceDefinition",
+        "Service",
+        "ExtensionStatus",
+    }
+)
+
+
+class Reads(Protocol):
+    """What the phases read live state through."""
+
+    def lookup(self, keys: Iterable[objects.Key]) -> dict[objects.Key, objects.Object | None]:
+        """The live object for each key (None: absent)."""
+        ...
+
+    def of_kind(self, api_version: str, kind: str) -> list[objects.Object]:
+        """Every live object of a kind, cluster-wide."""
+        ...
+
+    def refresh(self) -> None:
+        """Forget what may be stale after writes (before a health check)."""
+        ...
+
+
+def strip(obj: objects.Object, field_manager: str = kube.FIELD_MANAGER) -> objects.Object:
+    """What the cache keeps of a live object (see the module docstring)."""
+    kept = dict(obj)
+    metadata = dict(kept.get("metadata") or {})
+    entries = []
+    for entry in metadata.get("managedFields") or []:
+        if entry.get("manager") == field_manager and not entry.get("subresource"):
+            entries.append(entry)
+            continue
+        spec = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if "f:replicas" in spec:
+            slim = {k: entry[k] for k in ("manager", "operation", "subresource") if k in entry}
+            entries.append({**slim, "fieldsV1": {"f:spec": {"f:replicas": {}}}})
+    metadata.pop("managedFields", None)
+    if entries:
+        metadata["managedFields"] = entries
+    kept["metadata"] = metadata
+    if kept.get("kind") not in STATUS_KINDS:
+        kept.pop("status", None)
+    return kept
+
+
+def _version(obj: objects.Object | None) -> int:
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+# --- one-shot ---------------------------------------------------------------------------------
+
+
+class Listing:
+    """One LIST per kind and namespace, on demand, kept for the command."""
+
+    def __init__(self, cluster: kube.Cluster) -> None:
+        self._cluster = cluster
+        self._lock = threading.Lock()
+        self._groups: dict[Group, dict[objects.Key, objects.Object]] = {}
+
+    def _list(self, groups: Iterable[Group]) -> dict[Group, dict[objects.Key, objects.Object]]:
+        """These groups' objects: kept ones, the others listed now (concurrently). What is
+        returned stays whole even if another thread refreshes meanwhile."""
+        wanted = set(groups)
+        with self._lock:
+            found = {g: self._groups[g] for g in wanted if g in self._groups}
+
+        def listing(group: Group) -> tuple[Group, list[objects.Object]]:
+            return group, kube.list_objects(self._cluster, *group)
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for group, items in pool.map(listing, sorted(wanted - set(found))):
+                found[group] = {objects.key(item): item for item in items}
+                with self._lock:
+                    self._groups[group] = found[group]
+        return found
+
+    def lookup(self, keys: Iterable[objects.Key]) -> dict[objects.Key, objects.Object | None]:
+        wanted = set(keys)
+        found = self._list({(k.api_version, k.kind, k.namespace) for k in wanted})
+        return {k: found[(k.api_version, k.kind, k.namespace)].get(k) for k in wanted}
+
+    def of_kind(self, api_version: str, kind: str) -> list[objects.Object]:
+        return list(self._list([(api_version, kind, "")])[(api_version, kind, "")].values())
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._groups.clear()
+
+
+# --- the loop's cache -------------------------------------------------------------------------
+
+
+@dataclass
+class _Store:
+    objects: dict[objects.Key, objects.Object] = field(default_factory=dict)
+    version: str = ""
+    synced: threading.Event = field(default_factory=threading.Event)
+    restarts: int = 0  # LISTs after the first (410 Gone, errors)
+    error: str = ""
+
+
+class LiveCache:
+    """Watch-backed live state of the owned objects of every followed kind."""
+
+    def __init__(
+        self,
+        cluster: kube.Cluster,
+        *,
+        selector: str = OWNED,
+        sync_timeout: float = 60.0,
+        retry_after: float = 2.0,
+    ) -> None:
+        self._cluster = cluster
+        self._selector = selector
+        self._sync_timeout = sync_timeout
+        self._retry_after = retry_after
+        self._lock = threading.Lock()
+        self._stores: dict[Kind, _Store] = {}
+        self._threads: dict[Kind, threading.Thread] = {}
+        self._watches: dict[Kind, kube.Watch] = {}
+        self._listeners: list[Listener] = []
+        self._stop = threading.Event()
+        cluster.observers.append(self._wrote)
+
+    # --- Reads --------------------------------------------------------------------------
+
+    def lookup(self, keys: Iterable[objects.Key]) -> dict[objects.Key, objects.Object | None]:
+        wanted = set(keys)
+        kinds = {(k.api_version, k.kind) for k in wanted}
+        self.follow(kinds)
+        self.wait_synced(kinds)
+        with self._lock:
+            return {k: self._stores[(k.api_version, k.kind)].objects.get(k) for k in wanted}
+
+    def of_kind(self, api_version: str, kind: str) -> list[objects.Object]:
+        self.follow([(api_version, kind)])
+        self.wait_synced([(api_version, kind)])
+        with self._lock:
+            return list(self._stores[(api_version, kind)].objects.values())
+
+    def refresh(self) -> None:
+        """Nothing to forget: the watches keep the cache current."""
+
+    # --- following ----------------------------------------------------------------------
+
+    def follow(self, kinds: Iterable[Kind]) -> None:
+        """Watch these kinds too (already followed ones keep running)."""
+        with self._lock:
+            for kind in sorted(set(kinds) - set(self._stores)):
+                self._stores[kind] = _Store()
+                thread = threading.Thread(
+                    target=self._run, args=(kind,), name=f"cache {kind[1]}", daemon=True
+                )
+                self._threads[kind] = thread
+                thread.start()
+
+    def wait_synced(self, kinds: Iterable[Kind]) -> None:
+        """Block until every kind's first LIST is in (KubeError after `sync_timeout`)."""
+        for kind in sorted(set(kinds)):
+            with self._lock:
+                store = self._stores[kind]
+            if not store.synced.wait(self._sync_timeout):
+                raise kube.KubeError(
+                    f"the live-state cache could not list {kind[1]}: {store.error or 'timed out'}"
+                )
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(event, cached_before)` for every watch event from now on."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    @property
+    def kinds(self) -> set[Kind]:
+        with self._lock:
+            return set(self._stores)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            watches = list(self._watches.values())
+            if self._wrote in self._cluster.observers:
+                self._cluster.observers.remove(self._wrote)
+        for running in watches:
+            running.close()
+
+    def stats(self) -> tuple[int, int, dict[str, int]]:
+        """(cached objects, their size in bytes as compact JSON, restarts by kind)."""
+        with self._lock:
+            stores = dict(self._stores)
+            everything = [obj for store in stores.values() for obj in store.objects.values()]
+        size = sum(len(json.dumps(obj, separators=(",", ":"))) for obj in everything)
+        return len(everything), size, {kind[1]: store.restarts for kind, store in stores.items()}
+
+    # --- keeping it current -------------------------------------------------------------
+
+    def _wrote(self, obj: objects.Object) -> None:
+        """A write's response: newer than what the cache holds, so it replaces it."""
+        if "kind" not in obj or "apiVersion" not in obj:
+            return
+        kind = (obj["apiVersion"], obj["kind"])
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(objects.MANAGED_BY_LABEL) != objects.MANAGED_BY and self._selector:
+            return
+        with self._lock:
+            store = self._stores.get(kind)
+            if store is None:
+                return
+            key = objects.key(obj)
+            if _version(obj) >= _version(store.objects.get(key)):
+                store.objects[key] = strip(obj)
+
+    def _apply_event(self, kind: Kind, event: objects.Object) -> objects.Object | None:
+        """Update the store from one event; returns the object as cached before it."""
+        obj = event.get("object") or {}
+        obj.setdefault("apiVersion", kind[0])
+        obj.setdefault("kind", kind[1])
+        key = objects.key(obj)
+        with self._lock:
+            store = self._stores[kind]
+            before = store.objects.get(key)
+            if event["type"] == "DELETED":
+                if _version(before) <= _version(obj):
+                    store.objects.pop(key, None)
+            elif _version(obj) >= _version(before):
+                store.objects[key] = strip(obj)
+            return before
+
+    def _relist(self, kind: Kind) -> None:
+        items, version = kube.list_with_version(
+            self._cluster, kind[0], kind[1], label_selector=self._selector
+        )
+        fresh = {objects.key(item): strip(item) for item in items}
+        with self._lock:
+            store = self._stores[kind]
+            if store.synced.is_set():
+                store.restarts += 1
+            store.objects = fresh
+            store.version = version
+            store.error = ""
+            store.synced.set()
+
+    def _run(self, kind: Kind) -> None:
+        with self._lock:
+            store = self._stores[kind]
+        listed = False
+        while not self._stop.is_set():
+            try:
+                if not listed:
+                    self._relist(kind)
+                    listed = True
+                running = kube.watch(
+                    self._cluster,
+                    kind[0],
+                    kind[1],
+                    label_selector=self._selector,
+                    resource_version=store.version,
+                )
+                with self._lock:
+                    self._watches[kind] = running
+                for event in running:
+                    if self._stop.is_set():
+                        return
+                    self._event(kind, store, event)
+            except kube.KubeError as err:
+                if self._stop.is_set():
+                    return
+                listed = False  # resume from a fresh list
+                if err.status == 404 and not store.synced.is_set():
+                    # Not served (yet: its CRD comes in this apply): nothing of it exists.
+                    store.synced.set()
+                if err.status != 410:
+                    store.error = str(err)
+                    log.warning("cache of %s: %s; listing again", kind[1], err)
+                    self._stop.wait(self._retry_after)
+
+    def _event(self, kind: Kind, store: _Store, event: objects.Object) -> None:
+        version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
+        if version:
+            store.version = str(version)
+        if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # a BOOKMARK only moves the version on
+        before = self._apply_event(kind, event)
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event, before)
+
+
+def bytes_per_object(cache: LiveCache) -> float:
+    """The cache's mean size per object (compact JSON bytes), 0 when empty."""
+    count, size, _ = cache.stats()
+    return size / count if count else 0.0

@@ -1,0 +1,90 @@
+"""The loop's live-state cache (`engine/livecache.py`) against the real API server: one LIST +
+WATCH per kind, label-selected, kept current by the watch and by our own writes' responses."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+
+import pytest
+
+from reconciler import kube, objects
+from reconciler.engine import fingerprint, livecache
+from tests.cluster.kubehelpers import wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
+    connection = kube.connect(cluster_kubeconfig)
+    yield connection
+    connection.api.close()
+
+
+def config_map(namespace: str, name: str, owned: bool = True) -> objects.Object:
+    labels = {objects.MANAGED_BY_LABEL: objects.MANAGED_BY} if owned else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "data": {"k": "v"},
+    }
+
+
+def test_the_cache_follows_owned_objects_and_reads_send_no_request(
+    namespace: str, cluster: kube.Cluster
+) -> None:
+    cache = livecache.LiveCache(cluster)
+    events: list[tuple[str, objects.Object | None]] = []
+    cache.subscribe(lambda event, before: events.append((event["type"], before)))
+    try:
+        ours = fingerprint.stamp(config_map(namespace, "ours"))
+        key = objects.key(ours)
+        assert cache.lookup([key]) == {key: None}
+
+        applied = kube.apply(cluster, ours)
+        # Our write's response is in the cache at once, before its watch event comes.
+        assert (
+            cache.lookup([key])[key]["metadata"]["resourceVersion"]
+            == (  # type: ignore[index]
+                applied["metadata"]["resourceVersion"]
+            )
+        )
+        assert fingerprint.in_sync(ours, cache.lookup([key])[key], kube.FIELD_MANAGER)
+
+        # Someone else's edit arrives through the watch; the field is no longer ours.
+        kube.merge_patch(cluster, ours, {"data": {"k": "edited"}}, field_manager="kubectl-edit")
+        wait_until(
+            lambda: (cache.lookup([key])[key] or {}).get("data"),
+            lambda data: data == {"k": "edited"},
+            "the edit in the cache",
+            10,
+        )
+        assert not fingerprint.in_sync(ours, cache.lookup([key])[key], kube.FIELD_MANAGER)
+        assert any(kind == "MODIFIED" and before is not None for kind, before in events)
+
+        # Only our manager's managedFields entry is kept; a ConfigMap's status is not.
+        kept = cache.lookup([key])[key]
+        assert kept is not None
+        assert {e["manager"] for e in kept["metadata"]["managedFields"]} == {kube.FIELD_MANAGER}
+
+        # Objects without the managed-by label are not ours: not cached.
+        stranger = config_map(namespace, "stranger", owned=False)
+        kube.apply(cluster, stranger, field_manager="someone-else")
+        assert cache.lookup([objects.key(stranger)])[objects.key(stranger)] is None
+
+        kube.delete(cluster, ours)
+        wait_until(lambda: cache.lookup([key])[key], lambda found: found is None, "deleted", 10)
+
+        # Reading the cache sends nothing.
+        before = collections.Counter(cluster.requests)
+        for _ in range(20):
+            cache.lookup([key, objects.key(stranger)])
+        assert collections.Counter(cluster.requests) - before == collections.Counter()
+
+        _, _, restarts = cache.stats()
+        assert restarts == {"ConfigMap": 0}  # one LIST, then the watch only
+    finally:
+        cache.stop()
+    assert not cluster.observers  # stopped: no longer takes in writes
