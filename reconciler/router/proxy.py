@@ -8,12 +8,13 @@ wire (headers passed on, the request head, bodies streamed with their limits, a 
 chunk by chunk) are `forwarding`'s; the router's own JSON answers (errors, 413, status) are
 `replies`'.
 
-Failover: a backend that refuses a connection, or drops a fresh one before answering, is marked
-down and the request is sent to another (up to MAX_ATTEMPTS); a probe every `probe_interval`
-connects to each down backend and brings it back. A request is only replayed when nothing of
-the response came back. Bodies up to `retry_buffer_bytes` are read first so they can be
-replayed; larger ones stream through and are not retried after their first byte left. Replaying
-treats scoring as idempotent: a replica that died mid-request may have run it once already.
+Failover: a request is sent again only when it provably never reached a backend
+(`upstream.NeverSent`: the connection was refused, or a kept-alive connection was found closed or
+reset before the first byte of the request was written); it then goes to another backend (up
+to MAX_ATTEMPTS). A request that was written and then failed is answered 502 (504 past its
+deadline) and never replayed, since the backend may have run it. A backend that refuses a
+connection, or drops a fresh one, is marked down; a probe every `probe_interval` connects to each
+down backend and brings it back.
 
 Config reload: `reload`, run every `reload_interval`, stats the config file (and the key and TLS
 files it names) and `apply`s a changed one in a single swap of the deployments map, reusing each
@@ -454,9 +455,7 @@ class Router:
                 deadline = loop.time() + deployment.timeout
             conn: upstream.Connection | None = None
             try:
-                conn = await client.connection(
-                    backend.host, backend.port, deadline, fresh=body is None
-                )
+                conn = await client.connection(backend.host, backend.port, deadline)
                 target = f"{backend.prefix}/score?{query}" if query else f"{backend.prefix}/score"
                 head = forwarding.request_head(target, backend, headers, body, length)
                 if body is not None:
@@ -479,22 +478,26 @@ class Router:
                 client.release(conn)
                 conn = None
                 return response
-            except upstream.ConnectError as err:
-                if pool.mark_down(backend):
-                    log.warning("backend %s taken out: %s", backend.url, err)
-                client.drop_host(backend.host, backend.port)
+            except upstream.NeverSent as err:
+                # Nothing of the request left the router: safe to send it elsewhere.
+                if isinstance(err, upstream.ConnectError) or (conn is not None and not conn.reused):
+                    if pool.mark_down(backend):
+                        log.warning("backend %s taken out: %s", backend.url, err)
+                    client.drop_host(backend.host, backend.port)
                 if attempt >= MAX_ATTEMPTS:
                     return replies.error(502, "BadGateway", "no backend could be reached")
+                self.metrics.retry(deployment.config.name)
             except upstream.Disconnected:
-                reused = conn is not None and conn.reused
-                if not reused:
+                # The request was sent: the backend may have run it, so it is not replayed.
+                if conn is not None and not conn.reused:
                     if pool.mark_down(backend):
                         log.warning(
                             "backend %s taken out: it dropped a new connection", backend.url
                         )
                     client.drop_host(backend.host, backend.port)
-                if body is None or attempt >= MAX_ATTEMPTS:
-                    return replies.error(502, "BadGateway", "the backend closed the connection")
+                return replies.error(
+                    502, "BadGateway", "the backend closed the connection before answering"
+                )
             except upstream.UpstreamTimeout:
                 return replies.error(504, "GatewayTimeout", "the backend did not answer in time")
             except upstream.BrokenResponse as err:
