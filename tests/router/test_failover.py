@@ -49,6 +49,9 @@ def test_killing_a_backend_under_load_loses_nothing_that_had_not_reached_it_and_
                 request_timeout_ms=20_000,
             )
         ],
+        # The test stops the event loop on purpose, which admission control would take for
+        # overload and answer with some 503s: off here (tests/router/test_admission.py has it).
+        overload_lag_ms=0,
     )
     total = 400
 

@@ -1,0 +1,71 @@
+"""Admission control: how much of the offered load a router takes when its own CPU is the limit.
+
+The per-deployment queue (`balancer`) protects the backends; this protects the router. Its
+signal is event-loop lag, how late a timer set every TICK seconds fires (`proxy` measures it):
+while the router keeps up, the loop is idle between events and the timer is on time; past its
+capacity every loop iteration takes longer than the one before and the lag grows without bound,
+as do the latencies of everything it admitted. From the second tick in a row above the target
+lag (router.yaml's `overload_lag_ms`, 5 ms unless set; 0 turns this off; a single late tick is
+a pause, such as a reload, not overload) the share of new scoring requests refused grows by UP
+per tick; at or below it, the share falls back by DOWN per tick
+(additive increase, slow decrease, capped at MAX_SHED). A refused request gets the canned 503
+with Retry-After (`replies.SHED`), answered by `front` the moment its head is parsed, which costs
+a small fraction of a served request, so the router's goodput stays near its maximum and the
+latency of what it admits stays bounded. Which requests are refused is deterministic, an even
+thinning by a credit counter, not random.
+
+Pure: `observe` takes the measured lag, `admit` says yes or no; no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+TICK = 0.01  # seconds between lag measurements
+UP = 0.05
+DOWN = 0.01
+MAX_SHED = 0.95
+
+
+class Admission:
+    """The share of scoring requests to refuse, driven by the loop's lag."""
+
+    __slots__ = ("_credit", "_late", "admitted", "refused", "shed_fraction", "target_lag")
+
+    def __init__(self, target_lag: float) -> None:
+        self.target_lag = target_lag  # seconds; 0: never refuse
+        self.shed_fraction = 0.0
+        self._late = 0  # ticks in a row above the target
+        self._credit = 1.0
+        self.admitted = 0
+        self.refused = 0
+
+    def observe(self, lag: float) -> None:
+        """One tick's lag (seconds late)."""
+        if self.target_lag <= 0.0:
+            return
+        if lag > self.target_lag:
+            self._late += 1
+            if self._late >= 2:
+                self.shed_fraction = min(MAX_SHED, self.shed_fraction + UP)
+            return
+        self._late = 0
+        if self.shed_fraction > 0.0:
+            self.shed_fraction = max(0.0, self.shed_fraction - DOWN)
+            if self.shed_fraction == 0.0:
+                self._credit = 1.0
+
+    def admit(self) -> bool:
+        """Whether to take the next request: every one while not overloaded, else an even
+        (1 - shed_fraction) share of them."""
+        fraction = self.shed_fraction
+        if fraction == 0.0:
+            self.admitted += 1
+            return True
+        # Each request earns (1 - fraction) of an admission; a whole one admits it. The credit
+        # starts full, so the first request after a quiet spell is taken.
+        self._credit += 1.0 - fraction
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            self.admitted += 1
+            return True
+        self.refused += 1
+        return False
