@@ -4,9 +4,10 @@ The per-deployment queue (`balancer`) protects the backends; this protects the r
 signal is event-loop lag, how late a timer set every TICK seconds fires (`proxy` measures it):
 while the router keeps up, the loop is idle between events and the timer is on time; past its
 capacity every loop iteration takes longer than the one before and the lag grows without bound,
-as do the latencies of everything it admitted. From the second tick in a row above the target
-lag (router.yaml's `overload_lag_ms`, 5 ms unless set; 0 turns this off; a single late tick is
-a pause, such as a reload, not overload) the share of new scoring requests refused grows by UP
+as do the latencies of everything it admitted. From the third tick in a row above the target
+lag (router.yaml's `overload_lag_ms`, 10 ms unless set; 0 turns this off; a late tick or two is
+a pause, such as a reload, a GC or another process taking the core for a time slice, not
+overload) the share of new scoring requests refused grows by UP
 per tick; at or below it, the share falls back by DOWN per tick
 (additive increase, slow decrease, capped at MAX_SHED). A refused request gets the canned 503
 with Retry-After (`replies.SHED`), answered by `front` the moment its head is parsed, which costs
@@ -20,6 +21,7 @@ Pure: `observe` takes the measured lag, `admit` says yes or no; no clock, no I/O
 from __future__ import annotations
 
 TICK = 0.01  # seconds between lag measurements
+LATE_TICKS = 3  # ticks in a row above the target before anything is refused
 UP = 0.05
 DOWN = 0.01
 MAX_SHED = 0.95
@@ -44,7 +46,7 @@ class Admission:
             return
         if lag > self.target_lag:
             self._late += 1
-            if self._late >= 2:
+            if self._late >= LATE_TICKS:
                 self.shed_fraction = min(MAX_SHED, self.shed_fraction + UP)
             return
         self._late = 0

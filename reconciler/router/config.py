@@ -39,7 +39,7 @@ _TOP_KEYS = {
 }
 # Event-loop lag above which the router starts refusing part of its scoring requests
 # (`admission`); 0 turns admission control off.
-DEFAULT_OVERLOAD_LAG_MS = 5
+DEFAULT_OVERLOAD_LAG_MS = 10
 _DEPLOYMENT_KEYS = {
     "name",
     "backends",

@@ -38,6 +38,8 @@ import httptools
 _READ_HIGH_WATER = 256 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 DEADLINE_TICK = 0.02  # seconds
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)  # Linux
+_TCP_ESTABLISHED = 1  # tcpi_state, the first byte of struct tcp_info
 
 
 class UpstreamError(Exception):
@@ -214,11 +216,16 @@ class Connection(asyncio.Protocol):
 
     def usable(self) -> bool:
         """Whether an idle connection may carry a request: not closed, and the socket shows no
-        end of stream, reset or stray bytes the event loop has not reported yet."""
-        if self.closed or self._sock is None:
+        end of stream or reset that the event loop has not reported yet."""
+        sock = self._sock
+        if self.closed or sock is None:
             return False
         try:
-            self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            if _TCP_INFO is not None:
+                # The kernel's TCP state, one getsockopt: ESTABLISHED until the backend's FIN
+                # (CLOSE_WAIT) or reset (CLOSE) arrives.
+                return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_ESTABLISHED
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return True  # nothing to read: the connection is open and quiet
         except OSError:
