@@ -1,26 +1,29 @@
 """Admission control: how much of the offered load a router takes when its own CPU is the limit.
 
 The per-deployment queue (`balancer`) protects the backends; this protects the router. Its
-signal is event-loop lag, how late a timer set every TICK seconds fires (`proxy` measures it):
-while the router keeps up, the loop is idle between events and the timer is on time; past its
-capacity every loop iteration takes longer than the one before and the lag grows without bound,
-as do the latencies of everything it admitted. From the third tick in a row above the target
-lag (router.yaml's `overload_lag_ms`, 10 ms unless set; 0 turns this off; a late tick or two is
-a pause, such as a reload, a GC or another process taking the core for a time slice, not
-overload) the share of new scoring requests refused grows by UP
-per tick; at or below it, the share falls back by DOWN per tick
+signal is event-loop lag, how late a timer set every TICK seconds fires, together with the
+router's own CPU use over that tick (`proxy` measures both): while the router keeps up, the
+loop is idle between events and the timer is on time; past its capacity every loop iteration
+takes longer than the one before and the lag grows without bound, as do the latencies of
+everything it admitted. A tick counts as late only when the lag is over the target (router.yaml's
+`overload_lag_ms`, 10 ms unless set; 0 turns admission control off) and the router itself used
+at least BUSY of the tick's CPU: a router that is late because other processes have its core is
+not helped by refusing work it has the CPU for. From the LATE_TICKS-th late tick in a row (one
+or two are a pause: a reload, a GC, another process's time slice) the share of new scoring
+requests refused grows by UP per tick; on a tick that is not late it falls back by DOWN
 (additive increase, slow decrease, capped at MAX_SHED). A refused request gets the canned 503
 with Retry-After (`replies.SHED`), answered by `front` the moment its head is parsed, which costs
 a small fraction of a served request, so the router's goodput stays near its maximum and the
 latency of what it admits stays bounded. Which requests are refused is deterministic, an even
 thinning by a credit counter, not random.
 
-Pure: `observe` takes the measured lag, `admit` says yes or no; no clock, no I/O.
+Pure: `observe` takes the measured lag and CPU share, `admit` says yes or no; no clock, no I/O.
 """
 
 from __future__ import annotations
 
 TICK = 0.01  # seconds between lag measurements
+BUSY = 0.7  # share of a tick's wall time the router's own CPU must have used to count as late
 LATE_TICKS = 3  # ticks in a row above the target before anything is refused
 UP = 0.05
 DOWN = 0.01
@@ -40,11 +43,11 @@ class Admission:
         self.admitted = 0
         self.refused = 0
 
-    def observe(self, lag: float) -> None:
-        """One tick's lag (seconds late)."""
+    def observe(self, lag: float, busy: float = 1.0) -> None:
+        """One tick: its lag (seconds late) and the router's own CPU time over its wall time."""
         if self.target_lag <= 0.0:
             return
-        if lag > self.target_lag:
+        if lag > self.target_lag and busy >= BUSY:
             self._late += 1
             if self._late >= LATE_TICKS:
                 self.shed_fraction = min(MAX_SHED, self.shed_fraction + UP)

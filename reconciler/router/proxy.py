@@ -106,6 +106,7 @@ class Router:
         self.admission = admission.Admission(cfg.overload_lag_ms / 1000)
         self._lag_timer: asyncio.TimerHandle | None = None
         self._lag_due = 0.0
+        self._lag_mark = (0.0, 0.0)  # (perf_counter, process_time) at the last tick
         self._ssl: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watched: dict[str, object] = {}
@@ -273,7 +274,8 @@ class Router:
             asyncio.create_task(self._every(self.probe_interval, self._probe)),
             asyncio.create_task(self._every(self.reload_interval, self._reload_async)),
         ]
-        self._lag_due = time.perf_counter() + admission.TICK
+        self._lag_mark = (time.perf_counter(), time.process_time())
+        self._lag_due = self._lag_mark[0] + admission.TICK
         self._lag_timer = loop.call_later(admission.TICK, self._measure_lag)
         self._ready = True
         log.info("router listening on %s:%d", self.config.host, self.port)
@@ -297,9 +299,13 @@ class Router:
             self._client.close()
 
     def _measure_lag(self) -> None:
-        """How late this timer fired: admission control's view of the router's own load."""
-        now = time.perf_counter()
-        self.admission.observe(now - self._lag_due)
+        """How late this timer fired, and how much CPU the router used meanwhile: admission
+        control's view of the router's own load."""
+        now, cpu = time.perf_counter(), time.process_time()
+        wall = now - self._lag_mark[0]
+        busy = (cpu - self._lag_mark[1]) / wall if wall > 0 else 0.0
+        self.admission.observe(now - self._lag_due, busy)
+        self._lag_mark = (now, cpu)
         self._lag_due = now + admission.TICK
         assert self._loop is not None
         self._lag_timer = self._loop.call_later(admission.TICK, self._measure_lag)

@@ -57,6 +57,16 @@ def test_sustained_lag_refuses_a_growing_even_share_and_recovers_slowly() -> Non
     assert rule.admit()
 
 
+def test_lag_while_the_router_is_not_busy_is_someone_else_taking_the_core() -> None:
+    rule = admission.Admission(0.005)
+    for _ in range(50):
+        rule.observe(0.05, busy=0.3)  # late, but the router used little CPU: starved, not full
+    assert rule.shed_fraction == 0.0
+    for _ in range(admission.LATE_TICKS):
+        rule.observe(0.05, busy=0.95)
+    assert rule.shed_fraction == admission.UP
+
+
 def test_zero_target_turns_it_off() -> None:
     rule = admission.Admission(0.0)
     for _ in range(50):
@@ -76,9 +86,12 @@ def test_an_overloaded_router_sheds_scoring_fast_with_retry_after_and_recovers(
             stop = False
 
             async def hog() -> None:
-                # The router's loop loses 20 ms out of every 21: far past its capacity.
+                # CPU-bound work on the router's loop, 20 ms out of every 21: far past its
+                # capacity, and its own CPU (a sleep would not count).
                 while not stop:
-                    time.sleep(0.02)
+                    end = time.perf_counter() + 0.02
+                    while time.perf_counter() < end:
+                        pass
                     await asyncio.sleep(0.001)
 
             hogging = asyncio.create_task(hog())
