@@ -18,6 +18,7 @@ the response began: the client's connection is cut) and `upstream`'s own errors.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 from reconciler.router import balancer, front, upstream
@@ -94,14 +95,20 @@ def forward_headers(raw: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"".join(parts)
 
 
+@functools.lru_cache(maxsize=4096)
+def _start_line(prefix: str, query: str, host: str, port: int) -> bytes:
+    """`POST <prefix>/score?<query> HTTP/1.1` and the Host line, for a backend (cached: the
+    same few backends and queries come back on every request)."""
+    target = f"{prefix}/score?{query}" if query else f"{prefix}/score"
+    authority = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    return f"POST {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("latin-1")
+
+
 def request_head(
-    target: str, backend: balancer.Backend, headers: bytes, body: bytes | None, length: int | None
+    query: str, backend: balancer.Backend, headers: bytes, body: bytes | None, length: int | None
 ) -> bytes:
-    host = (
-        f"{backend.host}:{backend.port}"
-        if ":" not in backend.host
-        else f"[{backend.host}]:{backend.port}"
-    )
+    """The request line, Host, the headers passed on and the body's framing, for `backend`'s
+    `/score` (below its path prefix) with the client's query string."""
     if body is not None:
         framing = b"Content-Length: %d\r\n" % len(body)
     elif length is not None:
@@ -109,16 +116,7 @@ def request_head(
     else:
         framing = b"Transfer-Encoding: chunked\r\n"
     return b"".join(
-        (
-            b"POST ",
-            target.encode(),
-            b" HTTP/1.1\r\nHost: ",
-            host.encode(),
-            b"\r\n",
-            headers,
-            framing,
-            b"\r\n",
-        )
+        (_start_line(backend.prefix, query, backend.host, backend.port), headers, framing, b"\r\n")
     )
 
 

@@ -153,7 +153,7 @@ class Request:
         self.expect_continue = False
         self.keep_alive = True
         self.arrived = 0.0  # time.perf_counter() when its head was parsed
-        self._body: collections.deque[bytes] = collections.deque()
+        self._body: list[bytes] = []
         self._buffered = 0
         self._ended = False  # the whole body has been parsed
         self._waiter: asyncio.Future[None] | None = None
@@ -221,7 +221,7 @@ class Request:
         body = self._body
         if not body:
             return b""
-        data = body.popleft() if len(body) == 1 else b"".join(body)
+        data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
         self._buffered = 0
         self._conn.consumed()

@@ -481,8 +481,7 @@ class Router:
             conn: upstream.Connection | None = None
             try:
                 conn = await client.connection(backend.host, backend.port, deadline)
-                target = f"{backend.prefix}/score?{query}" if query else f"{backend.prefix}/score"
-                head = forwarding.request_head(target, backend, headers, body, length)
+                head = forwarding.request_head(query, backend, headers, body, length)
                 if body is not None:
                     conn.send(head + body if len(body) < 65536 else head)
                     if len(body) >= 65536:

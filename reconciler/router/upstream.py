@@ -24,7 +24,6 @@ Only plain http:// is spoken: model pods are reached inside the cluster network.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import math
 import socket
@@ -96,7 +95,7 @@ class Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
         self.complete = False
-        self._body: collections.deque[bytes] = collections.deque()
+        self._body: list[bytes] = []
         self._body_size = 0
         self._got_bytes = False
         self._error: UpstreamError | None = None

@@ -56,7 +56,7 @@ def make_app(name: str, log_path: str | None = None, hold_ms: int = 0) -> web.Ap
             record("end", request)
             reply_size = int(request.query.get("size", "-1"))
             if reply_size >= 0:
-                data = bytes(i % 251 for i in range(reply_size))
+                data = (bytes(range(251)) * (reply_size // 251 + 1))[:reply_size]
                 if request.query.get("stream") != "1":
                     return web.Response(body=data, headers={"X-Backend": name})
                 response = web.StreamResponse(headers={"X-Backend": name})
