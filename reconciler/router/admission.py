@@ -10,12 +10,12 @@ everything it admitted. A tick counts as late only when the lag is over the targ
 at least BUSY of the tick's CPU: a router that is late because other processes have its core is
 not helped by refusing work it has the CPU for. From the LATE_TICKS-th late tick in a row (one
 or two are a pause: a reload, a GC, another process's time slice) the share of new scoring
-requests refused grows by UP per tick; on a tick that is not late it falls back by DOWN
-(additive increase, slow decrease, capped at MAX_SHED). A refused request gets the canned 503
-with Retry-After (`replies.SHED`), answered by `front` the moment its head is parsed, which costs
-a small fraction of a served request, so the router's goodput stays near its maximum and the
-latency of what it admits stays bounded. Which requests are refused is deterministic, an even
-thinning by a credit counter, not random.
+requests refused grows by UP for every TICK the timer was late by; on a tick that is not late
+it falls back by DOWN per TICK (fast increase, slow decrease, capped at MAX_SHED). A refused
+request gets the canned 503 with Retry-After (`replies.SHED`), answered by `front` as soon as
+its URL is parsed, with no object made for it, which costs a fraction of a served request, so
+the router's goodput stays near its maximum and the latency of what it admits stays bounded.
+Which requests are refused is deterministic, an even thinning by a credit counter, not random.
 
 Pure: `observe` takes the measured lag and CPU share, `admit` says yes or no; no clock, no I/O.
 """
@@ -44,17 +44,22 @@ class Admission:
         self.refused = 0
 
     def observe(self, lag: float, busy: float = 1.0) -> None:
-        """One tick: its lag (seconds late) and the router's own CPU time over its wall time."""
+        """One tick: its lag (seconds late) and the router's own CPU time over its wall time.
+
+        A late tick stands for every TICK it was late by (a loop that is 200 ms behind does not
+        wait 20 slow ticks to react), and so does the recovery: the steps scale with the time the
+        tick covered."""
         if self.target_lag <= 0.0:
             return
+        steps = 1.0 + lag / TICK
         if lag > self.target_lag and busy >= BUSY:
             self._late += 1
             if self._late >= LATE_TICKS:
-                self.shed_fraction = min(MAX_SHED, self.shed_fraction + UP)
+                self.shed_fraction = min(MAX_SHED, self.shed_fraction + UP * (lag / TICK))
             return
         self._late = 0
         if self.shed_fraction > 0.0:
-            self.shed_fraction = max(0.0, self.shed_fraction - DOWN)
+            self.shed_fraction = max(0.0, self.shed_fraction - DOWN * steps)
             if self.shed_fraction == 0.0:
                 self._credit = 1.0
 

@@ -14,9 +14,10 @@ What a request may use: `method`, `path`, `query`, raw `headers`, `header(name)`
 sending faster than the backend takes is paused), `send_continue` (100-continue), `gone` (the
 client left) and `abort` (cut the connection: an answer that cannot be finished).
 
-Admission: `Server` asks its `shed` hook, the moment a request's head is parsed and before any
-task or object is made for it, whether to refuse it; a refused request is answered at once with
-canned bytes (the proxy's 503 with Retry-After) and its body is read and dropped. That keeps a
+Admission: `Server` asks its `refuse` hook with the request's URL, as soon as the URL is parsed
+and before any header is kept or any task or object is made for it, whether to refuse it; a
+refused request is answered at once with canned bytes (`refusal`: the proxy's 503 with
+Retry-After, built once a second) and its body is parsed and dropped. That keeps a
 refused request's cost a small fraction of a served one's, which is what lets the router stay
 near its maximum goodput under overload.
 
@@ -333,7 +334,9 @@ class ClientConnection(asyncio.Protocol):
         self._current: Request | None = None  # being parsed
         self._active: Request | None = None  # being handled
         self._pending: collections.deque[Request] = collections.deque()
-        self._shedding: Request | None = None  # refused: its body is read and dropped
+        # The request being parsed was refused or answered early: its body is read and dropped.
+        self._dropping = False
+        self._decided = False  # admission has been asked about the request being parsed
         self._read_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -396,11 +399,24 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = b""
+        self._decided = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
+    def _admit(self) -> None:
+        """Ask admission control about the request being parsed, once its URL is complete and
+        before any of its headers is kept: a refused one costs no objects at all."""
+        self._decided = True
+        refuse = self.server.refuse
+        if refuse is not None and self._active is None and not self._pending and refuse(self._url):
+            self._dropping = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._decided:
+            self._admit()
+        if self._dropping:
+            return
         request = self._current
         if request is None:
             request = self._current = Request(
@@ -409,7 +425,16 @@ class ClientConnection(asyncio.Protocol):
         request.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if not self._decided:
+            self._admit()
         parser = self._parser
+        if self._dropping:
+            # Refused: the canned answer now; the body, if any, is parsed and dropped.
+            self.write(self.server.refusal(close=not parser.should_keep_alive()))
+            if not parser.should_keep_alive():
+                self.closing = True
+                self._start_linger()
+            return
         request = self._current
         if request is None:
             method = parser.get_method().decode("latin-1")
@@ -427,17 +452,6 @@ class ClientConnection(asyncio.Protocol):
                 request.chunked = b"chunked" in value.lower()
             elif lowered == b"expect":
                 request.expect_continue = value.lower() == b"100-continue"
-        shed = self.server.shed
-        if shed is not None and self._active is None and not self._pending:
-            refusal = shed(request)
-            if refusal is not None:
-                # Answered now; the body (if any) is parsed and dropped as it comes.
-                self._current = None
-                self._shedding = request
-                if request.expect_continue or (request.content_length or 0) > READ_HIGH_WATER:
-                    refusal = Reply(refusal.status, refusal.body, refusal.headers, close=True)
-                request.respond(refusal)
-                return
         if self._active is None:
             self._start(request)
         else:
@@ -449,8 +463,8 @@ class ClientConnection(asyncio.Protocol):
             request._feed(body)
 
     def on_message_complete(self) -> None:
-        if self._shedding is not None:
-            self._shedding = None
+        if self._dropping:
+            self._dropping = False
             self._next()
             return
         request = self._current
@@ -499,13 +513,13 @@ class ClientConnection(asyncio.Protocol):
         if request is self._active:
             if not request._ended:
                 # Answered before its body was read (an early error): drop the rest as it comes.
-                self._shedding = request
+                self._dropping = True
                 self._current = None
                 request._body.clear()
                 self.consumed()
             self._active = None
             self.idle_since = self.loop.time()
-            if self._shedding is None:
+            if not self._dropping:
                 self._next()
 
     # -- internals ----------------------------------------------------------------------------
@@ -567,12 +581,15 @@ class Server:
         self,
         handler: Handler,
         loop: asyncio.AbstractEventLoop,
-        shed: Callable[[Request], Reply | None] | None = None,
+        refuse: Callable[[bytes], bool] | None = None,
+        refusal: Reply | None = None,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
     ) -> None:
         self.handler = handler
         self.loop = loop
-        self.shed = shed
+        self.refuse = refuse
+        self._refusal = refusal or Reply(503, b"", b"Retry-After: 1\r\n")
+        self._refusal_bytes: dict[bool, tuple[int, bytes]] = {}
         self.keepalive_timeout = keepalive_timeout
         self.clock = _Clock()
         self.connections: set[ClientConnection] = set()
@@ -593,6 +610,27 @@ class Server:
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
+
+    def refusal(self, close: bool) -> bytes:
+        """The whole answer to a refused request, as bytes, rebuilt once a second (its Date)."""
+        second = int(time.time())
+        cached = self._refusal_bytes.get(close)
+        if cached is not None and cached[0] == second:
+            return cached[1]
+        reply = self._refusal
+        data = b"".join(
+            (
+                status_line(reply.status),
+                self.clock.date_line(),
+                reply.headers,
+                b"Content-Length: %d\r\n" % len(reply.body),
+                b"Connection: close\r\n" if close else b"",
+                b"\r\n",
+                reply.body,
+            )
+        )
+        self._refusal_bytes[close] = (second, data)
+        return data
 
     def sweep(self) -> None:
         """Close client connections idle longer than the keep-alive timeout."""

@@ -91,6 +91,13 @@ class Metrics:
         series.total.observe(total)
         series.overhead.observe(total - backend if total > backend else 0.0)
 
+    def refused(self, deployment: str) -> None:
+        """Count one request refused by admission control (a 503 with no time to record)."""
+        series = self._series.get(deployment)
+        if series is None:
+            series = self._series[deployment] = _Series()
+        series.codes[503] = series.codes.get(503, 0) + 1
+
     def retry(self, deployment: str) -> None:
         """Count one request sent again (a refused or stale connection: nothing was written)."""
         self.retried[deployment] = self.retried.get(deployment, 0) + 1

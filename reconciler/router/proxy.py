@@ -64,6 +64,7 @@ from reconciler.router import config as routerconfig
 log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/api/v1/service/"
+_SERVICE_PREFIX_BYTES = SERVICE_PREFIX.encode()
 MAX_ATTEMPTS = 4
 PROBE_TIMEOUT = 0.5
 SHUTDOWN_TIMEOUT = 30.0
@@ -266,7 +267,7 @@ class Router:
         if self.config.tls is not None:
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._ssl.load_cert_chain(self.config.tls.cert, self.config.tls.key)
-        self._server = front.Server(self.handle, loop, shed=self._shed)
+        self._server = front.Server(self.handle, loop, self._refuse, replies.SHED)
         await self._server.start(self.config.host, self.config.port, self._ssl, backlog=1024)
         self.port = self._server.port  # the real port when the config said 0
         self._watched = self._watch_signature()
@@ -310,16 +311,18 @@ class Router:
         assert self._loop is not None
         self._lag_timer = self._loop.call_later(admission.TICK, self._measure_lag)
 
-    def _shed(self, request: front.Request) -> front.Reply | None:
-        """Refuse a scoring request at once while the router is over its capacity (called by
-        the front as soon as the head is parsed); health, metrics and load reports never."""
-        if self.admission.shed_fraction == 0.0 or not request.path.startswith(SERVICE_PREFIX):
-            return None
-        if self.admission.admit():
-            return None
-        name = request.path[len(SERVICE_PREFIX) :].partition("/")[0]
-        self.metrics.request_done(name, 503, 0.0, 0.0)
-        return replies.SHED
+    def _refuse(self, url: bytes) -> bool:
+        """Whether to refuse a request while the router is over its capacity (asked by the front
+        as soon as the URL is parsed): only scoring requests of known deployments, never
+        health, metrics or load reports."""
+        if self.admission.shed_fraction == 0.0 or not url.startswith(_SERVICE_PREFIX_BYTES):
+            return False
+        name, _, action = url[len(_SERVICE_PREFIX_BYTES) :].partition(b"/")
+        deployment = self.deployments.get(name.decode("latin-1"))
+        if deployment is None or not action.startswith(b"score") or self.admission.admit():
+            return False
+        self.metrics.refused(deployment.config.name)
+        return True
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:

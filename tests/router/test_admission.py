@@ -39,8 +39,8 @@ def test_a_late_tick_or_two_is_a_pause_not_overload() -> None:
 
 def test_sustained_lag_refuses_a_growing_even_share_and_recovers_slowly() -> None:
     rule = admission.Admission(0.005)
-    for _ in range(admission.LATE_TICKS + 9):  # UP per tick from the LATE_TICKS-th
-        rule.observe(0.02)
+    for _ in range(admission.LATE_TICKS + 9):  # UP per TICK late, from the LATE_TICKS-th
+        rule.observe(admission.TICK)
     assert rule.shed_fraction == pytest.approx(10 * admission.UP)
     decisions = [rule.admit() for _ in range(1000)]
     assert sum(decisions) == pytest.approx(500, abs=2)
@@ -64,7 +64,14 @@ def test_lag_while_the_router_is_not_busy_is_someone_else_taking_the_core() -> N
     assert rule.shed_fraction == 0.0
     for _ in range(admission.LATE_TICKS):
         rule.observe(0.05, busy=0.95)
-    assert rule.shed_fraction == admission.UP
+    assert rule.shed_fraction == pytest.approx(admission.UP * 0.05 / admission.TICK)
+
+
+def test_a_loop_far_behind_reacts_at_once() -> None:
+    rule = admission.Admission(0.01)
+    for _ in range(admission.LATE_TICKS):
+        rule.observe(0.4)  # 400 ms late: one tick stands for forty
+    assert rule.shed_fraction == admission.MAX_SHED
 
 
 def test_zero_target_turns_it_off() -> None:
