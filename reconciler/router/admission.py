@@ -1,14 +1,16 @@
 """Admission control: how much of the offered load a router takes when its own CPU is the limit.
 
 The per-deployment queue (`balancer`) protects the backends; this protects the router. Its
-signal is event-loop lag, how late a timer set every TICK seconds fires, together with the
-router's own CPU use over that tick (`proxy` measures both): while the router keeps up, the
+signal is event-loop lag, how late a timer set every TICK seconds fires, together with how much
+of that tick the router's loop ran or waited to run (`proxy` measures both, the second from
+Linux's schedstat: CPU time plus run-queue delay): while the router keeps up, the
 loop is idle between events and the timer is on time; past its capacity every loop iteration
 takes longer than the one before and the lag grows without bound, as do the latencies of
 everything it admitted. A tick counts as late only when the lag is over the target (router.yaml's
-`overload_lag_ms`, 10 ms unless set; 0 turns admission control off) and the router itself used
-at least BUSY of the tick's CPU: a router that is late because other processes have its core is
-not helped by refusing work it has the CPU for. From the LATE_TICKS-th late tick in a row (one
+`overload_lag_ms`, 10 ms unless set; 0 turns admission control off) and the loop wanted the CPU
+for at least BUSY of the tick: demand over what the core gives it, whether its own work is too
+much or other processes take part of the core (a loop that was blocked on something else is
+not overloaded). From the LATE_TICKS-th late tick in a row (one
 or two are a pause: a reload, a GC, another process's time slice) the share of new scoring
 requests refused grows by UP for every TICK the timer was late by; on a tick that is not late
 it falls back by DOWN per TICK (fast increase, slow decrease, capped at MAX_SHED). A refused
@@ -23,7 +25,7 @@ Pure: `observe` takes the measured lag and CPU share, `admit` says yes or no; no
 from __future__ import annotations
 
 TICK = 0.01  # seconds between lag measurements
-BUSY = 0.7  # share of a tick's wall time the router's own CPU must have used to count as late
+BUSY = 0.7  # share of a tick's wall time the loop must have run or waited to run to count as late
 LATE_TICKS = 3  # ticks in a row above the target before anything is refused
 UP = 0.05
 DOWN = 0.01
@@ -44,7 +46,8 @@ class Admission:
         self.refused = 0
 
     def observe(self, lag: float, busy: float = 1.0) -> None:
-        """One tick: its lag (seconds late) and the router's own CPU time over its wall time.
+        """One tick: its lag (seconds late) and the time the loop ran or waited to run over the
+        tick's wall time.
 
         A late tick stands for every TICK it was late by (a loop that is 200 ms behind does not
         wait 20 slow ticks to react), and so does the recovery: the steps scale with the time the

@@ -42,6 +42,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -107,7 +108,8 @@ class Router:
         self.admission = admission.Admission(cfg.overload_lag_ms / 1000)
         self._lag_timer: asyncio.TimerHandle | None = None
         self._lag_due = 0.0
-        self._lag_mark = (0.0, 0.0)  # (perf_counter, process_time) at the last tick
+        self._lag_mark = (0.0, 0.0)  # (perf_counter, _demand()) at the last tick
+        self._schedstat: int | None = None
         self._ssl: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watched: dict[str, object] = {}
@@ -263,6 +265,10 @@ class Router:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        with contextlib.suppress(OSError):
+            self._schedstat = os.open(
+                f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY
+            )
         self._client = upstream.Client(loop)
         if self.config.tls is not None:
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -275,7 +281,7 @@ class Router:
             asyncio.create_task(self._every(self.probe_interval, self._probe)),
             asyncio.create_task(self._every(self.reload_interval, self._reload_async)),
         ]
-        self._lag_mark = (time.perf_counter(), time.process_time())
+        self._lag_mark = (time.perf_counter(), self._demand())
         self._lag_due = self._lag_mark[0] + admission.TICK
         self._lag_timer = loop.call_later(admission.TICK, self._measure_lag)
         self._ready = True
@@ -286,6 +292,9 @@ class Router:
         if self._lag_timer is not None:
             self._lag_timer.cancel()
             self._lag_timer = None
+        if self._schedstat is not None:
+            os.close(self._schedstat)
+            self._schedstat = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -299,10 +308,19 @@ class Router:
         if self._client is not None:
             self._client.close()
 
+    def _demand(self) -> float:
+        """Seconds the loop thread has run or waited to run (Linux schedstat: CPU time plus
+        run-queue delay), else the process's CPU time: time it wanted the CPU."""
+        if self._schedstat is not None:
+            with contextlib.suppress(OSError, ValueError):
+                ran, waited = os.pread(self._schedstat, 64, 0).split()[:2]
+                return (int(ran) + int(waited)) / 1e9
+        return time.process_time()
+
     def _measure_lag(self) -> None:
-        """How late this timer fired, and how much CPU the router used meanwhile: admission
-        control's view of the router's own load."""
-        now, cpu = time.perf_counter(), time.process_time()
+        """How late this timer fired, and how much of the time since the last one the router
+        ran or waited to run: admission control's view of the router's own load."""
+        now, cpu = time.perf_counter(), self._demand()
         wall = now - self._lag_mark[0]
         busy = (cpu - self._lag_mark[1]) / wall if wall > 0 else 0.0
         self.admission.observe(now - self._lag_due, busy)

@@ -57,10 +57,10 @@ def test_sustained_lag_refuses_a_growing_even_share_and_recovers_slowly() -> Non
     assert rule.admit()
 
 
-def test_lag_while_the_router_is_not_busy_is_someone_else_taking_the_core() -> None:
+def test_lag_while_the_loop_did_not_want_the_cpu_is_not_overload() -> None:
     rule = admission.Admission(0.005)
     for _ in range(50):
-        rule.observe(0.05, busy=0.3)  # late, but the router used little CPU: starved, not full
+        rule.observe(0.05, busy=0.3)  # late, but neither running nor waiting to: blocked
     assert rule.shed_fraction == 0.0
     for _ in range(admission.LATE_TICKS):
         rule.observe(0.05, busy=0.95)
