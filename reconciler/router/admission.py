@@ -8,12 +8,14 @@ loop is idle between events and the timer is on time; past its capacity every lo
 takes longer than the one before and the lag grows without bound, as do the latencies of
 everything it admitted. A tick counts as late only when the lag is over the target (router.yaml's
 `overload_lag_ms`, 10 ms unless set; 0 turns admission control off) and the loop wanted the CPU
-for at least BUSY of the tick: demand over what the core gives it, whether its own work is too
-much or other processes take part of the core (a loop that was blocked on something else is
-not overloaded). From the LATE_TICKS-th late tick in a row (one
+for at least BUSY of the tick, so that it hardly ever sat idle waiting for events: demand over
+what the core gives it, whether its own work is too much or other processes take part of the
+core. A loop that still idles has room, however late its timer (other processes' time slices
+on a shared core make it late by themselves). From the LATE_TICKS-th late tick in a row (one
 or two are a pause: a reload, a GC, another process's time slice) the share of new scoring
-requests refused grows by UP for every TICK the timer was late by; on a tick that is not late
-it falls back by DOWN per TICK (fast increase, slow decrease, capped at MAX_SHED). A refused
+requests refused grows by UP for every TICK the timer was late by (at most MAX_STEP a tick); on
+a tick that is not late it falls back by DOWN per TICK (fast increase, slow decrease, capped at
+MAX_SHED). A refused
 request gets the canned 503 with Retry-After (`replies.SHED`), answered by `front` as soon as
 its URL is parsed, with no object made for it, which costs a fraction of a served request, so
 the router's goodput stays near its maximum and the latency of what it admits stays bounded.
@@ -25,11 +27,17 @@ Pure: `observe` takes the measured lag and CPU share, `admit` says yes or no; no
 from __future__ import annotations
 
 TICK = 0.01  # seconds between lag measurements
-BUSY = 0.7  # share of a tick's wall time the loop must have run or waited to run to count as late
+# Share of a tick's wall time the loop must have run or waited to run to count as late: a loop
+# that still spent more than the rest blocked waiting for events has room, however late its
+# timer (on a shared core the time slices of other processes alone make it 10-20 ms late).
+BUSY = 0.95
 LATE_TICKS = 3  # ticks in a row above the target before anything is refused
 UP = 0.05
 DOWN = 0.01
-MAX_SHED = 0.95
+MAX_STEP = 0.1  # the most one late tick adds
+# Never refuse more than this: past it, refusing costs about what the admitted work does, and a
+# share stuck high (a late timer on a crowded core) would starve goodput for nothing.
+MAX_SHED = 0.8
 
 
 class Admission:
@@ -58,7 +66,8 @@ class Admission:
         if lag > self.target_lag and busy >= BUSY:
             self._late += 1
             if self._late >= LATE_TICKS:
-                self.shed_fraction = min(MAX_SHED, self.shed_fraction + UP * (lag / TICK))
+                step = min(MAX_STEP, UP * (lag / TICK))
+                self.shed_fraction = min(MAX_SHED, self.shed_fraction + step)
             return
         self._late = 0
         if self.shed_fraction > 0.0:
