@@ -107,6 +107,9 @@ GOAL_MEAN_ADDED_MS = 0.5
 GOAL_P99_ADDED_MS = 3.0
 GOAL_NGINX_RATIO = 0.5
 GOAL_AT = 5000
+# Overload rows: offered load as multiples of the router's own max sustained rps.
+OVERLOAD_FACTORS = (1.5, 2.0)
+GOAL_OVERLOAD_GOODPUT = 0.9  # goodput at 2x max, as a share of max
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -359,6 +362,8 @@ class Loadgen:
             "max_ms": latency["max"],
             "schedule_p99_ms": raw["schedule_latency_ms"]["p99"],
             "conns": raw["conns"],
+            "refused_mean_ms": raw.get("refused_latency_ms", {}).get("mean"),
+            "refused_p99_ms": raw.get("refused_latency_ms", {}).get("p99"),
             "status_codes": raw["status_codes"],
             "errors": [f"{e} (x{n})" for e, n in sorted(raw["errors"].items())][:5],
         }
@@ -466,10 +471,20 @@ class Harness:
     backend: subprocess.Popen[bytes] | None = None
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def spawn(self, command: list[str], log_file: Path, pin: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        command: list[str],
+        log_file: Path,
+        pin: list[str],
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         with log_file.open("wb") as out:
             process = subprocess.Popen(
-                [*pin, *command], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [*pin, *command],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
             )
         self.children.append(process)
         return process
@@ -644,8 +659,14 @@ def router_available(command: list[str]) -> tuple[bool, str]:
     return result.returncode == 0, text.splitlines()[-1] if text else ""
 
 
-def start_router(harness: Harness, command: list[str], concurrency: int) -> Target | str:
-    folder = harness.work / "router"
+def start_router(
+    harness: Harness,
+    command: list[str],
+    concurrency: int,
+    name: str = "router",
+    env: dict[str, str] | None = None,
+) -> Target | str:
+    folder = harness.work / name
     folder.mkdir()
     port = free_port()
     config = folder / "router.yaml"
@@ -656,13 +677,34 @@ def start_router(harness: Harness, command: list[str], concurrency: int) -> Targ
     )
     log_file = folder / "router.log"
     process = harness.spawn(
-        [*command, "router", "serve", "--config", str(config)], log_file, harness.pin_proxy
+        [*command, "router", "serve", "--config", str(config)], log_file, harness.pin_proxy, env
     )
     path = f"/api/v1/service/{DEPLOYMENT}/score"
     if not wait_ready(port, path, process, 30):
         stop(process)
         return "no 200 within 30 s: " + " ".join(log_file.read_text()[-1000:].split())
-    return Target("router", "router", port, path, process)
+    return Target(name, name, port, path, process)
+
+
+def reference_tree(revision: str) -> tuple[str, Path]:
+    """The `reconciler` package of another git revision, extracted under .cache/bench-ref/, to
+    run as a second router in the same run (an alternative measured against this tree)."""
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", revision],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    folder = ROOT / ".cache" / "bench-ref" / commit
+    if not (folder / "reconciler").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "reconciler", "schemas", "templates"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return commit, folder
 
 
 # --------------------------------------------------------------------------- phases
@@ -796,6 +838,49 @@ def max_phase(
     return passed, steps
 
 
+def overload_phase(
+    harness: Harness, target: Target, max_rps: int, seconds: float
+) -> list[dict[str, Any]]:
+    """Offered load past the proxy's max: what it still serves (goodput), how much it refuses
+    (429/503) and how fast, and the latency of what it admitted."""
+    rows: list[dict[str, Any]] = []
+    for factor in OVERLOAD_FACTORS:
+        if not target.alive or max_rps <= 0:
+            break
+        rate = nice(max_rps * factor)
+        run = harness.attack(target, rate, seconds).summary
+        codes = run["status_codes"]
+        requests = max(1, run["requests"])
+        ok = round(run["success"] * run["requests"])
+        refused = sum(n for code, n in codes.items() if code in ("429", "503"))
+        row = {
+            "factor": factor,
+            "offered_rps": rate,
+            "sent_rps": run["sent_rps"],
+            "goodput_rps": run["throughput_rps"],
+            "goodput_share": run["throughput_rps"] / max_rps,
+            "refused_share": refused / requests,
+            "refused_mean_ms": run.get("refused_mean_ms"),
+            "refused_p99_ms": run.get("refused_p99_ms"),
+            "failed_share": max(0, requests - ok - refused) / requests,
+            "admitted_p50_ms": run["p50_ms"],
+            "admitted_p99_ms": run["p99_ms"],
+            "proxy_share": run["proxy_share"],
+            "core_busy": run["core_busy"],
+            "errors": run["errors"],
+        }
+        log(
+            f"overload: {target.name} at {rate} rps ({factor}x max): goodput "
+            f"{row['goodput_rps']:.0f} ({row['goodput_share']:.0%} of max), refused "
+            f"{row['refused_share']:.0%}, other failures {row['failed_share']:.1%}, admitted p99 "
+            f"{row['admitted_p99_ms']:.1f} ms"
+        )
+        rows.append(row)
+        time.sleep(1.0)
+        check_alive(target)
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -881,6 +966,27 @@ def render(results: dict[str, Any]) -> str:
             if not e.get("skipped") and str(GOAL_AT) in e["latency"]
         )
 
+    overloaded = [(n, e) for n, e in targets.items() if e.get("overload")]
+    if overloaded:
+        lines += [
+            "",
+            "Overload, offered load past the proxy's own max sustained rps (one run of "
+            f"{results['settings']['overload_seconds']:.0f} s each):",
+            "",
+            "| | offered | goodput (share of max) | refused 429/503 | time to refusal mean / "
+            "p99 | other failures | admitted p50 / p99 | proxy's core share |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, entry in overloaded:
+            for row in entry["overload"]:
+                lines.append(
+                    f"| {name} | {row['offered_rps']:,} ({row['factor']}x) | "
+                    f"{row['goodput_rps']:,.0f} ({row['goodput_share']:.0%}) | "
+                    f"{row['refused_share']:.1%} | {ms(row['refused_mean_ms'])} / "
+                    f"{ms(row['refused_p99_ms'])} | {row['failed_share']:.2%} | "
+                    f"{ms(row['admitted_p50_ms'])} / {ms(row['admitted_p99_ms'])} | "
+                    f"{row['proxy_share']:.0%} |"
+                )
     lines += [
         "",
         "Latency: request sent to response read, as the load generator sees it; (added) is the "
@@ -961,6 +1067,21 @@ def goals(targets: dict[str, Any]) -> list[dict[str, Any]]:
                 else test(values["router"], targets["router"]),
             }
         )
+    goodput = figure(
+        "router",
+        lambda e: next(r["goodput_share"] for r in e["overload"] if r["factor"] == 2.0),
+    )
+    rows.append(
+        {
+            "goal": "goodput at 2x max offered, share of max",
+            "router_value": goodput,
+            "nginx_value": None,
+            "router": "n/a" if goodput is None else f"{goodput:.0%}",
+            "nginx": "-",
+            "target": f">= {GOAL_OVERLOAD_GOODPUT:.0%}",
+            "met": None if goodput is None else goodput >= GOAL_OVERLOAD_GOODPUT,
+        }
+    )
     for name, key in (
         ("router / nginx max rps", "max_rps"),
         (f"router / nginx one-core capacity from CPU @{GOAL_AT:,}", "cpu_capacity_rps"),
@@ -1027,10 +1148,20 @@ def parse_args() -> argparse.Namespace:
         "--max-conns", type=int, default=2000, help="the generator's cap on requests in flight"
     )
     parser.add_argument("--concurrency", type=int, default=1000, help="router's per-backend cap")
+    parser.add_argument(
+        "--overload-seconds", type=float, default=5.0, help="each overload row's run"
+    )
+    parser.add_argument(
+        "--compare-ref",
+        metavar="REVISION",
+        help="also run the router of this git revision (e.g. main) as `router@<commit>`, "
+        "every phase, in the same run",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
         args.latency_seconds, args.rounds, args.step_seconds = 2.0, 1, 2.0
+        args.overload_seconds = 3.0
         args.factor, args.bisect, args.retries = 2.0, 1, 0
     return args
 
@@ -1192,6 +1323,21 @@ def main() -> None:
                         skipped["router"] = router
                     else:
                         targets.append(router)
+                    if args.compare_ref:
+                        commit, tree = reference_tree(args.compare_ref)
+                        name = f"router@{commit}"
+                        env = {**os.environ, "PYTHONPATH": str(tree)}
+                        other = start_router(
+                            harness,
+                            [sys.executable, "-m", "reconciler"],
+                            args.concurrency,
+                            name,
+                            env,
+                        )
+                        if isinstance(other, str):
+                            skipped[name] = other
+                        else:
+                            targets.append(other)
             for name, why in skipped.items():
                 log(f"{name} skipped: {why}")
 
@@ -1203,8 +1349,17 @@ def main() -> None:
             maxima = {
                 target.name: max_phase(harness, target, args) for target in targets if target.alive
             }
+            overload = {
+                target.name: overload_phase(
+                    harness, target, maxima[target.name][0], args.overload_seconds
+                )
+                for target in targets
+                if target.name.startswith("router") and target.name in maxima
+            }
             loadavg_end = loadavg()
             entries = summarize(targets, latency, maxima, warnings)
+            for name, rows in overload.items():
+                entries[name]["overload"] = rows
             shares = [
                 others(run, entry_name != "direct")
                 for entry_name, entry in entries.items()
@@ -1238,6 +1393,9 @@ def main() -> None:
             "timeout_s": args.timeout,
             "max_conns": args.max_conns,
             "router_concurrency": args.concurrency,
+            "overload_factors": list(OVERLOAD_FACTORS),
+            "overload_seconds": args.overload_seconds,
+            "compare_ref": args.compare_ref,
             "body_bytes": len(BODY),
             "quick": args.quick,
             "pass_rule": ">= 99.9 % success; sent rate and throughput >= 98 % of the target",

@@ -28,7 +28,18 @@ DEFAULT_RETRY_BUFFER_BYTES = 1024 * 1024
 DEFAULT_MAX_QUEUE_LENGTH = 1000
 AUTH_MODES = ("key", "token", "none")
 
-_TOP_KEYS = {"listen", "tls", "cname", "deployments", "max_body_bytes", "retry_buffer_bytes"}
+_TOP_KEYS = {
+    "listen",
+    "tls",
+    "cname",
+    "deployments",
+    "max_body_bytes",
+    "retry_buffer_bytes",
+    "overload_lag_ms",
+}
+# Event-loop lag above which the router starts refusing part of its scoring requests
+# (`admission`); 0 turns admission control off.
+DEFAULT_OVERLOAD_LAG_MS = 10
 _DEPLOYMENT_KEYS = {
     "name",
     "backends",
@@ -114,6 +125,7 @@ class RouterConfig:
     cname: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     retry_buffer_bytes: int = DEFAULT_RETRY_BUFFER_BYTES
+    overload_lag_ms: int = DEFAULT_OVERLOAD_LAG_MS
 
     def deployment(self, name: str) -> Deployment | None:
         return next((d for d in self.deployments if d.name == name), None)
@@ -214,10 +226,15 @@ class _Parser:
         retry_buffer = self.integer(
             data, (), "retry_buffer_bytes", DEFAULT_RETRY_BUFFER_BYTES, minimum=0
         )
+        overload_lag = self.integer(
+            data, (), "overload_lag_ms", DEFAULT_OVERLOAD_LAG_MS, minimum=0, maximum=10_000
+        )
         deployments = self.deployments(data.get("deployments", []))
         if self.found:
             raise ConfigError(problems.sort_problems(self.found))
-        return RouterConfig(host, port, deployments, tls, cname, max_body, retry_buffer)
+        return RouterConfig(
+            host, port, deployments, tls, cname, max_body, retry_buffer, overload_lag
+        )
 
     def unknown(self, data: Mapping[str, Any], path: problems.FieldPath, known: set[str]) -> None:
         for key in data:

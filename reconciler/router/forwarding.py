@@ -6,23 +6,22 @@ the wire, with no choice of backend, no retries and no answers of its own. Out: 
 wire bytes, built once per request), `request_head` (the request line, Host and framing for one
 backend), and the body either read first (`read_some`, for a body of unknown length small
 enough to replay) or streamed as it arrives (`send_streamed`, chunked when the client sent no
-length). Back: `response_headers` (the backend's headers minus hop-by-hop ones) and
-`stream_back` (a response that did not arrive at once, relayed chunk by chunk).
+length). Back: `response_headers` (the backend's headers minus hop-by-hop ones, as wire bytes)
+and `stream_back` (a response that did not arrive at once, relayed chunk by chunk).
 
 Failures come back as exceptions for the router to answer: `BodyTooLarge` (over `max_body_bytes`,
 a 413), `ClientGone` (the client left: nothing to answer), `Truncated` (the backend failed after
 the response began: the client's connection is cut) and `upstream`'s own errors. Sits between
-`proxy` (above) and `upstream` (the backend connections); aiohttp's request on the client side.
+`proxy` (above) and `upstream` (the backend connections); `front.Request` on the client side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Sequence
 
-from aiohttp import web
-from multidict import CIMultiDict
-
-from reconciler.router import balancer, upstream
+from reconciler.router import balancer, front, upstream
 
 _REQUEST_HOP = frozenset(
     {
@@ -61,23 +60,21 @@ class BodyTooLarge(Exception):
     pass
 
 
-class ClientGone(Exception):
-    pass
+ClientGone = front.ClientGone
 
 
 class Truncated(Exception):
     """The backend failed after the response began: the client's connection was cut."""
 
-    def __init__(self, response: web.StreamResponse, code: int) -> None:
+    def __init__(self, code: int) -> None:
         super().__init__(code)
-        self.response = response
         self.code = code  # what the metrics record: 502 or 504
 
 
 # -- request: client -> backend ---------------------------------------------------------------
 
 
-def forward_headers(raw: tuple[tuple[bytes, bytes], ...]) -> bytes:
+def forward_headers(raw: Sequence[tuple[bytes, bytes]]) -> bytes:
     """The request headers to pass on, as wire bytes: all but hop-by-hop and Authorization."""
     parts: list[bytes] = []
     named: frozenset[bytes] = frozenset()
@@ -98,14 +95,20 @@ def forward_headers(raw: tuple[tuple[bytes, bytes], ...]) -> bytes:
     return b"".join(parts)
 
 
+@functools.lru_cache(maxsize=4096)
+def _start_line(prefix: str, query: str, host: str, port: int) -> bytes:
+    """`POST <prefix>/score?<query> HTTP/1.1` and the Host line, for a backend (cached: the
+    same few backends and queries come back on every request)."""
+    target = f"{prefix}/score?{query}" if query else f"{prefix}/score"
+    authority = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    return f"POST {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("latin-1")
+
+
 def request_head(
-    target: str, backend: balancer.Backend, headers: bytes, body: bytes | None, length: int | None
+    query: str, backend: balancer.Backend, headers: bytes, body: bytes | None, length: int | None
 ) -> bytes:
-    host = (
-        f"{backend.host}:{backend.port}"
-        if ":" not in backend.host
-        else f"[{backend.host}]:{backend.port}"
-    )
+    """The request line, Host, the headers passed on and the body's framing, for `backend`'s
+    `/score` (below its path prefix) with the client's query string."""
     if body is not None:
         framing = b"Content-Length: %d\r\n" % len(body)
     elif length is not None:
@@ -113,29 +116,19 @@ def request_head(
     else:
         framing = b"Transfer-Encoding: chunked\r\n"
     return b"".join(
-        (
-            b"POST ",
-            target.encode(),
-            b" HTTP/1.1\r\nHost: ",
-            host.encode(),
-            b"\r\n",
-            headers,
-            framing,
-            b"\r\n",
-        )
+        (_start_line(backend.prefix, query, backend.host, backend.port), headers, framing, b"\r\n")
     )
 
 
 async def read_some(
-    request: web.BaseRequest, buffer_limit: int, max_body: int
+    request: front.Request, buffer_limit: int, max_body: int
 ) -> tuple[bytes | None, list[bytes]]:
     """Read a body of unknown length up to `buffer_limit`: the whole body if it is that small
     (bytes, []), else (None, the chunks read so far) and the rest streams."""
     chunks: list[bytes] = []
     size = 0
-    content = request.content
     while True:
-        chunk = await content.readany()
+        chunk = await request.readany()
         if not chunk:
             return b"".join(chunks), []
         size += len(chunk)
@@ -150,7 +143,7 @@ async def send_streamed(
     conn: upstream.Connection,
     head: bytes,
     prefix: list[bytes],
-    request: web.BaseRequest,
+    request: front.Request,
     length: int | None,
     max_body: int,
     deadline: float,
@@ -159,7 +152,6 @@ async def send_streamed(
     chunked = length is None
     conn.send(head)
     size = 0
-    content = request.content
     pending = list(prefix)
     try:
         # The deadline also covers a client that stalls mid-upload while holding a backend.
@@ -173,10 +165,7 @@ async def send_streamed(
                 if pending:
                     chunk = pending.pop(0)
                 else:
-                    try:
-                        chunk = await content.readany()
-                    except ConnectionError as err:
-                        raise ClientGone() from err
+                    chunk = await request.readany()
                     if not chunk:
                         break
                 size += len(chunk)
@@ -196,39 +185,29 @@ async def send_streamed(
 # -- response: backend -> client --------------------------------------------------------------
 
 
-def response_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict()
+def response_headers(raw: list[tuple[bytes, bytes]]) -> bytes:
+    """The backend's headers to relay, as wire bytes: all but hop-by-hop ones."""
+    parts: list[bytes] = []
     for name, value in raw:
         if name.lower() not in _RESPONSE_HOP:
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
-    return headers
+            parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts)
 
 
-async def stream_back(
-    request: web.BaseRequest, conn: upstream.Connection, headers: CIMultiDict[str]
-) -> web.StreamResponse:
+async def stream_back(request: front.Request, conn: upstream.Connection, headers: bytes) -> None:
     """Relay a response that did not arrive at once, chunk by chunk as the backend sends."""
-    response = web.StreamResponse(status=conn.status, headers=headers)
+    length: int | None = None
     for name, value in conn.headers:
         if name.lower() == b"content-length":
-            response.content_length = int(value)
+            length = int(value)
+    chunked = length is None
     try:
-        await response.prepare(request)
+        await request.start(conn.status, headers, length)
         async for chunk in conn.chunks():
-            await response.write(chunk)
-        await response.write_eof()
-    except ConnectionError as err:
-        raise ClientGone() from err
+            await request.write(chunk, chunked)
+        await request.finish(chunked)
     except upstream.UpstreamError as err:
         # The status line is gone already: the only honest signal left is a cut connection.
-        _abort(request)
+        request.abort()
         code = 504 if isinstance(err, upstream.UpstreamTimeout) else 502
-        raise Truncated(response, code) from err
-    return response
-
-
-def _abort(request: web.BaseRequest) -> None:
-    """Cut the client's connection: the response began and cannot be finished."""
-    protocol = request.protocol
-    if protocol is not None:
-        protocol.force_close()
+        raise Truncated(code) from err

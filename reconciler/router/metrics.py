@@ -76,7 +76,9 @@ class Metrics:
     def __init__(self, pools: Callable[[], Mapping[str, balancer.Pool]]) -> None:
         self.registry = registry.CollectorRegistry()
         self._series: dict[str, _Series] = {}
-        self.registry.register(_RequestCollector(self._series))
+        # Per deployment: requests sent to another backend after one provably never got them.
+        self.retried: dict[str, int] = {}
+        self.registry.register(_RequestCollector(self._series, self.retried))
         self.registry.register(_PoolCollector(pools))
 
     def request_done(self, deployment: str, code: int, total: float, backend: float) -> None:
@@ -89,9 +91,21 @@ class Metrics:
         series.total.observe(total)
         series.overhead.observe(total - backend if total > backend else 0.0)
 
+    def refused(self, deployment: str) -> None:
+        """Count one request refused by admission control (a 503 with no time to record)."""
+        series = self._series.get(deployment)
+        if series is None:
+            series = self._series[deployment] = _Series()
+        series.codes[503] = series.codes.get(503, 0) + 1
+
+    def retry(self, deployment: str) -> None:
+        """Count one request sent again (a refused or stale connection: nothing was written)."""
+        self.retried[deployment] = self.retried.get(deployment, 0) + 1
+
     def forget(self, deployment: str) -> None:
         """Drop a removed deployment's series, so they do not linger after a reload."""
         self._series.pop(deployment, None)
+        self.retried.pop(deployment, None)
 
     def exposition(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
@@ -100,8 +114,9 @@ class Metrics:
 class _RequestCollector(registry.Collector):
     """Requests by deployment and code, total latency and the router's overhead."""
 
-    def __init__(self, series: Mapping[str, _Series]) -> None:
+    def __init__(self, series: Mapping[str, _Series], retried: Mapping[str, int]) -> None:
         self._series = series
+        self._retried = retried
 
     def collect(self) -> Iterable[core.Metric]:
         requests = core.CounterMetricFamily(
@@ -120,12 +135,20 @@ class _RequestCollector(registry.Collector):
             "(waiting in the queue included).",
             labels=["deployment"],
         )
+        retries = core.CounterMetricFamily(
+            "router_retries",
+            "Requests sent to another backend because the first provably never received them "
+            "(connection refused, or closed before the request was written).",
+            labels=["deployment"],
+        )
+        for name, count in sorted(self._retried.items()):
+            retries.add_metric([name], count)
         for name, series in sorted(self._series.items()):
             for code, count in sorted(series.codes.items()):
                 requests.add_metric([name, str(code)], count)
             total.add_metric([name], series.total.cumulative(), series.total.sum)
             overhead.add_metric([name], series.overhead.cumulative(), series.overhead.sum)
-        return [requests, total, overhead]
+        return [requests, retries, total, overhead]
 
     def describe(self) -> Iterable[core.Metric]:
         return self.collect()  # claims the names, so a clashing registration fails loudly

@@ -1,19 +1,23 @@
-"""The router's server: HTTP in (aiohttp), routing, auth, limits, balancing, failover, reload.
+"""The router's server: routing, auth, limits, admission, balancing, failover, reload.
 
-Where a scoring request goes: `Router.handle` -> the deployment's `tokens.Authenticator` -> body
-size checks -> `balancer.Pool` for a backend (or the queue) -> `upstream.Client` sends it and
-the response comes back, whole when it arrived at once, streamed otherwise -> the pool gets the
-backend back in a `finally`, so in-flight counts stay exact whatever happens. The bytes on the
-wire (headers passed on, the request head, bodies streamed with their limits, a response relayed
-chunk by chunk) are `forwarding`'s; the router's own JSON answers (errors, 413, status) are
-`replies`'.
+Where a scoring request goes: `front` parses it and asks `Router._shed` whether the router has
+room (`admission`: refused at once with 503 + Retry-After while the router's own event loop is
+past its capacity) -> `Router.handle` -> the deployment's `tokens.Authenticator` -> body size
+checks -> `balancer.Pool` for a backend (or the queue, whose `max_queue_wait_ms` counts from the
+request's arrival; 429 when full, 503 when the wait is over, both with Retry-After) ->
+`upstream.Client` sends it and the response comes back, whole when it arrived at once, streamed
+otherwise -> the pool gets the backend back in a `finally`, so in-flight counts stay exact
+whatever happens. The bytes on the wire (headers passed on, the request head, bodies streamed
+with their limits, a response relayed chunk by chunk) are `forwarding`'s; the router's own JSON
+answers (errors, 413, status) are `replies`'; the HTTP server itself is `front`.
 
-Failover: a backend that refuses a connection, or drops a fresh one before answering, is marked
-down and the request is sent to another (up to MAX_ATTEMPTS); a probe every `probe_interval`
-connects to each down backend and brings it back. A request is only replayed when nothing of
-the response came back. Bodies up to `retry_buffer_bytes` are read first so they can be
-replayed; larger ones stream through and are not retried after their first byte left. Replaying
-treats scoring as idempotent: a replica that died mid-request may have run it once already.
+Failover: a request is sent again only when it provably never reached a backend
+(`upstream.NeverSent`: the connection was refused, or a kept-alive connection was found closed or
+reset before the first byte of the request was written); it then goes to another backend (up
+to MAX_ATTEMPTS). A request that was written and then failed is answered 502 (504 past its
+deadline) and never replayed, since the backend may have run it. A backend that refuses a
+connection, or drops a fresh one, is marked down; a probe every `probe_interval` connects to each
+down backend and brings it back.
 
 Config reload: `reload`, run every `reload_interval`, stats the config file (and the key and TLS
 files it names) and `apply`s a changed one in a single swap of the deployments map, reusing each
@@ -38,18 +42,19 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
-
 from reconciler.router import (
+    admission,
     autoscaler,
     balancer,
     coordinator,
     forwarding,
+    front,
     metrics,
     replies,
     tokens,
@@ -60,8 +65,10 @@ from reconciler.router import config as routerconfig
 log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/api/v1/service/"
+_SERVICE_PREFIX_BYTES = SERVICE_PREFIX.encode()
 MAX_ATTEMPTS = 4
 PROBE_TIMEOUT = 0.5
+SHUTDOWN_TIMEOUT = 30.0
 CLIENT_GONE = 499  # nginx's code for "the client closed the connection first", metrics only
 
 
@@ -97,7 +104,12 @@ class Router:
         self.metrics = metrics.Metrics(self.pools)
         self._client: upstream.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.ServerRunner | None = None
+        self._server: front.Server | None = None
+        self.admission = admission.Admission(cfg.overload_lag_ms / 1000)
+        self._lag_timer: asyncio.TimerHandle | None = None
+        self._lag_due = 0.0
+        self._lag_mark = (0.0, 0.0)  # (perf_counter, _demand()) at the last tick
+        self._schedstat: int | None = None
         self._ssl: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watched: dict[str, object] = {}
@@ -180,6 +192,9 @@ class Router:
             )
         self.deployments = new
         self.config = cfg
+        self.admission.target_lag = cfg.overload_lag_ms / 1000
+        if self.admission.target_lag <= 0.0:
+            self.admission.shed_fraction = 0.0
         for name in old.keys() - new.keys():
             self.metrics.forget(name)
         if self._client is not None:
@@ -250,51 +265,82 @@ class Router:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        with contextlib.suppress(OSError):
+            self._schedstat = os.open(
+                f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY
+            )
         self._client = upstream.Client(loop)
-        server = web.Server(
-            self.handle,
-            access_log=None,
-            # A refused upload is read and thrown away for at most this long, so that the
-            # client sees the 413 instead of a reset; it is never buffered.
-            lingering_time=2.0,
-        )
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=30.0)
-        await self._runner.setup()
         if self.config.tls is not None:
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._ssl.load_cert_chain(self.config.tls.cert, self.config.tls.key)
-        site = web.TCPSite(
-            self._runner,
-            self.config.host or None,
-            self.config.port,
-            ssl_context=self._ssl,
-            backlog=1024,
-        )
-        await site.start()
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])  # the real port when the config said 0
+        self._server = front.Server(self.handle, loop, self._refuse, replies.SHED)
+        await self._server.start(self.config.host, self.config.port, self._ssl, backlog=1024)
+        self.port = self._server.port  # the real port when the config said 0
         self._watched = self._watch_signature()
         self._tasks = [
             asyncio.create_task(self._every(self.probe_interval, self._probe)),
             asyncio.create_task(self._every(self.reload_interval, self._reload_async)),
         ]
+        self._lag_mark = (time.perf_counter(), self._demand())
+        self._lag_due = self._lag_mark[0] + admission.TICK
+        self._lag_timer = loop.call_later(admission.TICK, self._measure_lag)
         self._ready = True
         log.info("router listening on %s:%d", self.config.host, self.port)
 
     async def stop(self) -> None:
         self._ready = False
+        if self._lag_timer is not None:
+            self._lag_timer.cancel()
+            self._lag_timer = None
+        if self._schedstat is not None:
+            os.close(self._schedstat)
+            self._schedstat = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self._runner is not None:
-            await self._runner.cleanup()  # stops accepting, lets in-flight requests finish
-            self._runner = None
+        if self._server is not None:
+            # Stops accepting, lets requests in flight finish.
+            await self._server.stop(SHUTDOWN_TIMEOUT)
+            self._server = None
         if self._client is not None:
             self._client.close()
+
+    def _demand(self) -> float:
+        """Seconds the loop thread has run or waited to run (Linux schedstat: CPU time plus
+        run-queue delay), else the process's CPU time: time it wanted the CPU."""
+        if self._schedstat is not None:
+            with contextlib.suppress(OSError, ValueError):
+                ran, waited = os.pread(self._schedstat, 64, 0).split()[:2]
+                return (int(ran) + int(waited)) / 1e9
+        return time.process_time()
+
+    def _measure_lag(self) -> None:
+        """How late this timer fired, and how much of the time since the last one the router
+        ran or waited to run: admission control's view of the router's own load."""
+        now, cpu = time.perf_counter(), self._demand()
+        wall = now - self._lag_mark[0]
+        busy = (cpu - self._lag_mark[1]) / wall if wall > 0 else 0.0
+        self.admission.observe(now - self._lag_due, busy)
+        self._lag_mark = (now, cpu)
+        self._lag_due = now + admission.TICK
+        assert self._loop is not None
+        self._lag_timer = self._loop.call_later(admission.TICK, self._measure_lag)
+
+    def _refuse(self, url: bytes) -> bool:
+        """Whether to refuse a request while the router is over its capacity (asked by the front
+        as soon as the URL is parsed): only scoring requests of known deployments, never
+        health, metrics or load reports."""
+        if self.admission.shed_fraction == 0.0 or not url.startswith(_SERVICE_PREFIX_BYTES):
+            return False
+        name, _, action = url[len(_SERVICE_PREFIX_BYTES) :].partition(b"/")
+        deployment = self.deployments.get(name.decode("latin-1"))
+        if deployment is None or not action.startswith(b"score") or self.admission.admit():
+            return False
+        self.metrics.refused(deployment.config.name)
+        return True
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -320,6 +366,8 @@ class Router:
         if checks:
             await asyncio.gather(*checks)
         client.sweep()
+        if self._server is not None:
+            self._server.sweep()
 
     async def _probe_one(
         self, client: upstream.Client, pool: balancer.Pool, backend: balancer.Backend
@@ -334,8 +382,8 @@ class Router:
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        path, _, query = request.raw_path.partition("?")
+    async def handle(self, request: front.Request) -> front.Reply | None:
+        path = request.path
         if path.startswith(SERVICE_PREFIX):
             name, _, action = path[len(SERVICE_PREFIX) :].partition("/")
             deployment = self.deployments.get(name)
@@ -344,7 +392,7 @@ class Router:
             if action == "score":
                 if request.method != "POST":
                     return replies.error(405, "MethodNotAllowed", "score takes POST")
-                return await self._score(request, deployment, query)
+                return await self._score(request, deployment)
             if action == "" and request.method in ("GET", "HEAD"):
                 if deployment.pool.live:
                     return replies.ok({"status": "Healthy"})
@@ -359,93 +407,92 @@ class Router:
         if path == coordinator.LOAD_PATH and request.method == "GET":
             return replies.ok(coordinator.local_report(self.instance, self.samples()))
         if path == "/metrics":
-            return web.Response(
-                body=self.metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE}
+            return front.Reply(
+                200,
+                self.metrics.exposition(),
+                b"Content-Type: " + metrics.CONTENT_TYPE.encode() + b"\r\n",
             )
         return replies.error(404, "NotFound", f"no route {path}")
 
-    async def _score(
-        self, request: web.BaseRequest, deployment: Deployment, query: str
-    ) -> web.StreamResponse:
+    async def _score(self, request: front.Request, deployment: Deployment) -> front.Reply | None:
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
-        started = time.perf_counter()
-        timing = [0.0]  # seconds spent with backends
+        started = request.arrived or time.perf_counter()
+        tally = _Tally()
         code = 500
         try:
-            response = await self._score_checked(request, deployment, query, timing)
-            code = response.status
-            return response
+            reply = await self._score_checked(request, deployment, tally)
+            code = reply.status if reply is not None else tally.status
+            return reply
         except forwarding.ClientGone:
             code = CLIENT_GONE
-            gone = web.Response(status=CLIENT_GONE)
-            gone.force_close()
-            return gone
+            request.abort()
+            return None
         except forwarding.Truncated as cut:
             code = cut.code
-            return cut.response
+            return None
         finally:
             self.metrics.request_done(
-                deployment.config.name, code, time.perf_counter() - started, timing[0]
+                deployment.config.name, code, time.perf_counter() - started, tally.backend
             )
 
     async def _score_checked(
-        self, request: web.BaseRequest, deployment: Deployment, query: str, timing: list[float]
-    ) -> web.StreamResponse:
+        self, request: front.Request, deployment: Deployment, tally: _Tally
+    ) -> front.Reply | None:
         auth = deployment.auth
-        if auth.mode != "none" and not auth.allows(request.headers.get("Authorization")):
+        if auth.mode != "none" and not auth.allows(request.header(b"authorization")):
             return replies.error(401, "Unauthorized", "missing or invalid credentials", auth=True)
         cfg = self.config
         length = request.content_length
         if length is not None and length > cfg.max_body_bytes:
             return replies.too_large(cfg.max_body_bytes)
-        if "Expect" in request.headers and request.headers["Expect"].lower() == "100-continue":
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body: bytes | None = None
+        body: bytes | None = request.body_now()
         prefix: list[bytes] = []
-        try:
-            if length is not None:
-                if length <= cfg.retry_buffer_bytes:
-                    body = await request.content.readexactly(length) if length else b""
-            elif request.body_exists:
-                body, prefix = await forwarding.read_some(
-                    request, cfg.retry_buffer_bytes, cfg.max_body_bytes
-                )
-            else:
-                body = b""
-        except forwarding.BodyTooLarge:
-            return replies.too_large(cfg.max_body_bytes)
-        except (asyncio.IncompleteReadError, ConnectionError) as err:
-            raise forwarding.ClientGone() from err
-        return await self._forward(request, deployment, query, body, prefix, length, timing)
+        if body is None:
+            try:
+                if length is not None:
+                    if length <= cfg.retry_buffer_bytes:
+                        body = await request.read_all() if length else b""
+                elif request.body_exists:
+                    body, prefix = await forwarding.read_some(
+                        request, cfg.retry_buffer_bytes, cfg.max_body_bytes
+                    )
+                else:
+                    body = b""
+            except forwarding.BodyTooLarge:
+                return replies.too_large(cfg.max_body_bytes)
+        return await self._forward(request, deployment, body, prefix, length, tally)
 
     async def _forward(
         self,
-        request: web.BaseRequest,
+        request: front.Request,
         deployment: Deployment,
-        query: str,
         body: bytes | None,
         prefix: list[bytes],
         length: int | None,
-        timing: list[float],
-    ) -> web.StreamResponse:
-        """Send the request to a backend, failing over on connection errors, and answer."""
+        tally: _Tally,
+    ) -> front.Reply | None:
+        """Send the request to a backend, failing over only while nothing was sent, and answer
+        (None when the answer was streamed back: `tally.status` then holds its status)."""
         client, loop = self._client, self._loop
         assert client is not None and loop is not None
         pool = deployment.pool
-        headers = forwarding.forward_headers(request.raw_headers)
+        headers = forwarding.forward_headers(request.headers)
+        query = request.query
         deadline: float | None = None
         attempt = 0
         while True:
             attempt += 1
             backend = pool.try_acquire()
             if backend is None:
+                # The original product's queue timeout counts from the request's arrival.
+                waited = time.perf_counter() - request.arrived if request.arrived else 0.0
                 try:
-                    backend = await pool.acquire(deployment.queue_wait)
+                    backend = await pool.acquire(max(0.0, deployment.queue_wait - waited))
                 except balancer.QueueFull:
-                    return replies.error(429, "TooManyRequests", "the deployment's queue is full")
+                    return replies.busy(429, "TooManyRequests", "the deployment's queue is full")
                 except balancer.QueueTimeout:
-                    return replies.error(503, "Unavailable", "no backend became free in time")
-                if request.transport is None:
+                    return replies.busy(503, "Unavailable", "no backend became free in time")
+                if request.gone:
                     # The client left while queued: do not spend a backend on it.
                     pool.release(backend)
                     raise forwarding.ClientGone()
@@ -454,11 +501,8 @@ class Router:
                 deadline = loop.time() + deployment.timeout
             conn: upstream.Connection | None = None
             try:
-                conn = await client.connection(
-                    backend.host, backend.port, deadline, fresh=body is None
-                )
-                target = f"{backend.prefix}/score?{query}" if query else f"{backend.prefix}/score"
-                head = forwarding.request_head(target, backend, headers, body, length)
+                conn = await client.connection(backend.host, backend.port, deadline)
+                head = forwarding.request_head(query, backend, headers, body, length)
                 if body is not None:
                     conn.send(head + body if len(body) < 65536 else head)
                     if len(body) >= 65536:
@@ -474,27 +518,32 @@ class Router:
                     status, data = conn.status, conn.take_body()
                     client.release(conn)
                     conn = None
-                    return web.Response(status=status, body=data, headers=out_headers)
-                response = await forwarding.stream_back(request, conn, out_headers)
+                    return front.Reply(status, data, out_headers)
+                tally.status = conn.status
+                await forwarding.stream_back(request, conn, out_headers)
                 client.release(conn)
                 conn = None
-                return response
-            except upstream.ConnectError as err:
-                if pool.mark_down(backend):
-                    log.warning("backend %s taken out: %s", backend.url, err)
-                client.drop_host(backend.host, backend.port)
+                return None
+            except upstream.NeverSent as err:
+                # Nothing of the request left the router: safe to send it elsewhere.
+                if isinstance(err, upstream.ConnectError) or (conn is not None and not conn.reused):
+                    if pool.mark_down(backend):
+                        log.warning("backend %s taken out: %s", backend.url, err)
+                    client.drop_host(backend.host, backend.port)
                 if attempt >= MAX_ATTEMPTS:
                     return replies.error(502, "BadGateway", "no backend could be reached")
+                self.metrics.retry(deployment.config.name)
             except upstream.Disconnected:
-                reused = conn is not None and conn.reused
-                if not reused:
+                # The request was sent: the backend may have run it, so it is not replayed.
+                if conn is not None and not conn.reused:
                     if pool.mark_down(backend):
                         log.warning(
                             "backend %s taken out: it dropped a new connection", backend.url
                         )
                     client.drop_host(backend.host, backend.port)
-                if body is None or attempt >= MAX_ATTEMPTS:
-                    return replies.error(502, "BadGateway", "the backend closed the connection")
+                return replies.error(
+                    502, "BadGateway", "the backend closed the connection before answering"
+                )
             except upstream.UpstreamTimeout:
                 return replies.error(504, "GatewayTimeout", "the backend did not answer in time")
             except upstream.BrokenResponse as err:
@@ -506,4 +555,15 @@ class Router:
                 if conn is not None:
                     client.discard(conn)
                 pool.release(backend)
-                timing[0] += time.perf_counter() - began
+                tally.backend += time.perf_counter() - began
+
+
+class _Tally:
+    """What one scoring request's metrics need: seconds spent with backends, and the status of
+    an answer streamed back."""
+
+    __slots__ = ("backend", "status")
+
+    def __init__(self) -> None:
+        self.backend = 0.0
+        self.status = 200

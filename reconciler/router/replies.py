@@ -1,10 +1,12 @@
 """The router's own answers to clients, as opposed to the backends' answers it relays.
 
 Every error the router itself gives is JSON of one shape, `{"error": {"code": ..., "message":
-...}}`, with the HTTP status alongside (`error`; a 401 also carries `WWW-Authenticate: Bearer`);
-`too_large` is the 413 for a body over `max_body_bytes`, which closes the connection since the
-rest of the body is not read; `ok` is a JSON status body (health, readiness, load reports).
-Built by `proxy.Router` when it routes, authenticates, queues and fails over; no I/O here.
+...}}`, with the HTTP status alongside (`error`; a 401 also carries `WWW-Authenticate: Bearer`,
+and the load answers, 429 and 503, carry `Retry-After`); `too_large` is the 413 for a body over
+`max_body_bytes`, which closes the connection since the rest of the body is not read; `ok` is a
+JSON status body (health, readiness, load reports); `SHED` is the canned 503 that admission
+control answers with, built once. Built by `proxy.Router` when it routes, authenticates,
+queues, sheds and fails over; written by `front`; no I/O here.
 """
 
 from __future__ import annotations
@@ -12,27 +14,44 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from aiohttp import web
+from reconciler.router import front
+
+JSON = b"Content-Type: application/json\r\n"
+RETRY_AFTER_SECONDS = 1
 
 
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-def error(status: int, code: str, message: str, auth: bool = False) -> web.Response:
-    response = web.Response(
-        status=status, body=_error_body(code, message), content_type="application/json"
-    )
+def error(
+    status: int,
+    code: str,
+    message: str,
+    auth: bool = False,
+    retry_after: int | None = None,
+    close: bool = False,
+) -> front.Reply:
+    headers = JSON
     if auth:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    return response
+        headers += b"WWW-Authenticate: Bearer\r\n"
+    if retry_after is not None:
+        headers += b"Retry-After: %d\r\n" % retry_after
+    return front.Reply(status, _error_body(code, message), headers, close)
 
 
-def ok(payload: Mapping[str, object]) -> web.Response:
-    return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
+def busy(status: int, code: str, message: str) -> front.Reply:
+    """A 429 or 503 for load: the client may come back after Retry-After."""
+    return error(status, code, message, retry_after=RETRY_AFTER_SECONDS)
 
 
-def too_large(limit: int) -> web.Response:
-    response = error(413, "PayloadTooLarge", f"the request body is over {limit} bytes")
-    response.force_close()  # the rest of the body is not read
-    return response
+def ok(payload: Mapping[str, object]) -> front.Reply:
+    return front.Reply(200, json.dumps(payload).encode(), JSON)
+
+
+def too_large(limit: int) -> front.Reply:
+    # The rest of the body is not read: the connection closes after the answer.
+    return error(413, "PayloadTooLarge", f"the request body is over {limit} bytes", close=True)
+
+
+SHED = busy(503, "Overloaded", "the router is over its capacity; retry later")

@@ -1,7 +1,15 @@
 """A tiny model backend for the router tests, run as its own process (a real server socket).
 
-`python backend.py --name NAME [--port P] [--host H]` prints `PORT <n>` once listening (on
-127.0.0.1 unless told: the in-cluster test needs an address an EndpointSlice may hold).
+`python backend.py --name NAME [--port P] [--host H] [--log FILE] [--hold-ms MS]` prints
+`PORT <n>` once listening (on 127.0.0.1 unless told: the in-cluster test needs an address an
+EndpointSlice may hold).
+
+Executions are counted where a kill cannot lose them: with `--log`, every POST /score appends
+`start ID` when its handler begins and `end ID` just before it answers (ID: the request's
+X-Request-Id), each line one write(2) to a file opened O_APPEND, so the lines are in the kernel
+even if the process is SIGKILLed a moment later. `--hold-ms` makes every request take at least
+that long (a slow replica); `drop=1` reads the request, runs it and closes the connection
+without answering (a replica dying mid-request).
 POST /score reads the body and answers JSON saying which backend served it and what it
 received. Query options shape the answer: `sleep_ms` (answer late), `size` (a body of that many
 bytes), `stream=1` (send that body in 64 KiB chunks) and `chunk_sleep_ms` (the pause between
@@ -14,29 +22,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 
 from aiohttp import web
 
 
-def make_app(name: str) -> web.Application:
+def make_app(name: str, log_path: str | None = None, hold_ms: int = 0) -> web.Application:
     stats = {"count": 0, "in_flight": 0, "max_in_flight": 0}
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if log_path else None
+
+    def record(event: str, request: web.Request) -> None:
+        if log_fd is not None:
+            os.write(log_fd, f"{event} {request.headers.get('X-Request-Id', '-')}\n".encode())
 
     async def score(request: web.Request) -> web.StreamResponse:
         stats["count"] += 1
         stats["in_flight"] += 1
         stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
+        record("start", request)
         try:
             digest = hashlib.sha256()
             size = 0
             async for chunk in request.content.iter_any():
                 digest.update(chunk)
                 size += len(chunk)
-            sleep_ms = int(request.query.get("sleep_ms", "0"))
+            sleep_ms = max(int(request.query.get("sleep_ms", "0")), hold_ms)
             if sleep_ms:
                 await asyncio.sleep(sleep_ms / 1000)
+            if request.query.get("drop") == "1":
+                assert request.transport is not None
+                request.transport.abort()  # ran it, and dies before answering
+                raise asyncio.CancelledError()
+            record("end", request)
             reply_size = int(request.query.get("size", "-1"))
             if reply_size >= 0:
-                data = bytes(i % 251 for i in range(reply_size))
+                data = (bytes(range(251)) * (reply_size // 251 + 1))[:reply_size]
                 if request.query.get("stream") != "1":
                     return web.Response(body=data, headers={"X-Backend": name})
                 response = web.StreamResponse(headers={"X-Backend": name})
@@ -74,8 +94,8 @@ def make_app(name: str) -> web.Application:
     return app
 
 
-async def main(name: str, port: int, host: str) -> None:
-    runner = web.AppRunner(make_app(name), access_log=None)
+async def main(name: str, port: int, host: str, log_path: str | None, hold_ms: int) -> None:
+    runner = web.AppRunner(make_app(name, log_path, hold_ms), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -88,5 +108,7 @@ if __name__ == "__main__":
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--log")
+    parser.add_argument("--hold-ms", type=int, default=0)
     args = parser.parse_args()
-    asyncio.run(main(args.name, args.port, args.host))
+    asyncio.run(main(args.name, args.port, args.host, args.log, args.hold_ms))

@@ -23,8 +23,8 @@ def spawn() -> Iterator[Callable[..., harness.BackendProcess]]:
     """Start backends owned by one test (so it may kill them); all are stopped at its end."""
     owned: list[harness.BackendProcess] = []
 
-    def _spawn(name: str, port: int = 0) -> harness.BackendProcess:
-        backend = harness.start_backend(name, port)
+    def _spawn(name: str, port: int = 0, *options: str) -> harness.BackendProcess:
+        backend = harness.start_backend(name, port, "127.0.0.1", *options)
         owned.append(backend)
         return backend
 

@@ -50,9 +50,22 @@ class BackendProcess:
             self.process.stdout.close()
 
 
-def start_backend(name: str, port: int = 0, host: str = "127.0.0.1") -> BackendProcess:
+def start_backend(
+    name: str, port: int = 0, host: str = "127.0.0.1", *options: str
+) -> BackendProcess:
+    """A backend process; `options` are more of backend.py's flags (--log, --hold-ms)."""
     process = subprocess.Popen(
-        [sys.executable, str(BACKEND_SCRIPT), "--name", name, "--port", str(port), "--host", host],
+        [
+            sys.executable,
+            str(BACKEND_SCRIPT),
+            "--name",
+            name,
+            "--port",
+            str(port),
+            "--host",
+            host,
+            *options,
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -273,8 +274,16 @@ def test_slow_backends_get_504_and_busy_deployments_503_or_429(
                 holder = asyncio.create_task(client.post(score_url(base, name, "sleep_ms=500")))
                 while pool.in_flight == 0:
                     await asyncio.sleep(0.005)
+                began = time.perf_counter()
                 async with client.post(score_url(base, name)) as response:
                     assert response.status == code
+                    # Load answers say when to come back.
+                    assert response.headers["Retry-After"] == "1"
+                waited = time.perf_counter() - began
+                if code == 503:  # max_queue_wait_ms, counted from the request's arrival
+                    assert 0.1 <= waited < 0.45
+                else:  # no queue: refused at once
+                    assert waited < 0.1
                 (await holder).release()
             assert_idle(router)
 

@@ -11,7 +11,8 @@
 //	throughput_rps (ok over the send span plus the wait for the last answer), latency_ms
 //	(send to last byte read: mean, p50, p90, p99, p999, max), schedule_latency_ms (the same
 //	from the scheduled send time, which also counts any lateness of the sender),
-//	status_codes, errors, conns, and the latency histogram (latency_hist_ns: [ns, count] pairs,
+//	status_codes, errors, conns, refused_latency_ms (the same figures for 429 and 503 answers:
+//	how fast a proxy sheds what it will not take), and the latency histogram (latency_hist_ns: [ns, count] pairs,
 //	latency_sum_ns, latency_max_ns) for merging runs.
 package main
 
@@ -140,6 +141,7 @@ type worker struct {
 	reader   *bufio.Reader
 	latency  *hist
 	schedule *hist
+	refused  *hist
 	codes    map[int]uint64
 	errs     map[string]uint64
 	ok       uint64
@@ -191,6 +193,8 @@ func (w *worker) do(cfg *config, scheduled time.Time) {
 		w.ok++
 		w.latency.add(done.Sub(start))
 		w.schedule.add(done.Sub(scheduled))
+	} else if code == 429 || code == 503 {
+		w.refused.add(done.Sub(start))
 	}
 }
 
@@ -343,7 +347,7 @@ func main() {
 	var workers []*worker
 	var wg sync.WaitGroup
 	spawn := func() {
-		w := &worker{latency: newHist(), schedule: newHist(), codes: map[int]uint64{}, errs: map[string]uint64{}}
+		w := &worker{latency: newHist(), schedule: newHist(), refused: newHist(), codes: map[int]uint64{}, errs: map[string]uint64{}}
 		workers = append(workers, w)
 		wg.Add(1)
 		go func() {
@@ -377,7 +381,7 @@ func main() {
 	close(ticks)
 	wg.Wait()
 
-	latency, schedule := newHist(), newHist()
+	latency, schedule, refused := newHist(), newHist(), newHist()
 	codes, errs := map[string]uint64{}, map[string]uint64{}
 	var sent, ok uint64
 	var first, last, end time.Time
@@ -387,6 +391,7 @@ func main() {
 		}
 		latency.merge(w.latency)
 		schedule.merge(w.schedule)
+		refused.merge(w.refused)
 		for c, n := range w.codes {
 			codes[strconv.Itoa(c)] += n
 		}
@@ -410,7 +415,7 @@ func main() {
 		"target_rps": *rate, "requests": sent, "ok": ok, "success": 0.0,
 		"sent_rps": 0.0, "throughput_rps": 0.0, "latency_ms": latency.summary(),
 		"schedule_latency_ms": schedule.summary(), "status_codes": codes, "errors": errs,
-		"conns": len(workers), "wait_ms": end.Sub(last).Seconds() * 1e3,
+		"conns": len(workers), "wait_ms": end.Sub(last).Seconds() * 1e3, "refused_latency_ms": refused.summary(),
 		"latency_hist_ns": latency.buckets(), "latency_sum_ns": latency.sum,
 		"latency_max_ns": latency.max,
 	}
