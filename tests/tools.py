@@ -29,20 +29,7 @@ def _go() -> str:
 
 def actionlint() -> str:
     """The path of an actionlint binary, building the pinned version when none is on PATH."""
-    on_path = shutil.which("actionlint")
-    if on_path:
-        return on_path
-    bin_dir = ROOT / ".cache" / "tools" / f"actionlint-{ACTIONLINT_VERSION}"
-    binary = bin_dir / "actionlint"
-    if not binary.is_file():
-        subprocess.run(
-            [_go(), "install", f"{ACTIONLINT_MODULE}@{ACTIONLINT_VERSION}"],
-            env={**os.environ, "GOBIN": str(bin_dir)},
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-    return str(binary)
+    return _go_tool("actionlint", ACTIONLINT_MODULE, ACTIONLINT_VERSION, timeout=600)
 
 
 SOPS_MODULE = "github.com/getsops/sops/v3/cmd/sops"
@@ -54,17 +41,22 @@ def sops() -> str:
     proxy into `.cache/tools/` the first time (a few minutes on 2 cores); one on PATH is used
     as is. The tests encrypt their fixtures with it, so the decryption is checked against the
     real format, not one written by the same hand as the decryptor."""
-    on_path = shutil.which("sops")
+    return _go_tool("sops", SOPS_MODULE, SOPS_VERSION, timeout=1800)
+
+
+def _go_tool(name: str, module: str, version: str, timeout: float) -> str:
+    """`name` from PATH, or the pinned `module@version` built once into `.cache/tools/`."""
+    on_path = shutil.which(name)
     if on_path:
         return on_path
-    bin_dir = ROOT / ".cache" / "tools" / f"sops-{SOPS_VERSION}"
-    binary = bin_dir / "sops"
+    bin_dir = ROOT / ".cache" / "tools" / f"{name}-{version}"
+    binary = bin_dir / name
     if not binary.is_file():
         subprocess.run(
-            [_go(), "install", f"{SOPS_MODULE}@{SOPS_VERSION}"],
+            [_go(), "install", f"{module}@{version}"],
             env={**os.environ, "GOBIN": str(bin_dir)},
             check=True,
             capture_output=True,
-            timeout=1800,
+            timeout=timeout,
         )
     return str(binary)
