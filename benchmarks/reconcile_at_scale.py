@@ -41,14 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
+from apply_objects import rendered, timed  # this folder, as the script runs from it
 
-from reconciler import kube, objects, source
-from reconciler.engine import reconcile
+from reconciler import kube, objects
 from reconciler.gitops import webhook
 from reconciler.localcluster import build, plane
 from reconciler.localcluster.config import default_nodes
-from reconciler.model import repo
-from reconciler.render import render
 
 EXTENSIONS = 3
 EXTENSION = """\
@@ -118,16 +116,6 @@ def generate(root: Path, prefix: str, workloads: int) -> Path:
     return root
 
 
-def rendered(root: Path) -> list[objects.Object]:
-    snapshot = source.DirectorySnapshot(root)
-    loaded = repo.load(snapshot)
-    assert loaded.valid, [str(p) for p in loaded.errors[:5]]
-    found = render.render_repo(loaded.repo, snapshot, "bench").objects
-    for secrets in reconcile.generated_secrets(loaded.repo).values():
-        found.extend(secrets)
-    return objects.in_apply_order(found)
-
-
 def workloads_for(target: int, folder: Path) -> int:
     """How many workloads make about `target` objects (objects grow linearly with them)."""
     counts = []
@@ -135,21 +123,6 @@ def workloads_for(target: int, folder: Path) -> int:
         counts.append(len(rendered(generate(folder / f"probe-{workloads}", "probe", workloads))))
     per_workload = (counts[1] - counts[0]) / 50
     return max(10, round((target - (counts[0] - 50 * per_workload)) / per_workload))
-
-
-def timed(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one command, which must succeed."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    process.stdout.close()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        text = output.decode()
-        sys.exit(f"{' '.join(command[:4])} failed:\n{text[:1500]}\n...\n{text[-1500:]}")
-    return seconds, usage.ru_maxrss
 
 
 def server_requests(cluster: kube.Cluster) -> collections.Counter[str]:
