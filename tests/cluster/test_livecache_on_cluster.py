@@ -62,7 +62,13 @@ def test_the_cache_follows_owned_objects_and_reads_send_no_request(
             10,
         )
         assert not fingerprint.in_sync(ours, cache.lookup([key])[key], kube.FIELD_MANAGER)
-        assert any(kind == "MODIFIED" and before is not None for kind, before in events)
+        # Subscribers hear of it just after the store changes (the watch thread stores first).
+        wait_until(
+            lambda: [kind for kind, before in events if before is not None],
+            lambda kinds: "MODIFIED" in kinds,
+            "the edit's event to subscribers",
+            10,
+        )
 
         # Only our manager's managedFields entry is kept; a ConfigMap's status is not.
         kept = cache.lookup([key])[key]
