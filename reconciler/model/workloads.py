@@ -43,6 +43,8 @@ DISPLAY_NAME_ANNOTATION = "gitops.mlext.io/display-name"
 _ANNOTATION_NAME_UNSAFE = re.compile(r"[^-A-Za-z0-9_.]+")
 _ANNOTATION_NAME_MAX = 63
 GPU = "nvidia.com/gpu"
+# A job's output NAME is the empty folder OUTPUTS_DIR/NAME in its pod: nothing uploads it.
+OUTPUTS_DIR = "/outputs"
 # `${{inputs.NAME}}`, `${{outputs.NAME}}` (and anything else between `${{` and `}}`) in a job's
 # command; `$[[ ... ]]` holds a part that is dropped when an input in it is not given.
 _PLACEHOLDER = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
@@ -442,28 +444,28 @@ def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ..
                 continue
             found.append(JobInput(name, value=_text(value)))
             continue
-        key = next((k for k in ("path", "file", "folder") if k in spec), None)
-        if key is None:
+        path_key = next((k for k in ("path", "file", "folder") if k in spec), None)
+        if path_key is None:
             if not spec.get("optional"):
                 ctx.error(path, "needs a path (a file or folder in the repo, or an https:// URI)")
                 broken.add(f"inputs.{name}")
             found.append(JobInput(name))
             continue
-        reference = str(spec[key])
+        reference = str(spec[path_key])
         if _unreachable(reference):
-            ctx.error((*path, key), _unreachable_message(reference))
+            ctx.error((*path, path_key), _unreachable_message(reference))
             broken.add(f"inputs.{name}")
         elif reference.startswith(_REACHABLE_SCHEMES):
             found.append(JobInput(name, value=reference))
         else:
-            local = ctx.local_path(reference, (*path, key))
+            local = ctx.local_path(reference, (*path, path_key))
             exists = ctx.snapshot.exists(local)
-            want = "folder" if kind == "uri_folder" or key == "folder" else None
-            want = "file" if kind == "uri_file" or key == "file" else want
+            want = "folder" if kind == "uri_folder" or path_key == "folder" else None
+            want = "file" if kind == "uri_file" or path_key == "file" else want
             if exists and want == "folder" and not ctx.snapshot.is_dir(local):
-                ctx.error((*path, key), f"must be a folder (type {kind or key})")
+                ctx.error((*path, path_key), f"must be a folder (type {kind or path_key})")
             elif exists and want == "file" and ctx.snapshot.is_dir(local):
-                ctx.error((*path, key), f"must be a file (type {kind or key})")
+                ctx.error((*path, path_key), f"must be a file (type {kind or path_key})")
             found.append(JobInput(name, local=local))
     return tuple(found), broken
 
@@ -491,10 +493,16 @@ def _outputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[str, ...], 
             ctx.error(
                 ("outputs", name, "path"),
                 f"{spec['path']} cannot be written from the cluster: leave path out (the "
-                "output is a folder in the pod, /outputs/NAME, kept only while the pod is)",
+                f"output is then a folder in the pod, {OUTPUTS_DIR}/{name}, kept only while the "
+                "pod is)",
             )
             broken.add(f"outputs.{name}")
             continue
+        ctx.note(
+            ("outputs", name),
+            f"an empty folder in the pod, {OUTPUTS_DIR}/{name}: nothing uploads what the job "
+            "writes there, and it is gone with the pod",
+        )
         found.append(str(name))
     return tuple(found), broken
 

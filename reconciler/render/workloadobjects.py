@@ -33,7 +33,7 @@ CONDA_DIR = f"{APP_DIR}/environment"
 CONDA_ENV_VAR = "AZUREML_EXTRA_CONDA_YAML_ABS_PATH"
 JOB_CODE_DIR = "/code"
 JOB_INPUTS_DIR = "/inputs"  # a local input NAME is at /inputs/NAME (a file: /inputs/NAME/FILE)
-JOB_OUTPUTS_DIR = "/outputs"  # an output NAME is the empty folder /outputs/NAME
+JOB_OUTPUTS_DIR = workloads.OUTPUTS_DIR  # an output NAME is the empty folder /outputs/NAME
 INFERENCE_PORT = 5001
 JOB_BACKOFF_LIMIT = 3
 # Finished jobs stay this long so their status can be read.
