@@ -1,10 +1,12 @@
 """Recognising what each YAML document of a repo declares (SPEC section 1).
 
 A document is an Extension, InstanceType, InstanceTypeList, Job or Deployment by its `kind`; a
-kind-less document is a Job or Deployment in the ML CLI v2 shape by its `$schema` URL, or an older
-endpoint whose `deployments:` list holds one Deployment per item. Recognition splits documents
-into `Manifest`s (one per declared object) and says which JSON Schemas check which part of the
-document. Anything else is a problem naming its file and line.
+kind-less document is a Job or Deployment in the ML CLI v2 shape by its `$schema` URL or its
+shape (a command and an environment; an endpoint_name with a model or `type: kubernetes`), or an
+older endpoint whose `deployments:` list holds one Deployment per item. A pipeline, sweep or
+other job that is not one command is a single problem at the field that says so. Recognition
+splits documents into `Manifest`s (one per declared object) and says which JSON Schemas check
+which part of the document. Anything else is a problem naming its file and line.
 
 Pure: works on parsed `documents.Document`s.
 """
@@ -34,10 +36,10 @@ _DEPLOYMENT_SCHEMA_SUFFIX = "onlinedeployment.schema.json"
 # Job types of ML CLI v2 that are not a single command, and the fields that make one.
 _UNSUPPORTED_JOB_TYPES = ("pipeline", "sweep", "parallel", "spark", "automl", "import")
 _UNSUPPORTED_JOB_FIELDS = {
-    "jobs": "a pipeline",
-    "trial": "a sweep",
-    "search_space": "a sweep",
-    "task": "a parallel or AutoML job",
+    "jobs": "pipeline",
+    "trial": "sweep",
+    "search_space": "sweep",
+    "task": "parallel or AutoML",
 }
 # Fields an older endpoint document passes on to each of its deployments.
 _ENDPOINT_INHERITED = ("compute", "auth_mode")
@@ -203,7 +205,7 @@ def _unsupported_job(document: documents.Document, data: Mapping[str, Any]) -> R
     elif schema_kind and schema_kind != "command":
         where, what = ("$schema",), f"a {schema_kind} job"
     elif (found := next((k for k in _UNSUPPORTED_JOB_FIELDS if k in data), None)) is not None:
-        where, what = (found,), f"a job with {found}: ({_UNSUPPORTED_JOB_FIELDS[found]})"
+        where, what = (found,), f"a {_UNSUPPORTED_JOB_FIELDS[found]} job"
     else:
         return None
     return _unknown_at(

@@ -549,8 +549,8 @@ def test_outputs_are_folders_in_the_pod_and_cannot_name_a_path(tmp_path: Path) -
         ("$schema: https://x/sweepJob.schema.json\ntrial: {}", "1: $schema: a sweep job"),
         ("$schema: https://x/parallelJob.schema.json\ntask: {}", "1: $schema: a parallel job"),
         ("type: parallel\ntask: {}", "1: type: a parallel job"),
-        ("jobs:\n  a: {command: x}", "1: jobs: a job with jobs: (a pipeline)"),
-        ("trial: {command: x}\ninputs: {}", "1: trial: a job with trial: (a sweep)"),
+        ("jobs:\n  a: {command: x}", "1: jobs: a pipeline job"),
+        ("trial: {command: x}\ninputs: {}", "1: trial: a sweep job"),
     ],
 )
 def test_jobs_kubernetes_cannot_run_are_one_clear_error(
