@@ -1,10 +1,12 @@
 """Recognising what each YAML document of a repo declares (SPEC section 1).
 
 A document is an Extension, InstanceType, InstanceTypeList, Job or Deployment by its `kind`; a
-kind-less document is a Job or Deployment in the ML CLI v2 shape by its `$schema` URL, or an older
-endpoint whose `deployments:` list holds one Deployment per item. Recognition splits documents
-into `Manifest`s (one per declared object) and says which JSON Schemas check which part of the
-document. Anything else is a problem naming its file and line.
+kind-less document is a Job or Deployment in the ML CLI v2 shape by its `$schema` URL or its
+shape (a command and an environment; an endpoint_name with a model or `type: kubernetes`), or an
+older endpoint whose `deployments:` list holds one Deployment per item. A pipeline, sweep or
+other job that is not one command is a single problem at the field that says so. Recognition
+splits documents into `Manifest`s (one per declared object) and says which JSON Schemas check
+which part of the document. Anything else is a problem naming its file and line.
 
 Pure: works on parsed `documents.Document`s.
 """
@@ -31,6 +33,14 @@ KINDS = (EXTENSION, INSTANCE_TYPE, INSTANCE_TYPE_LIST, JOB, DEPLOYMENT)
 
 _JOB_SCHEMA_SUFFIX = "commandjob.schema.json"
 _DEPLOYMENT_SCHEMA_SUFFIX = "onlinedeployment.schema.json"
+# Job types of ML CLI v2 that are not a single command, and the fields that make one.
+_UNSUPPORTED_JOB_TYPES = ("pipeline", "sweep", "parallel", "spark", "automl", "import")
+_UNSUPPORTED_JOB_FIELDS = {
+    "jobs": "pipeline",
+    "trial": "sweep",
+    "search_space": "sweep",
+    "task": "parallel or AutoML",
+}
 # Fields an older endpoint document passes on to each of its deployments.
 _ENDPOINT_INHERITED = ("compute", "auth_mode")
 
@@ -93,6 +103,9 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
     kind = data.get("kind")
     if kind is not None:
         return _by_kind(document, data, kind, snapshot_path)
+    unsupported = _unsupported_job(document, data)
+    if unsupported is not None:
+        return unsupported
     schema_url = data.get("$schema")
     if isinstance(schema_url, str):
         lowered = schema_url.lower()
@@ -104,6 +117,10 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
             return _v2_deployment(document, data, snapshot_path)
     if isinstance(data.get("deployments"), list):
         return _endpoint(document, data, snapshot_path)
+    if "endpoint_name" in data and ("model" in data or _is_kubernetes(data.get("type"))):
+        # A kubernetes online deployment as the ML CLI v2 examples write it: no $schema, an
+        # endpoint_name and a model (or type: kubernetes) say what it is.
+        return _v2_deployment(document, data, snapshot_path)
     if "command" in data and "environment" in data:
         # The product docs' command job, written without a $schema: a command and an
         # environment say what it is.
@@ -170,6 +187,35 @@ def _v2_deployment(document: documents.Document, data: Mapping[str, Any], path: 
     return Recognized([manifest], checks, [])
 
 
+def _is_kubernetes(value: Any) -> bool:
+    return isinstance(value, str) and value.lower() == "kubernetes"
+
+
+def _unsupported_job(document: documents.Document, data: Mapping[str, Any]) -> Recognized | None:
+    """A pipeline, sweep, parallel or other non-command job: one clear problem at the field that
+    says so, rather than every schema rule it breaks."""
+    job_type = data.get("type")
+    schema_url = data.get("$schema")
+    schema_kind = None
+    if isinstance(schema_url, str) and schema_url.lower().endswith("job.schema.json"):
+        schema_kind = posixpath.basename(schema_url.lower()).removesuffix("job.schema.json")
+    if isinstance(job_type, str) and job_type.lower() in _UNSUPPORTED_JOB_TYPES:
+        where: problems.FieldPath = ("type",)
+        what = f"a {job_type.lower()} job"
+    elif schema_kind and schema_kind != "command":
+        where, what = ("$schema",), f"a {schema_kind} job"
+    elif (found := next((k for k in _UNSUPPORTED_JOB_FIELDS if k in data), None)) is not None:
+        where, what = (found,), f"a {_UNSUPPORTED_JOB_FIELDS[found]} job"
+    else:
+        return None
+    return _unknown_at(
+        document,
+        where,
+        f"{what} cannot run on Kubernetes through this reconciler: only command jobs do "
+        "(a command and an environment); write each step as a command job of its own",
+    )
+
+
 def _endpoint(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
     """The older endpoint shape: each item of `deployments:` is one Deployment."""
     manifests: list[Manifest] = []
@@ -196,6 +242,10 @@ def _endpoint(document: documents.Document, data: Mapping[str, Any], path: str) 
 
 def _unknown(document: documents.Document, message: str) -> Recognized:
     return Recognized([], [], [document.problem((), message)])
+
+
+def _unknown_at(document: documents.Document, path: problems.FieldPath, message: str) -> Recognized:
+    return Recognized([], [], [document.problem(path, message)])
 
 
 def _type_word(value: Any) -> str:

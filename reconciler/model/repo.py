@@ -366,6 +366,7 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
             )
             if conflict is not None:
                 found.append(conflict)
+            found.extend(placement.resource_problems(workload, instance_type))
         enabled = (
             extension.settings.training if scenario == "training" else extension.settings.inference
         )

@@ -1,10 +1,13 @@
 """Jobs and online deployments (SPEC sections 5 and 6) as typed models.
 
 A recognised, schema-valid Job or Deployment manifest becomes a `Job` or `Deployment` here, with
-its image, local files (checked against the snapshot, relative to the manifest's own folder) and,
-for deployments, normalised `ScaleSettings` (both spellings, the v2 `target_utilization` /
-`default` types and the older `auto` / `manual` ones). Cross-manifest checks (instance type
-exists, extension enables training / inference) are in `repo`.
+its image, local files (checked against the snapshot, relative to the manifest's own folder),
+the resources it asks for itself, its tags as annotation names and, for deployments, normalised
+`ScaleSettings` (both spellings, the v2 `target_utilization` / `default` types and the older
+`auto` / `manual` ones) and the container `Probe`s with the ML CLI v2 defaults. A job's `inputs`
+become `JobInput`s and the `${{inputs.NAME}}` / `${{outputs.NAME}}` of its command are checked
+here and filled in by `substitute` (render knows the in-pod paths). Cross-manifest checks
+(instance type exists, extension enables training / inference) are in `repo`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import source
-from reconciler.model import manifests, problems
+from reconciler.model import manifests, problems, quantities
 
 DEFAULT_TARGET_UTILIZATION = 70
 DEFAULT_POLLING_INTERVAL = 1  # seconds, the ML CLI v2 default
@@ -27,6 +30,34 @@ DEFAULT_MAX_QUEUE_WAIT_MS = 500
 # for its metadata.
 MAX_CONFIGMAP_BYTES = 1_000_000
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+# ML CLI v2's probe defaults (azure.ai.ml ProbeSettings), in seconds and counts.
+DEFAULT_PROBE_INITIAL_DELAY = 10
+DEFAULT_PROBE_PERIOD = 10
+DEFAULT_PROBE_TIMEOUT = 2
+DEFAULT_PROBE_SUCCESS_THRESHOLD = 1
+DEFAULT_PROBE_FAILURE_THRESHOLD = 30
+# A tag `KEY: value` becomes the annotation `tags.gitops.mlext.io/KEY` on the workload's objects.
+TAG_ANNOTATION_PREFIX = "tags.gitops.mlext.io/"
+DESCRIPTION_ANNOTATION = "gitops.mlext.io/description"
+DISPLAY_NAME_ANNOTATION = "gitops.mlext.io/display-name"
+_ANNOTATION_NAME_UNSAFE = re.compile(r"[^-A-Za-z0-9_.]+")
+_ANNOTATION_NAME_MAX = 63
+GPU = "nvidia.com/gpu"
+# A job's output NAME is the empty folder OUTPUTS_DIR/NAME in its pod: nothing uploads it.
+OUTPUTS_DIR = "/outputs"
+# `${{inputs.NAME}}`, `${{outputs.NAME}}` (and anything else between `${{` and `}}`) in a job's
+# command; `$[[ ... ]]` holds a part that is dropped when an input in it is not given.
+_PLACEHOLDER = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+_OPTIONAL_PART = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
+_REFERENCE = re.compile(r"^(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)$")
+_PRIMITIVE_INPUT_TYPES = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
+# Remote data the cluster can fetch by itself: handed to the command as it is.
+_REACHABLE_SCHEMES = ("http://", "https://")
 
 
 @dataclass(frozen=True)
@@ -46,7 +77,12 @@ class ScaleSettings:
 
 @dataclass(frozen=True)
 class Workload:
-    """What jobs and deployments share: identity, image, placement and where they came from."""
+    """What jobs and deployments share: identity, image, placement and where they came from.
+
+    `requests` / `limits` are the resources the manifest gives itself: they override the same
+    keys of its instance type's (`placement`). `annotations` are its tags (prefixed), display
+    name and description, put on its objects and their pods.
+    """
 
     name: str
     image: str
@@ -54,6 +90,24 @@ class Workload:
     compute: str | None
     environment_variables: Mapping[str, str]
     manifest: manifests.Manifest = field(compare=False, repr=False)
+    requests: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str | int] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def local_files(self) -> list[str]:
+        """Snapshot paths of the repo files and folders its objects carry (what a render of it
+        depends on besides the model)."""
+        return []
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """One of a job's `inputs`: a literal (or URI) put into the command as it is, a local file or
+    folder of the repo mounted into the pod, or an optional input not given (both None)."""
+
+    name: str
+    value: str | None = None
+    local: str | None = None  # snapshot path
 
 
 @dataclass(frozen=True)
@@ -61,6 +115,23 @@ class Job(Workload):
     command: str = ""
     code: str | None = None  # snapshot path of the code folder
     instance_count: int = 1
+    inputs: tuple[JobInput, ...] = ()
+    outputs: tuple[str, ...] = ()  # names: each an empty folder in the pod
+
+    def local_files(self) -> list[str]:
+        found = [self.code] if self.code and not is_uri(self.code) else []
+        return found + [i.local for i in self.inputs if i.local]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A container probe's timing (`liveness_probe` / `readiness_probe`), in seconds."""
+
+    initial_delay: int = DEFAULT_PROBE_INITIAL_DELAY
+    period: int = DEFAULT_PROBE_PERIOD
+    timeout: int = DEFAULT_PROBE_TIMEOUT
+    success_threshold: int = DEFAULT_PROBE_SUCCESS_THRESHOLD
+    failure_threshold: int = DEFAULT_PROBE_FAILURE_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -76,6 +147,13 @@ class Deployment(Workload):
     max_concurrent_requests_per_instance: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS
     max_queue_wait_ms: int = DEFAULT_MAX_QUEUE_WAIT_MS
+    liveness_probe: Probe = Probe()
+    readiness_probe: Probe = Probe()
+
+    def local_files(self) -> list[str]:
+        found = [self.code] if self.code and not is_uri(self.code) else []
+        found += [m for m in self.models if not is_uri(m)]
+        return found + ([self.conda_file] if self.conda_file else [])
 
 
 class _Context:
@@ -168,20 +246,26 @@ def _code_path(ctx: _Context, code: Any, path: problems.FieldPath) -> str | None
 
 
 def _env_vars(fields: Mapping[str, Any]) -> dict[str, str]:
-    return {
-        str(k): (str(v).lower() if isinstance(v, bool) else str(v))
-        for k, v in (fields.get("environment_variables") or {}).items()
-    }
+    """Environment variables as the strings a container takes (`true`, not `True`)."""
+    return {str(k): _text(v) for k, v in (fields.get("environment_variables") or {}).items()}
 
 
 def build_job(
     manifest: manifests.Manifest, snapshot: source.Snapshot
 ) -> tuple[Job, list[problems.Problem]]:
-    """A schema-valid Job manifest -> `Job`, checking its local files."""
+    """A schema-valid Job manifest -> `Job`, checking its local files, inputs and command."""
     ctx = _Context(manifest, snapshot)
     fields = manifest.fields
     image, _conda = _image(ctx, fields["environment"])
     resources = fields.get("resources") or {}
+    if "experiment_name" in fields:
+        ctx.note(
+            ("experiment_name",),
+            "accepted, not used: jobs are not grouped into experiments on the cluster",
+        )
+    inputs, broken = _inputs(ctx, fields.get("inputs") or {})
+    outputs, broken_outputs = _outputs(ctx, fields.get("outputs") or {})
+    _check_command(ctx, fields["command"], inputs, outputs, broken | broken_outputs)
     job = Job(
         name=manifest.name,
         image=image,
@@ -189,9 +273,12 @@ def build_job(
         compute=_compute_name(fields.get("compute")),
         environment_variables=_env_vars(fields),
         manifest=manifest,
+        annotations=_annotations(ctx, fields),
         command=fields["command"],
         code=_code_path(ctx, fields.get("code"), ("code",)),
         instance_count=resources.get("instance_count", 1),
+        inputs=inputs,
+        outputs=outputs,
     )
     return job, ctx.found
 
@@ -213,6 +300,7 @@ def build_deployment(
             ctx.error(("code_configuration", "scoring_script"), f"no such file: {shown}")
     request = fields.get("request_settings") or {}
     auth_mode = fields.get("auth_mode", "key")
+    requests, limits = _resources(ctx, fields.get("resources") or {})
     if "app_insights_enabled" in fields:
         ctx.note(
             ("app_insights_enabled",),
@@ -226,6 +314,9 @@ def build_deployment(
         compute=_compute_name(fields.get("compute")),
         environment_variables=_env_vars(fields),
         manifest=manifest,
+        requests=requests,
+        limits=limits,
+        annotations=_annotations(ctx, fields),
         endpoint_name=fields.get("endpoint_name"),
         models=_models(ctx, fields),
         code=code,
@@ -239,8 +330,239 @@ def build_deployment(
         ),
         request_timeout_ms=request.get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS),
         max_queue_wait_ms=request.get("max_queue_wait_ms", DEFAULT_MAX_QUEUE_WAIT_MS),
+        liveness_probe=_probe(ctx, fields, "liveness_probe"),
+        readiness_probe=_probe(ctx, fields, "readiness_probe"),
     )
     return deployment, ctx.found
+
+
+def _probe(ctx: _Context, fields: Mapping[str, Any], key: str) -> Probe:
+    """A probe with the ML CLI v2 default for each field not given."""
+    given: Mapping[str, Any] = fields.get(key) or {}
+    probe = Probe(**{k: int(v) for k, v in given.items()})
+    if key == "liveness_probe" and probe.success_threshold != 1:
+        ctx.error(
+            (key, "success_threshold"),
+            "must be 1 for a liveness probe (Kubernetes allows no other value)",
+        )
+    return probe
+
+
+def _resources(
+    ctx: _Context, resources: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, str | int]]:
+    """The deployment's own requests and limits (quantities as text, GPUs as a count)."""
+    requests = {k: _quantity_text(v) for k, v in (resources.get("requests") or {}).items()}
+    limits: dict[str, str | int] = {
+        k: (int(v) if k == GPU else _quantity_text(v))
+        for k, v in (resources.get("limits") or {}).items()
+    }
+    if GPU in requests:
+        ctx.error(
+            ("resources", "requests", GPU),
+            f"{GPU} goes only in limits (Kubernetes sets the request equal to the limit)",
+        )
+        del requests[GPU]
+    for name in ("cpu", "memory"):
+        request, limit = requests.get(name), limits.get(name)
+        if request is None or limit is None:
+            continue
+        if quantities.parse(request) > quantities.parse(limit):
+            ctx.error(
+                ("resources", "requests", name),
+                f"request {request} is more than the limit {limit}",
+            )
+    return requests, limits
+
+
+def _quantity_text(value: object) -> str:
+    """`0.5` and `"0.5"` are the same quantity: kept as the text Kubernetes reads."""
+    return value if isinstance(value, str) else str(value)
+
+
+def _annotations(ctx: _Context, fields: Mapping[str, Any]) -> dict[str, str]:
+    """Tags as `tags.gitops.mlext.io/KEY` annotations (KEY made a valid annotation name), and the
+    display name and description as annotations of their own."""
+    found: dict[str, str] = {}
+    first_key: dict[str, str] = {}
+    for key, value in (fields.get("tags") or {}).items():
+        name = _ANNOTATION_NAME_UNSAFE.sub("-", str(key)).strip("-_.")
+        name = name[:_ANNOTATION_NAME_MAX].rstrip("-_.")
+        if not name:
+            ctx.error(("tags", str(key)), "a tag name needs at least one letter or digit")
+            continue
+        if name in first_key:
+            ctx.error(
+                ("tags", str(key)),
+                f"becomes the same annotation as tag {first_key[name]!r} "
+                f"({TAG_ANNOTATION_PREFIX}{name}): rename one",
+            )
+            continue
+        first_key[name] = str(key)
+        found[TAG_ANNOTATION_PREFIX + name] = _text(value)
+    for key, annotation in (
+        ("display_name", DISPLAY_NAME_ANNOTATION),
+        ("description", DESCRIPTION_ANNOTATION),
+    ):
+        if fields.get(key) is not None:
+            found[annotation] = str(fields[key])
+    return found
+
+
+def _text(value: Any) -> str:
+    """A YAML scalar as the string an annotation or environment variable holds (`true`)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ...], set[str]]:
+    """The job's inputs, and `inputs.NAME` of those with a problem (reported here, once)."""
+    found: list[JobInput] = []
+    broken: set[str] = set()
+    for name, spec in given.items():
+        path: problems.FieldPath = ("inputs", name)
+        if not isinstance(spec, Mapping):
+            if isinstance(spec, str) and _unreachable(spec):
+                ctx.error(path, _unreachable_message(spec))
+                broken.add(f"inputs.{name}")
+                continue
+            found.append(JobInput(name, value=_text(spec)))
+            continue
+        kind = spec.get("type")
+        if kind in _PRIMITIVE_INPUT_TYPES:
+            key = "value" if "value" in spec else "default"
+            value = spec.get(key)
+            if value is None:
+                if not spec.get("optional"):
+                    ctx.error(path, f"a {kind} input needs a value or a default")
+                    broken.add(f"inputs.{name}")
+                found.append(JobInput(name))
+                continue
+            allowed = _PRIMITIVE_INPUT_TYPES[kind]
+            if not isinstance(value, allowed) or (kind != "boolean" and isinstance(value, bool)):
+                ctx.error((*path, key), f"must be a {kind} (the input's type)")
+                broken.add(f"inputs.{name}")
+                continue
+            found.append(JobInput(name, value=_text(value)))
+            continue
+        path_key = next((k for k in ("path", "file", "folder") if k in spec), None)
+        if path_key is None:
+            if not spec.get("optional"):
+                ctx.error(path, "needs a path (a file or folder in the repo, or an https:// URI)")
+                broken.add(f"inputs.{name}")
+            found.append(JobInput(name))
+            continue
+        reference = str(spec[path_key])
+        if _unreachable(reference):
+            ctx.error((*path, path_key), _unreachable_message(reference))
+            broken.add(f"inputs.{name}")
+        elif reference.startswith(_REACHABLE_SCHEMES):
+            found.append(JobInput(name, value=reference))
+        else:
+            local = ctx.local_path(reference, (*path, path_key))
+            exists = ctx.snapshot.exists(local)
+            want = "folder" if kind == "uri_folder" or path_key == "folder" else None
+            want = "file" if kind == "uri_file" or path_key == "file" else want
+            if exists and want == "folder" and not ctx.snapshot.is_dir(local):
+                ctx.error((*path, path_key), f"must be a folder (type {kind or path_key})")
+            elif exists and want == "file" and ctx.snapshot.is_dir(local):
+                ctx.error((*path, path_key), f"must be a file (type {kind or path_key})")
+            found.append(JobInput(name, local=local))
+    return tuple(found), broken
+
+
+def _unreachable(reference: str) -> bool:
+    """A reference the cluster cannot fetch: a workspace datastore or data asset, or a storage
+    URI that needs the workspace's credentials."""
+    return reference.startswith(REGISTERED_PREFIX) or (
+        is_uri(reference) and not reference.startswith(_REACHABLE_SCHEMES)
+    )
+
+
+def _unreachable_message(reference: str) -> str:
+    return (
+        f"{reference} cannot be reached from the cluster (a workspace datastore or data asset): "
+        "give a file or folder in the repo, or an https:// URI"
+    )
+
+
+def _outputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[str, ...], set[str]]:
+    found: list[str] = []
+    broken: set[str] = set()
+    for name, spec in given.items():
+        if isinstance(spec, Mapping) and "path" in spec:
+            ctx.error(
+                ("outputs", name, "path"),
+                f"{spec['path']} cannot be written from the cluster: leave path out (the "
+                f"output is then a folder in the pod, {OUTPUTS_DIR}/{name}, kept only while the "
+                "pod is)",
+            )
+            broken.add(f"outputs.{name}")
+            continue
+        ctx.note(
+            ("outputs", name),
+            f"an empty folder in the pod, {OUTPUTS_DIR}/{name}: nothing uploads what the job "
+            "writes there, and it is gone with the pod",
+        )
+        found.append(str(name))
+    return tuple(found), broken
+
+
+def _check_command(
+    ctx: _Context,
+    command: str,
+    inputs: tuple[JobInput, ...],
+    outputs: tuple[str, ...],
+    broken: set[str],
+) -> None:
+    """Every `${{...}}` of the command names an input or output the job declares; one inside an
+    optional part `$[[...]]` may name an input that is not given."""
+    declared = {i.name for i in inputs}
+    given = {i.name for i in inputs if i.value is not None or i.local is not None}
+    optional_spans = [m.span() for m in _OPTIONAL_PART.finditer(command)]
+    for match in _PLACEHOLDER.finditer(command):
+        line_number = command.count("\n", 0, match.start()) + 1
+        line = command.splitlines()[line_number - 1].strip()
+        where = f"line {line_number} ({line})"
+        reference = _REFERENCE.match(match.group(1))
+        if reference is None:
+            ctx.error(
+                ("command",),
+                f"{where}: {match.group(0)} cannot be filled in on Kubernetes: a command job's "
+                "command may use ${{inputs.NAME}} and ${{outputs.NAME}} only",
+            )
+            continue
+        group, name = reference.groups()
+        names = declared if group == "inputs" else set(outputs)
+        if match.group(1) in broken or any(
+            start <= match.start() < end for start, end in optional_spans
+        ):
+            continue
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            ctx.error(("command",), f"{where}: no {group[:-1]} named {name!r} ({group}: {known})")
+        elif group == "inputs" and name not in given:
+            ctx.error(
+                ("command",),
+                f"{where}: input {name!r} is not given: give it a value, or put the part "
+                "that uses it inside $[[...]] (left out when the input is not given)",
+            )
+
+
+def substitute(command: str, values: Mapping[str, str]) -> str:
+    """The command with each `${{inputs.NAME}}` / `${{outputs.NAME}}` replaced by its value from
+    `values` (keyed `inputs.NAME`, ...), as text, the way ML CLI v2 does; an optional part
+    `$[[...]]` is kept (without its brackets) when every reference in it has a value, else
+    dropped."""
+
+    def fill(text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+    def optional(match: re.Match[str]) -> str:
+        part = match.group(1)
+        wanted = [m.group(1) for m in _PLACEHOLDER.finditer(part)]
+        return fill(part) if all(w in values for w in wanted) else ""
+
+    return fill(_OPTIONAL_PART.sub(optional, command))
 
 
 def data_files(manifest: manifests.Manifest) -> list[str]:

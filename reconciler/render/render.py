@@ -158,12 +158,11 @@ class _Units:
 
     def job(self, job: workloads.Job, extension: extensions.Extension) -> list[objects.Object]:
         def key() -> Hashable:
-            code = [job.code] if job.code else []
             return (
                 "job",
                 memo.fingerprint(job),
                 self._placement_key(job, extension),
-                memo.files(self._snapshot, code),
+                memo.files(self._snapshot, job.local_files()),
             )
 
         declared, snapshot = self._loaded.instance_types, self._snapshot
@@ -175,13 +174,11 @@ class _Units:
         self, deployment: workloads.Deployment, extension: extensions.Extension
     ) -> list[objects.Object]:
         def key() -> Hashable:
-            local = [m for m in deployment.models if not workloads.is_uri(m)]
-            code = [deployment.code] if deployment.code else []
             return (
                 "deployment",
                 memo.fingerprint(deployment),
                 self._placement_key(deployment, extension),
-                memo.files(self._snapshot, code + local),
+                memo.files(self._snapshot, deployment.local_files()),
             )
 
         declared, snapshot = self._loaded.instance_types, self._snapshot

@@ -3,8 +3,10 @@
 A job becomes a volcano Job when its extension installs volcano, else a batch/v1 Job; a model
 deployment becomes an apps/v1 Deployment (never an HPA: the router scales it) and the Service the
 router reaches it through. Both run in their extension's release namespace, get their instance
-type's resources and the merged nodeSelector (`placement`), and have their small local files
-(code, model) delivered through ConfigMaps; remote model URIs are fetched by an init container.
+type's resources (with the workload's own over them) and the merged nodeSelector (`placement`),
+their tags as annotations, and have their small local files (code, model, conda file, job inputs)
+delivered through ConfigMaps; remote model URIs are fetched by an init container. A job's command
+gets its `${{inputs.NAME}}` / `${{outputs.NAME}}` filled in with values and in-pod paths.
 The router's own configuration entry for each deployment (`router_entry`) is the `router.yaml`
 format `reconciler router serve` reads; the names the router and the render must agree on (the
 auth Secret, the model Service's port name, the coordinator Lease) and the router's RBAC for its
@@ -25,7 +27,13 @@ from reconciler.model import extensions, instancetypes, placement, workloads
 from reconciler.render import templating
 
 APP_DIR = "/var/azureml-app"
+# A deployment's conda file is mounted here and named by AZUREML_EXTRA_CONDA_YAML_ABS_PATH, the
+# variable the AzureML inference images' start script creates the environment from.
+CONDA_DIR = f"{APP_DIR}/environment"
+CONDA_ENV_VAR = "AZUREML_EXTRA_CONDA_YAML_ABS_PATH"
 JOB_CODE_DIR = "/code"
+JOB_INPUTS_DIR = "/inputs"  # a local input NAME is at /inputs/NAME (a file: /inputs/NAME/FILE)
+JOB_OUTPUTS_DIR = workloads.OUTPUTS_DIR  # an output NAME is the empty folder /outputs/NAME
 INFERENCE_PORT = 5001
 JOB_BACKOFF_LIMIT = 3
 # Finished jobs stay this long so their status can be read.
@@ -113,12 +121,14 @@ def job_objects(
     mounts: list[dict[str, Any]] = []
     if job.code and snapshot.exists(job.code):
         _mount_code(job.name, namespace, snapshot, job.code, JOB_CODE_DIR, found, volumes, mounts)
+    values = _job_io(job, namespace, snapshot, found, volumes, mounts)
     selector = {JOB_LABEL: job.name}
     volcano = bool(extension.settings["installVolcano"])
     context = {
         "w": {
             "name": job.name,
             "namespace": namespace,
+            "annotations": dict(job.annotations),
             "instance_count": job.instance_count,
             "backoff_limit": JOB_BACKOFF_LIMIT,
             "ttl": JOB_TTL_SECONDS,
@@ -128,8 +138,8 @@ def job_objects(
             "init_containers": [],
             "container_name": "job",
             "image": job.image,
-            "command": ["/bin/sh", "-c", job.command],
-            "working_dir": JOB_CODE_DIR if mounts else None,
+            "command": ["/bin/sh", "-c", workloads.substitute(job.command, values)],
+            "working_dir": JOB_CODE_DIR if job.code and snapshot.exists(job.code) else None,
             "env": _env(job, {"AZUREML_INSTANCE_TYPE": where.instance_type.name}),
             "ports": [],
             "resources": where.resources(),
@@ -141,6 +151,55 @@ def job_objects(
     template = "workloads/volcano-job.yaml.j2" if volcano else "workloads/job.yaml.j2"
     found.extend(templating.render_template(template, context))
     return found
+
+
+def _job_io(
+    job: workloads.Job,
+    namespace: str,
+    snapshot: source.Snapshot,
+    found: list[objects.Object],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> dict[str, str]:
+    """Mount the job's local inputs (one ConfigMap each) and an empty folder per output; the
+    value each `inputs.NAME` / `outputs.NAME` of its command stands for."""
+    values: dict[str, str] = {}
+    local_index = 0
+    for job_input in job.inputs:
+        if job_input.value is not None:
+            values[f"inputs.{job_input.name}"] = job_input.value
+            continue
+        if job_input.local is None or not snapshot.exists(job_input.local):
+            continue  # an optional input not given
+        name = f"{job.name}-input-{local_index}"
+        volume = f"input-{local_index}"
+        local_index += 1
+        config_map, items = files_config_map(name, namespace, snapshot, job_input.local)
+        found.append(config_map)
+        volumes.append({"name": volume, "configMap": {"name": name, "items": items}})
+        target = f"{JOB_INPUTS_DIR}/{job_input.name}"
+        mounts.append({"name": volume, "mountPath": target, "readOnly": True})
+        if not snapshot.is_dir(job_input.local):
+            target = f"{target}/{posixpath.basename(job_input.local)}"
+        values[f"inputs.{job_input.name}"] = target
+    for index, output in enumerate(job.outputs):
+        volume = f"output-{index}"
+        volumes.append({"name": volume, "emptyDir": {}})
+        mounts.append({"name": volume, "mountPath": f"{JOB_OUTPUTS_DIR}/{output}"})
+        values[f"outputs.{output}"] = f"{JOB_OUTPUTS_DIR}/{output}"
+    return values
+
+
+def _probe(probe: workloads.Probe) -> dict[str, Any]:
+    """A container probe of the model server's health route with the deployment's timing."""
+    return {
+        "httpGet": {"path": "/", "port": "http"},
+        "initialDelaySeconds": probe.initial_delay,
+        "periodSeconds": probe.period,
+        "timeoutSeconds": probe.timeout,
+        "successThreshold": probe.success_threshold,
+        "failureThreshold": probe.failure_threshold,
+    }
 
 
 def deployment_objects(
@@ -159,6 +218,14 @@ def deployment_objects(
         code_dir = f"{APP_DIR}/code"
         _mount_code(deployment.name, namespace, snapshot, deployment.code, code_dir, found,
                     volumes, mounts)  # fmt: skip
+    extra_env: dict[str, str] = {}
+    if deployment.conda_file and snapshot.exists(deployment.conda_file):
+        name = f"{deployment.name}-conda"
+        config_map, items = files_config_map(name, namespace, snapshot, deployment.conda_file)
+        found.append(config_map)
+        volumes.append({"name": "conda", "configMap": {"name": name, "items": items}})
+        mounts.append({"name": "conda", "mountPath": CONDA_DIR, "readOnly": True})
+        extra_env[CONDA_ENV_VAR] = f"{CONDA_DIR}/{posixpath.basename(deployment.conda_file)}"
     local = [m for m in deployment.models if not workloads.is_uri(m)]
     remote = [m for m in deployment.models if workloads.is_uri(m)]
     if deployment.models:
@@ -190,16 +257,11 @@ def deployment_objects(
         )
     selector = {DEPLOYMENT_LABEL: deployment.name}
     script = deployment.scoring_script or "score.py"
-    probe = {
-        "httpGet": {"path": "/", "port": "http"},
-        "initialDelaySeconds": 5,
-        "periodSeconds": 5,
-        "failureThreshold": 3,
-    }
     context = {
         "w": {
             "name": deployment.name,
             "namespace": namespace,
+            "annotations": dict(deployment.annotations),
             "replicas": deployment.scale.initial_replicas,
             "selector": selector,
             "pod_labels": _pod_labels(selector, extension),
@@ -222,13 +284,14 @@ def deployment_objects(
                     "AZUREML_MODEL_DIR": f"{APP_DIR}/model",
                     "AZUREML_ENTRY_SCRIPT": script,
                     "WORKER_COUNT": str(deployment.max_concurrent_requests_per_instance),
+                    **extra_env,
                 },
             ),
             "ports": [{"name": "http", "containerPort": INFERENCE_PORT, "protocol": "TCP"}],
             "resources": where.resources(),
             "volume_mounts": mounts,
-            "readiness_probe": probe,
-            "liveness_probe": {**probe, "initialDelaySeconds": 30, "periodSeconds": 10},
+            "readiness_probe": _probe(deployment.readiness_probe),
+            "liveness_probe": _probe(deployment.liveness_probe),
         }
     }
     found.extend(templating.render_template("workloads/deployment.yaml.j2", context))

@@ -78,3 +78,20 @@ def test_the_instancetype_crd_enforces_the_spec(cluster: kube.Cluster) -> None:
     bad["spec"] = {"resources": {"limits": {"memory": "lots"}}}
     with pytest.raises(kube.KubeError, match="memory"):
         kube.apply(cluster, bad, dry_run=True)
+
+
+def test_the_cli_v2_examples_are_accepted(cluster: kube.Cluster) -> None:
+    root = REPO_ROOT / "tests" / "fixtures" / "cliv2"
+    loaded = load(root)
+    # The endpoint document is the endpoint model's to recognise; the rest must be clean.
+    assert [p for p in loaded.errors if not p.file.endswith("kubernetes-endpoint.yml")] == []
+    objs = render.render_repo(loaded.repo, source.DirectorySnapshot(root), "unversioned").objects
+    results = dry_run_all(cluster, objs)
+    assert [objects.key(r) for r in results] == [objects.key(o) for o in objs]
+    blue = next(r for r in results if r["kind"] == "Deployment" and r["metadata"]["name"] == "blue")
+    pod = blue["spec"]["template"]
+    # The fractional-Gi request, the probes and the tag annotation went through admission.
+    assert pod["metadata"]["annotations"] == {"tags.gitops.mlext.io/model-version": "fraud-v1"}
+    main = pod["spec"]["containers"][0]
+    assert main["resources"]["requests"]["cpu"] == "200m"  # "0.2", canonicalised by the server
+    assert main["readinessProbe"]["successThreshold"] == 2

@@ -177,7 +177,7 @@ SCENARIOS: dict[str, tuple[Edit, Edit, int | None]] = {
     "conda data file": (
         example,
         lambda f: replace(f, "deployments/model/conda.yml", "python=3.11", "python=3.12"),
-        1,  # the conda file itself: data, rendered nowhere
+        2,  # the conda file itself (data, not a manifest) and blue's objects, which mount it
     ),
     "crlf line ends": (example, crlf, None),
     "invalid head": (

@@ -125,7 +125,8 @@ def test_a_model_pod_runs_azmlinfsrv_with_its_files_where_the_pod_would_have_the
     assert main.env["AZUREML_MODEL_DIR"] == f"{ROOT}/var/azureml-app/model"
     assert main.env["WORKER_COUNT"] == "1" and main.env["PATH"] == "/usr/bin"
     assert main.cwd == f"{ROOT}/var/azureml-app/code"
-    assert local.probe == podspec.Probe(path="/", scheme="http", period=5.0, failure_threshold=3)
+    # The example gives no readiness_probe: the ML CLI v2 defaults (every 10 s, 30 failures).
+    assert local.probe == podspec.Probe(path="/", scheme="http", period=10.0, failure_threshold=30)
 
 
 def test_a_router_pod_runs_the_router_listening_on_its_loopback_port() -> None:

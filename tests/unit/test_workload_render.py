@@ -6,6 +6,7 @@ from typing import Any
 import yaml
 
 from reconciler import objects, source
+from reconciler.model import memo, repo
 from reconciler.render import render, workloadobjects
 from tests.helpers import API, errors, extension, load, write_repo
 
@@ -275,3 +276,200 @@ def test_workloads_belong_to_the_extension_they_run_on(tmp_path: Path) -> None:
         if obj["metadata"]["name"].startswith("blue"):
             assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "azureml-extension"
             assert obj["metadata"]["namespace"] == "azureml"
+
+
+# The CLI v2 fields' effects on the rendered objects.
+
+NO_VOLCANO = "installVolcano: false\n"
+
+
+def container_of(obj: objects.Object) -> dict[str, Any]:
+    return dict(pod_of(obj)["containers"][0])
+
+
+def test_probes_are_the_deployments_with_cli_v2_defaults(tmp_path: Path) -> None:
+    text = DEPLOYMENT + "liveness_probe: {initial_delay: 30, failure_threshold: 4}\n"
+    rendered = render_repo(tmp_path, **{**DEPLOYMENT_FILES, "d.yaml": text})
+    main = container_of(find(rendered, "Deployment", "blue"))
+    check = {"httpGet": {"path": "/", "port": "http"}}
+    assert main["livenessProbe"] == {
+        **check,
+        "initialDelaySeconds": 30,
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "successThreshold": 1,
+        "failureThreshold": 4,
+    }
+    assert main["readinessProbe"] == {
+        **check,
+        "initialDelaySeconds": 10,
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "successThreshold": 1,
+        "failureThreshold": 30,
+    }
+
+
+def test_resources_override_the_instance_types_keys_it_keeps_the_selector(
+    tmp_path: Path,
+) -> None:
+    # instance type gpu: requests {cpu: 1}, limits {cpu: 2, memory: 4Gi, nvidia.com/gpu: 1}
+    text = DEPLOYMENT + (
+        "instance_type: gpu\nresources:\n  requests: {cpu: 500m, memory: 1Gi}\n"
+        "  limits: {memory: 3Gi}\n"
+    )
+    rendered = render_repo(tmp_path, **{**DEPLOYMENT_FILES, "d.yaml": text})
+    blue = find(rendered, "Deployment", "blue")
+    assert container_of(blue)["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "3Gi", "nvidia.com/gpu": 1},
+    }
+    assert pod_of(blue)["nodeSelector"] == {"accelerator": "nvidia", "pool": "ml"}
+
+
+def test_resources_without_instance_type_merge_over_the_default(tmp_path: Path) -> None:
+    text = DEPLOYMENT + "resources:\n  limits: {cpu: '1', nvidia.com/gpu: 2}\n"
+    rendered = render_repo(tmp_path, **{**DEPLOYMENT_FILES, "d.yaml": text})
+    blue = find(rendered, "Deployment", "blue")
+    assert container_of(blue)["resources"] == {
+        "requests": {"cpu": "0.6", "memory": "1536Mi"},
+        "limits": {"cpu": "1", "memory": "1536Mi", "nvidia.com/gpu": 2},
+    }
+    assert pod_of(blue)["nodeSelector"] == {"pool": "ml"}  # the extension's; default has none
+
+
+def test_tags_are_annotations_of_the_deployment_and_its_pods(tmp_path: Path) -> None:
+    text = DEPLOYMENT + "tags: {owner: risk team, stage: 2, live: false}\n"
+    rendered = render_repo(tmp_path, **{**DEPLOYMENT_FILES, "d.yaml": text})
+    blue = find(rendered, "Deployment", "blue")
+    tags = {
+        "tags.gitops.mlext.io/owner": "risk team",
+        "tags.gitops.mlext.io/stage": "2",
+        "tags.gitops.mlext.io/live": "false",
+    }
+    assert blue["spec"]["template"]["metadata"]["annotations"] == tags
+    assert blue["metadata"]["annotations"].items() >= tags.items()
+    # no tags: no annotations on the pods at all
+    plain = find(render_repo(tmp_path / "plain", **JOB_FILES), "Job", "train")
+    assert "annotations" not in plain["spec"]["tasks"][0]["template"]["metadata"]
+
+
+def test_the_conda_file_is_mounted_and_named_for_the_inference_image(tmp_path: Path) -> None:
+    text = DEPLOYMENT.replace(
+        "environment: {image: python:3.11}", "environment: {image: p, conda_file: env/c.yml}"
+    )
+    conda = "name: scoring\ndependencies: [python=3.11]\n"
+    rendered = render_repo(tmp_path, **{**DEPLOYMENT_FILES, "d.yaml": text, "env/c.yml": conda})
+    assert find(rendered, "ConfigMap", "blue-conda")["data"] == {"c.yml": conda}
+    blue = find(rendered, "Deployment", "blue")
+    main = container_of(blue)
+    env = {e["name"]: e["value"] for e in main["env"]}
+    assert env["AZUREML_EXTRA_CONDA_YAML_ABS_PATH"] == "/var/azureml-app/environment/c.yml"
+    assert {"name": "conda", "mountPath": "/var/azureml-app/environment", "readOnly": True} in (
+        main["volumeMounts"]
+    )
+    volumes = {v["name"]: v for v in pod_of(blue)["volumes"]}
+    assert volumes["conda"]["configMap"] == {
+        "name": "blue-conda",
+        "items": [{"key": "c.yml", "path": "c.yml"}],
+    }
+
+
+def test_job_inputs_are_filled_in_and_local_ones_mounted(tmp_path: Path) -> None:
+    job = f"""
+apiVersion: {API}
+kind: Job
+metadata: {{name: train}}
+spec:
+  command: |
+    python train.py --lr ${{{{inputs.lr}}}} --data ${{{{inputs.data}}}}
+    cat ${{{{inputs.labels}}}} > ${{{{outputs.model}}}}/labels.txt
+  code: ./src
+  environment: {{image: python:3.11}}
+  inputs:
+    lr: {{type: number, default: 0.01}}
+    data: {{type: uri_folder, path: ./data}}
+    labels: {{type: uri_file, path: ./meta/labels.txt}}
+  outputs:
+    model:
+"""
+    files: dict[str, str | bytes] = {
+        "j.yaml": job,
+        "src/train.py": "print(1)\n",
+        "data/a.csv": "x\n1\n",
+        "data/part/b.csv": "x\n2\n",
+        "meta/labels.txt": "cat\ndog\n",
+    }
+    rendered = render_repo(tmp_path, NO_VOLCANO, **files)
+    train = find(rendered, "Job", "train")
+    main = container_of(train)
+    assert main["command"] == [
+        "/bin/sh",
+        "-c",
+        "python train.py --lr 0.01 --data /inputs/data\n"
+        "cat /inputs/labels/labels.txt > /outputs/model/labels.txt\n",
+    ]
+    assert main["workingDir"] == "/code"
+    assert find(rendered, "ConfigMap", "train-input-0")["data"] == {
+        "a.csv": "x\n1\n",
+        "part__b.csv": "x\n2\n",
+    }
+    assert find(rendered, "ConfigMap", "train-input-1")["data"] == {"labels.txt": "cat\ndog\n"}
+    mounts = {m["name"]: m for m in main["volumeMounts"]}
+    assert mounts["input-0"] == {"name": "input-0", "mountPath": "/inputs/data", "readOnly": True}
+    assert mounts["input-1"]["mountPath"] == "/inputs/labels"
+    assert mounts["output-0"] == {"name": "output-0", "mountPath": "/outputs/model"}
+    volumes = {v["name"]: v for v in pod_of(train)["volumes"]}
+    assert volumes["output-0"] == {"name": "output-0", "emptyDir": {}}
+    assert volumes["input-0"]["configMap"]["items"] == [
+        {"key": "a.csv", "path": "a.csv"},
+        {"key": "part__b.csv", "path": "part/b.csv"},
+    ]
+
+
+def test_job_tags_display_name_and_description_are_annotations(tmp_path: Path) -> None:
+    text = JOB + "  tags: {run: nightly}\n  display_name: Nightly training\n"
+    rendered = render_repo(tmp_path, NO_VOLCANO, **{**JOB_FILES, "j.yaml": text})
+    train = find(rendered, "Job", "train")
+    expected = {
+        "tags.gitops.mlext.io/run": "nightly",
+        "gitops.mlext.io/display-name": "Nightly training",
+    }
+    assert train["spec"]["template"]["metadata"]["annotations"] == expected
+    assert train["metadata"]["annotations"].items() >= expected.items()
+
+
+def test_a_changed_input_or_conda_file_renders_anew_through_the_memo(tmp_path: Path) -> None:
+    job = JOB.replace("command: python train.py", "command: cat ${{inputs.d}}") + (
+        "  inputs: {d: {path: ./d.txt}}\n"
+    )
+    conda_deployment = DEPLOYMENT.replace(
+        "environment: {image: python:3.11}", "environment: {image: p, conda_file: c.yml}"
+    )
+    files = {
+        "ext.yaml": EXT.replace("{extra}", ""),
+        "it.yaml": INSTANCE_TYPES,
+        "j.yaml": job,
+        "src/train.py": "",
+        "d.txt": "one\n",
+        **DEPLOYMENT_FILES,
+        "d.yaml": conda_deployment,
+        "c.yml": "name: one\n",
+    }
+    root = write_repo(tmp_path, files)
+    reuse = memo.Memo()
+
+    def data() -> tuple[str, str]:
+        snapshot = source.DirectorySnapshot(root)
+        loaded = repo.load(snapshot, reuse)
+        assert loaded.valid, errors(loaded)
+        out = render.render_repo(loaded.repo, snapshot, "rev", reuse=reuse).objects
+        return (
+            find(out, "ConfigMap", "train-input-0")["data"]["d.txt"],
+            find(out, "ConfigMap", "blue-conda")["data"]["c.yml"],
+        )
+
+    assert data() == ("one\n", "name: one\n")
+    (root / "d.txt").write_text("two\n")
+    (root / "c.yml").write_text("name: two\n")
+    assert data() == ("two\n", "name: two\n")

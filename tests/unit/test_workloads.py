@@ -239,3 +239,341 @@ def test_kind_shape_job(tmp_path: Path) -> None:
     assert lines(loaded) == []
     train = loaded.repo.jobs["train"]
     assert (train.image, train.code, train.command) == ("python", "jobs/src", "python train.py")
+
+
+# KubernetesOnlineDeployment fields (ML CLI v2), each with what it becomes in the model.
+
+
+def test_a_kubernetes_deployment_without_schema_is_recognised(tmp_path: Path) -> None:
+    text = "name: blue\ntype: kubernetes\nendpoint_name: ep\nenvironment: {image: python}\n"
+    root = write_repo(tmp_path, {"ext.yaml": BOTH, "d.yml": text})
+    loaded = load(root)
+    assert errors(loaded) == []
+    assert loaded.repo.deployments["blue"].endpoint_name == "ep"
+    # a model says it is a deployment as well as type: kubernetes does
+    text = "name: blue\nendpoint_name: ep\nmodel: https://m.example.com/m.pkl\n"
+    root = write_repo(tmp_path / "m", {"ext.yaml": BOTH, "d.yml": text + "environment: {image: p}"})
+    assert sorted(load(root).repo.deployments) == ["blue"]
+
+
+def test_type_other_than_kubernetes_is_an_error_naming_it(tmp_path: Path) -> None:
+    text = "name: blue\ntype: managed\nendpoint_name: ep\nmodel: https://m.example.com/m\n"
+    root = write_repo(tmp_path, {"ext.yaml": BOTH, "d.yml": text + "environment: {image: p}\n"})
+    assert relative(root, errors(load(root))) == [
+        "d.yml:2: type: must be kubernetes: this reconciler runs deployments on the cluster (a "
+        "managed online deployment runs in Azure, not here)"
+    ]
+
+
+def test_probes_take_the_cli_v2_defaults_for_fields_not_given(tmp_path: Path) -> None:
+    root = deployment(tmp_path, "readiness_probe: {period: 3, success_threshold: 2}")
+    found = load(root).repo.deployments["blue"]
+    assert found.readiness_probe == workloads.Probe(10, 3, 2, 2, 30)
+    assert found.liveness_probe == workloads.Probe(10, 10, 2, 1, 30)
+
+
+def test_a_liveness_probe_succeeds_after_one_check_only(tmp_path: Path) -> None:
+    root = deployment(tmp_path, "liveness_probe:\n  success_threshold: 2")
+    assert relative(root, errors(load(root))) == [
+        "d.yaml:6: liveness_probe.success_threshold: must be 1 for a liveness probe (Kubernetes "
+        "allows no other value)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("initial_delay", "-1", "-1 is less than the minimum of 0"),
+        ("period", "0", "0 is less than the minimum of 1"),
+        ("timeout", "2s", "must be a whole number, not a string ('2s')"),
+    ],
+)
+def test_probe_fields_are_checked(tmp_path: Path, field: str, value: str, message: str) -> None:
+    root = deployment(tmp_path, f"readiness_probe: {{{field}: {value}}}")
+    assert relative(root, errors(load(root))) == [f"d.yaml:5: readiness_probe.{field}: {message}"]
+
+
+def test_resources_are_quantities_with_requests_under_limits(tmp_path: Path) -> None:
+    good = "resources:\n  requests: {cpu: '0.1', memory: 0.1Gi}\n  limits: {cpu: 1, memory: 1Gi}"
+    found = load(deployment(tmp_path, good)).repo.deployments["blue"]
+    assert (found.requests, found.limits) == (
+        {"cpu": "0.1", "memory": "0.1Gi"},
+        {"cpu": "1", "memory": "1Gi"},
+    )
+    bad = "resources:\n  requests: {cpu: 2, memory: lots}\n  limits: {cpu: 1}"
+    root = deployment(tmp_path / "bad", bad)
+    assert relative(root, errors(load(root))) == [
+        'd.yaml:6: resources.requests.memory: must be a Kubernetes quantity such as 100m, "1", '
+        "1500Mi or 2Gi"
+    ]
+    over = "resources:\n  requests: {cpu: 2}\n  limits: {cpu: 1}"
+    root = deployment(tmp_path / "over", over)
+    assert relative(root, errors(load(root))) == [
+        "d.yaml:6: resources.requests.cpu: request 2 is more than the limit 1"
+    ]
+
+
+def test_gpus_go_in_limits_only(tmp_path: Path) -> None:
+    root = deployment(tmp_path, "resources:\n  requests: {nvidia.com/gpu: 1}")
+    assert relative(root, errors(load(root))) == [
+        "d.yaml:6: resources.requests.nvidia.com/gpu: nvidia.com/gpu goes only in limits "
+        "(Kubernetes sets the request equal to the limit)"
+    ]
+
+
+def test_a_request_over_the_instance_types_limit_names_both(tmp_path: Path) -> None:
+    # defaultinstancetype's limits are 0.6 CPU and 1536Mi
+    root = deployment(tmp_path, "resources:\n  requests: {cpu: '1'}")
+    assert relative(root, errors(load(root))) == [
+        "d.yaml:6: resources.requests.cpu: request 1 is more than the limit 0.6 of instance "
+        "type 'defaultinstancetype': give resources.limits.cpu too"
+    ]
+    root = deployment(tmp_path / "limit", "resources:\n  limits: {memory: 1Gi}")
+    assert relative(root, errors(load(root))) == [
+        "d.yaml:6: resources.limits.memory: limit 1Gi is less than the request 1536Mi of "
+        "instance type 'defaultinstancetype': give resources.requests.memory too"
+    ]
+
+
+def test_tags_become_valid_annotation_names(tmp_path: Path) -> None:
+    tags = "tags: {'model version': v1, team/owner: risk, _x_: 1, ok: true}\ndescription: d"
+    found = load(deployment(tmp_path, tags)).repo.deployments["blue"]
+    assert found.annotations == {
+        "tags.gitops.mlext.io/model-version": "v1",
+        "tags.gitops.mlext.io/team-owner": "risk",
+        "tags.gitops.mlext.io/x": "1",
+        "tags.gitops.mlext.io/ok": "true",
+        "gitops.mlext.io/description": "d",
+    }
+    root = deployment(tmp_path / "clash", "tags: {a b: 1, a-b: 2, '***': 3}")
+    assert sorted(relative(root, errors(load(root)))) == [
+        "d.yaml:5: tags.***: a tag name needs at least one letter or digit",
+        "d.yaml:5: tags.a-b: becomes the same annotation as tag 'a b' "
+        "(tags.gitops.mlext.io/a-b): rename one",
+    ]
+
+
+def test_environment_variables_are_strings(tmp_path: Path) -> None:
+    extra = "environment_variables: {YES_: true, NO_: False, N: 3, X: 0.5, S: text}"
+    found = load(deployment(tmp_path, extra)).repo.deployments["blue"]
+    assert found.environment_variables == {
+        "YES_": "true",
+        "NO_": "false",
+        "N": "3",
+        "X": "0.5",
+        "S": "text",
+    }
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ("{request_timeout_ms: 0}", "request_timeout_ms: 0 is less than the minimum of 1"),
+        (
+            "{max_concurrent_requests_per_instance: 0}",
+            "max_concurrent_requests_per_instance: 0 is less than the minimum of 1",
+        ),
+        ("{max_queue_wait_ms: -1}", "max_queue_wait_ms: -1 is less than the minimum of 0"),
+        (
+            "{request_timeout_ms: 1.5}",
+            "request_timeout_ms: must be a whole number, not a number (1.5)",
+        ),
+    ],
+)
+def test_request_settings_ranges(tmp_path: Path, settings: str, problem: str) -> None:
+    root = deployment(tmp_path, f"request_settings: {settings}")
+    assert relative(root, errors(load(root))) == [f"d.yaml:5: request_settings.{problem}"]
+
+
+def test_code_configuration_code_as_a_path_string(tmp_path: Path) -> None:
+    extra = "code_configuration: {code: ../shared/score, scoring_script: score.py}"
+    text = DEPLOYMENT.format(extra=extra)
+    files = {"ext.yaml": BOTH, "d/d.yaml": text, "shared/score/score.py": "def run(x): ..."}
+    loaded = load(write_repo(tmp_path, files))
+    assert errors(loaded) == []
+    assert loaded.repo.deployments["blue"].code == "shared/score"
+
+
+@pytest.mark.parametrize("prefix", ["", "file:"])
+def test_conda_file_with_or_without_file_prefix(tmp_path: Path, prefix: str) -> None:
+    env = f"environment:\n  image: python\n  conda_file: {prefix}env/conda.yaml"
+    text = DEPLOYMENT.format(extra="").replace("environment:\n  image: python", env)
+    files = {"ext.yaml": BOTH, "d.yaml": text, "env/conda.yaml": "dependencies: [python]\n"}
+    loaded = load(write_repo(tmp_path, files))
+    assert lines(loaded) == []
+    assert loaded.repo.deployments["blue"].conda_file == "env/conda.yaml"
+
+
+# Command jobs as the ML CLI v2 examples write them.
+
+HELLO = """\
+$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+command: {command}
+environment: {{image: python}}
+{extra}
+"""
+
+
+def job(
+    tmp_path: Path, command: str, extra: str = "", files: dict[str, str | bytes] | None = None
+) -> tuple[Path, workloads.Job | None, list[str]]:
+    text = HELLO.format(command=command, extra=extra)
+    root = write_repo(tmp_path, {"ext.yaml": BOTH, "j.yml": text, **(files or {})})
+    loaded = load(root)
+    return root, loaded.repo.jobs.get("j"), relative(root, errors(loaded))
+
+
+def test_literal_inputs_fill_the_command(tmp_path: Path) -> None:
+    extra = (
+        "inputs:\n  s: hello\n  n: 42\n  f: 0.5\n  b: true\n"
+        "  typed: {type: integer, default: 7}\n  valued: {type: string, value: v, default: d}\n"
+        "  uri: {type: uri_file, path: 'https://data.example.com/x.csv'}\n"
+        "  old: {file: 'https://data.example.com/y.csv'}"
+    )
+    command = "'run ${{inputs.s}} ${{ inputs.n }} ${{inputs.f}} ${{inputs.b}} ${{inputs.typed}}"
+    command += " ${{inputs.valued}} ${{inputs.uri}} ${{inputs.old}}'"
+    _, found, problems = job(tmp_path, command, extra)
+    assert problems == []
+    assert found is not None
+    values = {f"inputs.{i.name}": i.value for i in found.inputs if i.value is not None}
+    assert workloads.substitute(found.command, values) == (
+        "run hello 42 0.5 true 7 v https://data.example.com/x.csv https://data.example.com/y.csv"
+    )
+
+
+def test_an_optional_part_is_left_out_without_its_input(tmp_path: Path) -> None:
+    extra = "inputs:\n  a: 1\n  opt: {type: integer, optional: true}"
+    command = "'run ${{inputs.a}} $[[--opt ${{inputs.opt}}]] $[[--more ${{inputs.a}}]]'"
+    _, found, problems = job(tmp_path, command, extra)
+    assert problems == [] and found is not None
+    assert workloads.substitute(found.command, {"inputs.a": "1"}) == "run 1  --more 1"
+
+
+def test_an_unknown_input_names_the_command_line(tmp_path: Path) -> None:
+    command = "|\n  echo start\n  echo ${{inputs.nope}}\n"
+    _, _, problems = job(tmp_path, command, "inputs: {a: 1}")
+    assert problems == [
+        "j.yml:2: command: line 2 (echo ${{inputs.nope}}): no input named 'nope' (inputs: a)"
+    ]
+
+
+def test_an_optional_input_not_given_outside_an_optional_part(tmp_path: Path) -> None:
+    _, _, problems = job(
+        tmp_path, "'echo ${{inputs.o}}'", "inputs: {o: {type: string, optional: true}}"
+    )
+    assert problems == [
+        "j.yml:2: command: line 1 (echo ${{inputs.o}}): input 'o' is not given: give it a "
+        "value, or put the part that uses it inside $[[...]] (left out when the input is not "
+        "given)"
+    ]
+
+
+def test_other_expressions_cannot_be_filled_in(tmp_path: Path) -> None:
+    _, _, problems = job(tmp_path, "'echo ${{search_space.b}}'")
+    assert problems == [
+        "j.yml:2: command: line 1 (echo ${{search_space.b}}): ${{search_space.b}} cannot be "
+        "filled in on Kubernetes: a command job's command may use ${{inputs.NAME}} and "
+        "${{outputs.NAME}} only"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "reference"),
+    [
+        (
+            "{type: uri_file, path: 'azureml://datastores/blob/paths/iris.csv'}",
+            "inputs.d.path",
+            "azureml://datastores/blob/paths/iris.csv",
+        ),
+        ("{type: uri_folder, path: 'azureml:iris:1'}", "inputs.d.path", "azureml:iris:1"),
+        ("'azureml:iris@latest'", "inputs.d", "azureml:iris@latest"),
+        ("{path: 'wasbs://c@acct.blob.core.windows.net/x'}", "inputs.d.path", "wasbs://"),
+    ],
+)
+def test_data_the_cluster_cannot_reach_is_an_error_naming_the_field(
+    tmp_path: Path, spec: str, field: str, reference: str
+) -> None:
+    _, _, problems = job(tmp_path, "'cat ${{inputs.d}}'", f"inputs:\n  d: {spec}")
+    (found,) = problems  # and no second error about the command using it
+    assert found.startswith(f"j.yml:5: {field}: {reference}")
+    assert "cannot be reached from the cluster" in found
+
+
+def test_local_inputs_must_exist_and_fit_their_type(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {"data/x.txt": "x\n", "data/more/y.txt": "y\n"}
+    extra = "inputs:\n  f: {type: uri_file, path: ./data/x.txt}\n  d: {path: ./data}"
+    _, found, problems = job(tmp_path, "'cat ${{inputs.f}}; ls ${{inputs.d}}'", extra, files)
+    assert problems == [] and found is not None
+    assert [(i.name, i.local) for i in found.inputs] == [("f", "data/x.txt"), ("d", "data")]
+    extra = "inputs:\n  f: {type: uri_file, path: ./data}\n  g: {type: uri_folder, path: ./nope}"
+    root, _, problems = job(tmp_path / "bad", "'cat ${{inputs.f}} ${{inputs.g}}'", extra, files)
+    assert problems == [
+        "j.yml:5: inputs.f.path: must be a file (type uri_file)",
+        f"j.yml:6: inputs.g.path: no such file or folder: {root}/nope",
+    ]
+
+
+def test_outputs_are_folders_in_the_pod_and_cannot_name_a_path(tmp_path: Path) -> None:
+    root = write_repo(
+        tmp_path,
+        {
+            "ext.yaml": BOTH,
+            "j.yml": HELLO.format(command="'echo > ${{outputs.o}}/x'", extra="outputs: {o: }"),
+        },
+    )
+    loaded = load(root)
+    assert relative(root, lines(loaded)) == [
+        "j.yml:4: outputs.o: note: an empty folder in the pod, /outputs/o: nothing uploads what "
+        "the job writes there, and it is gone with the pod"
+    ]
+    assert loaded.repo.jobs["j"].outputs == ("o",)
+    extra = "outputs:\n  o: {type: uri_folder, path: 'azureml://datastores/b/paths/out'}"
+    _, _, problems = job(tmp_path / "path", "'echo > ${{outputs.o}}/x ${{outputs.p}}'", extra)
+    assert problems == [
+        "j.yml:2: command: line 1 (echo > ${{outputs.o}}/x ${{outputs.p}}): no output named 'p' "
+        "(outputs: none)",
+        "j.yml:5: outputs.o.path: azureml://datastores/b/paths/out cannot be written from the "
+        "cluster: leave path out (the output is then a folder in the pod, /outputs/o, kept only "
+        "while the pod is)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            "$schema: https://x/pipelineJob.schema.json\ntype: pipeline\njobs: {}",
+            "2: type: a pipeline job",
+        ),
+        ("type: sweep\ntrial: {command: x}", "1: type: a sweep job"),
+        ("$schema: https://x/sweepJob.schema.json\ntrial: {}", "1: $schema: a sweep job"),
+        ("$schema: https://x/parallelJob.schema.json\ntask: {}", "1: $schema: a parallel job"),
+        ("type: parallel\ntask: {}", "1: type: a parallel job"),
+        ("jobs:\n  a: {command: x}", "1: jobs: a pipeline job"),
+        ("trial: {command: x}\ninputs: {}", "1: trial: a sweep job"),
+    ],
+)
+def test_jobs_kubernetes_cannot_run_are_one_clear_error(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    root = write_repo(tmp_path, {"ext.yaml": BOTH, "p.yml": text + "\n"})
+    assert relative(root, errors(load(root))) == [
+        f"p.yml:{where} cannot run on Kubernetes through this reconciler: only command jobs do "
+        "(a command and an environment); write each step as a command job of its own"
+    ]
+
+
+def test_the_hello_job_fields_are_accepted(tmp_path: Path) -> None:
+    extra = (
+        "compute: azureml:cpu-cluster\nexperiment_name: hello\ndisplay_name: Hello\n"
+        "description: says hello\ntags: {hello: world}\nresources: {instance_count: 2}"
+    )
+    root, found, problems = job(tmp_path, "'echo \"hello world\"'", extra)
+    assert problems == [] and found is not None
+    assert found.instance_count == 2
+    assert found.annotations == {
+        "tags.gitops.mlext.io/hello": "world",
+        "gitops.mlext.io/display-name": "Hello",
+        "gitops.mlext.io/description": "says hello",
+    }
+    assert [p.field for p in load(root).problems] == ["experiment_name"]
