@@ -97,8 +97,8 @@ def serve(
         # Said once at startup: outside a cluster nothing fills these in.
         for name in incluster.discovered(cfg, ""):
             log.warning("deployment %s has no static backends and is not discovered here", name)
-        for name in incluster.secret_sources(cfg, ""):
-            log.warning("deployment %s takes its keys from a Secret, not read here", name)
+        for kind, name in incluster.secret_sources(cfg, ""):
+            log.warning("%s %s takes its keys from a Secret, not read here", kind, name)
     server = proxy.Router(
         cfg,
         config_path,
