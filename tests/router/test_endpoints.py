@@ -352,6 +352,7 @@ def test_the_host_name_selects_the_endpoint_when_cname_is_set(tmp_path: Path, sp
                 score_url(base, "green"), headers={"Host": "mnist.ml.example.test"}
             ) as response:
                 assert (await response.json())["backend"] == "green"
+            assert_idle(router)
 
     run(scenario())
 
