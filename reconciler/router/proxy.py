@@ -11,6 +11,15 @@ whatever happens. The bytes on the wire (headers passed on, the request head, bo
 with their limits, a response relayed chunk by chunk) are `forwarding`'s; the router's own JSON
 answers (errors, 413, status) are `replies`'; the HTTP server itself is `front`.
 
+Endpoints: `POST /api/v1/endpoint/{endpoint}/score` (or `/score` with `Host: {endpoint}.{cname}`)
+-> the endpoint's Authenticator -> its deployment, named by the `azureml-model-deployment`
+header or else the next step of its `traffic.Plan` -> the deployment's path above, without its
+own auth check (the endpoint's was made). The pick and the deployment's lookup happen before
+any await, so a reload cannot come between them. A step may also name mirror deployments: once
+the body is buffered, a copy goes to each as a background task (`_copy`) whose answer is read
+and dropped; it takes a free backend at once or is dropped (never queued), and a streamed body
+is never copied. The answer carries `azureml-model-deployment: NAME`.
+
 Failover: a request is sent again only when it provably never reached a backend
 (`upstream.NeverSent`: the connection was refused, or a kept-alive connection was found closed or
 reset before the first byte of the request was written); it then goes to another backend (up
@@ -22,16 +31,19 @@ down backend and brings it back.
 Config reload: `reload`, run every `reload_interval`, stats the config file (and the key and TLS
 files it names) and `apply`s a changed one in a single swap of the deployments map, reusing each
 kept deployment's Pool (and, through `Pool.set_backends`, each kept Backend with its in-flight
-count). A request holds the objects it started with, so a reload never drops one. An invalid new
-file is logged and ignored: the last good config stays in force.
+count). Endpoints are swapped with the deployments; one whose split is unchanged keeps its Plan
+(a changed split starts its cycle over). A request holds the objects it started with, so a
+reload never drops one. An invalid new file is logged and ignored: the last good config stays
+in force.
 
 In-cluster hooks, used by the Kubernetes side (`router.incluster`): `Router.on_apply` listeners
 hear of every config applied, `Router.set_backends(name, urls)` feeds endpoints discovered from
-the deployment's Service, and `Router.set_authenticator` installs keys read from its Secret. A
-reload keeps both unless the deployment's `backends` or `auth` section changed. All of them run
-on the event loop thread: from a watch thread, go through `loop.call_soon_threadsafe`. Every
-instance answers `GET /internal/load` (`coordinator.LOAD_PATH`) with its own load per deployment
-(`Router.samples`), which the scaling coordinator collects from its peers.
+the deployment's Service, and `Router.set_authenticator` installs keys read from a deployment's
+or endpoint's Secret. A reload keeps both unless the `backends` or `auth` section changed. All
+of them run on the event loop thread: from a watch thread, go through
+`loop.call_soon_threadsafe`. Every instance answers `GET /internal/load`
+(`coordinator.LOAD_PATH`) with its own load per deployment (`Router.samples`), which the scaling
+coordinator collects from its peers.
 """
 
 from __future__ import annotations
