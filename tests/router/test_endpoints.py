@@ -275,6 +275,13 @@ def test_changing_the_split_under_load_loses_no_request_and_the_new_ratio_holds(
             # The new split is exact over any 1,000 consecutive requests from here on.
             after, _ = await fire(client, endpoint_url(base, "mnist"), 1000)
             assert after == {"blue": 900, "green": 100}
+            # A reload that leaves the split alone keeps its place in the cycle.
+            plan, config = router.endpoints["mnist"].plan, router.config
+            blue_green(
+                tmp_path, blue, green, endpoint("mnist", {"blue": 90, "green": 10}), cname="x.test"
+            )
+            await until(lambda: router.config is not config, "the second reload")
+            assert router.endpoints["mnist"].plan is plan
 
     run(scenario())
 
