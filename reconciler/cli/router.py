@@ -97,8 +97,8 @@ def serve(
         # Said once at startup: outside a cluster nothing fills these in.
         for name in incluster.discovered(cfg, ""):
             log.warning("deployment %s has no static backends and is not discovered here", name)
-        for name in incluster.secret_sources(cfg, ""):
-            log.warning("deployment %s takes its keys from a Secret, not read here", name)
+        for kind, name in incluster.secret_sources(cfg, ""):
+            log.warning("%s %s takes its keys from a Secret, not read here", kind, name)
     server = proxy.Router(
         cfg,
         config_path,
@@ -148,23 +148,30 @@ def _run(main: object) -> None:
 
 
 @router.command()
-@click.option("--deployment", required=True, help="The deployment the token is for.")
+@click.option("--deployment", help="The deployment the token is for.")
+@click.option("--endpoint", help="Or the endpoint it is for (its /api/v1/endpoint/ route).")
 @click.option(
     "--signing-key-file",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File holding the deployment's signing key (its Secret's signingKey, decoded).",
+    help="File holding the signing key (its Secret's signingKey, decoded).",
 )
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime: 3600, 90s, 30m, 1h, 1d.")
-def token(deployment: str, signing_key_file: Path, ttl: str) -> None:
-    """Print a token for a token-mode deployment as JSON (accessToken, expiryOn, refreshAfter)."""
+def token(deployment: str | None, endpoint: str | None, signing_key_file: Path, ttl: str) -> None:
+    """Print a token for a token-mode deployment or endpoint as JSON (accessToken, expiryOn,
+    refreshAfter)."""
+    if (deployment is None) == (endpoint is None):
+        raise click.UsageError("give exactly one of --deployment and --endpoint")
+    # The token's audience: a deployment's token does not open an endpoint's route.
+    audience = deployment or endpoint
+    assert audience is not None
     seconds = parse_duration(ttl)
     if seconds is None or seconds <= 0:
         raise click.BadParameter(f"{ttl!r} is not a positive duration", param_hint="--ttl")
     key = signing_key_file.read_text(encoding="utf-8").strip()
     if not key:
         raise click.BadParameter(f"{signing_key_file} is empty", param_hint="--signing-key-file")
-    issued = tokens.issue(deployment, key, seconds)
+    issued = tokens.issue(audience, key, seconds)
     click.echo(json.dumps(issued.as_json(), indent=2))
 
 

@@ -5,14 +5,21 @@ ConfigMap, plus a few keys for local use (static `backends`, inline keys, limits
 `parse` is pure (text in, config or every problem out, each as `FILE:LINE: field.path: message`);
 `load` adds the file reads: the config file itself and the key files it names.
 
-Keys in-cluster come from the deployment's Secret (`auth.secret`), read by `router.incluster`
-when the deployment gives none of its own. Locally a deployment gives its keys inline (`keys`,
-`signing_key`) or as files (`key_files`, `signing_key_file`, relative to the config file's
-folder); likewise static `backends` are for local use, discovery fills the others in-cluster.
+`endpoints` are what clients call (`POST /api/v1/endpoint/NAME/score`): each splits its traffic
+over some of the `deployments` by integer weights (percents: they sum to 100, or are all 0 and
+only the `azureml-model-deployment` header routes), may mirror a percentage of it to a
+deployment that takes no live traffic, and has an `auth` of its own, shaped like a deployment's.
+
+Keys in-cluster come from the deployment's or endpoint's Secret (`auth.secret`), read by
+`router.incluster` when the config gives none of its own. Locally the config gives the keys
+inline (`keys`, `signing_key`) or as files (`key_files`, `signing_key_file`, relative to the
+config file's folder); likewise static `backends` are for local use, discovery fills the others
+in-cluster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +40,7 @@ _TOP_KEYS = {
     "tls",
     "cname",
     "deployments",
+    "endpoints",
     "max_body_bytes",
     "retry_buffer_bytes",
     "overload_lag_ms",
@@ -53,6 +61,9 @@ _DEPLOYMENT_KEYS = {
     "auth",
     "scale_settings",
 }
+_ENDPOINT_KEYS = {"name", "traffic", "mirror_traffic", "auth"}
+# The original product's limit: at most half of an endpoint's requests are copied to a mirror.
+MAX_MIRROR_PERCENT = 50
 _AUTH_KEYS = {"mode", "secret", "keys", "key_files", "signing_key", "signing_key_file"}
 _SCALE_KEYS = {
     "type",
@@ -117,6 +128,21 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """What clients call: a traffic split over deployments, mirror copies, its own auth."""
+
+    name: str
+    traffic: Mapping[str, int] = field(default_factory=dict)  # deployment -> weight (percent)
+    mirror_traffic: Mapping[str, int] = field(default_factory=dict)  # deployment -> percent
+    auth: Auth = field(default_factory=Auth)
+
+    @property
+    def members(self) -> frozenset[str]:
+        """The deployments the `azureml-model-deployment` header may name."""
+        return frozenset(self.traffic) | frozenset(self.mirror_traffic)
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     host: str
     port: int
@@ -126,9 +152,13 @@ class RouterConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     retry_buffer_bytes: int = DEFAULT_RETRY_BUFFER_BYTES
     overload_lag_ms: int = DEFAULT_OVERLOAD_LAG_MS
+    endpoints: tuple[Endpoint, ...] = ()
 
     def deployment(self, name: str) -> Deployment | None:
         return next((d for d in self.deployments if d.name == name), None)
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.name == name), None)
 
 
 def load(path: str | Path) -> RouterConfig:
@@ -154,28 +184,33 @@ def parse(file: str, text: str) -> RouterConfig:
 
 def _with_key_files(config: RouterConfig, path: Path) -> RouterConfig:
     found: list[problems.Problem] = []
-    deployments: list[Deployment] = []
-    for index, deployment in enumerate(config.deployments):
-        auth = deployment.auth
-        keys = list(auth.keys)
-        signing_key = auth.signing_key
-        for i, name in enumerate(auth.key_files):
-            where = f"deployments[{index}].auth.key_files[{i}]"
-            text = _read_key(path.parent / name, str(path), where, found)
-            if text is not None:
-                keys.append(text)
-        if auth.signing_key_file is not None:
-            where = f"deployments[{index}].auth.signing_key_file"
-            text = _read_key(path.parent / auth.signing_key_file, str(path), where, found)
-            if text is not None:
-                signing_key = text
-        new_auth = Auth(
-            auth.mode, auth.secret, tuple(keys), auth.key_files, signing_key, auth.signing_key_file
-        )
-        deployments.append(_replace_auth(deployment, new_auth))
+    deployments = tuple(
+        dataclasses.replace(d, auth=_auth_with_files(d.auth, path, f"deployments[{i}]", found))
+        for i, d in enumerate(config.deployments)
+    )
+    endpoints = tuple(
+        dataclasses.replace(e, auth=_auth_with_files(e.auth, path, f"endpoints[{i}]", found))
+        for i, e in enumerate(config.endpoints)
+    )
     if found:
         raise ConfigError(found)
-    return _replace_deployments(config, tuple(deployments))
+    return dataclasses.replace(config, deployments=deployments, endpoints=endpoints)
+
+
+def _auth_with_files(auth: Auth, path: Path, owner: str, found: list[problems.Problem]) -> Auth:
+    """`auth` with the keys of its key files added (read relative to the config's folder)."""
+    keys = list(auth.keys)
+    signing_key = auth.signing_key
+    for i, name in enumerate(auth.key_files):
+        text = _read_key(path.parent / name, str(path), f"{owner}.auth.key_files[{i}]", found)
+        if text is not None:
+            keys.append(text)
+    if auth.signing_key_file is not None:
+        where = f"{owner}.auth.signing_key_file"
+        text = _read_key(path.parent / auth.signing_key_file, str(path), where, found)
+        if text is not None:
+            signing_key = text
+    return dataclasses.replace(auth, keys=tuple(keys), signing_key=signing_key)
 
 
 def _read_key(path: Path, file: str, where: str, found: list[problems.Problem]) -> str | None:
@@ -189,18 +224,6 @@ def _read_key(path: Path, file: str, where: str, found: list[problems.Problem]) 
         found.append(problems.Problem(file, 0, where, f"key file {path} is empty"))
         return None
     return text
-
-
-def _replace_auth(deployment: Deployment, auth: Auth) -> Deployment:
-    values = {f: getattr(deployment, f) for f in deployment.__dataclass_fields__}
-    values["auth"] = auth
-    return Deployment(**values)
-
-
-def _replace_deployments(config: RouterConfig, deployments: tuple[Deployment, ...]) -> RouterConfig:
-    values = {f: getattr(config, f) for f in config.__dataclass_fields__}
-    values["deployments"] = deployments
-    return RouterConfig(**values)
 
 
 class _Parser:
@@ -230,10 +253,11 @@ class _Parser:
             data, (), "overload_lag_ms", DEFAULT_OVERLOAD_LAG_MS, minimum=0, maximum=10_000
         )
         deployments = self.deployments(data.get("deployments", []))
+        endpoints = self.endpoints(data.get("endpoints", []), {d.name for d in deployments})
         if self.found:
             raise ConfigError(problems.sort_problems(self.found))
         return RouterConfig(
-            host, port, deployments, tls, cname, max_body, retry_buffer, overload_lag
+            host, port, deployments, tls, cname, max_body, retry_buffer, overload_lag, endpoints
         )
 
     def unknown(self, data: Mapping[str, Any], path: problems.FieldPath, known: set[str]) -> None:
@@ -323,6 +347,78 @@ class _Parser:
             auth=self.auth(item.get("auth"), (*path, "auth")),
             scale_settings=self.scale(item.get("scale_settings"), (*path, "scale_settings")),
         )
+
+    def endpoints(self, value: Any, deployments: set[str]) -> tuple[Endpoint, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(("endpoints",), "expected a list")
+            return ()
+        found: list[Endpoint] = []
+        seen: set[str] = set()
+        for index, item in enumerate(value):
+            path: problems.FieldPath = ("endpoints", index)
+            endpoint = self.endpoint(item, path, deployments)
+            if endpoint is None:
+                continue
+            if endpoint.name in seen:
+                self.problem((*path, "name"), f"endpoint {endpoint.name!r} is listed twice")
+            seen.add(endpoint.name)
+            found.append(endpoint)
+        return tuple(found)
+
+    def endpoint(
+        self, item: Any, path: problems.FieldPath, deployments: set[str]
+    ) -> Endpoint | None:
+        if not isinstance(item, dict):
+            self.problem(path, "expected a mapping")
+            return None
+        self.unknown(item, path, _ENDPOINT_KEYS)
+        name = item.get("name")
+        if not isinstance(name, str) or not name or "/" in name:
+            self.problem((*path, "name"), "expected a non-empty name without '/'")
+            return None
+        traffic = self.weights(item, path, "traffic", deployments, 100)
+        total = sum(traffic.values())
+        if total not in (0, 100):
+            self.problem(
+                (*path, "traffic"), f"the percentages sum to {total}: expected 100 (or all 0)"
+            )
+        mirror = self.weights(item, path, "mirror_traffic", deployments, MAX_MIRROR_PERCENT)
+        for target in mirror:
+            if traffic.get(target, 0) > 0:
+                self.problem(
+                    (*path, "mirror_traffic", target),
+                    f"deployment {target!r} takes live traffic: only another one can mirror it",
+                )
+        return Endpoint(name, traffic, mirror, self.auth(item.get("auth"), (*path, "auth")))
+
+    def weights(
+        self,
+        data: Mapping[str, Any],
+        path: problems.FieldPath,
+        key: str,
+        deployments: set[str],
+        maximum: int,
+    ) -> dict[str, int]:
+        """A {deployment: percent} mapping naming only known deployments."""
+        value = data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem((*path, key), "expected a mapping of deployment names to percentages")
+            return {}
+        found: dict[str, int] = {}
+        for target in value:
+            where = (*path, key, target)
+            if not isinstance(target, str) or target not in deployments:
+                hint = problems.did_you_mean(str(target), deployments)
+                self.problem(where, f"no deployment named {target!r} in deployments{hint}")
+                continue
+            percent = self.integer(value, (*path, key), target, -1, minimum=0, maximum=maximum)
+            if percent >= 0:
+                found[target] = percent
+        return found
 
     def backends(self, value: Any, path: problems.FieldPath) -> tuple[str, ...] | None:
         if value is None:

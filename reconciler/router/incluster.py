@@ -3,8 +3,9 @@
 Sits between `proxy.Router`, the data path, which knows nothing of Kubernetes, and the pieces
 that talk to the API server through `kube`: one `discovery.EndpointWatcher` per deployment
 without static backends (its Service's EndpointSlices, port `workloadobjects.SERVICE_PORT_NAME`),
-a poll of each deployment's auth Secret (every `SECRET_REFRESH_SECONDS`, so that `reconciler
-deployment regen-key` takes effect without a restart), and `coordinator.start_in_cluster` (the
+a poll of each deployment's and endpoint's auth Secret (every `SECRET_REFRESH_SECONDS`, so that
+`reconciler deployment regen-key` takes effect without a restart; one code path for both kinds,
+a Secret two of them share is read once), and `coordinator.start_in_cluster` (the
 peers, the coordinator Lease, the scale subresource). `reconciler router serve` runs it when it
 runs in-cluster (`wanted`: the `--in-cluster` flag, else whether the pod environment says so);
 locally none of it runs and the config's static backends and inline keys are all there is.
@@ -17,8 +18,9 @@ coordinator reads this instance's load on the loop too (`_local_load`). `_applie
 watcher no longer wanted is stopped on a thread of its own.
 
 Pure and tested alone: which deployments are discovered (`discovered`), whose keys come from a
-Secret (`secret_sources`), which are autoscaled (`scaled`), and who this instance is
-(`identity`, from the environment the router template sets).
+Secret (`secret_sources`: deployments and endpoints, each keyed by `Keyed`, its kind and name),
+which are autoscaled (`scaled`), and who this instance is (`identity`, from the environment the
+router template sets).
 """
 
 from __future__ import annotations
@@ -91,9 +93,15 @@ class Endpoints:
     service: str
 
 
+# What keys are read for: (proxy.DEPLOYMENT or proxy.ENDPOINT, its name). An implicit endpoint
+# has its deployment's name, so the kind tells them apart.
+Keyed = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class SecretSource:
-    """The Secret a deployment's keys come from, and the auth mode they are read for."""
+    """The Secret a deployment's or endpoint's keys come from, and the auth mode they are read
+    for."""
 
     namespace: str
     secret: str
@@ -113,17 +121,21 @@ def discovered(cfg: routerconfig.RouterConfig, namespace: str) -> dict[str, Endp
     }
 
 
-def secret_sources(cfg: routerconfig.RouterConfig, namespace: str) -> dict[str, SecretSource]:
-    """The deployments whose keys come from their Secret: key or token mode with `auth.secret`
-    and no keys of their own (inline or from key files, which win: that is local use)."""
+def secret_sources(cfg: routerconfig.RouterConfig, namespace: str) -> dict[Keyed, SecretSource]:
+    """The deployments and endpoints whose keys come from their Secret: key or token mode with
+    `auth.secret` and no keys of their own (inline or from key files, which win: that is local
+    use). An endpoint's Secret is in the router's namespace, where render puts it."""
+    owners: list[tuple[Keyed, routerconfig.Auth, str]] = [
+        ((proxy.DEPLOYMENT, d.name), d.auth, d.namespace or namespace) for d in cfg.deployments
+    ]
+    owners += [((proxy.ENDPOINT, e.name), e.auth, namespace) for e in cfg.endpoints]
     found = {}
-    for d in cfg.deployments:
-        auth = d.auth
+    for keyed, auth, where in owners:
         if auth.secret is None or auth.mode == "none":
             continue
         if (auth.mode == "key" and auth.keys) or (auth.mode == "token" and auth.signing_key):
             continue
-        found[d.name] = SecretSource(d.namespace or namespace, auth.secret, auth.mode)
+        found[keyed] = SecretSource(where, auth.secret, auth.mode)
     return found
 
 
@@ -156,11 +168,11 @@ class InCluster:
         self._watchers: dict[str, tuple[Endpoints, discovery.EndpointWatcher]] = {}
         # Shared with the Secret poll's thread, under the lock.
         self._lock = threading.Lock()
-        self._sources: dict[str, SecretSource] = {}
+        self._sources: dict[Keyed, SecretSource] = {}
         self._data: dict[tuple[str, str], Mapping[str, str]] = {}  # last read, by (ns, name)
         self._missing: set[tuple[str, str]] = set()
         # Loop only: the authenticators this side installed, to tell when a reload replaced one.
-        self._installed: dict[str, tokens.Authenticator] = {}
+        self._installed: dict[Keyed, tokens.Authenticator] = {}
         self._wake = threading.Event()
         self._closing = False
         self._poll: threading.Thread | None = None
@@ -235,23 +247,22 @@ class InCluster:
         used = {source.where for source in sources.values()}
         with self._lock:
             previous, self._sources = self._sources, sources
-            cached = {name: self._data.get(source.where) for name, source in sources.items()}
-            # Keys of Secrets no deployment uses any more are not kept in memory.
+            cached = {keyed: self._data.get(source.where) for keyed, source in sources.items()}
+            # Keys of Secrets no deployment or endpoint uses any more are not kept in memory.
             self._data = {where: data for where, data in self._data.items() if where in used}
         unread = False
-        for name, source in sources.items():
-            deployment = self.router.deployments.get(name)
-            current = deployment.auth if deployment is not None else None
-            if previous.get(name) == source and current is self._installed.get(name):
+        for keyed, source in sources.items():
+            current = self.router.authenticator(keyed[1], keyed[0])
+            if previous.get(keyed) == source and current is self._installed.get(keyed):
                 continue  # nothing changed for this one
-            data = cached[name]
+            data = cached[keyed]
             if data is not None:
-                self._install(name, source, data)  # at once, from the last read
+                self._install(keyed, source, data)  # at once, from the last read
             else:
                 unread = True
-        for name in list(self._installed):
-            if name not in sources:
-                del self._installed[name]
+        for keyed in list(self._installed):
+            if keyed not in sources:
+                del self._installed[keyed]
         if unread:
             self._wake.set()  # a Secret not read yet: read it now, not in a poll period
         if self._scaling is not None:
@@ -293,21 +304,23 @@ class InCluster:
             return  # a watcher stopped by a reload, late with its last news
         self.router.set_backends(name, urls)
 
-    def _install(self, name: str, source: SecretSource, data: Mapping[str, str]) -> None:
+    def _install(self, keyed: Keyed, source: SecretSource, data: Mapping[str, str]) -> None:
+        kind, name = keyed
+        # A token's audience is the deployment or endpoint it is for.
         authenticator = tokens.from_secret(name, source.mode, data)
-        self.router.set_authenticator(name, authenticator)
-        self._installed[name] = authenticator
+        self.router.set_authenticator(name, authenticator, kind)
+        self._installed[keyed] = authenticator
 
     def _install_read(self, where: tuple[str, str]) -> None:
-        """A Secret's data changed: install it for every deployment keyed by it now."""
+        """A Secret's data changed: install it for every deployment and endpoint keyed by it."""
         with self._lock:
             data = self._data.get(where)
-            users = {n: s for n, s in self._sources.items() if s.where == where}
+            users = {k: s for k, s in self._sources.items() if s.where == where}
         if data is None:
             return
-        for name, source in users.items():
-            self._install(name, source, data)
-            log.info("deployment %s: keys from Secret %s/%s", name, *where)
+        for keyed, source in users.items():
+            self._install(keyed, source, data)
+            log.info("%s %s: keys from Secret %s/%s", *keyed, *where)
 
     # -- threads ------------------------------------------------------------------------------
 
@@ -345,7 +358,7 @@ class InCluster:
             try:
                 self._read_secrets()
             except Exception:  # a bug in one round must not end the refresh for good
-                log.exception("reading the deployments' Secrets failed")
+                log.exception("reading the auth Secrets failed")
 
     def _read_secrets(self) -> None:
         """Read every Secret keys come from, once (one bounded request each); a changed one is
@@ -361,7 +374,7 @@ class InCluster:
                 continue
             if secret is None:
                 if where not in self._missing:
-                    log.warning("Secret %s/%s not found: its deployments keep their keys", *where)
+                    log.warning("Secret %s/%s not found: its users keep their keys", *where)
                     self._missing.add(where)
                 continue
             self._missing.discard(where)

@@ -8,6 +8,12 @@ router's budget. Everything runs on the event loop thread, so the plain numbers 
 a collector turns them into metric families when Prometheus scrapes. Queue depth, requests in
 flight and backends are read from the pools at scrape time too.
 
+Endpoints add two small counters: requests by endpoint and the deployment chosen for them
+(`deployment=""`: none was, the request was refused or unroutable; `endpoint=""`: a Host-routed
+request refused before its Host was read), and mirror copies by outcome (`answered`, `failed`,
+`dropped`: no free backend at once, or a streamed body). The copies' answers are not counted
+among the deployment's `router_requests`.
+
 The autoscaler registers its own gauges (utilization, desired and current replicas) on
 `Metrics.registry`; `AUTOSCALER_GAUGES` names them so the names stay free for it.
 """
@@ -78,7 +84,11 @@ class Metrics:
         self._series: dict[str, _Series] = {}
         # Per deployment: requests sent to another backend after one provably never got them.
         self.retried: dict[str, int] = {}
+        # (endpoint, deployment chosen) -> requests; (endpoint, deployment, outcome) -> copies.
+        self.routed: dict[tuple[str, str], int] = {}
+        self.copies: dict[tuple[str, str, str], int] = {}
         self.registry.register(_RequestCollector(self._series, self.retried))
+        self.registry.register(_EndpointCollector(self.routed, self.copies))
         self.registry.register(_PoolCollector(pools))
 
     def request_done(self, deployment: str, code: int, total: float, backend: float) -> None:
@@ -101,6 +111,23 @@ class Metrics:
     def retry(self, deployment: str) -> None:
         """Count one request sent again (a refused or stale connection: nothing was written)."""
         self.retried[deployment] = self.retried.get(deployment, 0) + 1
+
+    def endpoint_routed(self, endpoint: str, deployment: str) -> None:
+        """Count one scoring request of an endpoint, by the deployment chosen ("" for none)."""
+        key = (endpoint, deployment)
+        self.routed[key] = self.routed.get(key, 0) + 1
+
+    def mirrored(self, endpoint: str, deployment: str, outcome: str) -> None:
+        """Count one mirror copy: answered, failed or dropped."""
+        key = (endpoint, deployment, outcome)
+        self.copies[key] = self.copies.get(key, 0) + 1
+
+    def forget_endpoint(self, endpoint: str) -> None:
+        """Drop a removed endpoint's counts."""
+        for key in [k for k in self.routed if k[0] == endpoint]:
+            del self.routed[key]
+        for copy in [k for k in self.copies if k[0] == endpoint]:
+            del self.copies[copy]
 
     def forget(self, deployment: str) -> None:
         """Drop a removed deployment's series, so they do not linger after a reload."""
@@ -152,6 +179,38 @@ class _RequestCollector(registry.Collector):
 
     def describe(self) -> Iterable[core.Metric]:
         return self.collect()  # claims the names, so a clashing registration fails loudly
+
+
+class _EndpointCollector(registry.Collector):
+    """Endpoint requests by the deployment chosen, and mirror copies by outcome."""
+
+    def __init__(
+        self, routed: Mapping[tuple[str, str], int], copies: Mapping[tuple[str, str, str], int]
+    ) -> None:
+        self._routed = routed
+        self._copies = copies
+
+    def collect(self) -> Iterable[core.Metric]:
+        routed = core.CounterMetricFamily(
+            "router_endpoint_requests",
+            "Scoring requests of an endpoint, by the deployment chosen for them (by the traffic "
+            "split or the azureml-model-deployment header; empty: refused or unroutable).",
+            labels=["endpoint", "deployment"],
+        )
+        copies = core.CounterMetricFamily(
+            "router_mirror_requests",
+            "Mirror copies of endpoint requests, by outcome (answered, failed, or dropped: no "
+            "free backend, or a streamed body).",
+            labels=["endpoint", "deployment", "outcome"],
+        )
+        for (endpoint, deployment), count in sorted(self._routed.items()):
+            routed.add_metric([endpoint, deployment], count)
+        for (endpoint, deployment, outcome), count in sorted(self._copies.items()):
+            copies.add_metric([endpoint, deployment, outcome], count)
+        return [routed, copies]
+
+    def describe(self) -> Iterable[core.Metric]:
+        return self.collect()
 
 
 class _PoolCollector(registry.Collector):

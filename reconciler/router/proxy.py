@@ -11,6 +11,15 @@ whatever happens. The bytes on the wire (headers passed on, the request head, bo
 with their limits, a response relayed chunk by chunk) are `forwarding`'s; the router's own JSON
 answers (errors, 413, status) are `replies`'; the HTTP server itself is `front`.
 
+Endpoints: `POST /api/v1/endpoint/{endpoint}/score` (or `/score` with `Host: {endpoint}.{cname}`)
+-> the endpoint's Authenticator -> its deployment, named by the `azureml-model-deployment`
+header or else the next step of its `traffic.Plan` -> the deployment's path above, without its
+own auth check (the endpoint's was made). The pick and the deployment's lookup happen before
+any await, so a reload cannot come between them. A step may also name mirror deployments: once
+the body is buffered, a copy goes to each as a background task (`_copy`) whose answer is read
+and dropped; it takes a free backend at once or is dropped (never queued), and a streamed body
+is never copied. The answer carries `azureml-model-deployment: NAME`.
+
 Failover: a request is sent again only when it provably never reached a backend
 (`upstream.NeverSent`: the connection was refused, or a kept-alive connection was found closed or
 reset before the first byte of the request was written); it then goes to another backend (up
@@ -22,16 +31,19 @@ down backend and brings it back.
 Config reload: `reload`, run every `reload_interval`, stats the config file (and the key and TLS
 files it names) and `apply`s a changed one in a single swap of the deployments map, reusing each
 kept deployment's Pool (and, through `Pool.set_backends`, each kept Backend with its in-flight
-count). A request holds the objects it started with, so a reload never drops one. An invalid new
-file is logged and ignored: the last good config stays in force.
+count). Endpoints are swapped with the deployments; one whose split is unchanged keeps its Plan
+(a changed split starts its cycle over). A request holds the objects it started with, so a
+reload never drops one. An invalid new file is logged and ignored: the last good config stays
+in force.
 
 In-cluster hooks, used by the Kubernetes side (`router.incluster`): `Router.on_apply` listeners
 hear of every config applied, `Router.set_backends(name, urls)` feeds endpoints discovered from
-the deployment's Service, and `Router.set_authenticator` installs keys read from its Secret. A
-reload keeps both unless the deployment's `backends` or `auth` section changed. All of them run
-on the event loop thread: from a watch thread, go through `loop.call_soon_threadsafe`. Every
-instance answers `GET /internal/load` (`coordinator.LOAD_PATH`) with its own load per deployment
-(`Router.samples`), which the scaling coordinator collects from its peers.
+the deployment's Service, and `Router.set_authenticator` installs keys read from a deployment's
+or endpoint's Secret. A reload keeps both unless the `backends` or `auth` section changed. All
+of them run on the event loop thread: from a watch thread, go through
+`loop.call_soon_threadsafe`. Every instance answers `GET /internal/load`
+(`coordinator.LOAD_PATH`) with its own load per deployment (`Router.samples`), which the scaling
+coordinator collects from its peers.
 """
 
 from __future__ import annotations
@@ -58,6 +70,7 @@ from reconciler.router import (
     metrics,
     replies,
     tokens,
+    traffic,
     upstream,
 )
 from reconciler.router import config as routerconfig
@@ -66,6 +79,15 @@ log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/api/v1/service/"
 _SERVICE_PREFIX_BYTES = SERVICE_PREFIX.encode()
+ENDPOINT_PREFIX = "/api/v1/endpoint/"
+_ENDPOINT_PREFIX_BYTES = ENDPOINT_PREFIX.encode()
+# Names the deployment of an endpoint a request is for (the original product's header), and in
+# an endpoint's answer the deployment that answered.
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+_DEPLOYMENT_HEADER_BYTES = DEPLOYMENT_HEADER.encode()
+# What `Router.set_authenticator` installs keys for.
+DEPLOYMENT = "deployment"
+ENDPOINT = "endpoint"
 MAX_ATTEMPTS = 4
 PROBE_TIMEOUT = 0.5
 SHUTDOWN_TIMEOUT = 30.0
@@ -81,6 +103,28 @@ class Deployment:
     auth: tokens.Authenticator
     timeout: float  # seconds from taking a backend to the end of the response
     queue_wait: float  # seconds a request may wait for a free backend
+    answered_by: bytes = b""  # the DEPLOYMENT_HEADER line of an endpoint's answer
+
+
+@dataclass
+class Endpoint:
+    """One endpoint as the data path sees it; replaced whole on a reload."""
+
+    config: routerconfig.Endpoint
+    auth: tokens.Authenticator
+    plan: traffic.Plan  # kept across a reload that leaves the weights alone
+    members: frozenset[str]  # the deployments the DEPLOYMENT_HEADER may name
+
+
+class _Via:
+    """A scoring request that came through an endpoint: its auth was checked there, its answer
+    says which deployment gave it, and it may be copied to mirror deployments."""
+
+    __slots__ = ("endpoint", "mirrors")
+
+    def __init__(self, endpoint: str, mirrors: tuple[Deployment, ...]) -> None:
+        self.endpoint = endpoint
+        self.mirrors = mirrors
 
 
 class Router:
@@ -101,6 +145,9 @@ class Router:
         self.probe_interval = probe_interval
         self.reload_interval = reload_interval
         self.deployments: dict[str, Deployment] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self._hosts: dict[str, Endpoint] = {}  # "{endpoint}.{cname}" -> endpoint, when cname set
+        self._copies: set[asyncio.Task[None]] = set()  # mirror copies in flight
         self.metrics = metrics.Metrics(self.pools)
         self._client: upstream.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,11 +195,19 @@ class Router:
             for host, port in before - kept:
                 self._client.drop_host(host, port)
 
-    def set_authenticator(self, name: str, authenticator: tokens.Authenticator) -> None:
-        """Replace a deployment's auth (keys read from its Secret in-cluster)."""
-        deployment = self.deployments.get(name)
-        if deployment is not None:
-            deployment.auth = authenticator
+    def set_authenticator(
+        self, name: str, authenticator: tokens.Authenticator, kind: str = DEPLOYMENT
+    ) -> None:
+        """Replace a deployment's or (kind ENDPOINT) an endpoint's auth (keys read from its
+        Secret in-cluster)."""
+        target = (self.endpoints if kind == ENDPOINT else self.deployments).get(name)
+        if target is not None:
+            target.auth = authenticator
+
+    def authenticator(self, name: str, kind: str = DEPLOYMENT) -> tokens.Authenticator | None:
+        """The auth in force for a deployment or (kind ENDPOINT) an endpoint."""
+        target = (self.endpoints if kind == ENDPOINT else self.deployments).get(name)
+        return target.auth if target is not None else None
 
     def apply(self, cfg: routerconfig.RouterConfig) -> None:
         """Make `cfg` the config in force, in one swap, keeping pools and backends that remain."""
@@ -189,14 +244,38 @@ class Router:
                 auth,
                 timeout=item.request_timeout_ms / 1000,
                 queue_wait=item.max_queue_wait_ms / 1000,
+                answered_by=f"{DEPLOYMENT_HEADER}: {item.name}\r\n".encode("latin-1"),
             )
+        old_endpoints = self.endpoints
+        endpoints: dict[str, Endpoint] = {}
+        for spec in cfg.endpoints:
+            was = old_endpoints.get(spec.name)
+            if was is not None and was.config.auth == spec.auth:
+                endpoint_auth = was.auth
+            else:
+                endpoint_auth = tokens.Authenticator(
+                    spec.auth.mode, spec.name, spec.auth.keys, spec.auth.signing_key
+                )
+            split = (spec.traffic, spec.mirror_traffic)
+            if was is not None and (was.config.traffic, was.config.mirror_traffic) == split:
+                plan = was.plan  # the split goes on where it was
+            else:
+                plan = traffic.Plan(spec.traffic, spec.mirror_traffic)
+            endpoints[spec.name] = Endpoint(spec, endpoint_auth, plan, spec.members)
+        # One swap of both maps, with no await between: a request sees the old or the new ones.
         self.deployments = new
+        self.endpoints = endpoints
+        self._hosts = (
+            {f"{name}.{cfg.cname}".lower(): e for name, e in endpoints.items()} if cfg.cname else {}
+        )
         self.config = cfg
         self.admission.target_lag = cfg.overload_lag_ms / 1000
         if self.admission.target_lag <= 0.0:
             self.admission.shed_fraction = 0.0
         for name in old.keys() - new.keys():
             self.metrics.forget(name)
+        for name in old_endpoints.keys() - endpoints.keys():
+            self.metrics.forget_endpoint(name)
         if self._client is not None:
             kept = {(b.host, b.port) for d in new.values() for b in d.pool.backends}
             for d in old.values():
@@ -212,10 +291,12 @@ class Router:
             return {}
         base = self.config_path.parent
         paths = [self.config_path]
-        for d in self.config.deployments:
-            paths += [base / f for f in d.auth.key_files]
-            if d.auth.signing_key_file:
-                paths.append(base / d.auth.signing_key_file)
+        for auth in [d.auth for d in self.config.deployments] + [
+            e.auth for e in self.config.endpoints
+        ]:
+            paths += [base / f for f in auth.key_files]
+            if auth.signing_key_file:
+                paths.append(base / auth.signing_key_file)
         if self.config.tls is not None:
             paths += [Path(self.config.tls.cert), Path(self.config.tls.key)]
         signature: dict[str, object] = {}
@@ -305,6 +386,12 @@ class Router:
             # Stops accepting, lets requests in flight finish.
             await self._server.stop(SHUTDOWN_TIMEOUT)
             self._server = None
+        copies, self._copies = list(self._copies), set()
+        for task in copies:
+            task.cancel()  # mirror copies: nobody waits for their answers
+        for task in copies:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._client is not None:
             self._client.close()
 
@@ -331,16 +418,31 @@ class Router:
 
     def _refuse(self, url: bytes) -> bool:
         """Whether to refuse a request while the router is over its capacity (asked by the front
-        as soon as the URL is parsed): only scoring requests of known deployments, never
-        health, metrics or load reports."""
-        if self.admission.shed_fraction == 0.0 or not url.startswith(_SERVICE_PREFIX_BYTES):
+        as soon as the URL is parsed): only scoring requests of known deployments and endpoints,
+        never health, metrics or load reports. A Host-routed `/score` is refused before its
+        Host is known: with `cname` set, that path means an endpoint's scoring."""
+        if self.admission.shed_fraction == 0.0:
             return False
-        name, _, action = url[len(_SERVICE_PREFIX_BYTES) :].partition(b"/")
-        deployment = self.deployments.get(name.decode("latin-1"))
-        if deployment is None or not action.startswith(b"score") or self.admission.admit():
-            return False
-        self.metrics.refused(deployment.config.name)
-        return True
+        if url.startswith(_SERVICE_PREFIX_BYTES):
+            name, _, action = url[len(_SERVICE_PREFIX_BYTES) :].partition(b"/")
+            deployment = self.deployments.get(name.decode("latin-1"))
+            if deployment is None or not action.startswith(b"score") or self.admission.admit():
+                return False
+            self.metrics.refused(deployment.config.name)
+            return True
+        if url.startswith(_ENDPOINT_PREFIX_BYTES):
+            name, _, action = url[len(_ENDPOINT_PREFIX_BYTES) :].partition(b"/")
+            endpoint = self.endpoints.get(name.decode("latin-1"))
+            if endpoint is None or not action.startswith(b"score") or self.admission.admit():
+                return False
+            self.metrics.endpoint_routed(endpoint.config.name, "")
+            return True
+        if self._hosts and (url == b"/score" or url.startswith(b"/score?")):
+            if self.admission.admit():
+                return False
+            self.metrics.endpoint_routed("", "")
+            return True
+        return False
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -398,6 +500,16 @@ class Router:
                     return replies.ok({"status": "Healthy"})
                 return replies.error(503, "Unavailable", f"deployment {name!r} has no live backend")
             return replies.error(404, "NotFound", f"no route {path}")
+        if path.startswith(ENDPOINT_PREFIX):
+            name, _, action = path[len(ENDPOINT_PREFIX) :].partition("/")
+            endpoint = self.endpoints.get(name)
+            if endpoint is None:
+                return replies.error(404, "NotFound", f"no endpoint named {name!r}")
+            return await self._endpoint_route(request, endpoint, action)
+        if self._hosts and (path == "/score" or path == "/"):
+            endpoint = self._by_host(request)
+            if endpoint is not None:
+                return await self._endpoint_route(request, endpoint, path[1:])
         if path == "/healthz":
             return replies.ok({"status": "ok"})
         if path == "/readyz":
@@ -414,13 +526,86 @@ class Router:
             )
         return replies.error(404, "NotFound", f"no route {path}")
 
-    async def _score(self, request: front.Request, deployment: Deployment) -> front.Reply | None:
+    def _by_host(self, request: front.Request) -> Endpoint | None:
+        """The endpoint a request's Host names (`{endpoint}.{cname}`, any port), if any."""
+        host = request.header(b"host")
+        if host is None:
+            return None
+        return self._hosts.get(host.partition(":")[0].lower())
+
+    async def _endpoint_route(
+        self, request: front.Request, endpoint: Endpoint, action: str
+    ) -> front.Reply | None:
+        if action == "score":
+            if request.method != "POST":
+                return replies.error(405, "MethodNotAllowed", "score takes POST")
+            return await self._score_endpoint(request, endpoint)
+        if action == "" and request.method in ("GET", "HEAD"):
+            deployments = self.deployments
+            for name, weight in endpoint.config.traffic.items():
+                live = deployments.get(name)
+                if weight > 0 and live is not None and live.pool.live:
+                    return replies.ok({"status": "Healthy"})
+            return replies.error(
+                503,
+                "Unavailable",
+                f"endpoint {endpoint.config.name!r} has no live backend in a deployment "
+                "that takes traffic",
+            )
+        return replies.error(404, "NotFound", f"no route {request.path}")
+
+    async def _score_endpoint(
+        self, request: front.Request, endpoint: Endpoint
+    ) -> front.Reply | None:
+        """Check the endpoint's auth, pick its deployment (the header's, else the split's) and
+        score there; the pick and the lookups happen before any await, so a reload in between
+        cannot part them."""
+        name = endpoint.config.name
+        auth = endpoint.auth
+        if auth.mode != "none" and not auth.allows(request.header(b"authorization")):
+            self.metrics.endpoint_routed(name, "")
+            return replies.error(401, "Unauthorized", "missing or invalid credentials", auth=True)
+        mirrors: tuple[str, ...] = ()
+        target = request.header(_DEPLOYMENT_HEADER_BYTES)
+        if target is not None:
+            target = target.strip()
+            if target not in endpoint.members:
+                self.metrics.endpoint_routed(name, "")
+                return replies.error(
+                    404, "NotFound", f"endpoint {name!r} has no deployment named {target!r}"
+                )
+        else:
+            step = endpoint.plan.next()
+            if step is None:
+                self.metrics.endpoint_routed(name, "")
+                return replies.error(
+                    503,
+                    "Unavailable",
+                    f"endpoint {name!r} sends no traffic to any deployment (all weights are "
+                    f"0): name one in the {DEPLOYMENT_HEADER} header",
+                )
+            target, mirrors = step
+        deployments = self.deployments
+        deployment = deployments.get(target)
+        if deployment is None:  # the config guarantees it; a guard, not a route
+            self.metrics.endpoint_routed(name, "")
+            return replies.error(503, "Unavailable", f"deployment {target!r} is not served")
+        self.metrics.endpoint_routed(name, target)
+        copies = tuple(deployments[m] for m in mirrors if m in deployments) if mirrors else ()
+        reply = await self._score(request, deployment, _Via(name, copies))
+        if reply is not None and not reply.headers.endswith(deployment.answered_by):
+            reply.headers += deployment.answered_by  # the router's own answer, e.g. a 429
+        return reply
+
+    async def _score(
+        self, request: front.Request, deployment: Deployment, via: _Via | None = None
+    ) -> front.Reply | None:
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
         started = request.arrived or time.perf_counter()
         tally = _Tally()
         code = 500
         try:
-            reply = await self._score_checked(request, deployment, tally)
+            reply = await self._score_checked(request, deployment, tally, via)
             code = reply.status if reply is not None else tally.status
             return reply
         except forwarding.ClientGone:
@@ -436,11 +621,14 @@ class Router:
             )
 
     async def _score_checked(
-        self, request: front.Request, deployment: Deployment, tally: _Tally
+        self, request: front.Request, deployment: Deployment, tally: _Tally, via: _Via | None
     ) -> front.Reply | None:
-        auth = deployment.auth
-        if auth.mode != "none" and not auth.allows(request.header(b"authorization")):
-            return replies.error(401, "Unauthorized", "missing or invalid credentials", auth=True)
+        if via is None:  # through an endpoint, the endpoint's auth was checked instead
+            auth = deployment.auth
+            if auth.mode != "none" and not auth.allows(request.header(b"authorization")):
+                return replies.error(
+                    401, "Unauthorized", "missing or invalid credentials", auth=True
+                )
         cfg = self.config
         length = request.content_length
         if length is not None and length > cfg.max_body_bytes:
@@ -460,7 +648,64 @@ class Router:
                     body = b""
             except forwarding.BodyTooLarge:
                 return replies.too_large(cfg.max_body_bytes)
-        return await self._forward(request, deployment, body, prefix, length, tally)
+        if via is None:
+            return await self._forward(request, deployment, body, prefix, length, tally, b"")
+        if via.mirrors:
+            self._mirror(request, via, body)
+        return await self._forward(
+            request, deployment, body, prefix, length, tally, deployment.answered_by
+        )
+
+    def _mirror(self, request: front.Request, via: _Via, body: bytes | None) -> None:
+        """Start a copy of the request to each mirror deployment, in the background. A copy
+        needs the whole body in hand (a streamed one is not copied) and a free backend at once
+        (it never queues: mirror load must not grow a queue live requests could wait in)."""
+        loop = self._loop
+        assert loop is not None
+        headers = forwarding.forward_headers(request.headers)
+        for target in via.mirrors:
+            backend = target.pool.try_acquire() if body is not None else None
+            if backend is None or body is None:
+                self.metrics.mirrored(via.endpoint, target.config.name, "dropped")
+                continue
+            task = loop.create_task(
+                self._copy(via.endpoint, target, backend, headers, request.query, body)
+            )
+            self._copies.add(task)
+            task.add_done_callback(self._copies.discard)
+
+    async def _copy(
+        self,
+        endpoint: str,
+        target: Deployment,
+        backend: balancer.Backend,
+        headers: bytes,
+        query: str,
+        body: bytes,
+    ) -> None:
+        """Send one mirror copy and drop its answer (read whole, so the connection is kept)."""
+        client, loop = self._client, self._loop
+        assert client is not None and loop is not None
+        outcome = "failed"
+        conn: upstream.Connection | None = None
+        try:
+            conn = await client.connection(backend.host, backend.port, loop.time() + target.timeout)
+            conn.send(forwarding.request_head(query, backend, headers, body, len(body)) + body)
+            await conn.read_head()
+            async for _ in conn.chunks():
+                pass
+            client.release(conn)
+            conn = None
+            outcome = "answered"
+        except upstream.UpstreamError as err:
+            if isinstance(err, upstream.ConnectError) and target.pool.mark_down(backend):
+                log.warning("backend %s taken out: %s", backend.url, err)
+            log.debug("mirror copy to %s failed: %s", backend.url, err)
+        finally:
+            if conn is not None:
+                client.discard(conn)
+            target.pool.release(backend)
+            self.metrics.mirrored(endpoint, target.config.name, outcome)
 
     async def _forward(
         self,
@@ -470,9 +715,11 @@ class Router:
         prefix: list[bytes],
         length: int | None,
         tally: _Tally,
+        answered_by: bytes,
     ) -> front.Reply | None:
         """Send the request to a backend, failing over only while nothing was sent, and answer
-        (None when the answer was streamed back: `tally.status` then holds its status)."""
+        (None when the answer was streamed back: `tally.status` then holds its status), with
+        the `answered_by` header lines added to the backend's."""
         client, loop = self._client, self._loop
         assert client is not None and loop is not None
         pool = deployment.pool
@@ -513,6 +760,8 @@ class Router:
                     )
                 await conn.read_head()
                 out_headers = forwarding.response_headers(conn.headers)
+                if answered_by:
+                    out_headers += answered_by
                 if conn.complete:
                     # The whole response is here (the usual case): answer in one piece.
                     status, data = conn.status, conn.take_body()

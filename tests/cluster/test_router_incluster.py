@@ -44,6 +44,8 @@ POD = "router-test-0"
 ROUTER_SERVICE = "router"
 PRIMARY, SECONDARY, ROTATED = "primary-key-1", "secondary-key-1", "primary-key-2"
 NEXT = "next-key"
+# An endpoint in front of blue, keyed by a Secret of its own (render names it so).
+ENDPOINT, ENDPOINT_SECRET, ENDPOINT_KEY = "mnist", "mnist-endpoint-auth", "endpoint-key-1"
 SECRET_REFRESH = 1.0
 
 
@@ -140,12 +142,15 @@ def model_objects(namespace: str) -> list[objects.Object]:
                 },
             },
         },
+        secret(namespace, ENDPOINT_SECRET, ENDPOINT_KEY, ENDPOINT_KEY + "-2"),
     ]
 
 
 def router_identity(namespace: str) -> list[objects.Object]:
     """The router's ServiceAccount bound to the Role its template renders, nothing more."""
-    rules = workloadobjects.router_rules(ROUTER_SERVICE, ["blue-auth", "next-auth"], ["blue"])
+    rules = workloadobjects.router_rules(
+        ROUTER_SERVICE, ["blue-auth", "next-auth", ENDPOINT_SECRET], ["blue"]
+    )
     meta = {"name": "router", "namespace": namespace}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
@@ -242,6 +247,13 @@ class Router:
                     },
                 }
             ],
+            "endpoints": [
+                {
+                    "name": ENDPOINT,
+                    "traffic": {"blue": 100},
+                    "auth": {"mode": "key", "secret": ENDPOINT_SECRET},
+                }
+            ],
         }
         # Write then rename, as a ConfigMap update does: the router never reads half a file.
         partial = self.config.with_suffix(".partial")
@@ -324,6 +336,12 @@ def test_the_router_in_a_cluster_discovers_authenticates_and_scales(
         assert served == {"a", "b"}
         assert router.score("not-a-key")[0] == 401
         assert router.score(None)[0] == 401
+        # The endpoint's keys come from its own Secret, read like the deployment's: its key
+        # works on the endpoint's route, the deployment's does not.
+        on_endpoint = f"/api/v1/endpoint/{ENDPOINT}/score"
+        status, body = router.request("POST", on_endpoint, ENDPOINT_KEY)
+        assert status == 200 and json.loads(body)["backend"] in {"a", "b"}, body
+        assert router.request("POST", on_endpoint, PRIMARY)[0] == 401
 
         # Every instance reports its own load for the coordinator.
         report = router.load()

@@ -148,3 +148,102 @@ def test_a_missing_key_file_names_the_file(tmp_path: Path) -> None:
 )
 def test_backend_urls(url: object, ok: bool) -> None:
     assert (config.backend_url_problem(url) is None) is ok
+
+
+ENDPOINTS = """\
+listen: 127.0.0.1:0
+deployments:
+- name: blue
+- name: green
+- name: red
+endpoints:
+- name: mnist
+  traffic: {blue: 90, green: 10}
+  mirror_traffic: {red: 20}
+  auth: {mode: key, secret: mnist-endpoint-auth}
+- name: dark
+  traffic: {blue: 0, green: 0}
+- name: blue
+  traffic: {blue: 100}
+"""
+
+
+def test_endpoints_are_typed_with_their_split_mirror_and_auth() -> None:
+    cfg = config.parse("router.yaml", ENDPOINTS)
+    mnist = cfg.endpoint("mnist")
+    assert mnist == config.Endpoint(
+        "mnist",
+        {"blue": 90, "green": 10},
+        {"red": 20},
+        config.Auth("key", secret="mnist-endpoint-auth"),
+    )
+    assert mnist.members == {"blue", "green", "red"}
+    dark = cfg.endpoint("dark")
+    assert dark is not None and dark.traffic == {"blue": 0, "green": 0}  # only the header routes
+    assert dark.mirror_traffic == {} and dark.auth.mode == "none"
+    # An implicit endpoint has its deployment's name: endpoints and deployments are apart.
+    assert cfg.endpoint("blue") is not None and cfg.endpoint("red") is None
+    assert config.parse("r.yaml", "listen: h:1\n").endpoints == ()
+
+
+def test_every_endpoint_problem_is_reported_with_its_line() -> None:
+    text = """\
+listen: 127.0.0.1:0
+deployments:
+- name: blue
+- name: green
+endpoints:
+- name: mnist
+  traffic: {blue: 90, gren: 10}
+  mirror_traffic: {green: 60}
+  mirors: {}
+- name: shop
+  traffic:
+    blue: 80
+    green: 10
+  mirror_traffic: {blue: 10}
+- name: neg
+  traffic: {blue: -1, green: true}
+- name: mnist
+  auth: {mode: key, signing_key: x}
+- name: a/b
+- []
+"""
+    found = _problems(text)
+    assert (
+        "router.yaml:7: endpoints[0].traffic.gren: no deployment named 'gren' in deployments "
+        "(did you mean green?)" in found
+    )
+    assert "router.yaml:8: endpoints[0].mirror_traffic.green: expected from 0 to 50, got 60" in (
+        found
+    )
+    assert any(p.startswith("router.yaml:9: endpoints[0].mirors: unknown field") for p in found)
+    assert (
+        "router.yaml:11: endpoints[1].traffic: the percentages sum to 90: expected 100 (or all 0)"
+        in found
+    )
+    assert any(
+        p.startswith("router.yaml:14: endpoints[1].mirror_traffic.blue: deployment 'blue' takes")
+        for p in found
+    )
+    assert "router.yaml:16: endpoints[2].traffic.blue: expected from 0 to 100, got -1" in found
+    assert "router.yaml:16: endpoints[2].traffic.green: expected an integer, got True" in found
+    assert any(p.startswith("router.yaml:17: endpoints[3].name") and "twice" in p for p in found)
+    assert any(p.startswith("router.yaml:18: endpoints[3].auth.signing_key") for p in found)
+    assert any(p.startswith("router.yaml:19: endpoints[4].name: expected") for p in found)
+    assert any(p.startswith("router.yaml:20: endpoints[5]: expected a mapping") for p in found)
+
+
+def test_an_endpoints_key_files_are_read_like_a_deployments(tmp_path: Path) -> None:
+    (tmp_path / "endpoint-key").write_text("e-one\n")
+    path = tmp_path / "router.yaml"
+    path.write_text(
+        "listen: 127.0.0.1:0\ndeployments:\n- name: a\nendpoints:\n- name: e\n  traffic: {a: 100}\n"
+        "  auth: {mode: key, key_files: [endpoint-key, missing]}\n"
+    )
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert "endpoints[0].auth.key_files[1]" in str(caught.value)
+    path.write_text(path.read_text().replace(", missing", ""))
+    endpoint = config.load(path).endpoint("e")
+    assert endpoint is not None and endpoint.auth.keys == ("e-one",)

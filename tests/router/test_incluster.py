@@ -38,6 +38,16 @@ deployments:
     auth: {mode: key, secret: local-auth, keys: [inline]}
   - name: open
     auth: {mode: none}
+endpoints:
+  - name: blue
+    traffic: {blue: 100}
+    auth: {mode: key, secret: blue-auth}
+  - name: shop
+    traffic: {blue: 90, green: 10}
+    auth: {mode: token, secret: shop-endpoint-auth}
+  - name: local
+    traffic: {local: 100}
+    auth: {mode: key, secret: local-auth, keys: [inline]}
 """
 
 
@@ -84,9 +94,13 @@ def test_only_deployments_without_static_backends_are_discovered_and_scaled() ->
 
 
 def test_keys_come_from_the_secret_unless_the_config_gives_them() -> None:
+    # Endpoints' Secrets are in the router's namespace; an implicit endpoint (blue) shares its
+    # deployment's Secret and name, told apart by the kind.
     assert incluster.secret_sources(parsed(), "ml") == {
-        "blue": incluster.SecretSource("models", "blue-auth", "key"),
-        "green": incluster.SecretSource("ml", "green-auth", "token"),
+        ("deployment", "blue"): incluster.SecretSource("models", "blue-auth", "key"),
+        ("deployment", "green"): incluster.SecretSource("ml", "green-auth", "token"),
+        ("endpoint", "blue"): incluster.SecretSource("ml", "blue-auth", "key"),
+        ("endpoint", "shop"): incluster.SecretSource("ml", "shop-endpoint-auth", "token"),
     }
 
 

@@ -107,6 +107,22 @@ def test_token_command_prints_a_usable_token(tmp_path: Path) -> None:
     )
 
 
+def test_token_command_makes_an_endpoints_token_and_needs_one_audience(tmp_path: Path) -> None:
+    key_file = tmp_path / "signing"
+    key_file.write_text(KEY)
+    args = ["router", "token", "--signing-key-file", str(key_file)]
+    result = CliRunner().invoke(cli.main, [*args, "--endpoint", "mnist"])
+    assert result.exit_code == 0, result.output
+    token = json.loads(result.output)["accessToken"]
+    assert tokens.Authenticator("token", "mnist", signing_key=KEY).allows(f"Bearer {token}")
+    assert not tokens.Authenticator("token", "d", signing_key=KEY).allows(f"Bearer {token}")
+    for extra in ([], ["--endpoint", "mnist", "--deployment", "d"]):
+        result = CliRunner().invoke(cli.main, [*args, *extra])
+        assert result.exit_code == 2 and "exactly one of --deployment and --endpoint" in (
+            result.output
+        )
+
+
 def test_token_command_rejects_a_bad_ttl(tmp_path: Path) -> None:
     key_file = tmp_path / "signing"
     key_file.write_text(KEY)
