@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import git
 import pytest
 from click.testing import CliRunner
 
@@ -308,3 +309,55 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
                "the runtime to stop the servers of the removed pods", 60)  # fmt: skip
     code, answer = post(score_url, data.read_bytes(), key)
     assert code == 200 and json.loads(answer) == pytest.approx(expected_answer())
+
+
+def answered_by(url: str, body: bytes, key: str) -> str:
+    """The deployment that answered one scoring request (the router's response header)."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    request = urllib.request.Request(url, body, headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        return str(response.headers["azureml-model-deployment"])
+
+
+def test_a_traffic_change_committed_to_the_example_is_followed_by_the_running_router(
+    tmp_path: Path,
+    namespace: str,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+    runtime: Runtime,
+) -> None:
+    root = example_repo(tmp_path, f"t{namespace[-6:]}", namespace, jobs=False)
+    endpoint = root / "deployments" / "endpoint.yaml"
+    split = endpoint.read_text()
+    assert "blue: 90" in split and "green: 10" in split
+    endpoint.write_text(split.replace("blue: 90", "blue: 100").replace("green: 10", "green: 0"))
+    repo = git.Repo.init(root)
+    repo.git.add(A=True)
+    repo.git.commit(m="mnist: all traffic to blue", author="Test <test@example.com>")
+    kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
+    runner = CliRunner()
+    applied = runner.invoke(
+        cli.main, ["apply", str(root), "--wait", "--timeout", "3m", *kubeconfig]
+    )
+    assert applied.exit_code == 0, applied.output + runtime.log.read_text()[-3000:]
+    url = wait_until(runtime.router_url, bool, "the router pod to serve", 60)
+    router_pid = next(p["pid"] for p in runtime.pods() if p["kind"] == "router")
+    secret = kube.get_secret(cluster, namespace, "mnist-endpoint-auth")
+    assert secret is not None
+    key = base64.b64decode(secret["data"]["primaryKey"]).decode()
+    score_url = f"{url}/api/v1/endpoint/mnist/score"
+    body = json.dumps({"data": ROWS}).encode()
+    assert Counter(answered_by(score_url, body, key) for _ in range(20)) == {"blue": 20}
+
+    # The pull request's change, merged: 10 % to green.
+    endpoint.write_text(split)
+    repo.git.commit("-am", "mnist: 10 % to green", author="Test <test@example.com>")
+    applied = runner.invoke(cli.main, ["apply", str(root), "--wait", *kubeconfig])
+    assert applied.exit_code == 0, applied.output
+    wait_until(lambda: answered_by(score_url, body, key), lambda name: name == "green",
+               "the router to follow the new split", 60)  # fmt: skip
+    answers = Counter(answered_by(score_url, body, key) for _ in range(100))
+    assert abs(answers["green"] - 10) <= 1 and answers["blue"] + answers["green"] == 100, answers
+    # Followed by the same router process: no restart.
+    assert next(p["pid"] for p in runtime.pods() if p["kind"] == "router") == router_pid
