@@ -1,11 +1,15 @@
-"""`reconciler score DEPLOYMENT --data FILE`: one scoring request through the inference router.
+"""`reconciler score NAME --data FILE`: one scoring request through the inference router.
 
-Finds what a client needs, as an operator would by hand: the deployment in the routers' config
-ConfigMaps (label `app.kubernetes.io/component: router-config`: its namespace, router Service and
-auth mode), its credential from its Secret (the primary key, or in token mode a one-hour token
-signed with its signing key; never printed), and the router: `--url`, else a ready router pod
-of that Service that the local plane's pod runtime serves on loopback. Prints the model's answer.
-Exit 0 on a 2xx answer, 1 on any other (its status and body on stderr), 2 when the deployment,
+NAME is an endpoint when a router's config lists one of that name (the request goes to
+`/api/v1/endpoint/NAME/score`, which splits it by the endpoint's traffic, or with `--deployment`
+to that deployment of it through the `azureml-model-deployment` header), else a deployment
+(`/api/v1/service/NAME/score`). Finds what a client needs, as an operator would by hand: the
+endpoint or deployment in the routers' config ConfigMaps (label
+`app.kubernetes.io/component: router-config`: its router Service, auth mode and Secret), its
+credential from that Secret (the primary key, or in token mode a one-hour token signed with its
+signing key; never printed), and the router: `--url`, else a ready router pod of that Service
+that the local plane's pod runtime serves on loopback. Prints the model's answer. Exit 0 on a
+2xx answer, 1 on any other (its status and body on stderr), 2 when the endpoint or deployment,
 router or credential cannot be found.
 """
 
@@ -30,11 +34,12 @@ from reconciler.router import tokens
 ROUTER_CONFIG_LABEL = "app.kubernetes.io/component=router-config"
 CONFIG_SUFFIX = "-config"
 TOKEN_SECONDS = 3600
+DEPLOYMENT_HEADER = "azureml-model-deployment"
 
 
 @dataclass(frozen=True)
 class Target:
-    """A deployment as the router serves it."""
+    """An endpoint or a deployment as the router serves it."""
 
     name: str
     namespace: str
@@ -42,29 +47,44 @@ class Target:
     router_service: str
     auth_mode: str
     secret: str | None
+    endpoint: bool = False
+    deployments: tuple[str, ...] = ()  # an endpoint's (the keys of its traffic)
+
+    @property
+    def path(self) -> str:
+        """The router's scoring route for the target."""
+        kind = "endpoint" if self.endpoint else "service"
+        return f"/api/v1/{kind}/{self.name}/score"
 
 
-def find_target(config_maps: list[objects.Object], deployment: str) -> Target | None:
-    """The deployment in the routers' ConfigMaps (`router.yaml`), None when no router has it."""
+def find_target(config_maps: list[objects.Object], name: str) -> Target | None:
+    """The endpoint called `name` in the routers' ConfigMaps (`router.yaml`), else the
+    deployment; None when no router has either."""
+    found: Target | None = None
     for config_map in config_maps:
         metadata = config_map.get("metadata") or {}
         text = (config_map.get("data") or {}).get("router.yaml") or ""
         config = yaml.safe_load(text) or {}
-        for entry in config.get("deployments") or []:
-            if entry.get("name") != deployment:
-                continue
-            service = str(metadata.get("name", ""))
-            service = service.removesuffix(CONFIG_SUFFIX)
-            entry_auth = entry.get("auth") or {}
-            return Target(
-                name=deployment,
-                namespace=str(entry.get("namespace") or metadata.get("namespace")),
-                router_namespace=str(metadata.get("namespace")),
-                router_service=service,
-                auth_mode=str(entry_auth.get("mode", "none")),
-                secret=entry_auth.get("secret"),
-            )
-    return None
+        service = str(metadata.get("name", "")).removesuffix(CONFIG_SUFFIX)
+        for key in ("endpoints", "deployments"):
+            for entry in config.get(key) or []:
+                if entry.get("name") != name:
+                    continue
+                entry_auth = entry.get("auth") or {}
+                target = Target(
+                    name=name,
+                    namespace=str(entry.get("namespace") or metadata.get("namespace")),
+                    router_namespace=str(metadata.get("namespace")),
+                    router_service=service,
+                    auth_mode=str(entry_auth.get("mode", "none")),
+                    secret=entry_auth.get("secret"),
+                    endpoint=key == "endpoints",
+                    deployments=tuple(entry.get("traffic") or ()),
+                )
+                if target.endpoint:
+                    return target
+                found = found or target
+    return found
 
 
 def credential(target: Target, secret: objects.Object | None) -> str | None:
@@ -80,6 +100,18 @@ def credential(target: Target, secret: objects.Object | None) -> str | None:
         return None
     signing_key = base64.b64decode(value).decode()
     return f"Bearer {tokens.issue(target.name, signing_key, TOKEN_SECONDS).access_token}"
+
+
+def deployment_problem(target: Target, deployment: str | None) -> str | None:
+    """Why `--deployment` cannot go with `target`, or None."""
+    if deployment is None:
+        return None
+    if not target.endpoint:
+        return f"--deployment needs an endpoint: {target.name} is a deployment"
+    if deployment not in target.deployments:
+        shown = ", ".join(target.deployments) or "none"
+        return f"{deployment} is not a deployment of endpoint {target.name} (its: {shown})"
+    return None
 
 
 def local_router(pods: list[dict[str, object]], target: Target) -> str | None:
@@ -101,13 +133,18 @@ def _fail(message: str) -> None:
 
 
 @click.command()
-@click.argument("deployment")
+@click.argument("name")
 @click.option(
     "--data",
     "data_file",
     required=True,
     type=click.File("rb"),
     help="The request body (JSON, as the scoring script's run() takes it); - for stdin.",
+)
+@click.option(
+    "--deployment",
+    help="With an endpoint NAME: send the request to this deployment of it (the "
+    f"{DEPLOYMENT_HEADER} header) instead of splitting by the endpoint's traffic.",
 )
 @click.option(
     "--url",
@@ -123,7 +160,8 @@ def _fail(message: str) -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds.")
 @common.kube_options
 def score(
-    deployment: str,
+    name: str,
+    deployment: str | None,
     data_file: click.utils.LazyFile,
     url: str | None,
     state_dir: Path | None,
@@ -131,15 +169,19 @@ def score(
     kubeconfig: str | None,
     context: str | None,
 ) -> None:
-    """Score DEPLOYMENT through the inference router and print the model's answer."""
+    """Score NAME (an endpoint, else a deployment) through the inference router and print the
+    model's answer."""
     body = data_file.read()
     cluster = common.connect(kubeconfig, context)
     try:
         config_maps = kube.list_objects(cluster, "v1", "ConfigMap", "", ROUTER_CONFIG_LABEL)
-        target = find_target(config_maps, deployment)
+        target = find_target(config_maps, name)
         if target is None:
-            _fail(f"no router serves a deployment named {deployment}")
+            _fail(f"no router serves an endpoint or a deployment named {name}")
         assert target is not None
+        problem = deployment_problem(target, deployment)
+        if problem is not None:
+            _fail(problem)
         secret = (
             kube.get_secret(cluster, target.namespace, target.secret)
             if target.secret and target.auth_mode != "none"
@@ -150,9 +192,8 @@ def score(
         return
     authorization = credential(target, secret)
     if target.auth_mode != "none" and authorization is None:
-        _fail(
-            f"deployment {deployment}: no credential in Secret {target.namespace}/{target.secret}"
-        )
+        what = "endpoint" if target.endpoint else "deployment"
+        _fail(f"{what} {name}: no credential in Secret {target.namespace}/{target.secret}")
     if url is None:
         folder = plane.runtime_dir((state_dir or plane.default_state_dir()).resolve())
         url = local_router(podruntime.read_pods(folder), target)
@@ -165,8 +206,10 @@ def score(
     headers = {"Content-Type": "application/json"}
     if authorization:
         headers["Authorization"] = authorization
+    if deployment is not None:
+        headers[DEPLOYMENT_HEADER] = deployment
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/api/v1/service/{deployment}/score", body, headers, method="POST"
+        f"{url.rstrip('/')}{target.path}", body, headers, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

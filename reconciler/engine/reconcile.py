@@ -99,16 +99,8 @@ def by_extension(rendered: Iterable[objects.Object]) -> dict[str, list[objects.O
 
 
 def generated_secrets(loaded: repo.Repo) -> dict[str, list[objects.Object]]:
-    """The key Secrets each extension's deployments need, freshly generated (only created when
-    absent, so the generated values are discarded when the Secret exists)."""
-    found: dict[str, list[objects.Object]] = {}
-    for deployment in loaded.deployments.values():
-        extension = loaded.extension_for(deployment)
-        assert extension is not None, "a valid repo has an extension for every deployment"
-        secret = auth.new_secret(deployment, extension.release_namespace, extension.name)
-        if secret is not None:
-            found.setdefault(extension.name, []).append(secret)
-    return found
+    """The key Secrets of each extension's deployments and endpoints (`auth.repo_secrets`)."""
+    return auth.repo_secrets(loaded)
 
 
 # --- observe, plan ----------------------------------------------------------------------------

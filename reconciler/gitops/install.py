@@ -128,8 +128,8 @@ class _MemorySnapshot:
 
 def rendered(extension_names: Iterable[str] = DEFAULT_EXTENSIONS) -> list[objects.Object]:
     """Every object the controller could apply for extensions of these names: the built-in
-    repo with everything switched on, in both generations, with each deployment's key Secret
-    (which the reconciler creates next to the render)."""
+    repo with everything switched on, in both generations, with each deployment's and
+    endpoint's key Secret (which the reconciler creates next to the render)."""
     found: list[objects.Object] = []
     for name in sorted(set(extension_names)):
         for older in (False, True):
@@ -141,12 +141,8 @@ def rendered(extension_names: Iterable[str] = DEFAULT_EXTENSIONS) -> list[object
             if not loaded.valid:  # a template bug, never the user's input
                 raise AssertionError([str(p) for p in loaded.problems])
             found.extend(render.render_repo(loaded.repo, snapshot, snapshot.revision()).objects)
-            for deployment in loaded.repo.deployments.values():
-                extension = loaded.repo.extension_for(deployment)
-                assert extension is not None
-                secret = auth.new_secret(deployment, extension.release_namespace, name)
-                if secret is not None:
-                    found.append(secret)
+            for secrets in auth.repo_secrets(loaded.repo).values():
+                found.extend(secrets)
     return found
 
 

@@ -1,12 +1,14 @@
 """Recognising what each YAML document of a repo declares (SPEC section 1).
 
-A document is an Extension, InstanceType, InstanceTypeList, Job or Deployment by its `kind`; a
-kind-less document is a Job or Deployment in the ML CLI v2 shape by its `$schema` URL or its
-shape (a command and an environment; an endpoint_name with a model or `type: kubernetes`), or an
-older endpoint whose `deployments:` list holds one Deployment per item. A pipeline, sweep or
-other job that is not one command is a single problem at the field that says so. Recognition
-splits documents into `Manifest`s (one per declared object) and says which JSON Schemas check
-which part of the document. Anything else is a problem naming its file and line.
+A document is an Extension, InstanceType, InstanceTypeList, Job, Deployment or Endpoint by its
+`kind`; a kind-less document is a Job, Deployment or online endpoint in the ML CLI v2 shape by its
+`$schema` URL or its shape (a command and an environment: a job; an endpoint_name with a model or
+`type: kubernetes`: a deployment; a `name` and an `auth_mode`, no model: an endpoint), or an older
+endpoint whose `deployments:` list holds one Deployment per item (and, when it has a name,
+declares that Endpoint too). A pipeline, sweep or other job that is not one command is a single
+problem at the field that says so. Recognition splits documents into `Manifest`s (one per
+declared object) and says which JSON Schemas check which part of the document. Anything else is a
+problem naming its file and line.
 
 Pure: works on parsed `documents.Document`s.
 """
@@ -29,7 +31,10 @@ INSTANCE_TYPE = "InstanceType"
 INSTANCE_TYPE_LIST = "InstanceTypeList"
 JOB = "Job"
 DEPLOYMENT = "Deployment"
-KINDS = (EXTENSION, INSTANCE_TYPE, INSTANCE_TYPE_LIST, JOB, DEPLOYMENT)
+ENDPOINT = "Endpoint"
+KINDS = (EXTENSION, INSTANCE_TYPE, INSTANCE_TYPE_LIST, JOB, DEPLOYMENT, ENDPOINT)
+# The schema that checks the `spec` of each enveloped kind.
+_SPEC_SCHEMAS = {JOB: JOB, DEPLOYMENT: DEPLOYMENT, ENDPOINT: "OnlineEndpoint"}
 
 _JOB_SCHEMA_SUFFIX = "commandjob.schema.json"
 _DEPLOYMENT_SCHEMA_SUFFIX = "onlinedeployment.schema.json"
@@ -41,6 +46,9 @@ _UNSUPPORTED_JOB_FIELDS = {
     "search_space": "sweep",
     "task": "parallel or AutoML",
 }
+_ENDPOINT_SCHEMA_SUFFIX = "onlineendpoint.schema.json"
+# Fields that say a kind-less document is a deployment, not an endpoint of the CLI v2 shape.
+_NOT_ENDPOINT = ("model", "models", "deployments", "environment", "endpoint_name", "$schema")
 # Fields an older endpoint document passes on to each of its deployments.
 _ENDPOINT_INHERITED = ("compute", "auth_mode")
 
@@ -115,12 +123,17 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
             return Recognized([job], [SchemaCheck(JOB)], [])
         if lowered.endswith(_DEPLOYMENT_SCHEMA_SUFFIX):
             return _v2_deployment(document, data, snapshot_path)
+        if lowered.endswith(_ENDPOINT_SCHEMA_SUFFIX) and "deployments" not in data:
+            return _v2_endpoint(document, data, snapshot_path)
     if isinstance(data.get("deployments"), list):
         return _endpoint(document, data, snapshot_path)
     if "endpoint_name" in data and ("model" in data or _is_kubernetes(data.get("type"))):
         # A kubernetes online deployment as the ML CLI v2 examples write it: no $schema, an
         # endpoint_name and a model (or type: kubernetes) say what it is.
         return _v2_deployment(document, data, snapshot_path)
+    if "name" in data and "auth_mode" in data and not any(k in data for k in _NOT_ENDPOINT):
+        # The CLI v2 endpoint written without a $schema: a name and an auth mode, no model.
+        return _v2_endpoint(document, data, snapshot_path)
     if "command" in data and "environment" in data:
         # The product docs' command job, written without a $schema: a command and an
         # environment say what it is.
@@ -130,8 +143,8 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
     return _unknown(
         document,
         "not a manifest this reconciler knows: give a kind (one of "
-        f"{', '.join(KINDS)}), a $schema of a command job or an online deployment, "
-        "or a deployments: list",
+        f"{', '.join(KINDS)}), a $schema of a command job, an online deployment or an "
+        "online endpoint, or a deployments: list",
     )
 
 
@@ -162,11 +175,12 @@ def _by_kind(
     if kind in (EXTENSION, INSTANCE_TYPE):
         manifest = Manifest(kind, name, document, (), data, path, name_path)
         return Recognized([manifest], [SchemaCheck(kind)], [])
-    if kind in (JOB, DEPLOYMENT):
+    if isinstance(kind, str) and kind in _SPEC_SCHEMAS:
         spec = data.get("spec")
         fields = spec if isinstance(spec, Mapping) else {}
         manifest = Manifest(kind, name, document, ("spec",), fields, path, name_path)
-        return Recognized([manifest], [SchemaCheck("Envelope"), SchemaCheck(kind, ("spec",))], [])
+        checks = [SchemaCheck("Envelope"), SchemaCheck(_SPEC_SCHEMAS[kind], ("spec",))]
+        return Recognized([manifest], checks, [])
     hint = problems.did_you_mean(str(kind), KINDS)
     return Recognized(
         [],
@@ -216,11 +230,23 @@ def _unsupported_job(document: documents.Document, data: Mapping[str, Any]) -> R
     )
 
 
+def _v2_endpoint(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
+    checks = [SchemaCheck("OnlineEndpoint")]
+    if "name" not in data:
+        return Recognized([], checks, [document.problem(("name",), "required field is missing")])
+    manifest = Manifest(ENDPOINT, str(data["name"]), document, (), data, path, ("name",))
+    return Recognized([manifest], checks, [])
+
+
 def _endpoint(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
-    """The older endpoint shape: each item of `deployments:` is one Deployment."""
+    """The older endpoint shape: each item of `deployments:` is one Deployment; with a name,
+    the document also declares that Endpoint (its `deployments:` are no field of it)."""
     manifests: list[Manifest] = []
     checks = [SchemaCheck("Endpoint")]
     found: list[problems.Problem] = []
+    if isinstance(data.get("name"), str):
+        fields = {k: v for k, v in data.items() if k != "deployments"}
+        manifests.append(Manifest(ENDPOINT, data["name"], document, (), fields, path, ("name",)))
     for i, item in enumerate(data["deployments"]):
         if not isinstance(item, Mapping):
             continue  # the Endpoint schema reports it

@@ -1,9 +1,10 @@
 """Loading and validating a whole manifests repo: the `load` and `validate` stages in one call.
 
 `load(snapshot)` parses every YAML file, recognises the manifests, checks each against its JSON
-Schema, builds the typed models (`extensions`, `instancetypes`, `workloads`) from the ones that
-passed, then applies the rules that span manifests: unique names per kind, instance types that
-exist, the extension a workload runs on and whether it enables training / inference. It returns
+Schema, builds the typed models (`extensions`, `instancetypes`, `workloads`, `endpoints`) from the
+ones that passed, then applies the rules that span manifests: unique names per kind, endpoints and
+the deployments behind them (traffic, mirrors, `endpoint_name`), instance types that exist, the
+extension a workload runs on and whether it enables training / inference. It returns
 the `Repo` and every problem found; a repo with any error is never applied.
 
 Each file's own work (parse, recognise, schema check) depends on nothing but its path and text;
@@ -19,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler import source
 from reconciler.model import (
     components,
     decryption,
     documents,
+    endpoints,
     extensions,
     instancetypes,
     manifests,
@@ -40,6 +42,14 @@ from reconciler.model import (
 # Aliases: the dataclass fields below share their names with these modules.
 _Extension = extensions.Extension
 _Problem = problems.Problem
+_Endpoint = endpoints.Endpoint
+
+
+class _Placed(Protocol):
+    """What names the extension something runs on: a workload's or an endpoint's compute."""
+
+    @property
+    def compute(self) -> str | None: ...
 
 
 @dataclass
@@ -50,24 +60,43 @@ class Repo:
     instance_types: dict[str, instancetypes.InstanceType] = field(default_factory=dict)
     jobs: dict[str, workloads.Job] = field(default_factory=dict)
     deployments: dict[str, workloads.Deployment] = field(default_factory=dict)
+    endpoints: dict[str, _Endpoint] = field(default_factory=dict)  # declared ones only
 
     def summary(self) -> str:
-        """`1 extension, 3 instance types, 2 jobs, 2 deployments`."""
+        """`1 extension, 3 instance types, 2 jobs, 2 deployments, 1 endpoint`."""
         parts = (
             (len(self.extensions), "extension"),
             (len(self.instance_types), "instance type"),
             (len(self.jobs), "job"),
             (len(self.deployments), "deployment"),
+            (len(self.endpoints), "endpoint"),
         )
         return ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in parts)
 
-    def extension_for(self, workload: workloads.Workload) -> _Extension | None:
-        """The extension a workload runs on (see `_check_compute`)."""
-        if workload.compute in self.extensions:
-            return self.extensions[workload.compute]
+    def extension_for(self, placed: _Placed) -> _Extension | None:
+        """The extension a workload or endpoint runs on (see `_check_compute`)."""
+        if placed.compute in self.extensions:
+            return self.extensions[placed.compute]
         if len(self.extensions) == 1:
             return next(iter(self.extensions.values()))
         return None
+
+    def extension_for_endpoint(self, endpoint: _Endpoint) -> _Extension | None:
+        """The extension whose router serves `endpoint`: the one its compute names, else its
+        deployments' (`_check_endpoints` makes them agree)."""
+        if endpoint.compute is None:
+            for name in endpoints.members(endpoint, self.deployments.values()):
+                if name in self.deployments:
+                    return self.extension_for(self.deployments[name])
+        return self.extension_for(endpoint)
+
+    def endpoints_served_by(self, extension: _Extension) -> list[_Endpoint]:
+        """The endpoints, declared and implicit, that `extension`'s router serves, by name."""
+        return [
+            endpoint
+            for endpoint in endpoints.effective(self.endpoints, self.deployments.values())
+            if self.extension_for_endpoint(endpoint) is extension
+        ]
 
 
 @dataclass
@@ -111,6 +140,7 @@ def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
             valid_manifests.extend(loaded_document.valid)
     repo = Repo()
     _build_models(repo, valid_manifests, snapshot, found)
+    _check_endpoints(repo, found)
     _check_references(repo, found)
     if not parsed_files:
         found.append(
@@ -251,8 +281,9 @@ def _affects(
 ) -> bool:
     """An error at `bad` spoils the manifest at `root`: it is inside it, or outside every part
     of the document that a schema checks on its own (a document-level error, such as a bad
-    apiVersion)."""
-    if bad[: len(root)] == root:
+    apiVersion). A manifest of the whole document (the older endpoint's own fields, beside its
+    `deployments:`) is spoiled only by document-level errors, not by one in a deployment."""
+    if root and bad[: len(root)] == root:
         return True
     return not any(bad[: len(r)] == r for r in roots)
 
@@ -288,10 +319,155 @@ def _build_models(
         elif manifest.kind == manifests.JOB:
             job, more = workloads.build_job(manifest, snapshot)
             repo.jobs[job.name] = job
+        elif manifest.kind == manifests.ENDPOINT:
+            endpoint, more = endpoints.build(manifest)
+            repo.endpoints[endpoint.name] = endpoint
         else:
             deployment, more = workloads.build_deployment(manifest, snapshot)
             repo.deployments[deployment.name] = deployment
         found.extend(more)
+
+
+def _check_endpoints(repo: Repo, found: list[problems.Problem]) -> None:
+    """Endpoints and the deployments behind them: each `endpoint_name` names a declared
+    endpoint, whose compute a deployment setting none inherits; traffic and mirrors go to
+    the endpoint's own deployments (live shares adding up to 100, or all 0; a mirror at most
+    50 % and only to a deployment taking no live traffic); an endpoint's name is not the
+    implicit endpoint of a deployment that names none; one router serves all of an endpoint."""
+    for deployment in list(repo.deployments.values()):
+        wanted = deployment.endpoint_name
+        if wanted is None:
+            continue
+        endpoint = repo.endpoints.get(wanted)
+        if endpoint is None:
+            declared = ", ".join(sorted(repo.endpoints)) or "none"
+            hint = problems.did_you_mean(wanted, repo.endpoints)
+            found.append(
+                deployment.manifest.problem(
+                    ("endpoint_name",),
+                    f"no endpoint named {wanted!r} is declared (declared: {declared}){hint}: "
+                    "declare it (an OnlineEndpoint document), or leave endpoint_name out for an "
+                    "endpoint of the deployment's own name",
+                )
+            )
+        elif deployment.compute is None and endpoint.compute is not None:
+            repo.deployments[deployment.name] = dataclasses.replace(
+                deployment, compute=endpoint.compute
+            )
+    for endpoint in repo.endpoints.values():
+        found.extend(_endpoint_problems(repo, endpoint))
+
+
+def _endpoint_problems(repo: Repo, endpoint: _Endpoint) -> list[_Problem]:
+    manifest = endpoint.manifest
+    assert manifest is not None, "a declared endpoint has its manifest"
+    found: list[_Problem] = []
+    name_field = manifest.name_path[len(manifest.root) :]
+    namesake = repo.deployments.get(endpoint.name)
+    if namesake is not None and namesake.endpoint_name is None:
+        found.append(
+            manifest.problem(
+                name_field,
+                f"endpoint {endpoint.name!r} collides with deployment {endpoint.name!r} "
+                f"({namesake.manifest.where}): a deployment with no endpoint_name stands behind "
+                "an endpoint of its own name; give it endpoint_name or rename one of them",
+            )
+        )
+    members = endpoints.members(endpoint, repo.deployments.values())
+    shown = ", ".join(members) or "none"
+
+    def not_member(deployment_name: str) -> str | None:
+        deployment = repo.deployments.get(deployment_name)
+        if deployment is None:
+            hint = problems.did_you_mean(deployment_name, members)
+            return f"no deployment named {deployment_name!r}{hint} (the endpoint's: {shown})"
+        if deployment.endpoint_name is None:
+            return (
+                f"deployment {deployment_name!r} names no endpoint_name: it stands behind its "
+                f"own endpoint; give it endpoint_name: {endpoint.name} to take traffic here"
+            )
+        if deployment.endpoint_name != endpoint.name:
+            return (
+                f"deployment {deployment_name!r} belongs to endpoint "
+                f"{deployment.endpoint_name!r} (its endpoint_name), not to {endpoint.name!r}"
+            )
+        return None
+
+    for deployment_name in endpoint.traffic:
+        message = not_member(deployment_name)
+        if message is not None:
+            found.append(manifest.problem(("traffic", deployment_name), message))
+    total = sum(endpoint.traffic.values())
+    if total not in (0, 100):
+        shares = ", ".join(f"{k} {v}" for k, v in endpoint.traffic.items())
+        found.append(
+            manifest.problem(
+                ("traffic",),
+                f"the shares add up to {total} % ({shares}): they must add up to 100, or all "
+                "be 0 (then only requests naming a deployment in the azureml-model-deployment "
+                "header are served)",
+            )
+        )
+    for deployment_name, percent in endpoint.mirror_traffic.items():
+        path = ("mirror_traffic", deployment_name)
+        message = not_member(deployment_name)
+        live = endpoint.traffic.get(deployment_name, 0)
+        if message is None and percent > endpoints.MAX_MIRROR_PERCENT:
+            message = f"at most {endpoints.MAX_MIRROR_PERCENT} % of the traffic can be mirrored"
+        if message is None and live > 0:
+            message = (
+                f"deployment {deployment_name!r} takes live traffic ({live} %): a mirror copies "
+                "requests to a deployment that takes none"
+            )
+        if message is not None:
+            found.append(manifest.problem(path, message))
+    found.extend(_endpoint_placement(repo, endpoint, members))
+    return found
+
+
+def _endpoint_placement(repo: Repo, endpoint: _Endpoint, members: list[str]) -> list[_Problem]:
+    """One extension's router serves the endpoint and all of its deployments."""
+    manifest = endpoint.manifest
+    assert manifest is not None
+    name_field = manifest.name_path[len(manifest.root) :]
+    if not repo.extensions:
+        if members:
+            return []  # its deployments say that they need an extension
+        return [manifest.problem(name_field, "needs an Extension in the repo (none is declared)")]
+    extension = repo.extension_for_endpoint(endpoint)
+    if extension is None:
+        names = ", ".join(sorted(repo.extensions))
+        if endpoint.compute:
+            return [
+                manifest.problem(
+                    ("compute",),
+                    f"{endpoint.compute!r} is not one of the repo's extensions ({names})",
+                )
+            ]
+        if members:
+            return []  # its deployments say which compute they miss
+        message = f"compute must name one of the repo's extensions ({names})"
+        return [manifest.problem(name_field, message)]
+    found: list[_Problem] = []
+    for name in members:
+        deployment = repo.deployments[name]
+        runs_on = repo.extension_for(deployment)
+        if runs_on is not None and runs_on is not extension:
+            found.append(
+                deployment.manifest.problem(
+                    ("compute",),
+                    f"runs on extension {runs_on.name!r}, but its endpoint "
+                    f"{endpoint.name!r} on {extension.name!r}: one router serves an endpoint "
+                    "and all of its deployments",
+                )
+            )
+    if not extension.settings.inference:
+        found.append(
+            manifest.problem(
+                name_field, f"endpoints need enableInference: true on extension {extension.name!r}"
+            )
+        )
+    return found
 
 
 def _resolve_registered_models(

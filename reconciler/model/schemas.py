@@ -2,8 +2,9 @@
 
 The `schemas/*.json` files (at the repository's top level, inside the package once installed:
 `reconciler.data_dir`) are data: one schema per kind (Extension, InstanceType, InstanceTypeList,
-Job, Deployment) plus the shared definitions, the kind envelope of Job and Deployment documents
-and the older endpoint shape. They ship with the package and can be used by editors too.
+Job, Deployment, OnlineEndpoint) plus the shared definitions, the kind envelope of Job,
+Deployment and Endpoint documents and the older endpoint shape. They ship with the package and
+can be used by editors too.
 This module turns jsonschema's errors into `Problem`s that name the file, line and field, in
 words a user can act on (a schema may carry an `x-message` to phrase its own rule).
 """
@@ -31,6 +32,7 @@ SCHEMA_NAMES = (
     "Deployment",
     "Envelope",
     "Endpoint",
+    "OnlineEndpoint",
 )
 _BASE_URI = "https://gitops.mlext.io/schemas/"
 _TYPE_WORDS = {

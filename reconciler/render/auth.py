@@ -1,10 +1,13 @@
-"""Authentication material of model deployments (SPEC section 6), kept in one Secret each.
+"""Authentication material of model deployments and endpoints (SPEC sections 6, 6b), kept in
+one Secret each.
 
 Key mode (the default): a primary and a secondary key, either accepted by the router, each
 regenerable on its own. Token mode: a signing key the router signs and checks tokens with. None:
-no Secret. The Secret is generated once, when the deployment first appears, and never rewritten
-by a reconcile: keys handed to clients stay valid until someone regenerates them. Pure: the
-randomness comes from `secrets`, the API calls are the caller's.
+no Secret. The Secret is generated once, when the deployment or declared endpoint first appears,
+and never rewritten by a reconcile: keys handed to clients stay valid until someone regenerates
+them. An implicit endpoint (a deployment that names none) has no Secret of its own: it is checked
+with its deployment's. `repo_secrets` is every Secret a repo needs, for the reconcile and the
+install's RBAC alike. Pure: the randomness comes from `secrets`, the API calls are the caller's.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import base64
 import secrets
 
 from reconciler import objects
-from reconciler.model import workloads
+from reconciler.model import endpoints, repo, workloads
 from reconciler.render import workloadobjects
 
 KEY_FIELDS = {"primary": "primaryKey", "secondary": "secondaryKey"}
@@ -33,9 +36,61 @@ def new_secret(
 ) -> objects.Object | None:
     """A fresh Secret for the deployment's auth mode (None in mode none), labelled as owned by
     `extension` so that its inventory and prune cover it."""
-    if deployment.auth_mode == "none":
+    return _secret(
+        deployment.auth_mode,
+        workloadobjects.auth_secret_name(deployment.name),
+        namespace,
+        {
+            objects.PART_OF_LABEL: extension,
+            workloadobjects.DEPLOYMENT_LABEL: deployment.name,
+            objects.COMPONENT_LABEL: "deployment-auth",
+        },
+    )
+
+
+def new_endpoint_secret(
+    endpoint: endpoints.Endpoint, namespace: str, extension: str
+) -> objects.Object | None:
+    """A fresh Secret for a declared endpoint's auth mode (None in mode none, and for an
+    implicit endpoint, which uses its deployment's)."""
+    if endpoint.implicit:
         return None
-    if deployment.auth_mode == "key":
+    return _secret(
+        endpoint.auth_mode,
+        workloadobjects.endpoint_auth_secret_name(endpoint.name),
+        namespace,
+        {
+            objects.PART_OF_LABEL: extension,
+            workloadobjects.ENDPOINT_LABEL: endpoint.name,
+            objects.COMPONENT_LABEL: "endpoint-auth",
+        },
+    )
+
+
+def repo_secrets(loaded: repo.Repo) -> dict[str, list[objects.Object]]:
+    """The key Secrets each extension's deployments and declared endpoints need, freshly
+    generated (only created when absent, so the generated values are discarded when the
+    Secret exists), by extension name."""
+    found: dict[str, list[objects.Object]] = {}
+    for deployment in loaded.deployments.values():
+        extension = loaded.extension_for(deployment)
+        assert extension is not None, "a valid repo has an extension for every deployment"
+        secret = new_secret(deployment, extension.release_namespace, extension.name)
+        if secret is not None:
+            found.setdefault(extension.name, []).append(secret)
+    for endpoint in loaded.endpoints.values():
+        extension = loaded.extension_for_endpoint(endpoint)
+        assert extension is not None, "a valid repo has an extension for every endpoint"
+        secret = new_endpoint_secret(endpoint, extension.release_namespace, extension.name)
+        if secret is not None:
+            found.setdefault(extension.name, []).append(secret)
+    return found
+
+
+def _secret(mode: str, name: str, namespace: str, labels: dict[str, str]) -> objects.Object | None:
+    if mode == "none":
+        return None
+    if mode == "key":
         data = {field: _b64(new_key()) for field in KEY_FIELDS.values()}
     else:
         data = {SIGNING_KEY_FIELD: _b64(new_key())}
@@ -44,14 +99,9 @@ def new_secret(
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": workloadobjects.auth_secret_name(deployment.name),
+            "name": name,
             "namespace": namespace,
-            "labels": {
-                objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
-                objects.PART_OF_LABEL: extension,
-                workloadobjects.DEPLOYMENT_LABEL: deployment.name,
-                objects.COMPONENT_LABEL: "deployment-auth",
-            },
+            "labels": {objects.MANAGED_BY_LABEL: objects.MANAGED_BY, **labels},
         },
         "data": data,
     }

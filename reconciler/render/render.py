@@ -23,7 +23,15 @@ from typing import Any, TypeVar
 import yaml
 
 from reconciler import objects, source
-from reconciler.model import components, extensions, instancetypes, memo, repo, workloads
+from reconciler.model import (
+    components,
+    endpoints,
+    extensions,
+    instancetypes,
+    memo,
+    repo,
+    workloads,
+)
 from reconciler.render import templating, workloadobjects
 
 INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
@@ -70,7 +78,8 @@ def render_repo(
     for extension in sorted(loaded.extensions.values(), key=lambda e: e.name):
         source_file = extension.manifest.path if extension.manifest else ""
         served = [d for d in loaded.deployments.values() if loaded.extension_for(d) is extension]
-        for obj, component in units.extension(extension, served):
+        fronted = loaded.endpoints_served_by(extension)
+        for obj, component in units.extension(extension, served, fronted):
             add(obj, Owner(extension.name, component, _object_name(obj), source_file))
     for job in loaded.jobs.values():
         runs_on = loaded.extension_for(job)
@@ -105,7 +114,8 @@ class _Units:
     A unit's key holds everything its renderer reads, and nothing of where it came from: the
     model values (`memo.fingerprint`: dataclass fields that compare, so not the manifest), the
     instance type a workload resolves to, the ids of the files it reads through the snapshot,
-    and for an extension its router's entries (the only part of the deployments it reads).
+    and for an extension its router's entries (the only part of the deployments and endpoints
+    it reads).
     Objects come back unstamped and fresh (see `memo.Memo.copied`): `render_repo` stamps them
     with this revision's owner, file and revision.
     """
@@ -139,13 +149,17 @@ class _Units:
         )
 
     def extension(
-        self, extension: extensions.Extension, served: Sequence[workloads.Deployment]
+        self,
+        extension: extensions.Extension,
+        served: Sequence[workloads.Deployment],
+        fronted: Sequence[endpoints.Endpoint],
     ) -> list[tuple[objects.Object, str]]:
         def key() -> Hashable:
             entries = [
                 workloadobjects.router_entry(d, extension.release_namespace)
                 for d in sorted(served, key=lambda d: d.name)
             ]
+            entries += [workloadobjects.endpoint_entry(e, served) for e in fronted]
             pem_files = [f for f in (extension.ssl_cert_file, extension.ssl_key_file) if f]
             return (
                 "extension",
@@ -154,7 +168,7 @@ class _Units:
                 memo.files(self._snapshot, pem_files),
             )
 
-        return self._get(key, lambda: extension_objects(extension, self._snapshot, served))
+        return self._get(key, lambda: extension_objects(extension, self._snapshot, served, fronted))
 
     def job(self, job: workloads.Job, extension: extensions.Extension) -> list[objects.Object]:
         def key() -> Hashable:
@@ -203,9 +217,10 @@ def extension_objects(
     extension: extensions.Extension,
     snapshot: source.Snapshot,
     deployments: Sequence[workloads.Deployment] = (),
+    fronted: Sequence[endpoints.Endpoint] = (),
 ) -> list[tuple[objects.Object, str]]:
     """(object, component label) for everything one extension installs; `deployments` are the
-    model deployments its router serves."""
+    model deployments its router serves, `fronted` the endpoints in front of them."""
     found: list[tuple[objects.Object, str]] = []
     base = _base_context(extension)
     for obj in templating.render_template("namespace.yaml.j2", base):
@@ -213,7 +228,7 @@ def extension_objects(
     for component in components.select(extension):
         context = {**base, "c": _component_context(component, extension)}
         if component.template == "router":
-            context["router"] = _router_context(component, extension, deployments)
+            context["router"] = _router_context(component, extension, deployments, fronted)
             secret = _router_tls_secret(component, extension, snapshot)
             if secret is not None:
                 found.append((secret, _component_label(component)))
@@ -275,6 +290,7 @@ def _router_context(
     component: components.Component,
     extension: extensions.Extension,
     deployments: Sequence[workloads.Deployment],
+    fronted: Sequence[endpoints.Endpoint],
 ) -> dict[str, Any]:
     values = extension.settings
     name = component.object_name(extension.name)
@@ -287,6 +303,10 @@ def _router_context(
         "deployments": [
             workloadobjects.router_entry(d, extension.release_namespace)
             for d in sorted(deployments, key=lambda d: d.name)
+        ],
+        "endpoints": [
+            workloadobjects.endpoint_entry(e, deployments)
+            for e in sorted(fronted, key=lambda e: e.name)
         ],
     }
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{name}-config"}}]
@@ -327,9 +347,12 @@ def _router_context(
         "rules": workloadobjects.router_rules(
             name,
             [
-                workloadobjects.auth_secret_name(d.name)
-                for d in deployments
-                if d.auth_mode != "none"
+                *(
+                    workloadobjects.auth_secret_name(d.name)
+                    for d in deployments
+                    if d.auth_mode != "none"
+                ),
+                *(s for e in fronted if (s := workloadobjects.endpoint_secret(e))),
             ],
             [d.name for d in deployments if d.scale.type == workloadobjects.AUTOSCALED],
         ),

@@ -7,10 +7,11 @@ type's resources (with the workload's own over them) and the merged nodeSelector
 their tags as annotations, and have their small local files (code, model, conda file, job inputs)
 delivered through ConfigMaps; remote model URIs are fetched by an init container. A job's command
 gets its `${{inputs.NAME}}` / `${{outputs.NAME}}` filled in with values and in-pod paths.
-The router's own configuration entry for each deployment (`router_entry`) is the `router.yaml`
-format `reconciler router serve` reads; the names the router and the render must agree on (the
-auth Secret, the model Service's port name, the coordinator Lease) and the router's RBAC for its
-deployments (`router_rules`) live here too. Pure: files are read through the snapshot.
+The router's own configuration entry for each deployment (`router_entry`) and each endpoint
+(`endpoint_entry`) is the `router.yaml` format `reconciler router serve` reads; the names the
+router and the render must agree on (the auth Secrets, the model Service's port name, the
+coordinator Lease) and the router's RBAC for its deployments (`router_rules`) live here too.
+Pure: files are read through the snapshot.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler import objects, source
-from reconciler.model import extensions, instancetypes, placement, workloads
+from reconciler.model import endpoints, extensions, instancetypes, placement, workloads
 from reconciler.render import templating
 
 APP_DIR = "/var/azureml-app"
@@ -40,6 +41,7 @@ JOB_BACKOFF_LIMIT = 3
 JOB_TTL_SECONDS = 30 * 24 * 3600
 FETCH_IMAGE = "curlimages/curl:8.10.1"
 DEPLOYMENT_LABEL = "gitops.mlext.io/deployment"
+ENDPOINT_LABEL = "gitops.mlext.io/endpoint"
 JOB_LABEL = "gitops.mlext.io/job"
 # The name of the model Service's port (templates/workloads/deployment.yaml.j2): its
 # EndpointSlices carry the replicas' port under this name, which is how the router finds it.
@@ -326,6 +328,41 @@ def router_entry(deployment: workloads.Deployment, namespace: str) -> dict[str, 
 def auth_secret_name(deployment_name: str) -> str:
     """The Secret holding a deployment's keys (key mode) or token signing key (token mode)."""
     return f"{deployment_name}-auth"
+
+
+def endpoint_auth_secret_name(endpoint_name: str) -> str:
+    """The Secret holding a declared endpoint's keys or token signing key."""
+    return f"{endpoint_name}-endpoint-auth"
+
+
+def endpoint_secret(endpoint: endpoints.Endpoint) -> str | None:
+    """The Secret the router checks an endpoint's callers with: a declared endpoint's own, an
+    implicit one's that of its deployment (None in auth mode none)."""
+    if endpoint.auth_mode == "none":
+        return None
+    if endpoint.implicit:
+        return auth_secret_name(endpoint.name)
+    return endpoint_auth_secret_name(endpoint.name)
+
+
+def endpoint_entry(
+    endpoint: endpoints.Endpoint, deployments: Iterable[workloads.Deployment]
+) -> dict[str, Any]:
+    """The endpoint's entry in `router.yaml`: every deployment behind it in `traffic` (0 for
+    one the endpoint gives no share: reachable by the azureml-model-deployment header only),
+    its mirrors (default none) and its auth, shaped as a deployment's."""
+    auth: dict[str, Any] = {"mode": endpoint.auth_mode}
+    secret = endpoint_secret(endpoint)
+    if secret is not None:
+        auth["secret"] = secret
+    return {
+        "name": endpoint.name,
+        "traffic": {
+            name: endpoint.traffic.get(name, 0) for name in endpoints.members(endpoint, deployments)
+        },
+        "mirror_traffic": dict(sorted(endpoint.mirror_traffic.items())),
+        "auth": auth,
+    }
 
 
 def coordinator_lease_name(router_service: str) -> str:

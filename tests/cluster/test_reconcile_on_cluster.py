@@ -121,6 +121,11 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
     assert first.exit_code == 0, first.output
     assert f"extension {name}: Succeeded" in first.output
     assert "applied 1 Namespace" in first.output  # progress per stage
+    # The example's endpoint got its own keys, labelled as the extension's (so prune covers it).
+    endpoint_keys = kube.get_secret(cluster, namespace, "mnist-endpoint-auth")
+    assert endpoint_keys is not None
+    assert endpoint_keys["metadata"]["labels"]["app.kubernetes.io/part-of"] == name
+    assert sorted(endpoint_keys["data"]) == ["primaryKey", "secondaryKey"]
 
     planned = run(cluster_kubeconfig, "plan", str(root))
     assert planned.exit_code == 0, planned.output
@@ -171,6 +176,24 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
         }
     ]
     assert run(cluster_kubeconfig, "status").output.count(name) == 1
+
+    # A traffic change is applied (the router's config) and never rewrites the endpoint's keys.
+    endpoint_file = root / "deployments" / "endpoint.yaml"
+    text = endpoint_file.read_text()
+    assert "blue: 90\n  green: 10" in text
+    endpoint_file.write_text(text.replace("blue: 90\n  green: 10", "blue: 100\n  green: 0"))
+    planned = run(cluster_kubeconfig, "plan", str(root))
+    assert planned.exit_code == 1, planned.output
+    assert "0 to create, 1 to update, 0 to delete" in planned.output, planned.output
+    assert f"~ update ConfigMap/{namespace}/azureml-fe-v2-config" in planned.output
+    moved = run(cluster_kubeconfig, "apply", str(root))
+    assert moved.exit_code == 0, moved.output
+    config_map = live(cluster, objects.Key("v1", "ConfigMap", namespace, "azureml-fe-v2-config"))
+    assert config_map is not None and "blue: 100" in config_map["data"]["router.yaml"]
+    kept = kube.get_secret(cluster, namespace, "mnist-endpoint-auth")
+    assert kept is not None
+    assert kept["data"] == endpoint_keys["data"]
+    assert kept["metadata"]["resourceVersion"] == endpoint_keys["metadata"]["resourceVersion"]
 
 
 def test_disabling_training_prunes_exactly_the_training_components(
@@ -228,7 +251,11 @@ def test_disabling_training_prunes_exactly_the_training_components(
         assert live(cluster, key) is not None, f"{key} was deleted"
     assert live(cluster, objects.key(lookalike)) is not None
     keys_secrets = reconcile.generated_secrets(load(root).repo)[name]
-    assert {k.name for k in map(objects.key, keys_secrets)} == {"blue-auth", "green-auth"}
+    assert {k.name for k in map(objects.key, keys_secrets)} == {
+        "blue-auth",
+        "green-auth",
+        "mnist-endpoint-auth",
+    }
     inventory = after | {objects.key(s) for s in keys_secrets}
     assert record.inventory_of(kube.get(cluster, record.ref(name))) == inventory
 

@@ -21,7 +21,7 @@ def test_example_repo_is_valid() -> None:
         "accepted, not used: this reconciler sends no telemetry to Application Insights (the "
         "router's metrics are on its /metrics)\n"
         f"{REPO_ROOT / 'manifests'} is valid: 1 extension, 3 instance types, 2 jobs, "
-        "2 deployments\n"
+        "2 deployments, 1 endpoint\n"
     )
 
 
@@ -82,7 +82,8 @@ def test_warnings_are_marked_and_do_not_fail(tmp_path: Path) -> None:
     assert result.output.splitlines() == [
         f"{root}/e.yaml:9: spec.config.sslCname: warning: has no effect: it applies to "
         "inference, which this extension does not enable",
-        f"{root} is valid: 1 extension, 0 instance types, 0 jobs, 0 deployments (1 warning)",
+        f"{root} is valid: 1 extension, 0 instance types, 0 jobs, 0 deployments, 0 endpoints "
+        "(1 warning)",
     ]
 
 

@@ -121,7 +121,9 @@ def test_the_documented_examples_validate_with_notes(tmp_path: Path) -> None:
         "environment.path",
     ]
     assert all("accepted, not used" in n for n in notes)
-    assert loaded.repo.summary() == "1 extension, 3 instance types, 1 job, 1 deployment"
+    assert loaded.repo.summary() == (
+        "1 extension, 3 instance types, 1 job, 1 deployment, 0 endpoints"
+    )
 
 
 REGISTERED = DEPLOYMENT.replace("  local_path: ./model/sklearn_mnist_model.pkl\n", "")

@@ -97,6 +97,12 @@ def rename(folder: Path, old: str, new: str) -> None:
     (folder / old).rename(folder / new)
 
 
+def delete_green(folder: Path) -> None:
+    """The green deployment goes, and its endpoint's traffic with it."""
+    (folder / "deployments" / "green.yaml").unlink()
+    replace(folder, "deployments/endpoint.yaml", "blue: 90\n  green: 10", "blue: 100")
+
+
 def rotate_certificate(folder: Path) -> None:
     cert, key = self_signed_pem()
     write_repo(folder, {"certs/cert.pem": cert, "certs/key.pem": key})
@@ -166,8 +172,8 @@ SCENARIOS: dict[str, tuple[Edit, Edit, int | None]] = {
     "nameless job renamed": (example, lambda f: rename(f, "jobs/hello.yml", "jobs/greet.yml"), 2),
     "deployment deleted": (
         example,
-        lambda f: (f / "deployments" / "green.yaml").unlink(),
-        2,  # its file, the extension's objects (the router's config lists it)
+        lambda f: delete_green(f),
+        3,  # its file, the endpoint's file, the extension's objects (the router's config)
     ),
     "model file": (
         example,

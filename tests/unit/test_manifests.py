@@ -78,7 +78,10 @@ def test_each_kind_and_shape_is_recognised(tmp_path: Path) -> None:
     red, yellow = loaded.repo.deployments["red"], loaded.repo.deployments["yellow"]
     assert (red.auth_mode, red.endpoint_name) == ("none", "mnist")
     assert yellow.auth_mode == "key"
-    assert loaded.repo.summary() == "1 extension, 2 instance types, 2 jobs, 4 deployments"
+    assert sorted(loaded.repo.endpoints) == ["mnist"]  # the older document declares it too
+    assert loaded.repo.summary() == (
+        "1 extension, 2 instance types, 2 jobs, 4 deployments, 1 endpoint"
+    )
 
 
 def test_unknown_document_names_file_and_line(tmp_path: Path) -> None:
@@ -92,7 +95,7 @@ def test_unknown_kind_suggests_the_nearest(tmp_path: Path) -> None:
     root = write_repo(tmp_path, {"x.yaml": "kind: Extention\n"})
     assert errors(load(root)) == [
         f"{root}/x.yaml:1: kind: unknown kind 'Extention': expected one of Extension, "
-        "InstanceType, InstanceTypeList, Job, Deployment (did you mean Extension?)"
+        "InstanceType, InstanceTypeList, Job, Deployment, Endpoint (did you mean Extension?)"
     ]
 
 

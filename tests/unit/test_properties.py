@@ -169,6 +169,22 @@ DEPLOYMENTS = st.fixed_dictionaries(
         "model": _near({"path": "c.yml"}) | st.just("https://m/x.pkl"),
         "code_configuration": _near({"code": ".", "scoring_script": "c.yml"}),
         "compute": SCALARS,
+        "endpoint_name": _near("mnist"),
+    },
+)
+SHARES = st.dictionaries(st.sampled_from(["blue", "green", "red"]), st.integers(-1, 101) | SCALARS)
+ENDPOINTS = st.fixed_dictionaries(
+    {
+        "$schema": st.just("https://x/kubernetesOnlineEndpoint.schema.json"),
+        "name": _near("mnist"),
+        "auth_mode": _near("key") | st.just("AML_Token"),
+    },
+    optional={
+        "traffic": _near({"blue": 90, "green": 10}) | SHARES,
+        "mirror_traffic": SHARES,
+        "compute": SCALARS,
+        "type": _near("kubernetes"),
+        "tags": st.dictionaries(st.text(max_size=4), SCALARS, max_size=2),
     },
 )
 INSTANCE_TYPES = st.fixed_dictionaries(
@@ -195,7 +211,7 @@ INSTANCE_TYPES = st.fixed_dictionaries(
 )
 
 
-@given(st.lists(EXTENSIONS | DEPLOYMENTS | INSTANCE_TYPES, min_size=1, max_size=4))
+@given(st.lists(EXTENSIONS | DEPLOYMENTS | ENDPOINTS | INSTANCE_TYPES, min_size=1, max_size=6))
 def test_near_valid_manifests_never_crash(tmp_path_factory: object, docs: list[object]) -> None:
     root = Path(tmp_path_factory.mktemp("repo"))  # type: ignore[attr-defined]
     loaded = load(write_repo(root, {"m.yaml": yaml.safe_dump_all(docs), "c.yml": "x: 1\n"}))
