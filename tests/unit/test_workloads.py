@@ -246,7 +246,8 @@ def test_kind_shape_job(tmp_path: Path) -> None:
 
 def test_a_kubernetes_deployment_without_schema_is_recognised(tmp_path: Path) -> None:
     text = "name: blue\ntype: kubernetes\nendpoint_name: ep\nenvironment: {image: python}\n"
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "d.yml": text})
+    endpoint = "name: ep\ntype: kubernetes\nauth_mode: key\n"  # an endpoint by its shape
+    root = write_repo(tmp_path, {"ext.yaml": BOTH, "d.yml": text, "ep.yml": endpoint})
     loaded = load(root)
     assert errors(loaded) == []
     assert loaded.repo.deployments["blue"].endpoint_name == "ep"
