@@ -45,6 +45,12 @@ def test_accepts_what_render_writes() -> None:
     green = cfg.deployment("green")
     assert green is not None and green.auth.mode == "token"
     assert green.scale_settings.type == "fixed"
+    # The example's endpoint, as the router takes it: the split, and its own key Secret.
+    mnist = cfg.endpoint("mnist")
+    assert mnist is not None
+    assert dict(mnist.traffic) == {"blue": 90, "green": 10}
+    assert dict(mnist.mirror_traffic) == {}
+    assert (mnist.auth.mode, mnist.auth.secret) == ("key", "mnist-endpoint-auth")
 
 
 def test_defaults_and_limits() -> None:
