@@ -6,8 +6,10 @@ lists into one `plans.Plan` per extension (grouped by the part-of label), built 
 with the base objects standing in for the live ones, so `diff` shows exactly what `plan` shows.
 The two revisions share a `memo.Memo`: files and render units unchanged between them are parsed
 and rendered once.
-The renderers (`text`, `as_json`, `markdown`) are pure; Secret values never reach them unmasked
-(every diff comes from `diffs.unified`). `reconciler.cli.diff` is the command on top.
+An endpoint whose traffic split changed also gets one line of its own (`traffic_changes`: `mnist:
+blue 100 -> 90, green 0 -> 10`), shown above the object diffs: the review of a rollout reads it
+first. The renderers (`text`, `as_json`, `markdown`) are pure; Secret values never reach them
+unmasked (every diff comes from `diffs.unified`). `reconciler.cli.diff` is the command on top.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler import objects, source
 from reconciler.engine import plans
-from reconciler.model import decryption, memo, problems, repo
+from reconciler.model import decryption, endpoints, memo, problems, repo
 from reconciler.render import render
 
 COMMENT_LIMIT = 65_536  # GitHub's limit on a PR comment body
@@ -52,6 +54,7 @@ class RevisionDiff:
     extensions: tuple[ExtensionDiff, ...] = ()
     problems: tuple[problems.Problem, ...] = ()
     notes: tuple[str, ...] = ()
+    traffic: tuple[str, ...] = ()  # one line per endpoint whose split changed
 
     @property
     def has_changes(self) -> bool:
@@ -106,12 +109,14 @@ def between(base: source.Snapshot, head: source.Snapshot, *, reuse: bool = True)
         return RevisionDiff(base_name, head_name, problems=tuple(head_loaded.errors))
     notes: list[str] = []
     base_objects: list[objects.Object] = []
+    base_endpoints: Mapping[str, endpoints.Endpoint] = {}
     if not base.exists(""):
         notes.append(f"{base.display('')} does not exist: every object is created")
     else:
         base_loaded = repo.load(base, shared)
         if base_loaded.valid:
             base_objects = render.render_repo(base_loaded.repo, base, base_name, shared).objects
+            base_endpoints = base_loaded.repo.endpoints
         else:
             count = len(base_loaded.errors)
             notes.append(
@@ -120,7 +125,37 @@ def between(base: source.Snapshot, head: source.Snapshot, *, reuse: bool = True)
             )
     head_objects = render.render_repo(head_loaded.repo, head, head_name, shared).objects
     notes.extend(_not_decrypted(base, head))
-    return RevisionDiff(base_name, head_name, compare(base_objects, head_objects), (), tuple(notes))
+    return RevisionDiff(
+        base_name,
+        head_name,
+        compare(base_objects, head_objects),
+        (),
+        tuple(notes),
+        traffic_changes(base_endpoints, head_loaded.repo.endpoints),
+    )
+
+
+def traffic_changes(
+    base: Mapping[str, endpoints.Endpoint], head: Mapping[str, endpoints.Endpoint]
+) -> tuple[str, ...]:
+    """One line per declared endpoint whose split or mirror changed, naming only the
+    deployments whose percent changed (absent = 0): `mnist: blue 100 -> 90, green 0 -> 10`.
+    A new endpoint is `(new)`, one gone is `(removed)`."""
+    lines = []
+    for name in sorted(base.keys() | head.keys()):
+        before, after = base.get(name), head.get(name)
+        parts = []
+        for prefix, field in (("", "traffic"), ("mirror ", "mirror_traffic")):
+            old: Mapping[str, int] = getattr(before, field) if before is not None else {}
+            new: Mapping[str, int] = getattr(after, field) if after is not None else {}
+            for deployment in sorted(old.keys() | new.keys()):
+                was, now = old.get(deployment, 0), new.get(deployment, 0)
+                if was != now:
+                    parts.append(f"{prefix}{deployment} {was} -> {now}")
+        status = " (new)" if before is None else " (removed)" if after is None else ""
+        if parts or status:
+            lines.append(f"{name}{status}: {', '.join(parts) or 'no traffic'}")
+    return tuple(lines)
 
 
 def _not_decrypted(*snapshots: source.Snapshot) -> list[str]:
@@ -162,6 +197,7 @@ def text(result: RevisionDiff, style: Callable[[str, str], str] | None = None) -
         lines.append(f"the head is invalid ({count} problem{'s' if count != 1 else ''})")
         return "\n".join(lines) + "\n"
     out = [f"note: {note}" for note in result.notes]
+    out.extend(f"traffic: {line}" for line in result.traffic)
     for extension in result.extensions:
         out.append(f"# extension {extension.name}")
         out.extend(extension.plan.text().rstrip("\n").splitlines())
@@ -202,6 +238,7 @@ def as_json(result: RevisionDiff) -> str:
         "changes": changes,
         "problems": [p.as_json() for p in result.problems],
         "notes": list(result.notes),
+        "traffic": list(result.traffic),
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -225,6 +262,9 @@ def markdown(result: RevisionDiff, limit: int = COMMENT_LIMIT) -> str:
         )
         return cap(body, [], limit)
     parts = [heading]
+    if result.traffic:
+        listed = "".join(f"- `{_inline(line)}`\n" for line in result.traffic)
+        parts.append(f"\n**Traffic**\n\n{listed}")
     parts.extend(f"\n> **Note:** {_inline(note)}\n" for note in result.notes)
     changed = [e for e in result.extensions if e.plan.has_changes]
     if not changed:

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from reconciler import gitsnapshot, objects, source
 from reconciler.cli import main as cli
 from reconciler.engine import diffs, plans, revisiondiff
-from reconciler.model import repo
+from reconciler.model import endpoints, repo
 from reconciler.render import render
 from tests.helpers import extension, self_signed_pem, write_repo
 
@@ -234,6 +234,48 @@ def test_markdown_lists_each_change_in_a_collapsed_diff(
     assert "| `azureml-extension` | 0 | 1 | 0 |" in out
     assert "<details><summary>~ update Deployment/azureml/azureml-fe-v2</summary>" in out
     assert "```diff\n--- a/Deployment/azureml/azureml-fe-v2" in out and "</details>" in out
+
+
+def test_a_traffic_change_is_one_line_per_endpoint_at_the_top_of_every_format(
+    example: tuple[git.Repo, Path, str],
+) -> None:
+    repository, folder, _ = example
+    endpoint = folder / "deployments" / "endpoint.yaml"
+    split = endpoint.read_text()
+    assert "blue: 90" in split and "green: 10" in split
+    endpoint.write_text(split.replace("blue: 90", "blue: 100").replace("green: 10", "green: 0"))
+    commit(repository, "all traffic to blue")
+    endpoint.write_text(split)
+    commit(repository, "10 % to green")
+    line = "mnist: blue 100 -> 90, green 0 -> 10"
+
+    code, found, document = changes(folder, "--base", "HEAD~1", "--head", "HEAD")
+    assert code == 1 and document["traffic"] == [line]
+    # Besides the object diff: the router's ConfigMap is what changes.
+    assert found == [("update", "ConfigMap", "azureml", "azureml-fe-v2-config")]
+    _, out = run(str(folder), "--base", "HEAD~1", "--format", "markdown")
+    assert out.index(f"- `{line}`") < out.index("| Extension |")
+    _, out = run(str(folder), "--base", "HEAD~1")
+    assert out.splitlines()[0] == f"traffic: {line}"
+    # No traffic change, no line.
+    enable_router_ha(folder)
+    commit(repository, "router HA")
+    _, _, document = changes(folder, "--base", "HEAD~1", "--head", "HEAD")
+    assert document["traffic"] == []
+
+
+def test_traffic_lines_name_new_removed_and_mirrored_endpoints() -> None:
+    def endpoint(name: str, traffic: dict[str, int], mirror: dict[str, int]) -> Any:
+        return endpoints.Endpoint(name, "key", traffic, mirror, None, {}, None, None)
+
+    base = {"a": endpoint("a", {"x": 100}, {}), "gone": endpoint("gone", {"y": 100}, {})}
+    head = {"a": endpoint("a", {"x": 100}, {"z": 20}), "b": endpoint("b", {"x": 0}, {})}
+    assert revisiondiff.traffic_changes(base, head) == (
+        "a: mirror z 0 -> 20",
+        "b (new): no traffic",
+        "gone (removed): y 100 -> 0",
+    )
+    assert revisiondiff.traffic_changes(head, head) == ()
 
 
 def test_cap_keeps_whole_blocks_and_says_how_many_were_cut() -> None:
