@@ -1,4 +1,5 @@
-"""`reconciler deployment ...` and `reconciler job ...`: the repo's workloads on the live cluster.
+"""`reconciler deployment ...`, `reconciler endpoint ...` and `reconciler job ...`: the repo's
+workloads on the live cluster.
 
 Thin commands over `workloadstatus` (what the cluster says), `auth` (key material) and `kube`.
 Keys are never printed: `regen-key` says which key it replaced and where it lives.
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler import kube, source
+from reconciler import kube, objects, source
 from reconciler.cli import common, decryptkeys
 from reconciler.engine import workloadstatus
 from reconciler.model import repo
@@ -52,9 +53,25 @@ def deployment() -> None:
     """Model deployments of the repo on the live cluster."""
 
 
+def _key_option(command: F) -> F:
+    choice = click.Choice(["primary", "secondary"])
+    return click.option("--key", "which", type=choice, required=True)(command)
+
+
+def _regenerate(cluster: kube.Cluster, fresh: objects.Object | None, which: str, what: str) -> None:
+    """Replace one key of the Secret `fresh` stands for (created whole when absent)."""
+    assert fresh is not None, "key mode always has a Secret"
+    where = f"Secret {fresh['metadata']['namespace']}/{fresh['metadata']['name']}"
+    if kube.create_if_absent(cluster, fresh):
+        click.echo(f"created both keys of {what} ({where})")
+        return
+    kube.merge_patch(cluster, fresh, {"data": auth.regenerated(which)})
+    click.echo(f"regenerated the {which} key of {what} ({where})")
+
+
 @deployment.command("regen-key")
 @click.argument("name")
-@click.option("--key", "which", type=click.Choice(["primary", "secondary"]), required=True)
+@_key_option
 @_cluster_options
 def regen_key(
     name: str, which: str, repo_path: str, kubeconfig: str | None, context: str | None
@@ -66,20 +83,37 @@ def regen_key(
     target = loaded.deployments[name]
     if target.auth_mode != "key":
         raise click.UsageError(f"deployment {name!r} uses auth_mode {target.auth_mode}, not key")
-    namespace = _namespace_of(loaded, target)
-    cluster = common.connect(kubeconfig, context)
     served_by = loaded.extension_for(target)
     assert served_by is not None, "a valid repo has an extension for every deployment"
-    fresh = auth.new_secret(target, namespace, served_by.name)
-    assert fresh is not None
-    secret_name = workloadobjects.auth_secret_name(name)
-    if kube.create_if_absent(cluster, fresh):
-        click.echo(f"created both keys of deployment {name} (Secret {namespace}/{secret_name})")
-        return
-    kube.merge_patch(cluster, fresh, {"data": auth.regenerated(which)})
-    click.echo(
-        f"regenerated the {which} key of deployment {name} (Secret {namespace}/{secret_name})"
-    )
+    fresh = auth.new_secret(target, served_by.release_namespace, served_by.name)
+    _regenerate(common.connect(kubeconfig, context), fresh, which, f"deployment {name}")
+
+
+@click.group()
+def endpoint() -> None:
+    """Online endpoints of the repo on the live cluster."""
+
+
+@endpoint.command("regen-key")
+@click.argument("name")
+@_key_option
+@_cluster_options
+def endpoint_regen_key(
+    name: str, which: str, repo_path: str, kubeconfig: str | None, context: str | None
+) -> None:
+    """Replace the primary or the secondary key of endpoint NAME (the other keeps working).
+    An endpoint of a deployment's own name (no endpoint declared) has the deployment's keys:
+    `reconciler deployment regen-key`."""
+    loaded = _load_valid(repo_path)
+    if name not in loaded.endpoints:
+        raise click.UsageError(f"no endpoint named {name!r} declared in {repo_path}")
+    target = loaded.endpoints[name]
+    if target.auth_mode != "key":
+        raise click.UsageError(f"endpoint {name!r} uses auth_mode {target.auth_mode}, not key")
+    served_by = loaded.extension_for_endpoint(target)
+    assert served_by is not None, "a valid repo has an extension for every endpoint"
+    fresh = auth.new_endpoint_secret(target, served_by.release_namespace, served_by.name)
+    _regenerate(common.connect(kubeconfig, context), fresh, which, f"endpoint {name}")
 
 
 @deployment.command("status")

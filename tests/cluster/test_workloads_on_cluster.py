@@ -225,10 +225,27 @@ def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
             "d.yaml": "$schema: https://x/kubernetesOnlineDeployment.schema.json\n"
             "name: blue\nenvironment: {image: python}\n",
             "j.yaml": job("train", "gpu"),
+            "e.yaml": "$schema: https://x/kubernetesOnlineEndpoint.schema.json\n"
+            "name: ep\nauth_mode: Key\n",
         },
     )
     for obj in workload_objects(root):
         kube.apply(cluster, obj)
+    # An endpoint's keys are its own Secret's, replaced one at a time the same way.
+    for expected in ("created both keys of endpoint ep", "regenerated the secondary key"):
+        code, out, err = cli(cluster_kubeconfig, "endpoint", "regen-key", "ep", "--key",
+                             "secondary", "--path", str(root))  # fmt: skip
+        assert code == 0 and expected in out, out + err
+        assert f"Secret {namespace}/ep-endpoint-auth" in out
+        if expected.startswith("created"):
+            first = kube.get_secret(cluster, namespace, "ep-endpoint-auth")
+    again = kube.get_secret(cluster, namespace, "ep-endpoint-auth")
+    assert first is not None and again is not None
+    assert again["data"]["primaryKey"] == first["data"]["primaryKey"]
+    assert again["data"]["secondaryKey"] != first["data"]["secondaryKey"]
+    code, out, err = cli(cluster_kubeconfig, "endpoint", "regen-key", "blue", "--key",
+                         "primary", "--path", str(root))  # fmt: skip
+    assert code != 0 and "no endpoint named 'blue' declared" in out + err
     code, out, _ = cli(cluster_kubeconfig, "deployment", "regen-key", "blue", "--key",
                        "primary", "--path", str(root))  # fmt: skip
     assert code == 0 and out.startswith("created both keys of deployment blue")
