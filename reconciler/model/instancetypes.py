@@ -32,14 +32,8 @@ class InstanceType:
         return self.document is None
 
     def resources(self) -> dict[str, Any]:
-        """`{requests, limits}` as a container (and the custom resource) takes them; an empty
-        part is left out (no requests means requests = limits in Kubernetes)."""
-        found: dict[str, Any] = {}
-        if self.requests:
-            found["requests"] = dict(self.requests)
-        if self.limits:
-            found["limits"] = dict(self.limits)
-        return found
+        """`{requests, limits}` as a container (and the custom resource) takes them."""
+        return container_resources(self.requests, self.limits)
 
     @property
     def gpus(self) -> int:
@@ -122,3 +116,16 @@ def resolve(name: str | None, declared: Mapping[str, InstanceType]) -> InstanceT
 
 def known_names(declared: Mapping[str, InstanceType]) -> list[str]:
     return sorted({*declared, DEFAULT_NAME})
+
+
+def container_resources(
+    requests: Mapping[str, str], limits: Mapping[str, str | int]
+) -> dict[str, Any]:
+    """`{requests, limits}` as a container takes them; an empty part is left out (no requests
+    means requests = limits in Kubernetes)."""
+    found: dict[str, Any] = {}
+    if requests:
+        found["requests"] = dict(requests)
+    if limits:
+        found["limits"] = dict(limits)
+    return found

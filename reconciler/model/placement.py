@@ -26,13 +26,8 @@ class Placement:
 
     def resources(self) -> dict[str, Any]:
         """The container's `resources`: the instance type's, with the workload's own keys over
-        them; an empty part is left out."""
-        found: dict[str, Any] = {}
-        if self.requests:
-            found["requests"] = dict(self.requests)
-        if self.limits:
-            found["limits"] = dict(self.limits)
-        return found
+        them."""
+        return instancetypes.container_resources(self.requests, self.limits)
 
 
 def merged_resources(
