@@ -141,27 +141,43 @@ class _LoadedFile:
     """A YAML file's own work: a function of its path, text and display name alone."""
 
     display: str
-    found: tuple[_Problem, ...]  # the parser's
+    found: tuple[_Problem, ...]  # the parser's (or why it could not be decrypted)
     loaded: tuple[_LoadedDocument, ...]
+    decrypted: bool = False  # SOPS-encrypted, read as its plaintext
 
 
 def _load_file(
     snapshot: decryption.DecryptingSnapshot, path: str, reuse: memo.Memo | None
 ) -> _LoadedFile:
     display = snapshot.display(path)
+    if reuse is None:
+        return _read_and_check(snapshot, path, display)
+    # Keyed by the stored bytes' id (a commit's blob id: nothing read), so an unchanged file
+    # is not read at all. Decrypting is a function of those bytes and the memo's one set of
+    # keys; a kept decrypted file is decrypted again only so the snapshot holds its plaintext
+    # (`decrypted()` lists it), as a load without a memo leaves it.
+    kept = reuse.get(
+        ("file", path, memo.text_id(snapshot, path)),
+        lambda: _read_and_check(snapshot, path, display),
+    )
+    if kept.decrypted:
+        snapshot.read_text(path)
+    return _relabelled(kept, display)
+
+
+def _read_and_check(
+    snapshot: decryption.DecryptingSnapshot, path: str, display: str
+) -> _LoadedFile:
     try:
-        if snapshot.encrypted(path):
+        encrypted = snapshot.encrypted(path)
+        if encrypted:
             snapshot.read_text(path)  # decrypts the manifest (kept in memory) or says why not
     except sops.SopsError as err:
         found = problems.Problem(display, err.line, "", err.message)
         return _LoadedFile(display, (found,), ())
-    if reuse is None:
-        return _parse_and_check(path, display, snapshot.read_text(path))
-    kept = reuse.get(
-        ("file", path, memo.text_id(snapshot, path)),
-        lambda: _parse_and_check(path, display, snapshot.read_text(path)),
+    return dataclasses.replace(
+        _parse_and_check(path, display, snapshot.read_text(path)), decrypted=encrypted
     )
-    return _relabelled(kept, display)
 
 
 def _parse_and_check(path: str, display: str, text: str) -> _LoadedFile:
@@ -202,7 +218,9 @@ def _relabelled(kept: _LoadedFile, display: str) -> _LoadedFile:
                 tuple(moved[id(m)] for m in loaded.valid),
             )
         )
-    return _LoadedFile(display, tuple(problem(p) for p in kept.found), tuple(relabelled))
+    return _LoadedFile(
+        display, tuple(problem(p) for p in kept.found), tuple(relabelled), kept.decrypted
+    )
 
 
 def _check_schemas(
