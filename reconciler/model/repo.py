@@ -356,6 +356,7 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
     all_workloads += [
         (deployment, ("instance_type",), "inference") for deployment in repo.deployments.values()
     ]
+    reserved: dict[str, set[str]] = {}
     for workload, instance_type_path, scenario in all_workloads:
         manifest = workload.manifest
         instance_type = instancetypes.resolve(workload.instance_type, repo.instance_types)
@@ -370,7 +371,9 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
         extension = _check_compute(repo, workload, found)
         if extension is None:
             continue
-        if workload.name in _reserved_names(extension):
+        if extension.name not in reserved:  # the same for every workload of the extension
+            reserved[extension.name] = _reserved_names(extension)
+        if workload.name in reserved[extension.name]:
             found.append(
                 manifest.problem(
                     manifest.name_path[len(manifest.root) :],
