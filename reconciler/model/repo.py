@@ -6,9 +6,10 @@ passed, then applies the rules that span manifests: unique names per kind, insta
 exist, the extension a workload runs on and whether it enables training / inference. It returns
 the `Repo` and every problem found; a repo with any error is never applied.
 
-Each file's own work (parse, recognise, schema check) depends on nothing but its path and text;
-given a `memo.Memo`, it is kept by the file's content and reused for the same file at another
-revision (relabelled with that revision's display name). Models and the rules across files are
+Each file's own work (decrypt, parse, recognise, schema check) depends on nothing but its path
+and stored bytes; given a `memo.Memo`, it is kept by the bytes' id (a commit's blob id, so an
+unchanged file is not even read) and reused for the same file at another revision (relabelled
+with that revision's display name). Models and the rules across files are
 built afresh for every revision.
 
 Pure: reads only through the snapshot.
