@@ -577,8 +577,11 @@ class Watch:
     def close(self) -> None:
         self._closed.set()
         raw = self._response.response
-        with contextlib.suppress(AttributeError, OSError):
-            raw.shutdown()  # wakes a reader blocked on the socket in another thread
+        # Wakes a reader blocked on the socket in another thread. urllib3 2 refuses (ValueError,
+        # RuntimeError) when the watch already ended and its connection went back to the pool:
+        # then no one is blocked.
+        with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
+            raw.shutdown()
         raw.release_conn()
 
     def __iter__(self) -> Iterator[objects.Object]:

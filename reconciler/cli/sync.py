@@ -33,6 +33,7 @@ from reconciler.gitops import (
     driftwatch,
     gitcredentials,
     gitsource,
+    heap,
     httpserver,
     loopmetrics,
 )
@@ -252,7 +253,7 @@ def _run(**options: Any) -> None:
     cache = livecache.LiveCache(cluster)
     metrics.watch_cache(cache.stats)
     drift = driftwatch.DriftWatch(cache, loop.trigger)
-    loop.cache, loop.drift_watch = cache, drift
+    loop.cache, loop.drift_watch, loop.heap = cache, drift, heap.Heap()
     secret = (
         Path(options["webhook_secret_file"]).read_bytes().strip()
         if options["webhook_secret_file"]

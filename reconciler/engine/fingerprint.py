@@ -13,14 +13,22 @@ since our last apply, and no one else has changed our fields - when its live cop
 Only objects that are not in sync are dry-run and applied; a server-side dry run stays the source
 of truth for *what* changes, the fingerprint only says when it can be skipped. Pure: works on
 the desired object and the live object's metadata.
+
+The GitOps loop asks both questions for every object on every tick, and nearly all objects are
+as they were: so the answers are remembered (`_Known`, a bounded table in this process) under the
+exact content they were computed from (`_digest`: a hash of the `marshal` bytes, which tell
+`1`, `1.0` and `True` apart and keep key order), and walking or JSON-encoding an object happens
+once per content, not once per tick. A remembered answer is the computed one, by construction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
-from typing import Any
+import marshal
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from reconciler import objects
 
@@ -32,8 +40,50 @@ _IDENTITY = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "nam
 Path = tuple[str, ...]
 
 
-def of(obj: Mapping[str, Any]) -> str:
-    """The fingerprint of what would be sent for `obj` (a hex digest, 32 characters)."""
+T = TypeVar("T")
+
+
+class _Known:
+    """Answers by the digest of what they were computed from; the oldest go first once the
+    table is full (it holds a few times the objects one tick asks about)."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self) -> None:
+        self._answers: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()  # the loop's threads (a tick, the record writes) share it
+
+    def get(self, digest: Hashable | None, compute: Callable[[], T]) -> T:
+        if digest is None:
+            return compute()
+        with self._lock:
+            if digest in self._answers:
+                found: T = self._answers[digest]
+                return found
+        answer = compute()
+        with self._lock:
+            self._answers[digest] = answer
+            while len(self._answers) > self.LIMIT:
+                del self._answers[next(iter(self._answers))]
+        return answer
+
+
+_FINGERPRINTS = _Known()
+_COVERED = _Known()
+
+
+def _digest(value: Any) -> bytes | None:
+    """A hash of `value`'s exact content (types and key order count), or None when `marshal`
+    cannot hold it (then nothing is remembered)."""
+    try:
+        data = marshal.dumps(value)
+    except ValueError:
+        return None
+    return hashlib.blake2b(data, digest_size=20).digest()
+
+
+def _hashed(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """`obj` without the annotations the fingerprint leaves out (top level and metadata new)."""
     clean = dict(obj)
     metadata = dict(clean.get("metadata") or {})
     annotations = {
@@ -44,6 +94,16 @@ def of(obj: Mapping[str, Any]) -> str:
     else:
         metadata.pop("annotations", None)
     clean["metadata"] = metadata
+    return clean
+
+
+def of(obj: Mapping[str, Any]) -> str:
+    """The fingerprint of what would be sent for `obj` (a hex digest, 32 characters)."""
+    clean = _hashed(obj)
+    return _FINGERPRINTS.get(_digest(clean), lambda: _of_clean(clean))
+
+
+def _of_clean(clean: Mapping[str, Any]) -> str:
     text = json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -86,8 +146,28 @@ def in_sync(stamped: Mapping[str, Any], live: Mapping[str, Any] | None, field_ma
     entry = our_entry(live, field_manager)
     if entry is None:
         return False
+    fields = entry.get("fieldsV1") or {}
+    # The fields sent depend on the object's shape, not on the revision it was stamped with.
+    sent = _digest(_shape(stamped))
+    owned = _digest(fields)
+    key = None if sent is None or owned is None else (sent, owned)
+    return _COVERED.get(key, lambda: _owns_all(fields, stamped))
+
+
+def _shape(stamped: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`stamped` with the source-revision annotation's value blanked (it is still sent)."""
+    annotations = (stamped.get("metadata") or {}).get("annotations") or {}
+    if not isinstance(annotations.get(objects.SOURCE_REVISION_ANNOTATION), str):
+        return stamped
+    metadata = stamped["metadata"]
+    blank = {**annotations, objects.SOURCE_REVISION_ANNOTATION: ""}
+    return {**stamped, "metadata": {**metadata, "annotations": blank}}
+
+
+def _owns_all(fields: Mapping[str, Any], stamped: Mapping[str, Any]) -> bool:
+    """Whether the managedFields set `fields` owns every field an apply of `stamped` sets."""
     owned, whole = set(), set()
-    for path, atomic in owned_paths(entry.get("fieldsV1") or {}):
+    for path, atomic in owned_paths(fields):
         owned.add(path)
         if atomic:
             whole.add(path)

@@ -25,6 +25,7 @@ interval. Only the leader ticks when leader election is on (`leading`); the othe
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import random
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 
 from reconciler import kube, objects, source
 from reconciler.engine import livecache, plans, reconcile, record, recordstore
-from reconciler.gitops import driftwatch, loopmetrics
+from reconciler.gitops import driftwatch, heap, loopmetrics
 from reconciler.model import memo, problems, repo
 from reconciler.render import render
 
@@ -91,6 +92,8 @@ class Controller:
         # kind per tick), and the drift watch on it, so drift triggers a tick at once.
         self.cache: livecache.LiveCache | None = None
         self.drift_watch: driftwatch.DriftWatch | None = None
+        # Set by the long-running command: no tick waits for a full garbage collection.
+        self.heap: heap.Heap | None = None
 
     # --- triggers ------------------------------------------------------------------------
 
@@ -115,7 +118,8 @@ class Controller:
         started = time.monotonic()
         sent = self._requests()
         try:
-            outcome = self._tick()
+            with self.heap.tick() if self.heap is not None else contextlib.nullcontext():
+                outcome = self._tick()
         except kube.KubeError as err:
             log.error("reconcile failed talking to the API server: %s", err)
             outcome = TickOutcome("error", message=str(err))

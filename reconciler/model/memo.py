@@ -38,44 +38,52 @@ class Memo:
     """Results by key, with counts of reuses and computations (for tests and the benchmark)."""
 
     def __init__(self) -> None:
-        self._results: dict[Hashable, Any] = {}
-        self._used: set[Hashable] = set()
+        # Results asked for since the last `forget_unused`, and the ones kept from before it
+        # (moved over when asked for again): forgetting is then O(1), not a pass over every
+        # result that hashes each key again (the keys are deep tuples).
+        self._used: dict[Hashable, Any] = {}
+        self._kept: dict[Hashable, Any] = {}
         self.hits = 0
         self.misses = 0
 
     def forget_unused(self) -> None:
         """Drop every result not asked for since the last call: a loop that loads one
         revision after another keeps only what the latest one used."""
-        self._results = {k: v for k, v in self._results.items() if k in self._used}
-        self._used = set()
+        self._kept, self._used = self._used, {}
+
+    def _kept_result(self, key: Hashable) -> Any:
+        found = self._used.get(key, _ABSENT)
+        if found is _ABSENT:
+            found = self._kept.pop(key, _ABSENT)
+            if found is not _ABSENT:
+                self._used[key] = found
+        return found
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The result kept under `key`, or `compute()`'s, kept for next time. The caller makes
         the key say everything `compute` depends on."""
-        self._used.add(key)
-        found: Any = self._results.get(key, _ABSENT)
+        found = self._kept_result(key)
         if found is not _ABSENT:
             self.hits += 1
             kept: T = found
             return kept
         self.misses += 1
         result = compute()
-        self._results[key] = result
+        self._used[key] = result
         return result
 
     def copied(self, key: Hashable, compute: Callable[[], T]) -> T:
         """As `get`, for results callers change (rendered objects get stamped): the memo keeps
         a frozen copy and every reuse gets a new deep copy of it, so no two callers ever hold
         the same dict, and nothing a caller does reaches what the memo keeps."""
-        self._used.add(key)
-        kept = self._results.get(key, _ABSENT)
+        kept = self._kept_result(key)
         if kept is not _ABSENT:
             self.hits += 1
             thawed: T = _thaw(kept)
             return thawed
         self.misses += 1
         result = compute()
-        self._results[key] = _freeze(result)
+        self._used[key] = _freeze(result)
         return result
 
 

@@ -7,9 +7,10 @@ the deployments behind them (traffic, mirrors, `endpoint_name`), instance types 
 extension a workload runs on and whether it enables training / inference. It returns
 the `Repo` and every problem found; a repo with any error is never applied.
 
-Each file's own work (parse, recognise, schema check) depends on nothing but its path and text;
-given a `memo.Memo`, it is kept by the file's content and reused for the same file at another
-revision (relabelled with that revision's display name). Models and the rules across files are
+Each file's own work (decrypt, parse, recognise, schema check) depends on nothing but its path
+and stored bytes; given a `memo.Memo`, it is kept by the bytes' id (a commit's blob id, so an
+unchanged file is not even read) and reused for the same file at another revision (relabelled
+with that revision's display name). Models and the rules across files are
 built afresh for every revision.
 
 Pure: reads only through the snapshot.
@@ -171,27 +172,43 @@ class _LoadedFile:
     """A YAML file's own work: a function of its path, text and display name alone."""
 
     display: str
-    found: tuple[_Problem, ...]  # the parser's
+    found: tuple[_Problem, ...]  # the parser's (or why it could not be decrypted)
     loaded: tuple[_LoadedDocument, ...]
+    decrypted: bool = False  # SOPS-encrypted, read as its plaintext
 
 
 def _load_file(
     snapshot: decryption.DecryptingSnapshot, path: str, reuse: memo.Memo | None
 ) -> _LoadedFile:
     display = snapshot.display(path)
+    if reuse is None:
+        return _read_and_check(snapshot, path, display)
+    # Keyed by the stored bytes' id (a commit's blob id: nothing read), so an unchanged file
+    # is not read at all. Decrypting is a function of those bytes and the memo's one set of
+    # keys; a kept decrypted file is decrypted again only so the snapshot holds its plaintext
+    # (`decrypted()` lists it), as a load without a memo leaves it.
+    kept = reuse.get(
+        ("file", path, memo.text_id(snapshot, path)),
+        lambda: _read_and_check(snapshot, path, display),
+    )
+    if kept.decrypted:
+        snapshot.read_text(path)
+    return _relabelled(kept, display)
+
+
+def _read_and_check(
+    snapshot: decryption.DecryptingSnapshot, path: str, display: str
+) -> _LoadedFile:
     try:
-        if snapshot.encrypted(path):
+        encrypted = snapshot.encrypted(path)
+        if encrypted:
             snapshot.read_text(path)  # decrypts the manifest (kept in memory) or says why not
     except sops.SopsError as err:
         found = problems.Problem(display, err.line, "", err.message)
         return _LoadedFile(display, (found,), ())
-    if reuse is None:
-        return _parse_and_check(path, display, snapshot.read_text(path))
-    kept = reuse.get(
-        ("file", path, memo.text_id(snapshot, path)),
-        lambda: _parse_and_check(path, display, snapshot.read_text(path)),
+    return dataclasses.replace(
+        _parse_and_check(path, display, snapshot.read_text(path)), decrypted=encrypted
     )
-    return _relabelled(kept, display)
 
 
 def _parse_and_check(path: str, display: str, text: str) -> _LoadedFile:
@@ -232,7 +249,9 @@ def _relabelled(kept: _LoadedFile, display: str) -> _LoadedFile:
                 tuple(moved[id(m)] for m in loaded.valid),
             )
         )
-    return _LoadedFile(display, tuple(problem(p) for p in kept.found), tuple(relabelled))
+    return _LoadedFile(
+        display, tuple(problem(p) for p in kept.found), tuple(relabelled), kept.decrypted
+    )
 
 
 def _check_schemas(
@@ -514,6 +533,7 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
     all_workloads += [
         (deployment, ("instance_type",), "inference") for deployment in repo.deployments.values()
     ]
+    reserved: dict[str, set[str]] = {}
     for workload, instance_type_path, scenario in all_workloads:
         manifest = workload.manifest
         instance_type = instancetypes.resolve(workload.instance_type, repo.instance_types)
@@ -528,7 +548,9 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
         extension = _check_compute(repo, workload, found)
         if extension is None:
             continue
-        if workload.name in _reserved_names(extension):
+        if extension.name not in reserved:  # the same for every workload of the extension
+            reserved[extension.name] = _reserved_names(extension)
+        if workload.name in reserved[extension.name]:
             found.append(
                 manifest.problem(
                     manifest.name_path[len(manifest.root) :],

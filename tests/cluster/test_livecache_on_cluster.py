@@ -94,3 +94,12 @@ def test_the_cache_follows_owned_objects_and_reads_send_no_request(
     finally:
         cache.stop()
     assert not cluster.observers  # stopped: no longer takes in writes
+
+
+def test_a_watch_the_server_ended_closes_quietly(cluster: kube.Cluster, namespace: str) -> None:
+    """`close` after the server ended the watch (its timeout), as stopping the loop's cache
+    does for a kind whose watch was between restarts."""
+    watch = kube.watch(cluster, "v1", "ConfigMap", namespace=namespace, timeout_seconds=1)
+    events = list(watch)  # until the server ends it
+    assert {e["type"] for e in events} <= {"ADDED", "BOOKMARK"}
+    watch.close()  # urllib3 2 raised here: the connection was back in the pool

@@ -144,3 +144,41 @@ def test_the_drift_report_is_kept_until_the_drifted_set_changes_and_cleared_when
 def test_suspended_is_read_from_the_record_spec() -> None:
     assert record.suspended({"spec": {"suspend": True}})
     assert not record.suspended({"spec": {}}) and not record.suspended(None)
+
+
+def test_the_heap_policy_freezes_what_a_tick_leaves_and_collects_in_full_on_schedule() -> None:
+    """No automatic collection during a tick; what survives it is frozen (collections between
+    ticks skip it); once `full_every` has passed, a tick ends with everything collected."""
+    import gc
+    import weakref
+
+    from reconciler.gitops import heap
+
+    now = [0.0]
+    policy = heap.Heap(full_every=60.0, clock=lambda: now[0])
+    try:
+        frozen = gc.get_freeze_count()
+        with policy.tick():
+            assert not gc.isenabled()
+            kept = [{"n": i} for i in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(kept)
+        assert policy.full_collections == 0
+        node = _Node()
+        node.me = node  # a cycle: only the cyclic collector frees it
+        alive = weakref.ref(node)
+        with policy.tick():
+            pass  # it survives the tick: frozen
+        del node
+        gc.collect()
+        assert alive() is not None  # frozen objects are not looked at
+        now[0] = 61.0
+        with policy.tick():
+            pass
+        assert alive() is None
+        assert policy.full_collections == 1
+    finally:
+        gc.unfreeze()
+
+
+class _Node:
+    me: object = None

@@ -149,3 +149,41 @@ def test_every_freshly_applied_object_is_in_sync_with_itself(data: dict[str, Any
     obj["data"] = data
     sent = fingerprint.stamp(obj)
     assert fingerprint.in_sync(sent, live_after_apply(sent), MANAGER)
+
+
+JSONISH = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 2)
+    | st.sampled_from([0.0, 1.0, -0.0])
+    | st.text(max_size=2),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+
+
+@given(st.lists(JSONISH, min_size=2, max_size=4), st.booleans())
+def test_remembered_answers_are_the_computed_ones(values: list[Any], owned_whole: bool) -> None:
+    """Fingerprints and field-coverage answers are remembered by exact content, so values that
+    are equal but of other types (`1`, `1.0`, `True`) or order never share an answer, and any
+    revision shares the answer of its shape."""
+    sent = [fingerprint.stamp({**config_map({}), "data": {"v": v}}) for v in values]
+    for obj in sent:
+        assert fingerprint.of(obj) == fingerprint._of_clean(fingerprint._hashed(obj))
+    live = live_after_apply(sent[0])
+    if not owned_whole:
+        live["metadata"]["managedFields"][0]["fieldsV1"]["f:data"] = {"f:v": {}}
+    for obj in sent:
+        for revision in ("one", "two"):
+            annotations = {
+                **obj["metadata"]["annotations"],
+                objects.SOURCE_REVISION_ANNOTATION: revision,
+            }
+            again = {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
+            fields = live["metadata"]["managedFields"][0]["fieldsV1"]
+            expected = fingerprint.recorded(again) == fingerprint.recorded(
+                live
+            ) and fingerprint._owns_all(fields, again)
+            assert fingerprint.in_sync(again, live, MANAGER) == expected

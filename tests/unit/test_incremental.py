@@ -409,3 +409,30 @@ def test_a_work_tree_file_without_carriage_returns_reads_as_its_bytes_decoded(
         snapshot = source.DirectorySnapshot(folder)
         assert snapshot.read_text("f.yaml") == data.decode("utf-8", "replace")
         assert memo.text_id(snapshot, "f.yaml") == ("raw", memo.blob_id(data))
+
+
+class _CountingSnapshot(gitsnapshot.GitSnapshot):
+    """A commit that notes every file read from it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads: list[str] = []
+
+    def read_bytes(self, path: str) -> bytes:
+        self.reads.append(path)
+        return super().read_bytes(path)
+
+
+def test_a_load_through_a_memo_reads_only_the_files_that_changed(tmp_path: Path) -> None:
+    """The GitOps loop's tick: a commit's unchanged files are known by their blob ids, so not
+    one of them is read again (not even to ask whether it is SOPS-encrypted)."""
+    base, change, _ = SCENARIOS["job command"]
+    folder, repository = committed(tmp_path, base, change)
+    shared = memo.Memo()
+    for ref in ("HEAD~1", "HEAD"):
+        snapshot = _CountingSnapshot(repository, repository.commit(ref), "repo", ref)
+        loaded = repo.load(snapshot, shared)
+        assert loaded_view(loaded) == loaded_view(
+            repo.load(gitsnapshot.GitSnapshot.at(folder, ref))
+        )
+    assert set(snapshot.reads) == {"jobs/train.yaml"}

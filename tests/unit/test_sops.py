@@ -340,3 +340,28 @@ def test_other_key_sources_are_refused_by_name(tmp_path: Path, key: AgeKey) -> N
     assert raised.value.message == (
         "is encrypted for pgp, kms, not for age: only age recipients are supported"
     )
+
+
+def test_a_memo_keeps_an_encrypted_manifest_as_a_load_without_it_would(
+    tmp_path: Path, key: AgeKey
+) -> None:
+    """A file kept by its ciphertext's id is not parsed again, yet the snapshot still holds
+    its plaintext (`decrypted()`), and a file that could not be decrypted keeps its problem."""
+    from reconciler.model import memo
+
+    root = write_repo(tmp_path / "repo", {"ext.yaml": extension("enableTraining: true")})
+    encrypt(root / "ext.yaml", key, extra=("--encrypted-regex", "^(config)$"))
+    shared = memo.Memo()
+    for identities in (_ids(key), _ids(key)):
+        plain = decryption.DecryptingSnapshot(source.DirectorySnapshot(root), identities)
+        loaded = repo.load(plain, shared)
+        alone = decryption.DecryptingSnapshot(source.DirectorySnapshot(root), identities)
+        assert repr(loaded) == repr(repo.load(alone))
+        assert plain.decrypted() == alone.decrypted() == ["ext.yaml"]
+    assert shared.hits == 1
+    failing = memo.Memo()
+    for _ in range(2):
+        without = repo.load(source.DirectorySnapshot(root), failing)
+        assert repr(without) == repr(repo.load(source.DirectorySnapshot(root)))
+        assert "no age identity was given" in without.errors[0].message
+    assert failing.hits == 1
