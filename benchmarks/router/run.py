@@ -665,7 +665,6 @@ def start_router(
     concurrency: int,
     name: str = "router",
     env: dict[str, str] | None = None,
-    server_front: str | None = None,
 ) -> Target | str:
     folder = harness.work / name
     folder.mkdir()
@@ -677,10 +676,9 @@ def start_router(
         )
     )
     log_file = folder / "router.log"
-    serve = [*command, "router", "serve", "--config", str(config)]
-    if server_front is not None:
-        serve += ["--front", server_front]
-    process = harness.spawn(serve, log_file, harness.pin_proxy, env)
+    process = harness.spawn(
+        [*command, "router", "serve", "--config", str(config)], log_file, harness.pin_proxy, env
+    )
     path = f"/api/v1/service/{DEPLOYMENT}/score"
     if not wait_ready(port, path, process, 30):
         stop(process)
@@ -1168,13 +1166,6 @@ def parse_args() -> argparse.Namespace:
         "every phase, in the same run",
     )
     parser.add_argument(
-        "--fronts",
-        type=lambda text: text.split(","),
-        metavar="FRONT,FRONT",
-        help="run one router per HTTP front (`router serve --front`), every phase, in the same "
-        "run: the first is `router`, the others `router-FRONT` (e.g. httptools,granian)",
-    )
-    parser.add_argument(
         "--latency-only",
         action="store_true",
         help="only the latency phase (added latency, CPU per request): no max search, no "
@@ -1341,16 +1332,11 @@ def main() -> None:
                 if not ok:
                     skipped["router"] = f"`router serve --help` failed: {why}"
                 else:
-                    for index, server_front in enumerate(args.fronts or [None]):
-                        # The first front is "router" (the goals' row), the others by name.
-                        name = "router" if index == 0 else f"router-{server_front}"
-                        router = start_router(
-                            harness, command, args.concurrency, name, None, server_front
-                        )
-                        if isinstance(router, str):
-                            skipped[name] = router
-                        else:
-                            targets.append(router)
+                    router = start_router(harness, command, args.concurrency)
+                    if isinstance(router, str):
+                        skipped["router"] = router
+                    else:
+                        targets.append(router)
                     if args.compare_ref:
                         commit, tree = reference_tree(args.compare_ref)
                         name = f"router@{commit}"
@@ -1426,7 +1412,6 @@ def main() -> None:
             "overload_factors": list(OVERLOAD_FACTORS),
             "overload_seconds": args.overload_seconds,
             "compare_ref": args.compare_ref,
-            "fronts": args.fronts,
             "latency_only": args.latency_only,
             "body_bytes": len(BODY),
             "quick": args.quick,

@@ -63,14 +63,6 @@ def router() -> None:
     show_default=True,
     hidden=True,
 )
-@click.option(
-    "--front",
-    "server_front",
-    type=click.Choice(proxy.FRONTS),
-    default=proxy.HTTPTOOLS,
-    show_default=True,
-    help="The HTTP server: httptools on uvloop, or granian (Rust, RSGI).",
-)
 def serve(
     config_path: Path,
     in_cluster: bool | None,
@@ -79,7 +71,6 @@ def serve(
     probe_interval: float,
     reload_interval: float,
     secret_refresh: float,
-    server_front: str,
 ) -> None:
     """Serve scoring requests for the deployments in the config until SIGTERM."""
     if not logging.getLogger().handlers:
@@ -114,7 +105,6 @@ def serve(
         probe_interval,
         reload_interval,
         instance=side[1].pod if side else None,
-        server_front=server_front,
     )
     _run(_serve_until_signal(server, side, secret_refresh))
 

@@ -69,7 +69,6 @@ from reconciler.router import (
     front,
     metrics,
     replies,
-    rsgifront,
     tokens,
     traffic,
     upstream,
@@ -92,14 +91,7 @@ ENDPOINT = "endpoint"
 MAX_ATTEMPTS = 4
 PROBE_TIMEOUT = 0.5
 SHUTDOWN_TIMEOUT = 30.0
-CLIENT_GONE = 499
-# The HTTP server fronts `Router` can run on (`reconciler router serve --front`).
-HTTPTOOLS = "httptools"
-GRANIAN = "granian"
-FRONTS = (
-    HTTPTOOLS,
-    GRANIAN,
-)  # nginx's code for "the client closed the connection first", metrics only
+CLIENT_GONE = 499  # nginx's code for "the client closed the connection first", metrics only
 
 
 @dataclass
@@ -145,10 +137,8 @@ class Router:
         probe_interval: float = 1.0,
         reload_interval: float = 1.0,
         instance: str | None = None,
-        server_front: str = HTTPTOOLS,
     ) -> None:
         self.config = cfg
-        self.front = server_front
         # Who this instance is in its load reports: the pod's name in a cluster.
         self.instance = instance or socket.gethostname()
         self.config_path = Path(config_path) if config_path is not None else None
@@ -161,7 +151,7 @@ class Router:
         self.metrics = metrics.Metrics(self.pools)
         self._client: upstream.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: front.Server | rsgifront.Server | None = None
+        self._server: front.Server | None = None
         self.admission = admission.Admission(cfg.overload_lag_ms / 1000)
         self._lag_timer: asyncio.TimerHandle | None = None
         self._lag_due = 0.0
@@ -364,16 +354,8 @@ class Router:
         if self.config.tls is not None:
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._ssl.load_cert_chain(self.config.tls.cert, self.config.tls.key)
-        if self.front == GRANIAN:
-            tls = self.config.tls
-            granian = rsgifront.Server(self.handle, loop, self._refuse, replies.SHED)
-            files = (tls.cert, tls.key) if tls is not None else None
-            await granian.start(self.config.host, self.config.port, files, backlog=1024)
-            self._server = granian
-        else:
-            server = front.Server(self.handle, loop, self._refuse, replies.SHED)
-            await server.start(self.config.host, self.config.port, self._ssl, backlog=1024)
-            self._server = server
+        self._server = front.Server(self.handle, loop, self._refuse, replies.SHED)
+        await self._server.start(self.config.host, self.config.port, self._ssl, backlog=1024)
         self.port = self._server.port  # the real port when the config said 0
         self._watched = self._watch_signature()
         self._tasks = [
