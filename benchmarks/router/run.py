@@ -1136,6 +1136,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--router-cmd", help="the reconciler command (default: reconciler)")
     parser.add_argument("--generator", choices=("loadgen", "vegeta"), default="loadgen")
     parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--latency-rates",
+        type=lambda text: [int(r) for r in text.split(",")],
+        default=list(LATENCY_RATES),
+        metavar="RPS,RPS",
+        help=f"the latency phase's rates (default {','.join(map(str, LATENCY_RATES))}; the goals "
+        f"read {GOAL_AT:,})",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--step-seconds", type=float, default=3.0)
     parser.add_argument("--start-rps", type=int, default=2000)
@@ -1156,6 +1164,12 @@ def parse_args() -> argparse.Namespace:
         metavar="REVISION",
         help="also run the router of this git revision (e.g. main) as `router@<commit>`, "
         "every phase, in the same run",
+    )
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only the latency phase (added latency, CPU per request): no max search, no "
+        "overload rows",
     )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -1344,10 +1358,12 @@ def main() -> None:
             for target in targets:  # warm-up: connections, caches, lazy imports
                 harness.attack(target, 500, 1)
             latency = latency_phase(
-                harness, targets, list(LATENCY_RATES), args.latency_seconds, args.rounds
+                harness, targets, args.latency_rates, args.latency_seconds, args.rounds
             )
             maxima = {
-                target.name: max_phase(harness, target, args) for target in targets if target.alive
+                target.name: max_phase(harness, target, args)
+                for target in targets
+                if target.alive and not args.latency_only
             }
             overload = {
                 target.name: overload_phase(
@@ -1382,7 +1398,7 @@ def main() -> None:
         },
         "settings": {
             "generator": generator.name,
-            "latency_rates": list(LATENCY_RATES),
+            "latency_rates": args.latency_rates,
             "latency_seconds": args.latency_seconds,
             "rounds": args.rounds,
             "step_seconds": args.step_seconds,
@@ -1396,6 +1412,7 @@ def main() -> None:
             "overload_factors": list(OVERLOAD_FACTORS),
             "overload_seconds": args.overload_seconds,
             "compare_ref": args.compare_ref,
+            "latency_only": args.latency_only,
             "body_bytes": len(BODY),
             "quick": args.quick,
             "pass_rule": ">= 99.9 % success; sent rate and throughput >= 98 % of the target",
