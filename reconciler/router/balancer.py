@@ -89,6 +89,10 @@ class Pool:
         # _free[n]: the up, in-pool backends with n in flight (n < max_concurrent), in the order
         # they reached that count (a dict is an ordered set with O(1) removal).
         self._free: list[dict[Backend, None]] = [{} for _ in range(max_concurrent)]
+        # No bucket below this one holds a backend: `_take` starts its scan here, so a pool whose
+        # backends are all busy (overload, a deep queue) answers "none free" at once instead of
+        # walking max_concurrent empty buckets on every request.
+        self._lowest = 0
         # Requests waiting, oldest first. A future leaves the deque when it gets a backend or
         # expires; a cancelled one may linger until its task resumes, and is skipped.
         self._waiters: collections.deque[asyncio.Future[Backend]] = collections.deque()
@@ -120,6 +124,7 @@ class Pool:
         if max_concurrent != self.max_concurrent:
             self.max_concurrent = max_concurrent
             self._free = [{} for _ in range(max_concurrent)]
+            self._lowest = 0
             for backend in self._backends.values():
                 self._make_free(backend)
         self._serve_waiters()
@@ -200,10 +205,10 @@ class Pool:
                 continue
             backend.in_flight = count
             if count < self.max_concurrent:
-                self._free[count][backend] = None
+                self._add_free(backend, count)
             waiter.set_result(backend)
             return
-        self._free[count - 1][backend] = None
+        self._add_free(backend, count - 1)
 
     def load(self) -> Load:
         in_use = sum(b.in_flight for b in self._backends.values())
@@ -227,19 +232,28 @@ class Pool:
     # -- internals ----------------------------------------------------------------------------
 
     def _take(self) -> Backend | None:
-        for count, bucket in enumerate(self._free):
+        free = self._free
+        for count in range(self._lowest, len(free)):
+            bucket = free[count]
             if bucket:
+                self._lowest = count
                 backend = next(iter(bucket))
                 del bucket[backend]
                 backend.in_flight = count + 1
                 if count + 1 < self.max_concurrent:
-                    self._free[count + 1][backend] = None
+                    free[count + 1][backend] = None
                 return backend
+        self._lowest = len(free)  # every bucket is empty
         return None
+
+    def _add_free(self, backend: Backend, count: int) -> None:
+        self._free[count][backend] = None
+        if count < self._lowest:
+            self._lowest = count
 
     def _make_free(self, backend: Backend) -> None:
         if backend.up and backend.in_pool and backend.in_flight < self.max_concurrent:
-            self._free[backend.in_flight][backend] = None
+            self._add_free(backend, backend.in_flight)
 
     def _unfree(self, backend: Backend) -> None:
         if backend.in_flight < len(self._free):

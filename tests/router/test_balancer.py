@@ -200,16 +200,20 @@ def test_parse_backend() -> None:
     assert (b.host, b.port, b.prefix) == ("svc", 80, "")
 
 
-@given(st.lists(st.sampled_from(["take", "release", "down", "up", "resize"]), max_size=60))
+@given(st.lists(st.sampled_from(["take", "release", "down", "up", "resize"]), max_size=80))
 def test_counts_stay_exact_under_any_sequence(ops: list[str]) -> None:
     p = pool([A, B, C], max_concurrent=2)
     held: list[balancer.Backend] = []
     for i, op in enumerate(ops):
         backends = p.backends
         if op == "take":
+            free = [b for b in backends if b.up and b.in_flight < p.max_concurrent]
+            fewest = min((b.in_flight for b in free), default=None)
             backend = p.try_acquire()
+            # Least loaded first, and None only when every backend is busy or down.
+            assert (backend is None) == (fewest is None)
             if backend is not None:
-                assert backend.up and backend.in_flight <= p.max_concurrent
+                assert backend.up and backend.in_flight == fewest + 1  # type: ignore[operator]
                 held.append(backend)
         elif op == "release" and held:
             p.release(held.pop(0))
