@@ -92,22 +92,23 @@ def _env(workload: workloads.Workload, extra: Mapping[str, str]) -> list[dict[st
     return [{"name": k, "value": v} for k, v in sorted(merged.items())]
 
 
-def _mount_code(
-    workload_name: str,
+def _mount_files(
+    name: str,
+    volume: str,
     namespace: str,
     snapshot: source.Snapshot,
-    code: str,
+    root: str,
     mount_path: str,
     found: list[objects.Object],
     volumes: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
 ) -> None:
-    """The code folder as a ConfigMap `<workload>-code`, mounted read-only at `mount_path`."""
-    name = f"{workload_name}-code"
-    config_map, items = files_config_map(name, namespace, snapshot, code)
+    """The files at or below `root` as the ConfigMap `name`, mounted read-only at `mount_path`
+    through the pod volume `volume` (code folders, conda files, job inputs)."""
+    config_map, items = files_config_map(name, namespace, snapshot, root)
     found.append(config_map)
-    volumes.append({"name": "code", "configMap": {"name": name, "items": items}})
-    mounts.append({"name": "code", "mountPath": mount_path, "readOnly": True})
+    volumes.append({"name": volume, "configMap": {"name": name, "items": items}})
+    mounts.append({"name": volume, "mountPath": mount_path, "readOnly": True})
 
 
 def job_objects(
@@ -122,7 +123,8 @@ def job_objects(
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if job.code and snapshot.exists(job.code):
-        _mount_code(job.name, namespace, snapshot, job.code, JOB_CODE_DIR, found, volumes, mounts)
+        _mount_files(f"{job.name}-code", "code", namespace, snapshot, job.code, JOB_CODE_DIR,
+                     found, volumes, mounts)  # fmt: skip
     values = _job_io(job, namespace, snapshot, found, volumes, mounts)
     selector = {JOB_LABEL: job.name}
     volcano = bool(extension.settings["installVolcano"])
@@ -173,14 +175,10 @@ def _job_io(
             continue
         if job_input.local is None or not snapshot.exists(job_input.local):
             continue  # an optional input not given
-        name = f"{job.name}-input-{local_index}"
-        volume = f"input-{local_index}"
-        local_index += 1
-        config_map, items = files_config_map(name, namespace, snapshot, job_input.local)
-        found.append(config_map)
-        volumes.append({"name": volume, "configMap": {"name": name, "items": items}})
         target = f"{JOB_INPUTS_DIR}/{job_input.name}"
-        mounts.append({"name": volume, "mountPath": target, "readOnly": True})
+        _mount_files(f"{job.name}-input-{local_index}", f"input-{local_index}", namespace,
+                     snapshot, job_input.local, target, found, volumes, mounts)  # fmt: skip
+        local_index += 1
         if not snapshot.is_dir(job_input.local):
             target = f"{target}/{posixpath.basename(job_input.local)}"
         values[f"inputs.{job_input.name}"] = target
@@ -218,15 +216,12 @@ def deployment_objects(
     init: list[dict[str, Any]] = []
     if deployment.code and snapshot.exists(deployment.code):
         code_dir = f"{APP_DIR}/code"
-        _mount_code(deployment.name, namespace, snapshot, deployment.code, code_dir, found,
-                    volumes, mounts)  # fmt: skip
+        _mount_files(f"{deployment.name}-code", "code", namespace, snapshot, deployment.code,
+                     code_dir, found, volumes, mounts)  # fmt: skip
     extra_env: dict[str, str] = {}
     if deployment.conda_file and snapshot.exists(deployment.conda_file):
-        name = f"{deployment.name}-conda"
-        config_map, items = files_config_map(name, namespace, snapshot, deployment.conda_file)
-        found.append(config_map)
-        volumes.append({"name": "conda", "configMap": {"name": name, "items": items}})
-        mounts.append({"name": "conda", "mountPath": CONDA_DIR, "readOnly": True})
+        _mount_files(f"{deployment.name}-conda", "conda", namespace, snapshot,
+                     deployment.conda_file, CONDA_DIR, found, volumes, mounts)  # fmt: skip
         extra_env[CONDA_ENV_VAR] = f"{CONDA_DIR}/{posixpath.basename(deployment.conda_file)}"
     local = [m for m in deployment.models if not workloads.is_uri(m)]
     remote = [m for m in deployment.models if workloads.is_uri(m)]
