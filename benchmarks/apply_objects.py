@@ -25,11 +25,10 @@ from pathlib import Path
 from render_repo import EXTENSION, generate  # this folder, as the script runs from it
 
 from reconciler import objects, source
-from reconciler.engine import reconcile
 from reconciler.localcluster import build, plane
 from reconciler.localcluster.config import default_nodes
 from reconciler.model import repo
-from reconciler.render import render
+from reconciler.render import auth, render
 
 
 def make_repo(root: Path, workloads: int, name: str) -> Path:
@@ -48,7 +47,7 @@ def rendered(root: Path) -> list[objects.Object]:
     loaded = repo.load(snapshot)
     assert loaded.valid, [str(p) for p in loaded.errors[:5]]
     found = render.render_repo(loaded.repo, snapshot, "bench").objects
-    for secrets in reconcile.generated_secrets(loaded.repo).values():
+    for secrets in auth.repo_secrets(loaded.repo).values():
         found.extend(secrets)
     return objects.in_apply_order(found)
 

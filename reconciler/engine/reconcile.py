@@ -99,11 +99,6 @@ def by_extension(rendered: Iterable[objects.Object]) -> dict[str, list[objects.O
     return groups
 
 
-def generated_secrets(loaded: repo.Repo) -> dict[str, list[objects.Object]]:
-    """The key Secrets of each extension's deployments and endpoints (`auth.repo_secrets`)."""
-    return auth.repo_secrets(loaded)
-
-
 # --- observe, plan ----------------------------------------------------------------------------
 
 
@@ -333,7 +328,7 @@ def plan_all(
     records = recordstore.read_records(cluster, reads) if records is None else records
     rendered = secretrefs.fill(cluster, rendered)
     groups = by_extension(rendered)
-    secrets = generated_secrets(loaded)
+    secrets = auth.repo_secrets(loaded)
     left = set(recordstore.from_origin(records, origin))
     names = sorted(set(loaded.extensions) | left)
     everything = {

@@ -27,7 +27,7 @@ from reconciler import kube, objects, source
 from reconciler.cli import main as cli
 from reconciler.engine import reconcile, record
 from reconciler.gitops import install
-from reconciler.render import render
+from reconciler.render import auth, render
 from tests.cluster.kubehelpers import pods, running, server_side_apply, wait_until
 from tests.helpers import load
 
@@ -148,7 +148,7 @@ def test_the_service_account_can_plan_and_dry_run_the_full_example(
     assert loaded.valid, [str(p) for p in loaded.problems]
     snapshot = source.DirectorySnapshot(root)
     rendered = render.render_repo(loaded.repo, snapshot, "test").objects
-    keys = [s for group in reconcile.generated_secrets(loaded.repo).values() for s in group]
+    keys = [s for group in auth.repo_secrets(loaded.repo).values() for s in group]
     kinds = {o["kind"] for o in rendered + keys}
     assert {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret"} <= kinds
     # A dry run cannot create what the rest needs first: the CRDs exist for real (as in the

@@ -25,7 +25,7 @@ from reconciler.cli import main as cli
 from reconciler.engine import reconcile, record, recordstore
 from reconciler.localcluster import plane
 from reconciler.localcluster.config import PlaneState
-from reconciler.render import render
+from reconciler.render import auth, render
 from tests.cluster.kubehelpers import requests_by_verb, served, server_side_apply, wait_until
 from tests.helpers import example_repo, load, set_config
 
@@ -250,7 +250,7 @@ def test_disabling_training_prunes_exactly_the_training_components(
     for key in after | crds:  # CRDs are never pruned
         assert live(cluster, key) is not None, f"{key} was deleted"
     assert live(cluster, objects.key(lookalike)) is not None
-    keys_secrets = reconcile.generated_secrets(load(root).repo)[name]
+    keys_secrets = auth.repo_secrets(load(root).repo)[name]
     assert {k.name for k in map(objects.key, keys_secrets)} == {
         "blue-auth",
         "green-auth",

@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from reconciler import objects, source
 from reconciler.cli import main as cli
 from reconciler.cli import sync as synccli
-from reconciler.engine import reconcile, record
+from reconciler.engine import record
 from reconciler.gitops import install
-from reconciler.render import render
+from reconciler.render import auth, render
 from tests.helpers import API, load, scenario_repo, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def render_with_keys(root: Path) -> list[objects.Object]:
     loaded = load(root)
     assert loaded.valid, [str(p) for p in loaded.problems]
     rendered = render.render_repo(loaded.repo, source.DirectorySnapshot(root), "test").objects
-    keys = [s for group in reconcile.generated_secrets(loaded.repo).values() for s in group]
+    keys = [s for group in auth.repo_secrets(loaded.repo).values() for s in group]
     return rendered + keys
 
 
