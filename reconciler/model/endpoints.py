@@ -75,7 +75,7 @@ def build(manifest: manifests.Manifest) -> tuple[Endpoint, list[problems.Problem
         traffic=_percents(fields.get("traffic")),
         mirror_traffic=_percents(fields.get("mirror_traffic")),
         compute=str(compute).removeprefix("azureml:") if compute else None,
-        tags={str(k): _text(v) for k, v in (fields.get("tags") or {}).items()},
+        tags={str(k): workloads.scalar_text(v) for k, v in (fields.get("tags") or {}).items()},
         description=fields.get("description"),
         manifest=manifest,
     )
@@ -117,7 +117,3 @@ def members(endpoint: Endpoint, deployments: Iterable[workloads.Deployment]) -> 
 
 def _percents(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in (value or {}).items()}
-
-
-def _text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

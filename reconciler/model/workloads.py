@@ -247,7 +247,7 @@ def _code_path(ctx: _Context, code: Any, path: problems.FieldPath) -> str | None
 
 def _env_vars(fields: Mapping[str, Any]) -> dict[str, str]:
     """Environment variables as the strings a container takes (`true`, not `True`)."""
-    return {str(k): _text(v) for k, v in (fields.get("environment_variables") or {}).items()}
+    return {str(k): scalar_text(v) for k, v in (fields.get("environment_variables") or {}).items()}
 
 
 def build_job(
@@ -399,7 +399,7 @@ def _annotations(ctx: _Context, fields: Mapping[str, Any]) -> dict[str, str]:
             )
             continue
         first_key[name] = str(key)
-        found[TAG_ANNOTATION_PREFIX + name] = _text(value)
+        found[TAG_ANNOTATION_PREFIX + name] = scalar_text(value)
     for key, annotation in (
         ("display_name", DISPLAY_NAME_ANNOTATION),
         ("description", DESCRIPTION_ANNOTATION),
@@ -409,7 +409,7 @@ def _annotations(ctx: _Context, fields: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def _text(value: Any) -> str:
+def scalar_text(value: Any) -> str:
     """A YAML scalar as the string an annotation or environment variable holds (`true`)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -425,7 +425,7 @@ def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ..
                 ctx.error(path, _unreachable_message(spec))
                 broken.add(f"inputs.{name}")
                 continue
-            found.append(JobInput(name, value=_text(spec)))
+            found.append(JobInput(name, value=scalar_text(spec)))
             continue
         kind = spec.get("type")
         if kind in _PRIMITIVE_INPUT_TYPES:
@@ -442,7 +442,7 @@ def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ..
                 ctx.error((*path, key), f"must be a {kind} (the input's type)")
                 broken.add(f"inputs.{name}")
                 continue
-            found.append(JobInput(name, value=_text(value)))
+            found.append(JobInput(name, value=scalar_text(value)))
             continue
         path_key = next((k for k in ("path", "file", "folder") if k in spec), None)
         if path_key is None:
