@@ -21,6 +21,7 @@ from reconciler.model import manifests, problems, workloads
 
 AUTH_MODES = {"key": "key", "aml_token": "token", "token": "token", "none": "none"}
 KUBERNETES = "kubernetes"
+# The original product's limit: at most half of an endpoint's requests are copied to a mirror.
 MAX_MIRROR_PERCENT = 50
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.model import documents, problems, workloads
+from reconciler.model import documents, endpoints, problems, workloads
 
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024  # the original product's maximum payload
 # Bodies up to this size are read before forwarding, so a request can be retried on another
@@ -62,8 +62,6 @@ _DEPLOYMENT_KEYS = {
     "scale_settings",
 }
 _ENDPOINT_KEYS = {"name", "traffic", "mirror_traffic", "auth"}
-# The original product's limit: at most half of an endpoint's requests are copied to a mirror.
-MAX_MIRROR_PERCENT = 50
 _AUTH_KEYS = {"mode", "secret", "keys", "key_files", "signing_key", "signing_key_file"}
 _SCALE_KEYS = {
     "type",
@@ -384,7 +382,9 @@ class _Parser:
             self.problem(
                 (*path, "traffic"), f"the percentages sum to {total}: expected 100 (or all 0)"
             )
-        mirror = self.weights(item, path, "mirror_traffic", deployments, MAX_MIRROR_PERCENT)
+        mirror = self.weights(
+            item, path, "mirror_traffic", deployments, endpoints.MAX_MIRROR_PERCENT
+        )
         for target in mirror:
             if traffic.get(target, 0) > 0:
                 self.problem(
