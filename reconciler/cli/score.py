@@ -29,12 +29,11 @@ from reconciler import kube, objects
 from reconciler.cli import common
 from reconciler.localcluster import plane, podruntime
 from reconciler.render import auth as authsecrets
-from reconciler.router import tokens
+from reconciler.router import proxy, tokens
 
 ROUTER_CONFIG_LABEL = "app.kubernetes.io/component=router-config"
 CONFIG_SUFFIX = "-config"
 TOKEN_SECONDS = 3600
-DEPLOYMENT_HEADER = "azureml-model-deployment"
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ def _fail(message: str) -> None:
 @click.option(
     "--deployment",
     help="With an endpoint NAME: send the request to this deployment of it (the "
-    f"{DEPLOYMENT_HEADER} header) instead of splitting by the endpoint's traffic.",
+    f"{proxy.DEPLOYMENT_HEADER} header) instead of splitting by the endpoint's traffic.",
 )
 @click.option(
     "--url",
@@ -207,7 +206,7 @@ def score(
     if authorization:
         headers["Authorization"] = authorization
     if deployment is not None:
-        headers[DEPLOYMENT_HEADER] = deployment
+        headers[proxy.DEPLOYMENT_HEADER] = deployment
     request = urllib.request.Request(
         f"{url.rstrip('/')}{target.path}", body, headers, method="POST"
     )
