@@ -41,6 +41,9 @@ ROUTER_HTTPS_PORT = 8443
 
 
 _T = TypeVar("_T")
+# libyaml's emitter: the router's config lists every deployment of an extension, and the pure
+# Python emitter spent seconds on it at thousands of deployments (same output, ~4x faster).
+_CONFIG_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,7 @@ def _router_context(
         "probe_port": port_name,
         "probe_scheme": "HTTPS" if https else "HTTP",
         "config_map": f"{name}-config",
-        "config_yaml": yaml.safe_dump(config, sort_keys=False),
+        "config_yaml": yaml.dump(config, Dumper=_CONFIG_DUMPER, sort_keys=False),
         "rules": workloadobjects.router_rules(
             name,
             [
