@@ -9,9 +9,13 @@ cluster through:
 - `LiveCache`, for the long-running loop (`sync` / `controller`): one LIST + WATCH per followed
   kind, cluster-wide and selected on the managed-by label, resuming from the last
   resourceVersion seen (bookmarks on), listing again when the server answers 410 Gone. It also
-  takes in every object the reconciler's own writes return (`kube.Cluster.observers`), so a tick
-  right after an apply sees it. A tick reads the cache and sends no request; subscribers (the
-  drift watch) get every event with the object as the cache held it before.
+  takes in every object the reconciler's own writes return (it is a `kube.WriteObserver`), so a
+  tick right after an apply sees it. A tick reads the cache and sends no request; subscribers
+  (the drift watch) get every event with the object as the cache held it before, except the
+  events of the reconciler's own writes: the watch can deliver a write's event before the write's
+  response is back, so an event for an object with a write in flight is held until the write
+  settles, then dropped when it is that write's own (same resourceVersion) and passed on
+  otherwise; the events of an object we deleted, until it is gone, are its deletion's.
 
 What a cached object keeps (`strip`): everything planning needs, with managedFields reduced to
 our field manager's entry (the fingerprint check, `fingerprint.in_sync`) and the entries that own
@@ -21,6 +25,7 @@ health reads it.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -171,8 +176,12 @@ class LiveCache:
         self._threads: dict[Kind, threading.Thread] = {}
         self._watches: dict[Kind, kube.Watch] = {}
         self._listeners: list[Listener] = []
+        # Our writes in flight, by object, and the events that came for them meanwhile.
+        self._in_flight: collections.Counter[objects.Key] = collections.Counter()
+        self._held: dict[objects.Key, list[tuple[objects.Object, objects.Object | None]]] = {}
+        self._deleting: set[objects.Key] = set()  # deleted by us, its DELETED event to come
         self._stop = threading.Event()
-        cluster.observers.append(self._wrote)
+        cluster.observers.append(self)
 
     # --- Reads --------------------------------------------------------------------------
 
@@ -230,8 +239,8 @@ class LiveCache:
         self._stop.set()
         with self._lock:
             watches = list(self._watches.values())
-            if self._wrote in self._cluster.observers:
-                self._cluster.observers.remove(self._wrote)
+            if self in self._cluster.observers:
+                self._cluster.observers.remove(self)
         for running in watches:
             running.close()
 
@@ -245,24 +254,49 @@ class LiveCache:
 
     # --- keeping it current -------------------------------------------------------------
 
-    def _wrote(self, obj: objects.Object) -> None:
-        """A write's response: newer than what the cache holds, so it replaces it."""
-        if "kind" not in obj or "apiVersion" not in obj:
+    def sending(self, target: objects.Object) -> None:
+        if "kind" in target and "apiVersion" in target:
+            with self._lock:
+                self._in_flight[objects.key(target)] += 1
+
+    def settled(self, target: objects.Object, stored: objects.Object | None, deleted: bool) -> None:
+        """A write is over: its response (newer than what the cache holds) replaces the cached
+        object, and the events held meanwhile go on, but for the write's own."""
+        if "kind" not in target or "apiVersion" not in target:
             return
-        kind = (obj["apiVersion"], obj["kind"])
+        key = objects.key(target)
+        with self._lock:
+            if self._in_flight[key] > 1:
+                self._in_flight[key] -= 1
+                held = []
+            else:
+                self._in_flight.pop(key, None)
+                held = self._held.pop(key, [])
+            if stored is not None:
+                self._take(stored)
+            if deleted and not any(event.get("type") == "DELETED" for event, _ in held):
+                self._deleting.add(key)  # its events until it is gone are its deletion's
+        for event, before in held:
+            obj = event.get("object") or {}
+            if deleted or (stored is not None and _version(obj) == _version(stored)):
+                continue
+            self._tell(event, before)
+
+    def _take(self, obj: objects.Object) -> None:
+        """Cache a write's response (under the lock), if its kind is followed and owned."""
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if labels.get(objects.MANAGED_BY_LABEL) != objects.MANAGED_BY and self._selector:
             return
-        with self._lock:
-            store = self._stores.get(kind)
-            if store is None:
-                return
-            key = objects.key(obj)
-            if _version(obj) >= _version(store.objects.get(key)):
-                store.objects[key] = strip(obj)
+        store = self._stores.get((obj["apiVersion"], obj["kind"]))
+        if store is None:
+            return
+        key = objects.key(obj)
+        if _version(obj) >= _version(store.objects.get(key)):
+            store.objects[key] = strip(obj)
 
-    def _apply_event(self, kind: Kind, event: objects.Object) -> objects.Object | None:
-        """Update the store from one event; returns the object as cached before it."""
+    def _apply_event(self, kind: Kind, event: objects.Object) -> None:
+        """Update the store from one event, and tell the listeners (or hold it for the write
+        in flight on its object)."""
         obj = event.get("object") or {}
         obj.setdefault("apiVersion", kind[0])
         obj.setdefault("kind", kind[1])
@@ -275,7 +309,20 @@ class LiveCache:
                     store.objects.pop(key, None)
             elif _version(obj) >= _version(before):
                 store.objects[key] = strip(obj)
-            return before
+            if self._in_flight[key]:
+                self._held.setdefault(key, []).append((event, before))
+                return
+            if key in self._deleting:
+                if event["type"] == "DELETED":
+                    self._deleting.discard(key)
+                return
+        self._tell(event, before)
+
+    def _tell(self, event: objects.Object, before: objects.Object | None) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event, before)
 
     def _relist(self, kind: Kind) -> None:
         items, version = kube.list_with_version(
@@ -331,11 +378,7 @@ class LiveCache:
             store.version = str(version)
         if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
             return  # a BOOKMARK only moves the version on
-        before = self._apply_event(kind, event)
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            listener(event, before)
+        self._apply_event(kind, event)
 
 
 def bytes_per_object(cache: LiveCache) -> float:

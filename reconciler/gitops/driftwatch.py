@@ -6,8 +6,9 @@ as the cache held it before: an owned object deleted, or its spec edited, trigge
 counts as a change: a deletion; for kinds with a `metadata.generation`, a new generation (status
 updates by other controllers - a Deployment's rollout progress - leave it alone, so they trigger
 nothing); for kinds without one (ConfigMap, Service, RBAC...), a new resourceVersion. The
-reconciler's own writes are in the cache before their events arrive (the cache takes in every
-write's response), so they trigger nothing and an in-sync loop stays quiet.
+reconciler's own writes and deletes never reach it (the cache keeps their events to itself, even
+when an event comes before the write's response), so they trigger nothing and an in-sync loop
+stays quiet.
 """
 
 from __future__ import annotations
