@@ -7,18 +7,28 @@ Deployment and Endpoint documents and the older endpoint shape. They ship with t
 can be used by editors too.
 This module turns jsonschema's errors into `Problem`s that name the file, line and field, in
 words a user can act on (a schema may carry an `x-message` to phrase its own rule).
+
+Most documents are valid, and jsonschema's pure-Python descent is most of the cost of loading a
+large repository, so each schema is also compiled by jsonschema-rs: a document it accepts costs
+only that check; one it rejects is validated again by jsonschema, whose errors are the ones
+explained, so messages, field paths and lines do not depend on which validator ran first.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import referencing
+import regress
 from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.protocols import Validator
 
 import reconciler
 from reconciler.model import problems
@@ -53,20 +63,127 @@ def load(name: str) -> dict[str, Any]:
     return schema
 
 
+def _ecma_pattern(
+    validator: Validator, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    """jsonschema's `pattern` keyword (same message), matched as JSON Schema defines it: as an
+    ECMA-262 regular expression, which is also what jsonschema-rs does. jsonschema itself uses
+    Python's `re`, whose `$` also matches before a final newline, so "blue\\n" passed as a DNS
+    label."""
+    if validator.is_type(instance, "string") and not _ecma_search(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _ecma_search(pattern: str, text: str) -> bool:
+    try:
+        return _ecma_regex(pattern).find(text) is not None
+    except UnicodeEncodeError:
+        # A lone surrogate is no character and has no UTF-8 form for regress: match U+FFFD, the
+        # replacement character, in its place (what decoding the file would have put there).
+        return _ecma_regex(pattern).find(_SURROGATE.sub("\ufffd", text)) is not None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@functools.cache
+def _ecma_regex(pattern: str) -> regress.Regex:
+    return regress.Regex(pattern, "u")  # "u": code points, like Python's str and jsonschema-rs
+
+
+# (types-jsonschema has no types for extend().)
+_Draft202012Validator: type[jsonschema.Draft202012Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
+)
+
+
 @functools.cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
+    return _reference_validator_for(load(name))
+
+
+def _reference_validator_for(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    # No format checker: `format` is an annotation, as in the compiled validator.
+    return _Draft202012Validator(schema, registry=_registry())
+
+
+@functools.cache
+def _registry() -> referencing.Registry[Any]:
+    """Every schema under its `$id`, so that `Common.json#/$defs/...` resolves offline."""
+    return referencing.Registry().with_resources(
         (
             _BASE_URI + f"{schema_name}.json",
             referencing.Resource.from_contents(load(schema_name)),
         )
         for schema_name in SCHEMA_NAMES
     )
-    return jsonschema.Draft202012Validator(load(name), registry=registry)
+
+
+@functools.cache
+def _compiled_validator(name: str) -> jsonschema_rs.Validator:
+    return _compiled_validator_for(load(name))
+
+
+def _compiled_validator_for(schema: dict[str, Any]) -> jsonschema_rs.Validator:
+    # `x-message` is an unknown keyword, ignored in 2020-12. `format` stays an annotation, as
+    # jsonschema without a format checker treats it; offline: a `$ref` outside the registry is
+    # an error when compiling, never a download.
+    return jsonschema_rs.Draft202012Validator(
+        schema, registry=_compiled_registry(), validate_formats=False, offline=True
+    )
+
+
+@functools.cache
+def _compiled_registry() -> jsonschema_rs.Registry:
+    """The same `$ref` targets as `_registry`, for jsonschema-rs."""
+    return jsonschema_rs.Registry(
+        [(_BASE_URI + f"{schema_name}.json", load(schema_name)) for schema_name in SCHEMA_NAMES]
+    )
+
+
+def _compiled_accepts(name: str, data: Any) -> bool:
+    """Whether jsonschema-rs vouches for `data`; False also when it cannot judge it faithfully."""
+    if not _plain_json(data):
+        return False
+    try:
+        return _compiled_validator(name).is_valid(data)
+    except ValueError:  # a string with a lone surrogate has no UTF-8 (so no JSON) form
+        return False
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether `value` holds only what JSON holds, so that jsonschema-rs sees what jsonschema sees.
+
+    jsonschema-rs converts the value to JSON first: a tuple (a YAML `!!omap` or `!!pairs` gives
+    lists of them) would be an array where jsonschema sees none, a NaN or infinity (`.nan`,
+    `.inf`) would be of no type at all, so that `maximum` passes it where jsonschema compares
+    it, and bytes, sets, dates and non-string keys have no JSON form.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is dict:
+            if not all(type(key) is str for key in item):
+                return False
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind not in _JSON_SCALARS:
+            return False
+    return True
+
+
+_JSON_SCALARS = (str, int, bool, type(None))
 
 
 def validate(name: str, data: Any) -> list[tuple[problems.FieldPath, str]]:
     """Check `data` against schema `name`: (field path inside `data`, message) per problem."""
+    if _compiled_accepts(name, data):
+        return []
     return [pair for error in _validator(name).iter_errors(data) for pair in _explain(error)]
 
 
