@@ -22,6 +22,7 @@ import contextlib
 import json
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -105,7 +106,8 @@ class Cluster:
     _resources: dict[tuple[str, str], Any] = field(default_factory=dict)
     discovery_lock: threading.Lock = field(default_factory=threading.Lock)
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
-    observers: list[WriteObserver] = field(default_factory=list)
+    # Weak: a one-shot command's `Listing` is an observer for as long as it is in use.
+    observers: weakref.WeakSet[WriteObserver] = field(default_factory=weakref.WeakSet)
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, verb: str) -> None:

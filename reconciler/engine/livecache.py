@@ -4,8 +4,9 @@ Two `Reads` over the `kube` edge, which the phases of `reconcile` (and `recordst
 cluster through:
 
 - `Listing`, for one-shot commands (`apply`, `plan`, `diff --cluster`): one LIST per kind and
-  namespace the first time it is asked for, kept for the rest of the command (`refresh` forgets
-  it, for the health check after changes).
+  namespace the first time it is asked for, kept for the rest of the command and kept current by
+  the command's own writes (a `kube.WriteObserver`), so that the health check after an apply
+  reads what the apply returned instead of listing everything again.
 - `LiveCache`, for the long-running loop (`sync` / `controller`): one LIST + WATCH per followed
   kind, cluster-wide and selected on the managed-by label, resuming from the last
   resourceVersion seen (bookmarks on), listing again when the server answers 410 Gone. It also
@@ -69,10 +70,6 @@ class Reads(Protocol):
         """Every live object of a kind, cluster-wide."""
         ...
 
-    def refresh(self) -> None:
-        """Forget what may be stale after writes (before a health check)."""
-        ...
-
 
 def strip(obj: objects.Object, field_manager: str = kube.FIELD_MANAGER) -> objects.Object:
     """What the cache keeps of a live object (see the module docstring)."""
@@ -113,6 +110,7 @@ class Listing:
         self._cluster = cluster
         self._lock = threading.Lock()
         self._groups: dict[Group, dict[objects.Key, objects.Object]] = {}
+        cluster.observers.add(self)
 
     def _list(self, groups: Iterable[Group]) -> dict[Group, dict[objects.Key, objects.Object]]:
         """These groups' objects: kept ones, the others listed now (concurrently). What is
@@ -139,9 +137,27 @@ class Listing:
     def of_kind(self, api_version: str, kind: str) -> list[objects.Object]:
         return list(self._list([(api_version, kind, "")])[(api_version, kind, "")].values())
 
-    def refresh(self) -> None:
+    def sending(self, target: objects.Object) -> None:
+        """Nothing to do before a write: a one-shot command has no watch to race it."""
+
+    def settled(self, target: objects.Object, stored: objects.Object | None, deleted: bool) -> None:
+        """A write's response replaces the listed object (a delete removes it), in the
+        namespace's list and the cluster-wide one, where they were listed."""
+        if "kind" not in target or "apiVersion" not in target or not (stored or deleted):
+            return
+        key = objects.key(stored or target)
         with self._lock:
-            self._groups.clear()
+            for group in (
+                (key.api_version, key.kind, key.namespace),
+                (key.api_version, key.kind, ""),
+            ):
+                listed = self._groups.get(group)
+                if listed is None:
+                    continue
+                if stored is not None:
+                    listed[key] = stored
+                else:
+                    listed.pop(key, None)
 
 
 # --- the loop's cache -------------------------------------------------------------------------
@@ -181,7 +197,7 @@ class LiveCache:
         self._held: dict[objects.Key, list[tuple[objects.Object, objects.Object | None]]] = {}
         self._deleting: set[objects.Key] = set()  # deleted by us, its DELETED event to come
         self._stop = threading.Event()
-        cluster.observers.append(self)
+        cluster.observers.add(self)
 
     # --- Reads --------------------------------------------------------------------------
 
@@ -198,9 +214,6 @@ class LiveCache:
         self.wait_synced([(api_version, kind)])
         with self._lock:
             return list(self._stores[(api_version, kind)].objects.values())
-
-    def refresh(self) -> None:
-        """Nothing to forget: the watches keep the cache current."""
 
     # --- following ----------------------------------------------------------------------
 
@@ -239,8 +252,7 @@ class LiveCache:
         self._stop.set()
         with self._lock:
             watches = list(self._watches.values())
-            if self in self._cluster.observers:
-                self._cluster.observers.remove(self)
+            self._cluster.observers.discard(self)
         for running in watches:
             running.close()
 

@@ -15,7 +15,8 @@ Safety rules this module owns:
 - Nothing is applied for an extension when the dry run rejects any of its objects (a conflict
   with another field manager, an invalid field, an immutable field): the errors are the outcome.
 - The inventory is written before applying (previous + desired; not when that is what it
-  already holds) and after pruning (desired + what could not be deleted), each in one request,
+  already holds) and after pruning (desired + what could not be deleted, with the outcome),
+  each in one request,
   so a crash at any point leaves every object the reconciler may have created recorded, and the
   next apply finishes the job.
 - A Job runs once per name: a Job in the inventory that is gone from the cluster (its TTL
@@ -252,19 +253,25 @@ def carry_out(
     remaining = planned.desired_keys | {
         k for k in stale if planned.live.get(k) is not None and k not in dropped
     }
-    # Everything is as the revision says again: a drift report no longer holds.
-    live_record = recordstore.write_status(
-        cluster, name, live_record, inventory=remaining, drift=()
-    )
+    # Everything is as the revision says again: a drift report no longer holds. The inventory
+    # after pruning goes with the outcome, in one write (at 10,000 objects each write of the
+    # record is a second of the API server's time).
     if delete_failures:
         outcome = record.Outcome(record.FAILED, "PruneFailed", tuple(delete_failures))
-        return _finish(cluster, planned, outcome, live=live_record, attempted=revision)
+        return _finish(
+            cluster,
+            planned,
+            outcome,
+            live=live_record,
+            attempted=revision,
+            inventory=remaining,
+            drift=(),
+        )
     if options.wait:
         say(f"{name}: waiting up to {options.timeout:g}s for every component to be healthy")
         outcome = wait_for_health(cluster, planned.desired_keys, options.timeout, say)
     else:
-        if reads is not None and planned.plan.has_changes:
-            reads.refresh()
+        # `reads` holds what every write returned: no listing again.
         outcome = outcome_of(assess(cluster, planned.desired_keys, reads)[0])
     if planned.prune.refused:
         outcome = record.Outcome(
@@ -276,7 +283,15 @@ def carry_out(
                 "apply with --allow-mass-prune to delete them",
             ),
         )
-    return _finish(cluster, planned, outcome, live=live_record, applied=revision)
+    return _finish(
+        cluster,
+        planned,
+        outcome,
+        live=live_record,
+        applied=revision,
+        inventory=remaining,
+        drift=(),
+    )
 
 
 def _finish(
@@ -287,6 +302,8 @@ def _finish(
     live: objects.Object | None = None,
     applied: str | None = None,
     attempted: str | None = None,
+    inventory: Iterable[objects.Key] | None = None,
+    drift: Iterable[objects.Key] | None = None,
 ) -> ExtensionResult:
     live = live or planned.record_live
     if live is not None or applied is not None:
@@ -298,6 +315,8 @@ def _finish(
             outcome=outcome,
             applied_revision=applied,
             attempted_revision=attempted or applied,
+            inventory=inventory,
+            drift=drift,
         )
         # An event when something happened, not for every periodic no-op reconcile.
         if (
