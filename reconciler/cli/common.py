@@ -1,21 +1,18 @@
-"""Options and helpers the commands share: --kubeconfig/--context, connecting, -o, durations.
+"""Options and helpers the commands share: --kubeconfig/--context, -o, durations.
 
 Part of the command line (`reconciler.cli`): each command-group module decorates its commands with
-`kube_options` and opens its cluster with `connect`, so every command names and reports a
-kubeconfig the same way.
+`kube_options` and opens its cluster with `connection.connect`, so every command names and reports
+a kubeconfig the same way. Nothing here needs the kubernetes client (`connection` holds what
+does), so commands that run without a cluster start without loading it.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-
-from reconciler import kube
-from reconciler.engine import executor
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
@@ -45,17 +42,6 @@ def output_option(*choices: str, help: str | None = None) -> Callable[[F], F]:
     )
 
 
-def concurrency_option(command: F) -> F:
-    """--concurrency: how many dry runs or applies are in flight at once (into `concurrency`)."""
-    return click.option(
-        "--concurrency",
-        type=click.IntRange(1, kube.CONNECTIONS),
-        default=executor.WORKERS,
-        show_default=True,
-        help="API requests (dry runs, applies) in flight at once.",
-    )(command)
-
-
 def parse_duration(text: str) -> float:
     """`90s`, `5m`, `1h30m` or plain seconds -> seconds."""
     match = _DURATION.match(text.strip())
@@ -63,13 +49,3 @@ def parse_duration(text: str) -> float:
         raise click.BadParameter(f"{text!r} is not a duration such as 90s, 5m or 1h30m")
     hours, minutes, seconds = match.groups()
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
-
-
-def connect(kubeconfig: str | None, context: str | None) -> kube.Cluster:
-    """A connection, or exit 2 saying why the kubeconfig cannot be used."""
-    try:
-        return kube.connect(kubeconfig, context)
-    except Exception as err:  # the client's ConfigException, which only `kube` may import
-        hint = "" if kubeconfig else " (no usable $KUBECONFIG or ~/.kube/config, not in a pod)"
-        click.echo(f"error: cannot use the kubeconfig: {err}{hint}", err=True)
-        sys.exit(2)

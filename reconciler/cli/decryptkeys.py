@@ -3,8 +3,10 @@
 `--decryption-key FILE` (an age key file), else the environment as `sops` reads it
 (`SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`), else, for `sync` / `controller`, the Secret named by
 `--decryption-secret NAME` in the controller's namespace (every key ending in `.agekey`, as
-Flux's kustomize-controller reads its decryption Secret). `snapshot` wraps a snapshot so its
-encrypted files read decrypted (`model.decryption`). Nothing here prints or logs a key.
+Flux's kustomize-controller reads its decryption Secret; the caller reads the Secret, so that
+`validate` and `render`, which use this module, start without the kubernetes client).
+`snapshot` wraps a snapshot so its encrypted files read decrypted (`model.decryption`).
+Nothing here prints or logs a key.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler import kube, source
+from reconciler import objects, source
 from reconciler.model import decryption, sops
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,9 +59,9 @@ def identities(key_file: str | None) -> list[sops.Identity]:
     return found
 
 
-def from_secret(cluster: kube.Cluster, namespace: str, name: str) -> list[sops.Identity]:
-    """The identities in the Secret `name` (its `*.agekey` keys), or exit 2 saying why."""
-    secret = kube.get_secret(cluster, namespace, name)
+def from_secret(secret: objects.Object | None, namespace: str, name: str) -> list[sops.Identity]:
+    """The identities in `secret`, the Secret `namespace/name` as read from the cluster (None:
+    there is none), from its `*.agekey` keys; or exit 2 saying why."""
     if secret is None:
         click.echo(f"error: --decryption-secret: no Secret {namespace}/{name}", err=True)
         sys.exit(2)

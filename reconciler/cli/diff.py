@@ -3,10 +3,10 @@
 A thin command over `gitsnapshot` (a commit's files, no checkout), `revisiondiff` (load, render,
 compare, print) and, for a head left out, `source.DirectorySnapshot` (the work tree). Needs no
 cluster, unless `--cluster` asks to compare the head with the live cluster instead of a base
-revision: then the plan comes from `reconcile.plan_all` (the server-side dry run `reconciler
-plan` uses) and is printed in the same three formats. Exit codes follow `plan` and `kubectl
-diff`: 0 no changes, 1 changes, 2 error (an invalid head, a bad revision, PATH outside git, an
-object the server would reject).
+revision: then the plan comes from `clusterdiff` (`reconcile.plan_all`, the server-side dry run
+`reconciler plan` uses), imported only then, and is printed in the same three formats. Exit
+codes follow `plan` and `kubectl diff`: 0 no changes, 1 changes, 2 error (an invalid head, a bad
+revision, PATH outside git, an object the server would reject).
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import sys
 
 import click
 
-from reconciler import gitsnapshot, kube, source
+from reconciler import gitsnapshot, source
 from reconciler.cli import common, decryptkeys
-from reconciler.cli import reconcile as reconcilecli
-from reconciler.engine import reconcile, revisiondiff
-from reconciler.model import problems, repo
-from reconciler.render import render as renderer
+from reconciler.engine import revisiondiff
 
 
 @click.command()
@@ -75,8 +72,10 @@ def diff(
             gitsnapshot.GitSnapshot.at(path, head) if head else source.DirectorySnapshot(path)
         )
         if against_cluster:
+            from reconciler.cli import clusterdiff  # the kubernetes client; only --cluster needs it
+
             head_snapshot = decryptkeys.snapshot(head_tree, decryption_key)
-            result = _against_cluster(head_snapshot, kubeconfig, context)
+            result = clusterdiff.against_cluster(head_snapshot, kubeconfig, context)
         else:
             assert base is not None
             base_snapshot = decryptkeys.snapshot(
@@ -95,39 +94,6 @@ def diff(
         style = _style if sys.stdout.isatty() else None
         click.echo(revisiondiff.text(result, style), nl=False)
     sys.exit(result.exit_code)
-
-
-def _against_cluster(
-    head: source.Snapshot, kubeconfig: str | None, context: str | None
-) -> revisiondiff.RevisionDiff:
-    """The head planned against the live cluster: what `reconciler apply` would change. Objects
-    the API server would reject are problems (exit 2), as an invalid head is."""
-    where = f"cluster {context}" if context else "cluster"
-    loaded = repo.load(head)
-    if not loaded.valid:
-        return revisiondiff.RevisionDiff(where, head.revision(), problems=tuple(loaded.errors))
-    rendered = renderer.render_repo(loaded.repo, head, head.revision()).objects
-    cluster = common.connect(kubeconfig, context)
-    try:
-        planned = reconcile.plan_all(
-            cluster, rendered, loaded.repo, head.origin(), reconcile.Options(dry_run=True)
-        )
-    except kube.KubeError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    rejected = tuple(
-        problems.Problem(head.display(""), 0, "", f"the API server would reject {error}")
-        for extension_plan in planned
-        for error in extension_plan.errors
-    )
-    notes = tuple(note for p in planned for note in reconcilecli.plan_notes(p))
-    return revisiondiff.RevisionDiff(
-        where,
-        head.revision(),
-        tuple(revisiondiff.ExtensionDiff(p.name, p.plan) for p in planned),
-        rejected,
-        notes,
-    )
 
 
 def _style(line: str, colour: str) -> str:

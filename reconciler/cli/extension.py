@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import click
 
 from reconciler import kube, source
-from reconciler.cli import common, repochange
+from reconciler.cli import common, connection, repochange
 from reconciler.cli import reconcile as reconcilecli
 from reconciler.engine import reconcile, record
 from reconciler.model import extensionedit, extensions, problems, yamledit
@@ -229,7 +229,7 @@ def delete(
     what = f"removed {shown}" if deleted.text is None else f"removed its document from {shown}"
     click.echo(f"deleted extension {name}: {what}{_committed(applied)}")
     if from_cluster:
-        cluster = common.connect(kubeconfig, context)
+        cluster = connection.connect(kubeconfig, context)
         failures = reconcile.delete_extension(cluster, name, click.echo)
         if failures:
             repochange.fail(failures)
@@ -284,7 +284,7 @@ def resume(name: str, kubeconfig: str | None, context: str | None) -> None:
 
 
 def _set_suspended(name: str, value: bool, kubeconfig: str | None, context: str | None) -> None:
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     try:
         if kube.get(cluster, record.ref(name)) is None:
             repochange.fail([f"the cluster has no extension named {name!r}"])
@@ -296,7 +296,7 @@ def _set_suspended(name: str, value: bool, kubeconfig: str | None, context: str 
 
 
 def _summaries(kubeconfig: str | None, context: str | None) -> list[dict[str, Any]]:
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     try:
         return [record.summary(r) for r in reconcile.refreshed_records(cluster)]
     except kube.KubeError as err:

@@ -17,7 +17,7 @@ import sys
 import click
 
 from reconciler import kube, objects, source
-from reconciler.cli import common, decryptkeys
+from reconciler.cli import common, connection, decryptkeys
 from reconciler.engine import preflight as rules
 from reconciler.model import repo
 
@@ -51,7 +51,7 @@ def preflight(
         count = len(loaded.errors)
         click.echo(f"{count} problem{'s' if count != 1 else ''}: fix the repo first", err=True)
         sys.exit(2)
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     try:
         nodes = kube.list_objects(cluster, "v1", "Node", "")
     except kube.KubeError as err:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from reconciler import kube, source
-from reconciler.cli import common, decryptkeys
+from reconciler.cli import common, connection, decryptkeys
 from reconciler.engine import reconcile, record, recordstore
 from reconciler.model import problems, repo
 from reconciler.render import render as renderer
@@ -64,7 +64,7 @@ def plan(
         click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
         sys.exit(2)
     rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision()).objects
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     options = reconcile.Options(dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune)
     try:
         planned = reconcile.plan_all(cluster, rendered, loaded.repo, snapshot.origin(), options)
@@ -121,7 +121,7 @@ def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
     help="Allow deleting everything, or more than half, of an extension's objects.",
 )
 @decryptkeys.option
-@common.concurrency_option
+@connection.concurrency_option
 def apply(
     path: str,
     kubeconfig: str | None,
@@ -146,7 +146,7 @@ def apply(
     seconds = common.parse_duration(timeout)
     snapshot, loaded = _load(path, decryption_key)
     revision = snapshot.revision()
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     options = reconcile.Options(
         dry_run=dry_run,
         prune=not no_prune,
@@ -197,7 +197,7 @@ def status(kubeconfig: str | None, context: str | None, output_format: str) -> N
     The state is recomputed from the live objects of each extension's inventory. Exit 1 when
     an extension is Failed.
     """
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     try:
         summaries = [record.summary(r) for r in reconcile.refreshed_records(cluster)]
     except kube.KubeError as err:

@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from reconciler import kube
-from reconciler.cli import common, simulate
+from reconciler.cli import common, connection, lazygroup
 from reconciler.router import config as routerconfig
 from reconciler.router import incluster, proxy, sizing, tokens
 
@@ -32,7 +32,15 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-@click.group()
+# `top` reads the local plane's pods and `simulate` the whole router model: imported only when
+# run, so `router serve` in the router's pod starts without them.
+@click.group(
+    cls=lazygroup.LazyGroup,
+    lazy_subcommands={
+        "simulate": "reconciler.cli.simulate.simulate",
+        "top": "reconciler.cli.routertop.top",
+    },
+)
 def router() -> None:
     """The bundled inference router (azureml-fe): serve, tokens and sizing."""
 
@@ -88,7 +96,7 @@ def serve(
             who = incluster.identity(os.environ)
         except incluster.MissingEnvironment as err:
             raise click.UsageError(str(err)) from err
-        side = (common.connect(kubeconfig, context), who)
+        side = (connection.connect(kubeconfig, context), who)
     elif kubeconfig or context:
         raise click.UsageError(
             "--kubeconfig and --context are for in-cluster mode: add --in-cluster"
@@ -209,6 +217,3 @@ def replicas(rps: float, request_seconds: float, target: float, per_replica: int
     """Print the replicas the documented sizing rule gives:
     ceil(rps * request_seconds / (target / 100) / per_replica)."""
     click.echo(str(sizing.replicas(rps, request_seconds, target, per_replica)))
-
-
-router.add_command(simulate.simulate)

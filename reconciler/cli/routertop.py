@@ -8,7 +8,7 @@ autoscaler's last figure), requests queued and in flight, and requests per secon
 queue, in-flight and rate are summed; replicas and utilization come from the coordinator, the
 only instance that exports them. The routers are `--url` (repeatable) or the ready router pods
 the local plane's pod runtime serves. `--once` reads twice, one interval apart, prints one table
-and exits. Registered on the `router` group by `cli/main.py`.
+and exits. The `router` group (`cli/router.py`) loads it when `router top` runs.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import click
 import yaml
 
 from reconciler import kube, objects
-from reconciler.cli import common
+from reconciler.cli import common, connection
 from reconciler.localcluster import plane, podruntime
 from reconciler.render import auth as authsecrets
 from reconciler.router import proxy, tokens
@@ -171,7 +171,7 @@ def score(
     """Score NAME (an endpoint, else a deployment) through the inference router and print the
     model's answer."""
     body = data_file.read()
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     try:
         config_maps = kube.list_objects(cluster, "v1", "ConfigMap", "", ROUTER_CONFIG_LABEL)
         target = find_target(config_maps, name)

@@ -26,7 +26,7 @@ import click
 import watchfiles
 
 from reconciler import kube, leaderelection, source
-from reconciler.cli import common, decryptkeys
+from reconciler.cli import common, connection, decryptkeys
 from reconciler.engine import livecache, reconcile
 from reconciler.gitops import (
     controller,
@@ -117,7 +117,7 @@ def loop_options(command: F) -> F:
         ),
         click.option("--no-prune", is_flag=True, help="Never delete what left the repo."),
         click.option("--allow-mass-prune", is_flag=True, help="Lift the prune safety limit."),
-        common.concurrency_option,
+        connection.concurrency_option,
         click.option("--once", is_flag=True, help="One reconcile, then exit (0 ok, 1 failed)."),
         click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level."),
     ]
@@ -219,11 +219,13 @@ def _run(**options: Any) -> None:
             "are rejected, so there must be a secret to sign them with)"
         )
     raw_fetch, ref = _fetcher(options)
-    cluster = common.connect(options["kubeconfig"], options["context"])
+    cluster = connection.connect(options["kubeconfig"], options["context"])
     identities = decryptkeys.identities(options["decryption_key"])
     if options["decryption_secret"]:
         namespace = _lease_namespace(options["lease_namespace"])
-        identities += decryptkeys.from_secret(cluster, namespace, options["decryption_secret"])
+        key_secret = options["decryption_secret"]
+        found = kube.get_secret(cluster, namespace, key_secret)
+        identities += decryptkeys.from_secret(found, namespace, key_secret)
 
     def fetch() -> source.Snapshot:
         return decryption.DecryptingSnapshot(raw_fetch(), identities)

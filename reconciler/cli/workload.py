@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from reconciler import kube, objects, source
-from reconciler.cli import common, decryptkeys
+from reconciler.cli import common, connection, decryptkeys
 from reconciler.engine import workloadstatus
 from reconciler.model import repo
 from reconciler.render import auth, workloadobjects
@@ -86,7 +86,7 @@ def regen_key(
     served_by = loaded.extension_for(target)
     assert served_by is not None, "a valid repo has an extension for every deployment"
     fresh = auth.new_secret(target, served_by.release_namespace, served_by.name)
-    _regenerate(common.connect(kubeconfig, context), fresh, which, f"deployment {name}")
+    _regenerate(connection.connect(kubeconfig, context), fresh, which, f"deployment {name}")
 
 
 @click.group()
@@ -113,7 +113,7 @@ def endpoint_regen_key(
     served_by = loaded.extension_for_endpoint(target)
     assert served_by is not None, "a valid repo has an extension for every endpoint"
     fresh = auth.new_endpoint_secret(target, served_by.release_namespace, served_by.name)
-    _regenerate(common.connect(kubeconfig, context), fresh, which, f"endpoint {name}")
+    _regenerate(connection.connect(kubeconfig, context), fresh, which, f"endpoint {name}")
 
 
 @deployment.command("status")
@@ -124,7 +124,7 @@ def deployment_status(
 ) -> None:
     """Replicas, readiness and who scales each model deployment; exit 1 if an HPA targets one."""
     loaded = _load_valid(repo_path)
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     states = []
     autoscalers: dict[str, list[Any]] = {}
     for name, target in sorted(loaded.deployments.items()):
@@ -167,7 +167,7 @@ def job() -> None:
 def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> None:
     """The state of each job: absent, pending, unschedulable, running, succeeded or failed."""
     loaded = _load_valid(repo_path)
-    cluster = common.connect(kubeconfig, context)
+    cluster = connection.connect(kubeconfig, context)
     click.echo(f"{'NAME':24} {'STATE':10} DETAIL")
     for name, target in sorted(loaded.jobs.items()):
         namespace = _namespace_of(loaded, target)

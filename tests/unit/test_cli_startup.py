@@ -1,0 +1,135 @@
+"""The CLI's start-up: a command imports its own module, not every command's (`cli.lazygroup`).
+
+Each run is a fresh interpreter (imports are per process), and what it reports is the modules
+loaded once the command has finished: a command's module is imported when it runs, so a module
+missing here was never needed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from reconciler.cli import lazygroup
+from reconciler.cli import main as cli
+from reconciler.cli import router as routercli
+from tests import helpers, tools
+
+# Runs `reconciler ARGS` in this interpreter, then writes the names of the loaded modules to
+# the file named by the first argument.
+_RUN_AND_LIST_MODULES = """
+import json, sys
+from reconciler.cli import main
+out, args = sys.argv[1], sys.argv[2:]
+try:
+    main.main(args, prog_name="reconciler")
+finally:
+    with open(out, "w") as f:
+        json.dump(sorted(sys.modules), f)
+"""
+
+
+def modules_after(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+    """The exit code of `reconciler ARGS` and the modules it had loaded when it finished."""
+    listing = tmp_path / "modules.json"
+    result = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST_MODULES, str(listing), *args],
+        cwd=tools.ROOT,  # `-c` puts the working directory first: this checkout's package
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    return result.returncode, set(json.loads(listing.read_text()))
+
+
+def command_modules(loaded: set[str]) -> set[str]:
+    """The modules of `reconciler.cli` that hold commands (not the group or its helpers)."""
+    helpers_of_the_group = {"reconciler.cli", "reconciler.cli.main", "reconciler.cli.lazygroup"}
+    return {m for m in loaded if m.startswith("reconciler.cli.")} - helpers_of_the_group
+
+
+def test_version_imports_no_command(tmp_path: Path) -> None:
+    """`--version` needs only the group: no command module, no kubernetes client, no router."""
+    code, loaded = modules_after(tmp_path, "--version")
+    assert code == 0
+    assert command_modules(loaded) == set()
+    assert not {"kubernetes", "reconciler.kube", "reconciler.router", "git"} & loaded
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("validate", str(helpers.EXAMPLE)),
+        ("render", str(helpers.EXAMPLE)),
+        ("install", "--repo", "https://example.com/manifests.git"),
+    ],
+    ids=["validate", "render", "install"],
+)
+def test_commands_without_a_cluster_start_without_the_kubernetes_client(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    code, loaded = modules_after(tmp_path, *args)
+    assert code == 0
+    assert "kubernetes" not in loaded
+    assert "reconciler.kube" not in loaded
+    # Only the command's own module (and the helpers it uses), not the others'.
+    assert not {"reconciler.cli.reconcile", "reconciler.cli.sync", "reconciler.cli.router"} & (
+        command_modules(loaded)
+    )
+
+
+def test_a_diff_of_two_revisions_starts_without_the_kubernetes_client(tmp_path: Path) -> None:
+    """`diff --base` needs no cluster: only `--cluster` imports `clusterdiff` and the client."""
+    code, loaded = modules_after(tmp_path, "diff", str(helpers.EXAMPLE), "--base", "HEAD")
+    assert code in (0, 1)  # 1: the work tree's manifests differ from HEAD's
+    assert "kubernetes" not in loaded
+    assert "reconciler.cli.clusterdiff" not in loaded
+
+
+def test_apply_loads_its_module_and_the_client_but_not_the_local_plane(tmp_path: Path) -> None:
+    code, loaded = modules_after(tmp_path, "apply", "--help")
+    assert code == 0
+    assert {"reconciler.cli.reconcile", "kubernetes"} <= loaded
+    assert not {"reconciler.localcluster.plane", "reconciler.router.proxy", "watchfiles"} & loaded
+
+
+@pytest.mark.parametrize("group", [cli.main, routercli.router], ids=["reconciler", "router"])
+def test_every_lazy_command_loads_under_its_own_name(group: click.Group) -> None:
+    """A wrong module path, attribute or name in a group's table fails here, not for a user."""
+    context = click.Context(group)
+    names = group.list_commands(context)
+    assert names == sorted(names)
+    for name in names:
+        command = group.get_command(context, name)
+        assert isinstance(command, click.Command), name
+        assert command.name == name
+
+
+def test_help_lists_every_command_with_its_short_help() -> None:
+    result = CliRunner().invoke(cli.main, ["--help"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.split("Commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in listed] == sorted(cli.COMMANDS)
+    assert all(len(line.split()) > 1 for line in listed)  # each with its short help
+
+
+def test_router_top_and_simulate_are_router_commands() -> None:
+    for name in ("top", "simulate"):
+        result = CliRunner().invoke(cli.main, ["router", name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert f" router {name} [OPTIONS]" in result.output
+
+
+def test_a_table_entry_that_is_not_a_command_names_itself() -> None:
+    group = lazygroup.LazyGroup(lazy_subcommands={"broken": "reconciler.cli.main.COMMANDS"})
+    message = "'broken': reconciler.cli.main.COMMANDS is not a click command"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        group.get_command(click.Context(group), "broken")
