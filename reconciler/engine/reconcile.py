@@ -28,7 +28,7 @@ Safety rules this module owns:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from reconciler import kube, objects
@@ -338,11 +338,26 @@ def plan_all(
     records: dict[str, objects.Object] | None = None,
     reads: livecache.Reads | None = None,
 ) -> list[ExtensionPlan]:
+    """Every extension's plan (see `plan_each`), all made before anything is carried out."""
+    return list(plan_each(cluster, rendered, loaded, origin, options, records, reads))
+
+
+def plan_each(
+    cluster: kube.Cluster,
+    rendered: list[objects.Object],
+    loaded: repo.Repo,
+    origin: str,
+    options: Options,
+    records: dict[str, objects.Object] | None = None,
+    reads: livecache.Reads | None = None,
+) -> Iterator[ExtensionPlan]:
     """Observe and plan every extension of the repo, and every extension the cluster has a
-    record of from this repo (`origin`) that left it (all its objects are prune candidates).
-    Extensions another repo installed are not this repo's business. `records`: the live
-    records, when the caller has just read them; `reads`: where live state is read (default:
-    one LIST per kind and namespace for this plan)."""
+    record of from this repo (`origin`) that left it (all its objects are prune candidates),
+    one at a time as they are asked for: carried out as it comes, the first extension's change
+    is live without waiting for every other extension's plan. Extensions another repo
+    installed are not this repo's business. `records`: the live records, when the caller has
+    just read them; `reads`: where live state is read (default: one LIST per kind and
+    namespace for this plan)."""
     reads = reads or livecache.Listing(cluster)
     records = recordstore.read_records(cluster, reads) if records is None else records
     rendered = secretrefs.fill(cluster, rendered)
@@ -353,8 +368,8 @@ def plan_all(
     everything = {
         name: inventory.of([*groups.get(name, []), *secrets.get(name, [])]) for name in names
     }
-    return [
-        plan_extension(
+    for name in names:
+        yield plan_extension(
             cluster,
             name,
             groups.get(name, []),
@@ -364,8 +379,6 @@ def plan_all(
             frozenset().union(*(keys for other, keys in everything.items() if other != name)),
             reads,
         )
-        for name in names
-    ]
 
 
 def reconcile(
@@ -377,19 +390,19 @@ def reconcile(
     options: Options,
     say: Say,
 ) -> list[ExtensionResult]:
-    """Plan every extension of the repo at `origin`, then (unless a dry run) carry each plan
-    out. Live state is listed once per kind and namespace, so a no-op apply sends no request
-    per object."""
+    """Plan each extension of the repo at `origin` and (unless a dry run) carry its plan out,
+    one extension after the other. Live state is listed once per kind and namespace, so a
+    no-op apply sends no request per object."""
     reads = livecache.Listing(cluster)
     if not options.dry_run:
         recordstore.ensure_record_crd(cluster, reads)
-    planned = plan_all(cluster, rendered, loaded, origin, options, reads=reads)
+    planned = plan_each(cluster, rendered, loaded, origin, options, reads=reads)
     return carry_out_all(cluster, planned, loaded, revision, origin, options, say, reads)
 
 
 def carry_out_all(
     cluster: kube.Cluster,
-    planned: list[ExtensionPlan],
+    planned: Iterable[ExtensionPlan],
     loaded: repo.Repo,
     revision: str,
     origin: str,

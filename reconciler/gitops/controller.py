@@ -31,7 +31,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from reconciler import kube, objects, source
@@ -167,11 +167,20 @@ class Controller:
         self._memo.forget_unused()
         if not report_only:
             recordstore.ensure_record_crd(self.cluster, reads)
-        planned = reconcile.plan_all(
+        # Each extension is carried out as soon as it is planned (`reconcile.plan_each`).
+        planned: list[reconcile.ExtensionPlan] = []
+        each = reconcile.plan_each(
             self.cluster, rendered, loaded.repo, origin, options, every_record, reads
         )
         results = reconcile.carry_out_all(
-            self.cluster, planned, loaded.repo, revision, origin, options, log.info, reads
+            self.cluster,
+            _kept(each, planned),
+            loaded.repo,
+            revision,
+            origin,
+            options,
+            log.info,
+            reads,
         )
         if self.drift_watch is not None:
             self.drift_watch.follow({(o["apiVersion"], o["kind"]) for o in rendered})
@@ -252,3 +261,12 @@ def drifted_keys(plan: plans.Plan) -> set[objects.Key]:
     """Objects a plan of the already-applied revision must create or update: changed or
     deleted in the cluster by someone else."""
     return {s.key for s in plan.steps if s.action in (plans.Action.CREATE, plans.Action.UPDATE)}
+
+
+def _kept(
+    plans: Iterable[reconcile.ExtensionPlan], into: list[reconcile.ExtensionPlan]
+) -> Iterator[reconcile.ExtensionPlan]:
+    """`plans` as they come, each also kept in `into` (for what the tick does after)."""
+    for extension_plan in plans:
+        into.append(extension_plan)
+        yield extension_plan
