@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from reconciler import kube, source
-from reconciler.cli import common, connection, decryptkeys
+from reconciler import kube, objects, source
+from reconciler.cli import common, connection, decryptkeys, rendercache
 from reconciler.engine import reconcile, record, recordstore
 from reconciler.model import problems, repo
 from reconciler.render import render as renderer
@@ -29,6 +29,15 @@ def _load(path: str, decryption_key: str | None) -> tuple[source.Snapshot, repo.
     for problem in loaded.problems:
         click.echo(str(problem), err=True)
     return snapshot, loaded
+
+
+def _render(path: str, snapshot: source.Snapshot, loaded: repo.Loaded) -> list[objects.Object]:
+    """The repo's objects, rendering only the units that changed since the last `plan` or
+    `apply` of the same folder (`rendercache`)."""
+    reuse = rendercache.opened(path)
+    rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
+    rendercache.keep(path, reuse, snapshot)
+    return rendered
 
 
 def _failed_repo(loaded: repo.Loaded) -> str:
@@ -63,7 +72,7 @@ def plan(
     if not loaded.valid:
         click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
         sys.exit(2)
-    rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision()).objects
+    rendered = _render(path, snapshot, loaded)
     cluster = connection.connect(kubeconfig, context)
     options = reconcile.Options(dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune)
     try:
@@ -159,7 +168,7 @@ def apply(
     try:
         if not loaded.valid:
             _reject(cluster, loaded, revision, dry_run)
-        rendered = renderer.render_repo(loaded.repo, snapshot, revision).objects
+        rendered = _render(path, snapshot, loaded)
         results = reconcile.reconcile(
             cluster, rendered, loaded.repo, revision, snapshot.origin(), options, click.echo
         )

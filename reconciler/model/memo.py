@@ -13,7 +13,8 @@ two revisions never share a mutable object; load results are frozen dataclasses,
 Sits beside `source` and `gitsnapshot` (it asks a `GitSnapshot` for blob ids rather than reading
 the blobs); pure apart from reading through the snapshot. A memo lives for one command; the
 GitOps loop keeps one across ticks and calls `forget_unused` after each, so it holds one
-revision's results.
+revision's results; `plan` and `apply` start from the rendered units the last one kept on disk
+(`cli/rendercache.py`: `frozen_units` / `take_frozen_units`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import functools
 import hashlib
 import marshal
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from reconciler import gitsnapshot, source
 from reconciler.model import decryption
@@ -87,6 +88,25 @@ class Memo:
         self._used[_digest(key)] = _freeze(result)
         return result
 
+    def frozen_units(self) -> dict[bytes, bytes]:
+        """The rendered units (`copied` results) asked for since the last `forget_unused`, as
+        marshal bytes by key digest, for a later command to start from (`take_frozen_units`).
+        None that holds a Secret: what leaves the process holds no secret value."""
+        return {
+            key: kept.data
+            for key, kept in self._used.items()
+            if type(key) is bytes
+            and isinstance(kept, _Frozen)
+            and kept.marshalled
+            and not kept.secret
+        }
+
+    def take_frozen_units(self, units: Mapping[bytes, bytes]) -> None:
+        """Start from rendered units another command kept (`frozen_units`): the caller makes
+        sure the same code rendered them, since a key names a unit's inputs, not the code."""
+        for key, data in units.items():
+            self._kept.setdefault(key, _Frozen(True, data, False))
+
 
 def _digest(key: Hashable) -> Hashable:
     """A short stand-in for a key: Python does not cache a tuple's hash, so every lookup of a
@@ -101,20 +121,37 @@ def _digest(key: Hashable) -> Hashable:
     return hashlib.blake2b(data, digest_size=20).digest()
 
 
-def _freeze(value: Any) -> tuple[bool, Any]:
+class _Frozen(NamedTuple):
+    """A rendered unit as the memo keeps it (see `_freeze`)."""
+
+    marshalled: bool  # `data` is marshal bytes (else a deep copy)
+    data: Any
+    secret: bool  # it holds a Secret: never handed out by `frozen_units`
+
+
+def _freeze(value: Any) -> _Frozen:
     """Rendered data as `marshal` bytes: a copy that cannot change, cheap to keep (the garbage
     collector does not walk bytes) and fast to copy out again; `marshal` round-trips dicts,
-    lists, tuples and scalars with their exact types and order. Only this process reads the
-    bytes back. Anything else a template could produce (a date) is deep-copied instead."""
+    lists, tuples and scalars with their exact types and order. Anything else a template could
+    produce (a date) is deep-copied instead."""
+    secret = _holds_secret(value)
     try:
-        return True, marshal.dumps(value)
+        return _Frozen(True, marshal.dumps(value), secret)
     except ValueError:
-        return False, copy.deepcopy(value)
+        return _Frozen(False, copy.deepcopy(value), secret)
 
 
-def _thaw(kept: tuple[bool, Any]) -> Any:
-    marshalled, data = kept
-    return marshal.loads(data) if marshalled else copy.deepcopy(data)
+def _thaw(kept: _Frozen) -> Any:
+    return marshal.loads(kept.data) if kept.marshalled else copy.deepcopy(kept.data)
+
+
+def _holds_secret(value: Any) -> bool:
+    """Whether rendered data (a list of objects, or of (object, source) pairs) holds a Secret."""
+    if isinstance(value, dict):
+        return value.get("kind") == "Secret"
+    if isinstance(value, list | tuple):
+        return any(_holds_secret(item) for item in value)
+    return False
 
 
 def fingerprint(value: object) -> Hashable:

@@ -1,0 +1,104 @@
+"""The render units `plan` and `apply` keep on disk, so that the next one of the same repo
+renders only what changed: at 10,000 objects rendering is most of a no-op apply's time.
+
+A `memo.Memo` keys each render unit by everything its renderer reads (model values, file ids);
+what it cannot see is the code that renders, so the kept units are tied to a digest of this
+package's code, templates and schemas and of the Python version (a new release, or an edited
+template in a checkout, starts afresh). One file per repo folder, in `$RECONCILER_CACHE_DIR`
+(empty: off), else `$XDG_CACHE_HOME/mlext-reconciler`, else `~/.cache/mlext-reconciler`; the
+folder is made readable by its owner only.
+
+What is written holds no secret value: no unit that renders a Secret, and nothing at all for a
+repo with SOPS-encrypted files that were decrypted (their plaintext could be in a ConfigMap).
+An unreadable or foreign file is ignored, and a file that cannot be written only costs the next
+command its head start; the cache never changes what is rendered, only how fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import marshal
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import reconciler
+from reconciler import source
+from reconciler.model import decryption, memo
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENT = "RECONCILER_CACHE_DIR"
+_FORMAT = 1  # of the file itself
+
+
+def directory() -> Path | None:
+    """Where the units are kept, or None when the cache is off."""
+    configured = os.environ.get(ENVIRONMENT)
+    if configured is not None:
+        return Path(configured) if configured else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlext-reconciler"
+
+
+@functools.cache
+def code_id() -> str:
+    """A digest of what renders: the Python version (marshal's format follows it) and every
+    file of this package's code, templates and schemas."""
+    digest = hashlib.sha256(f"{_FORMAT} {sys.version}".encode())
+    package = Path(reconciler.__file__).parent
+    folders = [package, reconciler.data_dir("templates"), reconciler.data_dir("schemas")]
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix != ".pyc":
+                digest.update(str(path.relative_to(folder)).encode() + b"\0")
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _file(root: str) -> Path | None:
+    folder = directory()
+    if folder is None:
+        return None
+    name = hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:24]
+    return folder / f"render-{name}.marshal"
+
+
+def opened(root: str) -> memo.Memo:
+    """A memo holding the units the last `plan` or `apply` of the repo at `root` kept."""
+    found = memo.Memo()
+    path = _file(root)
+    if path is None or not path.is_file():
+        return found
+    try:
+        kept = marshal.loads(path.read_bytes())
+        if isinstance(kept, dict) and kept.get("code") == code_id():
+            found.take_frozen_units(kept["units"])
+    except (OSError, ValueError, EOFError, TypeError, KeyError) as err:
+        log.debug("render cache %s ignored: %s", path, err)
+    return found
+
+
+def keep(root: str, used: memo.Memo, snapshot: source.Snapshot) -> None:
+    """Write the units `used` rendered or reused for the next command (not when nothing was
+    rendered: the file already holds them all)."""
+    path = _file(root)
+    if path is None or used.misses == 0:
+        return
+    if isinstance(snapshot, decryption.DecryptingSnapshot) and snapshot.decrypted():
+        return
+    data = marshal.dumps({"code": code_id(), "units": used.frozen_units()})
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".render-")
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(lambda: Path(temporary).unlink(missing_ok=True))
+            with os.fdopen(descriptor, "wb") as out:  # mkstemp: readable by its owner only
+                out.write(data)
+            os.replace(temporary, path)
+    except OSError as err:
+        log.debug("render cache %s not written: %s", path, err)

@@ -1,0 +1,124 @@
+"""The render units `plan` and `apply` keep on disk (`cli/rendercache.py`): reused only for the
+same code, never changing what is rendered, and holding no secret value."""
+
+from __future__ import annotations
+
+import marshal
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reconciler import objects, source
+from reconciler.cli import rendercache
+from reconciler.model import decryption, memo, repo, sops
+from reconciler.render import render
+from tests.helpers import extension, self_signed_pem, write_repo
+from tests.sopsfixtures import age_key, encrypt
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "manifests"
+HTTPS = "enableInference: true\ninferenceRouterServiceType: NodePort\nsslCname: ml.example.com\n"
+TLS_FILES = "sslCertPemFile: certs/cert.pem\nsslKeyPemFile: certs/key.pem"
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(rendercache.ENVIRONMENT, str(folder))
+    return folder
+
+
+def _render_through_cache(
+    root: Path, snapshot: source.Snapshot | None = None
+) -> tuple[list[objects.Object], memo.Memo]:
+    snapshot = snapshot or source.DirectorySnapshot(root)
+    loaded = repo.load(snapshot)
+    assert loaded.valid, [str(p) for p in loaded.problems]
+    reuse = rendercache.opened(str(root))
+    rendered = render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
+    rendercache.keep(str(root), reuse, snapshot)
+    return rendered, reuse
+
+
+def _fresh(root: Path) -> list[objects.Object]:
+    snapshot = source.DirectorySnapshot(root)
+    return render.render_repo(repo.load(snapshot).repo, snapshot, snapshot.revision()).objects
+
+
+def _kept_units(cache_dir: Path) -> list[object]:
+    (path,) = cache_dir.glob("render-*.marshal")
+    kept = marshal.loads(path.read_bytes())
+    return [marshal.loads(data) for data in kept["units"].values()]
+
+
+def test_the_next_command_reuses_every_unit_and_renders_the_same(tmp_path: Path) -> None:
+    root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
+    first, used = _render_through_cache(root)
+    assert used.hits == 0 and used.misses > 0
+    second, reused = _render_through_cache(root)
+    assert reused.misses == 0 and reused.hits == used.misses
+    assert second == first == _fresh(root)
+
+
+def test_a_changed_file_renders_its_units_again(tmp_path: Path) -> None:
+    root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
+    _render_through_cache(root)
+    changed = next((root / "deployments").glob("*.yaml"))
+    changed.write_text(changed.read_text().replace("min_instances: 1", "min_instances: 2"))
+    rendered, used = _render_through_cache(root)
+    assert used.misses >= 1 and used.hits > 0
+    assert rendered == _fresh(root)
+
+
+def test_units_another_code_rendered_are_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
+    _render_through_cache(root)
+    monkeypatch.setattr(rendercache, "code_id", lambda: "another release")
+    _, used = _render_through_cache(root)
+    assert used.hits == 0
+
+
+def test_no_secret_leaves_the_process(tmp_path: Path, cache_dir: Path) -> None:
+    """A unit that renders a Secret (the router's TLS Secret from the repo's PEM files) is
+    rendered every time, never written; the other units are."""
+    cert, pem = self_signed_pem()
+    files = {"extension.yaml": extension(HTTPS, protected=TLS_FILES), "certs/cert.pem": cert}
+    root = write_repo(tmp_path / "repo", {**files, "certs/key.pem": pem})
+    rendered, _ = _render_through_cache(root)
+    assert any(o["kind"] == "Secret" for o in rendered)
+    units = _kept_units(cache_dir)
+    assert units and not any(memo._holds_secret(unit) for unit in units)
+    body = pem.decode().splitlines()[1].encode()
+    assert body not in (next(cache_dir.glob("render-*.marshal"))).read_bytes()
+
+
+def test_nothing_is_written_for_a_repo_that_was_decrypted(tmp_path: Path, cache_dir: Path) -> None:
+    key = age_key()
+    cert, pem = self_signed_pem()
+    files = {"extension.yaml": extension(HTTPS, protected=TLS_FILES), "certs/cert.pem": cert}
+    root = write_repo(tmp_path / "repo", {**files, "certs/key.pem": pem})
+    encrypt(root / "certs/key.pem", key)
+    identities = sops.parse_identities(key.identity)
+    snapshot = decryption.DecryptingSnapshot(source.DirectorySnapshot(root), identities)
+    _render_through_cache(root, snapshot)
+    assert snapshot.decrypted() == ["certs/key.pem"]
+    assert not list(cache_dir.glob("render-*"))
+
+
+def test_the_cache_can_be_switched_off_and_a_bad_file_is_ignored(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
+    _render_through_cache(root)
+    (path,) = cache_dir.glob("render-*.marshal")
+    path.write_bytes(b"not marshal data")
+    rendered, used = _render_through_cache(root)
+    assert used.hits == 0 and rendered == _fresh(root)
+
+    monkeypatch.setenv(rendercache.ENVIRONMENT, "")
+    assert rendercache.directory() is None
+    shutil.rmtree(cache_dir)
+    _render_through_cache(root)
+    assert not cache_dir.exists()
