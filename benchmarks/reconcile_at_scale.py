@@ -9,7 +9,8 @@ mostly model deployments and jobs) differ only in their names: kubectl applies t
 objects of one (with the key Secrets the reconciler generates, so both write the same objects),
 the reconciler the other. Reported, per size:
 
-- initial apply, reconciler / kubectl (goal <= 1.0), and the no-op re-apply of each; the
+- initial apply, reconciler / kubectl (goal <= 1.0), and the no-op re-apply of each (the
+  reconciler's with its render cache, `cli/rendercache.py`, as a user has it); the
   reconciler's no-op as a share of its initial apply (goal <= 5 %), and the requests the API
   server counted for it by verb (`apiserver_request_total`: LISTs only, no per-object request);
 - the sync loop on the same repo (a git repo): API requests per in-sync tick, counted by the
@@ -381,6 +382,9 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as folder:
             print(f"[bench] {size} objects: {load_average()}", file=sys.stderr)
+            # The render cache is on, as for a user (the no-op apply starts from the units
+            # the initial apply rendered), in this run's folder rather than the user's.
+            os.environ["RECONCILER_CACHE_DIR"] = str(Path(folder) / "render-cache")
             results.append(run_size(size, args.repeat, binaries, Path(folder)))
     report(results)
 

@@ -6,7 +6,7 @@ what it cannot see is the code that renders, so the kept units are tied to a dig
 package's code, templates and schemas and of the Python version (a new release, or an edited
 template in a checkout, starts afresh). One file per repo folder, in `$RECONCILER_CACHE_DIR`
 (empty: off), else `$XDG_CACHE_HOME/mlext-reconciler`, else `~/.cache/mlext-reconciler`; the
-folder is made readable by its owner only.
+folder is made readable by its owner only, and a repo's file unused for 30 days is removed.
 
 What is written holds no secret value: no unit that renders a Secret, and nothing at all for a
 repo with SOPS-encrypted files that were decrypted (their plaintext could be in a ConfigMap).
@@ -24,6 +24,7 @@ import marshal
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import reconciler
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ENVIRONMENT = "RECONCILER_CACHE_DIR"
 _FORMAT = 1  # of the file itself
+UNUSED_FOR = 30 * 24 * 3600.0  # seconds after which another repo's file is removed
 
 
 def directory() -> Path | None:
@@ -100,5 +102,15 @@ def keep(root: str, used: memo.Memo, snapshot: source.Snapshot) -> None:
             with os.fdopen(descriptor, "wb") as out:  # mkstemp: readable by its owner only
                 out.write(data)
             os.replace(temporary, path)
+        _forget_old(path.parent, time.time() - UNUSED_FOR)
     except OSError as err:
         log.debug("render cache %s not written: %s", path, err)
+
+
+def _forget_old(folder: Path, before: float) -> None:
+    """Remove the files of repos no command has used since `before` (one per folder ever
+    applied would otherwise pile up)."""
+    for old in folder.glob("render-*.marshal"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < before:
+                old.unlink()

@@ -4,7 +4,9 @@ same code, never changing what is rendered, and holding no secret value."""
 from __future__ import annotations
 
 import marshal
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,15 @@ def test_the_cache_can_be_switched_off_and_a_bad_file_is_ignored(
     shutil.rmtree(cache_dir)
     _render_through_cache(root)
     assert not cache_dir.exists()
+
+
+def test_the_files_of_repos_unused_for_a_month_are_removed(tmp_path: Path, cache_dir: Path) -> None:
+    root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
+    cache_dir.mkdir()
+    old, recent = cache_dir / "render-old.marshal", cache_dir / "render-recent.marshal"
+    for path, age in ((old, rendercache.UNUSED_FOR + 60), (recent, 60.0)):
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - age, time.time() - age))
+    _render_through_cache(root)
+    assert not old.exists() and recent.exists()
+    assert len(list(cache_dir.glob("render-*.marshal"))) == 2
