@@ -80,8 +80,8 @@ class WriteObserver(Protocol):
     """Told of every persisted write of an object (apply, create, patch, delete): `sending`
     before the request goes out, `settled` once it is over, with the object as the server
     stored it (None when the write failed, or for a delete; `deleted`: a delete that was
-    accepted). A live-state cache keeps itself
-    current so, and tells its own writes' watch events from everyone else's."""
+    accepted). A live-state cache keeps itself current so, and tells its own writes' watch
+    events from everyone else's."""
 
     def sending(self, target: objects.Object) -> None: ...
 
@@ -102,7 +102,7 @@ class Cluster:
     api: client.ApiClient
     _dynamic: dynamic.DynamicClient | None = None
     # (apiVersion, kind) -> discovered resource: the dynamic client's own lookup walks its whole
-    # discovery tree (~150 us, a sixth of a request's client CPU); dropped with the discovery.
+    # discovery tree (~150 us a request under the profiler); dropped with the discovery.
     _resources: dict[tuple[str, str], Any] = field(default_factory=dict)
     discovery_lock: threading.Lock = field(default_factory=threading.Lock)
     requests: collections.Counter[str] = field(default_factory=collections.Counter)

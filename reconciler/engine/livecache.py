@@ -286,7 +286,8 @@ class LiveCache:
                 held = self._held.pop(key, [])
             if stored is not None:
                 self._take(stored)
-            if deleted and not any(event.get("type") == "DELETED" for event, _ in held):
+            followed = (key.api_version, key.kind) in self._stores
+            if deleted and followed and not any(e.get("type") == "DELETED" for e, _ in held):
                 self._deleting.add(key)  # its events until it is gone are its deletion's
         for event, before in held:
             obj = event.get("object") or {}
