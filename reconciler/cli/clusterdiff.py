@@ -2,7 +2,7 @@
 
 The one part of `diff` that needs a cluster, apart from `cli/diff.py` so that a diff of two
 revisions (the common case, a PR check) starts without the kubernetes client and the planner:
-`diff` imports this module only for `--cluster`. The plan is `reconcile.plan_all`'s, the
+`diff` imports this module only for `--cluster`. The plan is `reconcile.plan_each`'s, the
 server-side dry run `reconciler plan` uses, with `plan`'s notes.
 """
 
@@ -32,9 +32,8 @@ def against_cluster(
     rendered = renderer.render_repo(loaded.repo, head, head.revision()).objects
     cluster = connection.connect(kubeconfig, context)
     try:
-        planned = reconcile.plan_all(
-            cluster, rendered, loaded.repo, head.origin(), reconcile.Options(dry_run=True)
-        )
+        options = reconcile.Options(dry_run=True)
+        planned = list(reconcile.plan_each(cluster, rendered, loaded.repo, head.origin(), options))
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)

@@ -3,7 +3,7 @@
 A thin command over `gitsnapshot` (a commit's files, no checkout), `revisiondiff` (load, render,
 compare, print) and, for a head left out, `source.DirectorySnapshot` (the work tree). Needs no
 cluster, unless `--cluster` asks to compare the head with the live cluster instead of a base
-revision: then the plan comes from `clusterdiff` (`reconcile.plan_all`, the server-side dry run
+revision: then the plan comes from `clusterdiff` (`reconcile.plan_each`, the server-side dry run
 `reconciler plan` uses), imported only then, and is printed in the same three formats. Exit
 codes follow `plan` and `kubectl diff`: 0 no changes, 1 changes, 2 error (an invalid head, a bad
 revision, PATH outside git, an object the server would reject).

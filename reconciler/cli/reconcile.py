@@ -76,7 +76,9 @@ def plan(
     cluster = connection.connect(kubeconfig, context)
     options = reconcile.Options(dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune)
     try:
-        planned = reconcile.plan_all(cluster, rendered, loaded.repo, snapshot.origin(), options)
+        planned = list(
+            reconcile.plan_each(cluster, rendered, loaded.repo, snapshot.origin(), options)
+        )
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)

@@ -329,19 +329,6 @@ def _finish(
     return ExtensionResult(planned.name, planned.plan, outcome)
 
 
-def plan_all(
-    cluster: kube.Cluster,
-    rendered: list[objects.Object],
-    loaded: repo.Repo,
-    origin: str,
-    options: Options,
-    records: dict[str, objects.Object] | None = None,
-    reads: livecache.Reads | None = None,
-) -> list[ExtensionPlan]:
-    """Every extension's plan (see `plan_each`), all made before anything is carried out."""
-    return list(plan_each(cluster, rendered, loaded, origin, options, records, reads))
-
-
 def plan_each(
     cluster: kube.Cluster,
     rendered: list[objects.Object],
