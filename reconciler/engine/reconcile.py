@@ -254,8 +254,8 @@ def carry_out(
         k for k in stale if planned.live.get(k) is not None and k not in dropped
     }
     # Everything is as the revision says again: a drift report no longer holds. The inventory
-    # after pruning goes with the outcome, in one write (at 10,000 objects each write of the
-    # record is a second of the API server's time).
+    # after pruning goes with the outcome, in one write (at 10,000 objects each write of an
+    # extension's ~3,300-entry record took the loop ~0.3 s of waiting on the API server).
     if delete_failures:
         outcome = record.Outcome(record.FAILED, "PruneFailed", tuple(delete_failures))
         return _finish(
