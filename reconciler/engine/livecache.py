@@ -70,6 +70,10 @@ class Reads(Protocol):
         """Every live object of a kind, cluster-wide."""
         ...
 
+    def known_empty(self, api_version: str, kind: str) -> None:
+        """A kind that has no object yet (its CRD was created just now) needs no reading."""
+        ...
+
 
 def strip(obj: objects.Object, field_manager: str = kube.FIELD_MANAGER) -> objects.Object:
     """What the cache keeps of a live object (see the module docstring)."""
@@ -136,6 +140,13 @@ class Listing:
 
     def of_kind(self, api_version: str, kind: str) -> list[objects.Object]:
         return list(self._list([(api_version, kind, "")])[(api_version, kind, "")].values())
+
+    def known_empty(self, api_version: str, kind: str) -> None:
+        """Listed as empty without asking: the first LIST of a kind whose CRD was created a
+        moment ago waits about a second for the API server to start serving it from its cache,
+        while a write does not."""
+        with self._lock:
+            self._groups.setdefault((api_version, kind, ""), {})
 
     def sending(self, target: objects.Object) -> None:
         """Nothing to do before a write: a one-shot command has no watch to race it."""
@@ -214,6 +225,9 @@ class LiveCache:
         self.wait_synced([(api_version, kind)])
         with self._lock:
             return list(self._stores[(api_version, kind)].objects.values())
+
+    def known_empty(self, api_version: str, kind: str) -> None:
+        """Nothing to skip: the kind's watch lists it once anyway."""
 
     # --- following ----------------------------------------------------------------------
 

@@ -115,10 +115,14 @@ def _apply_if_changed(
 
 def ensure_record_crd(cluster: kube.Cluster, reads: livecache.Reads | None = None) -> None:
     """Install (or update) the ExtensionStatus CRD and wait until it is served (no wait, and
-    no request, when it is in sync and Established)."""
+    no request, when it is in sync and Established). Installed just now, it holds no record:
+    `reads` is told so, instead of asking the server."""
+    new = reads is not None and _record_crd(reads) is None
     live = _apply_if_changed(cluster, record.crd(), reads)
     if health.of(live).state is not health.State.HEALTHY:
         kube.wait_established(cluster, record.CRD_NAME)
+    if new and reads is not None:
+        reads.known_empty(record.API_VERSION, record.KIND)
 
 
 def ensure_record(
