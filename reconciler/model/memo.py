@@ -53,7 +53,7 @@ class Memo:
         self._kept, self._used = self._used, {}
 
     def _kept_result(self, key: Hashable) -> Any:
-        key = _digest(key)
+        """What is kept under `key` (a digest), moved over to the results in use, or _ABSENT."""
         found = self._used.get(key, _ABSENT)
         if found is _ABSENT:
             found = self._kept.pop(key, _ABSENT)
@@ -64,28 +64,30 @@ class Memo:
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The result kept under `key`, or `compute()`'s, kept for next time. The caller makes
         the key say everything `compute` depends on."""
-        found = self._kept_result(key)
+        digest = _digest(key)
+        found = self._kept_result(digest)
         if found is not _ABSENT:
             self.hits += 1
             kept: T = found
             return kept
         self.misses += 1
         result = compute()
-        self._used[_digest(key)] = result
+        self._used[digest] = result
         return result
 
     def copied(self, key: Hashable, compute: Callable[[], T]) -> T:
         """As `get`, for results callers change (rendered objects get stamped): the memo keeps
         a frozen copy and every reuse gets a new deep copy of it, so no two callers ever hold
         the same dict, and nothing a caller does reaches what the memo keeps."""
-        kept = self._kept_result(key)
+        digest = _digest(key)
+        kept = self._kept_result(digest)
         if kept is not _ABSENT:
             self.hits += 1
             thawed: T = _thaw(kept)
             return thawed
         self.misses += 1
         result = compute()
-        self._used[_digest(key)] = _freeze(result)
+        self._used[digest] = _freeze(result)
         return result
 
     def frozen_units(self) -> dict[bytes, bytes]:
@@ -111,9 +113,9 @@ class Memo:
 def _digest(key: Hashable) -> Hashable:
     """A short stand-in for a key: Python does not cache a tuple's hash, so every lookup of a
     deep key walked all of it again (three lookups a unit: ~0.3 s of a warm tick's render at
-    10,000 objects, half that with a digest). marshal's format 2 writes
-    equal values as equal bytes (no references by identity); a key it cannot write (one with
-    an `unknown` value) stays itself and, as before, matches nothing."""
+    10,000 objects, half that with a digest). marshal's format 2 writes equal values as equal
+    bytes (no references by identity); a key it cannot write (one with an `unknown` value)
+    stays itself and, as before, matches nothing."""
     try:
         data = marshal.dumps(cast(Any, key), 2)
     except ValueError:
