@@ -28,7 +28,7 @@ import marshal
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar, cast
 
-from reconciler import gitsnapshot, source
+from reconciler import gitsnapshot, objects, source
 from reconciler.model import decryption
 
 T = TypeVar("T")
@@ -150,7 +150,7 @@ def _thaw(kept: _Frozen) -> Any:
 def _holds_secret(value: Any) -> bool:
     """Whether rendered data (a list of objects, or of (object, source) pairs) holds a Secret."""
     if isinstance(value, dict):
-        return value.get("kind") == "Secret"
+        return objects.is_secret(value)
     if isinstance(value, list | tuple):
         return any(_holds_secret(item) for item in value)
     return False
