@@ -87,9 +87,13 @@ def opened(root: str) -> memo.Memo:
 
 def keep(root: str, used: memo.Memo, snapshot: source.Snapshot) -> None:
     """Write the units `used` rendered or reused for the next command (not when nothing was
-    rendered: the file already holds them all)."""
+    rendered: the file already holds them all, and is only marked as used)."""
     path = _file(root)
-    if path is None or used.misses == 0:
+    if path is None:
+        return
+    if used.misses == 0:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # used today: not another repo's to remove after UNUSED_FOR
         return
     if isinstance(snapshot, decryption.DecryptingSnapshot) and snapshot.decrypted():
         return

@@ -136,3 +136,16 @@ def test_the_files_of_repos_unused_for_a_month_are_removed(tmp_path: Path, cache
     _render_through_cache(root)
     assert not old.exists() and recent.exists()
     assert len(list(cache_dir.glob("render-*.marshal"))) == 2
+
+
+def test_a_file_only_read_counts_as_used(tmp_path: Path, cache_dir: Path) -> None:
+    """A repo applied every day without a change rewrites nothing, but its file is marked as
+    used, so that another repo's command does not remove it as unused."""
+    root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
+    _render_through_cache(root)
+    (path,) = cache_dir.glob("render-*.marshal")
+    long_ago = time.time() - rendercache.UNUSED_FOR - 60
+    os.utime(path, (long_ago, long_ago))
+    _, used = _render_through_cache(root)
+    assert used.misses == 0
+    assert path.stat().st_mtime > time.time() - 60
