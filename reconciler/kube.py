@@ -40,6 +40,8 @@ RETRYABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
 CONNECTIONS = 64  # the connection pool: the most requests in flight at once
 RETRY_FOR_SECONDS = 120.0  # long enough for an API server restart, short enough to give up
 
+Body = objects.Object | list[objects.Object] | None  # a request body: an object or a JSON Patch
+
 
 class KubeError(Exception):
     """An API call failed; `status` is the HTTP status (0 when the server was not reached)."""
@@ -332,7 +334,7 @@ def _call(
     method: str,
     path: str,
     query: list[tuple[str, str]],
-    body: objects.Object | None,
+    body: Body,
     content_type: str | None,
     target: objects.Object | None = None,
 ) -> objects.Object:
@@ -391,7 +393,7 @@ def _call_once(
     method: str,
     path: str,
     query: list[tuple[str, str]],
-    body: objects.Object | None,
+    body: Body,
     content_type: str | None,
     timeout: float | None = None,
 ) -> objects.Object:
@@ -442,7 +444,7 @@ def _call_bounded(
     method: str,
     path: str,
     query: list[tuple[str, str]],
-    body: objects.Object | None,
+    body: Body,
     content_type: str | None,
     timeout: float | None,
 ) -> objects.Object:
@@ -476,26 +478,37 @@ def set_scale(
     name: str,
     replicas: int,
     *,
-    resource_version: str | None = None,
+    expected: int | None = None,
     field_manager: str = SCALER_FIELD_MANAGER,
     timeout: float | None = None,
 ) -> objects.Object:
     """Write the Deployment's `spec.replicas` through its scale subresource, which makes
     `field_manager` the manager of that one field (managedFields: subresource "scale") and of
-    nothing else. With `resource_version` the write only lands on the Scale as it was read
-    (KubeError 409 otherwise: someone scaled in between). Returns the new Scale."""
-    body: objects.Object = {"spec": {"replicas": replicas}}
-    if resource_version:
-        body["metadata"] = {"resourceVersion": resource_version}
-    return _call_bounded(
-        cluster,
-        "PATCH",
-        _scale_path(namespace, name),
-        [("fieldManager", field_manager)],
-        body,
-        "application/merge-patch+json",
-        timeout,
-    )
+    nothing else. With `expected` the write only lands while the count is still that
+    (KubeError 409 otherwise: someone scaled in between). Returns the new Scale.
+
+    The condition is on the count, not on the resourceVersion: the Deployment's version moves
+    with every status update (several a second during a rollout), which says nothing about the
+    count. A JSON Patch `test` makes the API server compare and write in one step; a Scale at 0
+    has no `spec.replicas` at all (omitempty), so 0 is tested as an empty spec."""
+    if expected is None:
+        body: Body = {"spec": {"replicas": replicas}}
+        content_type = "application/merge-patch+json"
+    else:
+        test = (
+            {"op": "test", "path": "/spec/replicas", "value": expected}
+            if expected
+            else {"op": "test", "path": "/spec", "value": {}}
+        )
+        body = [test, {"op": "add", "path": "/spec/replicas", "value": replicas}]
+        content_type = "application/json-patch+json"
+    path, query = _scale_path(namespace, name), [("fieldManager", field_manager)]
+    try:
+        return _call_bounded(cluster, "PATCH", path, query, body, content_type, timeout)
+    except KubeError as err:
+        if expected is not None and err.status == 422:  # the failed `test`
+            raise KubeError(f"{namespace}/{name} is no longer at {expected} replicas", 409) from err
+        raise
 
 
 def get_secret(

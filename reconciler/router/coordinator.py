@@ -7,7 +7,7 @@ coordinator Lease (`leaderelection`, run by the serve process) runs a `Coordinat
 EndpointSlices in-cluster via `router.discovery`, or a static list), sums them (`merge`), reads
 the current replica count from the Deployment's scale subresource, asks the deployment's
 `autoscaler.Autoscaler`, and writes a changed count back through the scale subresource
-(`kube.set_scale`, conditional on the version it read). Each decision is logged and handed to an
+(`kube.set_scale`, conditional on the count it read). Each decision is logged and handed to an
 `on_decision` hook (metrics: desired / current replicas, utilization).
 
 The data contract between instances is `local_report` (what an instance serves at LOAD_PATH,
@@ -34,7 +34,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import prometheus_client
 
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 LOAD_PATH = "/internal/load"
 REPORT_TIMEOUT = 0.5  # seconds a peer has to answer; the polling interval is usually 1 s
 MAX_SLEEP = 1.0  # the loop wakes at least this often, to notice leadership and new targets
-WRITE_ATTEMPTS = 3
 AUTOSCALED = workloadobjects.AUTOSCALED
 
 
@@ -178,19 +177,13 @@ def fetch_report(url: str, timeout: float = REPORT_TIMEOUT) -> dict[str, autosca
 # --- Reading and writing replica counts ---------------------------------------------------------
 
 
-class Current(NamedTuple):
-    replicas: int
-    version: str | None  # the Scale's resourceVersion, for a conditional write
-
-
 class Scaler(Protocol):
-    def current(self, namespace: str, name: str) -> Current | None:
+    def current(self, namespace: str, name: str) -> int | None:
         """The Deployment's replica count, None when there is no such Deployment."""
         ...
 
-    def scale(self, namespace: str, name: str, replicas: int, version: str | None) -> bool:
-        """Set the count if the Scale is still at `version`; False when someone got there
-        first (a 409)."""
+    def scale(self, namespace: str, name: str, replicas: int, expected: int) -> bool:
+        """Set the count if it is still `expected`; False when someone scaled in between."""
         ...
 
 
@@ -202,22 +195,16 @@ class KubeScaler:
         self.cluster = cluster
         self.timeout = timeout
 
-    def current(self, namespace: str, name: str) -> Current | None:
+    def current(self, namespace: str, name: str) -> int | None:
         scale = kube.get_scale(self.cluster, namespace, name, timeout=self.timeout)
         if scale is None:
             return None
-        replicas = int((scale.get("spec") or {}).get("replicas") or 0)
-        return Current(replicas, (scale.get("metadata") or {}).get("resourceVersion"))
+        return int((scale.get("spec") or {}).get("replicas") or 0)
 
-    def scale(self, namespace: str, name: str, replicas: int, version: str | None) -> bool:
+    def scale(self, namespace: str, name: str, replicas: int, expected: int) -> bool:
         try:
             kube.set_scale(
-                self.cluster,
-                namespace,
-                name,
-                replicas,
-                resource_version=version,
-                timeout=self.timeout,
+                self.cluster, namespace, name, replicas, expected=expected, timeout=self.timeout
             )
         except kube.KubeError as err:
             if err.status == 409:
@@ -371,9 +358,9 @@ class Coordinator:
             log.debug("deployment %s/%s does not exist (yet)", target.namespace, target.name)
             state.reset()
             return None
-        decision = state.observe(sample, current.replicas)
+        decision = state.observe(sample, current)
         if decision.direction != "none":
-            self._apply(target, decision, current)
+            self._apply(target, decision)
         else:
             log.debug(
                 "%s/%s stays at %d: %s",
@@ -386,13 +373,15 @@ class Coordinator:
             self._on_decision(decision)
         return decision
 
-    def _apply(self, target: Target, decision: autoscaler.Decision, current: Current) -> None:
+    def _apply(self, target: Target, decision: autoscaler.Decision) -> None:
         where = f"{target.namespace}/{target.name}"
         if not self._is_leader():  # lost the lease while collecting reports: not ours to write
             log.info("not scaling %s: no longer the coordinator", where)
             return
         try:
-            written = self._write(target, decision, current)
+            written = self._scaler.scale(
+                target.namespace, target.name, decision.desired, decision.current
+            )
         except kube.KubeError as err:
             log.warning("cannot scale %s to %d: %s", where, decision.desired, err)
             return
@@ -407,19 +396,6 @@ class Coordinator:
             decision.reason,
             decision.utilization * 100,
         )
-
-    def _write(self, target: Target, decision: autoscaler.Decision, current: Current) -> bool:
-        """The conditional write; False when the replica count changed under us. The version
-        also moves with every status update of the Deployment (several a second during a
-        rollout), so a conflict with the count unchanged is retried on the new version."""
-        for _ in range(WRITE_ATTEMPTS):
-            if self._scaler.scale(target.namespace, target.name, decision.desired, current.version):
-                return True
-            again = self._scaler.current(target.namespace, target.name)
-            if again is None or again.replicas != decision.current:
-                return False
-            current = again
-        return False
 
     # --- the thread --------------------------------------------------------------------------
 

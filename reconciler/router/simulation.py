@@ -170,15 +170,13 @@ class _SimScaler:
     def __init__(self, sim: _Simulation, replicas: int) -> None:
         self.sim = sim
         self.replicas = replicas
-        self.version = 0
 
-    def current(self, namespace: str, name: str) -> coordinator.Current | None:
-        return coordinator.Current(self.replicas, str(self.version))
+    def current(self, namespace: str, name: str) -> int | None:
+        return self.replicas
 
-    def scale(self, namespace: str, name: str, replicas: int, version: str | None) -> bool:
-        if version != str(self.version):
+    def scale(self, namespace: str, name: str, replicas: int, expected: int) -> bool:
+        if expected != self.replicas:
             return False
-        self.version += 1
         before, self.replicas = self.replicas, replicas
         self.sim.resize(before, replicas)
         return True

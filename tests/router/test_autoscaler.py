@@ -292,36 +292,27 @@ def test_property_desired_within_bounds_and_no_early_scale_down(
 
 
 class MemoryScaler:
-    """Deployments' replica counts with versions, as the scale subresource keeps them."""
+    """Deployments' replica counts, as the scale subresource keeps them."""
 
     def __init__(self, **replicas: int) -> None:
         self.replicas = dict(replicas)
-        self.versions = dict.fromkeys(replicas, 1)
         self.writes: list[tuple[str, int]] = []
         self.before_next_write: list[Callable[[], None]] = []
 
-    def current(self, namespace: str, name: str) -> coordinator.Current | None:
-        if name not in self.replicas:
-            return None
-        return coordinator.Current(self.replicas[name], str(self.versions[name]))
+    def current(self, namespace: str, name: str) -> int | None:
+        return self.replicas.get(name)
 
-    def scale(self, namespace: str, name: str, replicas: int, version: str | None) -> bool:
+    def scale(self, namespace: str, name: str, replicas: int, expected: int) -> bool:
         if self.before_next_write:
             self.before_next_write.pop(0)()
-        if version != str(self.versions[name]):
+        if expected != self.replicas[name]:
             return False
         self.replicas[name] = replicas
-        self.versions[name] += 1
         self.writes.append((name, replicas))
         return True
 
-    def status_update(self, name: str) -> None:
-        """The Deployment controller writes status: a new version, the same count."""
-        self.versions[name] += 1
-
     def hand_scale(self, name: str, replicas: int) -> None:
         self.replicas[name] = replicas
-        self.versions[name] += 1
 
 
 class Instance:
@@ -481,17 +472,6 @@ def test_leadership_lost_between_deciding_and_writing_writes_nothing() -> None:
     assert decision.direction == "up" and scaler.writes == []
 
 
-def test_a_status_update_between_read_and_write_does_not_lose_the_write() -> None:
-    clock = FakeClock()
-    scaler, local = MemoryScaler(blue=1), Instance()
-    local.loads["blue"] = load(5.0)
-    coord = coordinator.Coordinator(scaler, local, clock=clock)
-    coord.configure([target()])
-    scaler.before_next_write += [lambda: scaler.status_update("blue")] * 2
-    coord.tick()
-    assert scaler.writes == [("blue", 8)]
-
-
 def test_a_count_changed_by_someone_else_is_decided_again_next_round() -> None:
     clock = FakeClock()
     scaler, local = MemoryScaler(blue=1), Instance()
@@ -511,7 +491,7 @@ def test_missing_deployments_and_api_errors_skip_a_round() -> None:
     scaler, local = MemoryScaler(blue=1), Instance()
 
     class Failing(MemoryScaler):
-        def current(self, namespace: str, name: str) -> coordinator.Current | None:
+        def current(self, namespace: str, name: str) -> int | None:
             raise kube.KubeError("the API server is restarting", 503)
 
     coord = coordinator.Coordinator(scaler, local, clock=clock)
