@@ -14,9 +14,12 @@ carrying the reconciler's managed-by label and, for each one kwok has made Runni
 2. probes it as its readiness probe says; once it answers, records `POD_IP:PORT ->
    127.0.0.1:LOCAL` in the pod network file (`router.podnetwork`: the router on this machine
    reaches pods through it) and marks the pod Ready, so its EndpointSlice makes it a backend;
-3. when the process exits (a crash, a kill) or the probe fails `failureThreshold` times, marks
-   the pod not ready, drops it from the pod network file and starts it again after a backoff
-   (1 s doubling to 30 s), counting `restartCount` as a kubelet does;
+3. when the readiness probe fails `failureThreshold` times, marks the pod not ready and drops
+   it from the pod network file until it answers again; when the process exits (a crash, a
+   kill) or its liveness probe fails `failureThreshold` times after `initialDelaySeconds` (a
+   hung server: it is killed, SIGTERM then SIGKILL after LIVENESS_GRACE), does the same and
+   starts it again after a backoff (1 s doubling to 30 s), counting `restartCount` as a kubelet
+   does;
 4. when the pod goes (scaled down, deleted) stops the process (SIGTERM, then SIGKILL) and
    removes its folder.
 
@@ -37,6 +40,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -58,6 +62,10 @@ log = logging.getLogger(__name__)
 SYNC_SECONDS = 0.5
 INIT_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
+# How long a server that failed its liveness probe gets between SIGTERM and SIGKILL. A kubelet
+# gives the pod's terminationGracePeriodSeconds; this runtime tends every pod from one loop, and
+# a hung server rarely acts on SIGTERM anyway.
+LIVENESS_GRACE = 2.0
 BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 TOKEN_SECONDS = 24 * 3600
 UNSUPPORTED_RETRY = 10.0  # seconds between tries of a pod that cannot run as it is
@@ -94,9 +102,11 @@ class Managed:
     process: subprocess.Popen[bytes] | None = None
     ready: bool = False
     restarts: int = 0
-    failures: int = 0  # consecutive failed probes
+    failures: int = 0  # consecutive failed readiness probes
+    live_failures: int = 0  # consecutive failed liveness probes
     next_start: float = 0.0
     next_probe: float = 0.0
+    next_liveness: float = 0.0
     problem: str | None = None
     status_ready: bool | None = None  # what was last written to the pod's status
     config_text: str | None = field(default=None, repr=False)
@@ -189,8 +199,11 @@ class Runtime:
             log.warning("pod %s: its server exited with %s", _name(managed.pod), code)
             self._kill(managed)
             self._restart_later(managed, now, f"the server exited with {code}")
-        elif now >= managed.next_probe:
-            self._probe(managed, now)
+        else:
+            if now >= managed.next_probe:
+                self._probe(managed, now)
+            if now >= managed.next_liveness:
+                self._check_liveness(managed, now)
         if managed.process is not None and managed.local is not None:
             self._refresh_router_config(managed)
         self._write_status(managed)
@@ -228,8 +241,11 @@ class Runtime:
                 preexec_fn=_die_with_parent,
                 close_fds=True,
             )
-        managed.failures = 0
-        managed.next_probe = time.monotonic() + 0.2
+        started = time.monotonic()
+        managed.failures = managed.live_failures = 0
+        managed.next_probe = started + 0.2
+        liveness = local.liveness
+        managed.next_liveness = started + liveness.initial_delay if liveness else float("inf")
         log.info(
             "pod %s: %s serving %s on 127.0.0.1:%d (pid %d, log %s)",
             _name(pod),
@@ -408,8 +424,7 @@ class Runtime:
         assert local is not None
         probe = local.probe or podspec.Probe("/", "http", 1.0, 3)
         managed.next_probe = now + (min(probe.period, 1.0) if managed.ready else 0.2)
-        url = f"{probe.scheme}://127.0.0.1:{local.local_port}{probe.path}"
-        if _answers(url):
+        if _answers(local, probe):
             managed.failures = 0
             if not managed.ready:
                 self._set_ready(managed, True)
@@ -421,6 +436,25 @@ class Runtime:
             log.warning("pod %s: readiness probe failed %d times", _name(managed.pod),
                         managed.failures)  # fmt: skip
             self._set_ready(managed, False)
+
+    def _check_liveness(self, managed: Managed, now: float) -> None:
+        """The liveness probe, when due; a server that fails it `failureThreshold` times in a
+        row is killed and started again, as a kubelet restarts the container."""
+        local = managed.local
+        assert local is not None and local.liveness is not None
+        probe = local.liveness
+        managed.next_liveness = now + probe.period
+        if _answers(local, probe):
+            managed.live_failures = 0
+            return
+        managed.live_failures += 1
+        if managed.live_failures < probe.failure_threshold:
+            return
+        why = f"liveness probe failed {managed.live_failures} times"
+        log.warning("pod %s: %s; killing its server", _name(managed.pod), why)
+        self._set_ready(managed, False)  # out of the pod network before the kill's wait
+        self._kill(managed, grace=LIVENESS_GRACE)
+        self._restart_later(managed, now, why)
 
     def _restart_later(self, managed: Managed, now: float, why: str, count: bool = True) -> None:
         self._set_ready(managed, False)
@@ -454,11 +488,11 @@ class Runtime:
         managed.status_ready = managed.ready
         log.info("pod %s: %s", _name(pod), "Ready" if managed.ready else "not ready")
 
-    def _kill(self, managed: Managed) -> None:
+    def _kill(self, managed: Managed, grace: float = STOP_TIMEOUT) -> None:
         process, managed.process = managed.process, None
         if process is None:
             return
-        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, sig)
             try:
@@ -523,9 +557,18 @@ class InitFailed(Exception):
     """An init container failed; the pod is tried again later."""
 
 
-def _answers(url: str) -> bool:
+# A kubelet's HTTPS probe does not verify the server's certificate; neither does this one.
+_PROBE_TLS = ssl.create_default_context()
+_PROBE_TLS.check_hostname = False
+_PROBE_TLS.verify_mode = ssl.CERT_NONE
+
+
+def _answers(local: podspec.LocalPod, probe: podspec.Probe) -> bool:
+    """Whether the pod's server answers the probe within its timeout (2xx / 3xx, as a kubelet
+    counts an HTTP probe)."""
+    url = f"{probe.scheme}://127.0.0.1:{local.local_port}{probe.path}"
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
+        with urllib.request.urlopen(url, timeout=probe.timeout, context=_PROBE_TLS) as response:
             return 200 <= int(response.status) < 400
     except (OSError, urllib.error.URLError, ValueError):
         return False

@@ -47,12 +47,14 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class Probe:
-    """A container's readiness probe, on its local port."""
+    """A container's HTTP probe (readiness or liveness), on its local port."""
 
     path: str
     scheme: str
     period: float
     failure_threshold: int
+    initial_delay: float = 0.0
+    timeout: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class LocalPod:
     files: dict[str, bytes] = field(default_factory=dict)  # path -> content
     init: list[Process] = field(default_factory=list)
     main: Process | None = None
-    probe: Probe | None = None
+    probe: Probe | None = None  # readiness
+    liveness: Probe | None = None
 
     @property
     def key(self) -> str:
@@ -254,18 +257,22 @@ def _port(container: Mapping[str, Any], name: str | int) -> int | None:
     return None
 
 
-def _probe(container: Mapping[str, Any], served: int) -> Probe | None:
-    probe = container.get("readinessProbe") or {}
+def _probe(container: Mapping[str, Any], served: int, field: str) -> Probe | None:
+    """The container's `field` ("readinessProbe" / "livenessProbe") with Kubernetes' defaults,
+    None when it has no HTTP probe."""
+    probe = container.get(field) or {}
     http = probe.get("httpGet")
     if not http:
         return None
     if _port(container, http.get("port", served)) not in (served, None):
-        raise Unsupported("the readiness probe is on a port other than the served one")
+        raise Unsupported(f"the {field} is on a port other than the served one")
     return Probe(
         path=str(http.get("path") or "/"),
         scheme=str(http.get("scheme") or "HTTP").lower(),
         period=float(probe.get("periodSeconds", 10)),
         failure_threshold=int(probe.get("failureThreshold", 3)),
+        initial_delay=float(probe.get("initialDelaySeconds", 0)),
+        timeout=float(probe.get("timeoutSeconds", 1)),
     )
 
 
@@ -355,7 +362,8 @@ def plan(
     else:
         argv = [python, "-m", *argv]
     local.main = process(main, argv)
-    local.probe = _probe(main, int(served))
+    local.probe = _probe(main, int(served), "readinessProbe")
+    local.liveness = _probe(main, int(served), "livenessProbe")
     return local
 
 

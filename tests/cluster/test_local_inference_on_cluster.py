@@ -14,6 +14,7 @@ the scale-down waits the router's real minute.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -361,3 +362,47 @@ def test_a_traffic_change_committed_to_the_example_is_followed_by_the_running_ro
     assert abs(answers["green"] - 10) <= 1 and answers["blue"] + answers["green"] == 100, answers
     # Followed by the same router process: no restart.
     assert next(p["pid"] for p in runtime.pods() if p["kind"] == "router") == router_pid
+
+
+def test_a_hung_model_server_is_killed_and_restarted_by_its_liveness_probe(
+    tmp_path: Path,
+    namespace: str,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+    runtime: Runtime,
+) -> None:
+    root = example_repo(tmp_path, f"h{namespace[-6:]}", namespace, jobs=False)
+    blue = root / "deployments" / "blue.yaml"
+    liveness = "liveness_probe: {initial_delay: 1, period: 1, timeout: 1, failure_threshold: 3}"
+    blue.write_text(f"{blue.read_text()}{liveness}\n")
+    kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
+    applied = CliRunner().invoke(
+        cli.main, ["apply", str(root), "--wait", "--timeout", "3m", *kubeconfig]
+    )
+    assert applied.exit_code == 0, applied.output + runtime.log.read_text()[-3000:]
+    url = wait_until(runtime.router_url, bool, "the router pod to serve", 60)
+    [hung] = wait_until(lambda: [p for p in runtime.model_pods("blue") if p["ready"]],
+                        lambda found: len(found) == 1, "blue's server to be ready")  # fmt: skip
+    assert pod_ready(cluster, namespace, hung["name"]) == (True, 0)
+
+    # Stopped, its server still exists but answers nothing: only the liveness probe can tell.
+    os.killpg(hung["pid"], signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: pod_ready(cluster, namespace, hung["name"]),
+            lambda state: state == (True, 1),
+            "the pod restarted once and ready",
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(hung["pid"], signal.SIGCONT)
+    assert not Path(f"/proc/{hung['pid']}").exists()  # the hung server was killed, not left
+    [restarted] = runtime.model_pods("blue")
+    assert restarted["pid"] != hung["pid"] and restarted["restarts"] == 1
+    assert "liveness probe failed 3 times" in runtime.log.read_text()
+
+    key = primary_key(cluster, namespace, "blue")
+    body = json.dumps({"data": ROWS}).encode()
+    _, answer = wait_until(lambda: post(f"{url}/api/v1/service/blue/score", body, key),
+                           lambda reply: reply[0] == 200, "blue to score again")  # fmt: skip
+    assert json.loads(answer) == pytest.approx(expected_answer())

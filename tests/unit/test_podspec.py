@@ -125,8 +125,11 @@ def test_a_model_pod_runs_azmlinfsrv_with_its_files_where_the_pod_would_have_the
     assert main.env["AZUREML_MODEL_DIR"] == f"{ROOT}/var/azureml-app/model"
     assert main.env["WORKER_COUNT"] == "1" and main.env["PATH"] == "/usr/bin"
     assert main.cwd == f"{ROOT}/var/azureml-app/code"
-    # The example gives no readiness_probe: the ML CLI v2 defaults (every 10 s, 30 failures).
-    assert local.probe == podspec.Probe(path="/", scheme="http", period=10.0, failure_threshold=30)
+    # The example gives no probes: the ML CLI v2 defaults (after 10 s, every 10 s, 2 s to
+    # answer, 30 failures), for readiness and for liveness.
+    defaults = podspec.Probe("/", "http", period=10.0, failure_threshold=30, initial_delay=10.0,
+                             timeout=2.0)  # fmt: skip
+    assert local.probe == local.liveness == defaults
 
 
 def test_a_router_pod_runs_the_router_listening_on_its_loopback_port() -> None:
