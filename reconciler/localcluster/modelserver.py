@@ -7,7 +7,8 @@ module stands in for the image: it installs that server, at a pinned version, in
 environment of its own under ``<repo>/.cache/modelserver/<version>/`` (its dependencies, such as
 gunicorn, flask and a pinned pydantic, stay out of the reconciler's environment), once per pin,
 under a file lock so that concurrent test runs share one install. ``pod runtime`` (in
-``podruntime``) runs the server from there.
+``podruntime``) runs the server from there, or, for a deployment whose conda file lists pip
+packages, from an environment layered on it (``ensure_environment``, under ``envs/``).
 
 Setting ``RECONCILER_MODELSERVER_CACHE`` moves the cache folder.
 """
@@ -19,7 +20,7 @@ import os
 import subprocess
 import sys
 import venv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from reconciler.localcluster import build
@@ -64,23 +65,61 @@ def ensure_installed(progress: Progress | None = None, root: Path | None = None)
         if progress:
             progress(f"installing {PACKAGE}=={VERSION} (the model server) into {home}")
         venv.EnvBuilder(with_pip=True, clear=True).create(home)
-        command = [
-            str(home / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            f"{PACKAGE}=={VERSION}",
-        ]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired as err:
-            raise InstallError(f"pip install {PACKAGE} took over {INSTALL_TIMEOUT:.0f}s") from err
-        if done.returncode != 0 or not target.is_file():
-            tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
-            raise InstallError(f"pip install {PACKAGE}=={VERSION} failed:\n{tail}")
+        _pip_install(home / "bin" / "python", [f"{PACKAGE}=={VERSION}"])
+        if not target.is_file():
+            raise InstallError(f"pip install {PACKAGE}=={VERSION} installed no {ENTRY_POINT}")
         marker.write_text(f"{PACKAGE}=={VERSION} for {sys.version.split()[0]}\n")
     return target
+
+
+def ensure_environment(server: Path, requirements: Sequence[str], key: str) -> Path:
+    """The Python of an environment that is the model server's plus `requirements` (a conda
+    file's pip packages, `condafile`), installing it first; environments are shared by `key`.
+
+    The environment is a virtual environment of its own whose site-packages end in the model
+    server's (a `.pth` file): pip sees what the server already has and installs only the rest,
+    and a package the requirements pin differently shadows the server's copy, as it would in
+    the single environment of an image. `server`: the installed `azmlinfsrv`."""
+    home = server.parent.parent / "envs" / key
+    python = home / "bin" / "python"
+    marker = home / ".installed"
+    if marker.is_file():
+        return python
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():
+            return python
+        venv.EnvBuilder(with_pip=False, clear=True).create(home)
+        base = _site_packages(server.parent.parent)
+        _site_packages(home).joinpath("_model_server.pth").write_text(f"{base}\n")
+        _pip_install(python, list(requirements))  # pip itself comes from the server's packages
+        marker.write_text("\n".join(requirements) + "\n")
+    return python
+
+
+def _site_packages(home: Path) -> Path:
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return home / "lib" / version / "site-packages"
+
+
+def _pip_install(python: Path, requirements: list[str]) -> None:
+    command = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    what = " ".join(requirements)
+    # pip's own deprecation warnings are not the caller's: a PYTHONWARNINGS=error (the tests')
+    # must not turn them into a failed install.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    try:
+        done = subprocess.run(
+            [*command, *requirements],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise InstallError(f"pip install {what} took over {INSTALL_TIMEOUT:.0f}s") from err
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+        raise InstallError(f"pip install {what} failed:\n{tail}")

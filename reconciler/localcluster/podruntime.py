@@ -6,11 +6,15 @@ containers the project provides (`podspec.kind_of`): every `SYNC_SECONDS` it lis
 carrying the reconciler's managed-by label and, for each one kwok has made Running,
 
 1. marks it not ready (the status a kubelet writes before the readiness probe passes: kwok
-   marks pods ready at once), lays out its volumes (ConfigMaps and Secrets as files, emptyDirs)
-   under a folder of its own, runs its init containers (the model copied into the `model`
-   volume by the pod's own `fetch-model` script) and starts its container on a free loopback
-   port: a model pod's `azmlinfsrv` (`modelserver`, `AZUREML_MODEL_DIR` set as in the pod), a
-   router pod's `reconciler router serve` in-cluster with a token of its service account;
+   marks pods ready at once); for a model pod whose conda file lists pip packages, installs
+   them on top of the model server's environment in the background the first time
+   (`condafile`, `modelserver.ensure_environment`; what the local plane leaves out of the file
+   is written to the pod's log), the pod waiting meanwhile; lays out its volumes (ConfigMaps
+   and Secrets as files, emptyDirs) under a folder of its own, runs its init containers (the
+   model copied into the `model` volume by the pod's own `fetch-model` script) and starts its
+   container on a free loopback port: a model pod's `azmlinfsrv` (`modelserver`,
+   `AZUREML_MODEL_DIR` set as in the pod), a router pod's `reconciler router serve` in-cluster
+   with a token of its service account;
 2. probes it as its readiness probe says; once it answers, records `POD_IP:PORT ->
    127.0.0.1:LOCAL` in the pod network file (`router.podnetwork`: the router on this machine
    reaches pods through it) and marks the pod Ready, so its EndpointSlice makes it a backend;
@@ -32,6 +36,7 @@ the environment of the routers this runtime starts.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -55,7 +60,7 @@ from typing import Any
 import yaml
 
 from reconciler import kube, objects, podnetwork
-from reconciler.localcluster import podspec
+from reconciler.localcluster import condafile, modelserver, podspec
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +141,9 @@ class Runtime:
         self.network_file = work_dir / NETWORK_FILE
         self._stop = threading.Event()
         self._published: tuple[dict[str, str], list[dict[str, Any]]] | None = None
+        # Conda files' environments by `condafile.Environment.key`, installed one at a time.
+        self._installs: dict[str, concurrent.futures.Future[Path]] = {}
+        self._installer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pip")
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -164,6 +172,7 @@ class Runtime:
         self._publish()
         for uid in list(self.pods):
             self._forget(uid)
+        self._installer.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -214,10 +223,17 @@ class Runtime:
         self._write_status(managed)  # not ready before anything runs
         try:
             local = self._plan(pod)
+            notes = self._use_conda_environment(local)
             managed.router_config = self._router_config_paths(local)
             self._lay_out(local, managed)
             for step in local.init:
                 self._run_init(local, step)
+        except Installing as waiting:
+            if managed.problem != str(waiting):
+                log.info("pod %s: %s", _name(pod), waiting)
+            managed.problem = str(waiting)
+            managed.next_start = time.monotonic() + 1.0
+            return
         except (podspec.Unsupported, InitFailed, OSError, kube.KubeError) as err:
             if managed.problem != str(err):
                 log.warning("pod %s cannot run (trying again every %.0fs): %s",
@@ -230,6 +246,8 @@ class Runtime:
         assert local.main is not None
         logfile = self._log_path(local)
         with open(logfile, "ab") as out:
+            out.writelines(f"--- {note}\n".encode() for note in notes)
+            out.flush()
             managed.process = subprocess.Popen(
                 local.main.argv,
                 cwd=local.main.cwd,
@@ -268,6 +286,9 @@ class Runtime:
         secrets = self._read("Secret", namespace, secret_names)
         metadata = pod["metadata"]
         root = self.work_dir / "pods" / namespace / f"{metadata['name']}"
+        # A home of its own, as a container has: gunicorn (in azmlinfsrv) puts its control
+        # socket under $HOME, which every model server of the machine would otherwise share.
+        base["HOME"] = str(root / "home")
         local = podspec.plan(
             pod,
             config_maps,
@@ -278,6 +299,7 @@ class Runtime:
             python=self.python,
             base_env=base,
         )
+        local.directories.append(base["HOME"])
         if local.kind == podspec.ROUTER and local.main is not None:
             kubeconfig = root / "kubeconfig"
             local.files[str(kubeconfig)] = self._service_account_kubeconfig(local)
@@ -335,6 +357,35 @@ class Runtime:
         if local.kind == podspec.ROUTER:
             managed.config_text = None
             self._refresh_router_config(managed, local)
+
+    def _use_conda_environment(self, local: podspec.LocalPod) -> list[str]:
+        """Point a model pod's server at the environment its conda file asks for (raises
+        Installing until it is installed, InitFailed when that failed); returns what of the
+        file the local plane leaves out, for the pod's log."""
+        text = podspec.conda_file(local) if local.kind == podspec.MODEL else None
+        if text is None or local.main is None:
+            return []
+        try:
+            wanted = condafile.read(text.decode(errors="replace"))
+        except condafile.CondaFileError as err:
+            raise InitFailed(f"its conda file: {err}") from err
+        notes = [f"conda file, not installed on the local plane: {why}" for why in wanted.left_out]
+        if not wanted.pip:
+            return notes
+        install = self._installs.get(wanted.key)
+        if install is None:
+            install = self._installer.submit(
+                modelserver.ensure_environment, self.model_server, wanted.pip, wanted.key
+            )
+            self._installs[wanted.key] = install
+        if not install.done():
+            raise Installing(f"installing {' '.join(wanted.pip)} from its conda file")
+        error = install.exception()
+        if error is not None:
+            del self._installs[wanted.key]  # tried again at the pod's next start
+            raise InitFailed(f"installing its conda file's packages: {error}")
+        local.main.argv.insert(0, str(install.result()))
+        return [*notes, f"conda file: pip packages {' '.join(wanted.pip)} installed"]
 
     def _router_config_paths(self, local: podspec.LocalPod) -> tuple[Path, Path] | None:
         """A router's (mounted router.yaml, the copy it reads here); its `--config` is pointed
@@ -554,7 +605,11 @@ class Runtime:
 
 
 class InitFailed(Exception):
-    """An init container failed; the pod is tried again later."""
+    """An init container (or the install of its conda file) failed; tried again later."""
+
+
+class Installing(Exception):
+    """The pod's conda environment is being installed; the pod starts once it is."""
 
 
 # A kubelet's HTTPS probe does not verify the server's certificate; neither does this one.

@@ -367,6 +367,20 @@ def plan(
     return local
 
 
+def conda_file(local: LocalPod) -> bytes | None:
+    """The conda file a model pod's container names (`AZUREML_EXTRA_CONDA_YAML_ABS_PATH`), as
+    its volume holds it; None when it names none."""
+    if local.main is None:
+        return None
+    path = local.main.env.get(workloadobjects.CONDA_ENV_VAR)
+    if not path:
+        return None
+    for link, volume in local.links.items():
+        if path.startswith(f"{link}/"):
+            return local.files.get(volume + path[len(link) :])
+    return local.files.get(path)
+
+
 def _with_port(args: list[str], port: int) -> list[str]:
     """azmlinfsrv's arguments serving on `port` (its `--port`, added when absent)."""
     out = list(args)

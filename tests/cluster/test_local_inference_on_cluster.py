@@ -44,6 +44,19 @@ pytestmark = pytest.mark.cluster
 EXAMPLE_MODEL = Path(__file__).parents[2] / "manifests" / "deployments" / "model" / "model.json"
 ROWS = [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [4.0, -2.0, 8.0]]
 LOAD_CLIENTS = 4
+CONDA_PACKAGE = "tabulate==0.9.0"  # small, pure Python, not among the model server's packages
+WITH_TABULATE = """\
+import example
+import tabulate
+
+
+def init():
+    example.init()
+
+
+def run(raw_data):
+    return {"tabulate": tabulate.__version__, "scores": example.run(raw_data)}
+"""
 
 
 def expected_answer() -> list[float]:
@@ -406,3 +419,41 @@ def test_a_hung_model_server_is_killed_and_restarted_by_its_liveness_probe(
     _, answer = wait_until(lambda: post(f"{url}/api/v1/service/blue/score", body, key),
                            lambda reply: reply[0] == 200, "blue to score again")  # fmt: skip
     assert json.loads(answer) == pytest.approx(expected_answer())
+
+
+def test_a_conda_files_pip_packages_are_installed_for_its_model_server(
+    tmp_path: Path,
+    namespace: str,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+    runtime: Runtime,
+) -> None:
+    root = example_repo(tmp_path, f"c{namespace[-6:]}", namespace, jobs=False)
+    conda = root / "deployments" / "model" / "conda.yml"
+    conda.write_text(f"{conda.read_text()}  - numpy\n  - pip:\n    - {CONDA_PACKAGE}\n")
+    # Blue's own copy of the example's scoring script (green shares the folder, not the conda
+    # file), wrapped: it also answers with the version of the package.
+    scripts = root / "deployments" / "score-tabulate"
+    scripts.mkdir()
+    (scripts / "example.py").write_text((root / "deployments" / "score" / "score.py").read_text())
+    (scripts / "score.py").write_text(WITH_TABULATE)
+    blue = root / "deployments" / "blue.yaml"
+    blue.write_text(
+        blue.read_text().replace("local_path: ./score/", "local_path: ./score-tabulate/")
+    )
+    kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
+    applied = CliRunner().invoke(
+        cli.main, ["apply", str(root), "--wait", "--timeout", "4m", *kubeconfig]
+    )
+    assert applied.exit_code == 0, applied.output + runtime.log.read_text()[-3000:]
+    url = wait_until(runtime.router_url, bool, "the router pod to serve", 60)
+    key = primary_key(cluster, namespace, "blue")
+    body = json.dumps({"data": ROWS}).encode()
+    code, answer = post(f"{url}/api/v1/service/blue/score", body, key)
+    assert code == 200, answer
+    assert json.loads(answer) == {"tabulate": "0.9.0", "scores": pytest.approx(expected_answer())}
+    # The pod's log says what the local plane installed and what of the file it left out.
+    [pod] = runtime.model_pods("blue")
+    log = Path(pod["log"]).read_text()
+    assert f"pip packages {CONDA_PACKAGE} installed" in log
+    assert "numpy: a conda package" in log

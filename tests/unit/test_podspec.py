@@ -131,6 +131,10 @@ def test_a_model_pod_runs_azmlinfsrv_with_its_files_where_the_pod_would_have_the
                              timeout=2.0)  # fmt: skip
     assert local.probe == local.liveness == defaults
 
+    # Its conda file, as the container's AZUREML_EXTRA_CONDA_YAML_ABS_PATH names it.
+    conda = (EXAMPLE / "deployments" / "model" / "conda.yml").read_bytes()
+    assert podspec.conda_file(local) == conda
+
 
 def test_a_router_pod_runs_the_router_listening_on_its_loopback_port() -> None:
     found = rendered()

@@ -1,0 +1,107 @@
+"""What the local plane installs from a model deployment's conda file.
+
+A deployment's `environment.conda_file` is mounted into its pod and named by
+`AZUREML_EXTRA_CONDA_YAML_ABS_PATH`; the product's inference images install it when the
+container starts. The local plane has no images and no conda: its pod runtime runs the model
+server from a virtual environment (`modelserver`), so it installs the conda file's `pip:`
+packages on top of that environment (`modelserver.ensure_environment`) and runs the pod's
+server there. `read` turns the file into what to install and what is left out, and why:
+
+- conda packages (`numpy=1.26`): conda's names and version syntax are not pip's, so they are
+  not guessed at; named as left out, so that a scoring script that imports one fails with the
+  reason in the pod's log;
+- `python=3.X`: the local plane runs its own Python; a different pin is named;
+- the packages the image itself provides (`IMAGE_PROVIDES`: the model server, whose version is
+  the local plane's pin, and the meta-package that pulled it in on older images);
+- pip options (`--extra-index-url`, `-r file`): not followed.
+
+Pure: text in, `Environment` out. Used by `podruntime`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+IMAGE_PROVIDES = frozenset({"azureml-inference-server-http", "azureml-defaults"})
+NOT_PACKAGES = frozenset({"python", "pip"})  # conda entries that are the interpreter itself
+
+
+class CondaFileError(ValueError):
+    """The conda file is not a YAML mapping with a `dependencies` list."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The pip requirements to install, and the conda file's entries left out, each with why."""
+
+    pip: tuple[str, ...]
+    left_out: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """Names the installed environment: the same requirements share one."""
+        text = "\n".join(sorted(self.pip))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read(text: str) -> Environment:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise CondaFileError(f"not YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise CondaFileError("not a mapping")
+    dependencies = data.get("dependencies") or []
+    if not isinstance(dependencies, list):
+        raise CondaFileError("`dependencies` is not a list")
+    pip: list[str] = []
+    left_out: list[str] = []
+    for entry in dependencies:
+        if isinstance(entry, dict) and isinstance(entry.get("pip"), list):
+            for line in entry["pip"]:
+                _pip_entry(str(line).strip(), pip, left_out)
+        elif isinstance(entry, str):
+            _conda_entry(entry.strip(), left_out)
+        else:
+            left_out.append(f"{entry!r}: not a package")
+    return Environment(tuple(pip), tuple(left_out))
+
+
+def _pip_entry(line: str, pip: list[str], left_out: list[str]) -> None:
+    if not line or line.startswith("-"):
+        left_out.append(f"{line}: pip options are not followed on the local plane")
+        return
+    try:
+        name = canonicalize_name(Requirement(line).name)
+    except InvalidRequirement:
+        left_out.append(f"{line}: not a pip requirement")
+        return
+    if name in IMAGE_PROVIDES:
+        left_out.append(f"{line}: provided by the local plane's model server")
+        return
+    pip.append(line)
+
+
+def _conda_entry(spec: str, left_out: list[str]) -> None:
+    name = re.split(r"[=<>!~\s\[]", spec.split("::")[-1], maxsplit=1)[0].lower()
+    if name == "python":
+        pinned = re.fullmatch(r"python\s*==?\s*([\d.]+?)\.?\*?", spec)
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if pinned and not _same_version(pinned[1], running):
+            left_out.append(f"{spec}: the local plane runs Python {running}")
+        return
+    if name in NOT_PACKAGES:
+        return
+    left_out.append(f"{spec}: a conda package (only the `pip:` list is installed locally)")
+
+
+def _same_version(pinned: str, running: str) -> bool:
+    """Whether a pin like 3, 3.11 or 3.11.4 admits the running major.minor."""
+    return f"{pinned}.".startswith(f"{running}.") or f"{running}.".startswith(f"{pinned}.")
