@@ -396,29 +396,45 @@ def carry_out_all(
     options: Options,
     say: Say,
     reads: livecache.Reads | None = None,
+    stop_before_next: Callable[[], bool] | None = None,
 ) -> list[ExtensionResult]:
     """Carry out every extension's plan, in order; a suspended one is skipped, a dry run
-    only reports. Extensions that left the repo are retired."""
+    only reports. Extensions that left the repo are retired. `stop_before_next` is asked after
+    each extension: True leaves the rest unplanned, for the next reconcile (the loop's, when a
+    newer revision is already waiting for it)."""
     results = []
     for extension_plan in planned:
-        say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
-        if record.suspended(extension_plan.record_live):
-            say(f"extension {extension_plan.name}: suspended, nothing applied or pruned")
-            state = record.summary(extension_plan.record_live or {})["provisioningState"]
-            outcome = record.Outcome(state, "Suspended", ("reconciliation is suspended",))
-            results.append(ExtensionResult(extension_plan.name, extension_plan.plan, outcome))
-            continue
-        if options.dry_run:
-            state = record.FAILED if extension_plan.errors else record.PENDING
-            outcome = record.Outcome(state, "DryRun", tuple(extension_plan.errors))
-            results.append(ExtensionResult(extension_plan.name, extension_plan.plan, outcome))
-            continue
-        if extension_plan.name not in loaded.extensions and extension_plan.record_live:
-            results.append(_retire(cluster, extension_plan, revision, options, say, reads))
-            continue
-        _ensure_record(cluster, loaded, extension_plan, origin, reads)
-        results.append(carry_out(cluster, extension_plan, revision, options, say, reads))
+        results.append(_carry_out_one(cluster, extension_plan, loaded, revision, origin,
+                                      options, say, reads))  # fmt: skip
+        if stop_before_next is not None and stop_before_next():
+            break
     return results
+
+
+def _carry_out_one(
+    cluster: kube.Cluster,
+    extension_plan: ExtensionPlan,
+    loaded: repo.Repo,
+    revision: str,
+    origin: str,
+    options: Options,
+    say: Say,
+    reads: livecache.Reads | None,
+) -> ExtensionResult:
+    say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
+    if record.suspended(extension_plan.record_live):
+        say(f"extension {extension_plan.name}: suspended, nothing applied or pruned")
+        state = record.summary(extension_plan.record_live or {})["provisioningState"]
+        outcome = record.Outcome(state, "Suspended", ("reconciliation is suspended",))
+        return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
+    if options.dry_run:
+        state = record.FAILED if extension_plan.errors else record.PENDING
+        outcome = record.Outcome(state, "DryRun", tuple(extension_plan.errors))
+        return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
+    if extension_plan.name not in loaded.extensions and extension_plan.record_live:
+        return _retire(cluster, extension_plan, revision, options, say, reads)
+    _ensure_record(cluster, loaded, extension_plan, origin, reads)
+    return carry_out(cluster, extension_plan, revision, options, say, reads)
 
 
 def _ensure_record(

@@ -14,7 +14,10 @@ sends no request at all (the `tick_api_requests` metric counts them by verb):
   whatever the plan had to change is counted as drift. With `drift="report"` an unchanged
   revision is only planned (dry run): the drifted objects go to the record's `status.drift`,
   an Event and the `drifted_objects` metric, and nothing is written to them;
-- suspended extensions (`reconciler extension suspend`) are skipped by `reconcile` itself.
+- suspended extensions (`reconciler extension suspend`) are skipped by `reconcile` itself;
+- a trigger that comes during a tick (a push while the last one is still carried out) cuts it
+  short after the extension in progress: the rest are left to the next tick, which starts at
+  once on the newer revision (never two ticks in a row, so none is starved).
 
 Ticks come every `interval` (with jitter, so replicas of many controllers don't fetch in step),
 and at once when `trigger` is called (a webhook, a file saved under `--watch`, a watch event on
@@ -59,7 +62,7 @@ class Settings:
 class TickOutcome:
     """What one tick did: `result` is a metric label (see `ControllerMetrics.reconciles`)."""
 
-    result: str  # success | failed | invalid | error
+    result: str  # success | failed | invalid | error | superseded
     revision: str = ""
     message: str = ""
     drifted: int = 0
@@ -84,6 +87,7 @@ class Controller:
         self._wake = threading.Event()
         self._rejected = ""  # the invalid revision whose problems were last recorded
         self._failures = 0  # consecutive ticks that ended in an error (backoff)
+        self._cut_short = False  # the last tick left extensions to the next one
         self.last: TickOutcome | None = None
         # Files and render units unchanged since the last tick are not parsed or rendered again.
         self._memo = memo.Memo()
@@ -181,7 +185,12 @@ class Controller:
             options,
             log.info,
             reads,
+            stop_before_next=self._newer_waiting,
         )
+        left = sorted((set(loaded.repo.extensions) | set(records)) - {r.name for r in results})
+        self._cut_short = bool(left)
+        if left:
+            log.info("a newer trigger is waiting: %s left to the next reconcile", ", ".join(left))
         if self.drift_watch is not None:
             self.drift_watch.follow({(o["apiVersion"], o["kind"]) for o in rendered})
         drift = {
@@ -195,14 +204,27 @@ class Controller:
                     recordstore.record_drift(self.cluster, p.name, p.record_live, drift[p.name])
         self._observe(planned, results, drift, report_only)
         failed = [r.name for r in results if r.outcome.state == record.FAILED]
-        if not failed and not report_only:
+        if not failed and not left and not report_only:
             self.metrics.revision.info({"revision": revision, "source": origin})
         drifted = sum(len(keys) for keys in drift.values())
         if drifted:
             verb = "found" if report_only else "reverted"
             log.warning("drift %s: %d objects differed from revision %s", verb, drifted, revision)
-        message = f"extensions failed: {', '.join(failed)}" if failed else ""
-        return TickOutcome("failed" if failed else "success", revision, message, drifted)
+        if failed:
+            message = f"extensions failed: {', '.join(failed)}"
+            return TickOutcome("failed", revision, message, drifted)
+        if left:
+            return TickOutcome("superseded", revision, f"left: {', '.join(left)}", drifted)
+        return TickOutcome("success", revision, "", drifted)
+
+    def _newer_waiting(self) -> bool:
+        """Whether to leave the extensions not yet carried out to the next tick: a trigger (a
+        push, a saved file, drift) came during this one, so the next tick starts at once and
+        plans them anyway, on the newer revision; carrying them out here (at 10,000 objects,
+        ~0.2 s of planning and a ~0.3 s record write each, for an unchanged one) would only
+        delay it. Never two ticks in a row, so that a stream of triggers cannot keep the
+        last extensions from being reconciled."""
+        return self._wake.is_set() and not self._cut_short
 
     def _reject(
         self, loaded: repo.Loaded, records: dict[str, objects.Object], revision: str

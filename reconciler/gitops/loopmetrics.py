@@ -33,7 +33,8 @@ class ControllerMetrics:
         self.reconciles = prom.Counter(
             f"{PREFIX}_reconciles",
             "Reconciles by result: success, failed (an extension failed), invalid (the revision "
-            "did not validate; nothing applied), error (git or API error), skipped (not leader).",
+            "did not validate; nothing applied), error (git or API error), skipped (not leader), "
+            "superseded (a newer trigger came: extensions left to the next reconcile, at once).",
             ["result"],
             registry=r,
         )

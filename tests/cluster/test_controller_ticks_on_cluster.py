@@ -1,0 +1,84 @@
+"""The GitOps loop's tick against the real control plane, in process (`gitops.controller`).
+
+A tick during which a newer trigger came (a push while it was still carrying out an earlier
+commit) leaves the extensions it has not reached to the next tick, which starts at once; never
+two ticks in a row, so every extension is reconciled.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import git
+import pytest
+from kubernetes import client
+
+from reconciler import kube, source
+from reconciler.engine import record
+from reconciler.gitops import controller, loopmetrics
+from tests.helpers import example_repo
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
+    connection = kube.connect(cluster_kubeconfig)
+    yield connection
+    connection.api.close()
+
+
+def applied_revisions(cluster: kube.Cluster, names: list[str]) -> list[str]:
+    found = []
+    for name in names:
+        live = kube.get(cluster, record.ref(name)) or {}
+        found.append(str((live.get("status") or {}).get("lastAppliedRevision", "")))
+    return found
+
+
+def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
+    tmp_path: Path, namespace: str, cluster: kube.Cluster, api_client: client.ApiClient
+) -> None:
+    # Two extensions (the example's, without workloads), in two namespaces.
+    names = [f"a{namespace[-6:]}", f"b{namespace[-6:]}"]
+    root = example_repo(tmp_path, names[0], namespace, jobs=False)
+    shutil.rmtree(root / "deployments")
+    first = (root / "infra" / "extension.yaml").read_text()
+    second = first.replace(f"name: {names[0]}", f"name: {names[1]}")
+    (root / "infra" / "second.yaml").write_text(
+        second.replace(f"releaseNamespace: {namespace}", f"releaseNamespace: {namespace}-b")
+    )
+    repository = git.Repo.init(root)
+    repository.git.add(A=True)
+    one = repository.index.commit("two extensions").hexsha
+    loop = controller.Controller(
+        cluster,
+        lambda: source.DirectorySnapshot(root),
+        controller.Settings(interval=3600),
+        loopmetrics.ControllerMetrics(),
+    )
+    try:
+        assert loop.tick().result == "success"
+        assert applied_revisions(cluster, names) == [one, one]
+
+        # A commit that changes no object; a push comes while its tick runs (here: before).
+        (root / "NOTES.md").write_text("nothing the reconciler reads\n")
+        repository.git.add(A=True)
+        two = repository.index.commit("notes").hexsha
+        loop.trigger("a push")
+        cut = loop.tick()
+        assert (cut.result, cut.message) == ("superseded", f"left: {names[1]}")
+        assert applied_revisions(cluster, names) == [two, one]
+
+        # The next tick (the trigger still pending) is not cut short again: both are done.
+        assert loop.tick().result == "success"
+        assert applied_revisions(cluster, names) == [two, two]
+    finally:
+        core = client.CoreV1Api(api_client)
+        try:
+            core.delete_namespace(f"{namespace}-b", propagation_policy="Background")
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
