@@ -404,8 +404,10 @@ def carry_out_all(
     newer revision is already waiting for it)."""
     results = []
     for extension_plan in planned:
-        results.append(_carry_out_one(cluster, extension_plan, loaded, revision, origin,
-                                      options, say, reads))  # fmt: skip
+        result = _carry_out_one(
+            cluster, extension_plan, loaded, revision, origin, options, say, reads
+        )
+        results.append(result)
         if stop_before_next is not None and stop_before_next():
             break
     return results

@@ -30,7 +30,6 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 IMAGE_PROVIDES = frozenset({"azureml-inference-server-http", "azureml-defaults"})
-NOT_PACKAGES = frozenset({"python", "pip"})  # conda entries that are the interpreter itself
 
 
 class CondaFileError(ValueError):
@@ -97,7 +96,7 @@ def _conda_entry(spec: str, left_out: list[str]) -> None:
         if pinned and not _same_version(pinned[1], running):
             left_out.append(f"{spec}: the local plane runs Python {running}")
         return
-    if name in NOT_PACKAGES:
+    if name == "pip":  # the installer itself
         return
     left_out.append(f"{spec}: a conda package (only the `pip:` list is installed locally)")
 
