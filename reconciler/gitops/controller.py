@@ -17,7 +17,8 @@ sends no request at all (the `tick_api_requests` metric counts them by verb):
 - suspended extensions (`reconciler extension suspend`) are skipped by `reconcile` itself;
 - a trigger that comes during a tick (a push while the last one is still carried out) cuts it
   short after the extension in progress: the rest are left to the next tick, which starts at
-  once on the newer revision (never two ticks in a row, so none is starved).
+  once on the newer revision; for at most MAX_DEFER seconds in a row, so that a stream of
+  triggers cannot starve the extensions after the first.
 
 Ticks come every `interval` (with jitter, so replicas of many controllers don't fetch in step),
 and at once when `trigger` is called (a webhook, a file saved under `--watch`, a watch event on
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Fetch = Callable[[], source.Snapshot]
 DRIFT_MODES = ("correct", "report")
+# The longest a stream of triggers may keep cutting ticks short (extensions left to the next).
+MAX_DEFER = 5.0
 
 
 @dataclass(frozen=True)
@@ -78,16 +81,18 @@ class Controller:
         settings: Settings,
         metrics: loopmetrics.ControllerMetrics,
         rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cluster = cluster
         self.fetch = fetch
         self.settings = settings
         self.metrics = metrics
         self._rng = rng
+        self._clock = clock
         self._wake = threading.Event()
         self._rejected = ""  # the invalid revision whose problems were last recorded
         self._failures = 0  # consecutive ticks that ended in an error (backoff)
-        self._cut_short = False  # the last tick left extensions to the next one
+        self._left_since: float | None = None  # when ticks began leaving extensions to the next
         self.last: TickOutcome | None = None
         # Files and render units unchanged since the last tick are not parsed or rendered again.
         self._memo = memo.Memo()
@@ -188,8 +193,11 @@ class Controller:
             stop_before_next=self._newer_waiting,
         )
         left = sorted((set(loaded.repo.extensions) | set(records)) - {r.name for r in results})
-        self._cut_short = bool(left)
-        if left:
+        if not left:
+            self._left_since = None
+        else:
+            if self._left_since is None:
+                self._left_since = self._clock()
             log.info("a newer trigger is waiting: %s left to the next reconcile", ", ".join(left))
         if self.drift_watch is not None:
             self.drift_watch.follow({(o["apiVersion"], o["kind"]) for o in rendered})
@@ -222,9 +230,11 @@ class Controller:
         push, a saved file, drift) came during this one, so the next tick starts at once and
         plans them anyway, on the newer revision; carrying them out here (at 10,000 objects,
         ~0.2 s of planning and a ~0.3 s record write each, for an unchanged one) would only
-        delay it. Never two ticks in a row, so that a stream of triggers cannot keep the
-        last extensions from being reconciled."""
-        return self._wake.is_set() and not self._cut_short
+        delay it. Not once ticks have left extensions for MAX_DEFER seconds: a stream of
+        triggers must not keep the last extensions from being reconciled."""
+        if not self._wake.is_set():
+            return False
+        return self._left_since is None or self._clock() - self._left_since < MAX_DEFER
 
     def _reject(
         self, loaded: repo.Loaded, records: dict[str, objects.Object], revision: str
