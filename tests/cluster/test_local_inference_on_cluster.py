@@ -105,6 +105,18 @@ class Runtime:
     def model_pods(self, deployment: str) -> list[dict[str, Any]]:
         return [p for p in self.pods() if p["kind"] == "model" and p["name"].startswith(deployment)]
 
+    def apply(self, root: Path, kubeconfig: str | None, timeout: str = "3m") -> str:
+        """`reconciler apply ROOT --wait` (healthy now means the servers answer their probes);
+        the URL of the router pod once it serves."""
+        options = ["--kubeconfig", kubeconfig] if kubeconfig else []
+        applied = CliRunner().invoke(
+            cli.main, ["apply", str(root), "--wait", "--timeout", timeout, *options]
+        )
+        assert applied.exit_code == 0, applied.output + self.log.read_text()[-3000:]
+        url = wait_until(self.router_url, bool, "the router pod to serve", 60)
+        assert url is not None
+        return url
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -243,13 +255,7 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
     kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
     runner = CliRunner()
 
-    # Applying waits for health, which now means the runtime's servers answer their probes.
-    applied = runner.invoke(
-        cli.main, ["apply", str(root), "--wait", "--timeout", "3m", *kubeconfig]
-    )
-    assert applied.exit_code == 0, applied.output + runtime.log.read_text()[-3000:]
-    url = wait_until(runtime.router_url, bool, "the router pod to serve", 60)
-    assert url is not None
+    url = runtime.apply(root, cluster_kubeconfig)
 
     # The model's real answer, through `reconciler score` (key mode and token mode) and curl's way.
     data = tmp_path / "request.json"
@@ -351,11 +357,7 @@ def test_a_traffic_change_committed_to_the_example_is_followed_by_the_running_ro
     repo.git.commit(m="mnist: all traffic to blue", author="Test <test@example.com>")
     kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
     runner = CliRunner()
-    applied = runner.invoke(
-        cli.main, ["apply", str(root), "--wait", "--timeout", "3m", *kubeconfig]
-    )
-    assert applied.exit_code == 0, applied.output + runtime.log.read_text()[-3000:]
-    url = wait_until(runtime.router_url, bool, "the router pod to serve", 60)
+    url = runtime.apply(root, cluster_kubeconfig)
     router_pid = next(p["pid"] for p in runtime.pods() if p["kind"] == "router")
     secret = kube.get_secret(cluster, namespace, "mnist-endpoint-auth")
     assert secret is not None
@@ -388,12 +390,7 @@ def test_a_hung_model_server_is_killed_and_restarted_by_its_liveness_probe(
     blue = root / "deployments" / "blue.yaml"
     liveness = "liveness_probe: {initial_delay: 1, period: 1, timeout: 1, failure_threshold: 3}"
     blue.write_text(f"{blue.read_text()}{liveness}\n")
-    kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
-    applied = CliRunner().invoke(
-        cli.main, ["apply", str(root), "--wait", "--timeout", "3m", *kubeconfig]
-    )
-    assert applied.exit_code == 0, applied.output + runtime.log.read_text()[-3000:]
-    url = wait_until(runtime.router_url, bool, "the router pod to serve", 60)
+    url = runtime.apply(root, cluster_kubeconfig)
     [hung] = wait_until(lambda: [p for p in runtime.model_pods("blue") if p["ready"]],
                         lambda found: len(found) == 1, "blue's server to be ready")  # fmt: skip
     assert pod_ready(cluster, namespace, hung["name"]) == (True, 0)
@@ -441,12 +438,7 @@ def test_a_conda_files_pip_packages_are_installed_for_its_model_server(
     blue.write_text(
         blue.read_text().replace("local_path: ./score/", "local_path: ./score-tabulate/")
     )
-    kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
-    applied = CliRunner().invoke(
-        cli.main, ["apply", str(root), "--wait", "--timeout", "4m", *kubeconfig]
-    )
-    assert applied.exit_code == 0, applied.output + runtime.log.read_text()[-3000:]
-    url = wait_until(runtime.router_url, bool, "the router pod to serve", 60)
+    url = runtime.apply(root, cluster_kubeconfig, timeout="4m")  # with a pip install
     key = primary_key(cluster, namespace, "blue")
     body = json.dumps({"data": ROWS}).encode()
     code, answer = post(f"{url}/api/v1/service/blue/score", body, key)
