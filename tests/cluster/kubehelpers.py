@@ -2,7 +2,8 @@
 and the requests the API server itself counted (`apiserver_request_total`).
 
 Tests never sleep a fixed time: they poll a condition with :func:`wait_until`, which fails with
-the last value it saw once its deadline passes.
+the last value it saw once its deadline passes. The one exception is seeing that nothing happens
+(:func:`wait_for_cleanup`: no request for two seconds).
 """
 
 from __future__ import annotations
@@ -110,3 +111,27 @@ def requests_by_verb(
         verb = series["verb"] + ("-dry-run" if series.get("dry_run") else "")
         counts[(verb, series["resource"])] += int(float(series["value"]))
     return counts
+
+
+def wait_for_cleanup(api_client: client.ApiClient, resources: set[str], quiet: float = 2.0) -> None:
+    """Wait until earlier tests' namespaces are gone and the API server has served no request
+    to `resources` (or to namespaces) for `quiet` seconds: its counters are cluster-wide, and
+    the namespace controller and garbage collector go on listing, deleting and reading for a
+    moment after a namespace stopped showing as Terminating. This function's own LISTs of
+    namespaces are not counted."""
+    core = client.CoreV1Api(api_client)
+    watched = resources | {"namespaces"}
+
+    def others() -> collections.Counter[tuple[str, str]]:
+        counts = requests_by_verb(api_client, watched)
+        del counts[("LIST", "namespaces")]
+        return counts
+
+    def settled() -> tuple[bool, collections.Counter[tuple[str, str]]]:
+        terminating = [n for n in core.list_namespace().items if n.status.phase == "Terminating"]
+        before = others()
+        time.sleep(quiet)  # the one fixed wait: quiet means nothing happened for this long
+        after = others()
+        return not terminating and after == before, after - before
+
+    wait_until(settled, lambda state: state[0], "earlier tests' clean-up to settle", 180)

@@ -26,7 +26,13 @@ from reconciler.engine import reconcile, record, recordstore
 from reconciler.localcluster import plane
 from reconciler.localcluster.config import PlaneState
 from reconciler.render import auth, render
-from tests.cluster.kubehelpers import requests_by_verb, served, server_side_apply, wait_until
+from tests.cluster.kubehelpers import (
+    requests_by_verb,
+    served,
+    server_side_apply,
+    wait_for_cleanup,
+    wait_until,
+)
 from tests.helpers import example_repo, load, set_config
 
 pytestmark = pytest.mark.cluster
@@ -137,13 +143,7 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
     resources = {plural(k.kind) for k in keys} | {"extensionstatuses"}
     # The counters are cluster-wide: let the namespace controller and the garbage collector
     # finish cleaning up earlier tests' namespaces (they patch finalizers away as they go).
-    core = client.CoreV1Api(api_client)
-    wait_until(
-        lambda: [n for n in core.list_namespace().items if n.status.phase == "Terminating"],
-        lambda terminating: not terminating,
-        "earlier tests' namespaces to be gone",
-        180,
-    )
+    wait_for_cleanup(api_client, resources | {"customresourcedefinitions"})
     before = writes(api_client, resources)
     asked = requests_by_verb(api_client, resources | {"customresourcedefinitions"})
     second = run(cluster_kubeconfig, "apply", str(root))

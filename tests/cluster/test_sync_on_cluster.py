@@ -28,7 +28,7 @@ from reconciler import kube, objects, source
 from reconciler.cli import main as cli
 from reconciler.engine import record
 from reconciler.render import render
-from tests.cluster.kubehelpers import requests_by_verb, wait_until
+from tests.cluster.kubehelpers import requests_by_verb, wait_for_cleanup, wait_until
 from tests.helpers import example_repo, load, set_config
 
 pytestmark = pytest.mark.cluster
@@ -221,13 +221,7 @@ def test_an_in_sync_loop_sends_no_request_and_corrects_drift_within_a_second(
         wait_until(tick_requests, lambda n: n == 0, "an in-sync tick", 30)
         # The server's counters are cluster-wide: let the namespace controller finish deleting
         # earlier tests' namespaces (it lists and deletes what they held) before counting.
-        core = client.CoreV1Api(api_client)
-        wait_until(
-            lambda: [n for n in core.list_namespace().items if n.status.phase == "Terminating"],
-            lambda terminating: not terminating,
-            "earlier tests' namespaces to be gone",
-            180,
-        )
+        wait_for_cleanup(api_client, resources)
 
         # In sync: ticks read the live cache; the API server sees no request but the watches.
         asked = requests_by_verb(api_client, resources)
