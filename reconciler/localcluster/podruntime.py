@@ -141,9 +141,9 @@ class Runtime:
         self.network_file = work_dir / NETWORK_FILE
         self._stop = threading.Event()
         self._published: tuple[dict[str, str], list[dict[str, Any]]] | None = None
-        # Conda files' environments by `condafile.Environment.key`, installed one at a time.
+        # Conda files' environments by `condafile.Environment.key`, each installed by a
+        # daemon thread: stopping the runtime never waits for a pip install.
         self._installs: dict[str, concurrent.futures.Future[Path]] = {}
-        self._installer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pip")
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -172,7 +172,6 @@ class Runtime:
         self._publish()
         for uid in list(self.pods):
             self._forget(uid)
-        self._installer.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -374,10 +373,7 @@ class Runtime:
             return notes
         install = self._installs.get(wanted.key)
         if install is None:
-            install = self._installer.submit(
-                modelserver.ensure_environment, self.model_server, wanted.pip, wanted.key
-            )
-            self._installs[wanted.key] = install
+            install = self._installs[wanted.key] = self._install(wanted)
         if not install.done():
             raise Installing(f"installing {' '.join(wanted.pip)} from its conda file")
         error = install.exception()
@@ -386,6 +382,20 @@ class Runtime:
             raise InitFailed(f"installing its conda file's packages: {error}")
         local.main.argv.insert(0, str(install.result()))
         return [*notes, f"conda file: pip packages {' '.join(wanted.pip)} installed"]
+
+    def _install(self, wanted: condafile.Environment) -> concurrent.futures.Future[Path]:
+        installed: concurrent.futures.Future[Path] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                installed.set_result(
+                    modelserver.ensure_environment(self.model_server, wanted.pip, wanted.key)
+                )
+            except Exception as err:  # reported by the pod's next start
+                installed.set_exception(err)
+
+        threading.Thread(target=run, name=f"pip {wanted.key}", daemon=True).start()
+        return installed
 
     def _router_config_paths(self, local: podspec.LocalPod) -> tuple[Path, Path] | None:
         """A router's (mounted router.yaml, the copy it reads here); its `--config` is pointed
