@@ -8,6 +8,7 @@ first run on a machine, with progress on the terminal) and stops it when the ses
 relaunch a component), None with ``USE_EXISTING_CLUSTER=1``.
 
 ``api_client`` (session): a ``kubernetes.client.ApiClient`` on that cluster.
+``cluster`` (per module): a ``reconciler.kube.Cluster`` connection to it, closed after.
 ``namespace`` (per test): a fresh namespace whose ``default`` service account exists, deleted after.
 
 If the plane cannot be built or started the tests fail with the reason. Outside CI, and only
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from reconciler import kube
 from reconciler.localcluster import build, plane
 from reconciler.localcluster.config import PlaneState, default_nodes
 from tests.cluster.kubehelpers import wait_until
@@ -93,6 +95,14 @@ def local_plane(
 def cluster_kubeconfig(local_plane: PlaneState | None) -> str | None:
     """Path of an admin kubeconfig for the session's cluster (None: the default kubeconfig)."""
     return None if local_plane is None else local_plane.kubeconfig
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
+    """The reconciler's own connection to the session's cluster, one per test module."""
+    connection = kube.connect(cluster_kubeconfig)
+    yield connection
+    connection.api.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ at most `controller.MAX_DEFER` seconds in a row, so every extension is reconcile
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import git
@@ -21,13 +20,6 @@ from reconciler.gitops import controller, loopmetrics
 from tests.helpers import example_repo
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
-    connection = kube.connect(cluster_kubeconfig)
-    yield connection
-    connection.api.close()
 
 
 def applied_revisions(cluster: kube.Cluster, names: list[str]) -> list[str]:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,13 +26,6 @@ DURATION, DEADLINE, RETRY = 2.0, 1.5, 0.4
 # Worst case for a standby to notice: its last look at the record + the lease duration + one
 # retry period with full jitter, plus one request.
 TAKEOVER_BOUND = DURATION + 2 * RETRY * (1 + leaderelection.JITTER) + 0.5
-
-
-@pytest.fixture(scope="module")
-def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
-    connection = kube.connect(cluster_kubeconfig)
-    yield connection
-    connection.api.close()
 
 
 def candidate(

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
+    """A connection per test (conftest's is per module): each test checks which write
+    observers its connection still has once its cache stopped."""
     connection = kube.connect(cluster_kubeconfig)
     yield connection
     connection.api.close()

@@ -68,13 +68,6 @@ def expected_answer() -> list[float]:
     ]
 
 
-@pytest.fixture(scope="module")
-def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
-    connection = kube.connect(cluster_kubeconfig)
-    yield connection
-    connection.api.close()
-
-
 class Runtime:
     """A `reconciler cluster runtime --namespace NS` process for the session's plane."""
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,13 +37,6 @@ from tests.helpers import example_repo, load, set_config
 pytestmark = pytest.mark.cluster
 # DELETE is left out: the namespace controller is still deleting earlier tests' namespaces.
 WRITE_VERBS = {"APPLY", "POST", "PUT", "PATCH"}
-
-
-@pytest.fixture(scope="module")
-def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
-    connection = kube.connect(cluster_kubeconfig)
-    yield connection
-    connection.api.close()
 
 
 def run(kubeconfig: str | None, *args: str) -> Result:

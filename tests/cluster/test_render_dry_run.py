@@ -5,7 +5,6 @@ rest needs to exist); every other object is then applied with dryRun=All and str
 validation, so an unknown field or an invalid value in a template fails here.
 """
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from tests.helpers import SCENARIOS, load, scenario_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
-    connection = kube.connect(cluster_kubeconfig)
-    yield connection
-    connection.api.close()
 
 
 def rendered(root: Path) -> list[objects.Object]:

@@ -63,13 +63,6 @@ def host_address() -> str:
     return address
 
 
-@pytest.fixture(scope="module")
-def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
-    connection = kube.connect(cluster_kubeconfig)
-    yield connection
-    connection.api.close()
-
-
 @pytest.fixture
 def backends() -> Iterator[list[harness.BackendProcess]]:
     host = host_address()

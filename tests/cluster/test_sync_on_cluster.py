@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import git
@@ -33,13 +32,6 @@ from tests.helpers import example_repo, load, set_config
 
 pytestmark = pytest.mark.cluster
 INTERVAL = 3.0
-
-
-@pytest.fixture(scope="module")
-def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
-    connection = kube.connect(cluster_kubeconfig)
-    yield connection
-    connection.api.close()
 
 
 def free_port() -> int:

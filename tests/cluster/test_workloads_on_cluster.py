@@ -6,7 +6,6 @@ the local plane runs no volcano scheduler).
 """
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,13 +32,6 @@ items:
       nodeSelector: {pool: does-not-exist}
       resources: {limits: {cpu: 100m, memory: 128Mi}}
 """
-
-
-@pytest.fixture(scope="module")
-def cluster(cluster_kubeconfig: str | None) -> Iterator[kube.Cluster]:
-    connection = kube.connect(cluster_kubeconfig)
-    yield connection
-    connection.api.close()
 
 
 def repo_in(tmp_path: Path, namespace: str, workloads: dict[str, str]) -> Path:
