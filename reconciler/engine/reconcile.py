@@ -331,6 +331,15 @@ def _finish(
     return ExtensionResult(planned.name, planned.plan, outcome)
 
 
+def extension_names(
+    loaded: repo.Repo, records: dict[str, objects.Object], origin: str
+) -> list[str]:
+    """The extensions a reconcile of the repo at `origin` covers, sorted: the repo's, and
+    those the cluster has a record of from that repo (they left it: retired). `records`: the
+    live records, of any origin."""
+    return sorted(set(loaded.extensions) | set(recordstore.from_origin(records, origin)))
+
+
 def plan_each(
     cluster: kube.Cluster,
     rendered: list[objects.Object],
@@ -352,8 +361,7 @@ def plan_each(
     rendered = secretrefs.fill(cluster, rendered)
     groups = by_extension(rendered)
     secrets = auth.repo_secrets(loaded)
-    left = set(recordstore.from_origin(records, origin))
-    names = sorted(set(loaded.extensions) | left)
+    names = extension_names(loaded, records, origin)
     everything = {
         name: inventory.of([*groups.get(name, []), *secrets.get(name, [])]) for name in names
     }

@@ -192,7 +192,9 @@ class Controller:
             reads,
             stop_before_next=self._newer_waiting,
         )
-        left = sorted((set(loaded.repo.extensions) | set(records)) - {r.name for r in results})
+        done = {r.name for r in results}
+        covered = reconcile.extension_names(loaded.repo, every_record, origin)
+        left = [name for name in covered if name not in done]
         if not left:
             self._left_since = None
         else:
