@@ -17,7 +17,7 @@ import click
 from reconciler import kube, objects, source
 from reconciler.cli import common, connection, decryptkeys, rendercache
 from reconciler.engine import reconcile, record, recordstore
-from reconciler.model import problems, repo
+from reconciler.model import memo, problems, repo
 from reconciler.render import render as renderer
 
 _PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
@@ -31,13 +31,12 @@ def _load(path: str, decryption_key: str | None) -> tuple[source.Snapshot, repo.
     return snapshot, loaded
 
 
-def _render(path: str, snapshot: source.Snapshot, loaded: repo.Loaded) -> list[objects.Object]:
+def _render(
+    snapshot: source.Snapshot, loaded: repo.Loaded, reuse: memo.Memo
+) -> list[objects.Object]:
     """The repo's objects, rendering only the units that changed since the last `plan` or
-    `apply` of the same folder (`rendercache`)."""
-    reuse = rendercache.opened(path)
-    rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
-    rendercache.keep(path, reuse, snapshot)
-    return rendered
+    `apply` of the same folder (`reuse`: `rendercache.reusing`)."""
+    return renderer.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
 
 
 def _failed_repo(loaded: repo.Loaded) -> str:
@@ -52,6 +51,7 @@ def _failed_repo(loaded: repo.Loaded) -> str:
 @click.option("--no-prune", is_flag=True, help="Leave objects that left the repo in place.")
 @click.option("--allow-mass-prune", is_flag=True, help="Plan deletes beyond the safety limit.")
 @decryptkeys.option
+@common.one_shot
 def plan(
     path: str,
     kubeconfig: str | None,
@@ -72,13 +72,14 @@ def plan(
     if not loaded.valid:
         click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
         sys.exit(2)
-    rendered = _render(path, snapshot, loaded)
     cluster = connection.connect(kubeconfig, context)
     options = reconcile.Options(dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune)
     try:
-        planned = list(
-            reconcile.plan_each(cluster, rendered, loaded.repo, snapshot.origin(), options)
-        )
+        with rendercache.reusing(path, snapshot) as reuse:
+            rendered = _render(snapshot, loaded, reuse)
+            planned = list(
+                reconcile.plan_each(cluster, rendered, loaded.repo, snapshot.origin(), options)
+            )
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -133,6 +134,7 @@ def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
 )
 @decryptkeys.option
 @connection.concurrency_option
+@common.one_shot
 def apply(
     path: str,
     kubeconfig: str | None,
@@ -170,10 +172,11 @@ def apply(
     try:
         if not loaded.valid:
             _reject(cluster, loaded, revision, dry_run)
-        rendered = _render(path, snapshot, loaded)
-        results = reconcile.reconcile(
-            cluster, rendered, loaded.repo, revision, snapshot.origin(), options, click.echo
-        )
+        with rendercache.reusing(path, snapshot) as reuse:
+            rendered = _render(snapshot, loaded, reuse)
+            results = reconcile.reconcile(
+                cluster, rendered, loaded.repo, revision, snapshot.origin(), options, click.echo
+            )
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)

@@ -1,5 +1,8 @@
 """The render units `plan` and `apply` keep on disk, so that the next one of the same repo
-renders only what changed: at 10,000 objects rendering is most of a no-op apply's time.
+renders only what changed: at 10,000 objects rendering is most of a no-op apply's time. Beside
+them, the fingerprint answers the command's planning computed (`fingerprint.remembered`:
+digests, fingerprints and booleans), so the next one does not walk every unchanged object's
+fields against its managedFields again.
 
 A `memo.Memo` keys each render unit by everything its renderer reads (model values, file ids);
 what it cannot see is the code that renders, so the kept units are tied to a digest of this
@@ -8,8 +11,9 @@ template in a checkout, starts afresh). One file per repo folder, in `$RECONCILE
 (empty: off), else `$XDG_CACHE_HOME/mlext-reconciler`, else `~/.cache/mlext-reconciler`; the
 folder is made readable by its owner only, and a repo's file unused for 30 days is removed.
 
-What is written holds no secret value: no unit that renders a Secret, and nothing at all for a
-repo with SOPS-encrypted files that were decrypted (their plaintext could be in a ConfigMap).
+What is written holds no secret value: no unit that renders a Secret (an answer keeps only
+digests of what it was computed from), and nothing at all for a repo with SOPS-encrypted files
+that were decrypted (their plaintext could be in a ConfigMap).
 An unreadable or foreign file is ignored, and a file that cannot be written only costs the next
 command its head start; the cache never changes what is rendered, only how fast.
 """
@@ -25,16 +29,18 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import reconciler
 from reconciler import source
+from reconciler.engine import fingerprint
 from reconciler.model import decryption, memo
 
 log = logging.getLogger(__name__)
 
 ENVIRONMENT = "RECONCILER_CACHE_DIR"
-_FORMAT = 1  # of the file itself
+_FORMAT = 2  # of the file itself (2: with the fingerprint answers)
 UNUSED_FOR = 30 * 24 * 3600.0  # seconds after which another repo's file is removed
 
 
@@ -70,8 +76,19 @@ def _file(root: str) -> Path | None:
     return folder / f"render-{name}.marshal"
 
 
+@contextlib.contextmanager
+def reusing(root: str, snapshot: source.Snapshot) -> Iterator[memo.Memo]:
+    """For a command's render and plan of the repo at `root`: a memo holding the units the
+    last one kept (`opened`); what the block used and computed is kept for the next one
+    when it ends without an error (`keep`)."""
+    used = opened(root)
+    yield used
+    keep(root, used, snapshot)
+
+
 def opened(root: str) -> memo.Memo:
-    """A memo holding the units the last `plan` or `apply` of the repo at `root` kept."""
+    """A memo holding the units the last `plan` or `apply` of the repo at `root` kept; the
+    fingerprint answers it kept are learned."""
     found = memo.Memo()
     path = _file(root)
     if path is None or not path.is_file():
@@ -80,24 +97,27 @@ def opened(root: str) -> memo.Memo:
         kept = marshal.loads(path.read_bytes())
         if isinstance(kept, dict) and kept.get("code") == code_id():
             found.take_frozen_units(kept["units"])
+            fingerprint.learn(kept["answers"])
     except (OSError, ValueError, EOFError, TypeError, KeyError) as err:
         log.debug("render cache %s ignored: %s", path, err)
     return found
 
 
 def keep(root: str, used: memo.Memo, snapshot: source.Snapshot) -> None:
-    """Write the units `used` rendered or reused for the next command (not when nothing was
-    rendered: the file already holds them all, and is only marked as used)."""
+    """Write the units `used` rendered or reused, and the fingerprint answers this process
+    holds, for the next command (not when nothing was rendered or computed: the file already
+    holds it all, and is only marked as used)."""
     path = _file(root)
     if path is None:
         return
-    if used.misses == 0:
+    if used.misses == 0 and fingerprint.computed() == 0:
         with contextlib.suppress(OSError):
             os.utime(path)  # used today: not another repo's to remove after UNUSED_FOR
         return
     if isinstance(snapshot, decryption.DecryptingSnapshot) and snapshot.decrypted():
         return
-    data = marshal.dumps({"code": code_id(), "units": used.frozen_units()})
+    kept = {"code": code_id(), "units": used.frozen_units(), "answers": fingerprint.remembered()}
+    data = marshal.dumps(kept)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".render-")

@@ -19,6 +19,9 @@ as they were: so the answers are remembered (`_Known`, a bounded table in this p
 exact content they were computed from (`_digest`: a hash of the `marshal` bytes, which tell
 `1`, `1.0` and `True` apart and keep key order), and walking or JSON-encoding an object happens
 once per content, not once per tick. A remembered answer is the computed one, by construction.
+A one-shot command starts with the answers the last one of the same repo kept on disk
+(`remembered` / `learn`, through `cli/rendercache.py`): at 10,000 objects, walking every
+object's fields against its managedFields is most of a no-op `apply`'s planning.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import hashlib
 import json
 import marshal
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from reconciler import objects
@@ -51,6 +54,7 @@ class _Known:
 
     def __init__(self) -> None:
         self._answers: dict[Hashable, Any] = {}
+        self.computed = 0
         self._lock = threading.Lock()  # the loop's threads (a tick, the record writes) share it
 
     def get(self, digest: Hashable | None, compute: Callable[[], T]) -> T:
@@ -63,13 +67,42 @@ class _Known:
         answer = compute()
         with self._lock:
             self._answers[digest] = answer
+            self.computed += 1
             while len(self._answers) > self.LIMIT:
                 del self._answers[next(iter(self._answers))]
         return answer
 
+    def items(self) -> list[tuple[Hashable, Any]]:
+        with self._lock:
+            return list(self._answers.items())
+
+    def learn(self, answers: Iterable[tuple[Hashable, Any]]) -> None:
+        """Take answers computed elsewhere (by this code: the caller checks)."""
+        with self._lock:
+            self._answers.update(answers)
+            while len(self._answers) > self.LIMIT:
+                del self._answers[next(iter(self._answers))]
+
 
 _FINGERPRINTS = _Known()
 _COVERED = _Known()
+
+
+def remembered() -> dict[str, list[tuple[Hashable, Any]]]:
+    """The answers this process holds (digests, fingerprints, booleans: `marshal` can keep
+    them), for `learn` in the next command."""
+    return {"fingerprints": _FINGERPRINTS.items(), "covered": _COVERED.items()}
+
+
+def learn(answers: Mapping[str, Iterable[tuple[Hashable, Any]]]) -> None:
+    """Take the answers another process of the same code `remembered`."""
+    _FINGERPRINTS.learn(answers.get("fingerprints", ()))
+    _COVERED.learn(answers.get("covered", ()))
+
+
+def computed() -> int:
+    """How many answers this process computed (not learned): whether there is news to keep."""
+    return _FINGERPRINTS.computed + _COVERED.computed
 
 
 def _digest(value: Any) -> bytes | None:

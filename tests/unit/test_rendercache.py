@@ -13,6 +13,7 @@ import pytest
 
 from reconciler import objects, source
 from reconciler.cli import rendercache
+from reconciler.engine import fingerprint
 from reconciler.model import decryption, memo, repo, sops
 from reconciler.render import render
 from tests.helpers import extension, self_signed_pem, write_repo
@@ -36,9 +37,8 @@ def _render_through_cache(
     snapshot = snapshot or source.DirectorySnapshot(root)
     loaded = repo.load(snapshot)
     assert loaded.valid, [str(p) for p in loaded.problems]
-    reuse = rendercache.opened(str(root))
-    rendered = render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
-    rendercache.keep(str(root), reuse, snapshot)
+    with rendercache.reusing(str(root), snapshot) as reuse:
+        rendered = render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
     return rendered, reuse
 
 
@@ -149,3 +149,45 @@ def test_a_file_only_read_counts_as_used(tmp_path: Path, cache_dir: Path) -> Non
     _, used = _render_through_cache(root)
     assert used.misses == 0
     assert path.stat().st_mtime > time.time() - 60
+
+
+def _owning_everything(stamped: objects.Object, manager: str) -> objects.Object:
+    """`stamped` as the server returns it after `manager` applied it: one managedFields
+    entry owning every field sent."""
+    fields: dict[str, dict] = {}
+    for path in fingerprint.sent_paths(stamped):
+        node = fields
+        for name in path:
+            node = node.setdefault(f"f:{name}", {})
+    entry = {"manager": manager, "operation": "Apply", "fieldsV1": fields}
+    return {**stamped, "metadata": {**stamped["metadata"], "managedFields": [entry]}}
+
+
+def test_fingerprint_answers_are_kept_for_the_next_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What planning computed (an object's fingerprint, whether our managedFields entry owns
+    every field sent) is kept with the units; the next command learns it instead of walking
+    the object again, and does not rewrite the file when it computed nothing new."""
+    root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
+    snapshot = source.DirectorySnapshot(root)
+    loaded = repo.load(snapshot)
+    with rendercache.reusing(str(root), snapshot) as reuse:
+        rendered = render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
+        deployment = next(o for o in rendered if o["kind"] == "Deployment")
+        stamped = fingerprint.stamp(deployment)
+        live = _owning_everything(stamped, "us")
+        assert fingerprint.in_sync(stamped, live, "us")
+
+    # The next command: a new process holds no answer, and must not compute one.
+    monkeypatch.setattr(fingerprint, "_FINGERPRINTS", fingerprint._Known())
+    monkeypatch.setattr(fingerprint, "_COVERED", fingerprint._Known())
+    monkeypatch.setattr(fingerprint, "_of_clean", lambda _: pytest.fail("fingerprint computed"))
+    monkeypatch.setattr(fingerprint, "_owns_all", lambda *_: pytest.fail("fields walked"))
+    (path,) = Path(os.environ[rendercache.ENVIRONMENT]).glob("render-*.marshal")
+    written = path.read_bytes()
+    with rendercache.reusing(str(root), snapshot) as reuse:
+        render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse)
+        assert fingerprint.stamp(deployment) == stamped
+        assert fingerprint.in_sync(stamped, live, "us")
+    assert fingerprint.computed() == 0 and path.read_bytes() == written
