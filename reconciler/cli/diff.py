@@ -40,6 +40,7 @@ from reconciler.engine import revisiondiff
     help="markdown: a PR comment (capped to 65,536 characters); json: for tooling.",
 )
 @decryptkeys.option
+@common.one_shot
 def diff(
     path: str,
     base: str | None,

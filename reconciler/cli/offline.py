@@ -26,6 +26,7 @@ from reconciler.render import render as renderer
     help="json prints the problems as a JSON list for tooling.",
 )
 @decryptkeys.option
+@common.one_shot
 def validate(path: str, output_format: str, decryption_key: str | None) -> None:
     """Load and validate the manifests repo at PATH (default: the current folder).
 
@@ -59,6 +60,7 @@ def validate(path: str, output_format: str, decryption_key: str | None) -> None:
     help="Write real Secret values (only with --out-dir; files are made readable by you only).",
 )
 @decryptkeys.option
+@common.one_shot
 def render(
     path: str,
     output_format: str,

@@ -7,6 +7,7 @@ missing here was never needed.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
@@ -133,3 +134,27 @@ def test_a_table_entry_that_is_not_a_command_names_itself() -> None:
     message = "'broken': reconciler.cli.main.COMMANDS is not a click command"
     with pytest.raises(TypeError, match=re.escape(message)):
         group.get_command(click.Context(group), "broken")
+
+
+def test_a_one_shot_command_runs_without_the_cycle_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`validate`, `render`, `diff`, `plan` and `apply` run with automatic garbage collection
+    off (`common.one_shot`), and turn it back on however they end (here: exit 1 on an
+    invalid repo), for whatever runs after them in the same interpreter."""
+    from reconciler.model import repo
+
+    collecting: list[bool] = []
+    load = repo.load
+
+    def recording_load(*args: object, **kwargs: object) -> repo.Loaded:
+        collecting.append(gc.isenabled())
+        return load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repo, "load", recording_load)
+    (tmp_path / "bad.yaml").write_text("kind: [unclosed\n")
+    assert gc.isenabled()
+    result = CliRunner().invoke(cli.main, ["validate", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert collecting == [False]  # while the command loaded the repo
+    assert gc.isenabled()
