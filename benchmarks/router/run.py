@@ -86,7 +86,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,23 @@ GOAL_AT = 5000
 # Overload rows: offered load as multiples of the router's own max sustained rps.
 OVERLOAD_FACTORS = (1.5, 2.0)
 GOAL_OVERLOAD_GOODPUT = 0.9  # goodput at 2x max, as a share of max
+# The refusal floor: each proxy refusing every request at this rate, its CPU per refusal set
+# against its CPU per served request at the same rate (the latency phase's).
+REFUSAL_RATE = 5_000
+# `router serve` with admission control refusing every scoring request but the first (the
+# harness waits for one 200 before a target counts as started): the router's refusal cost.
+REFUSE_ALL = """
+from reconciler.router import admission
+def admit(self):
+    if self.admitted:
+        self.refused += 1
+        return False
+    self.admitted += 1
+    return True
+admission.Admission.admit = admit
+from reconciler.cli import main as cli
+cli.main()
+"""
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -596,6 +613,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
+        location = /refuse {{ return 503; }}  # the refusal floor (refusal_phase)
     }}
 }}
 """
@@ -881,6 +899,41 @@ def overload_phase(
     return rows
 
 
+def refusal_phase(
+    harness: Harness, refusing: dict[str, Target], seconds: float, served: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Each proxy refusing every request (nginx's `return 503`, the router with admission
+    control refusing all) at REFUSAL_RATE: its CPU per refusal against its CPU per served request
+    at the same rate (`served`: the latency phase's figures by target name, at that rate).
+
+    Why it is measured: on a saturated core a served request costs s and a refused one r, so
+    at 2x the max rate (M = 1/s) S served and 2M - S refused requests take S*s + (2M - S)*r
+    <= 1 s of CPU: goodput S/M is at most (1 - 2x) / (1 - x) for x = r / s, whatever the
+    shedding policy. 90 % of max at 2x needs x <= 1/11: a refusal for under 9 % of a served
+    request's cost."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, target in refusing.items():
+        run = harness.attack(target, REFUSAL_RATE, seconds).summary
+        requests = max(1, run["requests"])
+        refused = sum(n for code, n in run["status_codes"].items() if code in ("429", "503"))
+        refusal_us = run["proxy_cpu_s"] / requests * 1e6
+        served_us = (served.get(name) or {}).get("proxy_cpu_us_per_request")
+        share = refusal_us / served_us if served_us else None
+        rows[name] = {
+            "rate": REFUSAL_RATE,
+            "refused_share": refused / requests,
+            "refusal_cpu_us": round(refusal_us, 1),
+            "served_cpu_us": served_us,
+            "refusal_over_served": None if share is None else round(share, 3),
+            "goodput_bound_2x": None if share is None else round((1 - 2 * share) / (1 - share), 3),
+        }
+        log(
+            f"refusal floor: {name} refusing {refused / requests:.1%} at {REFUSAL_RATE} rps: "
+            f"{refusal_us:.1f} us of CPU per refusal against {served_us} us per served request"
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -987,6 +1040,25 @@ def render(results: dict[str, Any]) -> str:
                     f"{ms(row['admitted_p50_ms'])} / {ms(row['admitted_p99_ms'])} | "
                     f"{row['proxy_share']:.0%} |"
                 )
+    refusing = [(n, e["refusal"]) for n, e in targets.items() if e.get("refusal")]
+    if refusing:
+        lines += [
+            "",
+            f"Refusal floor at {REFUSAL_RATE:,} rps: each proxy refusing every request (nginx "
+            "`return 503`, the router's admission control refusing all); a refusal costing x of "
+            "a served request bounds goodput at 2x max to (1 - 2x) / (1 - x) of max, whatever "
+            "the shedding policy (90 % needs x <= 0.09):",
+            "",
+            "| | refused | CPU per refusal | CPU per served request | x | goodput bound at 2x |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, row in refusing:
+            x, bound = row["refusal_over_served"], row["goodput_bound_2x"]
+            lines.append(
+                f"| {name} | {row['refused_share']:.1%} | {row['refusal_cpu_us']:.1f} us | "
+                f"{row['served_cpu_us']} us | {'n/a' if x is None else f'{x:.2f}'} | "
+                f"{'n/a' if bound is None else f'{bound:.0%}'} |"
+            )
     lines += [
         "",
         "Latency: request sent to response read, as the load generator sees it; (added) is the "
@@ -1372,8 +1444,25 @@ def main() -> None:
                 for target in targets
                 if target.name.startswith("router") and target.name in maxima
             }
+            refusing = {t.name: replace(t, path="/refuse") for t in targets if t.name == "nginx"}
+            if "router" in {t.name for t in targets} and not args.latency_only:
+                refuser = start_router(
+                    harness, [sys.executable, "-c", REFUSE_ALL], args.concurrency, "router-refusing"
+                )
+                if isinstance(refuser, Target):
+                    refusing["router"] = refuser
+                else:
+                    log(f"the refusing router did not start: {refuser}")
+            refusals = refusal_phase(
+                harness,
+                refusing if not args.latency_only else {},
+                args.latency_seconds,
+                {name: rates.get(REFUSAL_RATE) for name, rates in latency.items()},
+            )
             loadavg_end = loadavg()
             entries = summarize(targets, latency, maxima, warnings)
+            for name, row in refusals.items():
+                entries[name]["refusal"] = row
             for name, rows in overload.items():
                 entries[name]["overload"] = rows
             shares = [
