@@ -110,19 +110,24 @@ GOAL_AT = 5000
 # Overload rows: offered load as multiples of the router's own max sustained rps.
 OVERLOAD_FACTORS = (1.5, 2.0)
 GOAL_OVERLOAD_GOODPUT = 0.9  # goodput at 2x max, as a share of max
-# The refusal floor: each proxy refusing every request at this rate, its CPU per refusal set
-# against its CPU per served request at the same rate (the latency phase's).
-REFUSAL_RATE = 5_000
-# `router serve` with admission control refusing every scoring request but the first (the
-# harness waits for one 200 before a target counts as started): the router's refusal cost.
+# The refusal floor: each proxy serving, then refusing, every request at the router's max rate
+# (where its loop batches as it does when overloaded), and the CPU each costs.
 REFUSE_ALL = """
+# `router serve` with admission control shedding from the start and refusing every scoring
+# request but the first (the harness waits for one 200 before a target counts as started).
 from reconciler.router import admission
+started = admission.Admission.__init__
+def shedding(self, target_lag):
+    started(self, target_lag)
+    self.shed_fraction = 1.0
 def admit(self):
     if self.admitted:
         self.refused += 1
         return False
     self.admitted += 1
     return True
+admission.Admission.__init__ = shedding
+admission.Admission.observe = lambda self, lag, busy=1.0: None
 admission.Admission.admit = admit
 from reconciler.cli import main as cli
 cli.main()
@@ -900,36 +905,41 @@ def overload_phase(
 
 
 def refusal_phase(
-    harness: Harness, refusing: dict[str, Target], seconds: float, served: dict[str, Any]
+    harness: Harness, pairs: dict[str, tuple[Target, Target]], rate: int, seconds: float
 ) -> dict[str, dict[str, Any]]:
-    """Each proxy refusing every request (nginx's `return 503`, the router with admission
-    control refusing all) at REFUSAL_RATE: its CPU per refusal against its CPU per served request
-    at the same rate (`served`: the latency phase's figures by target name, at that rate).
+    """Each proxy serving every request, then refusing every one (nginx's `return 503`, the
+    router with admission control refusing all), at `rate`: its CPU per served request (s) and
+    per refusal (r). `pairs`: by name, the serving and the refusing target.
 
-    Why it is measured: on a saturated core a served request costs s and a refused one r, so
-    at 2x the max rate (M = 1/s) S served and 2M - S refused requests take S*s + (2M - S)*r
-    <= 1 s of CPU: goodput S/M is at most (1 - 2x) / (1 - x) for x = r / s, whatever the
-    shedding policy. 90 % of max at 2x needs x <= 1/11: a refusal for under 9 % of a served
-    request's cost."""
+    Why: on a saturated core, at 2x the max rate M = 1/s, the S requests served and the 2M - S
+    refused take S*s + (2M - S)*r <= 1 s of CPU, so goodput S/M is at most (1 - 2x) / (1 - x)
+    for x = r / s (0 once x >= 1/2), whatever the shedding policy: 90 % of max at 2x needs a
+    refusal for under 1/11 of a served request's cost. Measured at the router's max rate, where
+    its loop batches events as it does when overloaded (at low rates each request pays a
+    wake-up of its own, and r and s look alike)."""
     rows: dict[str, dict[str, Any]] = {}
-    for name, target in refusing.items():
-        run = harness.attack(target, REFUSAL_RATE, seconds).summary
-        requests = max(1, run["requests"])
-        refused = sum(n for code, n in run["status_codes"].items() if code in ("429", "503"))
-        refusal_us = run["proxy_cpu_s"] / requests * 1e6
-        served_us = (served.get(name) or {}).get("proxy_cpu_us_per_request")
-        share = refusal_us / served_us if served_us else None
-        rows[name] = {
-            "rate": REFUSAL_RATE,
-            "refused_share": refused / requests,
-            "refusal_cpu_us": round(refusal_us, 1),
-            "served_cpu_us": served_us,
-            "refusal_over_served": None if share is None else round(share, 3),
-            "goodput_bound_2x": None if share is None else round((1 - 2 * share) / (1 - share), 3),
-        }
+    for name, (serving, refusing) in pairs.items():
+        cpu = {}
+        for what, target in (("served", serving), ("refused", refusing)):
+            run = harness.attack(target, rate, seconds).summary
+            requests = max(1, run["requests"])
+            if what == "refused":
+                codes = run["status_codes"]
+                refused = sum(n for code, n in codes.items() if code in ("429", "503"))
+                rows[name] = {"rate": rate, "refused_share": refused / requests}
+            cpu[what] = run["proxy_cpu_s"] / requests * 1e6
+            time.sleep(0.5)
+        x = cpu["refused"] / cpu["served"] if cpu["served"] else None
+        rows[name].update(
+            served_cpu_us=round(cpu["served"], 1),
+            refusal_cpu_us=round(cpu["refused"], 1),
+            refusal_over_served=None if x is None else round(x, 3),
+            goodput_bound_2x=None if x is None else round(max(0.0, (1 - 2 * x) / (1 - x)), 3),
+        )
         log(
-            f"refusal floor: {name} refusing {refused / requests:.1%} at {REFUSAL_RATE} rps: "
-            f"{refusal_us:.1f} us of CPU per refusal against {served_us} us per served request"
+            f"refusal floor: {name} at {rate} rps: {cpu['served']:.1f} us of CPU per served "
+            f"request, {cpu['refused']:.1f} us per refusal ({rows[name]['refused_share']:.1%} "
+            "refused)"
         )
     return rows
 
@@ -1044,10 +1054,11 @@ def render(results: dict[str, Any]) -> str:
     if refusing:
         lines += [
             "",
-            f"Refusal floor at {REFUSAL_RATE:,} rps: each proxy refusing every request (nginx "
-            "`return 503`, the router's admission control refusing all); a refusal costing x of "
-            "a served request bounds goodput at 2x max to (1 - 2x) / (1 - x) of max, whatever "
-            "the shedding policy (90 % needs x <= 0.09):",
+            f"Refusal floor at the router's max ({refusing[0][1]['rate']:,} rps): each proxy "
+            "serving, then refusing every request (nginx `return 503`, the router's admission "
+            "control refusing all); a refusal costing x of a served request bounds goodput at "
+            "2x max to (1 - 2x) / (1 - x) of max, whatever the shedding policy (90 % needs "
+            "x <= 0.09):",
             "",
             "| | refused | CPU per refusal | CPU per served request | x | goodput bound at 2x |",
             "|---|---|---|---|---|---|",
@@ -1444,20 +1455,21 @@ def main() -> None:
                 for target in targets
                 if target.name.startswith("router") and target.name in maxima
             }
-            refusing = {t.name: replace(t, path="/refuse") for t in targets if t.name == "nginx"}
-            if "router" in {t.name for t in targets} and not args.latency_only:
+            pairs = {t.name: (t, replace(t, path="/refuse")) for t in targets if t.name == "nginx"}
+            router_max = maxima.get("router", (0, []))[0]
+            if router_max:
                 refuser = start_router(
                     harness, [sys.executable, "-c", REFUSE_ALL], args.concurrency, "router-refusing"
                 )
+                serving = next(t for t in targets if t.name == "router")
                 if isinstance(refuser, Target):
-                    refusing["router"] = refuser
+                    pairs["router"] = (serving, refuser)
                 else:
                     log(f"the refusing router did not start: {refuser}")
-            refusals = refusal_phase(
-                harness,
-                refusing if not args.latency_only else {},
-                args.latency_seconds,
-                {name: rates.get(REFUSAL_RATE) for name, rates in latency.items()},
+            refusals = (
+                refusal_phase(harness, pairs, router_max, args.latency_seconds)
+                if router_max
+                else {}
             )
             loadavg_end = loadavg()
             entries = summarize(targets, latency, maxima, warnings)
