@@ -64,30 +64,30 @@ class Memo:
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The result kept under `key`, or `compute()`'s, kept for next time. The caller makes
         the key say everything `compute` depends on."""
-        digest = _digest(key)
-        found = self._kept_result(digest)
+        hashed = digest(key)
+        found = self._kept_result(hashed)
         if found is not _ABSENT:
             self.hits += 1
             kept: T = found
             return kept
         self.misses += 1
         result = compute()
-        self._used[digest] = result
+        self._used[hashed] = result
         return result
 
     def copied(self, key: Hashable, compute: Callable[[], T]) -> T:
         """As `get`, for results callers change (rendered objects get stamped): the memo keeps
         a frozen copy and every reuse gets a new deep copy of it, so no two callers ever hold
         the same dict, and nothing a caller does reaches what the memo keeps."""
-        digest = _digest(key)
-        kept = self._kept_result(digest)
+        hashed = digest(key)
+        kept = self._kept_result(hashed)
         if kept is not _ABSENT:
             self.hits += 1
             thawed: T = _thaw(kept)
             return thawed
         self.misses += 1
         result = compute()
-        self._used[digest] = _freeze(result)
+        self._used[hashed] = _freeze(result)
         return result
 
     def frozen_units(self) -> dict[bytes, bytes]:
@@ -110,7 +110,7 @@ class Memo:
             self._kept.setdefault(key, _Frozen(True, data, False))
 
 
-def _digest(key: Hashable) -> Hashable:
+def digest(key: Hashable) -> Hashable:
     """A short stand-in for a key: Python does not cache a tuple's hash, so every lookup of a
     deep key walked all of it again (three lookups a unit: ~0.3 s of a warm tick's render at
     10,000 objects, half that with a digest). marshal's format 2 writes equal values as equal
@@ -166,15 +166,23 @@ def fingerprint(value: object) -> Hashable:
     manifest, its document) are left out; render reads from those only the source file it
     stamps, which callers stamp afresh. A value of any other type never matches anything.
     """
-    if value is None or type(value) in (str, int, bool, bytes):
-        return (type(value).__name__, value)
-    if type(value) is float:
+    # The exact types a model is made of first, by identity: a tick fingerprints every model
+    # value of the repo, and an isinstance check against an ABC (Mapping) is a slow path.
+    kind: Any = type(value)
+    if value is None or kind in _SCALARS:
+        return (kind.__name__, value)
+    if kind is dict:
+        mapping = cast(dict[Any, Any], value)
+        return ("map", tuple((fingerprint(k), fingerprint(v)) for k, v in mapping.items()))
+    if kind is tuple or kind is list:
+        return (kind.__name__, tuple(fingerprint(v) for v in cast(list[Any], value)))
+    if kind is float:
         return ("float", repr(value))
+    names = _compared_fields(kind)
+    if names is not None:
+        return (kind.__qualname__, tuple((n, fingerprint(getattr(value, n))) for n in names))
     if isinstance(value, enum.Enum):
-        return (type(value).__qualname__, value.name)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names = _compared_fields(type(value))
-        return (type(value).__qualname__, tuple((n, fingerprint(getattr(value, n))) for n in names))
+        return (kind.__qualname__, value.name)
     if isinstance(value, Mapping):
         return ("map", tuple((fingerprint(k), fingerprint(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
@@ -184,8 +192,14 @@ def fingerprint(value: object) -> Hashable:
     return ("unknown", object())  # a fresh object equals nothing: never reused, never wrong
 
 
+_SCALARS = frozenset({str, int, bool, bytes})
+
+
 @functools.cache
-def _compared_fields(cls: type) -> tuple[str, ...]:
+def _compared_fields(cls: type) -> tuple[str, ...] | None:
+    """The fields that compare of a dataclass type (None: not a dataclass, or an enum)."""
+    if not dataclasses.is_dataclass(cls) or issubclass(cls, enum.Enum):
+        return None
     return tuple(f.name for f in dataclasses.fields(cls) if f.compare)
 
 
