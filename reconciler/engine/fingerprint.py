@@ -17,8 +17,9 @@ the desired object and the live object's metadata.
 The GitOps loop asks both questions for every object on every tick, and nearly all objects are
 as they were: so the answers are remembered (`_Known`, a bounded table in this process) under the
 exact content they were computed from (`_digest`: a hash of the `marshal` bytes, which tell
-`1`, `1.0` and `True` apart and keep key order), and walking or JSON-encoding an object happens
-once per content, not once per tick. A remembered answer is the computed one, by construction.
+`1`, `1.0` and `True` apart and keep key order; a live object from the server by its uid and
+resourceVersion, a desired one's fields by its fingerprint), and walking or JSON-encoding an
+object happens once per content, not once per tick. A remembered answer is the computed one, by construction.
 A one-shot command starts with the answers the last one of the same repo kept on disk
 (`remembered` / `learn`, through `cli/rendercache.py`): at 10,000 objects, walking every
 object's fields against its managedFields is most of a no-op `apply`'s planning.
@@ -180,21 +181,29 @@ def in_sync(stamped: Mapping[str, Any], live: Mapping[str, Any] | None, field_ma
     if entry is None:
         return False
     fields = entry.get("fieldsV1") or {}
-    # The fields sent depend on the object's shape, not on the revision it was stamped with.
-    sent = _digest(_shape(stamped))
-    owned = _digest(fields)
-    key = None if sent is None or owned is None else (sent, owned)
+    owned = _owned_id(live, fields)
+    key = None if owned is None else (_sent_id(stamped, wanted), owned)
     return _COVERED.get(key, lambda: _owns_all(fields, stamped))
 
 
-def _shape(stamped: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`stamped` with the source-revision annotation's value blanked (it is still sent)."""
+def _sent_id(stamped: Mapping[str, Any], wanted: str) -> Hashable:
+    """What decides the fields an apply of `stamped` sets, with nothing walked or encoded: its
+    fingerprint (a digest of all of it but the two annotations left out: the fingerprint, which
+    it carries, and the source revision, whose value never changes which fields are sent) and
+    whether it carries the source revision."""
     annotations = (stamped.get("metadata") or {}).get("annotations") or {}
-    if not isinstance(annotations.get(objects.SOURCE_REVISION_ANNOTATION), str):
-        return stamped
-    metadata = stamped["metadata"]
-    blank = {**annotations, objects.SOURCE_REVISION_ANNOTATION: ""}
-    return {**stamped, "metadata": {**metadata, "annotations": blank}}
+    return (wanted, annotations.get(objects.SOURCE_REVISION_ANNOTATION) is not None)
+
+
+def _owned_id(live: Mapping[str, Any], fields: Mapping[str, Any]) -> Hashable | None:
+    """What names our managedFields set of `live`: the object's uid and resourceVersion when it
+    has them (the server gives a new version to every change, managedFields too: nothing to
+    encode), else a digest of the set."""
+    metadata = live.get("metadata") or {}
+    uid, version = metadata.get("uid"), metadata.get("resourceVersion")
+    if isinstance(uid, str) and isinstance(version, str) and uid and version:
+        return ("version", uid, version)
+    return _digest(fields)
 
 
 def _owns_all(fields: Mapping[str, Any], stamped: Mapping[str, Any]) -> bool:

@@ -187,3 +187,16 @@ def test_remembered_answers_are_the_computed_ones(values: list[Any], owned_whole
                 live
             ) and fingerprint._owns_all(fields, again)
             assert fingerprint.in_sync(again, live, MANAGER) == expected
+
+
+def test_a_live_object_is_named_by_its_uid_and_version_and_an_edit_is_seen() -> None:
+    """Our managedFields set of a live object from the server is remembered under its uid and
+    resourceVersion (nothing encoded each tick); an edit gives a new version, and is seen."""
+    sent = fingerprint.stamp(config_map({"k": "v", "other": "x"}))
+    live = live_after_apply(sent)
+    live["metadata"]["uid"] = "3f1c0d6e"
+    assert fingerprint.in_sync(sent, live, MANAGER)
+    edited = copy.deepcopy(live)
+    edited["metadata"]["resourceVersion"] = "8"
+    edited["metadata"]["managedFields"][0]["fieldsV1"]["f:data"].pop("f:k")
+    assert not fingerprint.in_sync(sent, edited, MANAGER)
