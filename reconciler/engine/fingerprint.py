@@ -19,8 +19,8 @@ as they were: so the answers are remembered (`_Known`, a bounded table in this p
 exact content they were computed from (`_digest`: a hash of the `marshal` bytes, which tell
 `1`, `1.0` and `True` apart and keep key order; a live object from the server by its uid and
 resourceVersion, a desired one's fields by its fingerprint), and walking or JSON-encoding an
-object happens once per content, not once per tick. A remembered answer is the computed one, by construction.
-A one-shot command starts with the answers the last one of the same repo kept on disk
+object happens once per content, not once per tick. A remembered answer is the computed one, by
+construction. A one-shot command starts with the answers the last one of the same repo kept on disk
 (`remembered` / `learn`, through `cli/rendercache.py`): at 10,000 objects, walking every
 object's fields against its managedFields is most of a no-op `apply`'s planning.
 """

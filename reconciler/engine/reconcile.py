@@ -410,10 +410,15 @@ def carry_out_all(
 ) -> list[ExtensionResult]:
     """Carry out every extension's plan, in order; a suspended one is skipped, a dry run
     only reports. Extensions that left the repo are retired. `stop_before_next` is asked after
-    each extension: True leaves the rest unplanned, for the next reconcile (the loop's, when a
-    newer revision is already waiting for it)."""
+    each extension, and before carrying out a plan with nothing to apply: True leaves the rest
+    unplanned, for the next reconcile (the loop's, when a newer revision is already waiting for
+    it; an unchanged extension would only write its record for this revision, ~0.3 s of the
+    API server's time at 10,000 objects, before the newer one could start)."""
     results = []
     for extension_plan in planned:
+        nothing_to_apply = not extension_plan.plan.has_changes and not extension_plan.errors
+        if nothing_to_apply and stop_before_next is not None and stop_before_next():
+            break
         result = _carry_out_one(
             cluster, extension_plan, loaded, revision, origin, options, say, reads
         )

@@ -1,8 +1,9 @@
 """The GitOps loop's tick against the real control plane, in process (`gitops.controller`).
 
 A tick during which a newer trigger came (a push while it was still carrying out an earlier
-commit) leaves the extensions it has not reached to the next tick, which starts at once; for
-at most `controller.MAX_DEFER` seconds in a row, so every extension is reconciled.
+commit) leaves the extensions it has not reached, and those it planned with nothing to apply,
+to the next tick, which starts at once; for at most `controller.MAX_DEFER` seconds in a row, so
+every extension is reconciled.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
         assert loop.tick().result == "success"
         assert applied_revisions(cluster, names) == [one, one]
 
-        # A commit that changes no object; a push comes while its tick runs (here: before).
-        (root / "NOTES.md").write_text("nothing the reconciler reads\n")
+        # A commit that changes the first extension's objects; a push comes while its tick
+        # runs (here: before): the first is carried out, the second (nothing to apply) left.
+        extension = root / "infra" / "extension.yaml"
+        extension.write_text(first.replace("  config:\n", "  config:\n    imageRegistry: m.io\n"))
         repository.git.add(A=True)
-        two = repository.index.commit("notes").hexsha
+        two = repository.index.commit("a mirror for the first").hexsha
         loop.trigger("a push")
         cut = loop.tick()
         assert (cut.result, cut.message) == ("superseded", f"left: {names[1]}")
@@ -74,6 +77,19 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
         now[0] += 0.2
         assert loop.tick().result == "success"
         assert applied_revisions(cluster, names) == [two, two]
+
+        # A commit that changes no object, with a newer push waiting: no extension has
+        # anything to apply, so none is carried out (not even its record's new revision).
+        (root / "NOTES.md").write_text("nothing the reconciler reads\n")
+        repository.git.add(A=True)
+        three = repository.index.commit("notes").hexsha
+        loop.trigger("a push")
+        cut = loop.tick()
+        assert (cut.result, cut.message) == ("superseded", f"left: {', '.join(names)}")
+        assert applied_revisions(cluster, names) == [two, two]
+        now[0] += controller.MAX_DEFER + 0.1  # the trigger stays pending, as above
+        assert loop.tick().result == "success"
+        assert applied_revisions(cluster, names) == [three, three]
     finally:
         core = client.CoreV1Api(api_client)
         try:
