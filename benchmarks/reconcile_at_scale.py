@@ -6,8 +6,10 @@ kwok are stopped first, so what is measured is the API server's work for the app
 the simulated rollout of thousands of pods competing for the same 2 cores (health is not what
 this measures). Two generated repos (3 extensions, each in its own namespace, instance types,
 mostly model deployments and jobs) differ only in their names: kubectl applies the rendered
-objects of one (with the key Secrets the reconciler generates, so both write the same objects),
-the reconciler the other. Reported, per size:
+objects of one (with the key Secrets the reconciler generates, so both write the same objects;
+their managed-by label says kubectl, as objects someone else applies do on a real cluster, so
+the reconciler's label-selected LISTs and watches do not take them for its own), the reconciler
+the other. Reported, per size:
 
 - initial apply, reconciler / kubectl (goal <= 1.0), and the no-op re-apply of each (the
   reconciler's with its render cache, `cli/rendercache.py`, as a user has it); the
@@ -253,6 +255,8 @@ def run_size(size: int, repeat: int, binaries: build.Binaries, folder: Path) -> 
         repository.index.commit("bench")
         figures.objects = len(rendered(ours_repo))
         objs = rendered(kubectl_repo)
+        for obj in objs:
+            obj["metadata"].setdefault("labels", {})[objects.MANAGED_BY_LABEL] = "kubectl"
         # The CRDs first (kubectl cannot apply a CRD and its resources in one go); the instance
         # types are cluster-scoped and named alike in both repos, so the reconciler applies them.
         shared = {"CustomResourceDefinition", "InstanceType"}
