@@ -23,12 +23,17 @@ from reconciler.render import render as renderer
 _PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
 
 
-def _load(path: str, decryption_key: str | None) -> tuple[source.Snapshot, repo.Loaded]:
-    snapshot = decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key)
-    loaded = repo.load(snapshot)
+def _snapshot(path: str, decryption_key: str | None) -> source.Snapshot:
+    return decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key)
+
+
+def _load(snapshot: source.Snapshot, reuse: memo.Memo) -> repo.Loaded:
+    """The repo, parsing only the files that changed since the last `plan` or `apply` of the
+    same folder (`reuse`: `rendercache.reusing`)."""
+    loaded = repo.load(snapshot, reuse)
     for problem in loaded.problems:
         click.echo(str(problem), err=True)
-    return snapshot, loaded
+    return loaded
 
 
 def _render(
@@ -68,21 +73,24 @@ def plan(
     Exit 0 when there are no changes, 1 when there are, 2 on an error (invalid repo, an object
     the server would reject, no cluster).
     """
-    snapshot, loaded = _load(path, decryption_key)
-    if not loaded.valid:
-        click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
-        sys.exit(2)
-    cluster = connection.connect(kubeconfig, context)
-    options = reconcile.Options(dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune)
-    try:
-        with rendercache.reusing(path, snapshot) as reuse:
+    snapshot = _snapshot(path, decryption_key)
+    with rendercache.reusing(path, snapshot) as reuse:
+        loaded = _load(snapshot, reuse)
+        if not loaded.valid:
+            click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
+            sys.exit(2)
+        cluster = connection.connect(kubeconfig, context)
+        options = reconcile.Options(
+            dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune
+        )
+        try:
             rendered = _render(snapshot, loaded, reuse)
             planned = list(
                 reconcile.plan_each(cluster, rendered, loaded.repo, snapshot.origin(), options)
             )
-    except kube.KubeError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        except kube.KubeError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
     changed = False
     rejected = False
     for extension_plan in planned:
@@ -157,9 +165,8 @@ def apply(
     2 on a usage or connection error.
     """
     seconds = common.parse_duration(timeout)
-    snapshot, loaded = _load(path, decryption_key)
+    snapshot = _snapshot(path, decryption_key)
     revision = snapshot.revision()
-    cluster = connection.connect(kubeconfig, context)
     options = reconcile.Options(
         dry_run=dry_run,
         prune=not no_prune,
@@ -169,17 +176,19 @@ def apply(
         timeout=seconds,
         concurrency=concurrency,
     )
-    try:
-        if not loaded.valid:
-            _reject(cluster, loaded, revision, dry_run)
-        with rendercache.reusing(path, snapshot) as reuse:
+    with rendercache.reusing(path, snapshot) as reuse:
+        loaded = _load(snapshot, reuse)
+        cluster = connection.connect(kubeconfig, context)
+        try:
+            if not loaded.valid:
+                _reject(cluster, loaded, revision, dry_run)
             rendered = _render(snapshot, loaded, reuse)
             results = reconcile.reconcile(
                 cluster, rendered, loaded.repo, revision, snapshot.origin(), options, click.echo
             )
-    except kube.KubeError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        except kube.KubeError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
     failed = False
     for result in results:
         if dry_run:

@@ -71,6 +71,26 @@ class ParsedFile:
     documents: list[Document]
     problems: list[problems.Problem]
 
+    def plain(self) -> tuple[Any, ...]:
+        """This parse as plain data (`marshal` can keep it) without the file's name, which
+        `from_plain` gives back: a parse depends on the text alone."""
+        return (
+            tuple((d.line, d.data, d.lines, d.index) for d in self.documents),
+            tuple((p.line, p.field, p.message, p.severity.value) for p in self.problems),
+        )
+
+    @classmethod
+    def from_plain(cls, file: str, plain: tuple[Any, ...]) -> ParsedFile:
+        """The parse `plain()` gave, for the file named `file`."""
+        found, issues = plain
+        return cls(
+            [Document(file, line, data, lines, index) for line, data, lines, index in found],
+            [
+                problems.Problem(file, line, path, message, problems.Severity(severity))
+                for line, path, message, severity in issues
+            ],
+        )
+
 
 def parse(file: str, text: str) -> ParsedFile:
     """Parse every document of one file; a YAML error becomes a problem, never an exception.

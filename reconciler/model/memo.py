@@ -13,8 +13,9 @@ two revisions never share a mutable object; load results are frozen dataclasses,
 Sits beside `source` and `gitsnapshot` (it asks a `GitSnapshot` for blob ids rather than reading
 the blobs); pure apart from reading through the snapshot. A memo lives for one command; the
 GitOps loop keeps one across ticks and calls `forget_unused` after each, so it holds one
-revision's results; `plan` and `apply` start from the rendered units the last one kept on disk
-(`cli/rendercache.py`: `frozen_units` / `take_frozen_units`).
+revision's results; `plan` and `apply` start from the rendered units and file parses (both
+`copied` results) the last one kept on disk (`cli/rendercache.py`: `frozen_units` /
+`take_frozen_units`).
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class Memo:
         return result
 
     def frozen_units(self) -> dict[bytes, bytes]:
-        """The rendered units (`copied` results) asked for since the last `forget_unused`, as
-        marshal bytes by key digest, for a later command to start from (`take_frozen_units`).
+        """The `copied` results (rendered units, parses) asked for since the last
+        `forget_unused`, as marshal bytes by key digest, for a later command to start from
+        (`take_frozen_units`).
         None that holds a Secret: what leaves the process holds no secret value."""
         return {
             key: kept.data

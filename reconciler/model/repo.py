@@ -19,7 +19,7 @@ Pure: reads only through the snapshot.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -182,14 +182,22 @@ def _load_file(
 ) -> _LoadedFile:
     display = snapshot.display(path)
     if reuse is None:
-        return _read_and_check(snapshot, path, display)
+        return _read_and_check(snapshot, path, display, lambda text: documents.parse(display, text))
     # Keyed by the stored bytes' id (a commit's blob id: nothing read), so an unchanged file
     # is not read at all. Decrypting is a function of those bytes and the memo's one set of
     # keys; a kept decrypted file is decrypted again only so the snapshot holds its plaintext
     # (`decrypted()` lists it), as a load without a memo leaves it.
+    text_id = memo.text_id(snapshot, path)
+
+    def parse(text: str) -> documents.ParsedFile:
+        # The parse alone is also kept as plain data, by the text alone: `plan` and `apply`
+        # start from the parses the last one kept on disk (`cli/rendercache.py`), where
+        # parsing is ~40 % of loading a repo.
+        plain = reuse.copied(("parsed", text_id), lambda: documents.parse(display, text).plain())
+        return documents.ParsedFile.from_plain(display, plain)
+
     kept = reuse.get(
-        ("file", path, memo.text_id(snapshot, path)),
-        lambda: _read_and_check(snapshot, path, display),
+        ("file", path, text_id), lambda: _read_and_check(snapshot, path, display, parse)
     )
     if kept.decrypted:
         snapshot.read_text(path)
@@ -197,7 +205,10 @@ def _load_file(
 
 
 def _read_and_check(
-    snapshot: decryption.DecryptingSnapshot, path: str, display: str
+    snapshot: decryption.DecryptingSnapshot,
+    path: str,
+    display: str,
+    parse: Callable[[str], documents.ParsedFile],
 ) -> _LoadedFile:
     try:
         encrypted = snapshot.encrypted(path)
@@ -207,12 +218,11 @@ def _read_and_check(
         found = problems.Problem(display, err.line, "", err.message)
         return _LoadedFile(display, (found,), ())
     return dataclasses.replace(
-        _parse_and_check(path, display, snapshot.read_text(path)), decrypted=encrypted
+        _check(path, display, parse(snapshot.read_text(path))), decrypted=encrypted
     )
 
 
-def _parse_and_check(path: str, display: str, text: str) -> _LoadedFile:
-    parsed = documents.parse(display, text)
+def _check(path: str, display: str, parsed: documents.ParsedFile) -> _LoadedFile:
     loaded = []
     for document in parsed.documents:
         recognized = manifests.recognize(document, path)

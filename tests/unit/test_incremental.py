@@ -128,12 +128,13 @@ def invalid_utf8(folder: Path) -> None:
 
 Edit = Callable[[Path], None]
 # name: (base repo, the change, what is computed twice as `between` goes: the base's files the
-# head did not have, then the head's render units the base did not have; None: not pinned).
+# head did not have and their parses (a renamed file's text was parsed already), then the head's
+# render units the base did not have; None: not pinned).
 SCENARIOS: dict[str, tuple[Edit, Edit, int | None]] = {
     "job command": (
         example,
         lambda f: replace(f, "jobs/train.yaml", "--epochs 3", "--epochs 4"),
-        2,  # the job file, the job's objects
+        3,  # the job file and its parse, the job's objects
     ),
     "job code file": (
         example,
@@ -150,7 +151,7 @@ SCENARIOS: dict[str, tuple[Edit, Edit, int | None]] = {
         example,
         lambda f: replace(f, "infra/extension.yaml", "releaseNamespace: azureml",
                           "releaseNamespace: ml"),
-        6,  # its file, the extension's objects, 2 jobs, 2 deployments (not the CRDs)
+        7,  # its file and parse, the extension's objects, 2 jobs, 2 deployments (not the CRDs)
     ),
     "volcano off": (
         example,
@@ -161,19 +162,19 @@ SCENARIOS: dict[str, tuple[Edit, Edit, int | None]] = {
     "instance type used by one job": (
         example,
         lambda f: replace(f, "infra/gpu-instancetype.yaml", 'cpu: "2"', 'cpu: "3"'),
-        3,  # its file, the job using it, its custom resource
+        4,  # its file and parse, the job using it, its custom resource
     ),
     "instance type in a list": (
         example,
         lambda f: replace(f, "infra/instancetypes.yaml", "memory: 2Gi", "memory: 3Gi"),
-        4,  # the list file, the job and the deployment using it, its custom resource
+        5,  # the list file and parse, the job and the deployment using it, its custom resource
     ),
     "file renamed": (example, lambda f: rename(f, "jobs/train.yaml", "jobs/training.yaml"), 1),
     "nameless job renamed": (example, lambda f: rename(f, "jobs/hello.yml", "jobs/greet.yml"), 2),
     "deployment deleted": (
         example,
         lambda f: delete_green(f),
-        3,  # its file, the endpoint's file, the extension's objects (the router's config)
+        5,  # its file, the endpoint's file, their parses, the extension's objects (router config)
     ),
     "model file": (
         example,
@@ -183,7 +184,7 @@ SCENARIOS: dict[str, tuple[Edit, Edit, int | None]] = {
     "conda data file": (
         example,
         lambda f: replace(f, "deployments/model/conda.yml", "python=3.11", "python=3.12"),
-        2,  # the conda file itself (data, not a manifest) and blue's objects, which mount it
+        3,  # the conda file (data, not a manifest) and its parse, blue's objects, which mount it
     ),
     "crlf line ends": (example, crlf, None),
     "invalid head": (
@@ -195,7 +196,7 @@ SCENARIOS: dict[str, tuple[Edit, Edit, int | None]] = {
     "invalid at both": (
         broken_example,
         lambda f: replace(f, "jobs/train.yaml", "--epochs 3", "--epochs 4"),
-        1,  # the job file (nothing renders)
+        2,  # the job file and its parse (nothing renders)
     ),
     "tls certificate rotated": (https, rotate_certificate, 1),  # the extension's objects
     "protected settings moved": (https, move_pem_files, None),
@@ -203,7 +204,7 @@ SCENARIOS: dict[str, tuple[Edit, Edit, int | None]] = {
         https,
         lambda f: replace(f, "deployments/scorer.yaml", "name: scorer",
                           "name: scorer\nscale_settings: {type: target_utilization}"),
-        3,  # its file, its objects, the extension's (its router entry changed)
+        4,  # its file and parse, its objects, the extension's (its router entry changed)
     ),
 }  # fmt: skip
 

@@ -14,7 +14,7 @@ import pytest
 from reconciler import objects, source
 from reconciler.cli import rendercache
 from reconciler.engine import fingerprint
-from reconciler.model import decryption, memo, repo, sops
+from reconciler.model import decryption, documents, memo, repo, sops
 from reconciler.render import render
 from tests.helpers import extension, self_signed_pem, write_repo
 from tests.sopsfixtures import age_key, encrypt
@@ -191,3 +191,28 @@ def test_fingerprint_answers_are_kept_for_the_next_command(
         assert fingerprint.stamp(deployment) == stamped
         assert fingerprint.in_sync(stamped, live, "us")
     assert fingerprint.computed() == 0 and path.read_bytes() == written
+
+
+def test_the_next_command_parses_no_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file's parse is kept too (by its text): the next load of the same repo through the
+    cache parses nothing, and loads exactly what a fresh load does; an edited file is parsed."""
+    root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
+    snapshot = source.DirectorySnapshot(root)
+    with rendercache.reusing(str(root), snapshot) as reuse:
+        first = repo.load(snapshot, reuse)
+    parse = documents.parse
+    monkeypatch.setattr(documents, "parse", lambda *_: pytest.fail("parsed again"))
+    with rendercache.reusing(str(root), snapshot) as reuse:
+        again = repo.load(snapshot, reuse)
+    assert again.problems == first.problems
+    assert repr(again.repo.deployments) == repr(first.repo.deployments)
+    assert repr(again.repo.jobs) == repr(first.repo.jobs)
+    changed = root / "jobs" / "train.yaml"
+    changed.write_text(changed.read_text().replace("--epochs 3", "--epochs 4"))
+    parsed: list[str] = []
+    monkeypatch.setattr(documents, "parse", lambda f, t: parsed.append(f) or parse(f, t))
+    with rendercache.reusing(str(root), snapshot) as reuse:
+        repo.load(snapshot, reuse)
+    assert [Path(f).name for f in parsed] == ["train.yaml"]
