@@ -105,13 +105,13 @@ def opened(root: str) -> memo.Memo:
 
 
 def keep(root: str, used: memo.Memo, snapshot: source.Snapshot) -> None:
-    """Write the units `used` rendered or reused, and the fingerprint answers this process
-    holds, for the next command (not when nothing was rendered or computed: the file already
+    """Write the units and parses `used` computed or reused, and the fingerprint answers this
+    process holds, for the next command (not when none of them was computed: the file already
     holds it all, and is only marked as used)."""
     path = _file(root)
     if path is None:
         return
-    if used.misses == 0 and fingerprint.computed() == 0:
+    if used.copied_misses == 0 and fingerprint.computed() == 0:
         with contextlib.suppress(OSError):
             os.utime(path)  # used today: not another repo's to remove after UNUSED_FOR
         return

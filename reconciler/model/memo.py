@@ -47,6 +47,7 @@ class Memo:
         self._kept: dict[Hashable, Any] = {}
         self.hits = 0
         self.misses = 0
+        self.copied_misses = 0  # of the misses, `copied` ones: what `frozen_units` may hand out
 
     def forget_unused(self) -> None:
         """Drop every result not asked for since the last call: a loop that loads one
@@ -87,6 +88,7 @@ class Memo:
             thawed: T = _thaw(kept)
             return thawed
         self.misses += 1
+        self.copied_misses += 1
         result = compute()
         self._used[hashed] = _freeze(result)
         return result
