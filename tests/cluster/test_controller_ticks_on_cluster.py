@@ -58,14 +58,18 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
         assert loop.tick().result == "success"
         assert applied_revisions(cluster, names) == [one, one]
 
-        # A commit that changes the first extension's objects; a push comes while its tick
-        # runs (here: before): the first is carried out, the second (nothing to apply) left.
-        extension = root / "infra" / "extension.yaml"
-        extension.write_text(first.replace("  config:\n", "  config:\n    imageRegistry: m.io\n"))
-        repository.git.add(A=True)
-        two = repository.index.commit("a mirror for the first").hexsha
-        loop.trigger("a push")
-        cut = loop.tick()
+        def pushed(path: Path, text: str, message: str) -> tuple[str, controller.TickOutcome]:
+            """Commit `text` to `path`; a push comes while its tick runs (here: before)."""
+            path.write_text(text)
+            repository.git.add(A=True)
+            revision = repository.index.commit(message).hexsha
+            loop.trigger("a push")
+            return revision, loop.tick()
+
+        # A commit that changes the first extension's objects: it is carried out, the second
+        # (nothing to apply) is left.
+        mirror = first.replace("  config:\n", "  config:\n    imageRegistry: m.io\n")
+        two, cut = pushed(root / "infra" / "extension.yaml", mirror, "a mirror for the first")
         assert (cut.result, cut.message) == ("superseded", f"left: {names[1]}")
         assert applied_revisions(cluster, names) == [two, one]
 
@@ -80,11 +84,7 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
 
         # A commit that changes no object, with a newer push waiting: no extension has
         # anything to apply, so none is carried out (not even its record's new revision).
-        (root / "NOTES.md").write_text("nothing the reconciler reads\n")
-        repository.git.add(A=True)
-        three = repository.index.commit("notes").hexsha
-        loop.trigger("a push")
-        cut = loop.tick()
+        three, cut = pushed(root / "NOTES.md", "nothing the reconciler reads\n", "notes")
         assert (cut.result, cut.message) == ("superseded", f"left: {', '.join(names)}")
         assert applied_revisions(cluster, names) == [two, two]
         now[0] += controller.MAX_DEFER + 0.1  # the trigger stays pending, as above
