@@ -919,27 +919,27 @@ def refusal_phase(
     wake-up of its own, and r and s look alike)."""
     rows: dict[str, dict[str, Any]] = {}
     for name, (serving, refusing) in pairs.items():
-        cpu = {}
-        for what, target in (("served", serving), ("refused", refusing)):
-            run = harness.attack(target, rate, seconds).summary
-            requests = max(1, run["requests"])
-            if what == "refused":
-                codes = run["status_codes"]
-                refused = sum(n for code, n in codes.items() if code in ("429", "503"))
-                rows[name] = {"rate": rate, "refused_share": refused / requests}
-            cpu[what] = run["proxy_cpu_s"] / requests * 1e6
-            time.sleep(0.5)
-        x = cpu["refused"] / cpu["served"] if cpu["served"] else None
-        rows[name].update(
-            served_cpu_us=round(cpu["served"], 1),
-            refusal_cpu_us=round(cpu["refused"], 1),
-            refusal_over_served=None if x is None else round(x, 3),
-            goodput_bound_2x=None if x is None else round(max(0.0, (1 - 2 * x) / (1 - x)), 3),
-        )
+        served_run = harness.attack(serving, rate, seconds).summary
+        time.sleep(0.5)
+        refused_run = harness.attack(refusing, rate, seconds).summary
+        time.sleep(0.5)
+        requests = max(1, refused_run["requests"])
+        codes = refused_run["status_codes"]
+        refused = sum(n for code, n in codes.items() if code in ("429", "503"))
+        served_us = served_run["proxy_cpu_s"] / max(1, served_run["requests"]) * 1e6
+        refusal_us = refused_run["proxy_cpu_s"] / requests * 1e6
+        x = refusal_us / served_us if served_us else None
+        rows[name] = {
+            "rate": rate,
+            "refused_share": refused / requests,
+            "served_cpu_us": round(served_us, 1),
+            "refusal_cpu_us": round(refusal_us, 1),
+            "refusal_over_served": None if x is None else round(x, 3),
+            "goodput_bound_2x": None if x is None else round(max(0.0, (1 - 2 * x) / (1 - x)), 3),
+        }
         log(
-            f"refusal floor: {name} at {rate} rps: {cpu['served']:.1f} us of CPU per served "
-            f"request, {cpu['refused']:.1f} us per refusal ({rows[name]['refused_share']:.1%} "
-            "refused)"
+            f"refusal floor: {name} at {rate} rps: {served_us:.1f} us of CPU per served "
+            f"request, {refusal_us:.1f} us per refusal ({refused / requests:.1%} refused)"
         )
     return rows
 
@@ -1455,22 +1455,20 @@ def main() -> None:
                 for target in targets
                 if target.name.startswith("router") and target.name in maxima
             }
-            pairs = {t.name: (t, replace(t, path="/refuse")) for t in targets if t.name == "nginx"}
+            refusals: dict[str, dict[str, Any]] = {}
             router_max = maxima.get("router", (0, []))[0]
             if router_max:
+                pairs = {
+                    t.name: (t, replace(t, path="/refuse")) for t in targets if t.name == "nginx"
+                }
                 refuser = start_router(
                     harness, [sys.executable, "-c", REFUSE_ALL], args.concurrency, "router-refusing"
                 )
-                serving = next(t for t in targets if t.name == "router")
                 if isinstance(refuser, Target):
-                    pairs["router"] = (serving, refuser)
+                    pairs["router"] = (next(t for t in targets if t.name == "router"), refuser)
                 else:
                     log(f"the refusing router did not start: {refuser}")
-            refusals = (
-                refusal_phase(harness, pairs, router_max, args.latency_seconds)
-                if router_max
-                else {}
-            )
+                refusals = refusal_phase(harness, pairs, router_max, args.latency_seconds)
             loadavg_end = loadavg()
             entries = summarize(targets, latency, maxima, warnings)
             for name, row in refusals.items():

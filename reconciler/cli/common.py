@@ -32,11 +32,13 @@ def one_shot(command: F) -> F:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        was_enabled = gc.isenabled()
         gc.disable()
         try:
             return command(*args, **kwargs)
         finally:
-            gc.enable()
+            if was_enabled:
+                gc.enable()
 
     return run  # type: ignore[return-value]
 

@@ -80,14 +80,14 @@ def _file(root: str) -> Path | None:
 @contextlib.contextmanager
 def reusing(root: str, snapshot: source.Snapshot) -> Iterator[memo.Memo]:
     """For a command's render and plan of the repo at `root`: a memo holding the units the
-    last one kept (`opened`); what the block used and computed is kept for the next one
-    when it ends without an error (`keep`)."""
-    used = opened(root)
+    last one kept (`_opened`); what the block used and computed is kept for the next one
+    when it ends without an error (`_keep`)."""
+    used = _opened(root)
     yield used
-    keep(root, used, snapshot)
+    _keep(root, used, snapshot)
 
 
-def opened(root: str) -> memo.Memo:
+def _opened(root: str) -> memo.Memo:
     """A memo holding the units the last `plan` or `apply` of the repo at `root` kept; the
     fingerprint answers it kept are learned."""
     found = memo.Memo()
@@ -104,7 +104,7 @@ def opened(root: str) -> memo.Memo:
     return found
 
 
-def keep(root: str, used: memo.Memo, snapshot: source.Snapshot) -> None:
+def _keep(root: str, used: memo.Memo, snapshot: source.Snapshot) -> None:
     """Write the units and parses `used` computed or reused, and the fingerprint answers this
     process holds, for the next command (not when none of them was computed: the file already
     holds it all, and is only marked as used)."""

@@ -69,9 +69,13 @@ class _Known:
         with self._lock:
             self._answers[digest] = answer
             self.computed += 1
-            while len(self._answers) > self.LIMIT:
-                del self._answers[next(iter(self._answers))]
+            self._trim()
         return answer
+
+    def _trim(self) -> None:
+        """Drop the oldest answers past LIMIT (the caller holds the lock)."""
+        while len(self._answers) > self.LIMIT:
+            del self._answers[next(iter(self._answers))]
 
     def items(self) -> list[tuple[Hashable, Any]]:
         with self._lock:
@@ -81,8 +85,7 @@ class _Known:
         """Take answers computed elsewhere (by this code: the caller checks)."""
         with self._lock:
             self._answers.update(answers)
-            while len(self._answers) > self.LIMIT:
-                del self._answers[next(iter(self._answers))]
+            self._trim()
 
 
 _FINGERPRINTS = _Known()
