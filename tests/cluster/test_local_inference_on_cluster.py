@@ -328,9 +328,11 @@ def answered_by(url: str, body: bytes, key: str) -> str:
     """The deployment that answered one scoring request (the router's response header)."""
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     request = urllib.request.Request(url, body, headers, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-        return str(response.headers["azureml-model-deployment"])
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return str(response.headers["azureml-model-deployment"])
+    except urllib.error.HTTPError as err:
+        raise AssertionError(f"{err.code} {err.read()[:300]!r}") from None
 
 
 def test_a_traffic_change_committed_to_the_example_is_followed_by_the_running_router(
@@ -357,6 +359,11 @@ def test_a_traffic_change_committed_to_the_example_is_followed_by_the_running_ro
     key = base64.b64decode(secret["data"]["primaryKey"]).decode()
     score_url = f"{url}/api/v1/endpoint/mnist/score"
     body = json.dumps({"data": ROWS}).encode()
+    # `apply --wait` saw blue's pod ready; the router sees it once the EndpointSlice controller
+    # and the router's watch have followed, which on a loaded machine can take longer than
+    # blue's queue wait (500 ms, then a 503): count from the first answer.
+    wait_until(lambda: post(score_url, body, key), lambda reply: reply[0] == 200,
+               "the router to reach blue", 30)  # fmt: skip
     assert Counter(answered_by(score_url, body, key) for _ in range(20)) == {"blue": 20}
 
     # The pull request's change, merged: 10 % to green.
