@@ -11,7 +11,9 @@ words a user can act on (a schema may carry an `x-message` to phrase its own rul
 Most documents are valid, and jsonschema's pure-Python descent is most of the cost of loading a
 large repository, so each schema is also compiled by jsonschema-rs: a document it accepts costs
 only that check; one it rejects is validated again by jsonschema, whose errors are the ones
-explained, so messages, field paths and lines do not depend on which validator ran first.
+explained, so messages, field paths and lines do not depend on which validator ran first. That
+is also why jsonschema (and `referencing`, its registry) is imported only when a document is
+rejected: a command over a valid repository never loads it (~55 ms of every start-up).
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
-import referencing
 import regress
-from jsonschema.exceptions import ValidationError, best_match
-from jsonschema.protocols import Validator
 
 import reconciler
 from reconciler.model import problems
+
+if TYPE_CHECKING:
+    import jsonschema
+    import referencing
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
 
 SCHEMA_NAMES = (
     "Common",
@@ -70,6 +74,8 @@ def _ecma_pattern(
     ECMA-262 regular expression, which is also what jsonschema-rs does. jsonschema itself uses
     Python's `re`, whose `$` also matches before a final newline, so "blue\\n" passed as a DNS
     label."""
+    from jsonschema.exceptions import ValidationError
+
     if validator.is_type(instance, "string") and not _ecma_search(pattern, instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
@@ -91,10 +97,16 @@ def _ecma_regex(pattern: str) -> regress.Regex:
     return regress.Regex(pattern, "u")  # "u": code points, like Python's str and jsonschema-rs
 
 
-# (types-jsonschema has no types for extend().)
-_Draft202012Validator: type[jsonschema.Draft202012Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
-)
+@functools.cache
+def _reference_validator_class() -> type[jsonschema.Draft202012Validator]:
+    """Draft 2020-12 with `pattern` matched as ECMA-262 (`_ecma_pattern`)."""
+    import jsonschema
+
+    # (types-jsonschema has no types for extend().)
+    extended: type[jsonschema.Draft202012Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
+    )
+    return extended
 
 
 @functools.cache
@@ -104,12 +116,14 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 
 def _reference_validator_for(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
     # No format checker: `format` is an annotation, as in the compiled validator.
-    return _Draft202012Validator(schema, registry=_registry())
+    return _reference_validator_class()(schema, registry=_registry())
 
 
 @functools.cache
 def _registry() -> referencing.Registry[Any]:
     """Every schema under its `$id`, so that `Common.json#/$defs/...` resolves offline."""
+    import referencing
+
     return referencing.Registry().with_resources(
         (
             _BASE_URI + f"{schema_name}.json",
@@ -196,6 +210,8 @@ def _explain(error: ValidationError) -> Iterator[tuple[problems.FieldPath, str]]
     if keyword in ("oneOf", "anyOf") and error.context:
         # Explain the alternative whose type fits (a mapping where a mapping is allowed)
         # instead of "is not valid under any of the given schemas".
+        from jsonschema.exceptions import best_match
+
         fitting = _fitting_alternative(error.context)
         for sub in fitting or [best_match(error.context)]:
             yield from _explain(sub)

@@ -5,20 +5,24 @@ The templates are data at the repository's top level (inside the package once in
 
 Shared by the extension renderer (`render`) and the workload renderer (`workloadobjects`).
 Templates insert values with `tojson` (JSON is YAML, so quoting is never a question); `prune`
-drops keys whose value is None or empty so optional fields simply do not appear.
+drops keys whose value is None or empty so optional fields simply do not appear. Jinja is
+imported on the first render: a command whose units all come from the render cache
+(`cli/rendercache.py`) never loads it.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import yaml
 
 import reconciler
 from reconciler import objects
+
+if TYPE_CHECKING:
+    import jinja2
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -29,6 +33,8 @@ def prune(value: Mapping[str, Any]) -> dict[str, Any]:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
+    import jinja2
+
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(reconciler.data_dir("templates")),
         undefined=jinja2.StrictUndefined,
