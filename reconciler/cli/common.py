@@ -9,16 +9,34 @@ does), so commands that run without a cluster start without loading it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """CPython's cyclic collector off inside the block, back as it was after it, however it
+    ends: for work that leaves no garbage cycles behind, where the collector would only walk the
+    growing heap again and again finding next to nothing. A one-shot command runs in it
+    (`one_shot`), and so does the import of a command's module (`lazygroup`: modules, classes
+    and functions are cycles, but none is garbage; ~0.05-0.09 s of the ~0.5 s `apply` spends
+    importing, measured)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def one_shot(command: F) -> F:
@@ -32,13 +50,8 @@ def one_shot(command: F) -> F:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             return command(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
 
     return run  # type: ignore[return-value]
 

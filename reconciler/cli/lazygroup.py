@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from reconciler.cli import common
+
 
 class LazyGroup(click.Group):
     """A `click.Group` whose `lazy_subcommands` ({name: "module.attribute"}) are imported on
@@ -38,7 +40,8 @@ class LazyGroup(click.Group):
     def _load(self, cmd_name: str) -> click.Command:
         import_path = self.lazy_subcommands[cmd_name]
         module_name, attribute = import_path.rsplit(".", 1)
-        command = getattr(importlib.import_module(module_name), attribute)
+        with common.collector_paused():  # imports leave no garbage for it to find
+            command = getattr(importlib.import_module(module_name), attribute)
         # A wrong path in the table should say which entry is wrong, not fail later in click.
         if not isinstance(command, click.Command):
             raise TypeError(f"lazy subcommand {cmd_name!r}: {import_path} is not a click command")

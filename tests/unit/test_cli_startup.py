@@ -53,7 +53,12 @@ def modules_after(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
 
 def command_modules(loaded: set[str]) -> set[str]:
     """The modules of `reconciler.cli` that hold commands (not the group or its helpers)."""
-    helpers_of_the_group = {"reconciler.cli", "reconciler.cli.main", "reconciler.cli.lazygroup"}
+    helpers_of_the_group = {
+        "reconciler.cli",
+        "reconciler.cli.main",
+        "reconciler.cli.lazygroup",
+        "reconciler.cli.common",  # the group pauses the collector while it imports a command
+    }
     return {m for m in loaded if m.startswith("reconciler.cli.")} - helpers_of_the_group
 
 
@@ -100,6 +105,45 @@ def test_apply_loads_its_module_and_the_client_but_not_the_local_plane(tmp_path:
     assert code == 0
     assert {"reconciler.cli.reconcile", "kubernetes"} <= loaded
     assert not {"reconciler.localcluster.plane", "reconciler.router.proxy", "watchfiles"} & loaded
+
+
+def test_libraries_a_valid_repo_does_not_need_are_imported_only_when_needed(
+    tmp_path: Path,
+) -> None:
+    """jsonschema explains a rejected document (the compiled validator vouches for valid ones),
+    Jinja renders (a warm render cache needs none), cryptography, pyrage and ruamel decrypt
+    SOPS files or check TLS material: none of them is loaded by importing `apply` or by
+    validating the example, and a schema error still gets jsonschema's explanation."""
+    deferred = {"jsonschema", "referencing", "jinja2", "cryptography", "pyrage", "ruamel.yaml"}
+    code, loaded = modules_after(tmp_path, "apply", "--help")
+    assert code == 0 and "reconciler.cli.reconcile" in loaded
+    assert not deferred & loaded
+    code, loaded = modules_after(tmp_path, "validate", str(helpers.EXAMPLE))
+    assert code == 0
+    assert not deferred & loaded
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "types.yaml").write_text(
+        "apiVersion: amlarc.azureml.com/v1alpha1\nkind: InstanceType\n"
+        "metadata: {name: small}\nspec: {resources: lots}\n"
+    )
+    code, loaded = modules_after(tmp_path, "validate", str(tmp_path / "repo"))
+    assert code == 1 and "jsonschema" in loaded
+
+
+def test_a_lazy_command_is_imported_with_the_cycle_collector_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "probe_command.py").write_text(
+        "import gc\nimport click\nCOLLECTING = gc.isenabled()\n"
+        "@click.command()\ndef probe():\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    group = lazygroup.LazyGroup(lazy_subcommands={"probe": "probe_command.probe"})
+    assert gc.isenabled()
+    assert isinstance(group.get_command(click.Context(group), "probe"), click.Command)
+    assert sys.modules["probe_command"].COLLECTING is False
+    assert gc.isenabled()
+    monkeypatch.delitem(sys.modules, "probe_command")
 
 
 @pytest.mark.parametrize("group", [cli.main, routercli.router], ids=["reconciler", "router"])
