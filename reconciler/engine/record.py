@@ -49,7 +49,7 @@ class Outcome:
 
 def crd() -> objects.Object:
     """The CustomResourceDefinition of the record."""
-    (definition,) = templating.render_template("crds/extensionstatus.yaml.j2", {})
+    (definition,) = templating.static_manifest("crds/extensionstatus.yaml")
     return definition
 
 

@@ -1,4 +1,5 @@
-"""The Jinja environment over `templates/`, and rendering one template into objects.
+"""The Jinja environment over `templates/`, rendering one template into objects, and reading
+a static manifest there (`static_manifest`: plain YAML, such as the record's CRD).
 
 The templates are data at the repository's top level (inside the package once installed:
 `reconciler.data_dir`).
@@ -48,4 +49,13 @@ def _environment() -> jinja2.Environment:
 def render_template(name: str, context: Mapping[str, Any]) -> list[objects.Object]:
     """Render one template into the objects its YAML documents hold (empty ones dropped)."""
     text = _environment().get_template(name).render(**context)
+    return _documents(text)
+
+
+def static_manifest(name: str) -> list[objects.Object]:
+    """The objects of a manifest under `templates/` that is plain YAML, not a template."""
+    return _documents((reconciler.data_dir("templates") / name).read_text(encoding="utf-8"))
+
+
+def _documents(text: str) -> list[objects.Object]:
     return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc]
