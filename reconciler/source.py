@@ -76,10 +76,17 @@ def join(folder: str, relative: str) -> str | None:
 
 
 class DirectorySnapshot:
-    """A snapshot of a folder on disk (a work tree), or of a single YAML file."""
+    """A snapshot of a folder on disk (a work tree), or of a single YAML file.
+
+    Each YAML file is read from disk once and its bytes kept for the snapshot's life: loading
+    a manifest hashes it (the memo's text id), checks it for SOPS metadata and parses it, and
+    all three must see the same bytes even if the file is saved meanwhile (three reads were
+    also ~a third of loading 4,400 manifests). Other files (models, code) are read each time:
+    they can be large, and are only hashed or copied."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         given = Path(path)
+        self._manifests: dict[str, bytes] = {}
         self._single_file: str | None = None
         if given.is_file():
             self.root = given.parent
@@ -105,10 +112,19 @@ class DirectorySnapshot:
         return self.root / path
 
     def read_text(self, path: str) -> str:
-        return self._path(path).read_text(encoding="utf-8", errors="replace")
+        if not path.endswith(YAML_SUFFIXES):
+            return self._path(path).read_text(encoding="utf-8", errors="replace")
+        # As reading the file in text mode does: universal newlines.
+        text = self.read_bytes(path).decode("utf-8", errors="replace")
+        return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
     def read_bytes(self, path: str) -> bytes:
-        return self._path(path).read_bytes()
+        if not path.endswith(YAML_SUFFIXES):
+            return self._path(path).read_bytes()
+        data = self._manifests.get(path)
+        if data is None:
+            data = self._manifests[path] = self._path(path).read_bytes()
+        return data
 
     def exists(self, path: str) -> bool:
         return self._path(path).exists()

@@ -412,6 +412,44 @@ def test_a_work_tree_file_without_carriage_returns_reads_as_its_bytes_decoded(
         assert memo.text_id(snapshot, "f.yaml") == ("raw", memo.blob_id(data))
 
 
+# Line ends of every kind, and bytes that are not UTF-8 alone (\xc3 starts a two-byte "é").
+_PIECES = [b"\r", b"\n", b"\r\n", b"a", b"\xff", b"\xc3", b"\xa9"]
+
+
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=24).map(b"".join),
+    st.sampled_from(["f.yaml", "code/score.py"]),
+)
+def test_a_work_tree_file_reads_as_in_text_mode(data: bytes, name: str) -> None:
+    """A manifest's text comes from the bytes the snapshot keeps: it is what reading the file
+    in text mode gives (universal newlines, replacement), as for the files it does not keep."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        snapshot = source.DirectorySnapshot(folder)
+        assert snapshot.read_text(name) == path.read_text(encoding="utf-8", errors="replace")
+        assert snapshot.read_bytes(name) == data
+
+
+def test_a_work_tree_manifest_is_read_once_so_its_id_check_and_parse_see_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    """Saved again while a command runs, a manifest is still the one the snapshot first read
+    (its text id names what was parsed); a model or code file is read anew each time."""
+    (tmp_path / "job.yaml").write_text("name: a\n")
+    (tmp_path / "model.bin").write_bytes(b"1")
+    snapshot = source.DirectorySnapshot(tmp_path)
+    first = memo.text_id(snapshot, "job.yaml")
+    assert snapshot.read_bytes("model.bin") == b"1"
+    (tmp_path / "job.yaml").write_text("name: b\n")
+    (tmp_path / "model.bin").write_bytes(b"2")
+    assert memo.text_id(snapshot, "job.yaml") == first
+    assert snapshot.read_text("job.yaml") == "name: a\n"
+    assert snapshot.read_bytes("model.bin") == b"2"
+    assert source.DirectorySnapshot(tmp_path).read_text("job.yaml") == "name: b\n"
+
+
 class _CountingSnapshot(gitsnapshot.GitSnapshot):
     """A commit that notes every file read from it."""
 
