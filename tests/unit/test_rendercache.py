@@ -213,6 +213,7 @@ def test_the_next_command_parses_no_file_again(
     changed.write_text(changed.read_text().replace("--epochs 3", "--epochs 4"))
     parsed: list[str] = []
     monkeypatch.setattr(documents, "parse", lambda f, t: parsed.append(f) or parse(f, t))
+    snapshot = source.DirectorySnapshot(root)  # the next command's (a snapshot keeps what it read)
     with rendercache.reusing(str(root), snapshot) as reuse:
         repo.load(snapshot, reuse)
     assert [Path(f).name for f in parsed] == ["train.yaml"]
