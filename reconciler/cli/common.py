@@ -1,5 +1,6 @@
-"""Options and helpers the commands share: --kubeconfig/--context, -o, durations, and how a
-one-shot command over a whole repo collects garbage (`one_shot`).
+"""Options and helpers the commands share: --kubeconfig/--context, -o, durations, and when the
+cyclic garbage collector is paused (`collector_paused`: a one-shot command over a whole repo,
+`one_shot`, and the import of a command's module, `lazygroup`).
 
 Part of the command line (`reconciler.cli`): each command-group module decorates its commands with
 `kube_options` and opens its cluster with `connection.connect`, so every command names and reports
