@@ -11,14 +11,21 @@ signing key; never printed), and the router: `--url`, else a ready router pod of
 that the local plane's pod runtime serves on loopback. Prints the model's answer. Exit 0 on a
 2xx answer, 1 on any other (its status and body on stderr), 2 when the endpoint or deployment,
 router or credential cannot be found.
+
+A 429 or 503 that carries Retry-After (the router's answers for load: a full queue, no backend
+free within the queue wait, admission control) is tried again after the time it says, up to
+RETRIES times (`post`), as the Azure SDK's retry policy does for the original product's clients:
+right after `apply --wait`, a new pod is ready before the router has followed its EndpointSlice.
 """
 
 from __future__ import annotations
 
 import base64
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +41,8 @@ from reconciler.router import proxy, tokens
 ROUTER_CONFIG_LABEL = "app.kubernetes.io/component=router-config"
 CONFIG_SUFFIX = "-config"
 TOKEN_SECONDS = 3600
+RETRIES = 3  # more tries of a 429 / 503 with Retry-After
+MAX_RETRY_AFTER = 5.0  # seconds; an answer asking for longer is not waited for
 
 
 @dataclass(frozen=True)
@@ -211,10 +220,42 @@ def score(
         f"{url.rstrip('/')}{target.path}", body, headers, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            click.echo(response.read().decode(errors="replace"))
+        click.echo(post(request, timeout).decode(errors="replace"))
     except urllib.error.HTTPError as err:
         click.echo(f"{err.code} {err.reason}: {err.read().decode(errors='replace')}", err=True)
         sys.exit(1)
     except OSError as err:
         _fail(f"cannot reach the router at {url}: {err}")
+
+
+def post(
+    request: urllib.request.Request,
+    timeout: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bytes:
+    """The body of a 2xx answer to `request`; `HTTPError` for any other, after trying a 429 or
+    503 with a Retry-After of at most MAX_RETRY_AFTER seconds again, up to RETRIES times."""
+    for attempt in range(RETRIES + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body: bytes = response.read()
+                return body
+        except urllib.error.HTTPError as err:
+            wait = retry_after(err.code, err.headers.get("Retry-After"))
+            if wait is None or attempt == RETRIES:
+                raise
+            err.close()
+            sleep(wait)
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def retry_after(status: int, header: str | None) -> float | None:
+    """Seconds to wait before trying again, or None: not a load answer (429 / 503) or no usable
+    Retry-After (missing, an HTTP date, over MAX_RETRY_AFTER)."""
+    if status not in (429, 503) or header is None:
+        return None
+    try:
+        seconds = float(header.strip())
+    except ValueError:
+        return None
+    return seconds if 0.0 <= seconds <= MAX_RETRY_AFTER else None
