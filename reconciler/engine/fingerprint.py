@@ -16,25 +16,26 @@ the desired object and the live object's metadata.
 
 The GitOps loop asks both questions for every object on every tick, and nearly all objects are
 as they were: so the answers are remembered (`_Known`, a bounded table in this process) under the
-exact content they were computed from (`_digest`: a hash of the `marshal` bytes, which tell
-`1`, `1.0` and `True` apart and keep key order; a live object from the server by its uid and
-resourceVersion, a desired one's fields by its fingerprint), and walking or JSON-encoding an
-object happens once per content, not once per tick. A remembered answer is the computed one, by
-construction. A one-shot command starts with the answers the last one of the same repo kept on disk
-(`remembered` / `learn`, through `cli/rendercache.py`): at 10,000 objects, walking every
-object's fields against its managedFields is most of a no-op `apply`'s planning.
+exact content they were computed from (`memo.content_digest`, the memo's hash of the `marshal`
+bytes, which tell `1`, `1.0` and `True` apart and keep key order; a live object from the server
+by its uid and resourceVersion, a desired one's fields by its fingerprint), and walking or
+JSON-encoding an object happens once per content, not once per tick. A remembered answer is the
+computed one, by construction. A one-shot command starts with the answers the last one of the
+same repo kept on disk (`remembered` / `learn`, through `cli/rendercache.py`): at 10,000
+objects, walking every object's fields against its managedFields is most of a no-op `apply`'s
+planning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import marshal
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from reconciler import objects
+from reconciler.model import memo
 
 ANNOTATION = "gitops.mlext.io/applied-fingerprint"
 _UNHASHED = (objects.SOURCE_REVISION_ANNOTATION, ANNOTATION)
@@ -109,16 +110,6 @@ def computed() -> int:
     return _FINGERPRINTS.computed + _COVERED.computed
 
 
-def _digest(value: Any) -> bytes | None:
-    """A hash of `value`'s exact content (types and key order count), or None when `marshal`
-    cannot hold it (then nothing is remembered)."""
-    try:
-        data = marshal.dumps(value)
-    except ValueError:
-        return None
-    return hashlib.blake2b(data, digest_size=20).digest()
-
-
 def _hashed(obj: Mapping[str, Any]) -> dict[str, Any]:
     """`obj` without the annotations the fingerprint leaves out (top level and metadata new)."""
     clean = dict(obj)
@@ -137,7 +128,7 @@ def _hashed(obj: Mapping[str, Any]) -> dict[str, Any]:
 def of(obj: Mapping[str, Any]) -> str:
     """The fingerprint of what would be sent for `obj` (a hex digest, 32 characters)."""
     clean = _hashed(obj)
-    return _FINGERPRINTS.get(_digest(clean), lambda: _of_clean(clean))
+    return _FINGERPRINTS.get(memo.content_digest(clean), lambda: _of_clean(clean))
 
 
 def _of_clean(clean: Mapping[str, Any]) -> str:
@@ -206,7 +197,7 @@ def _owned_id(live: Mapping[str, Any], fields: Mapping[str, Any]) -> Hashable | 
     uid, version = metadata.get("uid"), metadata.get("resourceVersion")
     if isinstance(uid, str) and isinstance(version, str) and uid and version:
         return ("version", uid, version)
-    return _digest(fields)
+    return memo.content_digest(fields)
 
 
 def _owns_all(fields: Mapping[str, Any], stamped: Mapping[str, Any]) -> bool:

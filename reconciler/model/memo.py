@@ -120,10 +120,18 @@ def digest(key: Hashable) -> Hashable:
     10,000 objects, half that with a digest). marshal's format 2 writes equal values as equal
     bytes (no references by identity); a key it cannot write (one with an `unknown` value)
     stays itself and, as before, matches nothing."""
+    found = content_digest(key)
+    return key if found is None else found
+
+
+def content_digest(value: Any) -> bytes | None:
+    """A hash of `value`'s exact content: marshal's format 2 bytes, which tell `1`, `1.0` and
+    `True` apart, keep key order and write equal values as equal bytes; None when marshal
+    cannot write the value."""
     try:
-        data = marshal.dumps(cast(Any, key), 2)
+        data = marshal.dumps(value, 2)
     except ValueError:
-        return key
+        return None
     return hashlib.blake2b(data, digest_size=20).digest()
 
 
