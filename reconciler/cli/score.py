@@ -235,18 +235,19 @@ def post(
 ) -> bytes:
     """The body of a 2xx answer to `request`; `HTTPError` for any other, after trying a 429 or
     503 with a Retry-After of at most MAX_RETRY_AFTER seconds again, up to RETRIES times."""
-    for attempt in range(RETRIES + 1):
+    retries = 0
+    while True:
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 body: bytes = response.read()
                 return body
         except urllib.error.HTTPError as err:
             wait = retry_after(err.code, err.headers.get("Retry-After"))
-            if wait is None or attempt == RETRIES:
+            if wait is None or retries == RETRIES:
                 raise
+            retries += 1
             err.close()
             sleep(wait)
-    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def retry_after(status: int, header: str | None) -> float | None:
