@@ -53,8 +53,14 @@ def render_template(name: str, context: Mapping[str, Any]) -> list[objects.Objec
 
 
 def static_manifest(name: str) -> list[objects.Object]:
-    """The objects of a manifest under `templates/` that is plain YAML, not a template."""
-    return _documents((reconciler.data_dir("templates") / name).read_text(encoding="utf-8"))
+    """The objects of a manifest under `templates/` that is plain YAML, not a template (new
+    objects at every call; the file is read once, as Jinja reads a template once)."""
+    return _documents(_static_text(name))
+
+
+@functools.cache
+def _static_text(name: str) -> str:
+    return (reconciler.data_dir("templates") / name).read_text(encoding="utf-8")
 
 
 def _documents(text: str) -> list[objects.Object]:
