@@ -219,13 +219,16 @@ def carry_out(
     options: Options,
     say: Say,
     reads: livecache.Reads | None = None,
+    write_outcome: Callable[[recordstore.Write], None] = recordstore.inline,
 ) -> ExtensionResult:
     """Apply, prune and assess one planned extension, recording each step in its record.
-    With nothing changed, health is assessed from what `reads` read for the plan."""
+    With nothing changed, health is assessed from what `reads` read for the plan. The outcome's
+    write (the last) goes through `write_outcome` (the loop's `recordstore.Deferred`)."""
     name = planned.name
+    finish = functools.partial(_finish, cluster, planned, write_outcome=write_outcome)
     if planned.errors:
         outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(planned.errors))
-        return _finish(cluster, planned, outcome, attempted=revision)
+        return finish(outcome, attempted=revision)
     live_record = planned.record_live
     if options.wait or not planned.desired_keys <= planned.previous:
         # Record first: whatever is created from here on is in the inventory even if we
@@ -245,7 +248,7 @@ def carry_out(
     )
     if failures:
         outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(failures))
-        return _finish(cluster, planned, outcome, live=live_record, attempted=revision)
+        return finish(outcome, live=live_record, attempted=revision)
     deleted, delete_failures = executor.prune(cluster, planned.plan.of(plans.Action.DELETE), say)
     # Still ours: what the repo declares, and what should go but is still there (prune
     # refused or switched off, or its delete failed and is retried next time).
@@ -260,9 +263,7 @@ def carry_out(
     # extension's ~3,300-entry record took the loop ~0.3 s of waiting on the API server).
     if delete_failures:
         outcome = record.Outcome(record.FAILED, "PruneFailed", tuple(delete_failures))
-        return _finish(
-            cluster,
-            planned,
+        return finish(
             outcome,
             live=live_record,
             attempted=revision,
@@ -285,9 +286,7 @@ def carry_out(
                 "apply with --allow-mass-prune to delete them",
             ),
         )
-    return _finish(
-        cluster,
-        planned,
+    return finish(
         outcome,
         live=live_record,
         applied=revision,
@@ -306,28 +305,33 @@ def _finish(
     attempted: str | None = None,
     inventory: Iterable[objects.Key] | None = None,
     drift: Iterable[objects.Key] | None = None,
+    write_outcome: Callable[[recordstore.Write], None] = recordstore.inline,
 ) -> ExtensionResult:
     live = live or planned.record_live
     if live is not None or applied is not None:
-        before = record.summary(planned.record_live or {})
-        written = recordstore.write_status(
-            cluster,
-            planned.name,
-            live,
-            outcome=outcome,
-            applied_revision=applied,
-            attempted_revision=attempted or applied,
-            inventory=inventory,
-            drift=drift,
-        )
         # An event when something happened, not for every periodic no-op reconcile.
-        if (
+        worth_an_event = (
             planned.plan.has_changes
             or outcome.state == record.FAILED
-            or before["provisioningState"] != outcome.state
+            or record.summary(planned.record_live or {})["provisioningState"] != outcome.state
             or planned.record_live is None
-        ):
-            recordstore.announce(cluster, written, outcome)
+        )
+
+        def write() -> None:
+            written = recordstore.write_status(
+                cluster,
+                planned.name,
+                live,
+                outcome=outcome,
+                applied_revision=applied,
+                attempted_revision=attempted or applied,
+                inventory=inventory,
+                drift=drift,
+            )
+            if worth_an_event:
+                recordstore.announce(cluster, written, outcome)
+
+        write_outcome(write)
     return ExtensionResult(planned.name, planned.plan, outcome)
 
 
@@ -407,20 +411,23 @@ def carry_out_all(
     say: Say,
     reads: livecache.Reads | None = None,
     stop_before_next: Callable[[], bool] | None = None,
+    write_outcome: Callable[[recordstore.Write], None] = recordstore.inline,
 ) -> list[ExtensionResult]:
     """Carry out every extension's plan, in order; a suspended one is skipped, a dry run
     only reports. Extensions that left the repo are retired. `stop_before_next` is asked after
     each extension, and before carrying out a plan with nothing to apply: True leaves the rest
     unplanned, for the next reconcile (the loop's, when a newer revision is already waiting for
     it; an unchanged extension would only write its record for this revision, ~0.3 s of the
-    API server's time at 10,000 objects, before the newer one could start)."""
+    API server's time at 10,000 objects, before the newer one could start). Outcomes are
+    written through `write_outcome` (see `carry_out`), a retired extension's inline (its
+    record is deleted after)."""
     results = []
     for extension_plan in planned:
         nothing_to_apply = not extension_plan.plan.has_changes and not extension_plan.errors
         if nothing_to_apply and stop_before_next is not None and stop_before_next():
             break
         result = _carry_out_one(
-            cluster, extension_plan, loaded, revision, origin, options, say, reads
+            cluster, extension_plan, loaded, revision, origin, options, say, reads, write_outcome
         )
         results.append(result)
         if stop_before_next is not None and stop_before_next():
@@ -437,6 +444,7 @@ def _carry_out_one(
     options: Options,
     say: Say,
     reads: livecache.Reads | None,
+    write_outcome: Callable[[recordstore.Write], None],
 ) -> ExtensionResult:
     say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
     if record.suspended(extension_plan.record_live):
@@ -451,7 +459,7 @@ def _carry_out_one(
     if extension_plan.name not in loaded.extensions and extension_plan.record_live:
         return _retire(cluster, extension_plan, revision, options, say, reads)
     _ensure_record(cluster, loaded, extension_plan, origin, reads)
-    return carry_out(cluster, extension_plan, revision, options, say, reads)
+    return carry_out(cluster, extension_plan, revision, options, say, reads, write_outcome)
 
 
 def _ensure_record(

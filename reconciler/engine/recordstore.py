@@ -5,13 +5,15 @@ the `kube` edge: the record CRD installed, every record read, a record's spec an
 (a status only when it would change, so a no-op reconcile writes nothing), and a Kubernetes Event
 for what is worth telling. `reconcile` writes each phase's outcome through it; the GitOps loop and
 the CLI use it for what they record outside a reconcile (a rejected revision, drift).
+`Deferred` lets the loop write an outcome while its next tick starts (see there).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from reconciler import kube, objects
 from reconciler.engine import diffs, fingerprint, health, livecache, record
@@ -22,6 +24,38 @@ log = logging.getLogger(__name__)
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Write = Callable[[], None]
+
+
+def inline(write: Write) -> None:
+    """Write now: what a one-shot command does (it exits once the reconcile returns)."""
+    write()
+
+
+class Deferred:
+    """Outcome writes the GitOps loop does not wait for: each runs on one thread, in the order
+    given, while the loop goes on. At 10,000 objects an extension's outcome write (its record
+    holds a ~3,300-entry inventory) is 0.2-0.45 s of the API server's time; a commit pushed
+    meanwhile no longer waits for it: the next tick fetches, loads and renders first, and
+    `settle`s only before it reads the records. Only outcomes are deferred: the inventory is
+    always written before anything is applied (`reconcile`'s safety rule), and a crash
+    before an outcome lands loses only the outcome, which the next reconcile writes again."""
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="record-writes")
+        self._pending: list[concurrent.futures.Future[None]] = []
+
+    def __call__(self, write: Write) -> None:
+        self._pending.append(self._pool.submit(write))
+
+    def settle(self) -> None:
+        """Wait for every write given so far; raise the first one's error, if any."""
+        pending, self._pending = self._pending, []
+        errors = [e for e in (f.exception() for f in pending) if e is not None]
+        if errors:
+            raise errors[0]
 
 
 def read_records(

@@ -18,7 +18,8 @@ sends no request at all (the `tick_api_requests` metric counts them by verb):
 - a trigger that comes during a tick (a push while the last one is still carried out) cuts it
   short after the extension in progress: the rest are left to the next tick, which starts at
   once on the newer revision; for at most MAX_DEFER seconds in a row, so that a stream of
-  triggers cannot starve the extensions after the first.
+  triggers cannot starve the extensions after the first. The cut tick's outcome writes finish
+  while the next one fetches, loads and renders (`recordstore.Deferred`).
 
 Ticks come every `interval` (with jitter, so replicas of many controllers don't fetch in step),
 and at once when `trigger` is called (a webhook, a file saved under `--watch`, a watch event on
@@ -96,6 +97,8 @@ class Controller:
         self.last: TickOutcome | None = None
         # Files and render units unchanged since the last tick are not parsed or rendered again.
         self._memo = memo.Memo()
+        # Where outcomes are written: a tick cut short by a newer trigger leaves them in flight.
+        self.outcomes = recordstore.Deferred()
         self.ticks = 0
         # Set by the command: the watch-backed live state every tick reads (None: one LIST per
         # kind per tick), and the drift watch on it, so drift triggers a tick at once.
@@ -129,6 +132,10 @@ class Controller:
         try:
             with self.heap.tick() if self.heap is not None else contextlib.nullcontext():
                 outcome = self._tick()
+                if not self._wake.is_set():
+                    # Nothing waits for the next tick: this one ends once its writes are in
+                    # (its outcome, requests and errors are its own, as without deferring).
+                    self.outcomes.settle()
         except kube.KubeError as err:
             log.error("reconcile failed talking to the API server: %s", err)
             outcome = TickOutcome("error", message=str(err))
@@ -159,6 +166,13 @@ class Controller:
         snapshot = self._fetch()
         revision, origin = snapshot.revision(), snapshot.origin()
         loaded = repo.load(snapshot, self._memo)
+        rendered = []
+        if loaded.valid:
+            rendered = render.render_repo(loaded.repo, snapshot, revision, self._memo).objects
+            self._memo.forget_unused()
+        # The last tick's outcomes are in before the records are read (it may have left them
+        # to be written while this one fetched, loaded and rendered: `recordstore.Deferred`).
+        self.outcomes.settle()
         reads = self.cache if self.cache is not None else livecache.Listing(self.cluster)
         every_record = recordstore.read_records(self.cluster, reads)
         records = recordstore.from_origin(every_record, origin)
@@ -172,8 +186,6 @@ class Controller:
         )
         report_only = self.settings.drift == "report" and unchanged
         options = dataclasses.replace(self.settings.options, dry_run=report_only)
-        rendered = render.render_repo(loaded.repo, snapshot, revision, self._memo).objects
-        self._memo.forget_unused()
         if not report_only:
             recordstore.ensure_record_crd(self.cluster, reads)
         # Each extension is carried out as soon as it is planned (`reconcile.plan_each`).
@@ -191,6 +203,7 @@ class Controller:
             log.info,
             reads,
             stop_before_next=self._newer_waiting,
+            write_outcome=self.outcomes,
         )
         done = {r.name for r in results}
         covered = reconcile.extension_names(loaded.repo, every_record, origin)
@@ -288,6 +301,10 @@ class Controller:
                 delay = 1.0  # poll leadership; the elector takes over on its own thread
             self._wake.wait(delay)
             self._wake.clear()
+        try:
+            self.outcomes.settle()  # a write left in flight by the last tick lands first
+        except Exception:
+            log.exception("writing the last reconcile's outcome failed")
         log.info("stopped")
 
 

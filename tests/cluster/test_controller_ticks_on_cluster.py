@@ -3,12 +3,13 @@
 A tick during which a newer trigger came (a push while it was still carrying out an earlier
 commit) leaves the extensions it has not reached, and those it planned with nothing to apply,
 to the next tick, which starts at once; for at most `controller.MAX_DEFER` seconds in a row, so
-every extension is reconciled.
+every extension is reconciled. The cut tick's outcome writes land while the next one starts.
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import git
@@ -16,11 +17,26 @@ import pytest
 from kubernetes import client
 
 from reconciler import kube, source
-from reconciler.engine import record
+from reconciler.engine import record, recordstore
 from reconciler.gitops import controller, loopmetrics
 from tests.helpers import example_repo
 
 pytestmark = pytest.mark.cluster
+
+
+class Gated(recordstore.Deferred):
+    """Deferred outcome writes that wait for `gate` before they start."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self._gate = gate
+
+    def __call__(self, write: recordstore.Write) -> None:
+        def gated() -> None:
+            self._gate.wait(60)
+            write()
+
+        super().__call__(gated)
 
 
 def applied_revisions(cluster: kube.Cluster, names: list[str]) -> list[str]:
@@ -67,10 +83,16 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
             return revision, loop.tick()
 
         # A commit that changes the first extension's objects: it is carried out, the second
-        # (nothing to apply) is left.
+        # (nothing to apply) is left. The tick does not wait for its outcome's write (held
+        # here until the gate opens), which lands before the next tick reads the records.
+        gate = threading.Event()
+        loop.outcomes = Gated(gate)
         mirror = first.replace("  config:\n", "  config:\n    imageRegistry: m.io\n")
         two, cut = pushed(root / "infra" / "extension.yaml", mirror, "a mirror for the first")
         assert (cut.result, cut.message) == ("superseded", f"left: {names[1]}")
+        assert applied_revisions(cluster, names) == [one, one]  # applied, outcome not written
+        gate.set()
+        loop.outcomes.settle()
         assert applied_revisions(cluster, names) == [two, one]
 
         # Triggers keep coming (here: the trigger stays pending): cut short again, until the
@@ -80,6 +102,7 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
         assert applied_revisions(cluster, names) == [two, one]
         now[0] += 0.2
         assert loop.tick().result == "success"
+        loop.outcomes.settle()  # the trigger is still pending: the tick left its writes
         assert applied_revisions(cluster, names) == [two, two]
 
         # A commit that changes no object, with a newer push waiting: no extension has
@@ -89,6 +112,7 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
         assert applied_revisions(cluster, names) == [two, two]
         now[0] += controller.MAX_DEFER + 0.1  # the trigger stays pending, as above
         assert loop.tick().result == "success"
+        loop.outcomes.settle()
         assert applied_revisions(cluster, names) == [three, three]
     finally:
         core = client.CoreV1Api(api_client)

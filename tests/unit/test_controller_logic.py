@@ -1,13 +1,15 @@
-"""Pure parts of the GitOps loop: webhook signatures, tick timing, drift events, drift status."""
+"""Pure parts of the GitOps loop: webhook signatures, tick timing, drift events, drift status,
+the order and errors of deferred outcome writes."""
 
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
-from reconciler import objects
-from reconciler.engine import plans, record
+from reconciler import kube, objects
+from reconciler.engine import plans, record, recordstore
 from reconciler.gitops import controller, driftwatch, loopmetrics, webhook
 
 SECRET = b"s3cret"
@@ -182,3 +184,30 @@ def test_the_heap_policy_freezes_what_a_tick_leaves_and_collects_in_full_on_sche
 
 class _Node:
     me: object = None
+
+
+def test_deferred_outcome_writes_run_in_order_and_settle_raises_the_first_error() -> None:
+    done: list[int] = []
+    writes = recordstore.Deferred()
+    gate = threading.Event()
+
+    def write(n: int) -> recordstore.Write:
+        def run() -> None:
+            gate.wait(10)
+            done.append(n)
+            if n in (2, 3):
+                raise kube.KubeError(f"write {n} refused", status=409)
+
+        return run
+
+    for n in (1, 2, 3, 4):
+        writes(write(n))
+    assert done == []  # given, not waited for
+    gate.set()
+    with pytest.raises(kube.KubeError, match="write 2 refused"):
+        writes.settle()
+    assert done == [1, 2, 3, 4]  # one thread, in order; an error does not stop the rest
+    writes.settle()  # the errors were told once
+    writes(write(5))
+    writes.settle()
+    assert done[-1] == 5
