@@ -26,7 +26,7 @@ import enum
 import functools
 import hashlib
 import marshal
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar, cast
 
 from reconciler import gitsnapshot, objects, source
@@ -37,7 +37,8 @@ _ABSENT = object()  # one dict lookup per call: a key's hash walks all of its ne
 
 
 class Memo:
-    """Results by key, with counts of reuses and computations (for tests and the benchmark)."""
+    """Results by key, with counts of reuses and computations (for tests and the benchmark;
+    not of `built` models, which need no key)."""
 
     def __init__(self) -> None:
         # Results asked for since the last `forget_unused`, and the ones kept from before it
@@ -93,6 +94,36 @@ class Memo:
         self._used[hashed] = _freeze(result)
         return result
 
+    def built(
+        self, given: object, snapshot: source.Snapshot, build: Callable[[source.Snapshot], T]
+    ) -> T:
+        """`build(snapshot)`, kept for as long as `given` (what it builds from: a manifest of a
+        file this memo kept, the same object load after load) is the same object and
+        `snapshot` answers every question `build` asked it as it did then (a code folder
+        that exists, its size). A loop tick then builds again only the models of files that
+        changed, and their fingerprints (`fingerprint_digest`) are computed once.
+        `build` must read nothing but `given` and `snapshot`, through the `Snapshot` protocol.
+        """
+        kept = self._kept_result(("built", id(given)))
+        if kept is not _ABSENT and kept.given is given and _answers_hold(kept.asked, snapshot):
+            result: T = kept.result
+            return result
+        asking = _Asking(snapshot)
+        result = build(asking)
+        self._used["built", id(given)] = _Built(given, tuple(asking.asked.items()), result)
+        return result
+
+    def fingerprint_digest(self, value: object) -> Hashable:
+        """`digest(fingerprint(value))`, computed once per object for as long as the object is
+        in use: for values that never change (frozen models), such as those `built` hands out.
+        A digest, not the fingerprint: it goes into render keys, which are marshalled whole."""
+        kept = self._kept_result(("fingerprint", id(value)))
+        if kept is _ABSENT or kept[0] is not value:
+            kept = (value, digest(fingerprint(value)))  # the value is held: its id is its own
+            self._used["fingerprint", id(value)] = kept
+        found: Hashable = kept[1]
+        return found
+
     def frozen_units(self) -> dict[bytes, bytes]:
         """The `copied` results (rendered units, parses) asked for since the last
         `forget_unused`, as marshal bytes by key digest, for a later command to start from
@@ -114,6 +145,87 @@ class Memo:
             self._kept.setdefault(key, _Frozen(True, data, False))
 
 
+class _Built(NamedTuple):
+    """A built value as `Memo.built` keeps it, with what it was built from and of."""
+
+    given: object  # held, so its id names no other object while this is kept
+    asked: tuple[tuple[tuple[str, str], Hashable], ...]  # (question, path) -> the answer
+    result: Any
+
+
+def _answer(snapshot: source.Snapshot, question: str, path: str) -> Hashable:
+    """What `snapshot` answers to a question a build may ask (file contents by their id)."""
+    if question == "exists":
+        return snapshot.exists(path)
+    if question == "is_dir":
+        return snapshot.is_dir(path)
+    if question == "size":
+        return snapshot.size(path)
+    if question == "files_under":
+        return tuple(snapshot.files_under(path))
+    if question == "display":
+        return snapshot.display(path)
+    if question == "read_bytes":
+        return blob_id(snapshot.read_bytes(path))
+    assert question == "read_text", question
+    return _text_digest(snapshot.read_text(path))
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def _answers_hold(
+    asked: Iterable[tuple[tuple[str, str], Hashable]], snapshot: source.Snapshot
+) -> bool:
+    return all(_answer(snapshot, *question) == answer for question, answer in asked)
+
+
+class _Asking:
+    """A snapshot that notes each question asked of it and the answer (see `Memo.built`)."""
+
+    def __init__(self, inner: source.Snapshot) -> None:
+        self._inner = inner
+        self.asked: dict[tuple[str, str], Hashable] = {}
+
+    def _noted(self, question: str, path: str, answer: T, noted: Hashable = _ABSENT) -> T:
+        self.asked.setdefault((question, path), answer if noted is _ABSENT else noted)
+        return answer
+
+    def exists(self, path: str) -> bool:
+        return self._noted("exists", path, self._inner.exists(path))
+
+    def is_dir(self, path: str) -> bool:
+        return self._noted("is_dir", path, self._inner.is_dir(path))
+
+    def size(self, path: str) -> int:
+        return self._noted("size", path, self._inner.size(path))
+
+    def files_under(self, path: str) -> list[str]:
+        found = self._inner.files_under(path)
+        return self._noted("files_under", path, found, tuple(found))
+
+    def display(self, path: str) -> str:
+        return self._noted("display", path, self._inner.display(path))
+
+    def read_bytes(self, path: str) -> bytes:
+        data = self._inner.read_bytes(path)
+        return self._noted("read_bytes", path, data, blob_id(data))
+
+    def read_text(self, path: str) -> str:
+        text = self._inner.read_text(path)
+        return self._noted("read_text", path, text, _text_digest(text))
+
+    def yaml_files(self) -> Iterator[str]:
+        raise NotImplementedError("a build reads the files it names, not the file list")
+
+    def revision(self) -> str:
+        raise NotImplementedError("a build must not depend on the revision")
+
+    def origin(self) -> str:
+        raise NotImplementedError("a build must not depend on the origin")
+
+
 def digest(key: Hashable) -> Hashable:
     """A short stand-in for a key: Python does not cache a tuple's hash, so every lookup of a
     deep key walked all of it again (three lookups a unit: ~0.3 s of a warm tick's render at
@@ -133,6 +245,14 @@ def content_digest(value: Any) -> bytes | None:
     except ValueError:
         return None
     return hashlib.blake2b(data, digest_size=20).digest()
+
+
+def data_fingerprint(value: Any) -> Hashable:
+    """`fingerprint` for plain data (dicts, lists, scalars, as templates read), in one step:
+    its content digest, which tells the same apart as `fingerprint` does. Data marshal cannot
+    write falls back to `fingerprint`."""
+    found = content_digest(value)
+    return fingerprint(value) if found is None else found
 
 
 class _Frozen(NamedTuple):
@@ -246,8 +366,7 @@ def text_id(snapshot: source.Snapshot, path: str) -> tuple[str, str]:
         data = snapshot.read_bytes(path)
         if b"\r" not in data:
             return ("raw", blob_id(data))
-    text = snapshot.read_text(path).encode("utf-8", "surrogatepass")
-    return ("text", hashlib.sha1(text, usedforsecurity=False).hexdigest())
+    return ("text", _text_digest(snapshot.read_text(path)))
 
 
 def _stored(snapshot: source.Snapshot) -> source.Snapshot:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from reconciler import source
 from reconciler.model import (
@@ -39,6 +39,8 @@ from reconciler.model import (
     sops,
     workloads,
 )
+
+T = TypeVar("T")
 
 # Aliases: the dataclass fields below share their names with these modules.
 _Extension = extensions.Extension
@@ -140,7 +142,7 @@ def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
             found.extend(loaded_document.found)
             valid_manifests.extend(loaded_document.valid)
     repo = Repo()
-    _build_models(repo, valid_manifests, snapshot, found)
+    _build_models(repo, valid_manifests, snapshot, found, reuse)
     _check_endpoints(repo, found)
     _check_references(repo, found)
     if not parsed_files:
@@ -322,7 +324,19 @@ def _build_models(
     valid: list[manifests.Manifest],
     snapshot: source.Snapshot,
     found: list[problems.Problem],
+    reuse: memo.Memo | None,
 ) -> None:
+    """Each manifest's model. With `reuse`, a workload's is kept between loads (`Memo.built`):
+    a loop tick builds only those of changed files, and their fingerprints stay computed."""
+
+    def built(
+        manifest: manifests.Manifest,
+        build: Callable[[manifests.Manifest, source.Snapshot], tuple[T, list[problems.Problem]]],
+    ) -> tuple[T, list[problems.Problem]]:
+        if reuse is None:
+            return build(manifest, snapshot)
+        return reuse.built(manifest, snapshot, lambda asking: build(manifest, asking))
+
     seen: dict[tuple[str, str], manifests.Manifest] = {}
     for manifest in valid:
         key = (manifest.kind, manifest.name)
@@ -346,13 +360,13 @@ def _build_models(
             )
             repo.instance_types[instance_type.name] = instance_type
         elif manifest.kind == manifests.JOB:
-            job, more = workloads.build_job(manifest, snapshot)
+            job, more = built(manifest, workloads.build_job)
             repo.jobs[job.name] = job
         elif manifest.kind == manifests.ENDPOINT:
             endpoint, more = endpoints.build(manifest)
             repo.endpoints[endpoint.name] = endpoint
         else:
-            deployment, more = workloads.build_deployment(manifest, snapshot)
+            deployment, more = built(manifest, workloads.build_deployment)
             repo.deployments[deployment.name] = deployment
         found.extend(more)
 

@@ -145,6 +145,12 @@ class _Units:
             self._fingerprints[kind, name] = memo.digest(memo.fingerprint(value))
         return self._fingerprints[kind, name]
 
+    def _model_fingerprint(self, model: object) -> Hashable:
+        """A workload's fingerprint, computed once while load hands out the same model (a
+        file unchanged since the last tick: `memo.Memo.built`)."""
+        assert self._reuse is not None, "keys are made with a memo only"
+        return self._reuse.fingerprint_digest(model)
+
     def _placement_key(
         self, workload: workloads.Workload, extension: extensions.Extension
     ) -> tuple[Hashable, Hashable]:
@@ -170,7 +176,7 @@ class _Units:
             return (
                 "extension",
                 self._fingerprint("extension", extension.name, extension),
-                memo.fingerprint(entries),
+                memo.data_fingerprint(entries),
                 memo.files(self._snapshot, pem_files),
             )
 
@@ -180,7 +186,7 @@ class _Units:
         def key() -> Hashable:
             return (
                 "job",
-                memo.fingerprint(job),
+                self._model_fingerprint(job),
                 self._placement_key(job, extension),
                 memo.files(self._snapshot, job.local_files()),
             )
@@ -196,7 +202,7 @@ class _Units:
         def key() -> Hashable:
             return (
                 "deployment",
-                memo.fingerprint(deployment),
+                self._model_fingerprint(deployment),
                 self._placement_key(deployment, extension),
                 memo.files(self._snapshot, deployment.local_files()),
             )

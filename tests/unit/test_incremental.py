@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -475,3 +475,65 @@ def test_a_load_through_a_memo_reads_only_the_files_that_changed(tmp_path: Path)
             repo.load(gitsnapshot.GitSnapshot.at(folder, ref))
         )
     assert set(snapshot.reads) == {"jobs/train.yaml"}
+
+
+def test_a_load_through_a_memo_builds_again_only_the_workloads_whose_inputs_changed(
+    tmp_path: Path,
+) -> None:
+    """The loop's tick: an unchanged file's workload is the model the last load built (so its
+    fingerprint is not computed again), unless a file it checks changed: a job whose code
+    folder goes is built again, and says so, as a load without a memo does."""
+    folder = tmp_path / "repo"
+    example(folder)
+    shared = memo.Memo()
+
+    def tick() -> repo.Loaded:
+        loaded = repo.load(source.DirectorySnapshot(folder), shared)
+        shared.forget_unused()
+        assert loaded_view(loaded) == loaded_view(repo.load(source.DirectorySnapshot(folder)))
+        return loaded
+
+    first = tick()
+    second = tick()
+    assert second.valid and set(second.repo.jobs) == {"hello", "train-mnist"}
+    assert all(second.repo.jobs[name] is first.repo.jobs[name] for name in second.repo.jobs)
+    print_first = memo.fingerprint(second.repo.jobs["train-mnist"])
+
+    moved = tmp_path / "src-elsewhere"
+    (folder / "jobs" / "src").rename(moved)  # the manifest is unchanged, its code folder gone
+    third = tick()
+    assert third.repo.jobs["train-mnist"] is not second.repo.jobs["train-mnist"]
+    assert third.repo.jobs["hello"] is second.repo.jobs["hello"]
+    assert [p.message for p in third.errors if p.file.endswith("train.yaml")] == [
+        f"no such file or folder: {folder / 'jobs' / 'src'}"
+    ]
+
+    moved.rename(folder / "jobs" / "src")
+    fourth = tick()
+    assert fourth.valid
+    assert memo.fingerprint(fourth.repo.jobs["train-mnist"]) == print_first
+
+
+def test_a_models_fingerprint_digest_is_computed_once_while_it_is_in_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = repo.load(source.DirectorySnapshot(REPO_ROOT / "manifests")).repo.jobs["hello"]
+    shared = memo.Memo()
+    digest = shared.fingerprint_digest(job)
+    assert digest == memo.digest(memo.fingerprint(job))
+    computed: list[object] = []
+    original = memo.fingerprint
+
+    def counted(value: object) -> Hashable:
+        computed.append(value)
+        return original(value)
+
+    monkeypatch.setattr(memo, "fingerprint", counted)
+    assert shared.fingerprint_digest(job) == digest
+    shared.forget_unused()
+    assert shared.fingerprint_digest(job) == digest  # asked for again since: kept
+    assert computed == []
+    shared.forget_unused()
+    shared.forget_unused()
+    assert shared.fingerprint_digest(job) == digest  # not asked for in between: forgotten
+    assert computed[0] is job  # (and, as fingerprint recurses, its fields)
