@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from reconciler import kube, objects, source
+from reconciler import kube, source
 from reconciler.cli import common, connection, decryptkeys, rendercache
 from reconciler.engine import reconcile, record, recordstore
 from reconciler.model import memo, problems, repo
@@ -36,12 +36,10 @@ def _load(snapshot: source.Snapshot, reuse: memo.Memo) -> repo.Loaded:
     return loaded
 
 
-def _render(
-    snapshot: source.Snapshot, loaded: repo.Loaded, reuse: memo.Memo
-) -> list[objects.Object]:
+def _render(snapshot: source.Snapshot, loaded: repo.Loaded, reuse: memo.Memo) -> renderer.Rendered:
     """The repo's objects, rendering only the units that changed since the last `plan` or
     `apply` of the same folder (`reuse`: `rendercache.reusing`)."""
-    return renderer.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
+    return renderer.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse)
 
 
 def _failed_repo(loaded: repo.Loaded) -> str:
@@ -86,8 +84,11 @@ def plan(
         try:
             rendered = _render(snapshot, loaded, reuse)
             planned = list(
-                reconcile.plan_each(cluster, rendered, loaded.repo, snapshot.origin(), options)
-            )
+                reconcile.plan_each(
+                    cluster, rendered.objects, loaded.repo, snapshot.origin(), options,
+                    content_id=rendered.content_id,
+                )
+            )  # fmt: skip
         except kube.KubeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
@@ -184,8 +185,9 @@ def apply(
                 _reject(cluster, loaded, revision, dry_run)
             rendered = _render(snapshot, loaded, reuse)
             results = reconcile.reconcile(
-                cluster, rendered, loaded.repo, revision, snapshot.origin(), options, click.echo
-            )
+                cluster, rendered.objects, loaded.repo, revision, snapshot.origin(), options,
+                click.echo, rendered.content_id,
+            )  # fmt: skip
         except kube.KubeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)

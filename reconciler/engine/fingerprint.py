@@ -125,10 +125,14 @@ def _hashed(obj: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def of(obj: Mapping[str, Any]) -> str:
-    """The fingerprint of what would be sent for `obj` (a hex digest, 32 characters)."""
-    clean = _hashed(obj)
-    return _FINGERPRINTS.get(memo.content_digest(clean), lambda: _of_clean(clean))
+def of(obj: Mapping[str, Any], content_id: Hashable | None = None) -> str:
+    """The fingerprint of what would be sent for `obj` (a hex digest, 32 characters), looked
+    up by `content_id` when the caller has one (a digest naming all of `obj` but its source
+    revision: `render.Rendered.content_id`), else by a digest of all of it."""
+    if content_id is None:
+        clean = _hashed(obj)
+        return _FINGERPRINTS.get(memo.content_digest(clean), lambda: _of_clean(clean))
+    return _FINGERPRINTS.get(content_id, lambda: _of_clean(_hashed(obj)))
 
 
 def _of_clean(clean: Mapping[str, Any]) -> str:
@@ -136,11 +140,11 @@ def _of_clean(clean: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def stamp(obj: objects.Object) -> objects.Object:
+def stamp(obj: objects.Object, content_id: Hashable | None = None) -> objects.Object:
     """`obj` carrying its fingerprint annotation (a new top level and metadata; the rest is
-    shared with `obj`, which is left as it was)."""
+    shared with `obj`, which is left as it was). `content_id`: as for `of`."""
     metadata = obj["metadata"]
-    annotations = {**(metadata.get("annotations") or {}), ANNOTATION: of(obj)}
+    annotations = {**(metadata.get("annotations") or {}), ANNOTATION: of(obj, content_id)}
     return {**obj, "metadata": {**metadata, "annotations": annotations}}
 
 

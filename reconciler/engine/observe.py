@@ -30,14 +30,13 @@ def live_objects(
 
 
 def in_sync(
-    desired: Iterable[objects.Object], live: Mapping[objects.Key, objects.Object | None]
+    desired: Iterable[tuple[objects.Key, objects.Object]],
+    live: Mapping[objects.Key, objects.Object | None],
 ) -> set[objects.Key]:
-    """The desired objects (fingerprinted) that need no dry run: unchanged since our last
-    apply, and no one else changed our fields (`fingerprint.in_sync`)."""
+    """The desired objects (fingerprinted, by key) that need no dry run: unchanged since our
+    last apply, and no one else changed our fields (`fingerprint.in_sync`)."""
     return {
-        objects.key(obj)
-        for obj in desired
-        if fingerprint.in_sync(obj, live.get(objects.key(obj)), kube.FIELD_MANAGER)
+        key for key, obj in desired if fingerprint.in_sync(obj, live.get(key), kube.FIELD_MANAGER)
     }
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from reconciler import kube, objects
@@ -50,6 +50,7 @@ from reconciler.model import repo
 from reconciler.render import auth
 
 Say = Callable[[str], None]
+ContentId = Callable[[objects.Object], Hashable | None]
 
 WAIT_INTERVAL = 1.0
 
@@ -114,11 +115,13 @@ def plan_extension(
     options: Options,
     claimed_elsewhere: frozenset[objects.Key] = frozenset(),
     reads: livecache.Reads | None = None,
+    content_id: ContentId = lambda obj: None,
 ) -> ExtensionPlan:
     """Observe the cluster for one extension and plan it; changes nothing. `claimed_elsewhere`:
     what the repo's other extensions declare (never pruned here). Only objects whose
     fingerprint says they changed (or that are missing, or whose fields someone else took) are
-    dry-run; the others are unchanged as they are live."""
+    dry-run; the others are unchanged as they are live. `content_id`: what render knows each
+    object by (`render.Rendered.content_id`), for looking up its fingerprint."""
     previous = record.inventory_of(record_live)
     keyed = [(objects.key(obj), obj) for obj in rendered]  # each key made once
     declared = frozenset(key for key, _ in keyed) | inventory.of(generated)
@@ -127,15 +130,17 @@ def plan_extension(
         key for key, obj in keyed if obj["kind"] == "Job" and key in previous and live[key] is None
     ]
     finished = set(finished_jobs)
-    desired = [
-        fingerprint.stamp(ownership.respect_scaler(obj, live[key], kube.FIELD_MANAGER))
+    stamped = [
+        (key, fingerprint.stamp(sent, content_id(obj) if sent is obj else None))
         for key, obj in keyed
         if key not in finished
+        for sent in [ownership.respect_scaler(obj, live[key], kube.FIELD_MANAGER)]
     ]
-    unchanged = observe.in_sync(desired, live)
+    desired = [obj for _, obj in stamped]
+    unchanged = observe.in_sync(stamped, live)
     would_be, errors = observe.dry_run(
         cluster,
-        [obj for obj in desired if objects.key(obj) not in unchanged],
+        [obj for key, obj in stamped if key not in unchanged],
         live,
         force_conflicts=options.force_conflicts,
         workers=options.concurrency,
@@ -352,6 +357,7 @@ def plan_each(
     options: Options,
     records: dict[str, objects.Object] | None = None,
     reads: livecache.Reads | None = None,
+    content_id: ContentId = lambda obj: None,
 ) -> Iterator[ExtensionPlan]:
     """Observe and plan every extension of the repo, and every extension the cluster has a
     record of from this repo (`origin`) that left it (all its objects are prune candidates),
@@ -359,7 +365,7 @@ def plan_each(
     is live without waiting for every other extension's plan. Extensions another repo
     installed are not this repo's business. `records`: the live records, when the caller has
     just read them; `reads`: where live state is read (default: one LIST per kind and
-    namespace for this plan)."""
+    namespace for this plan); `content_id`: see `plan_extension`."""
     reads = reads or livecache.Listing(cluster)
     records = recordstore.read_records(cluster, reads) if records is None else records
     rendered = secretrefs.fill(cluster, rendered)
@@ -379,6 +385,7 @@ def plan_each(
             options,
             frozenset().union(*(keys for other, keys in everything.items() if other != name)),
             reads,
+            content_id,
         )
 
 
@@ -390,14 +397,17 @@ def reconcile(
     origin: str,
     options: Options,
     say: Say,
+    content_id: ContentId = lambda obj: None,
 ) -> list[ExtensionResult]:
     """Plan each extension of the repo at `origin` and (unless a dry run) carry its plan out,
     one extension after the other. Live state is listed once per kind and namespace, so a
-    no-op apply sends no request per object."""
+    no-op apply sends no request per object. `content_id`: see `plan_extension`."""
     reads = livecache.Listing(cluster)
     if not options.dry_run:
         recordstore.ensure_record_crd(cluster, reads)
-    planned = plan_each(cluster, rendered, loaded, origin, options, reads=reads)
+    planned = plan_each(
+        cluster, rendered, loaded, origin, options, reads=reads, content_id=content_id
+    )
     return carry_out_all(cluster, planned, loaded, revision, origin, options, say, reads)
 
 

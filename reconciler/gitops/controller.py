@@ -166,10 +166,11 @@ class Controller:
         snapshot = self._fetch()
         revision, origin = snapshot.revision(), snapshot.origin()
         loaded = repo.load(snapshot, self._memo)
-        rendered = []
+        result = render.Rendered()
         if loaded.valid:
-            rendered = render.render_repo(loaded.repo, snapshot, revision, self._memo).objects
+            result = render.render_repo(loaded.repo, snapshot, revision, self._memo)
             self._memo.forget_unused()
+        rendered = result.objects
         # The last tick's outcomes are in before the records are read (it may have left them
         # to be written while this one fetched, loaded and rendered: `recordstore.Deferred`).
         self.outcomes.settle()
@@ -191,8 +192,9 @@ class Controller:
         # Each extension is carried out as soon as it is planned (`reconcile.plan_each`).
         planned: list[reconcile.ExtensionPlan] = []
         each = reconcile.plan_each(
-            self.cluster, rendered, loaded.repo, origin, options, every_record, reads
-        )
+            self.cluster, rendered, loaded.repo, origin, options, every_record, reads,
+            result.content_id,
+        )  # fmt: skip
         results = reconcile.carry_out_all(
             self.cluster,
             _kept(each, planned),

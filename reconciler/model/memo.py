@@ -82,7 +82,10 @@ class Memo:
         """As `get`, for results callers change (rendered objects get stamped): the memo keeps
         a frozen copy and every reuse gets a new deep copy of it, so no two callers ever hold
         the same dict, and nothing a caller does reaches what the memo keeps."""
-        hashed = digest(key)
+        return self.copied_at(digest(key), compute)
+
+    def copied_at(self, hashed: Hashable, compute: Callable[[], T]) -> T:
+        """`copied`, for a key the caller has `digest`ed already."""
         kept = self._kept_result(hashed)
         if kept is not _ABSENT:
             self.hits += 1

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler import gitsnapshot, objects, source
-from reconciler.engine import revisiondiff
+from reconciler.engine import fingerprint, revisiondiff
 from reconciler.model import extensions, memo, repo, workloads
 from reconciler.render import render
 from tests.helpers import extension, self_signed_pem, write_repo
@@ -537,3 +537,36 @@ def test_a_models_fingerprint_digest_is_computed_once_while_it_is_in_use(
     shared.forget_unused()
     assert shared.fingerprint_digest(job) == digest  # not asked for in between: forgotten
     assert computed[0] is job  # (and, as fingerprint recurses, its fields)
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "invalid at both"])
+def test_a_content_id_names_one_content_at_every_revision(tmp_path: Path, scenario: str) -> None:
+    """Planning looks an object's fingerprint up by the id render gives it (its unit's key,
+    its place, its owner): across revisions and the work tree, one id never names two
+    contents (but for the source revision, which the fingerprint leaves out)."""
+    base, change, _ = SCENARIOS[scenario]
+    folder, _ = committed(tmp_path, base, change)
+    shared = memo.Memo()
+    named: dict[bytes, str] = {}
+    for snapshot in (
+        gitsnapshot.GitSnapshot.at(folder, "HEAD"),
+        gitsnapshot.GitSnapshot.at(folder, "HEAD~1"),
+        source.DirectorySnapshot(folder),
+        source.DirectorySnapshot(folder),
+    ):
+        loaded = repo.load(snapshot, shared)
+        if not loaded.valid:
+            continue
+        rendered = render.render_repo(loaded.repo, snapshot, snapshot.display(""), shared)
+        valid = loaded.repo
+        for obj in rendered.objects:
+            content_id = rendered.content_id(obj)
+            assert content_id is not None, objects.key(obj)
+            content = repr(fingerprint._hashed(obj))
+            assert named.setdefault(content_id, content) == content, objects.key(obj)
+        shared.forget_unused()
+    assert named
+    alone = render.render_repo(valid, snapshot, "r")  # without a memo: no ids
+    assert all(alone.content_id(obj) is None for obj in alone.objects)
+    copied = dict(rendered.objects[0])  # a copy (a filled Secret, trimmed replicas): no id
+    assert rendered.content_id(copied) is None
