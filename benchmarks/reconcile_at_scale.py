@@ -232,7 +232,8 @@ class Figures:
     tick_requests_loop: float = 0.0
     tick_requests_server: dict[str, int] = field(default_factory=dict)
     first_tick: float = 0.0
-    change_seconds: list[float] = field(default_factory=list)
+    change_seconds: list[float] = field(default_factory=list)  # the first extension's
+    last_change_seconds: list[float] = field(default_factory=list)  # the last extension's
     loop_rss: float = 0.0
     cache_objects: float = 0.0
     cache_bytes: float = 0.0
@@ -312,21 +313,31 @@ def run_size(size: int, repeat: int, binaries: build.Binaries, folder: Path) -> 
                 figures.change_seconds.append(
                     one_change(cluster, loop, repository, ours_repo, attempt)
                 )
+            for attempt in range(repeat + 1):  # the last extension's: planned after the others
+                figures.last_change_seconds.append(
+                    one_change(cluster, loop, repository, ours_repo, 10 + attempt, EXTENSIONS - 1)
+                )
         finally:
             loop.stop()
     return figures
 
 
 def one_change(
-    cluster: kube.Cluster, loop: Loop, repository: git.Repo, root: Path, attempt: int
+    cluster: kube.Cluster,
+    loop: Loop,
+    repository: git.Repo,
+    root: Path,
+    attempt: int,
+    extension: int = 0,
 ) -> float:
-    """Seconds from the webhook's POST to a commit's one changed object being live."""
-    path = root / "deployments" / "m0.yaml"
+    """Seconds from the webhook's POST to a commit's one changed object being live: the
+    image of model deployment `extension` (workload i goes to extension i % EXTENSIONS)."""
+    path = root / "deployments" / f"m{extension}.yaml"
     image = f"python:3.{12 + attempt}-slim"
     path.write_text(re.sub(r"image: [^}]+", f"image: {image}", path.read_text()))
     repository.git.add(A=True)
-    repository.index.commit(f"model-0 on {image}")
-    key = objects.Key("apps/v1", "Deployment", "ours-0", "model-0")
+    repository.index.commit(f"model-{extension} on {image}")
+    key = objects.Key("apps/v1", "Deployment", f"ours-{extension}", f"model-{extension}")
 
     def live_image() -> str:
         live = kube.get(cluster, objects.reference(key)) or {}
@@ -358,6 +369,8 @@ def report(all_figures: list[Figures]) -> None:
               f"{f.tick_requests_server or 'none'}")  # fmt: skip
         changes = ", ".join(f"{s:.2f}" for s in f.change_seconds)
         print(f"one-object change, webhook POST to live: {changes} s")
+        changes = ", ".join(f"{s:.2f}" for s in f.last_change_seconds)
+        print(f"  the same, in the last extension (planned after the others): {changes} s")
         per = f.cache_bytes / f.cache_objects if f.cache_objects else 0
         print(f"loop RSS {f.loop_rss:.0f} MiB; cache {f.cache_objects:.0f} objects, "
               f"{per:.0f} B per object (compact JSON)")  # fmt: skip
