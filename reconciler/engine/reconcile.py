@@ -27,6 +27,7 @@ Safety rules this module owns:
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -41,6 +42,7 @@ from reconciler.engine import (
     livecache,
     observe,
     ownership,
+    planmemo,
     plans,
     record,
     recordstore,
@@ -358,6 +360,7 @@ def plan_each(
     records: dict[str, objects.Object] | None = None,
     reads: livecache.Reads | None = None,
     content_id: ContentId = lambda obj: None,
+    kept: planmemo.Plans[ExtensionPlan] | None = None,
 ) -> Iterator[ExtensionPlan]:
     """Observe and plan every extension of the repo, and every extension the cluster has a
     record of from this repo (`origin`) that left it (all its objects are prune candidates),
@@ -365,7 +368,9 @@ def plan_each(
     is live without waiting for every other extension's plan. Extensions another repo
     installed are not this repo's business. `records`: the live records, when the caller has
     just read them; `reads`: where live state is read (default: one LIST per kind and
-    namespace for this plan); `content_id`: see `plan_extension`."""
+    namespace for this plan); `content_id`: see `plan_extension`; `kept`: the loop's last
+    in-sync plans, handed out again while what they were made from is unchanged
+    (`planmemo`)."""
     reads = reads or livecache.Listing(cluster)
     records = recordstore.read_records(cluster, reads) if records is None else records
     rendered = secretrefs.fill(cluster, rendered)
@@ -375,18 +380,35 @@ def plan_each(
     everything = {
         name: inventory.of([*groups.get(name, []), *secrets.get(name, [])]) for name in names
     }
+    if kept is not None:
+        kept.forget_others(names)
     for name in names:
-        yield plan_extension(
-            cluster,
-            name,
-            groups.get(name, []),
-            secrets.get(name, []),
-            records.get(name),
-            options,
-            frozenset().union(*(keys for other, keys in everything.items() if other != name)),
-            reads,
-            content_id,
+        here, generated = groups.get(name, []), secrets.get(name, [])
+        record_live = records.get(name)
+        claimed = frozenset().union(*(keys for other, keys in everything.items() if other != name))
+        made_from = None
+        if kept is not None:
+            made_from = planmemo.inputs(
+                here,
+                content_id,
+                inventory.of(generated),
+                record.inventory_of(record_live),
+                claimed,
+                options,
+            )
+            again = kept.get(name, made_from, reads.lookup)
+            if again is not None:
+                reused = copy.copy(again)  # `carry_out` sets its record; `desired_keys` stays
+                reused.record_live = record_live
+                yield reused
+                continue
+        planned = plan_extension(
+            cluster, name, here, generated, record_live, options, claimed, reads, content_id
         )
+        if kept is not None:
+            nothing_to_apply = not planned.plan.has_changes and not planned.errors
+            kept.keep(name, made_from, planned.live, planned, nothing_to_apply)
+        yield planned
 
 
 def reconcile(

@@ -4,7 +4,8 @@ the cluster on its latest good revision.
 One `Controller` reconciles the whole repo per tick, as `reconciler apply` does (the same
 `reconcile` phases: observe with a server-side dry run, plan, record, apply, prune, health),
 reading live state from the watch-backed `livecache` the command gives it: an in-sync tick
-sends no request at all (the `tick_api_requests` metric counts them by verb):
+sends no request at all (the `tick_api_requests` metric counts them by verb), and an extension
+that was in sync is not planned again while nothing its plan came from changed (`planmemo`):
 
 - fetch the source (a git remote through `gitsource`, or a work tree); load and validate;
 - an invalid revision applies nothing: the last good one stays in force, and the problems go
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from reconciler import kube, objects, source
-from reconciler.engine import livecache, plans, reconcile, record, recordstore
+from reconciler.engine import livecache, planmemo, plans, reconcile, record, recordstore
 from reconciler.gitops import driftwatch, heap, loopmetrics
 from reconciler.model import memo, problems, repo
 from reconciler.render import render
@@ -97,6 +98,8 @@ class Controller:
         self.last: TickOutcome | None = None
         # Files and render units unchanged since the last tick are not parsed or rendered again.
         self._memo = memo.Memo()
+        # Extensions in sync are not planned again while nothing their plan came from changed.
+        self.plans: planmemo.Plans[reconcile.ExtensionPlan] = planmemo.Plans()
         # Where outcomes are written: a tick cut short by a newer trigger leaves them in flight.
         self.outcomes = recordstore.Deferred()
         self.ticks = 0
@@ -193,7 +196,7 @@ class Controller:
         planned: list[reconcile.ExtensionPlan] = []
         each = reconcile.plan_each(
             self.cluster, rendered, loaded.repo, origin, options, every_record, reads,
-            result.content_id,
+            result.content_id, self.plans,
         )  # fmt: skip
         results = reconcile.carry_out_all(
             self.cluster,

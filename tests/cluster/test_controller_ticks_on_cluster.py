@@ -4,20 +4,23 @@ A tick during which a newer trigger came (a push while it was still carrying out
 commit) leaves the extensions it has not reached, and those it planned with nothing to apply,
 to the next tick, which starts at once; for at most `controller.MAX_DEFER` seconds in a row, so
 every extension is reconciled. The cut tick's outcome writes land while the next one starts.
+An extension in sync is not planned again while its inputs and live objects stay as they were
+(`engine.planmemo`), and is as soon as either changes.
 """
 
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import git
 import pytest
 from kubernetes import client
 
-from reconciler import kube, source
-from reconciler.engine import record, recordstore
+from reconciler import kube, objects, source
+from reconciler.engine import livecache, reconcile, record, recordstore
 from reconciler.gitops import controller, loopmetrics
 from tests.helpers import example_repo
 
@@ -47,10 +50,9 @@ def applied_revisions(cluster: kube.Cluster, names: list[str]) -> list[str]:
     return found
 
 
-def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
-    tmp_path: Path, namespace: str, cluster: kube.Cluster, api_client: client.ApiClient
-) -> None:
-    # Two extensions (the example's, without workloads), in two namespaces.
+def two_extensions(tmp_path: Path, namespace: str) -> tuple[list[str], Path, str]:
+    """A git repo of two extensions (the example's, without workloads), in `namespace` and
+    `namespace`-b: their names, the repo, the first extension's file."""
     names = [f"a{namespace[-6:]}", f"b{namespace[-6:]}"]
     root = example_repo(tmp_path, names[0], namespace, jobs=False)
     shutil.rmtree(root / "deployments")
@@ -59,6 +61,21 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
     (root / "infra" / "second.yaml").write_text(
         second.replace(f"releaseNamespace: {namespace}", f"releaseNamespace: {namespace}-b")
     )
+    return names, root, first
+
+
+def delete_namespace(api_client: client.ApiClient, name: str) -> None:
+    try:
+        client.CoreV1Api(api_client).delete_namespace(name, propagation_policy="Background")
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
+    tmp_path: Path, namespace: str, cluster: kube.Cluster, api_client: client.ApiClient
+) -> None:
+    names, root, first = two_extensions(tmp_path, namespace)
     repository = git.Repo.init(root)
     repository.git.add(A=True)
     one = repository.index.commit("two extensions").hexsha
@@ -115,9 +132,91 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
         loop.outcomes.settle()
         assert applied_revisions(cluster, names) == [three, three]
     finally:
-        core = client.CoreV1Api(api_client)
-        try:
-            core.delete_namespace(f"{namespace}-b", propagation_policy="Background")
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+        delete_namespace(api_client, f"{namespace}-b")
+
+
+def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_objects_change(
+    tmp_path: Path, namespace: str, cluster: kube.Cluster, api_client: client.ApiClient
+) -> None:
+    names, root, first = two_extensions(tmp_path, namespace)
+    repository = git.Repo.init(root)
+    repository.git.add(A=True)
+    repository.index.commit("two extensions")
+    loop = controller.Controller(
+        cluster,
+        lambda: source.DirectorySnapshot(root),
+        # As `sync` has it: an edit by another manager is reverted, not a conflict.
+        controller.Settings(interval=3600, options=reconcile.Options(force_conflicts=True)),
+        loopmetrics.ControllerMetrics(),
+    )
+    loop.cache = livecache.LiveCache(cluster)
+    gateway = objects.Key("v1", "ConfigMap", f"{namespace}-b", "gateway")
+
+    def commit(path: Path, text: str, message: str) -> str:
+        path.write_text(text)
+        repository.git.add(A=True)
+        return repository.index.commit(message).hexsha
+
+    def until_both_reused() -> None:
+        """Tick until a tick reuses both plans. Rolling out, the Deployments' status changes:
+        each change is a new live object, whose extension is planned again."""
+        deadline = time.monotonic() + 120
+        while True:
+            before = loop.plans.reused
+            assert loop.tick().result == "success"
+            if loop.plans.reused == before + 2:
+                return
+            assert time.monotonic() < deadline, "the extensions' live objects kept changing"
+            time.sleep(0.5)
+
+    try:
+        assert loop.tick().result == "success"  # applied: nothing kept
+        until_both_reused()
+        reused = loop.plans.reused
+
+        # A commit no object of either extension changes with: both plans are reused, and
+        # the records still move to the new revision.
+        notes = commit(root / "NOTES.md", "nothing the reconciler reads\n", "notes")
+        assert loop.tick().result == "success"
+        assert loop.plans.reused == reused + 2
+        assert applied_revisions(cluster, names) == [notes, notes]
+
+        # Someone else edits a field of the second extension's: its live object is a new one
+        # in the cache, so it is planned again and the edit reverted; the first is reused.
+        edit = {"data": {"ENABLE_TRAINING": "false"}}
+        edited = kube.merge_patch(
+            cluster, objects.reference(gateway), edit, field_manager="kubectl-edit"
+        )
+        version = edited["metadata"]["resourceVersion"]
+        deadline = time.monotonic() + 30
+        while (loop.cache.lookup([gateway])[gateway] or {}).get("metadata", {}).get(
+            "resourceVersion"
+        ) != version:
+            assert time.monotonic() < deadline, "the cache never saw the edit"
+            time.sleep(0.05)
+        drifted = loop.tick()
+        assert (drifted.result, drifted.drifted) == ("success", 1), drifted.message
+        assert loop.plans.reused == reused + 3
+        live = kube.get(cluster, objects.reference(gateway)) or {}
+        assert live["data"]["ENABLE_TRAINING"] == "true"
+
+        # A commit that changes the first extension's config: its inputs changed, it is
+        # planned and applied. The second was applied (its edit reverted) last tick: planned,
+        # in sync, kept from now on; the first is reused again once its rollout is over.
+        mirror = first.replace("  config:\n", "  config:\n    imageRegistry: m.io\n")
+        two = commit(root / "infra" / "extension.yaml", mirror, "a mirror for the first")
+        assert loop.tick().result == "success"
+        assert loop.plans.reused == reused + 3
+        loop.outcomes.settle()
+        assert applied_revisions(cluster, names) == [two, two]
+        images = {
+            container["image"].split("/", 1)[0]
+            for deployment in loop.cache.of_kind("apps/v1", "Deployment")
+            if deployment["metadata"]["namespace"] == namespace
+            for container in deployment["spec"]["template"]["spec"]["containers"]
+        }
+        assert images == {"m.io"}, images
+        until_both_reused()
+    finally:
+        loop.cache.stop()
+        delete_namespace(api_client, f"{namespace}-b")
