@@ -510,3 +510,38 @@ def test_an_update_within_the_inventory_writes_the_record_once(
     status = recorded["status"]
     assert status["lastAppliedRevision"] == status["lastAttemptedRevision"] == revision
     assert record.inventory_of(recorded) >= rendered_keys(root)
+
+
+def test_a_record_listing_its_inventory_as_entries_still_prunes_and_is_rewritten_as_ids(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, cluster: kube.Cluster
+) -> None:
+    name = f"e{namespace[-6:]}"
+    root = example_repo(tmp_path, name, namespace, jobs=False)
+    assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
+    # The record as an earlier version wrote it: one object per inventory entry, no ids.
+    written = kube.get(cluster, record.ref(name)) or {}
+    keys = record.inventory_of(written)
+    status = dict(written["status"])
+    status["inventory"] = {
+        "count": len(keys),
+        "entries": [
+            {"apiVersion": k.api_version, "kind": k.kind, "name": k.name}
+            | ({"namespace": k.namespace} if k.namespace else {})
+            for k in sorted(keys)
+        ],
+    }
+    kube.apply_status(cluster, {**record.ref(name), "status": status})
+    old = (kube.get(cluster, record.ref(name)) or {})["status"]["inventory"]
+    assert "ids" not in old and len(old["entries"]) == len(keys)
+
+    set_config(root, "enableTraining: true", "enableTraining: false")
+    generated = {objects.key(s) for s in auth.repo_secrets(load(root).repo)[name]}
+    after = rendered_keys(root) | generated
+    training_only = {k for k in keys - after if k.kind != "CustomResourceDefinition"}
+    assert training_only
+    result = run(cluster_kubeconfig, "apply", str(root))
+    assert result.exit_code == 0, result.output
+    assert f"pruned {len(training_only)} objects" in result.output, result.output
+    rewritten = (kube.get(cluster, record.ref(name)) or {})["status"]["inventory"]
+    assert "entries" not in rewritten
+    assert record.inventory_of({"status": {"inventory": rewritten}}) == after

@@ -11,8 +11,22 @@ def test_inventory_round_trips_through_the_status() -> None:
     written = record.status("ml", None, "2026-01-01T00:00:00Z", inventory=[ROLE, A])
     assert written["status"]["inventory"]["count"] == 2
     assert record.inventory_of(written) == {A, ROLE}
-    role = [e for e in written["status"]["inventory"]["entries"] if e["kind"] == "ClusterRole"]
-    assert role == [{"apiVersion": ROLE.api_version, "kind": "ClusterRole", "name": ROLE.name}]
+    assert written["status"]["inventory"]["ids"] == [
+        "apps/v1 Deployment azureml/gateway",
+        "rbac.authorization.k8s.io/v1 ClusterRole ml-gateway",
+    ]
+
+
+def test_a_record_listing_its_inventory_as_entries_is_read_and_rewritten_as_ids() -> None:
+    entries = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "azureml", "name": "gateway"},
+        {"apiVersion": ROLE.api_version, "kind": "ClusterRole", "name": ROLE.name},
+    ]
+    before = {"status": {"inventory": {"count": 2, "entries": entries}}}
+    assert record.inventory_of(before) == {A, ROLE}
+    later = record.status("ml", before, "2026-01-01T00:00:00Z", attempted_revision="abc")
+    assert "entries" not in later["status"]["inventory"]
+    assert record.inventory_of(later) == {A, ROLE}
 
 
 def test_a_status_carries_forward_what_is_not_given() -> None:
