@@ -248,10 +248,10 @@ class Controller:
     def _newer_waiting(self) -> bool:
         """Whether to leave the extensions not yet carried out to the next tick: a trigger (a
         push, a saved file, drift) came during this one, so the next tick starts at once and
-        plans them anyway, on the newer revision; carrying them out here (at 10,000 objects,
-        ~0.2 s of planning and a ~0.3 s record write each, for an unchanged one) would only
-        delay it. Not once ticks have left extensions for MAX_DEFER seconds: a stream of
-        triggers must not keep the last extensions from being reconciled."""
+        plans them anyway, on the newer revision; carrying them out here (for an unchanged
+        one, its record's write for this revision) would only delay it. Not once ticks have
+        left extensions for MAX_DEFER seconds: a stream of triggers must not keep the last
+        extensions from being reconciled."""
         if not self._wake.is_set():
             return False
         return self._left_since is None or self._clock() - self._left_since < MAX_DEFER
