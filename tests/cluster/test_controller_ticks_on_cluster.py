@@ -157,14 +157,20 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
         repository.git.add(A=True)
         return repository.index.commit(message).hexsha
 
+    def states() -> list[str]:
+        found = [kube.get(cluster, record.ref(name)) or {} for name in names]
+        return [record.summary(live)["provisioningState"] for live in found]
+
     def until_both_reused() -> None:
-        """Tick until a tick reuses both plans. Rolling out, the Deployments' status changes:
-        each change is a new live object, whose extension is planned again."""
+        """Tick until both extensions are healthy and a tick reuses both plans. Rolling out,
+        the Deployments' and DaemonSets' status changes: each change is a new live object,
+        whose extension is planned again."""
         deadline = time.monotonic() + 120
         while True:
             before = loop.plans.reused
             assert loop.tick().result == "success"
-            if loop.plans.reused == before + 2:
+            loop.outcomes.settle()
+            if loop.plans.reused == before + 2 and states() == ["Succeeded", "Succeeded"]:
                 return
             assert time.monotonic() < deadline, "the extensions' live objects kept changing"
             time.sleep(0.5)
@@ -173,13 +179,17 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
         assert loop.tick().result == "success"  # applied: nothing kept
         until_both_reused()
         reused = loop.plans.reused
+        inventories = [record.inventory_of(kube.get(cluster, record.ref(n))) for n in names]
+        assert all(len(keys) > 20 for keys in inventories)
 
         # A commit no object of either extension changes with: both plans are reused, and
-        # the records still move to the new revision.
+        # the records move to the new revision, their inventories as they were.
         notes = commit(root / "NOTES.md", "nothing the reconciler reads\n", "notes")
         assert loop.tick().result == "success"
         assert loop.plans.reused == reused + 2
+        loop.outcomes.settle()
         assert applied_revisions(cluster, names) == [notes, notes]
+        assert [record.inventory_of(kube.get(cluster, record.ref(n))) for n in names] == inventories
 
         # Someone else edits a field of the second extension's: its live object is a new one
         # in the cache, so it is planned again and the edit reverted; the first is reused.
