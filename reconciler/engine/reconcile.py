@@ -461,9 +461,8 @@ def carry_out_all(
     each extension, and before carrying out a plan with nothing to apply: True leaves the rest
     unplanned, for the next reconcile (the loop's, when a newer revision is already waiting for
     it; an unchanged extension would only write its record for this revision before the
-    newer one could start). Outcomes are
-    written through `write_outcome` (see `carry_out`), a retired extension's inline (its
-    record is deleted after)."""
+    newer one could start). Outcomes are written through `write_outcome` (see `carry_out`), a
+    retired extension's inline (its record is deleted after)."""
     results = []
     for extension_plan in planned:
         nothing_to_apply = not extension_plan.plan.has_changes and not extension_plan.errors

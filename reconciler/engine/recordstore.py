@@ -40,9 +40,9 @@ class Deferred:
     lists ~3,300 inventory ids) is ~0.03 s of the API server's time (0.2-0.45 s when the
     inventory listed an object per entry); a commit pushed meanwhile does not wait for it:
     the next tick fetches, loads and renders first, and `settle`s only before it reads the
-    records. Only outcomes are deferred: the inventory is
-    always written before anything is applied (`reconcile`'s safety rule), and a crash
-    before an outcome lands loses only the outcome, which the next reconcile writes again."""
+    records. Only outcomes are deferred: the inventory is always written before anything is
+    applied (`reconcile`'s safety rule), and a crash before an outcome lands loses only the
+    outcome, which the next reconcile writes again."""
 
     def __init__(self) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="record-writes")
