@@ -259,14 +259,17 @@ def carry_out(
         outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(failures))
         return finish(outcome, live=live_record, attempted=revision)
     deleted, delete_failures = executor.prune(cluster, planned.plan.of(plans.Action.DELETE), say)
-    # Still ours: what the repo declares, and what should go but is still there (prune
-    # refused or switched off, or its delete failed and is retried next time).
+    # Still ours: what the repo declares (a Job that finished and is gone too: listed, it is
+    # never created again), and what should go but is still there (prune refused or switched
+    # off, or its delete failed and is retried next time).
     decision = planned.prune
     dropped = {*deleted, *decision.kept_unowned, *decision.moved, *decision.kept_definitions}
     stale = planned.previous - planned.desired_keys
-    remaining = planned.desired_keys | {
-        k for k in stale if planned.live.get(k) is not None and k not in dropped
-    }
+    remaining = (
+        planned.desired_keys
+        | set(planned.finished_jobs)
+        | {k for k in stale if planned.live.get(k) is not None and k not in dropped}
+    )
     # Everything is as the revision says again: a drift report no longer holds. The inventory
     # after pruning goes with the outcome, in one write.
     if delete_failures:

@@ -375,6 +375,10 @@ def test_a_job_runs_once_per_name(
     assert f"note: {job}: already ran" in planned.output
     assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
     assert live(cluster, job) is None
+    # Still in the inventory, so the apply after that does not create it either.
+    assert job in record.inventory_of(kube.get(cluster, record.ref(name)))
+    assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
+    assert live(cluster, job) is None
 
 
 def test_killing_the_api_server_mid_apply_ends_consistent_after_the_next_apply(
@@ -401,7 +405,8 @@ def test_killing_the_api_server_mid_apply_ends_consistent_after_the_next_apply(
     # Whatever the interrupted apply managed, the next one completes it.
     again = run(cluster_kubeconfig, "apply", str(root), "--wait", "--timeout", "2m")
     assert again.exit_code == 0, output.decode() + again.output
-    assert run(cluster_kubeconfig, "plan", str(root)).exit_code == 0
+    planned = run(cluster_kubeconfig, "plan", str(root))
+    assert planned.exit_code == 0, planned.output
     keys = rendered_keys(root)
     assert record.inventory_of(kube.get(cluster, record.ref(name))) >= keys
     assert all(live(cluster, k) is not None for k in keys if k.kind != "Job")
