@@ -19,6 +19,7 @@ Pure: reads only through the snapshot.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -545,6 +546,23 @@ def _resolve_registered_models(
     return []
 
 
+_VM_SIZE = re.compile(r"^(Standard|Basic)_[A-Za-z0-9_]+$")
+
+
+def _is_vm_size(name: str | None) -> bool:
+    return name is not None and bool(_VM_SIZE.match(name))
+
+
+def _on_default_instance_type(repo: Repo, workload: workloads.Workload) -> workloads.Workload:
+    """The workload with no instance type (the default), in place of `workload` in `repo`."""
+    replaced = dataclasses.replace(workload, instance_type=None)
+    if isinstance(replaced, workloads.Job):
+        repo.jobs[replaced.name] = replaced
+    elif isinstance(replaced, workloads.Deployment):
+        repo.deployments[replaced.name] = replaced
+    return replaced
+
+
 def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
     """Rules across manifests: instance types, the extension a workload runs on, scenarios."""
     for deployment in list(repo.deployments.values()):
@@ -561,6 +579,20 @@ def _check_references(repo: Repo, found: list[problems.Problem]) -> None:
     for workload, instance_type_path, scenario in all_workloads:
         manifest = workload.manifest
         instance_type = instancetypes.resolve(workload.instance_type, repo.instance_types)
+        if instance_type is None and _is_vm_size(workload.instance_type):
+            # A managed endpoint's Azure VM size (the public examples' Standard_DS3_v2): on
+            # Kubernetes compute it names no shape, so the workload runs on the default one.
+            found.append(
+                manifest.problem(
+                    instance_type_path,
+                    f"{workload.instance_type!r} is an Azure VM size (managed compute), not an "
+                    "instance type of this cluster: runs with defaultinstancetype; declare an "
+                    "InstanceType of that name to give it a shape",
+                    problems.Severity.WARNING,
+                )
+            )
+            workload = _on_default_instance_type(repo, workload)
+            instance_type = instancetypes.resolve(None, repo.instance_types)
         if instance_type is None:
             known = ", ".join(instancetypes.known_names(repo.instance_types))
             found.append(

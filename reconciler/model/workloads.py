@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from reconciler import source
-from reconciler.model import manifests, problems, quantities
+from reconciler.model import curated, manifests, problems, quantities
 
 DEFAULT_TARGET_UTILIZATION = 70
 DEFAULT_POLLING_INTERVAL = 1  # seconds, the ML CLI v2 default
@@ -149,6 +151,9 @@ class Deployment(Workload):
     max_queue_wait_ms: int = DEFAULT_MAX_QUEUE_WAIT_MS
     liveness_probe: Probe = Probe()
     readiness_probe: Probe = Probe()
+    # An MLflow model deployed with no code_configuration: the reconciler provides the scoring
+    # script (templates/scoring/mlflow_score.py).
+    mlflow_no_code: bool = False
 
     def local_files(self) -> list[str]:
         found = [self.code] if self.code and not is_uri(self.code) else []
@@ -194,6 +199,9 @@ class _Context:
 
 
 REGISTERED_PREFIX = "azureml:"
+MLFLOW_MODEL = "mlflow_model"
+# The image of an MLflow no-code deployment: the product's curated MLflow inference image.
+MLFLOW_IMAGE = f"{curated.REGISTRY}/mlflow-py312-inference:latest"
 _REGISTERED = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9._-]*):([A-Za-z0-9._-]+)$")
 
 
@@ -212,13 +220,29 @@ def _image(ctx: _Context, environment: Any) -> tuple[str, str | None]:
     """(image, conda file path) of a workload's environment."""
     path: problems.FieldPath = ("environment",)
     if isinstance(environment, str):
+        if curated.is_curated(environment):
+            resolved = curated.resolve(environment)
+            if resolved.image is None:
+                ctx.error(path, str(resolved.error))
+                return environment, None
+            return resolved.image, None
         if environment.startswith("azureml:"):
             ctx.error(
                 path,
-                "registered environments (azureml:...) cannot be resolved from a repo: "
-                "give environment.image (a container image)",
+                "a workspace's registered environment (azureml:NAME:VERSION) cannot be resolved "
+                "from a repo: give environment.image (a container image), or a curated "
+                "environment (azureml:AzureML-NAME@latest)",
             )
         return environment, None
+    if "build" in environment:
+        ctx.error(
+            (*path, "build"),
+            "building an image from a Docker build context is not done by this reconciler (an "
+            "apply has no registry to push to and the cluster pulls images by name): build the "
+            "image in CI, push it to a registry the cluster can pull from, and give "
+            "environment.image",
+        )
+        return "", None
     if "path" in environment:
         ctx.note(
             (*path, "path"),
@@ -289,7 +313,20 @@ def build_deployment(
     """A schema-valid Deployment manifest -> `Deployment`, checking files and scale settings."""
     ctx = _Context(manifest, snapshot)
     fields = manifest.fields
-    image, conda = _image(ctx, fields["environment"])
+    models = _models(ctx, fields)
+    mlflow_folder = _mlflow_model_folder(ctx, fields, models)
+    no_code = mlflow_folder is not None and "code_configuration" not in fields
+    if "environment" in fields:
+        image, conda = _image(ctx, fields["environment"])
+    elif no_code and mlflow_folder is not None:
+        image, conda = MLFLOW_IMAGE, _mlflow_conda_file(ctx, mlflow_folder)
+    else:
+        ctx.error(
+            ("environment",),
+            "required field is missing (only an MLflow model, model.type mlflow_model, "
+            "deployed with no code_configuration may leave it out)",
+        )
+        image, conda = "", None
     code_config = fields.get("code_configuration") or {}
     code = _code_path(ctx, code_config.get("code"), ("code_configuration", "code"))
     scoring_script = code_config.get("scoring_script")
@@ -318,7 +355,7 @@ def build_deployment(
         limits=limits,
         annotations=_annotations(ctx, fields),
         endpoint_name=fields.get("endpoint_name"),
-        models=_models(ctx, fields),
+        models=models,
         code=code,
         scoring_script=scoring_script,
         conda_file=conda,
@@ -332,8 +369,63 @@ def build_deployment(
         max_queue_wait_ms=request.get("max_queue_wait_ms", DEFAULT_MAX_QUEUE_WAIT_MS),
         liveness_probe=_probe(ctx, fields, "liveness_probe"),
         readiness_probe=_probe(ctx, fields, "readiness_probe"),
+        mlflow_no_code=no_code,
     )
     return deployment, ctx.found
+
+
+def _mlflow_model_folder(
+    ctx: _Context, fields: Mapping[str, Any], models: tuple[str, ...]
+) -> str | None:
+    """The snapshot path of the deployment's model when it is an MLflow model in the repo
+    (`model.type: mlflow_model`, a folder holding an `MLmodel` file), else None."""
+    model = fields.get("model")
+    if not isinstance(model, Mapping) or str(model.get("type", "")).lower() != MLFLOW_MODEL:
+        return None
+    local = [m for m in models if not is_uri(m) and not m.startswith(REGISTERED_PREFIX)]
+    if not local or not ctx.snapshot.is_dir(local[0]):
+        if "code_configuration" not in fields and "environment" not in fields:
+            ctx.error(
+                ("model", "path"),
+                "an MLflow model deployed without code_configuration and environment must be a "
+                "folder in the repo holding its MLmodel file",
+            )
+        return None
+    folder = local[0]
+    if not ctx.snapshot.exists(posixpath.join(folder, "MLmodel")):
+        ctx.error(
+            ("model", "path"),
+            f"no MLmodel file in {ctx.snapshot.display(folder)}: an mlflow_model is the folder "
+            "MLflow saved",
+        )
+        return None
+    return folder
+
+
+def _mlflow_conda_file(ctx: _Context, folder: str) -> str | None:
+    """The conda file the MLflow model names for its pyfunc flavour (`python_function.env` of its
+    MLmodel: a file name, or `{conda: FILE, ...}` in newer MLflow), `conda.yaml` by default."""
+    name = "conda.yaml"
+    try:
+        mlmodel = yaml.safe_load(ctx.snapshot.read_bytes(posixpath.join(folder, "MLmodel")))
+    except yaml.YAMLError as err:
+        ctx.error(("model", "path"), f"the model's MLmodel file is not YAML: {err}")
+        return None
+    flavor = ((mlmodel or {}).get("flavors") or {}).get("python_function") or {}
+    env = flavor.get("env") if isinstance(flavor, Mapping) else None
+    if isinstance(env, str):
+        name = env
+    elif isinstance(env, Mapping) and isinstance(env.get("conda"), str):
+        name = env["conda"]
+    conda = source.join(folder, name)
+    if conda is None or not ctx.snapshot.exists(conda):
+        ctx.error(
+            ("model", "path"),
+            f"the MLflow model has no {name} (its environment): give environment.conda_file and "
+            "environment.image",
+        )
+        return None
+    return conda
 
 
 def _probe(ctx: _Context, fields: Mapping[str, Any], key: str) -> Probe:
