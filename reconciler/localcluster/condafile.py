@@ -7,9 +7,12 @@ server from a virtual environment (`modelserver`), so it installs the conda file
 packages on top of that environment (`modelserver.ensure_environment`) and runs the pod's
 server there. `read` turns the file into what to install and what is left out, and why:
 
-- conda packages (`numpy=1.26`): conda's names and version syntax are not pip's, so they are
-  not guessed at; named as left out, so that a scoring script that imports one fails with the
-  reason in the pod's log;
+- conda packages (`numpy=2.3.1`, `conda-forge::scikit-learn>=1.5`) are installed from PyPI
+  under the PyPI name (`CONDA_TO_PYPI` where it differs, e.g. `pytorch` -> `torch`), their
+  version translated (conda's `=2.3.1` is a prefix match: pip's `==2.3.1.*`; a build string is
+  dropped). Packages that are no Python package (`NOT_ON_PYPI`: compilers, CUDA, MKL, ...)
+  are left out and named, so that a scoring script that needs one fails with the reason in the
+  pod's log;
 - `python=3.X`: the local plane runs its own Python; a different pin is named;
 - the packages the image itself provides (`IMAGE_PROVIDES`: the model server, whose version is
   the local plane's pin, and the meta-package that pulled it in on older images);
@@ -30,6 +33,29 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 IMAGE_PROVIDES = frozenset({"azureml-inference-server-http", "azureml-defaults"})
+# conda-forge / defaults names whose PyPI package is named otherwise.
+CONDA_TO_PYPI = {
+    "pytorch": "torch",
+    "pytorch-cpu": "torch",
+    "py-xgboost": "xgboost",
+    "py-xgboost-cpu": "xgboost",
+    "matplotlib-base": "matplotlib",
+    "pyyaml": "PyYAML",
+    "tensorflow-base": "tensorflow",
+    "pytables": "tables",
+    "msgpack-python": "msgpack",
+    "lightgbm": "lightgbm",
+}
+# conda packages that are libraries or tools, not Python packages on PyPI: left out, named.
+NOT_ON_PYPI = frozenset(
+    {
+        "blas", "ca-certificates", "cudatoolkit", "cudnn", "cuda", "cuda-toolkit", "gcc",
+        "gxx", "libgcc", "libgcc-ng", "libstdcxx-ng", "libgomp", "mkl", "mkl-service",
+        "nccl", "openmpi", "openssl", "r-base", "setuptools", "wheel", "zlib", "git", "make",
+        "cmake", "nodejs", "openjdk", "pytorch-cuda", "cpuonly", "python_abi", "tzdata",
+    }
+)  # fmt: skip
+_CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?P<rest>[^\[]*)$")
 
 
 class CondaFileError(ValueError):
@@ -67,7 +93,7 @@ def read(text: str) -> Environment:
             for line in entry["pip"]:
                 _pip_entry(str(line).strip(), pip, left_out)
         elif isinstance(entry, str):
-            _conda_entry(entry.strip(), left_out)
+            _conda_entry(entry.strip(), pip, left_out)
         else:
             left_out.append(f"{entry!r}: not a package")
     return Environment(tuple(pip), tuple(left_out))
@@ -88,7 +114,7 @@ def _pip_entry(line: str, pip: list[str], left_out: list[str]) -> None:
     pip.append(line)
 
 
-def _conda_entry(spec: str, left_out: list[str]) -> None:
+def _conda_entry(spec: str, pip: list[str], left_out: list[str]) -> None:
     name = re.split(r"[=<>!~\s\[]", spec.split("::")[-1], maxsplit=1)[0].lower()
     if name == "python":
         pinned = re.fullmatch(r"python\s*==?\s*([\d.]+?)\.?\*?", spec)
@@ -98,7 +124,39 @@ def _conda_entry(spec: str, left_out: list[str]) -> None:
         return
     if name == "pip":  # the installer itself
         return
-    left_out.append(f"{spec}: a conda package (only the `pip:` list is installed locally)")
+    if name in NOT_ON_PYPI or name.startswith(("lib", "r-", "cuda-")):
+        left_out.append(f"{spec}: a conda package that is no Python package on PyPI")
+        return
+    requirement = pip_requirement(spec)
+    if requirement is None:
+        left_out.append(f"{spec}: not a conda package spec this plane can translate")
+        return
+    if canonicalize_name(Requirement(requirement).name) in IMAGE_PROVIDES:
+        left_out.append(f"{spec}: provided by the local plane's model server")
+        return
+    pip.append(requirement)
+
+
+def pip_requirement(spec: str) -> str | None:
+    """A conda package spec (`conda-forge::numpy=2.3.1=py312_0`, `scipy>=1.11,<2`) as the pip
+    requirement of the same package on PyPI (`numpy==2.3.1.*`), None when it cannot be read."""
+    match = _CONDA_SPEC.match(spec.split("::")[-1].strip())
+    if match is None:
+        return None
+    name = CONDA_TO_PYPI.get(match["name"].lower(), match["name"])
+    rest = match["rest"].strip()
+    exact = re.fullmatch(r"=?([0-9][^=<>!~\s,|]*)(?:[=\s]\S+)?", rest)
+    if exact:
+        # conda's `=1.2`, `1.2`, `=1.2=build` and `1.2.*` match the versions that start so
+        version = f"=={exact[1].rstrip('*').rstrip('.')}.*"
+    else:
+        version = rest.split()[0] if rest else ""  # a constraint pip reads (`>=1.2,<2`)
+    requirement = f"{name}{version}"
+    try:
+        Requirement(requirement)
+    except InvalidRequirement:
+        return None
+    return requirement
 
 
 def _same_version(pinned: str, running: str) -> bool:

@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from reconciler.localcluster import build
+from reconciler.render import workloadobjects
 
 PACKAGE = "azureml-inference-server-http"
-VERSION = "1.5.1"
-ENTRY_POINT = "azmlinfsrv"
+VERSION = workloadobjects.MODEL_SERVER_VERSION
+ENTRY_POINT = workloadobjects.MODEL_SERVER
 INSTALL_TIMEOUT = 600.0
 
 Progress = Callable[[str], None]

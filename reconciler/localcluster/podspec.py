@@ -6,7 +6,8 @@ the pod and the ConfigMaps / Secrets it mounts, exactly as a kubelet would lay t
 
 - **model pods** (a model deployment's: the managed-by label and `gitops.mlext.io/deployment`)
   run their `azmlinfsrv` command with the installed model server (`modelserver`), their init
-  containers first (the model files copied or fetched into the `model` volume), the container's
+  containers first (the model files copied or fetched into the `model` volume; the one that
+  creates a conda environment is left to the runtime's own install), the container's
   environment (`AZUREML_MODEL_DIR`, `WORKER_COUNT`, ...) and working directory;
 - **router pods** (the managed-by label and the command `reconciler router serve`) run that
   command with this Python, in-cluster, with their service account's token.
@@ -350,6 +351,10 @@ def plan(
         )
 
     for container in spec.get("initContainers") or []:
+        if kind == MODEL and container.get("name") == workloadobjects.PREPARE_ENVIRONMENT:
+            # The conda environment: the pod runtime installs the conda file's packages itself
+            # (`condafile`, `modelserver.ensure_environment`); there is no conda here.
+            continue
         argv = [*(container.get("command") or []), *(container.get("args") or [])]
         if not argv:
             raise Unsupported(f"init container {container['name']} has no command")

@@ -58,6 +58,11 @@ def static_manifest(name: str) -> list[objects.Object]:
     return _documents(_static_text(name))
 
 
+def static_text(name: str) -> str:
+    """A file under `templates/` as text (read once per process)."""
+    return _static_text(name)
+
+
 @functools.cache
 def _static_text(name: str) -> str:
     return (reconciler.data_dir("templates") / name).read_text(encoding="utf-8")

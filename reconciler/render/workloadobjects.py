@@ -17,6 +17,7 @@ Pure: files are read through the snapshot.
 from __future__ import annotations
 
 import base64
+import hashlib
 import posixpath
 import re
 import shlex
@@ -32,6 +33,15 @@ APP_DIR = "/var/azureml-app"
 # variable the AzureML inference images' start script creates the environment from.
 CONDA_DIR = f"{APP_DIR}/environment"
 CONDA_ENV_VAR = "AZUREML_EXTRA_CONDA_YAML_ABS_PATH"
+# A deployment with a conda file runs its model server from the environment the init container
+# PREPARE_ENVIRONMENT makes of it, under ENVIRONMENT_DIR/<digest of the file>.
+ENVIRONMENT_DIR = f"{APP_DIR}/conda-env"
+PREPARE_ENVIRONMENT = "prepare-environment"
+MODEL_SERVER = "azmlinfsrv"
+# The model server (the product's inference server) added to an environment that lacks it; the
+# local plane runs the same pin.
+MODEL_SERVER_VERSION = "1.5.1"
+MODEL_SERVER_REQUIREMENT = f"azureml-inference-server-http=={MODEL_SERVER_VERSION}"
 JOB_CODE_DIR = "/code"
 JOB_INPUTS_DIR = "/inputs"  # a local input NAME is at /inputs/NAME (a file: /inputs/NAME/FILE)
 JOB_OUTPUTS_DIR = workloads.OUTPUTS_DIR  # an output NAME is the empty folder /outputs/NAME
@@ -40,6 +50,8 @@ JOB_BACKOFF_LIMIT = 3
 # Finished jobs stay this long so their status can be read.
 JOB_TTL_SECONDS = 30 * 24 * 3600
 FETCH_IMAGE = "curlimages/curl:8.10.1"
+# The scoring script of an MLflow no-code deployment (under templates/).
+MLFLOW_SCRIPT = "scoring/mlflow_score.py"
 DEPLOYMENT_LABEL = "gitops.mlext.io/deployment"
 ENDPOINT_LABEL = "gitops.mlext.io/endpoint"
 JOB_LABEL = "gitops.mlext.io/job"
@@ -51,15 +63,18 @@ _KEY_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
 
 
 def files_config_map(
-    name: str, namespace: str, snapshot: source.Snapshot, root: str
+    name: str, namespace: str, snapshot: source.Snapshot, root: str, keep_folder: bool = False
 ) -> tuple[objects.Object, list[dict[str, str]]]:
     """A ConfigMap holding every file at or below `root`, and the volume items that put each
-    back at its relative path (ConfigMap keys cannot hold `/`)."""
+    back at its relative path (ConfigMap keys cannot hold `/`). With `keep_folder`, a folder's
+    files keep its name in front of their path (`model/x.pkl`, as a folder model lands in
+    AZUREML_MODEL_DIR); a file is its name either way."""
     data: dict[str, str] = {}
     binary: dict[str, str] = {}
     items: list[dict[str, str]] = []
+    base = posixpath.dirname(root) if keep_folder else root
     for path in snapshot.files_under(root):
-        relative = posixpath.basename(path) if path == root else posixpath.relpath(path, root)
+        relative = posixpath.basename(path) if path == root else posixpath.relpath(path, base)
         key = _KEY_UNSAFE.sub("_", relative.replace("/", "__"))
         content = snapshot.read_bytes(path)
         try:
@@ -190,6 +205,82 @@ def _job_io(
     return values
 
 
+def _prepare_environment(
+    deployment: workloads.Deployment,
+    snapshot: source.Snapshot,
+    conda_path: str,
+    init: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> str:
+    """The init container that creates the deployment's conda environment before its server
+    starts; returns the path of the model server in it.
+
+    The environment is made with the image's own conda (micromamba, mamba or conda, the first
+    on PATH: the product's base images carry conda) into a volume, at a folder named by the
+    conda file's digest, and the pinned model server is added when the file does not bring
+    it. An image without conda fails the init container with that reason.
+    """
+    digest = hashlib.sha256(snapshot.read_bytes(str(deployment.conda_file))).hexdigest()[:16]
+    prefix = f"{ENVIRONMENT_DIR}/{digest}"
+    quoted, conda = shlex.quote(prefix), shlex.quote(conda_path)
+    script = "\n".join(
+        [
+            "set -e",
+            f"if [ -x {quoted}/bin/{MODEL_SERVER} ]; then exit 0; fi",
+            "tool=",
+            "for candidate in micromamba mamba conda; do",
+            '  if command -v "$candidate" >/dev/null 2>&1; then tool=$candidate; break; fi',
+            "done",
+            'if [ -z "$tool" ]; then',
+            f"  echo 'the image has no micromamba, mamba or conda to create {conda_path}' >&2",
+            "  exit 1",
+            "fi",
+            'if [ "$tool" = micromamba ]; then',
+            f"  micromamba create -y -p {quoted} -f {conda}",
+            "else",
+            f'  "$tool" env create -p {quoted} -f {conda}',
+            "fi",
+            f"if [ ! -x {quoted}/bin/{MODEL_SERVER} ]; then",
+            f"  {quoted}/bin/python -m pip install {shlex.quote(MODEL_SERVER_REQUIREMENT)}",
+            "fi",
+        ]
+    )
+    volumes.append({"name": "environment", "emptyDir": {}})
+    mount = {"name": "environment", "mountPath": ENVIRONMENT_DIR}
+    mounts.append({**mount, "readOnly": True})
+    init.append(
+        {
+            "name": PREPARE_ENVIRONMENT,
+            "image": deployment.image,
+            "command": ["/bin/sh", "-c", script],
+            "volumeMounts": [mount, {"name": "conda", "mountPath": CONDA_DIR, "readOnly": True}],
+        }
+    )
+    return f"{prefix}/bin/{MODEL_SERVER}"
+
+
+def _mount_mlflow_script(
+    deployment: str,
+    namespace: str,
+    found: list[objects.Object],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> None:
+    """An MLflow no-code deployment's code: the reconciler's own scoring script, as `score.py`."""
+    name = f"{deployment}-code"
+    found.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"score.py": templating.static_text(MLFLOW_SCRIPT)},
+        }
+    )
+    volumes.append({"name": "code", "configMap": {"name": name}})
+    mounts.append({"name": "code", "mountPath": f"{APP_DIR}/code", "readOnly": True})
+
+
 def _probe(probe: workloads.Probe) -> dict[str, Any]:
     """A container probe of the model server's health route with the deployment's timing."""
     return {
@@ -218,11 +309,17 @@ def deployment_objects(
         code_dir = f"{APP_DIR}/code"
         _mount_files(f"{deployment.name}-code", "code", namespace, snapshot, deployment.code,
                      code_dir, found, volumes, mounts)  # fmt: skip
+    elif deployment.mlflow_no_code:
+        _mount_mlflow_script(deployment.name, namespace, found, volumes, mounts)
     extra_env: dict[str, str] = {}
     if deployment.conda_file and snapshot.exists(deployment.conda_file):
         _mount_files(f"{deployment.name}-conda", "conda", namespace, snapshot,
                      deployment.conda_file, CONDA_DIR, found, volumes, mounts)  # fmt: skip
-        extra_env[CONDA_ENV_VAR] = f"{CONDA_DIR}/{posixpath.basename(deployment.conda_file)}"
+        conda_path = f"{CONDA_DIR}/{posixpath.basename(deployment.conda_file)}"
+        extra_env[CONDA_ENV_VAR] = conda_path
+        server = _prepare_environment(deployment, snapshot, conda_path, init, volumes, mounts)
+    else:
+        server = MODEL_SERVER
     local = [m for m in deployment.models if not workloads.is_uri(m)]
     remote = [m for m in deployment.models if workloads.is_uri(m)]
     if deployment.models:
@@ -232,7 +329,7 @@ def deployment_objects(
         init_mounts = [{"name": "model", "mountPath": f"{APP_DIR}/model"}]
         for index, model in enumerate(local):
             name = f"{deployment.name}-model" + (f"-{index}" if index else "")
-            config_map, items = files_config_map(name, namespace, snapshot, model)
+            config_map, items = files_config_map(name, namespace, snapshot, model, keep_folder=True)
             found.append(config_map)
             volume = f"model-files-{index}"
             volumes.append({"name": volume, "configMap": {"name": name, "items": items}})
@@ -268,13 +365,15 @@ def deployment_objects(
             "container_name": "inference-server",
             "image": deployment.image,
             "command": [
-                "azmlinfsrv",
+                server,
                 "--entry_script",
                 f"{APP_DIR}/code/{script}",
                 "--port",
                 str(INFERENCE_PORT),
             ],
-            "working_dir": f"{APP_DIR}/code" if deployment.code else None,
+            "working_dir": f"{APP_DIR}/code"
+            if deployment.code or deployment.mlflow_no_code
+            else None,
             "env": _env(
                 deployment,
                 {

@@ -34,9 +34,12 @@ dependencies:
     - pandas[performance] >=2; python_version >= "3.9"
 """
     )
-    assert found.pip == ("scikit-learn==1.5.2", 'pandas[performance] >=2; python_version >= "3.9"')
+    assert found.pip == (
+        "numpy==1.26.*",
+        "scikit-learn==1.5.2",
+        'pandas[performance] >=2; python_version >= "3.9"',
+    )
     assert found.left_out == (
-        "conda-forge::numpy=1.26: a conda package (only the `pip:` list is installed locally)",
         "azureml-inference-server-http==1.2.0: provided by the local plane's model server",
         "azureml-defaults>=1.50: provided by the local plane's model server",
         "--extra-index-url https://example.org/simple: pip options are not followed on the "
@@ -70,3 +73,57 @@ def test_the_same_requirements_share_one_environment() -> None:
 def test_a_conda_file_that_is_not_one_is_an_error(text: str, message: str) -> None:
     with pytest.raises(condafile.CondaFileError, match=message):
         condafile.read(text)
+
+
+@pytest.mark.parametrize(
+    ("spec", "requirement"),
+    [
+        ("numpy=2.3.1", "numpy==2.3.1.*"),  # conda's `=` is a prefix match
+        ("conda-forge::scikit-learn=1.7.0", "scikit-learn==1.7.0.*"),
+        ("pytorch=2.1=py3.11_cuda12", "torch==2.1.*"),  # renamed on PyPI; build dropped
+        ("numpy 1.26 py_0", "numpy==1.26.*"),
+        ("numpy=1.26.*", "numpy==1.26.*"),
+        ("scipy>=1.11,<2", "scipy>=1.11,<2"),
+        ("numpy==1.26.4", "numpy==1.26.4"),
+        ("pandas", "pandas"),
+        ("py-xgboost", "xgboost"),
+    ],
+)
+def test_a_conda_package_is_installed_from_pypi_under_its_pypi_name(
+    spec: str, requirement: str
+) -> None:
+    assert condafile.pip_requirement(spec) == requirement
+    assert condafile.read(f"dependencies: [{spec!r}]").pip == (requirement,)
+
+
+def test_the_public_blue_green_conda_file_installs_its_conda_and_pip_packages() -> None:
+    # The shape of the kubernetes blue/green example's conda file: conda packages pinned with
+    # `=`, a pip list that repeats the model server.
+    found = condafile.read(
+        """\
+name: model-env
+channels:
+  - conda-forge
+dependencies:
+  - python=2.7
+  - numpy=2.3.1
+  - pip=25.1.1
+  - scikit-learn=1.7.0
+  - cudatoolkit=11.8
+  - pip:
+    - azureml-inference-server-http==1.4.1
+    - inference-schema[numpy-support]
+    - joblib
+"""
+    )
+    assert found.pip == (
+        "numpy==2.3.1.*",
+        "scikit-learn==1.7.0.*",
+        "inference-schema[numpy-support]",
+        "joblib",
+    )
+    assert found.left_out == (
+        f"python=2.7: the local plane runs Python {RUNNING}",
+        "cudatoolkit=11.8: a conda package that is no Python package on PyPI",
+        "azureml-inference-server-http==1.4.1: provided by the local plane's model server",
+    )
