@@ -58,6 +58,11 @@ _PRIMITIVE_INPUT_TYPES = {
     "number": (int, float),
     "boolean": (bool,),
 }
+# An Azure blob as the examples name it; the https URL of the same blob is read anonymously.
+_WASB = re.compile(
+    r"^wasbs?://(?P<container>[a-z0-9-]+)@(?P<account>[a-z0-9]+\.blob\.core\.windows\.net)/"
+    r"(?P<path>.*)$"
+)
 # Remote data the cluster can fetch by itself: handed to the command as it is.
 _REACHABLE_SCHEMES = ("http://", "https://")
 
@@ -513,6 +518,8 @@ def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ..
     for name, spec in given.items():
         path: problems.FieldPath = ("inputs", name)
         if not isinstance(spec, Mapping):
+            if isinstance(spec, str):
+                spec = blob_https(spec)
             if isinstance(spec, str) and _unreachable(spec):
                 ctx.error(path, _unreachable_message(spec))
                 broken.add(f"inputs.{name}")
@@ -543,7 +550,7 @@ def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ..
                 broken.add(f"inputs.{name}")
             found.append(JobInput(name))
             continue
-        reference = str(spec[path_key])
+        reference = blob_https(str(spec[path_key]))
         if _unreachable(reference):
             ctx.error((*path, path_key), _unreachable_message(reference))
             broken.add(f"inputs.{name}")
@@ -560,6 +567,16 @@ def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ..
                 ctx.error((*path, path_key), f"must be a file (type {kind or path_key})")
             found.append(JobInput(name, local=local))
     return tuple(found), broken
+
+
+def blob_https(reference: str) -> str:
+    """A `wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PATH` blob as the https URL it is read
+    from anonymously (`https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH`), as the public
+    examples' data is; any other reference as it is."""
+    match = _WASB.match(reference)
+    if match is None:
+        return reference
+    return f"https://{match['account']}/{match['container']}/{match['path']}"
 
 
 def _unreachable(reference: str) -> bool:

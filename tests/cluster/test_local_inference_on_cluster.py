@@ -427,7 +427,9 @@ def test_a_conda_files_pip_packages_are_installed_for_its_model_server(
 ) -> None:
     root = example_repo(tmp_path, f"c{namespace[-6:]}", namespace, jobs=False)
     conda = root / "deployments" / "model" / "conda.yml"
-    conda.write_text(f"{conda.read_text()}  - numpy\n  - pip:\n    - {CONDA_PACKAGE}\n")
+    conda.write_text(
+        f"{conda.read_text()}  - six=1.16\n  - libgcc-ng\n  - pip:\n    - {CONDA_PACKAGE}\n"
+    )
     # Blue's own copy of the example's scoring script (green shares the folder, not the conda
     # file), wrapped: it also answers with the version of the package.
     scripts = root / "deployments" / "score-tabulate"
@@ -447,5 +449,7 @@ def test_a_conda_files_pip_packages_are_installed_for_its_model_server(
     # The pod's log says what the local plane installed and what of the file it left out.
     [pod] = runtime.model_pods("blue")
     log = Path(pod["log"]).read_text()
-    assert f"pip packages {CONDA_PACKAGE} installed" in log
-    assert "numpy: a conda package" in log
+    # A conda package is installed from PyPI (conda's `=1.16` is pip's `==1.16.*`); one that is
+    # no Python package is named as left out.
+    assert f"pip packages six==1.16.* {CONDA_PACKAGE} installed" in log
+    assert "libgcc-ng: a conda package that is no Python package on PyPI" in log

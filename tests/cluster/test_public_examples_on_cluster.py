@@ -1,0 +1,81 @@
+"""The public examples' shapes score on the local plane as published (issue 26).
+
+`tests/fixtures/public-examples/` holds repos built from the shapes of the product's public ML
+CLI v2 examples (see its README): the Kubernetes blue/green endpoint with its `model-1` /
+`model-2` folders and conda files, and an MLflow model deployed with no code. The tests copy a
+repo, point the one manifest this project adds (`extension.yaml`) at the test's namespace, apply
+it with `--wait` and score each deployment through the router with the example's own sample
+request. Nothing of the published YAML is edited. Each pod's environment comes from its conda
+file (the packages installed from PyPI on the first run on a machine, hence the long waits).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from reconciler.cli import main as cli
+from tests.cluster import test_local_inference_on_cluster as inference
+from tests.cluster.test_local_inference_on_cluster import Runtime
+
+pytestmark = pytest.mark.cluster
+runtime = inference.runtime  # the pod runtime fixture: model and router pods run on loopback
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "public-examples"
+ONLINE = Path("cli") / "endpoints" / "online"
+# What the regression model (weights 1..10, no intercept) answers for the two sample rows.
+BLUE_ANSWER = [385.0, 220.0]
+GREEN_ANSWER = [0.5, 0.5]  # the green script's fixed answer, as the published one's
+# The MLflow model: weights 1..10 and intercept 0.5 over the sample's ten columns.
+MLFLOW_ANSWER = [385.5, 258.5]
+
+
+def copy_repo(tmp_path: Path, fixture: str, name: str, namespace: str) -> Path:
+    """The fixture repo in `tmp_path`, its extension named `name` and installed into
+    `namespace` (the published files as they are)."""
+    root = tmp_path / fixture
+    shutil.copytree(FIXTURES / fixture, root)
+    extension = root / "extension.yaml"
+    text = extension.read_text().replace("name: azureml-extension", f"name: {name}")
+    text = text.replace("spec:\n", f"spec:\n  releaseNamespace: {namespace}\n", 1)
+    extension.write_text(text)
+    return root
+
+
+def score(runtime: Runtime, deployment: str, request: Path, kubeconfig: str | None) -> object:
+    options = ["--kubeconfig", kubeconfig] if kubeconfig else []
+    state = ["--state-dir", str(runtime.work_dir.parent)]
+    scored = CliRunner().invoke(
+        cli.main, ["score", deployment, "--data", str(request), *state, *options]
+    )
+    assert scored.exit_code == 0, scored.output + runtime.log.read_text()[-3000:]
+    return json.loads(scored.output)
+
+
+def test_the_kubernetes_blue_green_example_scores_with_its_folder_models_and_conda_files(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, runtime: Runtime
+) -> None:
+    root = copy_repo(tmp_path, "kubernetes-blue-green", f"p{namespace[-6:]}", namespace)
+    runtime.apply(root, cluster_kubeconfig, timeout="10m")  # pip installs on a first run
+    request = root / ONLINE / "kubernetes" / "sample-request.json"
+    # blue's score.py loads $AZUREML_MODEL_DIR/model/sklearn_regression_model.pkl: the folder
+    # model kept its name, and scikit-learn came from the conda file's conda packages.
+    assert score(runtime, "blue", request, cluster_kubeconfig) == pytest.approx(BLUE_ANSWER)
+    assert score(runtime, "green", request, cluster_kubeconfig) == GREEN_ANSWER
+    [pod] = runtime.model_pods("blue")
+    log = Path(pod["log"]).read_text()
+    assert "scikit-learn==1.7.0.*" in log and "python=3.12: the local plane runs" in log
+
+
+def test_an_mlflow_model_deployed_with_no_code_scores_the_documented_request(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, runtime: Runtime
+) -> None:
+    root = copy_repo(tmp_path, "mlflow-no-code", f"m{namespace[-6:]}", namespace)
+    runtime.apply(root, cluster_kubeconfig, timeout="12m")  # mlflow is a large install
+    request = root / ONLINE / "ncd" / "sample-request-sklearn.json"
+    answer = score(runtime, "sklearn-deployment", request, cluster_kubeconfig)
+    assert answer == pytest.approx(MLFLOW_ANSWER)
