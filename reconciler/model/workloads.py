@@ -292,6 +292,12 @@ def build_job(
             ("experiment_name",),
             "accepted, not used: jobs are not grouped into experiments on the cluster",
         )
+    if "services" in fields:
+        ctx.note(
+            ("services",),
+            "accepted, not provided: interactive services (VS Code, JupyterLab, TensorBoard, "
+            "SSH) need the workspace's proxy; use kubectl port-forward to reach the job's pod",
+        )
     inputs, broken = _inputs(ctx, fields.get("inputs") or {})
     outputs, broken_outputs = _outputs(ctx, fields.get("outputs") or {})
     _check_command(ctx, fields["command"], inputs, outputs, broken | broken_outputs)
