@@ -63,7 +63,12 @@ _WASB = re.compile(
     r"^wasbs?://(?P<container>[a-z0-9-]+)@(?P<account>[a-z0-9]+\.blob\.core\.windows\.net)/"
     r"(?P<path>.*)$"
 )
-# Remote data the cluster can fetch by itself: handed to the command as it is.
+# An Azure blob container's https URL and the prefix of a folder in it.
+_BLOB_URL = re.compile(
+    r"^https://(?P<account>[a-z0-9]+\.blob\.core\.windows\.net)/(?P<container>[a-z0-9-]+)"
+    r"(?:/(?P<prefix>.*))?$"
+)
+# Remote data the cluster can fetch by itself: fetched into the pod by the job's init container.
 _REACHABLE_SCHEMES = ("http://", "https://")
 
 
@@ -115,6 +120,8 @@ class JobInput:
     name: str
     value: str | None = None
     local: str | None = None  # snapshot path
+    remote: str | None = None  # an https URL the pod fetches before the command runs
+    folder: bool = False  # `remote` is a folder of Azure blob storage (listed, then fetched)
 
 
 @dataclass(frozen=True)
@@ -561,7 +568,7 @@ def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ..
             ctx.error((*path, path_key), _unreachable_message(reference))
             broken.add(f"inputs.{name}")
         elif reference.startswith(_REACHABLE_SCHEMES):
-            found.append(JobInput(name, value=reference))
+            found.append(_remote_input(ctx, name, spec, path_key, reference, broken))
         else:
             local = ctx.local_path(reference, (*path, path_key))
             exists = ctx.snapshot.exists(local)
@@ -573,6 +580,40 @@ def _inputs(ctx: _Context, given: Mapping[str, Any]) -> tuple[tuple[JobInput, ..
                 ctx.error((*path, path_key), f"must be a file (type {kind or path_key})")
             found.append(JobInput(name, local=local))
     return tuple(found), broken
+
+
+def _remote_input(
+    ctx: _Context,
+    name: str,
+    spec: Mapping[str, Any],
+    path_key: str,
+    url: str,
+    broken: set[str],
+) -> JobInput:
+    """An input at an http(s) URL: fetched into the pod (the command gets its path there), as
+    the product mounts or downloads it; with `mode: direct` the URL itself is put in."""
+    if spec.get("mode") == "direct":
+        return JobInput(name, value=url)
+    folder = spec.get("type") == "uri_folder" or path_key == "folder"
+    if folder and not _BLOB_URL.match(url):
+        ctx.error(
+            ("inputs", name, path_key),
+            f"{url}: a folder is fetched only from Azure blob storage, whose folders can be "
+            "listed anonymously; give a file URL, a folder in the repo, or mode: direct (the "
+            "URL is then put in as it is)",
+        )
+        broken.add(f"inputs.{name}")
+        return JobInput(name)
+    return JobInput(name, remote=url, folder=folder)
+
+
+def blob_folder(url: str) -> tuple[str, str]:
+    """(the container's URL, the folder's prefix in it) of a blob storage folder URL."""
+    match = _BLOB_URL.match(url)
+    if match is None:
+        raise ValueError(f"not an Azure blob storage URL: {url}")
+    prefix = (match["prefix"] or "").strip("/")
+    return f"https://{match['account']}/{match['container']}", f"{prefix}/" if prefix else ""
 
 
 def blob_https(reference: str) -> str:
@@ -632,7 +673,7 @@ def _check_command(
     """Every `${{...}}` of the command names an input or output the job declares; one inside an
     optional part `$[[...]]` may name an input that is not given."""
     declared = {i.name for i in inputs}
-    given = {i.name for i in inputs if i.value is not None or i.local is not None}
+    given = {i.name for i in inputs if (i.value, i.local, i.remote) != (None, None, None)}
     optional_spans = [m.span() for m in _OPTIONAL_PART.finditer(command)]
     for match in _PLACEHOLDER.finditer(command):
         line_number = command.count("\n", 0, match.start()) + 1

@@ -140,7 +140,8 @@ def job_objects(
     if job.code and snapshot.exists(job.code):
         _mount_files(f"{job.name}-code", "code", namespace, snapshot, job.code, JOB_CODE_DIR,
                      found, volumes, mounts)  # fmt: skip
-    values = _job_io(job, namespace, snapshot, found, volumes, mounts)
+    init: list[dict[str, Any]] = []
+    values = _job_io(job, namespace, snapshot, found, volumes, mounts, init)
     selector = {JOB_LABEL: job.name}
     volcano = bool(extension.settings["installVolcano"])
     context = {
@@ -154,7 +155,7 @@ def job_objects(
             "pod_labels": _pod_labels(selector, extension),
             "node_selector": where.node_selector,
             "volumes": volumes,
-            "init_containers": [],
+            "init_containers": init,
             "container_name": "job",
             "image": job.image,
             "command": ["/bin/sh", "-c", workloads.substitute(job.command, values)],
@@ -179,14 +180,30 @@ def _job_io(
     found: list[objects.Object],
     volumes: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
+    init: list[dict[str, Any]],
 ) -> dict[str, str]:
-    """Mount the job's local inputs (one ConfigMap each) and an empty folder per output; the
-    value each `inputs.NAME` / `outputs.NAME` of its command stands for."""
+    """Mount the job's local inputs (one ConfigMap each), fetch its remote ones into the pod
+    (the init container `fetch-inputs`: a file to /inputs/NAME/FILE, a blob folder's files
+    to /inputs/NAME/...) and an empty folder per output; the value each `inputs.NAME` /
+    `outputs.NAME` of its command stands for."""
+    fetch_mounts: list[dict[str, Any]] = []
     values: dict[str, str] = {}
     local_index = 0
+    fetches: list[str] = []
     for job_input in job.inputs:
         if job_input.value is not None:
             values[f"inputs.{job_input.name}"] = job_input.value
+            continue
+        if job_input.remote is not None:
+            target = f"{JOB_INPUTS_DIR}/{job_input.name}"
+            volume = f"fetched-{len(fetches)}"
+            volumes.append({"name": volume, "emptyDir": {}})
+            mounts.append({"name": volume, "mountPath": target, "readOnly": True})
+            fetch_mounts.append({"name": volume, "mountPath": target})
+            fetches.append(_fetch_step(job_input, target))
+            if not job_input.folder:
+                target = f"{target}/{_url_file_name(job_input.remote)}"
+            values[f"inputs.{job_input.name}"] = target
             continue
         if job_input.local is None or not snapshot.exists(job_input.local):
             continue  # an optional input not given
@@ -197,6 +214,16 @@ def _job_io(
         if not snapshot.is_dir(job_input.local):
             target = f"{target}/{posixpath.basename(job_input.local)}"
         values[f"inputs.{job_input.name}"] = target
+    if fetches:
+        init.append(
+            {
+                "name": "fetch-inputs",
+                "image": FETCH_IMAGE,
+                "command": ["/bin/sh", "-c", "\n".join([FETCH_BLOB_FOLDER, *fetches])],
+                "volumeMounts": fetch_mounts,
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+            }
+        )
     for index, output in enumerate(job.outputs):
         volume = f"output-{index}"
         volumes.append({"name": volume, "emptyDir": {}})
@@ -279,6 +306,41 @@ def _mount_mlflow_script(
     )
     volumes.append({"name": "code", "configMap": {"name": name}})
     mounts.append({"name": "code", "mountPath": f"{APP_DIR}/code", "readOnly": True})
+
+
+# A shell function of the fetch-inputs script: `fetch_blob_folder CONTAINER_URL PREFIX TARGET`
+# lists the blobs under PREFIX anonymously (the List Blobs API, page by page) and fetches each
+# to TARGET/<its path below PREFIX>. Blob names with spaces are not supported.
+FETCH_BLOB_FOLDER = """\
+set -e
+fetch_blob_folder() {
+  marker=
+  while :; do
+    page=$(curl -fsSL "$1?restype=container&comp=list&prefix=$2${marker:+&marker=$marker}")
+    for name in $(printf '%s' "$page" | tr '<' '\\n' | sed -n 's/^Name>//p'); do
+      relative=${name#"$2"}
+      mkdir -p "$3/$(dirname "$relative")"
+      curl -fsSL -o "$3/$relative" "$1/$name"
+    done
+    marker=$(printf '%s' "$page" | tr '<' '\\n' | sed -n 's/^NextMarker>//p')
+    [ -n "$marker" ] || break
+  done
+}"""
+
+
+def _fetch_step(job_input: workloads.JobInput, target: str) -> str:
+    """The line of the fetch-inputs script that fetches one remote input into `target`."""
+    url = str(job_input.remote)
+    if job_input.folder:
+        container, prefix = workloads.blob_folder(url)
+        args = " ".join(shlex.quote(a) for a in (container, prefix, target))
+        return f"fetch_blob_folder {args}"
+    file = f"{target}/{_url_file_name(url)}"
+    return f"curl -fsSL -o {shlex.quote(file)} {shlex.quote(url)}"
+
+
+def _url_file_name(url: str) -> str:
+    return posixpath.basename(url.split("?")[0].rstrip("/")) or "input"
 
 
 def _probe(probe: workloads.Probe) -> dict[str, Any]:

@@ -106,17 +106,23 @@ def test_curated_environments_and_public_blob_inputs_of_the_job_examples_resolve
         "cli/jobs/single-step/lightgbm/iris/job.yml": f"{curated.REGISTRY}/lightgbm-3.3:latest",
         "cli/jobs/single-step/scikit-learn/iris/job.yml": f"{curated.REGISTRY}/sklearn-1.5:latest",
     }
+    # The public wasbs:// blob is fetched anonymously over https into the pod before the
+    # command runs, and the command gets its path there.
     [svm] = [j for j in loaded.repo.jobs.values() if "scikit-learn" in j.manifest.path]
     [csv] = [i for i in svm.inputs if i.name == "iris_csv"]
-    assert csv.value == "https://azuremlexamples.blob.core.windows.net/datasets/iris.csv"
-    assert csv.value in svm_command(rendered, svm.name)
+    url = "https://azuremlexamples.blob.core.windows.net/datasets/iris.csv"
+    assert csv.remote == url and not csv.folder
+    spec = job_pod(rendered, svm.name)
+    [fetch] = spec["initContainers"]
+    assert fetch["name"] == "fetch-inputs"
+    assert f"curl -fsSL -o /inputs/iris_csv/iris.csv {url}" in fetch["command"][2]
+    assert "--iris-csv /inputs/iris_csv/iris.csv" in spec["containers"][0]["command"][2]
 
 
-def svm_command(rendered: list[objects.Object], name: str) -> str:
-    job = find(rendered, "Job", name)
-    spec = job["spec"]
+def job_pod(rendered: list[objects.Object], name: str) -> dict[str, Any]:
+    spec = find(rendered, "Job", name)["spec"]
     template = spec["tasks"][0]["template"] if "tasks" in spec else spec["template"]
-    return str(template["spec"]["containers"][0]["command"][2])
+    return dict(template["spec"])
 
 
 @pytest.mark.parametrize(

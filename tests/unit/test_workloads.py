@@ -428,17 +428,49 @@ def test_literal_inputs_fill_the_command(tmp_path: Path) -> None:
     extra = (
         "inputs:\n  s: hello\n  n: 42\n  f: 0.5\n  b: true\n"
         "  typed: {type: integer, default: 7}\n  valued: {type: string, value: v, default: d}\n"
-        "  uri: {type: uri_file, path: 'https://data.example.com/x.csv'}\n"
-        "  old: {file: 'https://data.example.com/y.csv'}"
+        "  uri: {type: uri_file, path: 'https://data.example.com/x.csv', mode: direct}"
     )
     command = "'run ${{inputs.s}} ${{ inputs.n }} ${{inputs.f}} ${{inputs.b}} ${{inputs.typed}}"
-    command += " ${{inputs.valued}} ${{inputs.uri}} ${{inputs.old}}'"
+    command += " ${{inputs.valued}} ${{inputs.uri}}'"
     _, found, problems = job(tmp_path, command, extra)
     assert problems == []
     assert found is not None
     values = {f"inputs.{i.name}": i.value for i in found.inputs if i.value is not None}
     assert workloads.substitute(found.command, values) == (
-        "run hello 42 0.5 true 7 v https://data.example.com/x.csv https://data.example.com/y.csv"
+        "run hello 42 0.5 true 7 v https://data.example.com/x.csv"
+    )
+
+
+def test_remote_inputs_are_fetched_into_the_pod_and_a_public_blob_is_read_over_https(
+    tmp_path: Path,
+) -> None:
+    extra = (
+        "inputs:\n"
+        "  old: {file: 'https://data.example.com/y.csv'}\n"
+        "  blob: {type: uri_file, path: 'wasbs://data@store.blob.core.windows.net/a/iris.csv'}\n"
+        "  tree: {type: uri_folder, path: 'wasbs://data@store.blob.core.windows.net/'}\n"
+        "  site: {type: uri_folder, path: 'https://data.example.com/folder/'}"
+    )
+    command = "'run ${{inputs.old}} ${{inputs.blob}} ${{inputs.tree}} ${{inputs.site}}'"
+    _, found, problems = job(tmp_path, command, extra)
+    assert problems == [
+        "j.yml:8: inputs.site.path: https://data.example.com/folder/: a folder is fetched only "
+        "from Azure blob storage, whose folders can be listed anonymously; give a file URL, a "
+        "folder in the repo, or mode: direct (the URL is then put in as it is)"
+    ]
+    assert found is not None
+    assert {i.name: (i.remote, i.folder) for i in found.inputs if i.remote} == {
+        "old": ("https://data.example.com/y.csv", False),
+        "blob": ("https://store.blob.core.windows.net/data/a/iris.csv", False),
+        "tree": ("https://store.blob.core.windows.net/data/", True),
+    }
+    assert workloads.blob_folder("https://store.blob.core.windows.net/data/") == (
+        "https://store.blob.core.windows.net/data",
+        "",
+    )
+    assert workloads.blob_folder("https://store.blob.core.windows.net/data/a/b") == (
+        "https://store.blob.core.windows.net/data",
+        "a/b/",
     )
 
 
@@ -488,7 +520,7 @@ def test_other_expressions_cannot_be_filled_in(tmp_path: Path) -> None:
         ),
         ("{type: uri_folder, path: 'azureml:iris:1'}", "inputs.d.path", "azureml:iris:1"),
         ("'azureml:iris@latest'", "inputs.d", "azureml:iris@latest"),
-        ("{path: 'wasbs://c@acct.blob.core.windows.net/x'}", "inputs.d.path", "wasbs://"),
+        ("{path: 'abfss://c@acct.dfs.core.windows.net/x'}", "inputs.d.path", "abfss://"),
     ],
 )
 def test_data_the_cluster_cannot_reach_is_an_error_naming_the_field(
