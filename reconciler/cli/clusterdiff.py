@@ -24,7 +24,8 @@ def against_cluster(
     head: source.Snapshot, kubeconfig: str | None, context: str | None
 ) -> revisiondiff.RevisionDiff:
     """The head planned against the live cluster: what `reconciler apply` would change. Objects
-    the API server would reject are problems (exit 2), as an invalid head is."""
+    the API server would reject are problems (exit 2), as an invalid head is, and so is an
+    extension another source owns (`apply` would refuse it)."""
     where = f"cluster {context}" if context else "cluster"
     loaded = repo.load(head)
     if not loaded.valid:
@@ -41,12 +42,16 @@ def against_cluster(
         problems.Problem(head.display(""), 0, "", f"the API server would reject {error}")
         for extension_plan in planned
         for error in extension_plan.errors
+    ) + tuple(
+        problems.Problem(head.display(""), 0, "", p.claim.message())
+        for p in planned
+        if p.claim is not None and p.refused
     )
     notes = tuple(note for p in planned for note in reconcilecli.plan_notes(p))
     return revisiondiff.RevisionDiff(
         where,
         head.revision(),
-        tuple(revisiondiff.ExtensionDiff(p.name, p.plan) for p in planned),
+        tuple(revisiondiff.ExtensionDiff(p.name, p.plan) for p in planned if not p.refused),
         rejected,
         notes,
     )

@@ -107,6 +107,15 @@ def _dns_labels(max_length: int) -> _Callback:
         "create and bind only the RBAC roles these extensions' components render."
     ),
 )
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help=(
+        "The controller takes over the repo's extensions that another source owns (`apply "
+        "--adopt`), at each start until its first complete reconcile; install again without "
+        "it once that is done."
+    ),
+)
 @common.output_option(
     "yaml",
     "json",
@@ -122,6 +131,7 @@ def install(
     git_secret: str,
     decryption_secret: str,
     extension_names: tuple[str, ...],
+    adopt: bool,
     output_format: str,
 ) -> None:
     """Print the manifests that run `reconciler controller` in the cluster.
@@ -141,6 +151,7 @@ def install(
         path=repo_path,
         interval=interval,
         extensions=extension_names,
+        adopt=adopt,
     )
     objs = installation.manifests(options)
     text = objects.to_json(objs) if output_format == "json" else objects.to_yaml(objs)

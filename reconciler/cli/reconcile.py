@@ -2,8 +2,9 @@
 
 Thin commands over `reconcile` (phases and safety rules), `plans` (what is printed) and `record`
 (what the cluster says). Exit codes: `plan` follows `kubectl diff` (0 no changes, 1 changes,
-2 error); `apply` and `status` give 0 when every extension is fine, 1 when one failed or the repo
-is invalid, 2 on a usage or connection error.
+2 error, an extension another source owns included); `apply` and `status` give 0 when every
+extension is fine, 1 when one failed, another source owns it, or the repo is invalid, 2 on a
+usage or connection error.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import click
 
 from reconciler import kube, source
 from reconciler.cli import common, connection, decryptkeys, rendercache
-from reconciler.engine import reconcile, record, recordstore
+from reconciler.engine import owners, reconcile, record, recordstore
 from reconciler.model import memo, problems, repo
 from reconciler.render import render as renderer
 
 _PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
+_ADOPT_HELP = (
+    "Take over extensions the repo declares that another source owns: this source becomes "
+    "their owner, and their objects only that source declared are pruned."
+)
 
 
 def _snapshot(path: str, decryption_key: str | None) -> source.Snapshot:
@@ -53,6 +58,7 @@ def _failed_repo(loaded: repo.Loaded) -> str:
 @click.option("--show-unchanged", is_flag=True, help="List unchanged objects too.")
 @click.option("--no-prune", is_flag=True, help="Leave objects that left the repo in place.")
 @click.option("--allow-mass-prune", is_flag=True, help="Plan deletes beyond the safety limit.")
+@click.option("--adopt", is_flag=True, help=_ADOPT_HELP)
 @decryptkeys.option
 @common.one_shot
 def plan(
@@ -62,6 +68,7 @@ def plan(
     show_unchanged: bool,
     no_prune: bool,
     allow_mass_prune: bool,
+    adopt: bool,
     decryption_key: str | None,
 ) -> None:
     """What `apply` would do to the cluster for the repo at PATH: objects to create, update
@@ -69,7 +76,7 @@ def plan(
     admission count. Changes nothing.
 
     Exit 0 when there are no changes, 1 when there are, 2 on an error (invalid repo, an object
-    the server would reject, no cluster).
+    the server would reject, an extension another source owns without --adopt, no cluster).
     """
     snapshot = _snapshot(path, decryption_key)
     with rendercache.reusing(path, snapshot) as reuse:
@@ -79,7 +86,7 @@ def plan(
             sys.exit(2)
         cluster = connection.connect(kubeconfig, context)
         options = reconcile.Options(
-            dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune
+            dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune, adopt=adopt
         )
         try:
             rendered = _render(snapshot, loaded, reuse)
@@ -96,6 +103,11 @@ def plan(
     rejected = False
     for extension_plan in planned:
         click.echo(f"# extension {extension_plan.name}")
+        if extension_plan.claim is not None and extension_plan.refused:
+            # Not a plan with nothing to do: `apply` would refuse it (exit 2, as an error).
+            click.echo(f"error: {extension_plan.claim.message()}", err=True)
+            rejected = True
+            continue
         click.echo(extension_plan.plan.text(show_unchanged), nl=False)
         for note in plan_notes(extension_plan):
             click.echo(f"note: {note}")
@@ -107,7 +119,10 @@ def plan(
 
 
 def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
-    notes = [f"{key}: already ran (a Job runs once per name)" for key in planned.finished_jobs]
+    notes = []
+    if planned.claim is not None and planned.claim.verdict is owners.Verdict.ADOPTED:
+        notes.append(planned.claim.message())
+    notes += [f"{key}: already ran (a Job runs once per name)" for key in planned.finished_jobs]
     if planned.prune.refused:
         notes.append(
             f"prune refused: {planned.prune.refused}; --allow-mass-prune deletes them anyway"
@@ -141,6 +156,7 @@ def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
     is_flag=True,
     help="Allow deleting everything, or more than half, of an extension's objects.",
 )
+@click.option("--adopt", is_flag=True, help=_ADOPT_HELP)
 @decryptkeys.option
 @connection.concurrency_option
 @common.one_shot
@@ -154,6 +170,7 @@ def apply(
     no_prune: bool,
     force_conflicts: bool,
     allow_mass_prune: bool,
+    adopt: bool,
     decryption_key: str | None,
     concurrency: int,
 ) -> None:
@@ -161,9 +178,11 @@ def apply(
     what left the repo, record the inventory and the provisioning state of every extension
     (`kubectl get mlext`).
 
-    A repo with any problem applies nothing (the problems are recorded in the extensions'
-    status). Exit 0 when every extension is applied (and healthy with --wait), 1 otherwise,
-    2 on a usage or connection error.
+    A repo with any problem applies nothing (the problems are recorded in the status of the
+    extensions this repo owns). An extension whose record names another source (another repo,
+    or another folder of this one) is refused, nothing applied, pruned or recorded, unless
+    --adopt takes it over. Exit 0 when every extension is applied (and healthy with --wait),
+    1 otherwise, 2 on a usage or connection error.
     """
     seconds = common.parse_duration(timeout)
     snapshot = _snapshot(path, decryption_key)
@@ -176,13 +195,14 @@ def apply(
         wait=wait,
         timeout=seconds,
         concurrency=concurrency,
+        adopt=adopt,
     )
     with rendercache.reusing(path, snapshot) as reuse:
         loaded = _load(snapshot, reuse)
         cluster = connection.connect(kubeconfig, context)
         try:
             if not loaded.valid:
-                _reject(cluster, loaded, revision, dry_run)
+                _reject(cluster, loaded, revision, snapshot.origin(), dry_run)
             rendered = _render(snapshot, loaded, reuse)
             results = reconcile.reconcile(
                 cluster, rendered.objects, loaded.repo, revision, snapshot.origin(), options,
@@ -202,14 +222,23 @@ def apply(
     sys.exit(1 if failed else 0)
 
 
-def _reject(cluster: kube.Cluster, loaded: repo.Loaded, revision: str, dry_run: bool) -> None:
-    """An invalid repo: nothing is applied; its problems go into the extensions' records."""
+def _reject(
+    cluster: kube.Cluster, loaded: repo.Loaded, revision: str, origin: str, dry_run: bool
+) -> None:
+    """An invalid repo: nothing is applied; its problems go into the records of the
+    extensions it owns, never into another source's (not even with --adopt: a revision that
+    applies nothing takes nothing over)."""
     click.echo(_failed_repo(loaded), err=True)
     if not dry_run:
         found = [str(p) for p in problems.sort_problems(loaded.errors)]
-        names = recordstore.record_problems(cluster, loaded.repo.extensions, found, revision)
-        if names:
-            click.echo(f"recorded the problems in the status of: {', '.join(names)}", err=True)
+        recorded = recordstore.record_problems(
+            cluster, loaded.repo.extensions, found, revision, origin
+        )
+        if recorded.written:
+            written = ", ".join(recorded.written)
+            click.echo(f"recorded the problems in the status of: {written}", err=True)
+        for claim in recorded.refused:
+            click.echo(f"problems not recorded: {claim.message()}", err=True)
     sys.exit(1)
 
 
@@ -217,7 +246,8 @@ def _reject(cluster: kube.Cluster, loaded: repo.Loaded, revision: str, dry_run: 
 @common.kube_options
 @common.output_option("table", "json")
 def status(kubeconfig: str | None, context: str | None, output_format: str) -> None:
-    """Every extension on the cluster: name, provisioningState, last applied revision, reasons.
+    """Every extension on the cluster: name, provisioningState, last applied revision, the
+    source that owns it, reasons.
 
     The state is recomputed from the live objects of each extension's inventory. Exit 1 when
     an extension is Failed.
@@ -229,7 +259,7 @@ def status(kubeconfig: str | None, context: str | None, output_format: str) -> N
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
     if output_format == "json":
-        keys = ("name", "provisioningState", "lastAppliedRevision", "reasons")
+        keys = ("name", "provisioningState", "lastAppliedRevision", "owner", "reasons")
         click.echo(json.dumps([{k: s[k] for k in keys} for s in summaries], indent=2))
     else:
         click.echo(table(summaries))
@@ -240,9 +270,15 @@ def table(summaries: list[dict[str, Any]]) -> str:
     """Aligned columns, reasons indented below their extension."""
     if not summaries:
         return "no extensions on this cluster (apply a repo first)"
-    header = ("NAME", "STATE", "REVISION", "OBJECTS")
+    header = ("NAME", "STATE", "REVISION", "OBJECTS", "OWNER")
     rows = [
-        (s["name"], s["provisioningState"], s["lastAppliedRevision"][:12] or "-", str(s["objects"]))
+        (
+            s["name"],
+            s["provisioningState"],
+            s["lastAppliedRevision"][:12] or "-",
+            str(s["objects"]),
+            s["owner"] or "-",
+        )
         for s in summaries
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

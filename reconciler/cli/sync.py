@@ -117,6 +117,12 @@ def loop_options(command: F) -> F:
         ),
         click.option("--no-prune", is_flag=True, help="Never delete what left the repo."),
         click.option("--allow-mass-prune", is_flag=True, help="Lift the prune safety limit."),
+        click.option(
+            "--adopt",
+            is_flag=True,
+            help="Take over extensions the repo declares that another source owns (their "
+            "objects only that source declared are pruned); until the first complete tick.",
+        ),
         connection.concurrency_option,
         click.option("--once", is_flag=True, help="One reconcile, then exit (0 ok, 1 failed)."),
         click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level."),
@@ -240,6 +246,7 @@ def _run(**options: Any) -> None:
             force_conflicts=True,
             allow_mass_prune=options["allow_mass_prune"],
             concurrency=options["concurrency"],
+            adopt=options["adopt"],
         ),
     )
     metrics = loopmetrics.ControllerMetrics()

@@ -12,6 +12,10 @@ everything one extension owns) and `refreshed_records` (the health phase alone, 
 record).
 
 Safety rules this module owns:
+- One source owns an extension (`owners`): an extension whose record names another source is
+  refused before anything is observed: nothing is applied or pruned, and its record is not
+  written, unless `Options.adopt` takes it over (its owner becomes this source, and what only
+  the previous owner declared is pruned as usual).
 - Nothing is applied for an extension when the dry run rejects any of its objects (a conflict
   with another field manager, an invalid field, an immutable field): the errors are the outcome.
 - The inventory is written before applying (previous + desired; not when that is what it
@@ -41,6 +45,7 @@ from reconciler.engine import (
     inventory,
     livecache,
     observe,
+    owners,
     ownership,
     planmemo,
     plans,
@@ -66,6 +71,7 @@ class Options:
     wait: bool = False
     timeout: float = 300.0
     concurrency: int = executor.WORKERS  # dry runs and applies in flight at once
+    adopt: bool = False  # take over extensions another source owns (`owners`)
 
 
 @dataclass
@@ -84,6 +90,13 @@ class ExtensionPlan:
     live: dict[objects.Key, objects.Object | None]
     errors: list[str] = field(default_factory=list)  # dry-run rejections: nothing is applied
     finished_jobs: list[objects.Key] = field(default_factory=list)
+    claim: owners.Claim | None = None  # set by `plan_each`; None: not checked (ours)
+
+    @property
+    def refused(self) -> bool:
+        """Another source owns the extension: nothing was observed or planned, and nothing
+        may be applied, pruned or written to its record."""
+        return self.claim is not None and self.claim.refused
 
     @functools.cached_property
     def desired_keys(self) -> frozenset[objects.Key]:
@@ -374,7 +387,8 @@ def plan_each(
     just read them; `reads`: where live state is read (default: one LIST per kind and
     namespace for this plan); `content_id`: see `plan_extension`; `kept`: the loop's last
     in-sync plans, handed out again while what they were made from is unchanged
-    (`planmemo`)."""
+    (`planmemo`). An extension of the repo whose record another source owns is not observed
+    or planned: its plan is empty and `refused` (`owners`; `options.adopt` takes it over)."""
     reads = reads or livecache.Listing(cluster)
     records = recordstore.read_records(cluster, reads) if records is None else records
     rendered = secretrefs.fill(cluster, rendered)
@@ -389,6 +403,10 @@ def plan_each(
     for name in names:
         here, generated = groups.get(name, []), secrets.get(name, [])
         record_live = records.get(name)
+        claim = record.claim(name, record_live, origin, options.adopt)
+        if claim.refused:
+            yield _refused(name, claim)
+            continue
         claimed = frozenset().union(*(keys for other, keys in everything.items() if other != name))
         made_from = None
         if kept is not None:
@@ -404,15 +422,24 @@ def plan_each(
             if again is not None:
                 reused = copy.copy(again)  # `carry_out` sets its record; `desired_keys` stays
                 reused.record_live = record_live
+                reused.claim = claim
                 yield reused
                 continue
         planned = plan_extension(
             cluster, name, here, generated, record_live, options, claimed, reads, content_id
         )
+        planned.claim = claim
         if kept is not None:
             nothing_to_apply = not planned.plan.has_changes and not planned.errors
             kept.keep(name, made_from, planned.live, _keys_only(planned), nothing_to_apply)
         yield planned
+
+
+def _refused(name: str, claim: owners.Claim) -> ExtensionPlan:
+    """The plan of an extension another source owns: nothing to do, nothing to prune, and no
+    record (so nothing downstream can write the owner's)."""
+    nothing = inventory.PruneDecision(delete=(), kept_unowned=())
+    return ExtensionPlan(name, plans.Plan(()), [], [], frozenset(), nothing, None, {}, claim=claim)
 
 
 def _keys_only(planned: ExtensionPlan) -> ExtensionPlan:
@@ -459,7 +486,8 @@ def carry_out_all(
     stop_before_next: Callable[[], bool] | None = None,
     write_outcome: Callable[[recordstore.Write], None] = recordstore.inline,
 ) -> list[ExtensionResult]:
-    """Carry out every extension's plan, in order; a suspended one is skipped, a dry run
+    """Carry out every extension's plan, in order; a suspended one is skipped, one another
+    source owns is refused (Failed, reason `OwnedElsewhere`, its record untouched), a dry run
     only reports. Extensions that left the repo are retired. `stop_before_next` is asked after
     each extension, and before carrying out a plan with nothing to apply: True leaves the rest
     unplanned, for the next reconcile (the loop's, when a newer revision is already waiting for
@@ -491,12 +519,19 @@ def _carry_out_one(
     reads: livecache.Reads | None,
     write_outcome: Callable[[recordstore.Write], None],
 ) -> ExtensionResult:
+    claim = extension_plan.claim
+    if claim is not None and claim.refused:
+        # Before the dry run's answer too: `apply --dry-run` must say it would be refused.
+        outcome = record.Outcome(record.FAILED, "OwnedElsewhere", (claim.message(),))
+        return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
     say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
     if record.suspended(extension_plan.record_live):
         say(f"extension {extension_plan.name}: suspended, nothing applied or pruned")
         state = record.summary(extension_plan.record_live or {})["provisioningState"]
         outcome = record.Outcome(state, "Suspended", ("reconciliation is suspended",))
         return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
+    if claim is not None and claim.verdict is owners.Verdict.ADOPTED:
+        say(f"extension {extension_plan.name}: {claim.message()}")
     if options.dry_run:
         state = record.FAILED if extension_plan.errors else record.PENDING
         outcome = record.Outcome(state, "DryRun", tuple(extension_plan.errors))

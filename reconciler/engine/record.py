@@ -1,14 +1,16 @@
 """The reconciler's in-cluster record of one extension: an `ExtensionStatus` custom resource.
 
 One cluster-scoped object per extension, named like it, readable with `kubectl get mlext`. Its
-`spec` says what was asked (never a protected setting); its `status` holds the provisioning
-state with its reasons, a `Ready` condition, the last applied and attempted revisions, the
-validation problems of a rejected revision, and the inventory: every object the reconciler
-applied for the extension, which is what prune trusts.
+`spec` says what was asked (never a protected setting) and which source owns the extension
+(`spec.owner`, see `owners`); its `status` holds the provisioning state with its reasons, a
+`Ready` condition, the last applied and attempted revisions, the validation problems of a
+rejected revision, and the inventory: every object the reconciler applied for the extension,
+which is what prune trusts.
 
-Pure builders only (the CRD, the record, a complete status, the inventory read back, Events);
-the executor writes them through `kube`. A status is always written whole, carrying forward what
-did not change, because server-side apply removes fields the manager stops sending.
+Pure builders only (the CRD, the record, a complete status, the inventory and the owner read
+back, Events); the executor writes them through `kube`. A status is always written whole,
+carrying forward what did not change, because server-side apply removes fields the manager
+stops sending.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import objects
+from reconciler.engine import owners
 from reconciler.model import extensions
 from reconciler.render import templating
 
@@ -59,9 +62,11 @@ def ref(name: str) -> objects.Object:
 
 
 def record(extension: extensions.Extension, origin: str) -> objects.Object:
-    """The record's desired spec for an extension of the repo at `origin`."""
+    """The record's desired spec for an extension of the repo at `origin`, which owns it
+    (`spec.owner`, its `owners.identity`; `spec.source`, the origin as given)."""
     spec: dict[str, Any] = {
-        "source": origin,
+        "source": owners.shown(origin),
+        "owner": owners.identity(origin),
         "clusterType": extension.cluster_type,
         "releaseNamespace": extension.release_namespace,
     }
@@ -212,6 +217,7 @@ def summary(live: Mapping[str, Any]) -> dict[str, Any]:
         "objects": (body.get("inventory") or {}).get("count", 0),
         "drifted": (body.get("drift") or {}).get("count", 0),
         "suspended": suspended(live),
+        "owner": owners.identity(owner) if (owner := owner_of(live)) else "",
         "reasons": list(body.get("reasons") or body.get("problems") or []),
     }
 
@@ -227,5 +233,21 @@ def drifted(live: Mapping[str, Any] | None) -> int:
 
 
 def source_of(live: Mapping[str, Any]) -> str:
-    """The repo a live record's extension is declared in."""
+    """The repo a live record's extension is declared in, as its origin spells it."""
     return str((live.get("spec") or {}).get("source", ""))
+
+
+def owner_of(live: Mapping[str, Any] | None) -> str | None:
+    """The source that owns a live record's extension: `spec.owner`; for a record written
+    before owners were kept, the source that applied it last (`spec.source`), which becomes
+    `spec.owner` at its next apply; "" when the record names neither, None for no record."""
+    if live is None:
+        return None
+    spec = live.get("spec") or {}
+    return str(spec.get("owner") or spec.get("source") or "")
+
+
+def claim(name: str, live: Mapping[str, Any] | None, origin: str, adopt: bool) -> owners.Claim:
+    """Whether the source at `origin` may reconcile extension `name` whose record is `live`."""
+    shown = source_of(live) if live is not None else ""
+    return owners.claim(name, origin, owner_of(live), shown, adopt=adopt)

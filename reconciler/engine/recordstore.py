@@ -14,9 +14,10 @@ import concurrent.futures
 import datetime
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from reconciler import kube, objects
-from reconciler.engine import diffs, fingerprint, health, livecache, record
+from reconciler.engine import diffs, fingerprint, health, livecache, owners, record
 from reconciler.model import extensions
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,12 @@ def _record_crd(reads: livecache.Reads) -> objects.Object | None:
 
 
 def from_origin(records: dict[str, objects.Object], origin: str) -> dict[str, objects.Object]:
-    """The records of the extensions installed from the repo at `origin`."""
-    return {n: r for n, r in records.items() if record.source_of(r) == origin}
+    """The records of the extensions the source at `origin` owns (`owners`)."""
+    return {
+        name: live
+        for name, live in records.items()
+        if record.claim(name, live, origin, adopt=False).verdict is owners.Verdict.OURS
+    }
 
 
 def write_status(
@@ -166,25 +171,44 @@ def ensure_record(
     origin: str,
     reads: livecache.Reads | None = None,
 ) -> objects.Object:
-    """Create (or update) the record of `extension` from the repo at `origin`; the live one."""
+    """Create (or update) the record of `extension` from the repo at `origin`, naming it the
+    owner (which is how an adoption, or a record from before owners were kept, gets its
+    owner: the caller has checked the claim); the live one."""
     return _apply_if_changed(cluster, record.record(extension, origin), reads)
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """Where `record_problems` wrote a rejected revision's problems, and where it would not:
+    the records another source owns."""
+
+    written: list[str]
+    refused: list[owners.Claim]
+
+
 def record_problems(
-    cluster: kube.Cluster, names: Iterable[str], problems: list[str], revision: str
-) -> list[str]:
-    """Write a rejected revision's problems into the records of the extensions that have one;
-    nothing else changes (the last good revision stays in force). Returns the names written."""
+    cluster: kube.Cluster, names: Iterable[str], problems: list[str], revision: str, origin: str
+) -> Recorded:
+    """Write a rejected revision's problems into the records of the extensions that have one
+    and that the source at `origin` owns; nothing else changes (the last good revision stays
+    in force). A record another source owns is never written: an invalid repo naming someone
+    else's extension must not mark it Failed (nor may a record naming no owner be claimed by
+    a revision that applies nothing)."""
     records = read_records(cluster)
-    written = []
+    written, refused = [], []
     for name in sorted(set(names) & set(records)):
+        claim = record.claim(name, records[name], origin, adopt=False)
+        if claim.verdict is not owners.Verdict.OURS:
+            if claim.refused:
+                refused.append(claim)
+            continue
         outcome = record.Outcome(record.FAILED, "ValidationFailed", problems=tuple(problems))
         live = write_status(
             cluster, name, records[name], outcome=outcome, attempted_revision=revision
         )
         announce(cluster, live, outcome)
         written.append(name)
-    return written
+    return Recorded(written, refused)
 
 
 def record_drift(

@@ -16,6 +16,11 @@ that was in sync is not planned again while nothing its plan came from changed (
   revision is only planned (dry run): the drifted objects go to the record's `status.drift`,
   an Event and the `drifted_objects` metric, and nothing is written to them;
 - suspended extensions (`reconciler extension suspend`) are skipped by `reconcile` itself;
+- an extension another source owns (`engine.owners`) is refused: the tick fails, naming both
+  sources, and nothing is applied, pruned or written to its record. With `Options.adopt` the
+  loop takes such extensions over, but only until its first tick that carries out every
+  extension: from then on it refuses like any other source, so two loops told to adopt do not
+  take an extension back and forth (each time pruning what only the other declares);
 - a trigger that comes during a tick (a push while the last one is still carried out) cuts it
   short after the extension in progress: the rest are left to the next tick, which starts at
   once on the newer revision; for at most MAX_DEFER seconds in a row, so that a stream of
@@ -93,6 +98,8 @@ class Controller:
         self._clock = clock
         self._wake = threading.Event()
         self._rejected = ""  # the invalid revision whose problems were last recorded
+        # `--adopt`: on until a tick has carried out every extension (see the module docstring).
+        self._adopting = settings.options.adopt
         self._failures = 0  # consecutive ticks that ended in an error (backoff)
         self._left_since: float | None = None  # when ticks began leaving extensions to the next
         self.last: TickOutcome | None = None
@@ -181,7 +188,7 @@ class Controller:
         every_record = recordstore.read_records(self.cluster, reads)
         records = recordstore.from_origin(every_record, origin)
         if not loaded.valid:
-            return self._reject(loaded, records, revision)
+            return self._reject(loaded, records, revision, origin)
         self._rejected = ""
         unchanged = bool(records) and all(
             (r.get("status") or {}).get("lastAppliedRevision") == revision
@@ -189,7 +196,9 @@ class Controller:
             if name in loaded.repo.extensions
         )
         report_only = self.settings.drift == "report" and unchanged
-        options = dataclasses.replace(self.settings.options, dry_run=report_only)
+        options = dataclasses.replace(
+            self.settings.options, dry_run=report_only, adopt=self._adopting
+        )
         if not report_only:
             recordstore.ensure_record_crd(self.cluster, reads)
         # Each extension is carried out as soon as it is planned (`reconcile.plan_each`).
@@ -215,22 +224,31 @@ class Controller:
         left = [name for name in covered if name not in done]
         if not left:
             self._left_since = None
+            if self._adopting and not report_only:
+                self._adopting = False
+                log.info("--adopt: done; from now on another source's extension is refused")
         else:
             if self._left_since is None:
                 self._left_since = self._clock()
             log.info("a newer trigger is waiting: %s left to the next reconcile", ", ".join(left))
         if self.drift_watch is not None:
             self.drift_watch.follow({(o["apiVersion"], o["kind"]) for o in rendered})
+        refusals = [
+            "; ".join(r.outcome.reasons) for r in results if r.outcome.reason == "OwnedElsewhere"
+        ]
+        for refusal in refusals:
+            log.error("%s", refusal)
+        mine = [p for p in planned if not p.refused]
         drift = {
             p.name: drifted_keys(p.plan) if unchanged else set()
-            for p in planned
+            for p in mine
             if p.name in loaded.repo.extensions
         }
         if report_only:
-            for p in planned:
+            for p in mine:
                 if p.name in drift and not record.suspended(p.record_live):
                     recordstore.record_drift(self.cluster, p.name, p.record_live, drift[p.name])
-        self._observe(planned, results, drift, report_only)
+        self._observe(mine, results, drift, report_only)
         failed = [r.name for r in results if r.outcome.state == record.FAILED]
         if not failed and not left and not report_only:
             self.metrics.revision.info({"revision": revision, "source": origin})
@@ -239,7 +257,8 @@ class Controller:
             verb = "found" if report_only else "reverted"
             log.warning("drift %s: %d objects differed from revision %s", verb, drifted, revision)
         if failed:
-            message = f"extensions failed: {', '.join(failed)}"
+            # A refusal names both sources: `sync --once` prints it as its outcome.
+            message = "; ".join([f"extensions failed: {', '.join(failed)}", *refusals])
             return TickOutcome("failed", revision, message, drifted)
         if left:
             return TickOutcome("superseded", revision, f"left: {', '.join(left)}", drifted)
@@ -257,14 +276,21 @@ class Controller:
         return self._left_since is None or self._clock() - self._left_since < MAX_DEFER
 
     def _reject(
-        self, loaded: repo.Loaded, records: dict[str, objects.Object], revision: str
+        self,
+        loaded: repo.Loaded,
+        records: dict[str, objects.Object],
+        revision: str,
+        origin: str,
     ) -> TickOutcome:
-        """An invalid revision: nothing applied; its problems recorded once per revision."""
+        """An invalid revision: nothing applied; its problems recorded once per revision, in
+        the records this source owns only."""
         found = [str(p) for p in problems.sort_problems(loaded.errors)]
         log.error("revision %s is invalid, nothing applied:\n  %s", revision, "\n  ".join(found))
         if revision != self._rejected:
             names = set(loaded.repo.extensions) | set(records)
-            recordstore.record_problems(self.cluster, names, found, revision)
+            recorded = recordstore.record_problems(self.cluster, names, found, revision, origin)
+            for claim in recorded.refused:
+                log.error("problems not recorded: %s", claim.message())
             self._rejected = revision
         return TickOutcome("invalid", revision, f"{len(found)} problems")
 

@@ -76,6 +76,7 @@ class Options:
     interval: str = DEFAULT_INTERVAL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     decryption_secret: str = ""  # a Secret in `namespace` with the age identities (*.agekey)
+    adopt: bool = False  # the controller takes over extensions another source owns
 
 
 def default_image() -> str:
@@ -259,6 +260,7 @@ def controller_args(options: Options) -> list[str]:
         "--health-addr", f":{HEALTH_PORT}",
         "--git-credentials", GIT_CREDENTIALS_DIR,
         *(["--decryption-secret", options.decryption_secret] if options.decryption_secret else []),
+        *(["--adopt"] if options.adopt else []),
     ]  # fmt: skip
 
 

@@ -164,6 +164,7 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
             "name": name,
             "provisioningState": "Succeeded",
             "lastAppliedRevision": source.DirectorySnapshot(root).revision(),
+            "owner": str(root.resolve()),
             "reasons": [],
         }
     ]
@@ -460,7 +461,7 @@ def test_a_status_refresh_never_overwrites_a_newer_outcome(
     kube.apply(cluster, {**record.ref(name), "spec": {"source": "test"}})
     try:
         stale = kube.get(cluster, record.ref(name))
-        recordstore.record_problems(cluster, [name], ["x.yaml:1: field: broken"], "rev2")
+        recordstore.record_problems(cluster, [name], ["x.yaml:1: field: broken"], "rev2", "test")
         healthy = record.Outcome(record.SUCCEEDED, "Succeeded")
         with pytest.raises(kube.KubeError) as refused:
             recordstore.write_status(cluster, name, stale, outcome=healthy, precondition=True)
