@@ -16,12 +16,16 @@ Setting ``RECONCILER_MODELSERVER_CACHE`` moves the cache folder.
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata
 import os
 import subprocess
 import sys
 import venv
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from reconciler.localcluster import build
 from reconciler.render import workloadobjects
@@ -94,9 +98,37 @@ def ensure_environment(server: Path, requirements: Sequence[str], key: str) -> P
         venv.EnvBuilder(with_pip=False, clear=True).create(home)
         base = _site_packages(server.parent.parent)
         _site_packages(home).joinpath("_model_server.pth").write_text(f"{base}\n")
-        _pip_install(python, list(requirements))  # pip itself comes from the server's packages
+        # The server's own packages stay at their versions unless the requirements name them:
+        # a package pulled in on the way (mlflow pulling a newer opentelemetry-sdk than the
+        # server's exporter can import) is resolved against them instead of shadowing them.
+        named = {_name(r) for r in requirements}
+        kept = [pin for pin in _installed(base) if _name(pin) not in named]
+        constraints = home / "server-constraints.txt"
+        constraints.write_text("".join(f"{pin}\n" for pin in kept))
+        # pip itself comes from the server's packages
+        _pip_install(python, ["--constraint", str(constraints), *requirements])
         marker.write_text("\n".join(requirements) + "\n")
     return python
+
+
+def _installed(site_packages: Path) -> list[str]:
+    """`NAME==VERSION` of every distribution in `site_packages` but the installer's own."""
+    pins = {
+        f"{dist.metadata['Name']}=={dist.version}"
+        for dist in importlib.metadata.distributions(path=[str(site_packages)])
+        if dist.metadata["Name"] and dist.metadata["Name"].lower() not in _INSTALLER
+    }
+    return sorted(pins)
+
+
+_INSTALLER = frozenset({"pip", "setuptools", "wheel"})
+
+
+def _name(requirement: str) -> str:
+    try:
+        return canonicalize_name(Requirement(requirement).name)
+    except InvalidRequirement:
+        return requirement
 
 
 def _site_packages(home: Path) -> Path:
