@@ -72,9 +72,9 @@ class Environment:
     @property
     def key(self) -> str:
         """Names the installed environment: the same requirements share one."""
-        # The first line changes when what is installed for the same list changes (2: the
-        # model server's own packages are kept at their versions).
-        text = "\n".join(["layout 2", *sorted(self.pip)])
+        # The first line changes when what is installed for the same list changes (3: the
+        # model server is installed with the list, resolved as one set).
+        text = "\n".join(["layout 3", *sorted(self.pip)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -8,7 +8,8 @@ environment of its own under ``<repo>/.cache/modelserver/<version>/`` (its depen
 gunicorn, flask and a pinned pydantic, stay out of the reconciler's environment), once per pin,
 under a file lock so that concurrent test runs share one install. ``pod runtime`` (in
 ``podruntime``) runs the server from there, or, for a deployment whose conda file lists pip
-packages, from an environment layered on it (``ensure_environment``, under ``envs/``).
+packages, from an environment of its own that holds the server too (``ensure_environment``,
+under ``envs/``).
 
 Setting ``RECONCILER_MODELSERVER_CACHE`` moves the cache folder.
 """
@@ -16,16 +17,12 @@ Setting ``RECONCILER_MODELSERVER_CACHE`` moves the cache folder.
 from __future__ import annotations
 
 import fcntl
-import importlib.metadata
 import os
 import subprocess
 import sys
 import venv
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 
 from reconciler.localcluster import build
 from reconciler.render import workloadobjects
@@ -78,13 +75,15 @@ def ensure_installed(progress: Progress | None = None, root: Path | None = None)
 
 
 def ensure_environment(server: Path, requirements: Sequence[str], key: str) -> Path:
-    """The Python of an environment that is the model server's plus `requirements` (a conda
-    file's pip packages, `condafile`), installing it first; environments are shared by `key`.
+    """The Python of an environment that is the model server plus `requirements` (a conda
+    file's packages, `condafile`), installing it first; environments are shared by `key`.
 
-    The environment is a virtual environment of its own whose site-packages end in the model
-    server's (a `.pth` file): pip sees what the server already has and installs only the rest,
-    and a package the requirements pin differently shadows the server's copy, as it would in
-    the single environment of an image. `server`: the installed `azmlinfsrv`."""
+    The environment is a virtual environment of its own into which pip installs the server at
+    its pin together with the requirements, resolved as one set, as a conda file's environment
+    is in an image. (An environment layered on the server's, sharing its packages, broke
+    servers: mlflow pulled an opentelemetry-sdk newer than the server's exporter can import, and
+    pinning the server's packages instead made pip fall back to an mlflow years old.)
+    `server`: the installed `azmlinfsrv`, whose folder holds the environments."""
     home = server.parent.parent / "envs" / key
     python = home / "bin" / "python"
     marker = home / ".installed"
@@ -95,45 +94,10 @@ def ensure_environment(server: Path, requirements: Sequence[str], key: str) -> P
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.is_file():
             return python
-        venv.EnvBuilder(with_pip=False, clear=True).create(home)
-        base = _site_packages(server.parent.parent)
-        _site_packages(home).joinpath("_model_server.pth").write_text(f"{base}\n")
-        # The server's own packages stay at their versions unless the requirements name them:
-        # a package pulled in on the way (mlflow pulling a newer opentelemetry-sdk than the
-        # server's exporter can import) is resolved against them instead of shadowing them.
-        named = {_name(r) for r in requirements}
-        kept = [pin for pin in _installed(base) if _name(pin) not in named]
-        constraints = home / "server-constraints.txt"
-        constraints.write_text("".join(f"{pin}\n" for pin in kept))
-        # pip itself comes from the server's packages
-        _pip_install(python, ["--constraint", str(constraints), *requirements])
+        venv.EnvBuilder(with_pip=True, clear=True).create(home)
+        _pip_install(python, [f"{PACKAGE}=={VERSION}", *requirements])
         marker.write_text("\n".join(requirements) + "\n")
     return python
-
-
-def _installed(site_packages: Path) -> list[str]:
-    """`NAME==VERSION` of every distribution in `site_packages` but the installer's own."""
-    pins = {
-        f"{dist.metadata['Name']}=={dist.version}"
-        for dist in importlib.metadata.distributions(path=[str(site_packages)])
-        if dist.metadata["Name"] and dist.metadata["Name"].lower() not in _INSTALLER
-    }
-    return sorted(pins)
-
-
-_INSTALLER = frozenset({"pip", "setuptools", "wheel"})
-
-
-def _name(requirement: str) -> str:
-    try:
-        return canonicalize_name(Requirement(requirement).name)
-    except InvalidRequirement:
-        return requirement
-
-
-def _site_packages(home: Path) -> Path:
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    return home / "lib" / version / "site-packages"
 
 
 def _pip_install(python: Path, requirements: list[str]) -> None:
