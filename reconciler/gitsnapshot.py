@@ -4,7 +4,8 @@ The other file-system edge next to `source.DirectorySnapshot`: `reconciler diff`
 renders the manifests repo at two revisions through the same `Snapshot` protocol, so `repo.load`
 and `render` never know whether the files came from a work tree or from git. The snapshot can be
 of a folder inside the repository (paths are then relative to that folder); a commit where the
-folder does not exist is an empty snapshot (`exists("")` is False).
+folder does not exist is an empty snapshot (`exists("")` is False). Its YAML files are chosen as a
+work tree's are (`source.ManifestFilter`).
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ class GitSnapshot:
         return cls(repository, commit, folder, ref)
 
     def yaml_files(self) -> Iterator[str]:
-        yield from sorted(p for p in self._files if p.endswith(source.YAML_SUFFIXES))
+        """As a work tree's: what `source.ManifestFilter` skips (with the folder's own
+        `.sourceignore` at this commit) is left out; git ignores no file a commit holds."""
+        sourceignore = self._files.get(source.SOURCEIGNORE)
+        text = None if sourceignore is None else self.read_text(source.SOURCEIGNORE)
+        yield from source.ManifestFilter(text).yaml_files(self._files)
 
     def _blob(self, path: str) -> git.Blob:
         try:

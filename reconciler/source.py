@@ -7,6 +7,12 @@ work the same on a work tree or (later) on a git revision.
 
 Paths inside a snapshot are POSIX, relative to its root. `display()` turns one into what the user
 should see in messages: the path they typed joined with the file's place below it.
+
+Which YAML files are read for manifests is decided here too (`ManifestFilter`): not those in
+hidden files and folders (`.git`, `.github`, `.venv`, `.cache`, `.sops.yaml`), `node_modules`, or
+a Python virtual environment (a folder with `pyvenv.cfg`); not what the root's `.sourceignore`
+excludes (gitignore syntax, as Flux's source-controller reads it); and in a git work tree not
+what git ignores. The files manifests point at (models, code) are read wherever they are.
 """
 
 from __future__ import annotations
@@ -14,21 +20,28 @@ from __future__ import annotations
 import os
 import posixpath
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import git
+import pathspec
 
 YAML_SUFFIXES = (".yaml", ".yml")
 UNVERSIONED = "unversioned"
+# gitignore-syntax patterns, relative to the snapshot's root, of paths not read for manifests.
+SOURCEIGNORE = ".sourceignore"
+# Folders never read for manifests, besides hidden ones: installed packages, not the repo's own.
+_SKIPPED_FOLDERS = frozenset({"node_modules", "__pycache__"})
+_VIRTUALENV_MARKER = "pyvenv.cfg"  # a folder holding it is a Python virtual environment
 
 
 class Snapshot(Protocol):
     """A read-only view of one revision of a manifests repo."""
 
     def yaml_files(self) -> Iterator[str]:
-        """Every `*.yaml` / `*.yml` below the root, sorted, `.git` skipped."""
+        """Every `*.yaml` / `*.yml` below the root that may hold manifests, sorted: what
+        `ManifestFilter` skips is left out."""
         ...
 
     def read_text(self, path: str) -> str: ...
@@ -75,6 +88,79 @@ def join(folder: str, relative: str) -> str | None:
     return normalize(posixpath.join(folder, relative) if folder else relative)
 
 
+class ManifestFilter:
+    """Which files below a snapshot's root are read for manifests.
+
+    Skipped: hidden files and folders (a name starting with `.`: `.git`, `.github` and other CI
+    folders, `.venv`, `.cache`, `.sops.yaml`), `node_modules` and `__pycache__`, a Python
+    virtual environment whatever its name (a folder holding `pyvenv.cfg`), what `sourceignore`
+    (the text of the root's `.sourceignore`, gitignore syntax) excludes, and the paths in
+    `ignored` (what git ignores, as `git ls-files --others --ignored --directory` lists it:
+    folders end in `/`). Paths are POSIX, relative to the root.
+    """
+
+    def __init__(self, sourceignore: str | None = None, ignored: Iterable[str] = ()) -> None:
+        self._spec = (
+            pathspec.GitIgnoreSpec.from_lines(sourceignore.splitlines()) if sourceignore else None
+        )
+        self._ignored_files: set[str] = set()
+        self._ignored_folders: set[str] = set()
+        for path in ignored:
+            if path.endswith("/"):
+                self._ignored_folders.add(path.rstrip("/"))
+            else:
+                self._ignored_files.add(path)
+
+    def skips_folder(self, folder: str) -> bool:
+        """`folder` (not the root) and everything below it are not read; a virtual environment
+        is told by its contents (`is_virtualenv`)."""
+        name = posixpath.basename(folder)
+        return (
+            name.startswith(".")
+            or name in _SKIPPED_FOLDERS
+            or folder in self._ignored_folders
+            or (self._spec is not None and self._spec.match_file(f"{folder}/"))
+        )
+
+    @staticmethod
+    def is_virtualenv(names: Collection[str]) -> bool:
+        """A folder holding these file names is a Python virtual environment."""
+        return _VIRTUALENV_MARKER in names
+
+    def skips_file(self, path: str) -> bool:
+        """The file `path` is not read (its folders are checked by `skips_folder`)."""
+        return (
+            posixpath.basename(path).startswith(".")
+            or path in self._ignored_files
+            or (self._spec is not None and self._spec.match_file(path))
+        )
+
+    def yaml_files(self, paths: Iterable[str]) -> list[str]:
+        """The YAML files among `paths` (every file of a snapshot) that are read, sorted."""
+        files = list(paths)
+        virtualenvs = {
+            posixpath.dirname(p) for p in files if posixpath.basename(p) == _VIRTUALENV_MARKER
+        }
+        skipped: dict[str, bool] = {"": False}
+
+        def folder_skipped(folder: str) -> bool:
+            if folder not in skipped:
+                skipped[folder] = (
+                    folder_skipped(posixpath.dirname(folder))
+                    or folder in virtualenvs
+                    or self.skips_folder(folder)
+                )
+            return skipped[folder]
+
+        return sorted(
+            p
+            for p in files
+            if p.endswith(YAML_SUFFIXES)
+            and not self.skips_file(p)
+            and not folder_skipped(posixpath.dirname(p))
+        )
+
+
 class DirectorySnapshot:
     """A snapshot of a folder on disk (a work tree), or of a single YAML file.
 
@@ -96,16 +182,30 @@ class DirectorySnapshot:
         self._display_root = os.fspath(path) if self._single_file is None else os.fspath(self.root)
 
     def yaml_files(self) -> Iterator[str]:
+        """A file given is read whatever its name; in a folder, what `ManifestFilter` skips
+        is not (nor walked into), with what git ignores when the folder is in a work tree."""
         if self._single_file is not None:
             yield self._single_file
             return
+        sourceignore = self.root / SOURCEIGNORE
+        keep = ManifestFilter(
+            sourceignore.read_text(encoding="utf-8", errors="replace")
+            if sourceignore.is_file()
+            else None,
+            git_ignored(self.root),
+        )
         found: list[str] = []
         for folder, dirs, files in os.walk(self.root):
-            dirs[:] = sorted(d for d in dirs if d != ".git")
             rel = os.path.relpath(folder, self.root)
+            rel = "" if rel == "." else Path(rel).as_posix()
+            if rel and keep.is_virtualenv(files):
+                dirs[:] = []
+                continue
+            dirs[:] = sorted(d for d in dirs if not keep.skips_folder(posixpath.join(rel, d)))
             for name in files:
-                if name.endswith(YAML_SUFFIXES):
-                    found.append(name if rel == "." else Path(rel, name).as_posix())
+                path = posixpath.join(rel, name)
+                if name.endswith(YAML_SUFFIXES) and not keep.skips_file(path):
+                    found.append(path)
         yield from sorted(found)
 
     def _path(self, path: str) -> Path:
@@ -177,6 +277,24 @@ class DirectorySnapshot:
             return path or "."
         root = self._display_root.replace(os.sep, "/")
         return posixpath.join(root, path) if path else root
+
+
+def git_ignored(root: Path) -> list[str]:
+    """What git ignores below `root` (untracked files its ignore rules exclude: `.gitignore`
+    files, `.git/info/exclude`, `core.excludesFile`), relative to `root`, folders ending in
+    `/`, as `git ls-files` lists them; nothing when `root` is in no work tree, or is itself
+    ignored (the user named it: it is read)."""
+    resolved = root.resolve()
+    if not any((folder / ".git").exists() for folder in (resolved, *resolved.parents)):
+        return []  # not in a work tree: no git to ask
+    try:
+        listed = git.Git(resolved).ls_files(
+            "-z", "--others", "--ignored", "--exclude-standard", "--directory"
+        )
+    except git.GitCommandError:
+        return []  # e.g. below an ignored folder, where git cannot list
+    found = [path for path in str(listed).split("\0") if path]
+    return [] if "./" in found else found
 
 
 def without_credentials(url: str) -> str:
