@@ -7,8 +7,13 @@ A document is an Extension, InstanceType, InstanceTypeList, Job, Deployment or E
 endpoint whose `deployments:` list holds one Deployment per item (and, when it has a name,
 declares that Endpoint too). A pipeline, sweep or other job that is not one command is a single
 problem at the field that says so. Recognition splits documents into `Manifest`s (one per
-declared object) and says which JSON Schemas check which part of the document. Anything else is a
-problem naming its file and line.
+declared object) and says which JSON Schemas check which part of the document. A document that
+tries to be a manifest and fails is a problem naming its file and line; one with none of a
+manifest's markers (no `kind`, `apiVersion`, known `$schema` or shape: a conda file, a workspace
+compute file, CI configuration) is no manifest and is skipped with a note.
+
+Also here: the files and folders a manifest uses as data (`data_references`: conda files,
+models, code), which are never read as manifests.
 
 Pure: works on parsed `documents.Document`s.
 """
@@ -17,10 +22,11 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler import source
 from reconciler.model import documents, problems
 
 GITOPS_API_VERSION = "gitops.mlext.io/v1alpha1"
@@ -46,6 +52,20 @@ _UNSUPPORTED_JOB_FIELDS = {
     "search_space": "sweep",
     "task": "parallel or AutoML",
 }
+# Fields of an ML job: a `type` or a field above says what kind of job only beside one of these
+# (or another of them), as a CI file's `jobs:` (GitHub Actions, Azure Pipelines) is no job.
+_JOB_FIELDS = (
+    "compute",
+    "experiment_name",
+    "display_name",
+    "settings",
+    "inputs",
+    "outputs",
+    "environment",
+    "command",
+    "code",
+    *_UNSUPPORTED_JOB_FIELDS,
+)
 _ENDPOINT_SCHEMA_SUFFIX = "onlineendpoint.schema.json"
 # Fields that say a kind-less document is a deployment, not an endpoint of the CLI v2 shape.
 _NOT_ENDPOINT = ("model", "models", "deployments", "environment", "endpoint_name", "$schema")
@@ -107,7 +127,9 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
     """What `document` (from the file at `snapshot_path`) declares."""
     data = document.data
     if not isinstance(data, Mapping):
-        return _unknown(document, f"a manifest must be a mapping, not {_type_word(data)}")
+        if isinstance(data, list) and any(_has_markers(item) for item in data):
+            return _unknown(document, f"a manifest must be a mapping, not {_type_word(data)}")
+        return _skipped(document, (), f"{_type_word(data)}, not a mapping: no manifest, skipped")
     kind = data.get("kind")
     if kind is not None:
         return _by_kind(document, data, kind, snapshot_path)
@@ -118,9 +140,7 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
     if isinstance(schema_url, str):
         lowered = schema_url.lower()
         if lowered.endswith(_JOB_SCHEMA_SUFFIX):
-            name = data.get("name") or _name_from_file(snapshot_path)
-            job = Manifest(JOB, str(name), document, (), data, snapshot_path, ("name",))
-            return Recognized([job], [SchemaCheck(JOB)], [])
+            return _v2_job(document, data, snapshot_path)
         if lowered.endswith(_DEPLOYMENT_SCHEMA_SUFFIX):
             return _v2_deployment(document, data, snapshot_path)
         if lowered.endswith(_ENDPOINT_SCHEMA_SUFFIX) and "deployments" not in data:
@@ -137,15 +157,83 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
     if "command" in data and "environment" in data:
         # The product docs' command job, written without a $schema: a command and an
         # environment say what it is.
-        name = data.get("name") or _name_from_file(snapshot_path)
-        job = Manifest(JOB, str(name), document, (), data, snapshot_path, ("name",))
-        return Recognized([job], [SchemaCheck(JOB)], [])
-    return _unknown(
-        document,
-        "not a manifest this reconciler knows: give a kind (one of "
-        f"{', '.join(KINDS)}), a $schema of a command job, an online deployment or an "
-        "online endpoint, or a deployments: list",
+        return _v2_job(document, data, snapshot_path)
+    if "apiVersion" in data:
+        return _unknown_at(
+            document,
+            ("kind",),
+            f"required field is missing: give a kind (one of {', '.join(KINDS)})",
+        )
+    if _has_markers(data):
+        return _unknown(
+            document,
+            "not a manifest this reconciler knows: give a kind (one of "
+            f"{', '.join(KINDS)}), a $schema of a command job, an online deployment or an "
+            "online endpoint, or a deployments: list",
+        )
+    if "$schema" in data:
+        return _foreign_schema(document, schema_url)
+    return _skipped(document, (), _no_manifest(data))
+
+
+def _v2_job(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
+    """A command job of the CLI v2 shape; without a `name`, named after its file."""
+    name = data.get("name") or _name_from_file(path)
+    job = Manifest(JOB, str(name), document, (), data, path, ("name",))
+    return Recognized([job], [SchemaCheck(JOB)], [])
+
+
+def _has_markers(data: Any) -> bool:
+    """`data` says it is (or tries to be) a manifest: a `kind`, an `apiVersion`, a `metadata`
+    and a `spec` (a manifest of this project's envelope), a `$schema` of a job, deployment or
+    endpoint, or a manifest's shape."""
+    if not isinstance(data, Mapping):
+        return False
+    if "kind" in data or "apiVersion" in data or isinstance(data.get("deployments"), list):
+        return True
+    if "metadata" in data and "spec" in data:
+        return True
+    schema_url = data.get("$schema")
+    if isinstance(schema_url, str) and schema_url.lower().endswith(
+        ("job.schema.json", _DEPLOYMENT_SCHEMA_SUFFIX, _ENDPOINT_SCHEMA_SUFFIX)
+    ):
+        return True
+    return (
+        ("endpoint_name" in data and ("model" in data or _is_kubernetes(data.get("type"))))
+        or ("name" in data and "auth_mode" in data)
+        or ("command" in data and "environment" in data)
     )
+
+
+def _foreign_schema(document: documents.Document, schema_url: Any) -> Recognized:
+    """A document whose `$schema` is of nothing this reconciler deploys (a workspace compute,
+    an environment or data asset, a component, a batch endpoint): skipped with a note naming
+    it. (Job types that do not run here are an error: `_unsupported_job`.)"""
+    what = "this document"
+    if isinstance(schema_url, str) and schema_url.lower().endswith(".schema.json"):
+        what = posixpath.basename(schema_url)[: -len(".schema.json")]
+    message = (
+        f"{what} ($schema {schema_url}) is no manifest: a $schema this reconciler does not "
+        "deploy (it deploys command jobs, online deployments and online endpoints), skipped"
+    )
+    if "compute" in what.lower():
+        message += "; a workload runs on the extension its compute names"
+    return _skipped(document, ("$schema",), message)
+
+
+def _no_manifest(data: Mapping[str, Any]) -> str:
+    what = "no manifest"
+    if "dependencies" in data and ("channels" in data or "name" in data):
+        what = "a conda environment file that no manifest points at (environment.conda_file)"
+    return (
+        f"{what}: none of a manifest's markers (a kind, an apiVersion, the $schema of a command "
+        "job, online deployment or online endpoint, a deployments: list, or the fields of one: "
+        "command and environment, endpoint_name and model, name and auth_mode), skipped"
+    )
+
+
+def _skipped(document: documents.Document, path: problems.FieldPath, message: str) -> Recognized:
+    return Recognized([], [], [document.problem(path, message, problems.Severity.NOTE)])
 
 
 def _by_kind(
@@ -222,12 +310,24 @@ def _unsupported_job(document: documents.Document, data: Mapping[str, Any]) -> R
         where, what = (found,), f"a {_UNSUPPORTED_JOB_FIELDS[found]} job"
     else:
         return None
+    if not schema_kind and not _job_like(data, where[0]):
+        return None  # a field of that name alone makes no job: a CI file's `jobs:`
     return _unknown_at(
         document,
         where,
         f"{what} cannot run on Kubernetes through this reconciler: only command jobs do "
         "(a command and an environment); write each step as a command job of its own",
     )
+
+
+def _job_like(data: Mapping[str, Any], found: problems.PathPart) -> bool:
+    """Beside the field `found`, `data` has another field of an ML job, or the field holds
+    one (`trial: {command: ...}`) or, as a pipeline's `jobs:`, several."""
+    if any(k in data for k in _JOB_FIELDS if k != found):
+        return True
+    value = data.get(str(found))
+    steps = [value, *value.values()] if isinstance(value, Mapping) else []
+    return any(isinstance(s, Mapping) and ("command" in s or "component" in s) for s in steps)
 
 
 def _v2_endpoint(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
@@ -287,3 +387,74 @@ def _name_from_file(snapshot_path: str) -> str:
     stem = posixpath.splitext(posixpath.basename(snapshot_path))[0].lower()
     slug = re.sub(r"[^a-z0-9-]+", "-", stem).strip("-")[:63].strip("-")
     return slug or "job"
+
+
+@dataclass(frozen=True)
+class DataReference:
+    """A file or folder of the repo that a manifest uses as data, and which field says so."""
+
+    path: str  # snapshot path
+    what: str  # "conda file", "model", "code", "input", "build context"
+    field: problems.FieldPath  # relative to the manifest's fields
+
+
+def data_references(manifest: Manifest) -> list[DataReference]:
+    """The files and folders in the repo a Job or Deployment uses as data: its conda file,
+    models, code folder, local inputs and build context (URIs and registered assets are none;
+    nor is a path that leaves the repo). YAML files there are data, not manifests."""
+    if manifest.kind not in (JOB, DEPLOYMENT):
+        return []
+    return [
+        DataReference(resolved, what, path)
+        for what, path, value in _data_fields(manifest.fields)
+        if (resolved := _local_path(manifest.folder, value)) is not None
+    ]
+
+
+def _data_fields(fields: Mapping[str, Any]) -> Iterator[tuple[str, problems.FieldPath, Any]]:
+    def at(
+        parent: Any, path: problems.FieldPath, *keys: str
+    ) -> Iterator[tuple[problems.FieldPath, Any]]:
+        if isinstance(parent, Mapping):
+            for key in keys:
+                if key in parent:
+                    yield (*path, key), parent[key]
+
+    environment = fields.get("environment")
+    for path, value in at(environment, ("environment",), "conda_file"):
+        yield "conda file", path, value
+    if isinstance(environment, Mapping):
+        for path, value in at(environment.get("build"), ("environment", "build"), "path"):
+            yield "build context", path, value
+    models: list[tuple[problems.FieldPath, Any]] = [(("model",), fields.get("model"))]
+    if isinstance(fields.get("models"), list):
+        models += [(("models", i), m) for i, m in enumerate(fields["models"])]
+    for path, model in models:
+        if isinstance(model, str):
+            yield "model", path, model
+        yield from (("model", *found) for found in at(model, path, "path", "local_path"))
+    codes: list[tuple[problems.FieldPath, Any]] = [(("code",), fields.get("code"))]
+    configuration = fields.get("code_configuration")
+    if isinstance(configuration, Mapping):
+        codes.append((("code_configuration", "code"), configuration.get("code")))
+    for path, code in codes:
+        if isinstance(code, str):
+            yield "code", path, code
+        yield from (("code", *found) for found in at(code, path, "local_path"))
+    inputs = fields.get("inputs")
+    if isinstance(inputs, Mapping):
+        for name, spec in inputs.items():
+            keys = ("path", "local_path", "file", "folder")
+            yield from (("input", *found) for found in at(spec, ("inputs", str(name)), *keys))
+
+
+def _local_path(folder: str, value: Any) -> str | None:
+    """The snapshot path `value` names relative to `folder`; None for a URI, a registered
+    asset (`azureml:...`) or a path outside the repo."""
+    if not isinstance(value, str) or not value:
+        return None
+    if value.startswith("file:") and not value.startswith("file://"):
+        value = value.removeprefix("file:")
+    if "://" in value or value.startswith("azureml:"):
+        return None
+    return source.join(folder, value)

@@ -1,11 +1,13 @@
 """Loading and validating a whole manifests repo: the `load` and `validate` stages in one call.
 
-`load(snapshot)` parses every YAML file, recognises the manifests, checks each against its JSON
-Schema, builds the typed models (`extensions`, `instancetypes`, `workloads`, `endpoints`) from the
-ones that passed, then applies the rules that span manifests: unique names per kind, endpoints and
-the deployments behind them (traffic, mirrors, `endpoint_name`), instance types that exist, the
-extension a workload runs on and whether it enables training / inference. It returns
-the `Repo` and every problem found; a repo with any error is never applied.
+`load(snapshot)` parses every YAML file the snapshot lists (`source.ManifestFilter`), recognises
+the manifests (a document with none of a manifest's markers is a note), leaves out the files
+manifests use as data (conda files, files in model, code and input folders), checks each manifest
+against its JSON Schema, builds the typed models (`extensions`, `instancetypes`, `workloads`,
+`endpoints`) from the ones that passed, then applies the rules that span manifests: unique names
+per kind, endpoints and the deployments behind them (traffic, mirrors, `endpoint_name`), instance
+types that exist, the extension a workload runs on and whether it enables training / inference.
+It returns the `Repo` and every problem found; a repo with any error is never applied.
 
 Each file's own work (decrypt, parse, recognise, schema check) depends on nothing but its path
 and stored bytes; given a `memo.Memo`, it is kept by the bytes' id (a commit's blob id, so an
@@ -19,6 +21,7 @@ Pure: reads only through the snapshot.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,6 +50,7 @@ T = TypeVar("T")
 _Extension = extensions.Extension
 _Problem = problems.Problem
 _Endpoint = endpoints.Endpoint
+_NOTE = problems.Severity.NOTE
 
 
 class _Placed(Protocol):
@@ -124,21 +128,16 @@ def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
     snapshot = decryption.wrap(snapshot)
     found: list[problems.Problem] = []
     parsed_files = [(path, _load_file(snapshot, path, reuse)) for path in snapshot.yaml_files()]
-    # YAML files that manifests point at (conda files) are data, not manifests.
-    data_files = {
-        data_file
-        for _, parsed in parsed_files
-        for loaded_document in parsed.loaded
-        for manifest in loaded_document.declared
-        for data_file in workloads.data_files(manifest)
-    }
-    for path, parsed in parsed_files:
-        if path not in data_files:
-            found.extend(parsed.found)
+    # YAML files that manifests use as data (conda files, in model and code folders) are data,
+    # not manifests.
+    data = _data_references(parsed for _, parsed in parsed_files)
     valid_manifests: list[manifests.Manifest] = []
     for path, parsed in parsed_files:
-        if path in data_files:
+        used = _used_as_data(path, data)
+        if used is not None:
+            found.extend(_data_not_manifests(path, parsed, *used))
             continue
+        found.extend(parsed.found)
         for loaded_document in parsed.loaded:
             found.extend(loaded_document.found)
             valid_manifests.extend(loaded_document.valid)
@@ -157,6 +156,65 @@ def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
             )
         )
     return Loaded(repo, problems.sort_problems(found))
+
+
+_DataUse = tuple[manifests.DataReference, manifests.Manifest]
+
+
+def _data_references(parsed_files: Iterable[_LoadedFile]) -> dict[str, _DataUse]:
+    """Each file and folder a manifest uses as data, with the first manifest that does. A
+    folder holding the manifest itself (`code: .`) is not data to it: the manifests there are
+    read."""
+    found: dict[str, _DataUse] = {}
+    for parsed in parsed_files:
+        for loaded_document in parsed.loaded:
+            for manifest in loaded_document.declared:
+                for reference in manifests.data_references(manifest):
+                    if reference.path != manifest.path and not _within(
+                        manifest.folder, reference.path
+                    ):
+                        found.setdefault(reference.path, (reference, manifest))
+    return found
+
+
+def _within(path: str, folder: str) -> bool:
+    return folder == "" or path == folder or path.startswith(f"{folder}/")
+
+
+def _used_as_data(path: str, data: dict[str, _DataUse]) -> _DataUse | None:
+    """How the file at `path` is data: it, or a folder it is in, is a manifest's data."""
+    if not data:
+        return None
+    at = path
+    while at:
+        if at in data:
+            return data[at]
+        at = posixpath.dirname(at)
+    return None
+
+
+def _data_not_manifests(
+    path: str, parsed: _LoadedFile, reference: manifests.DataReference, user: manifests.Manifest
+) -> list[_Problem]:
+    """A file that is data is not read as manifests (nor are its problems as YAML shown);
+    the manifests it would declare are a warning."""
+    declared = [m for loaded in parsed.loaded for m in loaded.declared]
+    if not declared:
+        return []
+    first = declared[0]
+    names = ", ".join(f"{m.kind} {m.name!r}" for m in declared)
+    field_path = (*user.root, *reference.field)
+    where = f"{user.document.file}:{user.document.line_of(field_path)}"
+    place = "" if reference.path == path else f"in {reference.path}/, "
+    return [
+        first.problem(
+            first.name_path[len(first.root) :],
+            f"not read as a manifest ({names}): the file is {place}the {reference.what} of "
+            f"{user.kind} {user.name!r} ({where}: {problems.format_field_path(field_path)}), "
+            "which is data; move it out of there to apply it",
+            problems.Severity.WARNING,
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -226,6 +284,11 @@ def _read_and_check(
 
 
 def _check(path: str, display: str, parsed: documents.ParsedFile) -> _LoadedFile:
+    if not parsed.documents and not parsed.problems:
+        empty = problems.Problem(
+            display, 0, "", "no YAML document (empty, or only comments): skipped", _NOTE
+        )
+        return _LoadedFile(display, (empty,), ())
     loaded = []
     for document in parsed.documents:
         recognized = manifests.recognize(document, path)

@@ -721,20 +721,6 @@ def substitute(command: str, values: Mapping[str, str]) -> str:
     return fill(_OPTIONAL_PART.sub(optional, command))
 
 
-def data_files(manifest: manifests.Manifest) -> list[str]:
-    """Snapshot paths of YAML files a Job or Deployment manifest uses as data (conda files)."""
-    environment = manifest.fields.get("environment")
-    if manifest.kind not in (manifests.JOB, manifests.DEPLOYMENT) or not isinstance(
-        environment, Mapping
-    ):
-        return []
-    conda = environment.get("conda_file")
-    if not isinstance(conda, str):
-        return []
-    resolved = source.join(manifest.folder, conda.removeprefix("file:"))
-    return [resolved] if resolved else []
-
-
 def _compute_name(compute: str | None) -> str | None:
     """`azureml:<name>` and `<name>` both name the attached compute, i.e. an extension."""
     return compute.removeprefix("azureml:") if compute else None

@@ -84,11 +84,21 @@ def test_each_kind_and_shape_is_recognised(tmp_path: Path) -> None:
     )
 
 
-def test_unknown_document_names_file_and_line(tmp_path: Path) -> None:
-    root = write_repo(tmp_path, {"x.yaml": "a: 1\n---\nfoo: bar\n"})
-    assert errors(load(root))[1].startswith(
-        f"{root}/x.yaml:3: not a manifest this reconciler knows: give a kind"
+def test_a_document_trying_to_be_a_manifest_names_file_and_line(tmp_path: Path) -> None:
+    root = write_repo(
+        tmp_path,
+        {
+            "x.yaml": "a: 1\n---\napiVersion: v1\nmetadata: {name: x}\n",
+            "e.yaml": "$schema: https://x/onlineEndpoint.schema.json\ndeployments: {}\n",
+        },
     )
+    assert errors(load(root)) == [
+        f"{root}/e.yaml:1: not a manifest this reconciler knows: give a kind (one of "
+        "Extension, InstanceType, InstanceTypeList, Job, Deployment, Endpoint), a $schema of a "
+        "command job, an online deployment or an online endpoint, or a deployments: list",
+        f"{root}/x.yaml:3: kind: required field is missing: give a kind (one of Extension, "
+        "InstanceType, InstanceTypeList, Job, Deployment, Endpoint)",
+    ]
 
 
 def test_unknown_kind_suggests_the_nearest(tmp_path: Path) -> None:
