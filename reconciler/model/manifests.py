@@ -12,14 +12,16 @@ tries to be a manifest and fails is a problem naming its file and line; one with
 manifest's markers (no `kind`, `apiVersion`, known `$schema` or shape: a conda file, a workspace
 compute file, CI configuration) is no manifest and is skipped with a note.
 
-Also here: the files and folders a manifest uses as data (`data_references`: conda files,
-models, code), which are never read as manifests.
+Also here: the name of a job that gives none (`name_from_path`, from its path in the repo) and
+the files and folders a manifest uses as data (`data_references`: conda files, models, code),
+which are never read as manifests.
 
 Pure: works on parsed `documents.Document`s.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from collections.abc import Iterator, Mapping
@@ -177,8 +179,8 @@ def recognize(document: documents.Document, snapshot_path: str) -> Recognized:
 
 
 def _v2_job(document: documents.Document, data: Mapping[str, Any], path: str) -> Recognized:
-    """A command job of the CLI v2 shape; without a `name`, named after its file."""
-    name = data.get("name") or _name_from_file(path)
+    """A command job of the CLI v2 shape; without a `name`, named after its path."""
+    name = data.get("name") or name_from_path(path)
     job = Manifest(JOB, str(name), document, (), data, path, ("name",))
     return Recognized([job], [SchemaCheck(JOB)], [])
 
@@ -382,11 +384,34 @@ def _type_word(value: Any) -> str:
     return type(value).__name__
 
 
-def _name_from_file(snapshot_path: str) -> str:
-    """A nameless v2 job is named after its file: `jobs/Train_Model.yml` -> `train-model`."""
-    stem = posixpath.splitext(posixpath.basename(snapshot_path))[0].lower()
-    slug = re.sub(r"[^a-z0-9-]+", "-", stem).strip("-")[:63].strip("-")
-    return slug or "job"
+_NAME_MAX = 63  # a DNS label: the Job's name and its pods' job-name label
+_NAME_DIGEST = 8  # hex digits of the path's SHA-256 that keep a shortened name unique
+
+
+def name_from_path(snapshot_path: str) -> str:
+    """The name of a CLI v2 job that gives none, from its path in the repo (relative to the
+    folder applied): the path without its extension, lowercased, each run of other characters
+    than a-z and 0-9 (`/`, `_`, `.`, ` `) one `-`, no `-` at either end:
+    `cli/jobs/single-step/lightgbm/iris/job.yml` -> `cli-jobs-single-step-lightgbm-iris-job`.
+    Longer than 63 characters (a DNS label), it is its first 54 characters, `-` and the first 8
+    hex digits of the SHA-256 of the path, so it stays unique and the same at every revision."""
+    stem = posixpath.splitext(snapshot_path)[0].lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")
+    if slug and len(slug) <= _NAME_MAX:
+        return slug
+    digest = hashlib.sha256(snapshot_path.encode("utf-8")).hexdigest()[:_NAME_DIGEST]
+    prefix = slug[: _NAME_MAX - _NAME_DIGEST - 1].rstrip("-") or "job"
+    return f"{prefix}-{digest}"
+
+
+def named_after_path(manifest: Manifest) -> bool:
+    """The manifest is a job that gives no name (named by `name_from_path`)."""
+    return (
+        manifest.kind == JOB
+        and not manifest.root
+        and "kind" not in manifest.fields
+        and not manifest.fields.get("name")
+    )
 
 
 @dataclass(frozen=True)

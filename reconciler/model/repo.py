@@ -7,7 +7,8 @@ against its JSON Schema, builds the typed models (`extensions`, `instancetypes`,
 `endpoints`) from the ones that passed, then applies the rules that span manifests: unique names
 per kind, endpoints and the deployments behind them (traffic, mirrors, `endpoint_name`), instance
 types that exist, the extension a workload runs on and whether it enables training / inference.
-It returns the `Repo` and every problem found; a repo with any error is never applied.
+It returns the `Repo` and every problem found, a duplicate's own problems too; a repo with any
+error is never applied.
 
 Each file's own work (decrypt, parse, recognise, schema check) depends on nothing but its path
 and stored bytes; given a `memo.Memo`, it is kept by the bytes' id (a commit's blob id, so an
@@ -142,9 +143,10 @@ def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
             found.extend(loaded_document.found)
             valid_manifests.extend(loaded_document.valid)
     repo = Repo()
-    _build_models(repo, valid_manifests, snapshot, found, reuse)
+    duplicates = _build_models(repo, valid_manifests, snapshot, found, reuse)
     _check_endpoints(repo, found)
     _check_references(repo, found)
+    _check_duplicates(repo, duplicates, found)
     if not parsed_files:
         found.append(
             problems.Problem(
@@ -389,9 +391,12 @@ def _build_models(
     snapshot: source.Snapshot,
     found: list[problems.Problem],
     reuse: memo.Memo | None,
-) -> None:
+) -> list[Any]:
     """Each manifest's model. With `reuse`, a workload's is kept between loads (`Memo.built`):
-    a loop tick builds only those of changed files, and their fingerprints stay computed."""
+    a loop tick builds only those of changed files, and their fingerprints stay computed. A
+    manifest whose kind and name an earlier one has is a problem; its model is built all the
+    same, for its own problems, and returned (not put in `repo`) for the rules across manifests
+    (`_check_duplicates`)."""
 
     def built(
         manifest: manifests.Manifest,
@@ -402,37 +407,69 @@ def _build_models(
         return reuse.built(manifest, snapshot, lambda asking: build(manifest, asking))
 
     seen: dict[tuple[str, str], manifests.Manifest] = {}
+    duplicates: list[Any] = []
     for manifest in valid:
         key = (manifest.kind, manifest.name)
-        if key in seen:
-            first = seen[key]
-            found.append(
-                manifest.document.problem(
-                    manifest.name_path,
-                    f"duplicate {manifest.kind} named {manifest.name!r}: "
-                    f"also declared at {first.where}",
-                )
-            )
-            continue
-        seen[key] = manifest
+        first = seen.setdefault(key, manifest)
+        if first is not manifest:
+            found.append(_duplicate_problem(manifest, first))
+        model: Any
         if manifest.kind == manifests.EXTENSION:
-            extension, more = extensions.build(manifest, snapshot)
-            repo.extensions[extension.name] = extension
+            model, more = extensions.build(manifest, snapshot)
+            models: dict[str, Any] = repo.extensions
         elif manifest.kind == manifests.INSTANCE_TYPE:
-            instance_type, more = instancetypes.from_document(
+            model, more = instancetypes.from_document(
                 manifest.document, manifest.root, manifest.path
             )
-            repo.instance_types[instance_type.name] = instance_type
+            models = repo.instance_types
         elif manifest.kind == manifests.JOB:
-            job, more = built(manifest, workloads.build_job)
-            repo.jobs[job.name] = job
+            model, more = built(manifest, workloads.build_job)
+            models = repo.jobs
         elif manifest.kind == manifests.ENDPOINT:
-            endpoint, more = endpoints.build(manifest)
-            repo.endpoints[endpoint.name] = endpoint
+            model, more = endpoints.build(manifest)
+            models = repo.endpoints
         else:
-            deployment, more = built(manifest, workloads.build_deployment)
-            repo.deployments[deployment.name] = deployment
+            model, more = built(manifest, workloads.build_deployment)
+            models = repo.deployments
+        if first is manifest:
+            models[model.name] = model
+        else:
+            duplicates.append(model)
         found.extend(more)
+    return duplicates
+
+
+def _duplicate_problem(manifest: manifests.Manifest, first: manifests.Manifest) -> _Problem:
+    message = f"duplicate {manifest.kind} named {manifest.name!r}: also declared at {first.where}"
+    if manifests.named_after_path(manifest) or manifests.named_after_path(first):
+        message += (
+            " (a job without a name is named after its path in the repo: give one of them a name)"
+        )
+    return manifest.document.problem(manifest.name_path, message)
+
+
+def _check_duplicates(repo: Repo, duplicates: list[Any], found: list[problems.Problem]) -> None:
+    """The rules across manifests for each duplicate workload or endpoint, as if it were the
+    one of its name (beside the repo's extensions, instance types and endpoints), so its
+    problems show in the same run as the duplicate's."""
+    for duplicate in duplicates:
+        beside = Repo(
+            extensions=repo.extensions,
+            instance_types=repo.instance_types,
+            endpoints=dict(repo.endpoints),
+        )
+        if isinstance(duplicate, workloads.Job):
+            beside.jobs[duplicate.name] = duplicate
+        elif isinstance(duplicate, workloads.Deployment):
+            beside.deployments[duplicate.name] = duplicate
+        elif isinstance(duplicate, endpoints.Endpoint):
+            beside.deployments = repo.deployments
+            found.extend(_endpoint_problems(beside, duplicate))
+            continue
+        else:
+            continue  # an extension's or instance type's own problems are all it has
+        _check_endpoint_names(beside, found)
+        _check_references(beside, found)
 
 
 def _check_endpoints(repo: Repo, found: list[problems.Problem]) -> None:
@@ -441,6 +478,14 @@ def _check_endpoints(repo: Repo, found: list[problems.Problem]) -> None:
     the endpoint's own deployments (live shares adding up to 100, or all 0; a mirror at most
     50 % and only to a deployment taking no live traffic); an endpoint's name is not the
     implicit endpoint of a deployment that names none; one router serves all of an endpoint."""
+    _check_endpoint_names(repo, found)
+    for endpoint in repo.endpoints.values():
+        found.extend(_endpoint_problems(repo, endpoint))
+
+
+def _check_endpoint_names(repo: Repo, found: list[problems.Problem]) -> None:
+    """Each deployment's `endpoint_name` names a declared endpoint, whose compute it inherits
+    when it sets none."""
     for deployment in list(repo.deployments.values()):
         wanted = deployment.endpoint_name
         if wanted is None:
@@ -461,8 +506,6 @@ def _check_endpoints(repo: Repo, found: list[problems.Problem]) -> None:
             repo.deployments[deployment.name] = dataclasses.replace(
                 deployment, compute=endpoint.compute
             )
-    for endpoint in repo.endpoints.values():
-        found.extend(_endpoint_problems(repo, endpoint))
 
 
 def _endpoint_problems(repo: Repo, endpoint: _Endpoint) -> list[_Problem]:

@@ -359,14 +359,14 @@ def test_a_job_runs_once_per_name(
         "allowInsecureConnections: true\n    installVolcano: false",
     )
     assert run(cluster_kubeconfig, "apply", str(root)).exit_code == 0
-    job = objects.Key("batch/v1", "Job", namespace, "hello")
+    job = objects.Key("batch/v1", "Job", namespace, "jobs-hello")
     assert live(cluster, job) is not None
     kube.delete(
         cluster,
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": "hello", "namespace": namespace},
+            "metadata": {"name": "jobs-hello", "namespace": namespace},
         },
     )
     wait_until(lambda: live(cluster, job), lambda found: found is None, "the job to go")

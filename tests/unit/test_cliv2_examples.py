@@ -19,6 +19,9 @@ from reconciler.render import render, workloadobjects
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "cliv2"
 ENDPOINT_FILE = "endpoints/online/kubernetes/kubernetes-endpoint.yml"
 JOB_FILES = sorted(p.name for p in (FIXTURE / "jobs" / "basics").glob("*.yml"))
+# The jobs give no name: each is named after its path, `jobs/basics/hello-world.yml` ->
+# `jobs-basics-hello-world`.
+JOB = "jobs-basics-"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def test_the_deployments_and_jobs_validate_with_notes_only(loaded: repo.Loaded) 
     others = [p for p in loaded.errors if not p.file.endswith(ENDPOINT_FILE)]
     assert others == []
     assert sorted(loaded.repo.deployments) == ["blue", "green"]
-    assert sorted(loaded.repo.jobs) == sorted(name.removesuffix(".yml") for name in JOB_FILES)
+    assert sorted(loaded.repo.jobs) == sorted(JOB + name.removesuffix(".yml") for name in JOB_FILES)
     notes = sorted((p.field, p.severity.value) for p in loaded.problems if not p.is_error)
     assert notes == [
         ("app_insights_enabled", "note"),
@@ -118,23 +121,19 @@ def test_request_settings_reach_the_router(loaded: repo.Loaded) -> None:
 
 
 def test_every_hello_job_renders_its_command(rendered: list[objects.Object]) -> None:
-    commands = {
-        name.removesuffix(".yml"): container(find(rendered, "Job", name.removesuffix(".yml")))[
-            "command"
-        ][-1]
-        for name in JOB_FILES
-    }
-    assert commands["hello-world-input"] == "echo greetings from an input\necho 3\n"
-    assert commands["hello-world-output-data"] == (
+    names = [JOB + name.removesuffix(".yml") for name in JOB_FILES]
+    commands = {name: container(find(rendered, "Job", name))["command"][-1] for name in names}
+    assert commands[f"{JOB}hello-world-input"] == "echo greetings from an input\necho 3\n"
+    assert commands[f"{JOB}hello-world-output-data"] == (
         'echo "greetings" > /outputs/greetings_out/greetings.txt'
     )
-    assert commands["hello-world"] == 'echo "greetings from the cluster"'
-    env_var = container(find(rendered, "Job", "hello-world-env-var"))["env"]
+    assert commands[f"{JOB}hello-world"] == 'echo "greetings from the cluster"'
+    env_var = container(find(rendered, "Job", f"{JOB}hello-world-env-var"))["env"]
     assert {"name": "greeting", "value": "greetings from an environment variable"} in env_var
 
 
 def test_the_org_job_carries_its_tags_name_and_description(rendered: list[objects.Object]) -> None:
-    job = find(rendered, "Job", "hello-world-org")
+    job = find(rendered, "Job", f"{JOB}hello-world-org")
     annotations = template(job)["metadata"]["annotations"]
     assert annotations["tags.gitops.mlext.io/purpose"] == "smoke-test"
     assert annotations["gitops.mlext.io/display-name"] == "greetings-example"
@@ -144,7 +143,7 @@ def test_the_org_job_carries_its_tags_name_and_description(rendered: list[object
 
 
 def test_hello_code_runs_in_its_code_folder(rendered: list[objects.Object]) -> None:
-    main = container(find(rendered, "Job", "hello-code"))
+    main = container(find(rendered, "Job", f"{JOB}hello-code"))
     assert main["workingDir"] == workloadobjects.JOB_CODE_DIR
-    code = find(rendered, "ConfigMap", "hello-code-code")
+    code = find(rendered, "ConfigMap", f"{JOB}hello-code-code")
     assert "greetings from the code folder" in code["data"]["greet.py"]

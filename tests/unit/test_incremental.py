@@ -495,7 +495,7 @@ def test_a_load_through_a_memo_builds_again_only_the_workloads_whose_inputs_chan
 
     first = tick()
     second = tick()
-    assert second.valid and set(second.repo.jobs) == {"hello", "train-mnist"}
+    assert second.valid and set(second.repo.jobs) == {"jobs-hello", "train-mnist"}
     assert all(second.repo.jobs[name] is first.repo.jobs[name] for name in second.repo.jobs)
     print_first = memo.fingerprint(second.repo.jobs["train-mnist"])
 
@@ -503,7 +503,7 @@ def test_a_load_through_a_memo_builds_again_only_the_workloads_whose_inputs_chan
     (folder / "jobs" / "src").rename(moved)  # the manifest is unchanged, its code folder gone
     third = tick()
     assert third.repo.jobs["train-mnist"] is not second.repo.jobs["train-mnist"]
-    assert third.repo.jobs["hello"] is second.repo.jobs["hello"]
+    assert third.repo.jobs["jobs-hello"] is second.repo.jobs["jobs-hello"]
     assert [p.message for p in third.errors if p.file.endswith("train.yaml")] == [
         f"no such file or folder: {folder / 'jobs' / 'src'}"
     ]
@@ -517,7 +517,7 @@ def test_a_load_through_a_memo_builds_again_only_the_workloads_whose_inputs_chan
 def test_a_models_fingerprint_digest_is_computed_once_while_it_is_in_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    job = repo.load(source.DirectorySnapshot(REPO_ROOT / "manifests")).repo.jobs["hello"]
+    job = repo.load(source.DirectorySnapshot(REPO_ROOT / "manifests")).repo.jobs["jobs-hello"]
     shared = memo.Memo()
     digest = shared.fingerprint_digest(job)
     assert digest == memo.digest(memo.fingerprint(job))

@@ -73,7 +73,7 @@ def test_each_kind_and_shape_is_recognised(tmp_path: Path) -> None:
     loaded = load(root)
     assert loaded.problems == []
     assert sorted(loaded.repo.instance_types) == ["big", "small"]
-    assert sorted(loaded.repo.jobs) == ["kind-job", "my-job"]
+    assert sorted(loaded.repo.jobs) == ["jobs-my-job", "kind-job"]  # jobs/My_Job.yml: its path
     assert sorted(loaded.repo.deployments) == ["blue", "green", "red", "yellow"]
     red, yellow = loaded.repo.deployments["red"], loaded.repo.deployments["yellow"]
     assert (red.auth_mode, red.endpoint_name) == ("none", "mnist")
