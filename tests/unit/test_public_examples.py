@@ -49,10 +49,11 @@ def test_the_kubernetes_blue_green_example_keeps_each_model_folder_under_the_mod
         (volume,) = [v for v in pod(find(rendered, "Deployment", name))["volumes"]
                      if v["name"] == "model-files-0"]  # fmt: skip
         # The published score.py loads $AZUREML_MODEL_DIR/model/sklearn_regression_model.pkl.
+        key = "model__sklearn_regression_model.pkl"
         assert volume["configMap"]["items"] == [
-            {"key": "sklearn_regression_model.pkl", "path": "model/sklearn_regression_model.pkl"}
+            {"key": key, "path": "model/sklearn_regression_model.pkl"}
         ]
-        pickled = base64.b64decode(model["binaryData"]["sklearn_regression_model.pkl"])
+        pickled = base64.b64decode(model["binaryData"][key])
         model_file = "cli/endpoints/online/model-1/model/sklearn_regression_model.pkl"
         assert pickled == (FIXTURES / "kubernetes-blue-green" / model_file).read_bytes()
 
@@ -60,9 +61,9 @@ def test_the_kubernetes_blue_green_example_keeps_each_model_folder_under_the_mod
 def test_a_conda_file_becomes_the_servers_environment_before_it_starts() -> None:
     _, rendered = load("kubernetes-blue-green")
     spec = pod(find(rendered, "Deployment", "blue"))
-    [fetch, prepare] = spec["initContainers"]
-    assert fetch["name"] == "fetch-model"
-    assert prepare["name"] == workloadobjects.PREPARE_ENVIRONMENT
+    init = {container["name"]: container for container in spec["initContainers"]}
+    assert sorted(init) == ["fetch-model", workloadobjects.PREPARE_ENVIRONMENT]
+    prepare = init[workloadobjects.PREPARE_ENVIRONMENT]
     # Made by the deployment's own image (the example's openmpi image carries conda) ...
     assert prepare["image"] == "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
     script = prepare["command"][2]
@@ -88,7 +89,7 @@ def test_an_mlflow_model_with_no_code_gets_the_reconcilers_script_and_the_models
         "cli/endpoints/online/ncd/sklearn-diabetes/model/conda.yaml"  # MLmodel's env
     )
     code = find(rendered, "ConfigMap", "sklearn-deployment-code")
-    script = (FIXTURES.parents[1] / "templates" / workloadobjects.MLFLOW_SCRIPT).read_text()
+    script = (FIXTURES.parents[2] / "templates" / workloadobjects.MLFLOW_SCRIPT).read_text()
     assert code["data"] == {"score.py": script}
     [server] = pod(find(rendered, "Deployment", "sklearn-deployment"))["containers"]
     assert server["command"][1:3] == ["--entry_script", f"{APP}/code/score.py"]
