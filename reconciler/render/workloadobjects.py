@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import posixpath
 import re
 import shlex
@@ -55,6 +56,9 @@ MLFLOW_SCRIPT = "scoring/mlflow_score.py"
 DEPLOYMENT_LABEL = "gitops.mlext.io/deployment"
 ENDPOINT_LABEL = "gitops.mlext.io/endpoint"
 JOB_LABEL = "gitops.mlext.io/job"
+# A pod template annotation: the digest of what its pods get that the template does not spell
+# out (`content_digest`), so that a change of it changes the template and rolls the pods.
+CONTENT_DIGEST_ANNOTATION = "gitops.mlext.io/content-digest"
 # The name of the model Service's port (templates/workloads/deployment.yaml.j2): its
 # EndpointSlices carry the replicas' port under this name, which is how the router finds it.
 SERVICE_PORT_NAME = "http"
@@ -100,6 +104,54 @@ def _pod_labels(selector: Mapping[str, str], extension: extensions.Extension) ->
         objects.PART_OF_LABEL: extension.name,
         objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
     }
+
+
+def content_digest(
+    rendered: Iterable[objects.Object],
+    volumes: Iterable[Mapping[str, Any]],
+    settings: Mapping[str, Any] | None = None,
+) -> str:
+    """A digest of the data of each of the `rendered` ConfigMaps that `volumes` mount, and of
+    `settings`.
+
+    The files a workload's pods get through ConfigMaps (code, model, conda file, job inputs, the
+    MLflow scoring script) are not in its pod template: without this digest there, an edited
+    `score.py` changed the ConfigMap and no pod ever loaded it. Taken from the ConfigMaps as
+    rendered, by the volumes that mount them, so no file that reaches the pod can be missed.
+    """
+    made = {str(o["metadata"]["name"]): o for o in rendered if o.get("kind") == "ConfigMap"}
+    mounted: set[str] = set()
+    for volume in volumes:
+        if "configMap" in volume:
+            mounted.add(str(volume["configMap"]["name"]))
+        for projected in (volume.get("projected") or {}).get("sources") or []:
+            if "configMap" in projected:
+                mounted.add(str(projected["configMap"]["name"]))
+    content = [
+        [name, made[name].get("data") or {}, made[name].get("binaryData") or {}]
+        for name in sorted(mounted & made.keys())
+    ]
+    text = json.dumps([content, dict(settings or {})], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _pod_annotations(
+    workload: workloads.Workload,
+    rendered: Iterable[objects.Object],
+    volumes: Iterable[Mapping[str, Any]],
+) -> dict[str, str]:
+    """The workload's tags and its pods' content digest; a deployment's also covers its request
+    settings, which the router applies: a change of them is a new version of the deployment,
+    rolled out as one like a change of its files."""
+    settings: dict[str, int] = {}
+    if isinstance(workload, workloads.Deployment):
+        settings = {
+            "max_concurrent_requests_per_instance": workload.max_concurrent_requests_per_instance,
+            "request_timeout_ms": workload.request_timeout_ms,
+            "max_queue_wait_ms": workload.max_queue_wait_ms,
+        }
+    digest = content_digest(rendered, volumes, settings)
+    return {**workload.annotations, CONTENT_DIGEST_ANNOTATION: digest}
 
 
 def _env(workload: workloads.Workload, extra: Mapping[str, str]) -> list[dict[str, str]]:
@@ -153,6 +205,7 @@ def job_objects(
             "backoff_limit": JOB_BACKOFF_LIMIT,
             "ttl": JOB_TTL_SECONDS,
             "pod_labels": _pod_labels(selector, extension),
+            "pod_annotations": _pod_annotations(job, found, volumes),
             "node_selector": where.node_selector,
             "volumes": volumes,
             "init_containers": init,
@@ -421,6 +474,7 @@ def deployment_objects(
             "replicas": deployment.scale.initial_replicas,
             "selector": selector,
             "pod_labels": _pod_labels(selector, extension),
+            "pod_annotations": _pod_annotations(deployment, found, volumes),
             "node_selector": where.node_selector,
             "volumes": volumes,
             "init_containers": init,

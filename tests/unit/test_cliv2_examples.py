@@ -18,6 +18,7 @@ from reconciler.render import render, workloadobjects
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "cliv2"
 ENDPOINT_FILE = "endpoints/online/kubernetes/kubernetes-endpoint.yml"
+DIGEST = workloadobjects.CONTENT_DIGEST_ANNOTATION
 JOB_FILES = sorted(p.name for p in (FIXTURE / "jobs" / "basics").glob("*.yml"))
 # The jobs give no name: each is named after its path, `jobs/basics/hello-world.yml` ->
 # `jobs-basics-hello-world`.
@@ -75,7 +76,8 @@ def test_blue_gets_its_resources_probes_tags_and_conda_file(
     blue = find(rendered, "Deployment", "blue")
     assert blue["spec"]["replicas"] == 2  # instance_count with scale_settings type default
     tags = {"tags.gitops.mlext.io/model-version": "fraud-v1"}
-    assert template(blue)["metadata"]["annotations"] == tags
+    pod_annotations = template(blue)["metadata"]["annotations"]
+    assert pod_annotations == {**tags, DIGEST: pod_annotations[DIGEST]}
     assert blue["metadata"]["annotations"].items() >= tags.items()  # besides the source stamp
     main = container(blue)
     assert main["resources"] == {
@@ -138,8 +140,9 @@ def test_the_org_job_carries_its_tags_name_and_description(rendered: list[object
     assert annotations["tags.gitops.mlext.io/purpose"] == "smoke-test"
     assert annotations["gitops.mlext.io/display-name"] == "greetings-example"
     assert annotations["gitops.mlext.io/description"].startswith("# A greeting job\n")
-    assert len(annotations) == 3
-    assert job["metadata"]["annotations"].items() >= annotations.items()
+    assert len(annotations) == 4 and DIGEST in annotations  # and the pods' content digest
+    tags = {k: v for k, v in annotations.items() if k != DIGEST}
+    assert job["metadata"]["annotations"].items() >= tags.items()
 
 
 def test_hello_code_runs_in_its_code_folder(rendered: list[objects.Object]) -> None:

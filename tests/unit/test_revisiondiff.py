@@ -88,6 +88,31 @@ def test_a_setting_change_updates_exactly_the_router_deployment(
     assert document["problems"] == []
 
 
+def test_a_scoring_script_edit_shows_the_rollout_of_both_deployments_that_load_it(
+    example: tuple[git.Repo, Path, str],
+) -> None:
+    repository, folder, _ = example
+    script = folder / "deployments" / "score" / "score.py"
+    script.write_text(script.read_text().replace("+ bias for row", "+ 2 * bias for row"))
+    commit(repository, "score: double the bias")
+    code, found, document = changes(folder, "--base", "HEAD~1", "--head", "HEAD")
+    assert code == 1
+    assert [(action, kind, name) for action, kind, _, name in found] == [
+        ("update", "ConfigMap", "blue-code"),
+        ("update", "ConfigMap", "green-code"),
+        ("update", "Deployment", "blue"),
+        ("update", "Deployment", "green"),
+    ]
+    for change in document["changes"][2:]:
+        lines = change["diff"].splitlines()
+        digest = [line for line in lines if "gitops.mlext.io/content-digest" in line]
+        # The pod template's digest line is the one line changed: what rolls the pods.
+        assert [line[0] for line in digest] == ["-", "+"], change["diff"]
+        assert digest[0][1:] != digest[1][1:]
+        changed = [line for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        assert changed == digest, change["diff"]
+
+
 def test_head_left_out_is_the_work_tree(example: tuple[git.Repo, Path, str]) -> None:
     _, folder, _ = example
     assert changes(folder, "--base", "HEAD")[:2] == (0, [])

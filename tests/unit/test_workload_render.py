@@ -1,5 +1,6 @@
 """Jobs and deployments as Kubernetes objects: placement, files, scale, router configuration."""
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ spec:
   environment_variables: {{EPOCHS: 3}}
   resources: {{instance_type: gpu}}
 """
+DIGEST = workloadobjects.CONTENT_DIGEST_ANNOTATION
 DEPLOYMENT = """
 $schema: https://x/kubernetesOnlineDeployment.schema.json
 name: blue
@@ -347,11 +349,12 @@ def test_tags_are_annotations_of_the_deployment_and_its_pods(tmp_path: Path) -> 
         "tags.gitops.mlext.io/stage": "2",
         "tags.gitops.mlext.io/live": "false",
     }
-    assert blue["spec"]["template"]["metadata"]["annotations"] == tags
+    pod_annotations = blue["spec"]["template"]["metadata"]["annotations"]
+    assert pod_annotations == {**tags, DIGEST: pod_annotations[DIGEST]}
     assert blue["metadata"]["annotations"].items() >= tags.items()
-    # no tags: no annotations on the pods at all
+    # no tags: the pods' content digest alone
     plain = find(render_repo(tmp_path / "plain", **JOB_FILES), "Job", "train")
-    assert "annotations" not in plain["spec"]["tasks"][0]["template"]["metadata"]
+    assert list(plain["spec"]["tasks"][0]["template"]["metadata"]["annotations"]) == [DIGEST]
 
 
 def test_the_conda_file_is_mounted_and_named_for_the_inference_image(tmp_path: Path) -> None:
@@ -435,7 +438,8 @@ def test_job_tags_display_name_and_description_are_annotations(tmp_path: Path) -
         "tags.gitops.mlext.io/run": "nightly",
         "gitops.mlext.io/display-name": "Nightly training",
     }
-    assert train["spec"]["template"]["metadata"]["annotations"] == expected
+    pod_annotations = train["spec"]["template"]["metadata"]["annotations"]
+    assert pod_annotations == {**expected, DIGEST: pod_annotations[DIGEST]}
     assert train["metadata"]["annotations"].items() >= expected.items()
 
 
@@ -473,3 +477,85 @@ def test_a_changed_input_or_conda_file_renders_anew_through_the_memo(tmp_path: P
     (root / "d.txt").write_text("two\n")
     (root / "c.yml").write_text("name: two\n")
     assert data() == ("two\n", "name: two\n")
+
+
+def test_a_change_of_what_the_pods_get_changes_their_pod_template(tmp_path: Path) -> None:
+    """Files reach the pods through ConfigMaps, outside the pod template: the template's
+    content digest is what rolls a Deployment when one of them, or a request setting, changes."""
+    conda_deployment = DEPLOYMENT.replace(
+        "environment: {image: python:3.11}", "environment: {image: p, conda_file: c.yml}"
+    )
+    root = write_repo(
+        tmp_path,
+        {
+            "ext.yaml": EXT.replace("{extra}", ""),
+            "it.yaml": INSTANCE_TYPES,
+            **JOB_FILES,
+            **DEPLOYMENT_FILES,
+            "d.yaml": conda_deployment,
+            "c.yml": "name: one\n",
+        },
+    )
+    reuse = memo.Memo()
+
+    def digests(revision: str = "rev") -> tuple[str, str]:
+        snapshot = source.DirectorySnapshot(root)
+        loaded = repo.load(snapshot, reuse)
+        assert loaded.valid, errors(loaded)
+        out = render.render_repo(loaded.repo, snapshot, revision, reuse=reuse).objects
+        blue = find(out, "Deployment", "blue")["spec"]["template"]["metadata"]
+        train = find(out, "Job", "train")["spec"]["tasks"][0]["template"]["metadata"]
+        return blue["annotations"][DIGEST], train["annotations"][DIGEST]
+
+    seen = [digests()]
+    assert digests("another-revision") == seen[0]  # a commit that changes nothing rolls nothing
+    (root / "README.md").write_text("not mounted anywhere\n")
+    assert digests() == seen[0]
+
+    def edit(path: str, old: str | bytes, new: str | bytes) -> None:
+        target = root / path
+        if isinstance(old, bytes) and isinstance(new, bytes):
+            assert old in target.read_bytes()
+            target.write_bytes(target.read_bytes().replace(old, new))
+        else:
+            assert isinstance(old, str) and isinstance(new, str) and old in target.read_text()
+            target.write_text(target.read_text().replace(old, new))
+
+    for path, old, new in [
+        ("score/score.py", "return x", "return [x]"),
+        ("model/weights.bin", b"\x10", b"\x11"),
+        ("c.yml", "one", "two"),
+        ("d.yaml", "{max_concurrent_requests_per_instance: 2}",
+         "{max_concurrent_requests_per_instance: 2, request_timeout_ms: 9000}"),
+        ("d.yaml", "request_timeout_ms: 9000", "request_timeout_ms: 9000, max_queue_wait_ms: 1"),
+    ]:  # fmt: skip
+        edit(path, old, new)
+        blue, train = digests()
+        assert blue not in [b for b, _ in seen], path
+        assert train == seen[0][1], f"{path} is not the job's"
+        seen.append((blue, train))
+    edit("src/train.py", "print(1)", "print(2)")
+    blue, train = digests()
+    assert blue == seen[-1][0]  # the job's code is not the deployment's
+    assert train != seen[0][1]
+
+
+def test_the_content_digest_covers_every_config_map_the_pod_mounts(tmp_path: Path) -> None:
+    conda_deployment = DEPLOYMENT.replace(
+        "environment: {image: python:3.11}", "environment: {image: p, conda_file: c.yml}"
+    )
+    files = {**DEPLOYMENT_FILES, "d.yaml": conda_deployment, "c.yml": "name: one\n"}
+    rendered = render_repo(tmp_path, **files)
+    volumes = pod_of(find(rendered, "Deployment", "blue"))["volumes"]
+    mounted = {v["configMap"]["name"] for v in volumes if "configMap" in v}
+    assert mounted == {"blue-code", "blue-conda", "blue-model"}
+    before = workloadobjects.content_digest(rendered, volumes)
+    for config_map in (o for o in rendered if o["kind"] == "ConfigMap"):
+        for field in ("data", "binaryData"):
+            for key in config_map.get(field) or {}:
+                changed = copy.deepcopy(rendered)
+                target = find(changed, "ConfigMap", config_map["metadata"]["name"])
+                target[field][key] += "A"
+                after = workloadobjects.content_digest(changed, volumes)
+                assert (after != before) == (target["metadata"]["name"] in mounted), key
+    assert workloadobjects.content_digest(rendered, volumes, {"request_timeout_ms": 1}) != before
