@@ -5,9 +5,14 @@ its image, local files (checked against the snapshot, relative to the manifest's
 the resources it asks for itself, its tags as annotation names and, for deployments, normalised
 `ScaleSettings` (both spellings, the v2 `target_utilization` / `default` types and the older
 `auto` / `manual` ones) and the container `Probe`s with the ML CLI v2 defaults. A job's `inputs`
-become `JobInput`s and the `${{inputs.NAME}}` / `${{outputs.NAME}}` of its command are checked
-here and filled in by `substitute` (render knows the in-pod paths). Cross-manifest checks
-(instance type exists, extension enables training / inference) are in `repo`.
+become `JobInput`s (a public `wasbs://` blob is read as its https URL; remote data is fetched
+into the pod, `mode: direct` keeps the URL) and the `${{inputs.NAME}}` / `${{outputs.NAME}}` of
+its command are checked here and filled in by `substitute` (render knows the in-pod paths). An
+environment is an image, a curated environment (`curated`), or refused with what to do instead
+(a workspace's registered one, `build`). An MLflow model deployed with no code
+(`mlflow_no_code`) takes the curated MLflow image and its own conda file when it names no
+environment. Cross-manifest checks (instance type exists, extension enables training /
+inference) are in `repo`.
 """
 
 from __future__ import annotations
