@@ -165,25 +165,51 @@ def job() -> None:
 @job.command("status")
 @_cluster_options
 def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> None:
-    """The state of each job: absent, pending, unschedulable, running, succeeded or failed."""
+    """The state of each job: absent, pending, unschedulable, running, succeeded, failed,
+    not-run (nothing ran its command: its pod is on a kwok node, or the volcano it waits for
+    is) or unverified (the Job says it succeeded, with no pod left to show an exit 0)."""
     loaded = _load_valid(repo_path)
     cluster = connection.connect(kubeconfig, context)
-    click.echo(f"{'NAME':24} {'STATE':10} DETAIL")
+    nodes: dict[str, objects.Object | None] = {}
+    click.echo(f"{'NAME':24} {'STATE':13} DETAIL")
     for name, target in sorted(loaded.jobs.items()):
         namespace = _namespace_of(loaded, target)
         extension = loaded.extension_for(target)
         volcano = bool(extension and extension.settings["installVolcano"])
-        api_version = "batch.volcano.sh/v1alpha1" if volcano else "batch/v1"
+        api_version = workloadstatus.VOLCANO_JOB_API if volcano else "batch/v1"
         ref = {"apiVersion": api_version, "kind": "Job",
                "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
-        try:
-            live = kube.get(cluster, ref)
-        except kube.KubeError as err:
-            if err.status != 404:
-                raise
-            live = None
+        live = kube.get(cluster, ref)
         pods = kube.list_objects(
             cluster, "v1", "Pod", namespace, f"{workloadobjects.JOB_LABEL}={name}"
         )
-        state = workloadstatus.job_state(name, live, pods)
-        click.echo(f"{state.name:24} {state.state:10} {state.detail}")
+        pod_groups: list[objects.Object] = []
+        volcano_pods: list[objects.Object] = []
+        if volcano and live is not None:
+            pod_groups = kube.list_objects(
+                cluster, "scheduling.volcano.sh/v1beta1", "PodGroup", namespace
+            )
+            components = f"{workloadstatus.VOLCANO_CONTROLLERS},{workloadstatus.VOLCANO_SCHEDULER}"
+            volcano_pods = kube.list_objects(
+                cluster, "v1", "Pod", namespace, f"{objects.COMPONENT_LABEL} in ({components})"
+            )
+        for pod in [*pods, *volcano_pods]:
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node and node not in nodes:
+                nodes[node] = _node(cluster, node)
+        known = {n: node for n, node in nodes.items() if node is not None}
+        state = workloadstatus.job_state(
+            name, live, pods, nodes=known, pod_groups=pod_groups, volcano_pods=volcano_pods
+        )
+        click.echo(f"{state.name:24} {state.state:13} {state.detail}")
+
+
+def _node(cluster: kube.Cluster, name: str) -> objects.Object | None:
+    """The Node, or None when it is gone or not readable (the rule then goes by the pods'
+    container statuses alone)."""
+    try:
+        return kube.get(cluster, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    except kube.KubeError as err:
+        if err.status != 403:
+            raise
+        return None
