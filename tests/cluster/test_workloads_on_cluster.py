@@ -13,6 +13,7 @@ from kubernetes import client
 
 from reconciler import kube, objects, source
 from reconciler.engine import ownership
+from reconciler.localcluster.config import PlaneState
 from reconciler.render import auth, render
 from tests.cluster.kubehelpers import pods, wait_until
 from tests.helpers import API, load, write_repo
@@ -209,6 +210,7 @@ def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
     cluster_kubeconfig: str | None,
     namespace: str,
     tmp_path: Path,
+    local_plane: PlaneState | None,
 ) -> None:
     root = repo_in(
         tmp_path,
@@ -270,7 +272,14 @@ def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
     assert code == 1
     assert "HorizontalPodAutoscaler rogue targets model deployment blue" in err
 
-    code, out, _ = cli(cluster_kubeconfig, "job", "status", "--path", str(root))
-    assert code == 0
-    state = out.splitlines()[1].split()
-    assert state[0] == "train" and state[1] in ("pending", "running")
+    def job_line() -> list[str]:
+        code, out, _ = cli(cluster_kubeconfig, "job", "status", "--path", str(root))
+        assert code == 0
+        return out.splitlines()[1].split(maxsplit=2)
+
+    if local_plane is None:  # a real cluster, with no node for the GPU instance type
+        assert job_line()[:2] in (["train", "pending"], ["train", "unschedulable"])
+        return
+    # Its pod is on the plane's kwok GPU node: whatever kwok writes, the command never ran.
+    line = wait_until(job_line, lambda found: found[1] == "not-run", "the job to be not-run")
+    assert line == ["train", "not-run", "node kwok-gpu-0 is a kwok node that runs no containers"]
