@@ -56,8 +56,9 @@ MLFLOW_SCRIPT = "scoring/mlflow_score.py"
 DEPLOYMENT_LABEL = "gitops.mlext.io/deployment"
 ENDPOINT_LABEL = "gitops.mlext.io/endpoint"
 JOB_LABEL = "gitops.mlext.io/job"
-# A pod template annotation: the digest of what its pods get that the template does not spell
-# out (`content_digest`), so that a change of it changes the template and rolls the pods.
+# A deployment's pod template annotation: the digest of what its pods get that the template
+# does not spell out (`content_digest`), so that a change of it rolls the pods. A Job carries it
+# on itself (its template is immutable).
 CONTENT_DIGEST_ANNOTATION = "gitops.mlext.io/content-digest"
 # The name of the model Service's port (templates/workloads/deployment.yaml.j2): its
 # EndpointSlices carry the replicas' port under this name, which is how the router finds it.
@@ -136,22 +137,20 @@ def content_digest(
 
 
 def _pod_annotations(
-    workload: workloads.Workload,
+    deployment: workloads.Deployment,
     rendered: Iterable[objects.Object],
     volumes: Iterable[Mapping[str, Any]],
 ) -> dict[str, str]:
-    """The workload's tags and its pods' content digest; a deployment's also covers its request
-    settings, which the router applies: a change of them is a new version of the deployment,
+    """The deployment's tags and its pods' content digest, which also covers its request
+    settings: the router applies them, but a change of them is a new version of the deployment,
     rolled out as one like a change of its files."""
-    settings: dict[str, int] = {}
-    if isinstance(workload, workloads.Deployment):
-        settings = {
-            "max_concurrent_requests_per_instance": workload.max_concurrent_requests_per_instance,
-            "request_timeout_ms": workload.request_timeout_ms,
-            "max_queue_wait_ms": workload.max_queue_wait_ms,
-        }
+    settings = {
+        "max_concurrent_requests_per_instance": deployment.max_concurrent_requests_per_instance,
+        "request_timeout_ms": deployment.request_timeout_ms,
+        "max_queue_wait_ms": deployment.max_queue_wait_ms,
+    }
     digest = content_digest(rendered, volumes, settings)
-    return {**workload.annotations, CONTENT_DIGEST_ANNOTATION: digest}
+    return {**deployment.annotations, CONTENT_DIGEST_ANNOTATION: digest}
 
 
 def _env(workload: workloads.Workload, extra: Mapping[str, str]) -> list[dict[str, str]]:
@@ -200,12 +199,17 @@ def job_objects(
         "w": {
             "name": job.name,
             "namespace": namespace,
-            "annotations": dict(job.annotations),
+            # On the Job, not its pod template: that is immutable, so there an edited file would
+            # fail the apply (a Job runs once per name); here the change shows in diff and plan.
+            "annotations": {
+                **job.annotations,
+                CONTENT_DIGEST_ANNOTATION: content_digest(found, volumes),
+            },
             "instance_count": job.instance_count,
             "backoff_limit": JOB_BACKOFF_LIMIT,
             "ttl": JOB_TTL_SECONDS,
             "pod_labels": _pod_labels(selector, extension),
-            "pod_annotations": _pod_annotations(job, found, volumes),
+            "pod_annotations": dict(job.annotations),
             "node_selector": where.node_selector,
             "volumes": volumes,
             "init_containers": init,

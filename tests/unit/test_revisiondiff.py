@@ -113,6 +113,29 @@ def test_a_scoring_script_edit_shows_the_rollout_of_both_deployments_that_load_i
         assert changed == digest, change["diff"]
 
 
+def test_a_job_file_edit_shows_on_the_job_and_leaves_its_pod_template_alone(
+    example: tuple[git.Repo, Path, str],
+) -> None:
+    repository, folder, _ = example
+    script = folder / "jobs" / "src" / "train.py"
+    script.write_text(script.read_text() + "# one more epoch\n")
+    commit(repository, "train: a comment")
+    code, found, document = changes(folder, "--base", "HEAD~1", "--head", "HEAD")
+    assert code == 1
+    assert [(action, kind, name) for action, kind, _, name in found] == [
+        ("update", "ConfigMap", "train-mnist-code"),
+        ("update", "Job", "train-mnist"),
+    ]
+    # The Job's own digest changes; its pod template (immutable in a batch Job) does not.
+    changed = [line for line in document["changes"][1]["diff"].splitlines()
+               if line[:1] in "+-" and line[:3] not in ("+++", "---")]  # fmt: skip
+    # metadata.annotations (four spaces in), not spec...template.metadata.annotations
+    assert [line.split(":")[0] for line in changed] == [
+        "-    gitops.mlext.io/content-digest",
+        "+    gitops.mlext.io/content-digest",
+    ], changed
+
+
 def test_head_left_out_is_the_work_tree(example: tuple[git.Repo, Path, str]) -> None:
     _, folder, _ = example
     assert changes(folder, "--base", "HEAD")[:2] == (0, [])

@@ -352,9 +352,10 @@ def test_tags_are_annotations_of_the_deployment_and_its_pods(tmp_path: Path) -> 
     pod_annotations = blue["spec"]["template"]["metadata"]["annotations"]
     assert pod_annotations == {**tags, DIGEST: pod_annotations[DIGEST]}
     assert blue["metadata"]["annotations"].items() >= tags.items()
-    # no tags: the pods' content digest alone
+    # A job with no tags: no annotations on its pods at all (the Job carries its digest).
     plain = find(render_repo(tmp_path / "plain", **JOB_FILES), "Job", "train")
-    assert list(plain["spec"]["tasks"][0]["template"]["metadata"]["annotations"]) == [DIGEST]
+    assert "annotations" not in plain["spec"]["tasks"][0]["template"]["metadata"]
+    assert DIGEST in plain["metadata"]["annotations"]
 
 
 def test_the_conda_file_is_mounted_and_named_for_the_inference_image(tmp_path: Path) -> None:
@@ -438,8 +439,7 @@ def test_job_tags_display_name_and_description_are_annotations(tmp_path: Path) -
         "tags.gitops.mlext.io/run": "nightly",
         "gitops.mlext.io/display-name": "Nightly training",
     }
-    pod_annotations = train["spec"]["template"]["metadata"]["annotations"]
-    assert pod_annotations == {**expected, DIGEST: pod_annotations[DIGEST]}
+    assert train["spec"]["template"]["metadata"]["annotations"] == expected
     assert train["metadata"]["annotations"].items() >= expected.items()
 
 
@@ -479,9 +479,10 @@ def test_a_changed_input_or_conda_file_renders_anew_through_the_memo(tmp_path: P
     assert data() == ("two\n", "name: two\n")
 
 
-def test_a_change_of_what_the_pods_get_changes_their_pod_template(tmp_path: Path) -> None:
+def test_a_change_of_what_the_pods_get_changes_their_content_digest(tmp_path: Path) -> None:
     """Files reach the pods through ConfigMaps, outside the pod template: the template's
-    content digest is what rolls a Deployment when one of them, or a request setting, changes."""
+    content digest is what rolls a Deployment when one of them, or a request setting, changes
+    (a Job's is on the Job: its template is immutable)."""
     conda_deployment = DEPLOYMENT.replace(
         "environment: {image: python:3.11}", "environment: {image: p, conda_file: c.yml}"
     )
@@ -504,7 +505,8 @@ def test_a_change_of_what_the_pods_get_changes_their_pod_template(tmp_path: Path
         assert loaded.valid, errors(loaded)
         out = render.render_repo(loaded.repo, snapshot, revision, reuse=reuse).objects
         blue = find(out, "Deployment", "blue")["spec"]["template"]["metadata"]
-        train = find(out, "Job", "train")["spec"]["tasks"][0]["template"]["metadata"]
+        # A Job's template is immutable: the Job itself carries the digest.
+        train = find(out, "Job", "train")["metadata"]
         return blue["annotations"][DIGEST], train["annotations"][DIGEST]
 
     seen = [digests()]
