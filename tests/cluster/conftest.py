@@ -10,6 +10,7 @@ relaunch a component), None with ``USE_EXISTING_CLUSTER=1``.
 ``api_client`` (session): a ``kubernetes.client.ApiClient`` on that cluster.
 ``cluster`` (per module): a ``reconciler.kube.Cluster`` connection to it, closed after.
 ``namespace`` (per test): a fresh namespace whose ``default`` service account exists, deleted after.
+``runtime`` (per test): the plane's pod runtime for that namespace (``localpods.Runtime``).
 
 If the plane cannot be built or started the tests fail with the reason. Outside CI, and only
 then, ``SKIP_CLUSTER_TESTS=1`` turns that into a skip; with ``CI=true`` they always fail.
@@ -29,9 +30,10 @@ import pytest
 from kubernetes import client, config
 
 from reconciler import kube
-from reconciler.localcluster import build, plane
+from reconciler.localcluster import build, modelserver, plane
 from reconciler.localcluster.config import PlaneState, default_nodes
 from tests.cluster.kubehelpers import wait_until
+from tests.cluster.localpods import Runtime
 
 
 def _flag(name: str) -> bool:
@@ -155,3 +157,21 @@ def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> I
 def kubeconfig_path(cluster_kubeconfig: str | None) -> Path | None:
     """The kubeconfig file as a Path (None when the default kubeconfig is used)."""
     return Path(cluster_kubeconfig) if cluster_kubeconfig else None
+
+
+@pytest.fixture
+def runtime(local_plane: PlaneState | None, namespace: str, tmp_path: Path) -> Iterator[Runtime]:
+    """The local plane's pod runtime for the test's namespace: its model and router pods run
+    on loopback; stopped after the test, with every process it started."""
+    if local_plane is None:
+        pytest.skip("the pod runtime runs pods on the local plane only (USE_EXISTING_CLUSTER)")
+    modelserver.ensure_installed()  # before the clock of any wait starts
+    running = Runtime(local_plane, namespace, tmp_path / "runtime.log")
+    try:
+        yield running
+    finally:
+        code = running.stop()
+        assert code == 0, running.log.read_text()[-3000:]
+        # Every process it started has ended with it.
+        for pod in running.pods():
+            assert pod["pid"] is None or not Path(f"/proc/{pod['pid']}").exists()

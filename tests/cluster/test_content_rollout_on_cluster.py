@@ -12,7 +12,6 @@ scores until the new word comes back (bounded).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,9 @@ from click.testing import CliRunner
 
 from reconciler import kube
 from reconciler.cli import main as cli
-from reconciler.localcluster import modelserver
-from reconciler.localcluster.config import PlaneState
 from reconciler.render import workloadobjects
 from tests.cluster.kubehelpers import wait_until
-from tests.cluster.test_local_inference_on_cluster import Runtime, post, primary_key
+from tests.cluster.localpods import Runtime, post, primary_key
 from tests.helpers import example_repo
 
 pytestmark = pytest.mark.cluster
@@ -41,19 +38,6 @@ def init():
 def run(raw_data):
     return {{"answer": ANSWER}}
 """
-
-
-@pytest.fixture
-def runtime(local_plane: PlaneState | None, namespace: str, tmp_path: Path) -> Iterator[Runtime]:
-    if local_plane is None:
-        pytest.skip("the pod runtime runs pods on the local plane only (USE_EXISTING_CLUSTER)")
-    modelserver.ensure_installed()  # before the clock of any wait starts
-    running = Runtime(local_plane, namespace, tmp_path / "runtime.log")
-    try:
-        yield running
-    finally:
-        code = running.stop()
-        assert code == 0, running.log.read_text()[-3000:]
 
 
 def pod_template(cluster: kube.Cluster, namespace: str, name: str) -> dict[str, Any]:

@@ -19,11 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main as cli
-from tests.cluster import test_local_inference_on_cluster as inference
-from tests.cluster.test_local_inference_on_cluster import Runtime
+from tests.cluster.localpods import Runtime
 
 pytestmark = pytest.mark.cluster
-runtime = inference.runtime  # the pod runtime fixture: model and router pods run on loopback
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "public-examples"
 ONLINE = Path("cli") / "endpoints" / "online"
