@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import kube, objects, source
-from reconciler.render import render
+from reconciler.render import render, workloadobjects
 from tests.helpers import SCENARIOS, load, scenario_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,21 @@ def test_the_cli_v2_examples_are_accepted(cluster: kube.Cluster) -> None:
     blue = next(r for r in results if r["kind"] == "Deployment" and r["metadata"]["name"] == "blue")
     pod = blue["spec"]["template"]
     # The fractional-Gi request, the probes and the tag annotation went through admission.
-    assert pod["metadata"]["annotations"] == {"tags.gitops.mlext.io/model-version": "fraud-v1"}
+    assert set(pod["metadata"]["annotations"]) == {
+        "tags.gitops.mlext.io/model-version",
+        workloadobjects.CONTENT_DIGEST_ANNOTATION,
+    }
+    assert pod["metadata"]["annotations"]["tags.gitops.mlext.io/model-version"] == "fraud-v1"
     main = pod["spec"]["containers"][0]
     assert main["resources"]["requests"]["cpu"] == "200m"  # "0.2", canonicalised by the server
     assert main["readinessProbe"]["successThreshold"] == 2
+
+
+@pytest.mark.parametrize("example", ["kubernetes-blue-green", "mlflow-no-code", "jobs"])
+def test_the_public_example_repos_are_accepted(cluster: kube.Cluster, example: str) -> None:
+    # Their init containers (the conda environment, fetched inputs), folder-model volume items
+    # and the MLflow script's ConfigMap go through admission with strict field validation.
+    root = REPO_ROOT / "tests" / "fixtures" / "public-examples" / example
+    objs = rendered(root)
+    results = dry_run_all(cluster, objs)
+    assert [objects.key(r) for r in results] == [objects.key(o) for o in objs]
