@@ -1,6 +1,6 @@
 """Which source owns an extension: one source per extension, another one refused until adopted.
 
-SPEC section 1: the record of an applied extension names its source; another source declaring
+The rule: the record of an applied extension names its source; another source declaring
 the same extension name is refused until the user adopts it explicitly, and nothing is ever
 pruned because a different repo was applied. As Argo CD refuses to sync a resource another
 application manages: without the rule, applying a second repo whose Extension has the same

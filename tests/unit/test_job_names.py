@@ -1,5 +1,5 @@
 """The name of a job that gives none (from its path in the repo), and duplicate names: every
-problem of every document in one run, the duplicate's own problems too (SPEC section 1)."""
+problem of every document in one run, the duplicate's own problems too."""
 
 import hashlib
 import re

@@ -1,4 +1,4 @@
-"""What a manifests repo holds besides manifests (SPEC section 1), as Flux and Argo CD users
+"""What a manifests repo holds besides manifests, as Flux and Argo CD users
 expect: YAML with none of a manifest's markers is skipped with a note, a document that tries to
 be a manifest and fails stays an error, and files a manifest uses as data are not manifests.
 Which files are read at all: test_source_files.py.

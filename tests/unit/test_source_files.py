@@ -1,4 +1,4 @@
-"""Which YAML files of a repo are read for manifests (SPEC section 1, as Flux's source-controller
+"""Which YAML files of a repo are read for manifests (as Flux's source-controller
 reads a repo): not what the root's `.sourceignore` excludes, not what git ignores in a work tree,
 not hidden files and folders, virtual environments or `node_modules`; a commit's snapshot reads
 the same files as its work tree.
