@@ -7,10 +7,16 @@ line number, so any later stage can point a problem at `FILE:LINE: field.path`.
 Two deliberate departures from PyYAML's defaults: timestamps stay strings (manifests are
 JSON-shaped, like Kubernetes reads them) and a key repeated in one mapping is a problem instead of
 silently keeping the last value.
+
+Hostile input is bounded here, so every command and the loop share the limits: a file nested
+deeper than MAX_DEPTH levels is a problem before the C composer sees it (tens of thousands of
+`[` overflow its stack), and a document whose aliases expand to more than MAX_VALUES values (a
+"billion laughs" bomb) is a problem before anything walks its expansion.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +26,11 @@ import yaml
 from reconciler.model import problems
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# No manifest comes near these; a file past them is hostile or broken.
+MAX_DEPTH = 100
+MAX_VALUES = 200_000
+_BRACKETS = re.compile(r"[\[\]{}]")
+_LEADING_DASHES = re.compile(r"^(?:[ \t]*-(?=[ \t]))*", re.MULTILINE)
 
 
 class _ManifestLoader(_BaseLoader):  # type: ignore[valid-type,misc]
@@ -99,13 +110,28 @@ def parse(file: str, text: str) -> ParsedFile:
     """
     documents: list[Document] = []
     found: list[problems.Problem] = []
+    too_deep = _too_deep(file, text)
+    if too_deep is not None:
+        return ParsedFile([], [too_deep])
     loader = _ManifestLoader(text)
     try:
         index = 0
         while loader.check_node():
             node = loader.get_node()
             lines: dict[problems.FieldPath, int] = {}
-            _record_lines(node, (), lines, file, found)
+            try:
+                _record_lines(node, (), lines, file, found, [MAX_VALUES])
+            except _TooManyValues:
+                found.append(
+                    problems.Problem(
+                        file,
+                        node.start_mark.line + 1,
+                        "",
+                        f"this document expands to more than {MAX_VALUES:,} values through its "
+                        "aliases (a YAML alias bomb?): not read",
+                    )
+                )
+                break
             try:
                 data = loader.construct_document(node)
             except (yaml.YAMLError, ValueError, TypeError) as err:
@@ -129,14 +155,55 @@ def parse(file: str, text: str) -> ParsedFile:
     return ParsedFile(documents, found)
 
 
+class _TooManyValues(Exception):
+    """The node tree, its aliases followed, holds more than MAX_VALUES values."""
+
+
+def _too_deep(file: str, text: str) -> problems.Problem | None:
+    """A problem when the text nests collections deeper than MAX_DEPTH, None otherwise.
+
+    Quick estimates first (how many openers there are at all; then the depth of the flow
+    brackets and of `- - -` block sequences on one line, the only ways to nest deep in a small
+    file); only text past them is parsed event by event, which keeps no stack, to find the
+    exact line."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH and text.count("-") <= MAX_DEPTH:
+        return None  # too few openers to nest that deep (the common case, counted in C)
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(text):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    dashes = max((m.group().count("-") for m in _LEADING_DASHES.finditer(text)), default=0)
+    if max(deepest, dashes) <= MAX_DEPTH:
+        return None
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_BaseLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else 0
+                    message = f"nested deeper than {MAX_DEPTH} levels: not read"
+                    return problems.Problem(file, line, "", message)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # a syntax error: the loader reports it with its line
+    return None
+
+
 def _record_lines(
     node: yaml.Node,
     path: problems.FieldPath,
     lines: dict[problems.FieldPath, int],
     file: str,
     found: list[problems.Problem],
+    budget: list[int],
 ) -> None:
-    """Walk the node tree beside the constructor, remembering the line of each key and item."""
+    """Walk the node tree beside the constructor, remembering the line of each key and item.
+    `budget` holds how many more values the walk may visit (aliases followed)."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooManyValues
     if isinstance(node, yaml.MappingNode):
         seen: set[object] = set()
         for key_node, value_node in node.value:
@@ -146,7 +213,7 @@ def _record_lines(
             child = (*path, key)
             line = key_node.start_mark.line + 1
             if key == "<<":  # merge key: the merged fields keep the anchor's lines
-                _record_lines(value_node, path, lines, file, found)
+                _record_lines(value_node, path, lines, file, found, budget)
                 continue
             if key in seen:
                 found.append(
@@ -156,9 +223,9 @@ def _record_lines(
                 )
             seen.add(key)
             lines.setdefault(child, line)
-            _record_lines(value_node, child, lines, file, found)
+            _record_lines(value_node, child, lines, file, found, budget)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = (*path, i)
             lines.setdefault(child, item.start_mark.line + 1)
-            _record_lines(item, child, lines, file, found)
+            _record_lines(item, child, lines, file, found, budget)

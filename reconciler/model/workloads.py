@@ -23,10 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from reconciler import source
-from reconciler.model import curated, manifests, problems, quantities
+from reconciler.model import curated, documents, manifests, problems, quantities
 
 DEFAULT_TARGET_UTILIZATION = 70
 DEFAULT_POLLING_INTERVAL = 1  # seconds, the ML CLI v2 default
@@ -429,12 +427,19 @@ def _mlflow_conda_file(ctx: _Context, folder: str) -> str | None:
     """The conda file the MLflow model names for its pyfunc flavour (`python_function.env` of its
     MLmodel: a file name, or `{conda: FILE, ...}` in newer MLflow), `conda.yaml` by default."""
     name = "conda.yaml"
-    try:
-        mlmodel = yaml.safe_load(ctx.snapshot.read_bytes(posixpath.join(folder, "MLmodel")))
-    except yaml.YAMLError as err:
-        ctx.error(("model", "path"), f"the model's MLmodel file is not YAML: {err}")
+    path = posixpath.join(folder, "MLmodel")
+    text = ctx.snapshot.read_bytes(path).decode("utf-8", errors="replace")
+    parsed = documents.parse(ctx.snapshot.display(path), text)  # bounded like any manifest
+    if parsed.problems or not parsed.documents:
+        why = "; ".join(str(p) for p in parsed.problems) or "it is empty"
+        ctx.error(("model", "path"), f"the model's MLmodel file cannot be read: {why}")
         return None
-    flavor = ((mlmodel or {}).get("flavors") or {}).get("python_function") or {}
+    mlmodel = parsed.documents[0].data
+    if not isinstance(mlmodel, Mapping):
+        ctx.error(("model", "path"), "the model's MLmodel file is not a mapping")
+        return None
+    flavors = mlmodel.get("flavors")
+    flavor = (flavors.get("python_function") if isinstance(flavors, Mapping) else None) or {}
     env = flavor.get("env") if isinstance(flavor, Mapping) else None
     if isinstance(env, str):
         name = env

@@ -1,5 +1,11 @@
 """YAML parsing with lines: multi-document files, empty documents, syntax errors, odd input."""
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from reconciler.model import documents
 
 
@@ -39,3 +45,57 @@ def test_bad_tagged_scalar_is_a_problem_not_a_crash() -> None:
     parsed = documents.parse("a.yaml", "a: 1\n---\nb: !!int nope\n")
     assert [d.data for d in parsed.documents] == [{"a": 1}]
     assert parsed.problems[0].message.startswith("invalid YAML value:")
+
+
+def laughs(levels: int) -> str:
+    """A "billion laughs" document: each anchor a list of nine aliases of the one before."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "kind: Job\n" + "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_a_problem_not_an_expansion() -> None:
+    # 9**10 values once expanded: before the bound, parsing it ran for minutes.
+    parsed = documents.parse("bomb.yaml", "a: 1\n---\n" + laughs(10))
+    assert [p.data for p in parsed.documents] == [{"a": 1}]
+    assert [str(p) for p in parsed.problems] == [
+        f"bomb.yaml:3: this document expands to more than {documents.MAX_VALUES:,} values "
+        "through its aliases (a YAML alias bomb?): not read"
+    ]
+
+
+def test_aliases_that_stay_small_are_read() -> None:
+    parsed = documents.parse("ok.yaml", laughs(4))  # 9**4 values
+    assert parsed.problems == [] and len(parsed.documents[0].data["a3"]) == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("kind: Job\nx: " + "[" * 50_000 + "]" * 50_000 + "\n", 2),
+        ("kind: Job\nx:\n  " + "{a: " * 50_000 + "1" + "}" * 50_000 + "\n", 3),
+        ("kind: Job\nx:\n" + "- " * 50_000 + "1\n", 3),
+    ],
+    ids=["flow-sequences", "flow-mappings", "block-sequences"],
+)
+def test_deep_nesting_is_a_problem_not_a_crash(text: str, line: int, tmp_path: Path) -> None:
+    # In a process of its own: before the bound, the C composer overflowed its stack (rc 139).
+    script = tmp_path / "parse.py"
+    script.write_text(
+        "import sys\nfrom reconciler.model import documents\n"
+        "parsed = documents.parse('deep.yaml', sys.stdin.read())\n"
+        "print([str(p) for p in parsed.problems], len(parsed.documents))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    message = f"deep.yaml:{line}: nested deeper than {documents.MAX_DEPTH} levels: not read"
+    assert done.stdout.strip() == f"[{message!r}] 0"
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    depth = documents.MAX_DEPTH - 1  # the document's own mapping is one level
+    parsed = documents.parse("ok.yaml", "x: " + "[" * depth + "1" + "]" * depth + "\n")
+    assert parsed.problems == [] and parsed.documents
