@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.model import documents, problems, quantities
+from reconciler.model import documents, labels, problems, quantities
 
 DEFAULT_NAME = "defaultinstancetype"
 GPU = "nvidia.com/gpu"
@@ -68,7 +68,13 @@ def from_document(
         path=path,
         source_path=source_path,
     )
-    return instance_type, _check(instance_type, document, (*path, "spec", "resources"))
+    found = _check(instance_type, document, (*path, "spec", "resources"))
+    selector_path = (*path, "spec", "nodeSelector")
+    for key, value in (spec.get("nodeSelector") or {}).items():
+        invalid = labels.key_problem(key) or labels.value_problem(str(value))
+        if invalid is not None:
+            found.append(document.problem((*selector_path, str(key)), invalid))
+    return instance_type, found
 
 
 def _quantity_text(value: object) -> str:

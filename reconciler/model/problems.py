@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -53,13 +54,20 @@ class Problem:
 
 
 def format_field_path(path: Sequence[PathPart]) -> str:
-    """`("spec", "config", "x")` -> `spec.config.x`; list items as `items[2]`."""
+    """`("spec", "config", "x")` -> `spec.config.x`; list items as `items[2]`; a key with a
+    space, control or non-ASCII character quoted and escaped (`nodeSelector."bad key\n"`), so a
+    problem stays one line whatever the YAML holds."""
     text = ""
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
-        else:
-            text += f".{part}" if text else part
+            continue
+        shown = (
+            part
+            if part.isascii() and part.isprintable() and " " not in part
+            else (json.dumps(part))
+        )
+        text += f".{shown}" if text else shown
     return text
 
 

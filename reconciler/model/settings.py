@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.model import documents, problems
+from reconciler.model import documents, labels, problems
 
 
 class Applies(enum.Enum):
@@ -266,6 +266,10 @@ class _Parser:
                 self.error(where, "a node selector entry must be a label and a plain value")
                 continue
             text = _label_text(label_value)
+            invalid = labels.key_problem(str(label)) or labels.value_problem(text)
+            if invalid is not None:
+                self.error(where, invalid)
+                continue
             if str(label) in self._node_selector and self._node_selector[str(label)] != text:
                 self.error(where, f"node selector label {label} is given twice")
                 continue
