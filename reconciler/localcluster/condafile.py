@@ -105,15 +105,21 @@ def _pip_entry(line: str, pip: list[str], left_out: list[str]) -> None:
     if not line or line.startswith("-"):
         left_out.append(f"{line}: pip options are not followed on the local plane")
         return
+    _take(line, line, pip, left_out)
+
+
+def _take(entry: str, requirement: str, pip: list[str], left_out: list[str]) -> None:
+    """Install `requirement` (pip's syntax) for the file's `entry`, unless it is none or the
+    model server provides it: then `entry` is named as left out."""
     try:
-        name = canonicalize_name(Requirement(line).name)
+        name = canonicalize_name(Requirement(requirement).name)
     except InvalidRequirement:
-        left_out.append(f"{line}: not a pip requirement")
+        left_out.append(f"{entry}: not a pip requirement")
         return
     if name in IMAGE_PROVIDES:
-        left_out.append(f"{line}: provided by the local plane's model server")
+        left_out.append(f"{entry}: provided by the local plane's model server")
         return
-    pip.append(line)
+    pip.append(requirement)
 
 
 def _conda_entry(spec: str, pip: list[str], left_out: list[str]) -> None:
@@ -133,10 +139,7 @@ def _conda_entry(spec: str, pip: list[str], left_out: list[str]) -> None:
     if requirement is None:
         left_out.append(f"{spec}: not a conda package spec this plane can translate")
         return
-    if canonicalize_name(Requirement(requirement).name) in IMAGE_PROVIDES:
-        left_out.append(f"{spec}: provided by the local plane's model server")
-        return
-    pip.append(requirement)
+    _take(spec, requirement, pip, left_out)
 
 
 def pip_requirement(spec: str) -> str | None:
