@@ -23,6 +23,18 @@ from reconciler.model import repo
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifests"
 
 API = "gitops.mlext.io/v1alpha1"
+# YAML that is no manifest (a CI workflow), and YAML that would be an error wherever a manifest
+# is read: what the repo-contents tests place where the reconciler must or must not look.
+GITHUB_WORKFLOW = """
+name: ci
+on: [push]
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - run: pytest
+"""
+BROKEN = "kind: Nonsense\n---\nnot: [closed\n"
 
 
 def write_repo(root: Path, files: dict[str, str | bytes]) -> Path:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main as cli
 from reconciler.model import problems, repo
-from tests.helpers import extension, load, write_repo
+from tests.helpers import BROKEN, GITHUB_WORKFLOW, extension, load, write_repo
 
 EXTENSION = extension(
     """
@@ -47,17 +47,6 @@ COMPUTE = (
     "min_instances: 0\n"
     "max_instances: 2\n"
 )
-GITHUB_WORKFLOW = """
-name: ci
-on: [push]
-jobs:
-  test:
-    runs-on: ubuntu-latest
-    steps:
-      - run: pytest
-"""
-# Would be an error anywhere a manifest is read.
-BROKEN = "kind: Nonsense\n---\nnot: [closed\n"
 
 
 def where(loaded: repo.Loaded, root: Path) -> list[tuple[str, int, str, str]]:

@@ -12,7 +12,7 @@ import git
 
 from reconciler import source
 from reconciler.gitsnapshot import GitSnapshot
-from tests.helpers import extension, load, write_repo
+from tests.helpers import BROKEN, GITHUB_WORKFLOW, extension, load, write_repo
 
 EXTENSION = extension("enableTraining: true")
 JOB = """
@@ -21,17 +21,6 @@ name: train
 command: echo hi
 environment: {image: python:3.11}
 """
-GITHUB_WORKFLOW = """
-name: ci
-on: [push]
-jobs:
-  test:
-    runs-on: ubuntu-latest
-    steps:
-      - run: pytest
-"""
-# Would be an error anywhere a manifest is read.
-BROKEN = "kind: Nonsense\n---\nnot: [closed\n"
 
 
 def test_sourceignore_excludes_paths(tmp_path: Path) -> None:
