@@ -8,7 +8,8 @@ only when that adds no error writes the one file atomically (`write_atomic`) and
 when the repo is in a git work tree (`commit_file`). `read` gives a manifest's exact text to edit.
 
 This is the one place that writes manifests and makes commits, at the edge beside `source`.
-Protected values are never printed: every message that could hold one is redacted. A refusal
+Protected values are never printed: validation never quotes one (see `model.extensions`), and
+git's own output, which this module cannot shape, is redacted by match. A refusal
 prints its reasons and exits 1 (`fail`), with nothing written.
 """
 
@@ -67,19 +68,18 @@ def apply_change(
     Problems the repo already had do not block an edit (an update may be what fixes them); any
     new error exits 1 with nothing written.
     """
-    redact = _redactor(change.secrets)
     before = repo.load(snapshot)
     after = repo.load(Overlay(snapshot, change.path, change.text))
     added = _added_errors(before.errors, after.errors)
     if added:
-        lines = [redact(str(problem)) for problem in added]
+        lines = [str(problem) for problem in added]
         count = f"{len(added)} problem{'s' if len(added) != 1 else ''}"
         lines.append(f"{count}: extension {change.name} not {change.verb}d, nothing was written")
         fail(lines)
     shown = snapshot.display(change.path)
     for problem in after.problems:
         if not problem.is_error and problem.file == shown:
-            click.echo(redact(str(problem)), err=True)
+            click.echo(str(problem), err=True)
     if after.errors:
         earlier = len(after.errors)
         plural = "s" if earlier != 1 else ""
@@ -97,7 +97,7 @@ def apply_change(
         try:
             made = commit_file(snapshot.root, file, change.commit_message)
         except git.GitCommandError as err:
-            detail = redact(str(err.stderr).strip() or str(err))
+            detail = _redactor(change.secrets)(str(err.stderr).strip() or str(err))
             fail([f"{shown} was written, but git commit failed: {detail}"])
     return Applied(change, file, made)
 

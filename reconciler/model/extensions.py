@@ -2,10 +2,11 @@
 
 Builds on `settings` (parsing and cross-field rules) and `tls` (PEM checks): the protected PEM
 files are resolved relative to the manifest's folder and read through the snapshot (decrypted in
-memory when SOPS-encrypted, see `decryption`), and any problem with them is reported without a
-byte of their content. A protected value given as `{secretRef: {name, key}}` is kept as a
-`settings.SecretRef`: the engine reads it from the cluster at apply time, and the offline
-commands say so in a note.
+memory when SOPS-encrypted, see `decryption`), and any problem with them is reported at the field
+without a byte of their content and without the value as written: whatever a protected value
+holds, even a path, no message, record or Event repeats it. A protected value given as
+`{secretRef: {name, key}}` is kept as a `settings.SecretRef`: the engine reads it from the
+cluster at apply time, and the offline commands say so in a note.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ EXTENSION_TYPE = "Microsoft.AzureML.Kubernetes"
 DEFAULT_NAMESPACE = "azureml"
 MANAGED = "managedClusters"
 CONNECTED = "connectedClusters"
+# Appended where a message is about a protected value: the reader knows it was left out.
+_NOT_SHOWN = " (protected: the value is not shown)"
 _SecretRef = settings.SecretRef  # the dataclass below has a field named `settings`
 
 
@@ -91,11 +94,12 @@ def _pem_path(
     where = parsed.given[name]
     path = source.join(manifest.folder, given)
     if path is None:
-        found.append(manifest.document.problem(where, "is outside the repo"))
+        found.append(manifest.document.problem(where, f"is outside the repo{_NOT_SHOWN}"))
         return None
     if not snapshot.exists(path) or snapshot.is_dir(path):
-        shown = snapshot.display(path)
-        found.append(manifest.document.problem(where, f"no such file: {shown}"))
+        folder = f"{manifest.folder}/" if manifest.folder else "the repo's root"
+        message = f"no such file relative to {folder}{_NOT_SHOWN}"
+        found.append(manifest.document.problem(where, message))
         return None
     return path
 
@@ -115,7 +119,7 @@ def _check_pem_files(
         if path is None:
             return b""
         if decryption.is_opaque(snapshot, path):
-            note = f"{snapshot.display(path)} is SOPS-encrypted and no key was given: not checked"
+            note = "the file is SOPS-encrypted and no key was given: not checked"
             found.append(
                 manifest.document.problem(parsed.given[name], note, problems.Severity.NOTE)
             )
@@ -123,19 +127,18 @@ def _check_pem_files(
         try:
             pem = snapshot.read_bytes(path)
         except sops.SopsError as err:
-            shown = f"{snapshot.display(path)}: {err.message}"
+            shown = f"the file it names: {err.message}"
             found.append(manifest.document.problem(parsed.given[name], shown))
             return b""
         problem = problem_of(pem)
         if problem is None:
             return pem
-        shown = f"{snapshot.display(path)} {problem}"
+        shown = f"the file {problem}"
         found.append(manifest.document.problem(parsed.given[name], shown))
         return b""
 
     cert_pem = usable(cert, "sslCertPemFile", tls.certificate_problem)
     key_pem = usable(key, "sslKeyPemFile", tls.private_key_problem)
     if cert_pem and key_pem and not tls.key_matches_certificate(cert_pem, key_pem):
-        mismatch = f"{snapshot.display(key or '')} is not the private key of "
-        mismatch += snapshot.display(cert or "")
+        mismatch = "the file is not the private key of the certificate in sslCertPemFile"
         found.append(manifest.document.problem(parsed.given["sslKeyPemFile"], mismatch))

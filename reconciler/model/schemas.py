@@ -201,10 +201,17 @@ def validate(name: str, data: Any) -> list[tuple[problems.FieldPath, str]]:
     return [pair for error in _validator(name).iter_errors(data) for pair in _explain(error)]
 
 
-def _explain(error: ValidationError) -> Iterator[tuple[problems.FieldPath, str]]:
-    """One jsonschema error -> (field path, message) pairs a user can act on."""
+def _explain(
+    error: ValidationError, sensitive: bool = False
+) -> Iterator[tuple[problems.FieldPath, str]]:
+    """One jsonschema error -> (field path, message) pairs a user can act on.
+
+    Below a schema marked `x-sensitive` (a protected setting's value) no message quotes the
+    value, whatever it holds: a protected value is kept out of output by where it is, not by
+    matching its text."""
     path: problems.FieldPath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
+    sensitive = sensitive or schema.get("x-sensitive") is True
     keyword = error.validator
     expected: Any = error.validator_value
     if keyword in ("oneOf", "anyOf") and error.context:
@@ -214,7 +221,7 @@ def _explain(error: ValidationError) -> Iterator[tuple[problems.FieldPath, str]]
 
         fitting = _fitting_alternative(error.context)
         for sub in fitting or [best_match(error.context)]:
-            yield from _explain(sub)
+            yield from _explain(sub, sensitive)
         return
     if keyword == "additionalProperties" and isinstance(error.instance, dict):
         known = list(schema.get("properties", {}))
@@ -234,7 +241,10 @@ def _explain(error: ValidationError) -> Iterator[tuple[problems.FieldPath, str]]
     if keyword == "type":
         names = [expected] if isinstance(expected, str) else list(expected)
         wanted = " or ".join(_TYPE_WORDS.get(n, n) for n in names)
-        yield path, f"must be {wanted}, not {_describe(error.instance)}"
+        yield path, f"must be {wanted}, not {_describe(error.instance, sensitive)}"
+        return
+    if sensitive:
+        yield path, f"does not fit the schema ({keyword}: {expected!r}); the value is not shown"
         return
     if keyword == "enum":
         choices = [str(c) for c in expected]
@@ -260,14 +270,14 @@ def _fitting_alternative(errors: list[ValidationError]) -> list[ValidationError]
     return fitting[0] if len(fitting) == 1 else []
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any, sensitive: bool = False) -> str:
     if isinstance(value, bool):
         return "true or false"
     if value is None:
         return "empty"
     for name, kind in (("a string", str), ("a whole number", int), ("a number", float)):
         if isinstance(value, kind):
-            return f"{name} ({value!r})"
+            return name if sensitive else f"{name} ({value!r})"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):

@@ -12,6 +12,8 @@ Pure: no file access. The protected PEM files are only named here; reading them 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -250,6 +252,9 @@ class _Parser:
             if not isinstance(value, str) or not value.strip():
                 self.error(path, "must be a non-empty string")
                 return _INVALID
+            if setting.type is Type.PATH and looks_like_key_material(value):
+                self.error(path, KEY_MATERIAL_MESSAGE)
+                return _INVALID
             return value.strip()
         if not isinstance(value, Mapping):
             self.error(path, "must be a map of node label to value")
@@ -276,6 +281,34 @@ class _Parser:
             self._node_selector[str(label)] = text
         self.values["nodeSelector"] = dict(sorted(self._node_selector.items()))
         self.given.setdefault("nodeSelector", path)
+
+
+KEY_MATERIAL_MESSAGE = (
+    "holds key material, not a path (the value is not shown): put the PEM in a file in the "
+    "repo, encrypted with SOPS, and give its path, or keep it in a cluster Secret and give "
+    "{secretRef: {name, key}}"
+)
+# Longer than any path a repo holds (Linux's PATH_MAX is 4096).
+_LONGEST_PATH = 4096
+
+
+def looks_like_key_material(value: str) -> bool:
+    """Whether a value given where a file path belongs is the secret itself (a pasted PEM, or a
+    key's DER body in base64), judged by its shape so that it is refused without being echoed."""
+    text = value.strip()
+    return "-----BEGIN" in text or "\n" in text or len(text) > _LONGEST_PATH or _is_der_base64(text)
+
+
+def _is_der_base64(text: str) -> bool:
+    """Base64 of an ASN.1 SEQUENCE (every key and certificate in DER starts with one); a path
+    of letters, digits and slashes that happens to decode is refused only if it decodes to that."""
+    if len(text) < 64:
+        return False
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return decoded[:1] == b"\x30"
 
 
 class _Invalid:

@@ -186,3 +186,40 @@ def test_the_controller_takes_its_key_from_a_secret_and_logs_no_plaintext(
     assert done.returncode == 0, done.stdout + done.stderr
     assert router_tls(api_client, namespace) == {"cert.pem": cert, "key.pem": pem}
     assert_no_plaintext(done.stdout + done.stderr, pem)
+
+
+def test_a_pasted_key_is_refused_and_appears_in_no_output_record_or_event(
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, api_client: client.ApiClient
+) -> None:
+    """A PEM pasted as a protected value (not a file path) is refused by its shape, and no
+    output, ExtensionStatus record, Event or `status` line repeats a byte of it."""
+    name = f"p{namespace[-6:]}"
+    root = https_repo(tmp_path, name, namespace, FILES)
+    pem_files(root)
+    applied = run(cluster_kubeconfig, "apply", str(root))
+    assert applied.exit_code == 0, applied.output
+
+    _, pasted = self_signed_pem()
+    extension = root / "infra/extension.yaml"
+    indented = "".join(f"      {line}\n" for line in pasted.decode().splitlines())
+    extension.write_text(
+        extension.read_text().replace(
+            "    sslKeyPemFile: certs/key.pem\n", f"    sslKeyPemFile: |\n{indented}"
+        )
+    )
+    outputs = [run(None, verb, str(root)) for verb in ("validate", "render")]
+    outputs.append(run(cluster_kubeconfig, "apply", str(root)))
+    for result in outputs:
+        assert result.exit_code == 1, result.output
+        assert "spec.configProtected.sslKeyPemFile: holds key material, not a path" in (
+            result.output
+        )
+    status = run(cluster_kubeconfig, "status")
+    live = client.CustomObjectsApi(api_client).get_cluster_custom_object(
+        "gitops.mlext.io", "v1alpha1", "extensionstatuses", name
+    )
+    assert any("holds key material" in p for p in live["status"]["problems"])
+    events = client.CoreV1Api(api_client).list_event_for_all_namespaces()
+    messages = "\n".join(str(e.message) for e in events.items)
+    for text in (*(r.output for r in outputs), status.output, json.dumps(live), messages):
+        assert_no_plaintext(text, pasted)

@@ -256,8 +256,7 @@ def test_a_protected_value_is_never_printed(plain_repo: Path, git_repo: git.Repo
     )  # fmt: skip
     assert failed.exit_code == 1
     assert "hunter2" not in failed.output
-    assert "spec.configProtected.sslKeyPemFile: no such file: " in failed.output
-    assert "<redacted>" in failed.output
+    assert "spec.configProtected.sslKeyPemFile: no such file relative to infra/" in failed.output
 
     write_repo(plain_repo, {SECRET: "not a real key\n"})
     wrong_section = run(
@@ -273,6 +272,28 @@ def test_a_protected_value_is_never_printed(plain_repo: Path, git_repo: git.Repo
     )  # fmt: skip
     assert bad_argument.exit_code == 2
     assert "hunter2" not in bad_argument.output
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "certs//hunter2-key.pem",  # a path that normalises to another text
+        "certs/./hunter2-key.pem",
+        "-----BEGIN PRIVATE KEY-----\nhunter2hunter2\n-----END PRIVATE KEY-----\n",
+    ],
+    ids=["double-slash", "dot-segment", "inline-pem"],
+)
+def test_a_protected_value_of_any_shape_is_never_printed(plain_repo: Path, value: str) -> None:
+    """The old redaction matched the value's text, so a value the message normalised (or
+    quoted) got through; now no message quotes a protected value at all."""
+    failed = run(
+        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "--config-protected", f"sslKeyPemFile={value}",
+    )  # fmt: skip
+    assert failed.exit_code == 1
+    assert "hunter2" not in failed.output
+    assert "spec.configProtected.sslKeyPemFile" in failed.output
+    assert "nothing was written" in failed.output
 
 
 def test_a_protected_value_is_written_but_not_echoed_on_success(git_repo: git.Repo) -> None:

@@ -101,9 +101,10 @@ def test_pem_files_must_exist_and_parse(tmp_path: Path) -> None:
     )
     root = write_repo(tmp_path, {F: text, "certs/cert.pem": "not a certificate"})
     assert errors(load(root)) == [
-        f"{root}/{F}:12: spec.configProtected.sslCertPemFile: {root}/certs/cert.pem is not a "
+        f"{root}/{F}:12: spec.configProtected.sslCertPemFile: the file is not a "
         "PEM certificate (no BEGIN CERTIFICATE block)",
-        f"{root}/{F}:13: spec.configProtected.sslKeyPemFile: no such file: {root}/certs/key.pem",
+        f"{root}/{F}:13: spec.configProtected.sslKeyPemFile: no such file relative to the repo's "
+        "root (protected: the value is not shown)",
     ]
 
 
@@ -116,7 +117,7 @@ def test_passphrase_protected_key_is_rejected_without_leaking_it(tmp_path: Path)
     root = write_repo(tmp_path, {F: text, "cert.pem": cert, "key.pem": key})
     found = errors(load(root))
     assert found == [
-        f"{root}/{F}:13: spec.configProtected.sslKeyPemFile: {root}/key.pem is "
+        f"{root}/{F}:13: spec.configProtected.sslKeyPemFile: the file is "
         "passphrase-protected, which is not supported: give the key without a passphrase"
     ]
     body = key.decode().splitlines()[1]
@@ -132,8 +133,8 @@ def test_key_must_belong_to_the_certificate(tmp_path: Path) -> None:
     )
     root = write_repo(tmp_path, {F: text, "cert.pem": cert, "key.pem": other_key})
     assert errors(load(root)) == [
-        f"{root}/{F}:13: spec.configProtected.sslKeyPemFile: {root}/key.pem is not the private "
-        f"key of {root}/cert.pem"
+        f"{root}/{F}:13: spec.configProtected.sslKeyPemFile: the file is not the private "
+        "key of the certificate in sslCertPemFile"
     ]
 
 
