@@ -21,6 +21,19 @@ Retry-After, built once a second) and its body is parsed and dropped. That keeps
 refused request's cost a small fraction of a served one's, which is what lets the router stay
 near its maximum goodput under overload.
 
+Limits on the request head, nginx's (`large_client_header_buffers 4 8k`: a URL or a header
+line may take one 8 KiB buffer, the whole head four) plus Envoy's count of headers: a URL over
+MAX_URL_BYTES is answered 414, a header line over MAX_HEADER_LINE_BYTES, a head over
+MAX_HEAD_BYTES or more than MAX_HEADERS headers 431, and the connection is closed. They are
+checked while the head is parsed, before admission, auth or any handler: httptools keeps a
+header whose end has not come yet inside itself, so a head is fed to it in pieces that never
+take it past MAX_HEAD_BYTES, and a head that is still not complete by then is refused without
+reading further (`data_received`). A parse error (bytes that are not HTTP, an Upgrade request)
+stops parsing the connection: the requests parsed before it are answered in order, then the
+error (400, or the limit's status), then the connection closes; a request whose body was broken
+is answered the error itself if its answer had not begun (`Request.abort`). No client is left
+without an answer.
+
 Connections: keep-alive unless the client or an answer says close; idle ones are closed after
 `keepalive_timeout`. An answer given before its request body was read (413) closes the
 connection after lingering: the rest of the upload is read and dropped for up to LINGER seconds,
@@ -46,6 +59,11 @@ import httptools
 log = logging.getLogger(__name__)
 
 LINGER = 2.0  # seconds an early-answered upload is read and dropped before the close
+# The request head's limits (see the module docstring): nginx's buffers, Envoy's header count.
+MAX_URL_BYTES = 8 * 1024
+MAX_HEADER_LINE_BYTES = 8 * 1024
+MAX_HEAD_BYTES = 4 * 8 * 1024
+MAX_HEADERS = 100
 READ_HIGH_WATER = 256 * 1024  # unread body bytes that pause reading from the client
 KEEPALIVE_TIMEOUT = 75.0
 _REASONS = {
@@ -65,9 +83,11 @@ _REASONS = {
     408: b"Request Timeout",
     409: b"Conflict",
     413: b"Payload Too Large",
+    414: b"URI Too Long",
     415: b"Unsupported Media Type",
     422: b"Unprocessable Entity",
     429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
     499: b"Client Closed Request",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
@@ -78,7 +98,13 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class ClientGone(Exception):
-    """The client closed its connection before the request was read or answered."""
+    """The client closed its connection before the request was read or answered (or its body
+    turned out not to be HTTP: nothing more of it will come)."""
+
+
+class _OverLimit(Exception):
+    """Raised in a parser callback: the head crossed a limit (`ClientConnection._too_large` says
+    which status answers it)."""
 
 
 class Reply:
@@ -125,6 +151,7 @@ class Request:
 
     __slots__ = (
         "_body",
+        "_broken",
         "_buffered",
         "_conn",
         "_ended",
@@ -157,6 +184,7 @@ class Request:
         self._body: list[bytes] = []
         self._buffered = 0
         self._ended = False  # the whole body has been parsed
+        self._broken = False  # its body was not HTTP: the rest never comes
         self._waiter: asyncio.Future[None] | None = None
         self.started = False  # a streamed answer's head is out
         self.responded = False  # the answer is complete
@@ -208,7 +236,7 @@ class Request:
                 return self._take()
             if self._ended:
                 return b""
-            if self._conn.lost:
+            if self._conn.lost or self._broken:
                 raise ClientGone()
             self.send_continue()
             loop = self._conn.loop
@@ -317,9 +345,15 @@ class Request:
         await conn.drain()
 
     def abort(self) -> None:
-        """Cut the client's connection: the answer began and cannot be finished."""
+        """Cut the client's connection: the answer began and cannot be finished. A request whose
+        body was broken and whose answer has not begun gets the parse error's answer instead."""
         self.responded = True
-        self._conn.abort()
+        conn = self._conn
+        if self._broken and not self.started and self is conn._active and not conn.lost:
+            conn._active = None
+            conn._next()  # writes the error and closes
+            return
+        conn.abort()
 
 
 class ClientConnection(asyncio.Protocol):
@@ -337,6 +371,20 @@ class ClientConnection(asyncio.Protocol):
         # The request being parsed was refused or answered early: its body is read and dropped.
         self._dropping = False
         self._decided = False  # admission has been asked about the request being parsed
+        # The head limits. `_in_head`: the parser is between messages or inside a head;
+        # `_phase` counts heads and messages completed, so `data_received` can tell whether a
+        # piece it fed stayed inside one head; `_head_fed` is how many bytes of the current head
+        # were fed; `_head_size` and `_headers` are what the callbacks have seen of it.
+        self._in_head = True
+        self._phase = 0
+        self._head_fed = 0
+        self._head_size = 0
+        self._headers = 0
+        self._too_large = 0  # the status of the limit a callback found crossed
+        # Parsing stopped (a malformed request or one over a limit): later bytes are dropped,
+        # and `_error`, the answer to it, waits until the requests before it are answered.
+        self._failed = False
+        self._error: bytes | None = None
         self._read_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -358,21 +406,58 @@ class ClientConnection(asyncio.Protocol):
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._linger is not None:
-            return  # lingering after an early answer: the upload is dropped
+        if self._linger is not None or self._failed:
+            return  # lingering after an early answer, or past a parse error: dropped
+        parser = self._parser
+        size = len(data)
+        view: memoryview | None = None
+        done = 0
         try:
-            self._parser.feed_data(data)
+            while done < size and self._linger is None:
+                # Inside a head, never more than its limit allows: httptools buffers a header
+                # until its end, and a head with no end must not grow in memory.
+                take = size - done
+                if self._in_head:
+                    take = min(take, MAX_HEAD_BYTES + 1 - self._head_fed)
+                if take == size:
+                    piece: bytes | memoryview = data
+                else:
+                    if view is None:
+                        view = memoryview(data)
+                    piece = view[done : done + take]
+                done += take
+                counting, phase = self._in_head, self._phase
+                parser.feed_data(piece)
+                if self._in_head:
+                    if counting and phase == self._phase:
+                        self._head_fed += take  # every byte of the piece was this head's
+                        if self._head_fed > MAX_HEAD_BYTES:
+                            self._fail(431, b"request header fields too large")
+                            return
+                    else:
+                        # A head began inside the piece, after a message: its bytes there are
+                        # fewer than the piece's, and the callbacks' checks count them.
+                        self._head_fed = 0
         except httptools.HttpParserUpgrade:
-            self._refuse(400, b"upgrades are not supported")
+            self._fail(400, b"upgrades are not supported")
+        except httptools.HttpParserCallbackError as err:
+            if self._too_large:
+                status = self._too_large
+                self._fail(
+                    status, b"URI too long" if status == 414 else b"request header fields too large"
+                )
+            else:
+                log.warning("router: a request could not be parsed", exc_info=err.__context__)
+                self._fail(400, b"malformed request")
         except httptools.HttpParserError as err:
             log.debug("bad request from a client: %s", err)
-            self._refuse(400, b"malformed request")
+            self._fail(400, b"malformed request")
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after its request still gets the answer; with nothing in
         # progress the connection just closes.
         self._eof = True
-        if self._active is None and self._current is None:
+        if self._active is None and self._current is None and self._error is None:
             return None
         return True
 
@@ -400,9 +485,15 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._decided = False
+        self._head_size = 0
+        self._headers = 0
 
     def on_url(self, url: bytes) -> None:
+        if len(self._url) + len(url) > MAX_URL_BYTES:
+            self._too_large = 414
+            raise _OverLimit()
         self._url += url
+        self._head_size += len(url)
 
     def _admit(self) -> None:
         """Ask admission control about the request being parsed, once its URL is complete and
@@ -413,6 +504,16 @@ class ClientConnection(asyncio.Protocol):
             self._dropping = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        line = len(name) + len(value) + 4  # "Name: value\r\n", as little as it can take
+        self._head_size += line
+        self._headers += 1
+        if (
+            line > MAX_HEADER_LINE_BYTES
+            or self._head_size > MAX_HEAD_BYTES
+            or self._headers > MAX_HEADERS
+        ):
+            self._too_large = 431
+            raise _OverLimit()
         if not self._decided:
             self._admit()
         if self._dropping:
@@ -425,9 +526,15 @@ class ClientConnection(asyncio.Protocol):
         request.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._phase += 1
+        parser = self._parser
+        if parser.should_upgrade():
+            # Not served: the parser stops after this head and `data_received` answers 400.
+            self._current = None
+            return
         if not self._decided:
             self._admit()
-        parser = self._parser
         if self._dropping:
             # Refused: the canned answer now; the body, if any, is parsed and dropped.
             self.write(self.server.refusal(close=not parser.should_keep_alive()))
@@ -463,6 +570,8 @@ class ClientConnection(asyncio.Protocol):
             request._feed(body)
 
     def on_message_complete(self) -> None:
+        self._in_head = True
+        self._phase += 1
         if self._dropping:
             self._dropping = False
             self._next()
@@ -502,13 +611,20 @@ class ClientConnection(asyncio.Protocol):
             self._transport.abort()
 
     def answered(self, request: Request, close: bool) -> None:
-        """`request`'s answer is written: close, linger, or go on to the next request."""
-        if close or self.lost or self._eof:
+        """`request`'s answer is written: close, linger, or go on to the next request (or the
+        answer to a parse error after it)."""
+        # A client that half-closed after pipelined requests still gets every answer.
+        last = not self._pending and self._error is None
+        if close or self.lost or (self._eof and last):
             self.closing = True
             if not request._ended and not self._eof:
                 self._start_linger()
             elif self._transport is not None:
                 self._transport.close()
+            return
+        if request is self._active and self._failed:
+            self._active = None
+            self._next()
             return
         if request is self._active:
             if not request._ended:
@@ -529,15 +645,22 @@ class ClientConnection(asyncio.Protocol):
         self.loop.create_task(self._run(request))
 
     def _next(self) -> None:
-        if self._active is None and self._pending:
+        if self._active is not None:
+            return
+        if self._pending:
             self._start(self._pending.popleft())
+        elif self._error is not None:
+            error, self._error = self._error, None
+            self.closing = True
+            self.write(error)
+            self._start_linger()
 
     async def _run(self, request: Request) -> None:
         try:
             reply = await self.server.handler(request)
         except ClientGone:
             if not request.responded:
-                self.abort()
+                request.abort()
             return
         except Exception:
             log.exception("router: a request failed")
@@ -551,16 +674,27 @@ class ClientConnection(asyncio.Protocol):
         elif not request.responded:
             self.abort()  # a streamed answer left unfinished
 
-    def _refuse(self, status: int, message: bytes) -> None:
-        if self._active is None and self._transport is not None and not self.lost:
-            self._transport.write(
-                status_line(status)
-                + self.server.clock.date_line()
-                + b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                % len(message)
-                + message
-            )
-        self._start_linger()
+    def _fail(self, status: int, message: bytes) -> None:
+        """Stop parsing: the requests parsed before the bad one are answered, then `status`,
+        then the connection closes. The bad one itself, if it got as far as a request (its body
+        was broken), never reaches a handler or gets the error from `Request.abort`."""
+        self._failed = True
+        self._dropping = False
+        broken, self._current = self._current, None
+        if broken is not None:
+            if broken in self._pending:
+                self._pending.remove(broken)
+            broken._broken = True
+            broken._wake()
+        self._error = (
+            status_line(status)
+            + self.server.clock.date_line()
+            + b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % len(message)
+            + message
+        )
+        self.consumed()  # whatever else comes is read and dropped
+        self._next()
 
     def _start_linger(self) -> None:
         if self._linger is not None or self._transport is None or self.lost:
