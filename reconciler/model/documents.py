@@ -30,7 +30,10 @@ _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 MAX_DEPTH = 100
 MAX_VALUES = 200_000
 _BRACKETS = re.compile(r"[\[\]{}]")
-_LEADING_DASHES = re.compile(r"^(?:[ \t]*-(?=[ \t]))*", re.MULTILINE)
+_INDENTS = re.compile(r"^[ \t]*", re.MULTILINE)
+# Block openers at a line's start: `- `, `? ` and `: ` each may open a collection on that line
+# (counted by the space each is followed by).
+_LINE_OPENERS = re.compile(r"^(?:[ \t]*[-?:] )*", re.MULTILINE)
 
 
 class _ManifestLoader(_BaseLoader):  # type: ignore[valid-type,misc]
@@ -120,20 +123,17 @@ def parse(file: str, text: str) -> ParsedFile:
             node = loader.get_node()
             lines: dict[problems.FieldPath, int] = {}
             try:
-                _record_lines(node, (), lines, file, found, [MAX_VALUES])
-            except _TooManyValues:
-                found.append(
-                    problems.Problem(
-                        file,
-                        node.start_mark.line + 1,
-                        "",
-                        f"this document expands to more than {MAX_VALUES:,} values through its "
-                        "aliases (a YAML alias bomb?): not read",
-                    )
-                )
+                _LineRecorder(file, lines, found, node.start_mark.line + 1).walk(node, ())
+            except _Unreadable as err:
+                found.append(problems.Problem(file, err.line, "", err.message))
                 break
             try:
                 data = loader.construct_document(node)
+            except yaml.MarkedYAMLError as err:  # e.g. a mapping as a key: one line, its line
+                mark = err.problem_mark or node.start_mark
+                reason = err.problem or "cannot be read"
+                found.append(problems.Problem(file, mark.line + 1, "", f"invalid YAML: {reason}"))
+                break
             except (yaml.YAMLError, ValueError, TypeError) as err:
                 # Constructors raise plain ValueError/TypeError for odd scalars (`!!int x`).
                 line = node.start_mark.line + 1
@@ -155,25 +155,40 @@ def parse(file: str, text: str) -> ParsedFile:
     return ParsedFile(documents, found)
 
 
-class _TooManyValues(Exception):
-    """The node tree, its aliases followed, holds more than MAX_VALUES values."""
+def _depth_bound(text: str) -> int:
+    """At least as deep as the text nests. A block collection nests one level deeper than its
+    parent only by indenting further or by opening on the parent's line (`- - x`, `? - x`), and
+    flow collections nest by brackets, so the widest indentation plus the most such openers on
+    one line plus the bracket depth bounds the depth. The common case (few openers and shallow
+    indentation at all) is answered from counts alone."""
+    indent = max(map(len, _INDENTS.findall(text)), default=0)
+    openers = text.count("[") + text.count("{")
+    block = text.count("-") + text.count("?")
+    if openers + block + indent + 2 <= MAX_DEPTH:
+        return openers + block + indent + 2
+    flow = depth = 0
+    for bracket in _BRACKETS.findall(text):
+        depth += 1 if bracket in "[{" else -1
+        flow = max(flow, depth)
+    same_line = max((m.group().count(" ") for m in _LINE_OPENERS.finditer(text)), default=0)
+    return flow + indent + same_line + 2
+
+
+class _Unreadable(Exception):
+    """The node tree cannot become data: an alias bomb or an alias cycle, and its line."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
 
 
 def _too_deep(file: str, text: str) -> problems.Problem | None:
     """A problem when the text nests collections deeper than MAX_DEPTH, None otherwise.
 
-    Quick estimates first (how many openers there are at all; then the depth of the flow
-    brackets and of `- - -` block sequences on one line, the only ways to nest deep in a small
-    file); only text past them is parsed event by event, which keeps no stack, to find the
-    exact line."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH and text.count("-") <= MAX_DEPTH:
-        return None  # too few openers to nest that deep (the common case, counted in C)
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(text):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    dashes = max((m.group().count("-") for m in _LEADING_DASHES.finditer(text)), default=0)
-    if max(deepest, dashes) <= MAX_DEPTH:
+    An upper bound on the depth first, from what C counts fast; only text past it is parsed
+    event by event, which keeps no stack, to find the exact line."""
+    if _depth_bound(text) <= MAX_DEPTH:
         return None
     depth = 0
     try:
@@ -191,20 +206,53 @@ def _too_deep(file: str, text: str) -> problems.Problem | None:
     return None
 
 
-def _record_lines(
-    node: yaml.Node,
-    path: problems.FieldPath,
-    lines: dict[problems.FieldPath, int],
-    file: str,
-    found: list[problems.Problem],
-    budget: list[int],
-) -> None:
-    """Walk the node tree beside the constructor, remembering the line of each key and item.
-    `budget` holds how many more values the walk may visit (aliases followed)."""
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _TooManyValues
-    if isinstance(node, yaml.MappingNode):
+class _LineRecorder:
+    """Walks a document's node tree beside the constructor, remembering the line of each key
+    and item, and refusing what the constructor would choke on: more than MAX_VALUES values
+    with aliases followed (a "billion laughs" bomb), and an alias to a collection it is inside
+    (a cycle, which would be data no JSON or Kubernetes object can hold)."""
+
+    def __init__(
+        self,
+        file: str,
+        lines: dict[problems.FieldPath, int],
+        found: list[problems.Problem],
+        document_line: int,
+    ) -> None:
+        self.file = file
+        self.document_line = document_line
+        self.lines = lines
+        self.found = found
+        self.budget = MAX_VALUES
+        self.open: set[int] = set()  # the collections the walk is inside, by identity
+
+    def walk(self, node: yaml.Node, path: problems.FieldPath) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _Unreadable(
+                self.document_line,
+                f"this document expands to more than {MAX_VALUES:,} values through its "
+                "aliases (a YAML alias bomb?): not read",
+            )
+        if id(node) in self.open:
+            raise _Unreadable(
+                self.lines.get(path, node.start_mark.line + 1),
+                "an alias refers to a collection it is inside (a cycle): not read",
+            )
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            self.open.add(id(node))
+            try:
+                self._children(node, path)
+            finally:
+                self.open.discard(id(node))
+
+    def _children(self, node: yaml.Node, path: problems.FieldPath) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                child = (*path, i)
+                self.lines.setdefault(child, item.start_mark.line + 1)
+                self.walk(item, child)
+            return
         seen: set[object] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
@@ -213,19 +261,13 @@ def _record_lines(
             child = (*path, key)
             line = key_node.start_mark.line + 1
             if key == "<<":  # merge key: the merged fields keep the anchor's lines
-                _record_lines(value_node, path, lines, file, found, budget)
+                self.walk(value_node, path)
                 continue
             if key in seen:
-                found.append(
-                    problems.Problem(
-                        file, line, problems.format_field_path(child), "key repeated in a mapping"
-                    )
+                field_path = problems.format_field_path(child)
+                self.found.append(
+                    problems.Problem(self.file, line, field_path, "key repeated in a mapping")
                 )
             seen.add(key)
-            lines.setdefault(child, line)
-            _record_lines(value_node, child, lines, file, found, budget)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            child = (*path, i)
-            lines.setdefault(child, item.start_mark.line + 1)
-            _record_lines(item, child, lines, file, found, budget)
+            self.lines.setdefault(child, line)
+            self.walk(value_node, child)

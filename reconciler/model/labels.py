@@ -17,8 +17,8 @@ import re
 
 MAX_NAME = 63
 MAX_PREFIX = 253
-_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _NAME_RULE = (
     "at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a "
     "letter or digit"
@@ -32,18 +32,18 @@ def key_problem(key: object) -> str | None:
     prefix, slash, name = key.rpartition("/")
     if slash and not prefix:
         return f"label key {key!r}: the prefix before '/' is empty"
-    if prefix and (len(prefix) > MAX_PREFIX or not _PREFIX.match(prefix)):
+    if prefix and (len(prefix) > MAX_PREFIX or not _PREFIX.fullmatch(prefix)):
         return (
             f"label key {key!r}: the prefix must be a DNS subdomain (lowercase letters, digits, "
             f"'-' and '.', at most {MAX_PREFIX} characters)"
         )
-    if len(name) > MAX_NAME or not _NAME.match(name):
+    if len(name) > MAX_NAME or not _NAME.fullmatch(name):
         return f"label key {key!r}: the name must be {_NAME_RULE}"
     return None
 
 
 def value_problem(value: str) -> str | None:
     """Why `value` is not a valid label value, or None (empty is valid)."""
-    if value == "" or (len(value) <= MAX_NAME and _NAME.match(value)):
+    if value == "" or (len(value) <= MAX_NAME and _NAME.fullmatch(value)):
         return None
     return f"label value {value!r} must be empty or {_NAME_RULE}"

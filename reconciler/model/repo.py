@@ -652,7 +652,7 @@ def _resolve_registered_models(
     return []
 
 
-_VM_SIZE = re.compile(r"^(Standard|Basic)_[A-Za-z0-9_]+$")
+_VM_SIZE = re.compile(r"^(Standard|Basic)_[A-Za-z0-9_]+\Z")
 
 
 def _is_vm_size(name: str | None) -> bool:

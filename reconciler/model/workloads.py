@@ -54,7 +54,7 @@ OUTPUTS_DIR = "/outputs"
 # command; `$[[ ... ]]` holds a part that is dropped when an input in it is not given.
 _PLACEHOLDER = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 _OPTIONAL_PART = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
-_REFERENCE = re.compile(r"^(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)$")
+_REFERENCE = re.compile(r"^(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\Z")
 _PRIMITIVE_INPUT_TYPES = {
     "string": (str,),
     "integer": (int,),
@@ -217,7 +217,7 @@ REGISTERED_PREFIX = "azureml:"
 MLFLOW_MODEL = "mlflow_model"
 # The image of an MLflow no-code deployment: the product's curated MLflow inference image.
 MLFLOW_IMAGE = f"{curated.REGISTRY}/mlflow-py312-inference:latest"
-_REGISTERED = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9._-]*):([A-Za-z0-9._-]+)$")
+_REGISTERED = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9._-]*):([A-Za-z0-9._-]+)\Z")
 
 
 def registered(reference: str) -> tuple[str, str] | None:
