@@ -6,8 +6,10 @@ body with a shared secret: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret,
 request without a valid signature is rejected, so nobody on the network can make the controller
 fetch at will; a valid one only *triggers* a fetch (the controller still reads the repo itself,
 so a forged payload could never change what is applied). A delivery the loop already acted on (a
-redelivery: the same `X-GitHub-Delivery` ID, or a replay of the same signed body) is answered
-without a second fetch for an hour (`Deliveries`, bounded). `judge` is pure apart from that
+redelivery: the same `X-GitHub-Delivery` ID) is answered without a second fetch for an hour
+(`Deliveries`, bounded). Bodies are not de-duplicated: a relay or a CI step that sends the same
+body after every push must keep triggering, and a replayed signed body can do no more than a
+fetch the loop would make on its next tick anyway. `judge` is pure apart from that
 record: bytes and headers in, a verdict out; any body (not JSON, not an object, nested too deep
 for the parser) is a 4xx verdict, never an exception. The HTTP framing (how much of a body is
 read at all) is `httpserver`'s.
@@ -62,18 +64,17 @@ class Deliveries:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def first_time(self, keys: list[str]) -> bool:
-        """Record `keys` (one delivery's IDs); False when any of them was recorded within the
-        window (then nothing is recorded: the window runs from the first receipt)."""
+    def first_time(self, delivery: str) -> bool:
+        """Record a delivery's ID; False when it was recorded within the window (then it is not
+        recorded again: the window runs from the first receipt)."""
         with self._lock:
             now = self._clock()
             # Insertion order is time order, so the expired ones are at the front.
             while self._seen and next(iter(self._seen.values())) <= now - self._window:
                 self._seen.popitem(last=False)
-            if any(key in self._seen for key in keys):
+            if delivery in self._seen:
                 return False
-            for key in keys:
-                self._seen[key] = now
+            self._seen[delivery] = now
             while len(self._seen) > self._capacity:
                 self._seen.popitem(last=False)
             return True
@@ -127,13 +128,7 @@ def judge(
         return Verdict(400, "the body is not a JSON object with a string ref", False)
     if ref and pushed and pushed not in (ref, f"refs/heads/{ref}", f"refs/tags/{ref}"):
         return Verdict(202, f"ignored a push to {pushed}", False)
-    if deliveries is not None:
-        # The delivery ID is not signed, so a replayed body under a new ID is caught by the
-        # signature (the body's digest) instead.
-        keys = [f"body {(header or '').strip()}"]
-        delivery = lowered.get(DELIVERY_HEADER.lower(), "").strip()
-        if delivery:
-            keys.append(f"delivery {delivery}")
-        if not deliveries.first_time(keys):
-            return Verdict(200, "already received: no second fetch", False)
+    delivery = lowered.get(DELIVERY_HEADER.lower(), "").strip()
+    if deliveries is not None and delivery and not deliveries.first_time(delivery):
+        return Verdict(200, "already received: no second fetch", False)
     return Verdict(202, "fetching", True)
