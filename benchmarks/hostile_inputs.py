@@ -120,7 +120,9 @@ def main() -> None:
             )
             measure("an alias bomb", lambda: bad.write_text(bomb()), refused("alias bomb"))
             measure("60,000 nested [", lambda: bad.write_text(deep_flow()), refused("nested"))
-            measure("2,000 indented levels", lambda: bad.write_text(deep_block()), refused("nested"))
+            measure(
+                "2,000 indented levels", lambda: bad.write_text(deep_block()), refused("nested")
+            )
             measure("the fix", bad.unlink, applied)
         finally:
             loop.stop()
