@@ -178,7 +178,7 @@ def _say(progress: Progress | None, line: str) -> None:
         progress(line)
 
 
-def _run_checked(cmd: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
+def run_checked(cmd: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-30:])
@@ -190,17 +190,30 @@ def _compile(
     go: str, src: Path, output: Path, version: str, env: dict[str, str], progress: Progress | None
 ) -> None:
     _say(progress, "resolving Go packages (downloads modules on the first build on a machine) ...")
-    listed = _run_checked([go, "list", "-deps", "."], src, env, "go list")
-    total = sum(1 for line in listed.splitlines() if line.strip())
+    total = count_packages(go, src, ["."], env)
     _say(progress, f"compiling {total} Go packages into one binary; this takes a while on 2 cores")
+    run_go_build(build_command(go, output, version), src, env, total, progress)
+
+
+def count_packages(go: str, src: Path, packages: list[str], env: dict[str, str]) -> int:
+    """How many packages ``go build`` of ``packages`` compiles at most (the progress total)."""
+    listed = run_checked([go, "list", "-deps", *packages], src, env, "go list")
+    return sum(1 for line in listed.splitlines() if line.strip())
+
+
+def run_go_build(
+    cmd: list[str], cwd: Path, env: dict[str, str], total: int, progress: Progress | None
+) -> None:
+    """Run a ``go build -v`` (or ``go install -v``) command line, saying every 15 s how far it
+    got; raise BuildError with the end of its output if it fails."""
     started = time.monotonic()
     last_report = started
     done = 0
     log_tail: list[str] = []
     # `with` closes the pipe: leaving it to the garbage collector is a ResourceWarning.
     with subprocess.Popen(
-        build_command(go, output, version),
-        cwd=src,
+        cmd,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -262,7 +275,7 @@ def ensure_built(progress: Progress | None = None, root: Path | None = None) -> 
         tmp = out_dir / f".{BINARY_NAME}.tmp"
         env = build_env(dict(os.environ))
         _compile(go, src, tmp, version, env, progress)
-        stages_yaml = _run_checked([str(tmp), "kwok-stages"], src, env, "controlplane kwok-stages")
+        stages_yaml = run_checked([str(tmp), "kwok-stages"], src, env, "controlplane kwok-stages")
         stages.write_text(stages_yaml)
         os.replace(tmp, binary)
         seconds = round(time.monotonic() - started, 1)

@@ -20,6 +20,7 @@ from typing import Any
 
 from reconciler.localcluster.pki import (
     ADMIN,
+    APISERVER_KUBELET_CLIENT,
     CONTROLLER_MANAGER,
     FRONT_PROXY,
     KWOK,
@@ -234,6 +235,12 @@ def apiserver_args(layout: Layout, ports: Ports) -> list[str]:
         f"--proxy-client-key-file={pki.client_key(FRONT_PROXY)}",
         # The `kubernetes` service cannot have a loopback endpoint; nothing in the plane needs it.
         "--endpoint-reconciler-type=none",
+        # Real nodes (``realnode``): reach a kubelet (logs, exec) at the address it reports, not
+        # by its host name, which only Docker's network resolves; authenticate to it with a
+        # certificate of the plane's CA, as the kubelet requires.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        f"--kubelet-client-certificate={pki.client_cert(APISERVER_KUBELET_CLIENT)}",
+        f"--kubelet-client-key={pki.client_key(APISERVER_KUBELET_CLIENT)}",
         "--authorization-mode=RBAC",
         "--allow-privileged=true",
         "--profiling=false",

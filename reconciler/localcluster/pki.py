@@ -40,7 +40,11 @@ SCHEDULER = ClientIdentity("scheduler", "system:kube-scheduler")
 KWOK = ClientIdentity("kwok", "system:kwok-controller", ("system:masters",))
 # The API server's own client identity towards aggregated API servers (front proxy).
 FRONT_PROXY = ClientIdentity("front-proxy-client", "front-proxy-client")
-CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, FRONT_PROXY)
+# The API server's client identity towards kubelets (logs, exec, port-forward on real nodes).
+APISERVER_KUBELET_CLIENT = ClientIdentity(
+    "apiserver-kubelet-client", "kube-apiserver-kubelet-client"
+)
+CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, FRONT_PROXY, APISERVER_KUBELET_CLIENT)
 
 APISERVER_DNS_NAMES = (
     "localhost",
@@ -234,3 +238,17 @@ def write_pki(paths: PkiPaths, service_ip: str) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
+
+
+def issue_client_cert(paths: PkiPaths, who: ClientIdentity) -> tuple[bytes, bytes]:
+    """A new client certificate and key (PEM) for ``who``, signed by the plane's CA on disk.
+
+    For identities made after the plane started, such as a real node's kubelet
+    (``system:node:<name>`` in ``system:nodes``) or its kube-proxy.
+    """
+    ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{paths.ca_key} is not the EC key this module makes")
+    cert, key = _leaf(ca, ca_key, _name(who.user, who.groups), [ExtendedKeyUsageOID.CLIENT_AUTH])
+    return _cert_pem(cert), _key_pem(key)

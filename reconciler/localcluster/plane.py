@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.localcluster import build
+from reconciler.localcluster import build, hostdocker, realnodeconfig
 from reconciler.localcluster.config import (
     COMPONENTS,
     KUBECONFIG_IDENTITIES,
@@ -296,6 +296,14 @@ def _api(
         return code, raw.decode(errors="replace")
 
 
+def api(
+    state: PlaneState, path: str, method: str = "GET", body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """One request to a running plane's API server as its admin: (HTTP status, decoded body);
+    status 0 when the server did not answer."""
+    return _api(Layout(Path(state.state_dir)), _ports_of(state), path, method, body)
+
+
 def _healthy(component: str, layout: Layout, ports: Ports) -> bool:
     url = health_url(component, ports)
     if url is None:
@@ -455,6 +463,7 @@ def start(
     if any(c.alive for c in existing.components):
         raise PlaneError(f"a plane is already running in {state_dir}; stop it first")
     state_dir.mkdir(parents=True, exist_ok=True)
+    remove_real_nodes(state_dir)  # left by a start that crashed before it could stop them
     _clear(layout)
     say = progress or (lambda _line: None)
 
@@ -549,6 +558,25 @@ def start_runtime(state_dir: Path | None = None) -> int:
     return proc.pid
 
 
+def remove_real_nodes(state_dir: Path) -> bool:
+    """Remove the plane's real nodes (``realnode``): their containers, the API server's
+    forwarder, the plane's Docker network and the nodes' files. True if there were any.
+
+    Docker is asked only when the plane made real nodes (their folder exists), so stopping a
+    plane of simulated nodes never waits on Docker.
+    """
+    folder = realnodeconfig.realnodes_dir(state_dir)
+    if not folder.exists():
+        return False
+    if hostdocker.daemon_ready():
+        label = f"{realnodeconfig.PLANE_LABEL}={realnodeconfig.plane_id(state_dir)}"
+        hostdocker.remove_labelled(label)
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        raise PlaneError(f"could not remove the real nodes' files in {folder}")
+    return True
+
+
 def stop(state_dir: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:
     """Stop the plane recorded in ``state_dir``; True if anything was running. Idempotent.
 
@@ -556,9 +584,10 @@ def stop(state_dir: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:
     ``status`` then says nothing is running.
     """
     state_dir = (state_dir or default_state_dir()).resolve()
+    had_nodes = remove_real_nodes(state_dir)
     state = read_state(state_dir)
     if state is None:
-        return False
+        return had_nodes
     was_running = any(_alive(pid, state_dir) for pid in state.pids.values())
     for wave in stop_order(state.pids):
         _stop_wave(wave, state.pids, state_dir, timeout)

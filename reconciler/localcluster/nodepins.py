@@ -1,0 +1,49 @@
+"""The versions a real node is made of, pinned in this one place.
+
+The Kubernetes version (kubelet, kube-proxy, the pause program) is not here: it is the control
+plane's, read from ``controlplane/go.mod`` (``build.pinned_kubernetes_version``), so the nodes and
+the API server never drift apart. Everything else a real node runs is named here: containerd from
+the Go module proxy, and the Debian release and packages of the node's root file system (runc and
+the CNI plugins come from Debian). ``nodebuild`` and ``nodeimage`` build from these pins and key
+their caches on them.
+"""
+
+from __future__ import annotations
+
+# containerd 2.x: Kubernetes 1.36's kubelet needs it (Debian's 1.6 is too old). 2.2.10 has no
+# replace directives, so `go install module/cmd/...@version` builds it as released.
+CONTAINERD_MODULE = "github.com/containerd/containerd/v2"
+CONTAINERD_VERSION = "v2.2.10"
+CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
+# No cgo, so no btrfs, devmapper or zfs snapshotters: the node uses overlayfs only.
+CONTAINERD_BUILD_TAGS = ("no_btrfs", "no_devmapper", "no_zfs")
+
+# The Kubernetes node programs, built from k8s.io/kubernetes in the control plane's Go module
+# (its go.mod lists them as `tool`s, so their dependencies are in its go.sum).
+KUBE_NODE_PACKAGES = ("k8s.io/kubernetes/cmd/kubelet", "k8s.io/kubernetes/cmd/kube-proxy")
+
+# The pause program's release, as k8s.io/kubernetes' build/pause/Makefile names it (TAG).
+PAUSE_TAG = "3.10.2"
+
+# The node's root file system: Debian's minimal base plus what containerd, runc, the CNI plugins,
+# kube-proxy (iptables, conntrack) and the API-server forwarder (socat) need.
+DEBIAN_SUITE = "bookworm"
+NODE_PACKAGES = (
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "conntrack",
+    "mount",
+    "util-linux",
+    "iproute2",
+    "procps",
+    "socat",
+    "ca-certificates",
+)
+
+# Where Debian's packages put the CNI plugins and runc inside the node.
+CNI_BIN_DIR = "/usr/lib/cni"
+RUNC_PATH = "/usr/sbin/runc"
+
+# Local image names: a registry host no one can reach, so nothing tries to pull them.
+IMAGE_REGISTRY = "mlext.local"
