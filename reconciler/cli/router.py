@@ -132,6 +132,11 @@ async def _serve_until_signal(
         await cluster_side.start()  # keys before the first request
     await server.start()
     click.echo(f"router listening on {server.config.host}:{server.port}", err=True)
+    if server.config.admin is not None:
+        click.echo(
+            f"router admin (metrics, load reports) on {server.config.admin[0]}:{server.admin_port}",
+            err=True,
+        )
     try:
         await stop.wait()
     finally:

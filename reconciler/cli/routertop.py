@@ -6,9 +6,10 @@ the scaling coordinator last read them, and the ones it wants), backends up, uti
 autoscaler's last figure), requests queued and in flight, and requests per second (the rise of
 `router_requests_total` between two reads, all codes). With several router instances the
 queue, in-flight and rate are summed; replicas and utilization come from the coordinator, the
-only instance that exports them. The routers are `--url` (repeatable) or the ready router pods
-the local plane's pod runtime serves. `--once` reads twice, one interval apart, prints one table
-and exits. The `router` group (`cli/router.py`) loads it when `router top` runs.
+only instance that exports them. The routers are `--url` (repeatable: each router's admin
+port, where its /metrics is) or the ready router pods the local plane's pod runtime serves.
+`--once` reads twice, one interval apart, prints one table and exits. The `router` group
+(`cli/router.py`) loads it when `router top` runs.
 """
 
 from __future__ import annotations
@@ -130,7 +131,9 @@ def _scrape(urls: list[str]) -> Samples:
 
 
 @click.command("top")
-@click.option("--url", "urls", multiple=True, help="A router's base URL (repeatable).")
+@click.option(
+    "--url", "urls", multiple=True, help="A router's admin URL, where its /metrics is (repeatable)."
+)
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -146,9 +149,9 @@ def top(urls: tuple[str, ...], state_dir: Path | None, interval: float, once: bo
     if not targets:
         folder = plane.runtime_dir((state_dir or plane.default_state_dir()).resolve())
         targets = [
-            str(p["url"])
+            str(p["admin_url"])
             for p in podruntime.read_pods(folder)
-            if p.get("kind") == "router" and p.get("ready")
+            if p.get("kind") == "router" and p.get("ready") and p.get("admin_url")
         ]
     if not targets:
         click.echo("error: no router found: pass --url, or start one (reconciler cluster up)",

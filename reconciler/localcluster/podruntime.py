@@ -27,10 +27,11 @@ carrying the reconciler's managed-by label and, for each one kwok has made Runni
 4. when the pod goes (scaled down, deleted) stops the process (SIGTERM, then SIGKILL) and
    removes its folder.
 
-`runtime.json` in the work folder lists the pods run (kind, name, IP, local URL, pid, ready)
-for `reconciler score` and `reconciler router top` to find the router. In a real cluster
-none of this exists and nothing in the router changes: the pod network file is named only in
-the environment of the routers this runtime starts.
+`runtime.json` in the work folder lists the pods run (kind, name, IP, local URL, a router's
+admin URL, pid, ready) for `reconciler score` and `reconciler router top` to find the router;
+a router's admin port is in the pod network file too (its peers read its load reports there).
+In a real cluster none of this exists and nothing in the router changes: the pod network file
+is named only in the environment of the routers this runtime starts.
 """
 
 from __future__ import annotations
@@ -297,6 +298,7 @@ class Runtime:
             model_server=str(self.model_server),
             python=self.python,
             base_env=base,
+            admin_local_port=free_port() if kind == podspec.ROUTER else 0,
         )
         local.directories.append(base["HOME"])
         if local.kind == podspec.ROUTER and local.main is not None:
@@ -426,7 +428,11 @@ class Runtime:
             self._follow_config_map(managed, local)
         managed.next_config_check = now + 2.0
         text = podspec.router_config(
-            mounted.read_text(), local.local_port, podspec.mount_paths(managed.pod), local.root
+            mounted.read_text(),
+            local.local_port,
+            podspec.mount_paths(managed.pod),
+            local.root,
+            local.admin[1] if local.admin is not None else 0,
         )
         if text != managed.config_text:
             partial = copy.with_name(copy.name + ".partial")
@@ -450,6 +456,7 @@ class Runtime:
                 model_server=str(self.model_server),
                 python=self.python,
                 base_env={},
+                admin_local_port=local.admin[1] if local.admin is not None else 0,
             )
         except podspec.Unsupported:
             return
@@ -589,6 +596,8 @@ class Runtime:
                 continue
             if managed.ready and managed.process is not None:
                 mapping[local.key] = f"127.0.0.1:{local.local_port}"
+                if local.admin is not None and local.admin_key is not None:
+                    mapping[local.admin_key] = f"127.0.0.1:{local.admin[1]}"
             assert local.main is not None
             pods.append(
                 {
@@ -597,6 +606,10 @@ class Runtime:
                     "name": local.name,
                     "address": local.key,
                     "url": f"http://127.0.0.1:{local.local_port}",
+                    # A router's metrics and load reports.
+                    "admin_url": (
+                        f"http://127.0.0.1:{local.admin[1]}" if local.admin is not None else None
+                    ),
                     "pid": managed.process.pid if managed.process else None,
                     "ready": managed.ready,
                     "restarts": managed.restarts,

@@ -16,7 +16,8 @@ Each pod gets a root folder; every volume lives at `<root>/.volumes/<name>` and 
 is a symbolic link `<root>/<mountPath>` to it, and every absolute mount path in a command,
 argument, environment value or working directory is moved under the root (`relocate`). The
 served container port gets a free loopback port instead (`--port` of azmlinfsrv, `listen` of
-router.yaml); the readiness probe is read from the container (`Probe`).
+router.yaml), and so does a router's admin port (`admin_listen`: its metrics and the load
+reports its peers read); the readiness probe is read from the container (`Probe`).
 
 Nothing here touches a process, a file or the network.
 """
@@ -88,10 +89,16 @@ class LocalPod:
     main: Process | None = None
     probe: Probe | None = None  # readiness
     liveness: Probe | None = None
+    # A router's admin port: (container port, loopback port), None for other pods.
+    admin: tuple[int, int] | None = None
 
     @property
     def key(self) -> str:
         return f"{self.ip}:{self.container_port}"
+
+    @property
+    def admin_key(self) -> str | None:
+        return f"{self.ip}:{self.admin[0]}" if self.admin is not None else None
 
 
 def kind_of(pod: objects.Object) -> str | None:
@@ -287,8 +294,10 @@ def plan(
     model_server: str,
     python: str,
     base_env: Mapping[str, str],
+    admin_local_port: int = 0,
 ) -> LocalPod:
-    """How to run `pod` here (raises Unsupported when it cannot be run as it is)."""
+    """How to run `pod` here (raises Unsupported when it cannot be run as it is); a router's
+    admin port is served on `admin_local_port`."""
     kind = kind_of(pod)
     if kind is None:
         raise Unsupported("not a pod of this project")
@@ -366,6 +375,9 @@ def plan(
         argv = [model_server, *_with_port(argv[1:], local_port)]
     else:
         argv = [python, "-m", *argv]
+        admin = _port(main, workloadobjects.ROUTER_ADMIN_PORT_NAME)
+        if admin is not None:
+            local.admin = (admin, admin_local_port)
     local.main = process(main, argv)
     local.probe = _probe(main, int(served), "readinessProbe")
     local.liveness = _probe(main, int(served), "livenessProbe")
@@ -399,13 +411,17 @@ def _with_port(args: list[str], port: int) -> list[str]:
     return [*out, "--port", str(port)]
 
 
-def router_config(text: str, local_port: int, mount_paths: Sequence[str], root: str) -> str:
-    """router.yaml as the router pod reads it here: listening on its loopback port, with the
-    files it names (TLS) under the pod's root."""
+def router_config(
+    text: str, local_port: int, mount_paths: Sequence[str], root: str, admin_port: int = 0
+) -> str:
+    """router.yaml as the router pod reads it here: listening on its loopback port (its admin
+    port, if it has one, on `admin_port`), with the files it names (TLS) under the pod's root."""
     config = yaml.safe_load(text) or {}
     if not isinstance(config, dict):
         return text
     config["listen"] = f"127.0.0.1:{local_port}"
+    if "admin_listen" in config:
+        config["admin_listen"] = f"127.0.0.1:{admin_port}"
     tls = config.get("tls")
     if isinstance(tls, dict):
         config["tls"] = {k: relocate(str(v), mount_paths, root) for k, v in tls.items()}

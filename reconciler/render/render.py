@@ -38,6 +38,7 @@ INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-interna
 ROUTER_CONFIG_DIR = "/etc/azureml-fe"
 ROUTER_HTTP_PORT = 8080
 ROUTER_HTTPS_PORT = 8443
+ROUTER_ADMIN_PORT = 8081  # plain HTTP: /metrics and the load reports, inside the cluster only
 
 
 _T = TypeVar("_T")
@@ -337,8 +338,10 @@ def _router_context(
     https = tls_secret is not None
     container_port = ROUTER_HTTPS_PORT if https else ROUTER_HTTP_PORT
     port_name = "https" if https else "http"
+    admin = workloadobjects.ROUTER_ADMIN_PORT_NAME
     config: dict[str, Any] = {
         "listen": f"0.0.0.0:{container_port}",
+        "admin_listen": f"0.0.0.0:{ROUTER_ADMIN_PORT}",
         "deployments": [
             workloadobjects.router_entry(d, extension.release_namespace)
             for d in sorted(deployments, key=lambda d: d.name)
@@ -377,7 +380,14 @@ def _router_context(
             }
         ],
         "container_ports": [
-            {"name": port_name, "containerPort": container_port, "protocol": "TCP"}
+            {"name": port_name, "containerPort": container_port, "protocol": "TCP"},
+            {"name": admin, "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        # Headless, so it is never a load balancer: the instances find each other's admin
+        # ports through it, and Prometheus (which scrapes every Service's endpoints) scrapes it.
+        "admin_service": workloadobjects.router_admin_service(name),
+        "admin_service_ports": [
+            {"name": admin, "port": ROUTER_ADMIN_PORT, "targetPort": admin, "protocol": "TCP"}
         ],
         "probe_port": port_name,
         "probe_scheme": "HTTPS" if https else "HTTP",

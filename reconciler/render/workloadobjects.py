@@ -584,6 +584,17 @@ def coordinator_lease_name(router_service: str) -> str:
     return f"{router_service}-coordinator"
 
 
+# The router's admin port (metrics, load reports): its container port's name, on the headless
+# Service `router_admin_service` names, never on the router's own Service (which may be public).
+ROUTER_ADMIN_PORT_NAME = "admin"
+
+
+def router_admin_service(router_service: str) -> str:
+    """The headless Service through which the router instances of `router_service` (and
+    Prometheus) reach each other's admin ports."""
+    return f"{router_service}-admin"
+
+
 def router_rules(
     router_service: str, auth_secrets: Iterable[str], autoscaled: Iterable[str]
 ) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ AUTH_MODES = ("key", "token", "none")
 
 _TOP_KEYS = {
     "listen",
+    "admin_listen",
     "tls",
     "cname",
     "deployments",
@@ -151,6 +152,9 @@ class RouterConfig:
     retry_buffer_bytes: int = DEFAULT_RETRY_BUFFER_BYTES
     overload_lag_ms: int = DEFAULT_OVERLOAD_LAG_MS
     endpoints: tuple[Endpoint, ...] = ()
+    # (host, port) of the admin port: /metrics and the load reports peers read, never on the
+    # scoring port. None: not served (local use without `admin_listen`).
+    admin: tuple[str, int] | None = None
 
     def deployment(self, name: str) -> Deployment | None:
         return next((d for d in self.deployments if d.name == name), None)
@@ -241,6 +245,11 @@ class _Parser:
             raise ConfigError(self.found)
         self.unknown(data, (), _TOP_KEYS)
         host, port = self.listen(data)
+        admin = None
+        if "admin_listen" in data:
+            admin = self.listen(data, "admin_listen")
+            if admin[1] and admin[1] == port:
+                self.problem(("admin_listen",), f"port {port} is listen's: use another one")
         tls = self.tls(data.get("tls"))
         cname = self.optional_str(data, (), "cname")
         max_body = self.integer(data, (), "max_body_bytes", DEFAULT_MAX_BODY_BYTES, minimum=1)
@@ -255,7 +264,16 @@ class _Parser:
         if self.found:
             raise ConfigError(problems.sort_problems(self.found))
         return RouterConfig(
-            host, port, deployments, tls, cname, max_body, retry_buffer, overload_lag, endpoints
+            host,
+            port,
+            deployments,
+            tls,
+            cname,
+            max_body,
+            retry_buffer,
+            overload_lag,
+            endpoints,
+            admin,
         )
 
     def unknown(self, data: Mapping[str, Any], path: problems.FieldPath, known: set[str]) -> None:
@@ -264,15 +282,15 @@ class _Parser:
                 hint = problems.did_you_mean(str(key), known)
                 self.problem((*path, key), f"unknown field{hint}")
 
-    def listen(self, data: Mapping[str, Any]) -> tuple[str, int]:
-        value = data.get("listen")
+    def listen(self, data: Mapping[str, Any], key: str = "listen") -> tuple[str, int]:
+        value = data.get(key)
         if not isinstance(value, str) or ":" not in value:
-            self.problem(("listen",), "expected HOST:PORT, e.g. 0.0.0.0:8080")
+            self.problem((key,), "expected HOST:PORT, e.g. 0.0.0.0:8080")
             return "", 0
         host, _, port_text = value.rpartition(":")
         host = host.strip("[]")  # [::1]:8080
         if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            self.problem(("listen",), f"port {port_text!r} is not a number from 0 to 65535")
+            self.problem((key,), f"port {port_text!r} is not a number from 0 to 65535")
             return host, 0
         return host, int(port_text)
 

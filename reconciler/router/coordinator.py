@@ -3,9 +3,10 @@
 Several router instances serve traffic; each knows only its own load. The instance holding the
 coordinator Lease (`leaderelection`, run by the serve process) runs a `Coordinator`: every
 `polling_interval` of each autoscaled deployment it collects the load reports of all instances
-(its own directly, its peers' over HTTP at `LOAD_PATH`; peers come from the router Service's
-EndpointSlices in-cluster via `router.discovery`, or a static list), sums them (`merge`), reads
-the current replica count from the Deployment's scale subresource, asks the deployment's
+(its own directly, its peers' over HTTP at `LOAD_PATH` on their admin ports; peers come from
+the headless admin Service's EndpointSlices in-cluster via `router.discovery`, or a static
+list), sums them (`merge`), reads the current replica count from the Deployment's scale
+subresource, asks the deployment's
 `autoscaler.Autoscaler`, and writes a changed count back through the scale subresource
 (`kube.set_scale`, conditional on the count it read). Each decision is logged and handed to an
 `on_decision` hook (metrics: desired / current replicas, utilization).
@@ -462,6 +463,7 @@ def start_in_cluster(
     local_load: Callable[[], Mapping[str, autoscaler.Sample]],
     targets: Iterable[Target],
     on_decision: DecisionHook | None = None,
+    peer_service: str | None = None,
     peer_port: str | int | None = None,
     peer_scheme: str = "http",
     fetch: Callable[[str], Mapping[str, autoscaler.Sample]] = fetch_report,
@@ -471,13 +473,14 @@ def start_in_cluster(
     retry_period: float = leaderelection.RETRY_PERIOD,
 ) -> Scaling:
     """Run the scaling side of router instance `identity` (its pod name): the peers from
-    `router_service`'s EndpointSlices (this pod left out), a candidacy for the Lease
+    the EndpointSlices of `peer_service` (default `router_service`; this pod left out), port
+    `peer_port`, a candidacy for the Lease
     `lease_name` (default `<router_service>-coordinator`) in `namespace`, and a coordinator
     that decides while that candidacy leads."""
     peers = discovery.EndpointWatcher(
         cluster,
         namespace,
-        router_service,
+        peer_service or router_service,
         port=peer_port,
         scheme=peer_scheme,
         exclude_pod=identity,

@@ -191,7 +191,6 @@ class InCluster:
         self.router.on_apply.append(self._applied)
         self._poll = threading.Thread(target=self._poll_secrets, name="secrets", daemon=True)
         self._poll.start()
-        scheme = "https" if cfg.tls is not None else "http"
         self._scaling = coordinator.start_in_cluster(
             self.cluster,
             namespace=namespace,
@@ -200,9 +199,11 @@ class InCluster:
             local_load=self._local_load,
             targets=scaled(cfg, namespace),
             on_decision=coordinator.metrics_hook(self.router.metrics.registry),
-            # The router Service's port has the scheme's name (render._router_context).
-            peer_port=scheme,
-            peer_scheme=scheme,
+            # Peers' load reports are on their admin ports, plain HTTP, found through the
+            # headless admin Service (render._router_context).
+            peer_service=workloadobjects.router_admin_service(self.who.router_service),
+            peer_port=workloadobjects.ROUTER_ADMIN_PORT_NAME,
+            peer_scheme="http",
         )
         log.info(
             "in-cluster as %s in %s (Service %s): %d discovered, %d keyed by Secret, %d scaled",

@@ -41,9 +41,15 @@ hear of every config applied, `Router.set_backends(name, urls)` feeds endpoints 
 the deployment's Service, and `Router.set_authenticator` installs keys read from a deployment's
 or endpoint's Secret. A reload keeps both unless the `backends` or `auth` section changed. All
 of them run on the event loop thread: from a watch thread, go through
-`loop.call_soon_threadsafe`. Every instance answers `GET /internal/load`
-(`coordinator.LOAD_PATH`) with its own load per deployment (`Router.samples`), which the scaling
-coordinator collects from its peers.
+`loop.call_soon_threadsafe`.
+
+The admin port (`admin_listen`, plain HTTP, a second `front.Server` on the same loop) serves
+what is not for clients: `/metrics`, `GET /internal/load` (`coordinator.LOAD_PATH`: this
+instance's load per deployment, `Router.samples`, which the scaling coordinator collects from
+its peers) and the probes again. The scoring port answers 404 for the first two, so that
+nothing reachable from outside the cluster tells of the deployments' load or names; in a
+cluster the admin port is only on the headless admin Service (`render`), never on the router's
+own (maybe public) one.
 """
 
 from __future__ import annotations
@@ -152,6 +158,7 @@ class Router:
         self._client: upstream.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: front.Server | None = None
+        self._admin: front.Server | None = None
         self.admission = admission.Admission(cfg.overload_lag_ms / 1000)
         self._lag_timer: asyncio.TimerHandle | None = None
         self._lag_due = 0.0
@@ -162,6 +169,7 @@ class Router:
         self._watched: dict[str, object] = {}
         self._ready = False
         self.port = cfg.port
+        self.admin_port = cfg.admin[1] if cfg.admin is not None else None
         # Called with the new config after each later apply (`config` holds the first): the
         # in-cluster side starts or stops following deployments' endpoints and Secrets here.
         self.on_apply: list[Callable[[routerconfig.RouterConfig], None]] = []
@@ -211,12 +219,15 @@ class Router:
 
     def apply(self, cfg: routerconfig.RouterConfig) -> None:
         """Make `cfg` the config in force, in one swap, keeping pools and backends that remain."""
-        if self.deployments and (cfg.host, cfg.port, cfg.tls) != (
+        if self.deployments and (cfg.host, cfg.port, cfg.tls, cfg.admin) != (
             self.config.host,
             self.config.port,
             self.config.tls,
+            self.config.admin,
         ):
-            log.warning("router config: listen and tls changes take effect after a restart")
+            log.warning(
+                "router config: listen, admin_listen and tls changes take effect after a restart"
+            )
         old = self.deployments
         new: dict[str, Deployment] = {}
         for item in cfg.deployments:
@@ -357,6 +368,13 @@ class Router:
         self._server = front.Server(self.handle, loop, self._refuse, replies.SHED)
         await self._server.start(self.config.host, self.config.port, self._ssl, backlog=1024)
         self.port = self._server.port  # the real port when the config said 0
+        if self.config.admin is not None:
+            # No admission control there: the metrics and load reports matter most when the
+            # router is overloaded.
+            self._admin = front.Server(self.handle_admin, loop)
+            host, port = self.config.admin
+            await self._admin.start(host, port, None, backlog=128)
+            self.admin_port = self._admin.port
         self._watched = self._watch_signature()
         self._tasks = [
             asyncio.create_task(self._every(self.probe_interval, self._probe)),
@@ -386,6 +404,9 @@ class Router:
             # Stops accepting, lets requests in flight finish.
             await self._server.stop(SHUTDOWN_TIMEOUT)
             self._server = None
+        if self._admin is not None:
+            await self._admin.stop(1.0)
+            self._admin = None
         copies, self._copies = list(self._copies), set()
         for task in copies:
             task.cancel()  # mirror copies: nobody waits for their answers
@@ -419,8 +440,9 @@ class Router:
     def _refuse(self, url: bytes) -> bool:
         """Whether to refuse a request while the router is over its capacity (asked by the front
         as soon as the URL is parsed): only scoring requests of known deployments and endpoints,
-        never health, metrics or load reports. A Host-routed `/score` is refused before its
-        Host is known: with `cname` set, that path means an endpoint's scoring."""
+        never health (metrics and load reports are on the admin port, never refused). A
+        Host-routed `/score` is refused before its Host is known: with `cname` set, that path
+        means an endpoint's scoring."""
         if self.admission.shed_fraction == 0.0:
             return False
         if url.startswith(_SERVICE_PREFIX_BYTES):
@@ -468,8 +490,9 @@ class Router:
         if checks:
             await asyncio.gather(*checks)
         client.sweep()
-        if self._server is not None:
-            self._server.sweep()
+        for server in (self._server, self._admin):
+            if server is not None:
+                server.sweep()
 
     async def _probe_one(
         self, client: upstream.Client, pool: balancer.Pool, backend: balancer.Backend
@@ -510,21 +533,30 @@ class Router:
             endpoint = self._by_host(request)
             if endpoint is not None:
                 return await self._endpoint_route(request, endpoint, path[1:])
+        return self._probe_reply(path) or replies.error(404, "NotFound", f"no route {path}")
+
+    def _probe_reply(self, path: str) -> front.Reply | None:
+        """The answer to a liveness or readiness probe (on either port), None for other paths."""
         if path == "/healthz":
             return replies.ok({"status": "ok"})
         if path == "/readyz":
             if self._ready:
                 return replies.ok({"status": "ready"})
             return replies.error(503, "Unavailable", "not ready")
-        if path == coordinator.LOAD_PATH and request.method == "GET":
-            return replies.ok(coordinator.local_report(self.instance, self.samples()))
-        if path == "/metrics":
+        return None
+
+    async def handle_admin(self, request: front.Request) -> front.Reply:
+        """The admin port: metrics, the load report peers read, the probes."""
+        path = request.path
+        if path == "/metrics" and request.method in ("GET", "HEAD"):
             return front.Reply(
                 200,
                 self.metrics.exposition(),
                 b"Content-Type: " + metrics.CONTENT_TYPE.encode() + b"\r\n",
             )
-        return replies.error(404, "NotFound", f"no route {path}")
+        if path == coordinator.LOAD_PATH and request.method == "GET":
+            return replies.ok(coordinator.local_report(self.instance, self.samples()))
+        return self._probe_reply(path) or replies.error(404, "NotFound", f"no route {path}")
 
     def _by_host(self, request: front.Request) -> Endpoint | None:
         """The endpoint a request's Host names (`{endpoint}.{cname}`, any port), if any."""

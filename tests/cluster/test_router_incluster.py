@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import http.server
 import ipaddress
 import json
 import os
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -210,19 +212,27 @@ class Router:
         self.log = tmp_path / "router.log"
         with self.log.open("w") as out:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        found = wait_until(
-            lambda: re.search(r"router listening on [\d.]+:(\d+)", self.output()),
-            lambda match: match is not None or self.process.poll() is not None,
+        scoring = r"router listening on [\d.]+:(\d+)"
+        admin = r"router admin \(metrics, load reports\) on [\d.]+:(\d+)"
+        text = wait_until(
+            self.output,
+            lambda out: (
+                bool(re.search(scoring, out) and re.search(admin, out))
+                or self.process.poll() is not None
+            ),
             "the router to listen",
             30,
         )
-        assert found is not None, self.output()
+        found, found_admin = re.search(scoring, text), re.search(admin, text)
+        assert found is not None and found_admin is not None, text
         self.base = f"http://127.0.0.1:{found.group(1)}"
+        self.admin = f"http://127.0.0.1:{found_admin.group(1)}"  # metrics and load reports
 
     def configure(self, service: str, secret: str) -> None:
         """Write router.yaml for deployment blue behind `service`, keyed by `secret`."""
         config = {
             "listen": "127.0.0.1:0",
+            "admin_listen": "127.0.0.1:0",
             "deployments": [
                 {
                     "name": "blue",
@@ -257,11 +267,17 @@ class Router:
         return self.log.read_text()
 
     def request(
-        self, method: str, path: str, key: str | None = None, timeout: float = 15
+        self,
+        method: str,
+        path: str,
+        key: str | None = None,
+        timeout: float = 15,
+        admin: bool = False,
     ) -> tuple[int, bytes]:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         data = b"{}" if method == "POST" else None
-        request = urllib.request.Request(self.base + path, data, headers, method=method)
+        base = self.admin if admin else self.base
+        request = urllib.request.Request(base + path, data, headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return int(response.status), response.read()
@@ -273,7 +289,7 @@ class Router:
         return self.request("POST", f"/api/v1/service/blue/score{suffix}", key)
 
     def load(self) -> dict[str, Any]:
-        status, body = self.request("GET", coordinator.LOAD_PATH)
+        status, body = self.request("GET", coordinator.LOAD_PATH, admin=True)
         assert status == 200, body
         report: dict[str, Any] = json.loads(body)
         return report
@@ -282,6 +298,53 @@ class Router:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=30)
+
+
+class Peer:
+    """Another router instance as the coordinator sees it: a load report (of no load) on its
+    admin port, listed in the admin Service's EndpointSlice; it records what was asked of it."""
+
+    def __init__(self) -> None:
+        asked: list[str] = []
+        self.asked = asked
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                asked.append(self.path)
+                body = json.dumps({"instance": "peer", "deployments": {}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host_address(), 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def endpoint_slice(self, namespace: str) -> objects.Object:
+        """The peer in the router's admin Service, as the control plane keeps it."""
+        address, port = self.server.server_address[:2]
+        service = workloadobjects.router_admin_service(ROUTER_SERVICE)
+        return {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{service}-peer",
+                "namespace": namespace,
+                "labels": {discovery.SERVICE_NAME_LABEL: service},
+            },
+            "addressType": "IPv4",
+            "ports": [
+                {"name": workloadobjects.ROUTER_ADMIN_PORT_NAME, "port": port, "protocol": "TCP"}
+            ],
+            "endpoints": [{"addresses": [str(address)], "conditions": {"ready": True}}],
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def replicas(cluster: kube.Cluster, namespace: str) -> int:
@@ -312,6 +375,8 @@ def test_the_router_in_a_cluster_discovers_authenticates_and_scales(
         assert denied.value.status == 403
     finally:
         limited.api.close()
+    peer = Peer()
+    kube.apply(cluster, peer.endpoint_slice(namespace))
     router = Router(tmp_path, namespace, kubeconfig)
     try:
         # Backends from the Service's EndpointSlices, keys from its Secret.
@@ -336,10 +401,13 @@ def test_the_router_in_a_cluster_discovers_authenticates_and_scales(
         assert status == 200 and json.loads(body)["backend"] in {"a", "b"}, body
         assert router.request("POST", on_endpoint, PRIMARY)[0] == 401
 
-        # Every instance reports its own load for the coordinator.
+        # Every instance reports its own load for the coordinator, on its admin port, where
+        # the coordinator reads its peers' (found through the headless admin Service).
         report = router.load()
         assert report["instance"] == POD
         assert report["deployments"]["blue"] == {"busy": 0.0, "queued": 0, "ready": 2}
+        wait_until(lambda: list(peer.asked), lambda asked: bool(asked), "a peer's load read", 10)
+        assert set(peer.asked) == {coordinator.LOAD_PATH}
 
         # A regenerated key (`reconciler deployment regen-key` patches the Secret) works
         # within the refresh period, and the old one stops working; no restart.
@@ -376,7 +444,8 @@ def test_the_router_in_a_cluster_discovers_authenticates_and_scales(
             cluster, namespace, workloadobjects.coordinator_lease_name(ROUTER_SERVICE)
         )
         assert lease is not None and lease["spec"]["holderIdentity"] == POD
-        status, metrics = router.request("GET", "/metrics")
+        assert router.request("GET", "/metrics")[0] == 404  # not on the scoring port
+        status, metrics = router.request("GET", "/metrics", admin=True)
         assert 'router_desired_replicas{deployment="blue"} 4.0' in metrics.decode()
 
         # Discovery follows the slices live: one backend's slice goes, its backend with it.
@@ -406,6 +475,7 @@ def test_the_router_in_a_cluster_discovers_authenticates_and_scales(
         assert replicas(cluster, namespace) == 4  # the same Deployment, still scaled
     finally:
         code = router.stop()
+        peer.close()
     output = router.output()
     assert code == 0, output
     # Nothing the Role does not allow was needed, and nothing failed on the way.

@@ -91,7 +91,11 @@ def deployment(name: str, backends: list[str], **extra: Any) -> dict[str, Any]:
 
 
 def write_config(path: Path, deployments: list[dict[str, Any]], **top: Any) -> Path:
-    data: dict[str, Any] = {"listen": "127.0.0.1:0", **top, "deployments": deployments}
+    """router.yaml on free ports (`admin_listen=None` leaves the admin port out)."""
+    data: dict[str, Any] = {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", **top}
+    if data["admin_listen"] is None:
+        del data["admin_listen"]
+    data["deployments"] = deployments
     # Write then rename, as a ConfigMap update does: a reader never sees half a file.
     partial = path.with_suffix(".partial")
     partial.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
@@ -112,6 +116,12 @@ async def running(
         yield router, f"http://127.0.0.1:{router.port}"
     finally:
         await router.stop()
+
+
+def admin(router: proxy.Router) -> str:
+    """The base URL of a running router's admin port (metrics, load reports)."""
+    assert router.admin_port is not None, "the config has no admin_listen"
+    return f"http://127.0.0.1:{router.admin_port}"
 
 
 def session() -> aiohttp.ClientSession:

@@ -128,7 +128,7 @@ def test_an_overloaded_router_sheds_scoring_fast_with_retry_after_and_recovers(
                         assert body["error"]["code"] == "Overloaded"
             async with client.get(f"{base}/healthz") as response:
                 assert response.status == 200  # probes are never shed
-            async with client.get(f"{base}/metrics") as response:
+            async with client.get(f"{harness.admin(router)}/metrics") as response:
                 exposition = await response.text()
             stop = True
             await hogging

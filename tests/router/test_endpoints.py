@@ -118,7 +118,7 @@ def test_a_90_10_split_over_1000_requests_is_exactly_900_and_100(
         async with running(path) as (router, base), session() as client:
             answered, _ = await fire(client, endpoint_url(base, "mnist"), 1000)
             assert answered == {"blue": 900, "green": 100}
-            metrics = (await (await client.get(f"{base}/metrics")).read()).decode()
+            metrics = (await (await client.get(f"{harness.admin(router)}/metrics")).read()).decode()
             assert 'router_endpoint_requests_total{deployment="blue",endpoint="mnist"} 900.0' in (
                 metrics
             )
@@ -211,7 +211,7 @@ def test_mirror_copies_arrive_and_a_slow_mirror_never_delays_the_caller(
             assert copies == {("mnist", "green", "answered"): 30}
             async with client.get(f"{green.url}/stats") as response:
                 assert (await response.json())["count"] == 30
-            metrics = (await (await client.get(f"{base}/metrics")).read()).decode()
+            metrics = (await (await client.get(f"{harness.admin(router)}/metrics")).read()).decode()
             family = 'router_mirror_requests_total{deployment="green",endpoint="mnist",outcome='
             assert family + '"answered"} 30.0' in metrics
             # The copies' answers are not green's live requests.

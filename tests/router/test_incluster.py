@@ -172,7 +172,7 @@ def test_every_instance_reports_its_load(
             pending = asyncio.create_task(slow())
             while pool.in_flight == 0:
                 await asyncio.sleep(0.01)
-            async with client.get(base + coordinator.LOAD_PATH) as response:
+            async with client.get(harness.admin(router) + coordinator.LOAD_PATH) as response:
                 assert response.status == 200
                 report = json.loads(await response.read())
             await pending
@@ -183,7 +183,7 @@ def test_every_instance_reports_its_load(
             }
             # What the coordinator reads back from a peer is what the instance has.
             assert coordinator.parse_report(report)["m"] == autoscaler.Sample(1.0, 0, 2)
-            async with client.post(base + coordinator.LOAD_PATH) as response:
+            async with client.post(harness.admin(router) + coordinator.LOAD_PATH) as response:
                 assert response.status == 404  # GET only
 
     run(scenario())

@@ -324,13 +324,13 @@ def test_metrics_count_requests_by_deployment_and_code(
     )
 
     async def scenario() -> str:
-        async with running(path) as (_, base), session() as client:
+        async with running(path) as (router, base), session() as client:
             for auth in (KEY, KEY, "bad"):
                 async with client.post(
                     score_url(base, "m"), headers={"Authorization": f"Bearer {auth}"}
                 ) as response:
                     await response.read()
-            async with client.get(f"{base}/metrics") as response:
+            async with client.get(f"{harness.admin(router)}/metrics") as response:
                 assert response.status == 200
                 return await response.text()
 
@@ -397,7 +397,7 @@ def test_a_timeout_mid_response_cuts_the_connection(
                 else:
                     raise AssertionError("a cut response must not look complete")
             assert_idle(router)
-            async with client.get(f"{base}/metrics") as response:
+            async with client.get(f"{harness.admin(router)}/metrics") as response:
                 return await response.text()
 
     assert 'router_requests_total{code="504",deployment="m"} 1.0' in run(scenario())

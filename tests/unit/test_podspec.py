@@ -148,7 +148,11 @@ def test_a_router_pod_runs_the_router_listening_on_its_loopback_port() -> None:
         model_server="/opt/azmlinfsrv",
         python="/usr/bin/python3",
         base_env={},
+        admin_local_port=40003,
     )
+    # Its admin port (metrics, load reports) gets a loopback port of its own.
+    assert local.admin == (render.ROUTER_ADMIN_PORT, 40003)
+    assert local.admin_key == f"10.244.0.8:{render.ROUTER_ADMIN_PORT}"
     assert local.main is not None
     assert local.main.argv == [
         "/usr/bin/python3", "-m", "reconciler", "router", "serve",
@@ -157,8 +161,11 @@ def test_a_router_pod_runs_the_router_listening_on_its_loopback_port() -> None:
     assert local.main.env["POD_NAME"] == "fe-1"
     assert local.main.env["ROUTER_SERVICE"] == "azureml-fe-v2"
     mounted = local.files["/r/.volumes/config/router.yaml"].decode()
-    config = yaml.safe_load(podspec.router_config(mounted, 40002, ["/etc/azureml-fe"], "/r"))
+    config = yaml.safe_load(
+        podspec.router_config(mounted, 40002, ["/etc/azureml-fe"], "/r", admin_port=40003)
+    )
     assert config["listen"] == "127.0.0.1:40002"
+    assert config["admin_listen"] == "127.0.0.1:40003"
     assert [d["name"] for d in config["deployments"]] == ["blue", "green"]
     tls = {"listen": "0.0.0.0:8443", "tls": {"cert": "/etc/azureml-fe/tls/cert.pem"}}
     moved = yaml.safe_load(podspec.router_config(yaml.safe_dump(tls), 1, ["/etc/azureml-fe"], "/r"))

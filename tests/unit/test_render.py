@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from reconciler import objects, source
 from reconciler.model import documents, extensions, settings
-from reconciler.render import render
+from reconciler.render import render, workloadobjects
 from tests.helpers import SCENARIOS, load, scenario_repo
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -130,6 +131,29 @@ def test_quickstart(tmp_path: Path) -> None:
         or render.INTERNAL_LB_ANNOTATION not in (service["metadata"]["annotations"])
     )
     assert not [o for o in rendered if o["kind"] == "Secret"]
+
+
+@pytest.mark.parametrize("name", ["quickstart", "production-https"])
+def test_the_router_admin_port_is_on_a_headless_service_only(tmp_path: Path, name: str) -> None:
+    """Metrics and load reports: never on the router's own (public) Service, always on the
+    headless one its instances find each other's admin ports through."""
+    rendered = render_scenario(tmp_path, name)
+    admin = workloadobjects.ROUTER_ADMIN_PORT_NAME
+    public = by_name(rendered, "Service", "azureml-fe-v2")
+    assert admin not in [p["targetPort"] for p in public["spec"]["ports"]]
+    headless = by_name(rendered, "Service", workloadobjects.router_admin_service("azureml-fe-v2"))
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == public["spec"]["selector"]
+    assert [p["targetPort"] for p in headless["spec"]["ports"]] == [admin]
+    container = by_name(rendered, "Deployment", "azureml-fe-v2")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    (port,) = [p for p in container["ports"] if p["name"] == admin]
+    config = yaml.safe_load(
+        by_name(rendered, "ConfigMap", "azureml-fe-v2-config")["data"]["router.yaml"]
+    )
+    assert config["admin_listen"] == f"0.0.0.0:{port['containerPort']}"
+    assert config["listen"] != config["admin_listen"]
 
 
 def test_onprem_training(tmp_path: Path) -> None:
