@@ -6,6 +6,11 @@ waits until it is ready and prints ``KUBECONFIG=<path>`` as its last line on std
 exits 0 when the plane is running and 1 when it is not. ``build`` only builds. ``kubectl`` runs
 the kubectl built with the plane (same Kubernetes version) on the plane's admin kubeconfig.
 
+Besides its simulated (kwok) nodes, ``up`` gives the plane real nodes (``--real-nodes``, default 1):
+Docker containers running containerd, the kubelet and kube-proxy, where pods that tolerate the
+``mlext.io/real-node`` taint run in real containers (``localcluster.realnode``). Where Docker cannot
+run, the plane comes up without them and says so.
+
 The group is registered on the main CLI in ``reconciler/cli.py``.
 """
 
@@ -15,13 +20,15 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from reconciler import kube
-from reconciler.localcluster import build, modelserver, plane, podruntime
-from reconciler.localcluster.config import default_nodes
+from reconciler.localcluster import build, hostdocker, modelserver, plane, podruntime, realnode
+from reconciler.localcluster.config import PlaneState, default_nodes
+from reconciler.localcluster.realnodeconfig import MAX_REAL_NODES
 
 _STATE_DIR = click.option(
     "--state-dir",
@@ -73,6 +80,15 @@ def build_binaries() -> None:
     help="Simulated GPU nodes (4 CPU, 16Gi, nvidia.com/gpu: 1, accelerator=nvidia).",
 )
 @click.option(
+    "--real-nodes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0, max=MAX_REAL_NODES),
+    help="Real nodes: Docker containers running containerd and a kubelet, where pods run in real "
+    "containers (only pods tolerating mlext.io/real-node=true:NoSchedule). Docker and the node's "
+    "programs are installed and built on first use; where Docker cannot run, none.",
+)
+@click.option(
     "--timeout",
     default=plane.READY_TIMEOUT,
     show_default=True,
@@ -80,7 +96,7 @@ def build_binaries() -> None:
     help="Seconds to wait for the plane to become ready.",
 )
 @_STATE_DIR
-def up(nodes: int, gpu_nodes: int, timeout: float, state_dir: Path | None) -> None:
+def up(nodes: int, gpu_nodes: int, real_nodes: int, timeout: float, state_dir: Path | None) -> None:
     """Start the plane in the background (building it first if needed) and wait until ready."""
     state_dir = (state_dir or plane.default_state_dir()).resolve()
     try:
@@ -88,8 +104,9 @@ def up(nodes: int, gpu_nodes: int, timeout: float, state_dir: Path | None) -> No
         if current.running and current.state is not None:
             _start_runtime(state_dir)
             _progress(f"already running ({current.state.server}); nothing to do")
+            ok = _start_real_nodes(current.state, real_nodes)
             click.echo(f"KUBECONFIG={current.state.kubeconfig}")
-            return
+            sys.exit(0 if ok else 1)
         if current.state is not None:
             _progress("cleaning up a plane that is no longer healthy")
             plane.stop(state_dir)
@@ -107,9 +124,37 @@ def up(nodes: int, gpu_nodes: int, timeout: float, state_dir: Path | None) -> No
         sys.exit(1)
     _progress(
         f"Kubernetes {state.version} ready in {state.ready_seconds}s at {state.server} "
-        f"with {len(state.nodes)} nodes; stop it with `reconciler cluster down`"
+        f"with {len(state.nodes)} simulated nodes; stop it with `reconciler cluster down`"
     )
+    ok = _start_real_nodes(state, real_nodes)
     click.echo(f"KUBECONFIG={state.kubeconfig}")
+    if not ok:
+        sys.exit(1)
+
+
+def _start_real_nodes(state: PlaneState, count: int) -> bool:
+    """Start the plane's real nodes; False (said on stderr) when they could not start although
+    Docker runs. Where Docker cannot run, the plane goes on without them: said, not an error."""
+    if count == 0:
+        return True
+    began = time.monotonic()
+    try:
+        nodes = realnode.start_nodes(state, count, _progress)
+    except hostdocker.DockerUnavailable as exc:
+        _progress(
+            f"no real nodes: Docker cannot run here ({exc}). The plane has simulated (kwok) "
+            "nodes only: pods are scheduled but no container runs"
+        )
+        return True
+    except (build.BuildError, realnode.RealNodeError) as exc:
+        click.echo(f"error: the real nodes did not start: {exc}", err=True)
+        _progress("the plane runs without real nodes; `reconciler cluster down` stops it")
+        return False
+    _progress(
+        f"{len(nodes)} real node(s) Ready ({', '.join(n.name for n in nodes)}) after "
+        f"{time.monotonic() - began:.1f}s; pods tolerating mlext.io/real-node run there"
+    )
+    return True
 
 
 def _start_runtime(state_dir: Path) -> None:
@@ -182,6 +227,8 @@ def status_cmd(state_dir: Path | None) -> None:
     )
     click.echo(f"KUBECONFIG={s.kubeconfig}")
     click.echo(f"nodes: {', '.join(s.nodes) or '-'}")
+    real = realnode.list_nodes(Path(s.state_dir))
+    click.echo(f"real nodes: {', '.join(f'{n.name} ({n.container})' for n in real) or '-'}")
     if s.ready_seconds is not None:
         click.echo(f"start to ready: {s.ready_seconds}s")
     for c in st.components:
