@@ -6,12 +6,17 @@ and `render` never know whether the files came from a work tree or from git. The
 of a folder inside the repository (paths are then relative to that folder); a commit where the
 folder does not exist is an empty snapshot (`exists("")` is False). Its YAML files are chosen as a
 work tree's are (`source.ManifestFilter`).
+
+A symlink in a commit is a blob of mode 120000 holding its target: it is followed inside the same
+commit's tree, as `source.resolve` follows one in a work tree (never out of the snapshot's folder,
+never in a loop), so a commit reads the same files its checkout would, or refuses the same ones.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +25,8 @@ import git
 from reconciler import source
 
 _BLOB = "blob"
+# A symlink's target is a path: a longer "target" is no symlink a checkout could make.
+_MAX_LINK_TARGET = 4096
 
 
 class GitSnapshotError(Exception):
@@ -47,6 +54,8 @@ class GitSnapshot:
         self._ref = ref
         self._files: dict[str, git.Blob] = {}
         self._dirs: set[str] = set()
+        self._names: dict[str, list[str]] = {}
+        self._links: dict[str, source.Entry] = {}
         tree = commit.tree
         try:
             sub = tree / folder if folder else tree
@@ -60,6 +69,9 @@ class GitSnapshot:
                 continue  # submodules (commits) hold no files of this repo
             item_path = str(item.path)
             relative = posixpath.relpath(item_path, folder) if folder else item_path
+            self._names.setdefault(posixpath.dirname(relative), []).append(
+                posixpath.basename(relative)
+            )
             if isinstance(item, git.Tree):
                 self._dirs.add(relative)
             else:
@@ -85,49 +97,77 @@ class GitSnapshot:
 
     def yaml_files(self) -> Iterator[str]:
         """As a work tree's: what `source.ManifestFilter` skips (with the folder's own
-        `.sourceignore` at this commit) is left out; git ignores no file a commit holds."""
+        `.sourceignore` at this commit) is left out; git ignores no file a commit holds. A
+        symlink to a folder is not read, as a work tree's is not walked into."""
         sourceignore = self._files.get(source.SOURCEIGNORE)
         text = None if sourceignore is None else self.read_text(source.SOURCEIGNORE)
-        yield from source.ManifestFilter(text).yaml_files(self._files)
+        for path in source.ManifestFilter(text).yaml_files(self._files):
+            if not self._is_link(path) or not self.is_dir(path):
+                yield path
+
+    # --- the commit's tree as `source.resolve` asks about it
+
+    def entry(self, path: str) -> source.Entry:
+        if path in self._dirs:  # "" too, unless the folder is not in this commit
+            return source.Entry(source.Kind.FOLDER)
+        blob = self._files.get(path)
+        if blob is None:
+            return source.ABSENT
+        if not stat.S_ISLNK(blob.mode):
+            return source.Entry(source.Kind.FILE)
+        if path not in self._links:
+            self._links[path] = _link(blob)
+        return self._links[path]
+
+    def names(self, folder: str) -> list[str]:
+        return self._names.get(folder, [])
+
+    def _is_link(self, path: str) -> bool:
+        blob = self._files.get(path)
+        return blob is not None and stat.S_ISLNK(blob.mode)
 
     def _blob(self, path: str) -> git.Blob:
-        try:
-            return self._files[posixpath.normpath(path)]
-        except KeyError:
-            raise FileNotFoundError(f"{self.display(path)}: no such file") from None
+        """The blob of the file `path` leads to (through symlinks in the commit), or why not."""
+        resolved = source.resolve(self, path)
+        if resolved.refusal is not None:
+            raise source.RefusedFile(self.display(path), resolved.refusal)
+        if resolved.path is None:
+            raise FileNotFoundError(f"{self.display(path)}: no such file")
+        if resolved.kind is source.Kind.FOLDER:
+            raise source.RefusedFile(self.display(path), "a folder, not a file")
+        return self._files[resolved.path]
 
     def read_text(self, path: str) -> str:
         return self.read_bytes(path).decode("utf-8", errors="replace")
 
     def read_bytes(self, path: str) -> bytes:
-        data: bytes = self._blob(path).data_stream.read()
+        blob = self._blob(path)
+        if blob.size > source.MAX_FILE_BYTES:  # from the object's header: nothing read
+            raise source.RefusedFile(self.display(path), source.too_large(blob.size))
+        data: bytes = blob.data_stream.read()
         return data
 
     def blob_id(self, path: str) -> str:
         """The git blob id of the file (the SHA-1 of its bytes as `git hash-object` computes
-        it): known from the tree, so telling whether a file changed reads no content."""
+        it): known from the tree, so telling whether a file changed reads no content. Through
+        a symlink, the id of the file it leads to."""
         return str(self._blob(path).hexsha)
 
-    def _norm(self, path: str) -> str:
-        norm = posixpath.normpath(path) if path else ""
-        return "" if norm == "." else norm
-
     def exists(self, path: str) -> bool:
-        norm = self._norm(path)
-        return norm in self._files or norm in self._dirs
+        resolved = source.resolve(self, path)
+        return resolved.path is not None or resolved.refusal is not None
 
     def is_dir(self, path: str) -> bool:
-        return self._norm(path) in self._dirs
+        return source.resolve(self, path).kind is source.Kind.FOLDER
 
     def size(self, path: str) -> int:
-        return sum(self._files[f].size for f in self.files_under(path))
+        return sum(int(self._files[real].size) for _, real in source.walk(self, path).files)
 
     def files_under(self, path: str) -> list[str]:
-        norm = self._norm(path)
-        if norm in self._files:
-            return [norm]
-        prefix = f"{norm}/" if norm else ""
-        return sorted(f for f in self._files if f.startswith(prefix))
+        return [shown for shown, _ in source.walk(self, path).files]
+
+    def refusals(self, path: str) -> list[tuple[str, str]]:
+        return source.walk(self, path).refused
 
     def display(self, path: str) -> str:
         """`REF:folder/path`, as `git show` spells a file at a revision."""
@@ -147,3 +187,11 @@ class GitSnapshot:
             if remote.name == "origin":
                 base = source.without_credentials(next(iter(remote.urls), base))
         return f"{base}//{self._folder}" if self._folder else base
+
+
+def _link(blob: git.Blob) -> source.Entry:
+    """A symlink blob as `source.resolve` follows it: its target (the blob's content)."""
+    if blob.size > _MAX_LINK_TARGET:
+        return source.Entry(source.Kind.OTHER, "a symlink whose target is no path")
+    target = blob.data_stream.read().decode("utf-8", errors="replace")
+    return source.Entry(source.Kind.LINK, target)

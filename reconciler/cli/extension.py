@@ -310,9 +310,15 @@ def _summaries(kubeconfig: str | None, context: str | None) -> list[dict[str, An
 def _declared(
     snapshot: source.Snapshot, name: str | None
 ) -> Iterator[tuple[str, extensionedit.Located]]:
-    """Every Extension document of the repo (named `name` when given), with its file."""
+    """Every Extension document of the repo (named `name` when given), with its file. A file
+    the snapshot does not read (a symlink out of the repo, a FIFO) declares none: validating
+    the edited repo reports it."""
     for path in snapshot.yaml_files():
-        for found in extensionedit.locate(snapshot.read_text(path), name):
+        try:
+            text = snapshot.read_text(path)
+        except source.RefusedFile:
+            continue
+        for found in extensionedit.locate(text, name):
             yield path, found
 
 

@@ -213,11 +213,12 @@ def read(snapshot: source.DirectorySnapshot, path: str) -> str:
     """A manifest's exact text (no newline translation); a file that is not UTF-8 is refused
     rather than rewritten with replacement characters."""
     try:
-        return (snapshot.root / path).read_bytes().decode("utf-8")
+        # Through the snapshot: a symlink out of the repo, a FIFO or a device is not read.
+        return snapshot.read_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         fail([f"{snapshot.display(path)}: not UTF-8 text, not editing it"])
-    except IsADirectoryError:
-        fail([f"{snapshot.display(path)}: is a folder"])
+    except source.RefusedFile as refused:
+        fail([f"{refused}, not editing it"])
 
 
 def fail(lines: Sequence[str]) -> NoReturn:

@@ -117,6 +117,9 @@ class _MemorySnapshot:
             return [path]
         return sorted(p for p in self.files if p.startswith(f"{path}/") or path == "")
 
+    def refusals(self, path: str) -> list[tuple[str, str]]:
+        return []  # no symlink, FIFO or device is held in memory
+
     def display(self, path: str) -> str:
         return posixpath.join("<install>", path)
 

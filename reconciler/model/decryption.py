@@ -93,6 +93,9 @@ class DecryptingSnapshot:
     def files_under(self, path: str) -> list[str]:
         return self.inner.files_under(path)
 
+    def refusals(self, path: str) -> list[tuple[str, str]]:
+        return self.inner.refusals(path)
+
     def display(self, path: str) -> str:
         return self.inner.display(path)
 

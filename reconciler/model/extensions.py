@@ -23,6 +23,11 @@ MANAGED = "managedClusters"
 CONNECTED = "connectedClusters"
 # Appended where a message is about a protected value: the reader knows it was left out.
 _NOT_SHOWN = " (protected: the value is not shown)"
+_REFUSED = (
+    "the file it names is not read: a symlink leading out of the repo, in a loop or to nothing, "
+    "or no regular file (a FIFO, a socket, a device)"
+)
+_TOO_LARGE = f"the file it names is larger than the {source.MAX_FILE_BYTES:,} bytes a file may be"
 _SecretRef = settings.SecretRef  # the dataclass below has a field named `settings`
 
 
@@ -101,6 +106,9 @@ def _pem_path(
         message = f"no such file relative to {folder}{_NOT_SHOWN}"
         found.append(manifest.document.problem(where, message))
         return None
+    if snapshot.refusals(path):  # why names the path (or its symlink's target): not shown
+        found.append(manifest.document.problem(where, f"{_REFUSED}{_NOT_SHOWN}"))
+        return None
     return path
 
 
@@ -129,6 +137,9 @@ def _check_pem_files(
         except sops.SopsError as err:
             shown = f"the file it names: {err.message}"
             found.append(manifest.document.problem(parsed.given[name], shown))
+            return b""
+        except source.RefusedFile:  # larger than source.MAX_FILE_BYTES
+            found.append(manifest.document.problem(parsed.given[name], f"{_TOO_LARGE}{_NOT_SHOWN}"))
             return b""
         problem = problem_of(pem)
         if problem is None:

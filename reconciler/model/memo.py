@@ -166,6 +166,8 @@ def _answer(snapshot: source.Snapshot, question: str, path: str) -> Hashable:
         return snapshot.size(path)
     if question == "files_under":
         return tuple(snapshot.files_under(path))
+    if question == "refusals":
+        return tuple(snapshot.refusals(path))
     if question == "display":
         return snapshot.display(path)
     if question == "read_bytes":
@@ -207,6 +209,10 @@ class _Asking:
     def files_under(self, path: str) -> list[str]:
         found = self._inner.files_under(path)
         return self._noted("files_under", path, found, tuple(found))
+
+    def refusals(self, path: str) -> list[tuple[str, str]]:
+        found = self._inner.refusals(path)
+        return self._noted("refusals", path, found, tuple(found))
 
     def display(self, path: str) -> str:
         return self._noted("display", path, self._inner.display(path))

@@ -128,7 +128,11 @@ def load(snapshot: source.Snapshot, reuse: memo.Memo | None = None) -> Loaded:
     again; the result is the same either way."""
     snapshot = decryption.wrap(snapshot)
     found: list[problems.Problem] = []
-    parsed_files = [(path, _load_file(snapshot, path, reuse)) for path in snapshot.yaml_files()]
+    try:
+        paths = list(snapshot.yaml_files())
+    except source.RefusedFile as refused:  # its .sourceignore: which files to read is unknown
+        return Loaded(Repo(), [problems.Problem(refused.shown, 0, "", refused.reason)])
+    parsed_files = [(path, _load_file(snapshot, path, reuse)) for path in paths]
     # YAML files that manifests use as data (conda files, in model and code folders) are data,
     # not manifests.
     data = _data_references(parsed for _, parsed in parsed_files)
@@ -241,6 +245,19 @@ class _LoadedFile:
 
 
 def _load_file(
+    snapshot: decryption.DecryptingSnapshot, path: str, reuse: memo.Memo | None
+) -> _LoadedFile:
+    """The file's problems and manifests; a file the snapshot refuses to read (a symlink out of
+    the repo, a FIFO, a device, too large: `source.RefusedFile`) is one error naming it."""
+    try:
+        return _load_readable(snapshot, path, reuse)
+    except source.RefusedFile as refused:
+        return _LoadedFile(
+            refused.shown, (problems.Problem(refused.shown, 0, "", refused.reason),), ()
+        )
+
+
+def _load_readable(
     snapshot: decryption.DecryptingSnapshot, path: str, reuse: memo.Memo | None
 ) -> _LoadedFile:
     display = snapshot.display(path)
@@ -639,6 +656,15 @@ def _resolve_registered_models(
                 "the model is fetched from PREFIX/NAME/VERSION)",
             )
             for ref in refs
+        ]
+    if not workloads.is_fetched(str(prefix)):
+        return [
+            deployment.manifest.problem(
+                ("model",) if "model" in deployment.manifest.fields else ("models",),
+                f"registered models are fetched from the setting registeredModelUri of extension "
+                f"{extension.name!r}, {prefix}, which is no http:// or https:// URI (the "
+                "cluster fetches a model with curl)",
+            )
         ]
     resolved = []
     for model in deployment.models:

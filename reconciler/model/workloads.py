@@ -71,8 +71,11 @@ _BLOB_URL = re.compile(
     r"^https://(?P<account>[a-z0-9]+\.blob\.core\.windows\.net)/(?P<container>[a-z0-9-]+)"
     r"(?:/(?P<prefix>.*))?$"
 )
-# Remote data the cluster can fetch by itself: fetched into the pod by the job's init container.
+# Remote data the cluster can fetch by itself: fetched into the pod by the job's init container
+# (models by the deployment's), with curl. Any other scheme is refused where it is given: curl
+# would read `file:///etc/passwd` (or gopher, dict, ...) as readily.
 _REACHABLE_SCHEMES = ("http://", "https://")
+_FILE_URI = "file://"
 
 
 @dataclass(frozen=True)
@@ -194,23 +197,38 @@ class _Context:
         self.found.append(self.manifest.problem(path, message, problems.Severity.NOTE))
 
     def local_path(self, relative: str, path: problems.FieldPath, want_dir: bool = False) -> str:
-        """Check a path relative to the manifest's folder; return its snapshot path."""
+        """Check a path relative to the manifest's folder (`file:PATH` is the same path); return
+        its snapshot path. Every file at or below it must be one the snapshot reads: a symlink
+        leading out of the repo or in a loop, a FIFO or a device is an error naming it."""
+        if relative.startswith(_FILE_URI) or is_uri(relative):
+            self.error(path, _not_in_repo(relative))
+            return relative
+        relative = relative.removeprefix("file:")
         resolved = source.join(self.manifest.folder, relative)
         if resolved is None:
             self.error(path, f"{relative} is outside the repo: local paths must stay inside it")
             return relative
         if not self.snapshot.exists(resolved):
             self.error(path, f"no such file or folder: {self.snapshot.display(resolved)}")
-        elif want_dir and not self.snapshot.is_dir(resolved):
-            self.error(path, f"must be a folder: {self.snapshot.display(resolved)}")
-        elif (size := self.snapshot.size(resolved)) > MAX_CONFIGMAP_BYTES:
-            self.error(
-                path,
-                f"{self.snapshot.display(resolved)} is {size:,} bytes: local files reach the pod "
-                f"through a ConfigMap, which holds at most {MAX_CONFIGMAP_BYTES:,}; put them "
-                "behind a URI (https://...) instead",
-            )
+        elif self.readable(resolved, path):  # else each file not read is an error of its own
+            if want_dir and not self.snapshot.is_dir(resolved):
+                self.error(path, f"must be a folder: {self.snapshot.display(resolved)}")
+            elif (size := self.snapshot.size(resolved)) > MAX_CONFIGMAP_BYTES:
+                self.error(
+                    path,
+                    f"{self.snapshot.display(resolved)} is {size:,} bytes: local files reach the "
+                    f"pod through a ConfigMap, which holds at most {MAX_CONFIGMAP_BYTES:,}; put "
+                    "them behind a URI (https://...) instead",
+                )
         return resolved
+
+    def readable(self, resolved: str, path: problems.FieldPath) -> bool:
+        """Whether every file at or below the snapshot path `resolved` can be read; an error
+        at `path` for each that cannot (none of its content is read or shown)."""
+        refused = self.snapshot.refusals(resolved)
+        for where, reason in refused:
+            self.error(path, f"{self.snapshot.display(where)}: {reason}")
+        return not refused
 
 
 REGISTERED_PREFIX = "azureml:"
@@ -224,6 +242,11 @@ def registered(reference: str) -> tuple[str, str] | None:
     """(name, version) of a registered model reference `azureml:NAME:VERSION`, else None."""
     match = _REGISTERED.match(reference)
     return (match.group(1), match.group(2)) if match else None
+
+
+def is_fetched(reference: str) -> bool:
+    """A URI the cluster fetches by itself (http:// or https://)."""
+    return reference.startswith(_REACHABLE_SCHEMES)
 
 
 def is_uri(reference: str) -> bool:
@@ -270,7 +293,7 @@ def _image(ctx: _Context, environment: Any) -> tuple[str, str | None]:
     conda = environment.get("conda_file")
     conda_path = None
     if conda:
-        conda_path = ctx.local_path(conda.removeprefix("file:"), (*path, "conda_file"))
+        conda_path = ctx.local_path(conda, (*path, "conda_file"))
     return image or "", conda_path
 
 
@@ -279,9 +302,7 @@ def _code_path(ctx: _Context, code: Any, path: problems.FieldPath) -> str | None
         return None
     if isinstance(code, Mapping):
         return ctx.local_path(code["local_path"], (*path, "local_path"), want_dir=True)
-    if is_uri(code):
-        return str(code)
-    return ctx.local_path(code, path, want_dir=True)
+    return ctx.local_path(code, path, want_dir=True)  # a URI is an error: code is not fetched
 
 
 def _env_vars(fields: Mapping[str, Any]) -> dict[str, str]:
@@ -428,7 +449,13 @@ def _mlflow_conda_file(ctx: _Context, folder: str) -> str | None:
     MLmodel: a file name, or `{conda: FILE, ...}` in newer MLflow), `conda.yaml` by default."""
     name = "conda.yaml"
     path = posixpath.join(folder, "MLmodel")
-    text = ctx.snapshot.read_bytes(path).decode("utf-8", errors="replace")
+    if ctx.snapshot.refusals(path):
+        return None  # said where the model's folder is checked
+    try:
+        text = ctx.snapshot.read_bytes(path).decode("utf-8", errors="replace")
+    except source.RefusedFile as refused:  # too large
+        ctx.error(("model", "path"), str(refused))
+        return None
     parsed = documents.parse(ctx.snapshot.display(path), text)  # bounded like any manifest
     if parsed.problems or not parsed.documents:
         why = "; ".join(str(p) for p in parsed.problems) or "it is empty"
@@ -453,7 +480,7 @@ def _mlflow_conda_file(ctx: _Context, folder: str) -> str | None:
             "environment.image",
         )
         return None
-    return conda
+    return conda if ctx.readable(conda, ("model", "path")) else None
 
 
 def _probe(ctx: _Context, fields: Mapping[str, Any], key: str) -> Probe:
@@ -644,7 +671,29 @@ def _unreachable(reference: str) -> bool:
     )
 
 
+def _not_in_repo(reference: str) -> str:
+    """Why a URI given where a file or folder of the repo belongs is refused."""
+    if reference.startswith(_FILE_URI):
+        return (
+            f"{reference}: a file:// URI names a file of the machine that reads the manifest, "
+            "not of the repo: give a path relative to the manifest's folder (./PATH)"
+        )
+    return f"{reference}: a URI, where a file or folder of the repo belongs (it is not fetched)"
+
+
+def _unfetched_model(reference: str) -> str:
+    if reference.startswith(_FILE_URI):
+        return _not_in_repo(reference)
+    return (
+        f"{reference}: the cluster fetches a model only from an http:// or https:// URI (a "
+        "public wasbs:// blob as its https URL): give that, a file or folder in the repo, or a "
+        "registered model (azureml:NAME:VERSION)"
+    )
+
+
 def _unreachable_message(reference: str) -> str:
+    if reference.startswith(_FILE_URI):
+        return _not_in_repo(reference)
     return (
         f"{reference} cannot be reached from the cluster (a workspace datastore or data asset): "
         "give a file or folder in the repo, or an https:// URI"
@@ -753,8 +802,11 @@ def _models(ctx: _Context, fields: Mapping[str, Any]) -> tuple[str, ...]:
             elif ref is None:
                 ctx.error(path, "needs path (a file or folder in the repo, or a URI)")
                 continue
-        if is_uri(ref):
+        ref = blob_https(ref)
+        if is_fetched(ref):
             found.append(ref)
+        elif is_uri(ref):
+            ctx.error(ref_path, _unfetched_model(ref))
         elif ref.startswith(REGISTERED_PREFIX):
             if not _REGISTERED.match(ref):
                 ctx.error(ref_path, "a registered model is azureml:NAME:VERSION")
