@@ -11,6 +11,9 @@ relaunch a component), None with ``USE_EXISTING_CLUSTER=1``.
 ``cluster`` (per module): a ``reconciler.kube.Cluster`` connection to it, closed after.
 ``namespace`` (per test): a fresh namespace whose ``default`` service account exists, deleted after.
 ``runtime`` (per test): the plane's pod runtime for that namespace (``localpods.Runtime``).
+``real_node`` (session): a real node (``localcluster.realnode``: containerd and a kubelet in a
+Docker container) added to the session's plane, with the node image loaded as a pod image
+(``RealNodeFixture``); Docker is installed and the node's programs built on first use.
 
 If the plane cannot be built or started the tests fail with the reason. Outside CI, and only
 then, ``SKIP_CLUSTER_TESTS=1`` turns that into a skip; with ``CI=true`` they always fail.
@@ -22,7 +25,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +33,11 @@ import pytest
 from kubernetes import client, config
 
 from reconciler import kube
-from reconciler.localcluster import build, modelserver, plane
+from reconciler.localcluster import build, hostdocker, modelserver, nodeimage, plane, realnode
 from reconciler.localcluster.config import PlaneState, default_nodes
 from tests.cluster.kubehelpers import wait_until
 from tests.cluster.localpods import Runtime
+from tests.cluster.realnodes import RealNodeFixture
 
 
 def _flag(name: str) -> bool:
@@ -54,6 +58,20 @@ def _unavailable(reason: str) -> None:
     )
 
 
+def _terminal_progress(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    capman: Any = request.config.pluginmanager.getplugin("capturemanager")
+
+    def progress(line: str) -> None:
+        # Shown as it happens, not captured: the first run on a machine builds for minutes.
+        if capman is None:
+            return
+        with capman.global_and_fixture_disabled():
+            sys.stderr.write(f"\n[cluster] {line}")
+            sys.stderr.flush()
+
+    return progress
+
+
 @pytest.fixture(scope="session")
 def local_plane(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -67,16 +85,7 @@ def local_plane(
         yield None
         return
 
-    capman: Any = request.config.pluginmanager.getplugin("capturemanager")
-
-    def progress(line: str) -> None:
-        # Shown as it happens, not captured: the first run on a machine builds for minutes.
-        if capman is None:
-            return
-        with capman.global_and_fixture_disabled():
-            sys.stderr.write(f"\n[cluster] {line}")
-            sys.stderr.flush()
-
+    progress = _terminal_progress(request)
     state_dir = tmp_path_factory.mktemp("localcluster")
     try:
         binaries = build.ensure_built(progress)
@@ -175,3 +184,19 @@ def runtime(local_plane: PlaneState | None, namespace: str, tmp_path: Path) -> I
         # Every process it started has ended with it.
         for pod in running.pods():
             assert pod["pid"] is None or not Path(f"/proc/{pod['pid']}").exists()
+
+
+@pytest.fixture(scope="session")
+def real_node(local_plane: PlaneState | None, request: pytest.FixtureRequest) -> RealNodeFixture:
+    """One real node joined to the session's plane (stopped with the plane)."""
+    if local_plane is None:
+        pytest.skip("real nodes are added to the local plane only (USE_EXISTING_CLUSTER)")
+    progress = _terminal_progress(request)
+    try:
+        (node,) = realnode.start_nodes(local_plane, 1, progress)
+        image = nodeimage.ensure_image(progress)
+        realnode.load_image(Path(local_plane.state_dir), image, [node])
+    except (hostdocker.DockerUnavailable, build.BuildError, realnode.RealNodeError) as exc:
+        _unavailable(f"no real node: {exc}")
+        raise AssertionError("unreachable") from exc
+    return RealNodeFixture(local_plane, node, image)
