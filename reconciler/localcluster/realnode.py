@@ -213,6 +213,37 @@ def _wait_ready(state: PlaneState, started: dict[str, float], timeout: float) ->
     return ready
 
 
+def _plane_alive(state_dir: Path) -> bool:
+    try:
+        st = plane.status(state_dir)
+    except plane.PlaneError:
+        return False
+    return any(c.name == "kube-apiserver" and c.alive for c in st.components)
+
+
+def sweep_orphans(keep: str | None = None) -> list[str]:
+    """Remove the Docker objects of planes that are gone (a test run killed before it could stop
+    its plane leaves its nodes running); return the ids of the planes swept. ``keep`` is never
+    swept."""
+    fmt = f'{{{{.Label "{rc.PLANE_LABEL}"}}}} {{{{.Label "{rc.STATE_DIR_LABEL}"}}}}'
+    owners: set[tuple[str, str]] = set()
+    for kind in (("ps", "-a"), ("network", "ls")):
+        out = hostdocker.docker(
+            *kind, "--filter", f"label={rc.PLANE_LABEL}", "--format", fmt, check=False
+        ).stdout
+        for line in out.splitlines():
+            pid, _, folder = line.partition(" ")
+            if pid and folder:
+                owners.add((pid, folder))
+    swept = []
+    for pid, folder in sorted(owners):
+        if pid == keep or _plane_alive(Path(folder)):
+            continue
+        hostdocker.remove_labelled(f"{rc.PLANE_LABEL}={pid}")
+        swept.append(pid)
+    return swept
+
+
 def start_nodes(
     state: PlaneState,
     count: int,
@@ -232,6 +263,9 @@ def start_nodes(
     image = nodeimage.ensure_image(say)
     state_dir = Path(state.state_dir)
     pid = rc.plane_id(state_dir)
+    swept = sweep_orphans(keep=pid)
+    if swept:
+        say(f"removed the real nodes of {len(swept)} plane(s) that no longer run")
     # The folder first: it tells plane.stop to look for Docker objects of this plane.
     rc.realnodes_dir(state_dir).mkdir(parents=True, exist_ok=True)
     gateway = _ensure_network(pid, state_dir)
@@ -249,6 +283,9 @@ def start_nodes(
             continue
         if _inspect("container", container) is not None:
             _docker("rm", "-f", "-v", container)
+        # A Node left by an earlier container of this name may still say Ready: wait for
+        # the new kubelet's word, not the old one's.
+        plane.api(state, f"/api/v1/nodes/{node}", "DELETE")
         _write_node_files(state, node, index, gateway, programs)
         args = rc.node_run_args(
             pid, state_dir, node, image, programs.bin_dir, programs.pause_archive.parent

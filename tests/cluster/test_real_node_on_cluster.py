@@ -150,3 +150,14 @@ def test_stopping_a_plane_removes_its_real_nodes_network_and_files(
     assert not rc.realnodes_dir(state_dir.resolve()).exists()
     # The node's logs stay with the plane's, for a look after a failure.
     assert (state_dir / "logs" / node.name / "kubelet.log").is_file()
+
+
+def test_docker_objects_of_a_plane_that_is_gone_are_swept(real_node: RealNodeFixture) -> None:
+    # What a test run killed before its plane could stop leaves behind: here, its network.
+    gone = Path("/nonexistent/plane-killed-with-its-test-run")
+    hostdocker.docker(*rc.network_create_args(rc.plane_id(gone), gone))
+    assert realnode.sweep_orphans() == [rc.plane_id(gone)]
+    # The session's plane is alive: its node stays.
+    assert realnode.list_nodes(Path(real_node.plane.state_dir)) == [
+        realnode.RealNode(real_node.node.name, real_node.node.container)
+    ]
