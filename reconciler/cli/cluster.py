@@ -85,7 +85,7 @@ def build_binaries() -> None:
     show_default=True,
     type=click.IntRange(min=0, max=MAX_REAL_NODES),
     help="Real nodes: Docker containers running containerd and a kubelet, where pods run in real "
-    "containers (only pods tolerating mlext.io/real-node=true:NoSchedule). Docker and the node's "
+    "containers (only pods tolerating mlext.io/real-node=true:NoExecute). Docker and the node's "
     "programs are installed and built on first use; where Docker cannot run, none.",
 )
 @click.option(

@@ -33,13 +33,15 @@ from reconciler.localcluster import nodepins
 
 REAL_NODE_LABEL = ("mlext.io/real-node", "true")
 # Nothing lands on a real node unless it tolerates this taint: what runs on kwok nodes today
-# stays there until a change opts its pods in.
-REAL_NODE_TAINT = {"key": "mlext.io/real-node", "value": "true", "effect": "NoSchedule"}
+# stays there until a change opts its pods in. NoExecute, not NoSchedule: the extension's
+# fluent-bit DaemonSet tolerates every NoSchedule taint, and on a real node its image (no
+# registry here) would never pull, so the extension would never be healthy.
+REAL_NODE_TAINT = {"key": "mlext.io/real-node", "value": "true", "effect": "NoExecute"}
 REAL_NODE_TOLERATION = {
     "key": "mlext.io/real-node",
     "operator": "Equal",
     "value": "true",
-    "effect": "NoSchedule",
+    "effect": "NoExecute",
 }
 
 # Docker labels on everything a plane creates, so that a stop (or a later start after a crash)

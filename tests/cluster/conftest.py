@@ -11,9 +11,10 @@ relaunch a component), None with ``USE_EXISTING_CLUSTER=1``.
 ``cluster`` (per module): a ``reconciler.kube.Cluster`` connection to it, closed after.
 ``namespace`` (per test): a fresh namespace whose ``default`` service account exists, deleted after.
 ``runtime`` (per test): the plane's pod runtime for that namespace (``localpods.Runtime``).
-``real_node`` (session): a real node (``localcluster.realnode``: containerd and a kubelet in a
-Docker container) added to the session's plane, with the node image loaded as a pod image
-(``RealNodeFixture``); Docker is installed and the node's programs built on first use.
+``real_node`` (session): a plane of its own with one real node (``localcluster.realnode``:
+containerd and a kubelet in a Docker container) and the node image loaded as a pod image
+(``RealNodeFixture``, with an API client on that plane); Docker is installed and the node's
+programs built on first use.
 
 If the plane cannot be built or started the tests fail with the reason. Outside CI, and only
 then, ``SKIP_CLUSTER_TESTS=1`` turns that into a skip; with ``CI=true`` they always fail.
@@ -187,16 +188,38 @@ def runtime(local_plane: PlaneState | None, namespace: str, tmp_path: Path) -> I
 
 
 @pytest.fixture(scope="session")
-def real_node(local_plane: PlaneState | None, request: pytest.FixtureRequest) -> RealNodeFixture:
-    """One real node joined to the session's plane (stopped with the plane)."""
-    if local_plane is None:
+def real_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealNodeFixture]:
+    """A plane of its own with one real node (stopped at the end of the session).
+
+    Not the session's plane: a real node there would change what other tests see (node counts,
+    where DaemonSets land) until the project's pods move to real nodes on purpose.
+    """
+    if use_existing_cluster():
         pytest.skip("real nodes are added to the local plane only (USE_EXISTING_CLUSTER)")
     progress = _terminal_progress(request)
+    state_dir = tmp_path_factory.mktemp("realnodeplane")
     try:
-        (node,) = realnode.start_nodes(local_plane, 1, progress)
-        image = nodeimage.ensure_image(progress)
-        realnode.load_image(Path(local_plane.state_dir), image, [node])
-    except (hostdocker.DockerUnavailable, build.BuildError, realnode.RealNodeError) as exc:
-        _unavailable(f"no real node: {exc}")
+        binaries = build.ensure_built(progress)
+        state = plane.start(
+            binaries, default_nodes(0, 0), state_dir, die_with_parent=True, progress=progress
+        )
+    except (build.BuildError, plane.PlaneError, OSError) as exc:
+        _unavailable(str(exc))
         raise AssertionError("unreachable") from exc
-    return RealNodeFixture(local_plane, node, image)
+    api = None
+    try:
+        try:
+            (node,) = realnode.start_nodes(state, 1, progress)
+            image = nodeimage.ensure_image(progress)
+            realnode.load_image(state_dir, image, [node])
+        except (hostdocker.DockerUnavailable, build.BuildError, realnode.RealNodeError) as exc:
+            _unavailable(f"no real node: {exc}")
+            raise AssertionError("unreachable") from exc
+        api = config.new_client_from_config(config_file=state.kubeconfig)
+        yield RealNodeFixture(state, node, image, api)
+    finally:
+        if api is not None:
+            api.close()
+        plane.stop(state_dir)

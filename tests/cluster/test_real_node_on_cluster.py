@@ -1,15 +1,18 @@
-"""Pods in real containers on the local plane's real node (issue 28, the foundation).
+"""Pods in real containers on a local plane's real node (issue 28, the foundation).
 
-The session's plane gets one real node (``real_node`` fixture: containerd and a kubelet in a
-Docker container). A Job whose command prints ``hello`` and exits 0 ends Succeeded, and its pod's
-log, read through the API server as ``kubectl logs`` does, is that output; a Job whose container
-exits 3 ends Failed with that exit code recorded by the kubelet. A plane of its own shows that
-``plane.stop`` leaves no container, network or node file behind.
+The ``real_node`` fixture starts a plane with one real node (containerd and a kubelet in a Docker
+container). A Job whose command prints ``hello`` and exits 0 ends Succeeded, and its pod's log,
+read through the API server as ``kubectl logs`` does, is that output; a Job whose container exits
+3 ends Failed with that exit code recorded by the kubelet. A DaemonSet that tolerates every
+NoSchedule taint (as the extension's fluent-bit does) stays off the real node. Another plane
+shows that ``plane.stop`` leaves no container, network or node file behind.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,21 @@ from tests.cluster.kubehelpers import wait_until
 from tests.cluster.realnodes import RealNodeFixture
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def namespace(real_node: RealNodeFixture) -> Iterator[str]:
+    """A fresh namespace on the real node's plane, ready for pods, deleted after the test."""
+    core = client.CoreV1Api(real_node.api)
+    name = f"t-real-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_until(
+        lambda: core.list_namespaced_service_account(name).items,
+        bool,
+        f"the default service account in {name}",
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
 
 
 def job(name: str, namespace: str, image: str, script: str) -> dict[str, Any]:
@@ -83,9 +101,9 @@ def run_job(
 
 
 def test_the_real_node_joined_with_the_planes_versions_label_and_taint(
-    api_client: client.ApiClient, real_node: RealNodeFixture
+    real_node: RealNodeFixture,
 ) -> None:
-    node = client.CoreV1Api(api_client).read_node(real_node.node.name)
+    node = client.CoreV1Api(real_node.api).read_node(real_node.node.name)
     ready = [c for c in node.status.conditions if c.type == "Ready"]
     assert ready and ready[0].status == "True"
     assert node.status.node_info.kubelet_version == real_node.plane.version
@@ -102,8 +120,9 @@ def test_the_real_node_joined_with_the_planes_versions_label_and_taint(
 
 
 def test_a_job_that_echoes_hello_succeeds_and_its_log_says_hello(
-    api_client: client.ApiClient, namespace: str, real_node: RealNodeFixture
+    namespace: str, real_node: RealNodeFixture
 ) -> None:
+    api_client = real_node.api
     end, pod, seconds = run_job(api_client, namespace, real_node, "hello", "echo hello; exit 0")
     assert end == "Complete"
     assert pod.spec.node_name == real_node.node.name
@@ -118,8 +137,9 @@ def test_a_job_that_echoes_hello_succeeds_and_its_log_says_hello(
 
 
 def test_a_job_whose_container_exits_3_fails_with_exit_code_3(
-    api_client: client.ApiClient, namespace: str, real_node: RealNodeFixture
+    namespace: str, real_node: RealNodeFixture
 ) -> None:
+    api_client = real_node.api
     end, pod, _ = run_job(api_client, namespace, real_node, "three", "echo failing >&2; exit 3")
     assert end == "Failed"
     assert pod.status.phase == "Failed"
@@ -128,6 +148,36 @@ def test_a_job_whose_container_exits_3_fails_with_exit_code_3(
     assert status.state.terminated.reason == "Error"
     log = client.CoreV1Api(api_client).read_namespaced_pod_log(pod.metadata.name, namespace)
     assert log == "failing\n"
+
+
+def test_a_daemonset_tolerating_every_noschedule_taint_stays_off_the_real_node(
+    namespace: str, real_node: RealNodeFixture
+) -> None:
+    apps = client.AppsV1Api(real_node.api)
+    labels = {"app": "everywhere"}
+    apps.create_namespaced_daemon_set(
+        namespace,
+        {
+            "metadata": {"name": "everywhere"},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+                        "containers": [{"name": "main", "image": real_node.pod_image}],
+                    },
+                },
+            },
+        },
+    )
+    status = wait_until(
+        lambda: apps.read_namespaced_daemon_set_status("everywhere", namespace).status,
+        lambda st: st.observed_generation == 1,
+        "the DaemonSet controller to look at the nodes",
+    )
+    # The plane's only node is the real one, and the pod may not go there.
+    assert status.desired_number_scheduled == 0
 
 
 def test_stopping_a_plane_removes_its_real_nodes_network_and_files(
