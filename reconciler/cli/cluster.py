@@ -83,6 +83,7 @@ def build_binaries() -> None:
     "--real-nodes",
     default=1,
     show_default=True,
+    envvar="RECONCILER_REAL_NODES",
     type=click.IntRange(min=0, max=MAX_REAL_NODES),
     help="Real nodes: Docker containers running containerd and a kubelet, where pods run in real "
     "containers (only pods tolerating mlext.io/real-node=true:NoExecute). Docker and the node's "
