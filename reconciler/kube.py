@@ -10,9 +10,13 @@ plain dicts back.
 
 Every request is retried with exponential backoff while the failure is one a healthy cluster
 recovers from (connection refused while the API server restarts, 429, 500, 502, 503, 504):
-server-side apply is idempotent, so repeating a request whose answer was lost is safe. Loops
-that are their own retry (leader election, the scaling coordinator) ask for one bounded attempt
-instead (`timeout=`), so that no call outlives a lease while it backs off.
+server-side apply is idempotent, so repeating a request whose answer was lost is safe. The bound
+on that wait belongs to the outage, not to each request (`Outage`, one per connection):
+every request in flight, and every later one, gives up `retry_for` seconds after the server
+stopped answering, and the first one to wait says once, through `Cluster.waiting`, what it waits
+for. Each attempt has a timeout, and urllib3 retries nothing itself, so that no layer multiplies
+the bound. Loops that are their own retry (leader election, the scaling coordinator) ask for one
+bounded attempt instead (`timeout=`), so that no call outlives a lease while it backs off.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import logging
+import socket
+import ssl
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import tenacity
 import urllib3
@@ -37,10 +44,90 @@ from reconciler import objects
 
 FIELD_MANAGER = "mlext-reconciler"
 RETRYABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+# The server is not there (not reached, or a proxy in front of it says so): an outage. A 429 or
+# 500 is an answer from a server that is up.
+OUTAGE_STATUSES = frozenset({0, 502, 503, 504})
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection (loopback or LAN: far more than enough)
 CONNECTIONS = 64  # the connection pool: the most requests in flight at once
 RETRY_FOR_SECONDS = 120.0  # long enough for an API server restart, short enough to give up
 
 Body = objects.Object | list[objects.Object] | None  # a request body: an object or a JSON Patch
+
+
+# --- The bound on waiting for a server that stopped answering: one budget per outage ----------
+# It used to be per request: every request backed off for up to two minutes on its own, so an
+# `apply` whose API server died spent two minutes per round of its concurrent workers and two
+# more for each later phase (8 min 43 s measured, silent throughout). An outage is shared
+# instead: it starts with the first request that finds the server unreachable and ends with the
+# first answer from it, and no request waits past `budget` seconds after it began, nor past
+# `budget` seconds after its own start. Once the budget is spent a request still makes one
+# short attempt, so a long-running loop notices a server that came back. Pure bookkeeping with
+# an injected clock, tested without a server.
+
+LONGEST_ATTEMPT = 90.0  # seconds one request may take: the API server ends its own at 60
+LAST_ATTEMPT = 5.0  # seconds of the one attempt a request makes once the budget is spent
+
+
+@dataclass
+class Outage:
+    """The current outage of one API server, if any, shared by every thread using it."""
+
+    budget: float
+    clock: Callable[[], float] = time.monotonic
+    _since: float | None = None
+    _announced: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def since(self) -> float | None:
+        """When the outage began (the clock's time), None while the server answers."""
+        return self._since
+
+    def unreachable(self, attempt_started: float) -> None:
+        """An attempt begun at `attempt_started` did not reach the server (or got 502-504)."""
+        with self._lock:
+            if self._since is None or attempt_started < self._since:
+                self._since = attempt_started
+
+    def answered(self) -> None:
+        """The server answered (anything but 502-504): the outage, if any, is over."""
+        if self._since is None and not self._announced:
+            return  # the usual case, every request: no lock to take
+        with self._lock:
+            self._since = None
+            self._announced = False
+
+    def deadline(self, call_started: float) -> float:
+        """When a request begun at `call_started` stops retrying."""
+        own = call_started + self.budget
+        since = self._since
+        return own if since is None else min(own, since + self.budget)
+
+    def remaining(self, call_started: float) -> float:
+        """Seconds left before that request gives up (0 when its budget is spent)."""
+        return max(0.0, self.deadline(call_started) - self.clock())
+
+    def spent(self, call_started: float) -> bool:
+        return self.clock() >= self.deadline(call_started)
+
+    def attempt_timeout(self, call_started: float) -> float:
+        """How long the next attempt may take: no longer than the time left (a server that
+        accepts connections but never answers must not outlast the bound either), and never
+        less than `LAST_ATTEMPT`, the attempt a request makes once the budget is spent."""
+        return max(LAST_ATTEMPT, min(LONGEST_ATTEMPT, self.remaining(call_started)))
+
+    def waited(self) -> float:
+        """Seconds since the outage began (0 while the server answers)."""
+        since = self._since
+        return 0.0 if since is None else max(0.0, self.clock() - since)
+
+    def announce(self) -> bool:
+        """True once per outage: the first request to wait says what it waits for."""
+        with self._lock:
+            if self._since is None or self._announced:
+                return False
+            self._announced = True
+            return True
 
 
 class KubeError(Exception):
@@ -55,27 +142,104 @@ class KubeError(Exception):
         return self.status in RETRYABLE_STATUSES
 
 
+class Unreachable(KubeError):
+    """The request did not reach the API server at `server`; `why` says how it failed
+    ("connection refused"), without urllib3's wrapping."""
+
+    def __init__(self, server: str, why: str) -> None:
+        super().__init__(f"cannot reach the API server at {server} ({why})", 0)
+        self.server = server
+        self.why = why
+
+
 def _retryable(err: BaseException) -> bool:
     return isinstance(err, KubeError) and err.retryable
 
 
-def _stop(state: tenacity.RetryCallState) -> bool:
-    """Give up after RETRY_FOR_SECONDS; a 500 only gets three tries, because the API server
-    also answers 500 for some requests that can never succeed (an invalid apply patch of a
-    custom resource), while a restart shows as refused connections, 503 or 504."""
-    error = state.outcome.exception() if state.outcome else None
-    if isinstance(error, KubeError) and error.status == 500 and state.attempt_number >= 3:
-        return True
-    return bool(tenacity.stop_after_delay(RETRY_FOR_SECONDS)(state))
+_T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 
-def _retrying() -> tenacity.Retrying:
-    return tenacity.Retrying(
+def _retried(cluster: Cluster, attempt: Callable[[float], _T]) -> _T:
+    """`attempt(timeout)` until it succeeds, fails for good, or the outage's budget is spent;
+    a 500 only gets three tries, because the API server also answers 500 for some requests
+    that can never succeed (an invalid apply patch of a custom resource), while a restart
+    shows as refused connections, 503 or 504."""
+    outage = cluster.outage
+    started = outage.clock()
+    exponential = tenacity.wait_exponential(multiplier=0.2, max=5.0)
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, KubeError) and error.status == 500 and state.attempt_number >= 3:
+            return True
+        return outage.spent(started)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        # Never sleep past the deadline: the last attempt comes when the budget ends.
+        return min(exponential(state), max(0.05, outage.remaining(started)))
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, KubeError) and error.status in OUTAGE_STATUSES and outage.announce():
+            why = error.why if isinstance(error, Unreachable) else f"HTTP {error.status}: {error}"
+            cluster.waiting(
+                f"waiting for the API server at {cluster.server} ({why}), "
+                f"giving up in {outage.remaining(started):.0f} s"
+            )
+
+    retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(_retryable),
-        wait=tenacity.wait_exponential(multiplier=0.2, max=5.0),
-        stop=_stop,
+        wait=wait,
+        stop=stop,
+        before_sleep=before_sleep,
         reraise=True,
     )
+    try:
+        return retrying(lambda: attempt(outage.attempt_timeout(started)))
+    except KubeError as err:
+        waited = outage.waited()
+        if err.status in OUTAGE_STATUSES and waited >= 1:
+            raise KubeError(f"{err}; gave up after {waited:.0f} s", err.status) from err
+        raise
+
+
+def _note(cluster: Cluster, status: int, attempt_started: float) -> None:
+    """Tell the connection's outage how an attempt went (`status` 0: not reached)."""
+    if status in OUTAGE_STATUSES:
+        cluster.outage.unreachable(attempt_started)
+    else:
+        cluster.outage.answered()
+
+
+def _why(err: BaseException) -> str:
+    """How a request failed to reach the server, in a few words: 'connection refused' rather
+    than urllib3's 'HTTPSConnectionPool(...): Max retries exceeded ... (Caused by ...)'. The
+    innermost cause speaks first: urllib3 files a refused connection under its timeouts."""
+    chain: list[BaseException] = []
+    found: BaseException | None = err
+    while found is not None and found not in chain:
+        chain.append(found)
+        reason = getattr(found, "reason", None)  # urllib3's MaxRetryError wraps the cause
+        found = reason if isinstance(reason, BaseException) else found.__cause__
+    for cause in reversed(chain):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host name: {cause.strerror}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {cause.reason or cause}"
+        if isinstance(cause, TimeoutError | urllib3.exceptions.TimeoutError):
+            return "no answer in time"
+        if isinstance(cause, urllib3.exceptions.ProtocolError):
+            return "the connection was closed mid-request"
+    return str(getattr(chain[-1], "strerror", None) or chain[-1])
+
+
+def _log_waiting(line: str) -> None:
+    _log.warning("%s", line)
 
 
 class WriteObserver(Protocol):
@@ -111,6 +275,14 @@ class Cluster:
     # Weak: a one-shot command's `Listing` is an observer for as long as it is in use.
     observers: weakref.WeakSet[WriteObserver] = field(default_factory=weakref.WeakSet)
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The current outage of the server, shared by every request on this connection.
+    outage: Outage = field(default_factory=lambda: Outage(RETRY_FOR_SECONDS))
+    # Told once per outage what the requests wait for (a command prints it on stderr).
+    waiting: Callable[[str], None] = field(default_factory=lambda: _log_waiting)
+
+    @property
+    def server(self) -> str:
+        return str(self.api.configuration.host)
 
     def count(self, verb: str) -> None:
         with self._count_lock:
@@ -127,16 +299,33 @@ class Cluster:
     @property
     def dynamic(self) -> dynamic.DynamicClient:
         if self._dynamic is None:
-            self._dynamic = dynamic.DynamicClient(self.api)
+            self._dynamic = _TimedDynamicClient(self.api)
         return self._dynamic
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
-    """Connect with a kubeconfig (default: $KUBECONFIG or ~/.kube/config), or in-cluster."""
+class _TimedDynamicClient(dynamic.DynamicClient):
+    """The dynamic client, whose discovery requests carry no timeout of their own: a server
+    that accepts connections but never answers would hold discovery forever."""
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        params.setdefault("_request_timeout", (CONNECT_TIMEOUT, LONGEST_ATTEMPT))
+        return super().request(method, path, body, **params)
+
+
+def connect(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    retry_for: float = RETRY_FOR_SECONDS,
+) -> Cluster:
+    """Connect with a kubeconfig (default: $KUBECONFIG or ~/.kube/config), or in-cluster.
+    `retry_for`: seconds to keep retrying once the server stops answering."""
     configuration = client.Configuration()
     # One kept-alive connection per concurrent request (the client's default is 5 per CPU, and
     # a request beyond the pool opens a new TLS connection and throws it away).
     configuration.connection_pool_maxsize = CONNECTIONS
+    # urllib3 retries nothing: its own three quick retries inside each of ours would multiply
+    # every attempt's timeout against a server that accepts connections but never answers.
+    configuration.retries = False
     try:
         config.load_kube_config(
             config_file=kubeconfig, context=context, client_configuration=configuration
@@ -145,7 +334,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluste
         if kubeconfig is not None:
             raise
         config.load_incluster_config(client_configuration=configuration)
-    return Cluster(client.ApiClient(configuration))
+    return Cluster(client.ApiClient(configuration), outage=Outage(retry_for))
 
 
 def _resource(cluster: Cluster, obj: objects.Object) -> Any:
@@ -153,19 +342,24 @@ def _resource(cluster: Cluster, obj: objects.Object) -> Any:
     known = cluster._resources.get((obj["apiVersion"], obj["kind"]))
     if known is not None:
         return known
-    return _retrying()(_discover, cluster, obj)
+    return _retried(cluster, lambda _timeout: _discover(cluster, obj))
 
 
 def _discover(cluster: Cluster, obj: objects.Object) -> Any:
+    started = cluster.outage.clock()
     try:
         with cluster.discovery_lock:
-            return _discover_once(cluster, obj)
+            found = _discover_once(cluster, obj)
     except client_exceptions.ApiException as err:
+        _note(cluster, err.status or 0, started)
         raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
     except (OSError, urllib3.exceptions.HTTPError) as err:
+        _note(cluster, 0, started)
         cluster._dynamic = None  # discovery starts again once the server is back
         cluster._resources.clear()
-        raise KubeError(f"cannot reach the API server: {err}") from err
+        raise Unreachable(cluster.server, _why(err)) from err
+    _note(cluster, 200, started)
+    return found
 
 
 def _discover_once(cluster: Cluster, obj: objects.Object) -> Any:
@@ -338,7 +532,7 @@ def _call(
     content_type: str | None,
     target: objects.Object | None = None,
 ) -> objects.Object:
-    """One request, retried (see `_retrying`). `target` names the object a write writes: the
+    """One request, retried (see `_retried`). `target` names the object a write writes: the
     observers are told of it before and after (a write without one - an Event, a Lease - is
     told only what it stored)."""
     persisted = method in _WRITES and ("dryRun", "All") not in query
@@ -348,8 +542,9 @@ def _call(
     stored: objects.Object | None = None
     deleted = False
     try:
-        result: objects.Object = _retrying()(
-            _call_once, cluster, method, path, query, body, content_type
+        result: objects.Object = _retried(
+            cluster,
+            lambda timeout: _call_once(cluster, method, path, query, body, content_type, timeout),
         )
         deleted = method == "DELETE"
         if persisted and not deleted and result.get("metadata"):
@@ -401,6 +596,8 @@ def _call_once(
     if content_type:
         headers["Content-Type"] = content_type
     cluster.count(_verb(method, path, query))
+    started = cluster.outage.clock()
+    seconds = LONGEST_ATTEMPT if timeout is None else timeout
     try:
         request = cluster.api.param_serialize(
             method,
@@ -410,12 +607,17 @@ def _call_once(
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = cluster.api.call_api(*request, _request_timeout=timeout)
+        response = cluster.api.call_api(
+            *request, _request_timeout=(min(CONNECT_TIMEOUT, seconds), seconds)
+        )
         payload = response.read()
     except client_exceptions.ApiException as err:
+        _note(cluster, err.status or 0, started)
         raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
     except (OSError, urllib3.exceptions.HTTPError) as err:  # refused while a server restarts
-        raise KubeError(f"cannot reach the API server: {err}") from err
+        _note(cluster, 0, started)
+        raise Unreachable(cluster.server, _why(err)) from err
+    _note(cluster, response.status, started)
     if not 200 <= response.status <= 299:
         raise KubeError(_reason(payload, response.reason), response.status)
     result: objects.Object = json.loads(payload)
@@ -704,7 +906,7 @@ def watch(
     except client_exceptions.ApiException as err:
         raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
     except (OSError, urllib3.exceptions.HTTPError) as err:
-        raise KubeError(f"cannot reach the API server: {err}") from err
+        raise Unreachable(cluster.server, _why(err)) from err
     if not 200 <= response.status <= 299:
         raise KubeError(_reason(response.read(), response.reason), response.status)
     return Watch(response)

@@ -2,7 +2,9 @@
 
 ``up`` builds the binaries on first use (progress on stderr), starts the plane in the background,
 waits until it is ready and prints ``KUBECONFIG=<path>`` as its last line on stdout, so
-``export "$(reconciler cluster up)"`` works. ``down`` stops it. Both are idempotent. ``status``
+``export "$(reconciler cluster up)"`` works. On a plane whose components died it restarts them
+from their data (``plane.revive``: same ports, objects, certificates, kubeconfigs) and says so;
+only ``down`` discards a plane. Both are idempotent. ``status``
 exits 0 when the plane is running and 1 when it is not. ``build`` only builds. ``kubectl`` runs
 the kubectl built with the plane (same Kubernetes version) on the plane's admin kubeconfig.
 
@@ -98,19 +100,18 @@ def build_binaries() -> None:
 )
 @_STATE_DIR
 def up(nodes: int, gpu_nodes: int, real_nodes: int, timeout: float, state_dir: Path | None) -> None:
-    """Start the plane in the background (building it first if needed) and wait until ready."""
+    """Start the plane in the background (building it first if needed) and wait until ready.
+
+    A plane whose components died (a crash, a reboot) is restarted from its data: same ports,
+    objects, certificates and kubeconfig. `down` is what discards a plane."""
     state_dir = (state_dir or plane.default_state_dir()).resolve()
     try:
         current = plane.status(state_dir)
-        if current.running and current.state is not None:
-            _start_runtime(state_dir)
-            _progress(f"already running ({current.state.server}); nothing to do")
+        if current.state is not None:
+            _resume(state_dir, current, timeout)
             ok = _start_real_nodes(current.state, real_nodes)
             click.echo(f"KUBECONFIG={current.state.kubeconfig}")
             sys.exit(0 if ok else 1)
-        if current.state is not None:
-            _progress("cleaning up a plane that is no longer healthy")
-            plane.stop(state_dir)
         binaries = build.ensure_built(_progress)
         state = plane.start(
             binaries,
@@ -131,6 +132,25 @@ def up(nodes: int, gpu_nodes: int, real_nodes: int, timeout: float, state_dir: P
     click.echo(f"KUBECONFIG={state.kubeconfig}")
     if not ok:
         sys.exit(1)
+
+
+def _resume(state_dir: Path, current: plane.Status, timeout: float) -> None:
+    """The plane recorded in `state_dir` running again: components that died are restarted
+    from their data, never replaced by an empty plane (only `down` discards one)."""
+    assert current.state is not None
+    if current.running:
+        _start_runtime(state_dir)
+        _progress(f"already running ({current.state.server}); nothing to do")
+        return
+    began = time.monotonic()
+    revived = plane.revive(state_dir, timeout=timeout, progress=_progress)
+    for component in revived:
+        _progress(component.message())
+    _start_runtime(state_dir)
+    _progress(
+        f"Kubernetes {current.state.version} running again at {current.state.server} "
+        f"after {time.monotonic() - began:.1f}s, with the objects it had"
+    )
 
 
 def _start_real_nodes(state: PlaneState, count: int) -> bool:
@@ -237,6 +257,7 @@ def status_cmd(state_dir: Path | None) -> None:
         click.echo(f"  {c.name:<24} pid {c.pid:<8} {state:<5} {_mib(c.rss):>9}")
     click.echo(f"  {'total resident memory':<38} {_mib(st.rss_total):>9}")
     if not st.running:
+        click.echo("`reconciler cluster up` restarts what is down, with its data", err=True)
         sys.exit(1)
 
 

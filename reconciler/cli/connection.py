@@ -1,5 +1,9 @@
 """Opening the cluster a command reads: `connect`, and `--concurrency`, bounded by its pool.
 
+`connect` also sets how long a command waits for an API server that stopped answering (`kube`
+retries for 2 minutes; `$RECONCILER_API_RETRY_SECONDS` changes that) and prints, on stderr, the
+one line saying what it waits for.
+
 Apart from `common` because these need the kubernetes client (through `kube`) and the other
 helpers do not: commands that run without a cluster (`validate`, `render`, `install`, a `diff`
 of two revisions) import `common` alone and start without loading the client.
@@ -7,8 +11,10 @@ of two revisions) import `common` alone and start without loading the client.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
@@ -17,6 +23,7 @@ from reconciler import kube
 from reconciler.engine import executor
 
 F = TypeVar("F", bound=Callable[..., Any])
+RETRY_ENV = "RECONCILER_API_RETRY_SECONDS"
 
 
 def concurrency_option(command: F) -> F:
@@ -30,11 +37,34 @@ def concurrency_option(command: F) -> F:
     )(command)
 
 
+def retry_seconds(environ: Mapping[str, str] = os.environ) -> float:
+    """The bound on waiting for an unreachable API server: `$RECONCILER_API_RETRY_SECONDS`,
+    else `kube.RETRY_FOR_SECONDS`; exit 2 naming the variable when it is not a number >= 0."""
+    raw = environ.get(RETRY_ENV, "").strip()
+    if not raw:
+        return kube.RETRY_FOR_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        click.echo(f"error: {RETRY_ENV}={raw!r}: not a number of seconds (0 or more)", err=True)
+        sys.exit(2)
+    return seconds
+
+
+def _waiting(line: str) -> None:
+    click.echo(line, err=True)
+
+
 def connect(kubeconfig: str | None, context: str | None) -> kube.Cluster:
     """A connection, or exit 2 saying why the kubeconfig cannot be used."""
+    seconds = retry_seconds()
     try:
-        return kube.connect(kubeconfig, context)
+        cluster = kube.connect(kubeconfig, context, retry_for=seconds)
     except Exception as err:  # the client's ConfigException, which only `kube` may import
         hint = "" if kubeconfig else " (no usable $KUBECONFIG or ~/.kube/config, not in a pod)"
         click.echo(f"error: cannot use the kubeconfig: {err}{hint}", err=True)
         sys.exit(2)
+    cluster.waiting = _waiting
+    return cluster

@@ -318,6 +318,16 @@ def health_url(component: str, ports: Ports) -> str | None:
     }.get(component)
 
 
+def component_ports(component: str, ports: Ports) -> list[int]:
+    """The plane's loopback ports a component listens on (kwok listens on none of them)."""
+    return {
+        "etcd": [ports.etcd_client, ports.etcd_peer],
+        "kube-apiserver": [ports.apiserver],
+        "kube-controller-manager": [ports.controller_manager],
+        "kube-scheduler": [ports.scheduler],
+    }.get(component, [])
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

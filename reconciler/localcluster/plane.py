@@ -10,7 +10,9 @@ that every process is gone: no orphans.
 
 To test how clients cope with a crash, :func:`kill` SIGKILLs one component and :func:`relaunch`
 starts it again from the command line recorded in the state (same ports and data, so etcd keeps
-every object) and waits until it is healthy; :func:`restart` does both.
+every object) and waits until it is healthy; :func:`restart` does both. :func:`revive` relaunches
+every component of a recorded plane that died, so that ``reconciler cluster up`` brings a crashed
+plane back with its objects, certificates and kubeconfigs instead of replacing it by an empty one.
 
 The flags, paths and objects come from :mod:`reconciler.localcluster.config`; this module only
 runs them.
@@ -51,6 +53,7 @@ from reconciler.localcluster.config import (
     Ports,
     apiserver_url,
     component_commands,
+    component_ports,
     health_url,
     kubeconfig,
     node_manifest,
@@ -644,6 +647,17 @@ def kill(component: str, state_dir: Path | None = None) -> int:
     return pid
 
 
+def _release_node_leases(layout: Layout, state: PlaneState) -> None:
+    """Delete the simulated nodes' leases the dead kwok held. A new kwok has a new identity and
+    leaves a lease alone until it expires (40 s): until then it moves no pod of that node. Best
+    effort: with the API server down there is nothing to release now."""
+    ports = _ports_of(state)
+    for node in state.nodes:
+        lease = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"
+        with contextlib.suppress(OSError):  # no certificates to reach the server with
+            _api(layout, ports, lease, "DELETE")
+
+
 def relaunch(
     component: str,
     state_dir: Path | None = None,
@@ -664,6 +678,8 @@ def relaunch(
     if _alive(old, state_dir):
         raise PlaneError(f"{component} is still running (pid {old}); kill it first")
     layout = Layout(state_dir)
+    if component == "kwok":
+        _release_node_leases(layout, state)
     log = layout.log(component)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
@@ -698,6 +714,97 @@ def restart(
     """Crash one component (:func:`kill`) and :func:`relaunch` it; return its new PID."""
     kill(component, state_dir)
     return relaunch(component, state_dir, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class Revived:
+    """A component :func:`revive` started again: its new PID, its ports, how long it took."""
+
+    component: str
+    pid: int
+    ports: tuple[int, ...]
+    seconds: float
+
+    def message(self) -> str:
+        where = ""
+        if self.ports:
+            plural = "s" if len(self.ports) > 1 else ""
+            where = f" on port{plural} {', '.join(str(p) for p in self.ports)}"
+        return (
+            f"{self.component} was not running: restarted{where} with its data "
+            f"(healthy in {self.seconds:.1f} s)"
+        )
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the components bind (Go sets SO_REUSEADDR): the connections a killed process left
+        # in TIME_WAIT do not keep its port, a listening process does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def revive(
+    state_dir: Path | None = None,
+    *,
+    timeout: float = READY_TIMEOUT,
+    progress: Progress | None = None,
+) -> list[Revived]:
+    """Bring the plane recorded in ``state_dir`` back after components of it died (a crash, a
+    kill, a reboot): :func:`relaunch` each dead one, in start order, on its recorded ports with
+    its data (etcd's objects, the certificates, the kubeconfigs stay as they are), wait until
+    the live ones are healthy and the nodes Ready again; return what was restarted.
+
+    Never discards anything: when the plane cannot come back (a port taken by another process,
+    a start that never finished, a component that will not get healthy) it raises PlaneError
+    saying why and leaves the state folder as it is; ``stop`` then ``start`` make a new plane.
+    """
+    state_dir = (state_dir or default_state_dir()).resolve()
+    state = read_state(state_dir)
+    if state is None:
+        raise PlaneError(f"no plane is recorded in {state_dir}")
+    discard = f"`reconciler cluster down --state-dir {state_dir}` discards it"
+    unrecorded = [name for name in COMPONENTS if name not in state.commands]
+    if unrecorded or state.ready_seconds is None:
+        raise PlaneError(
+            f"the plane in {state_dir} is still starting, or its start was interrupted "
+            f"(never ready); {discard}"
+        )
+    layout, ports = Layout(state_dir), _ports_of(state)
+    say = progress or (lambda _line: None)
+    revived: list[Revived] = []
+    for name in COMPONENTS:
+        pid = state.pids[name]
+        if _alive(pid, state_dir):
+            try:
+                check = _health_check(name, layout, ports)
+                _wait(f"{name} (pid {pid}) to be healthy", check, timeout, {}, layout)
+            except PlaneError as err:
+                raise PlaneError(
+                    f"{err}; it runs but does not answer its health check; last lines of "
+                    f"{layout.log(name)}:\n{_log_tail(layout.log(name))}\n{discard}"
+                ) from err
+            continue
+        own = component_ports(name, ports)
+        taken = [port for port in own if not _port_free(port)]
+        if taken:
+            raise PlaneError(
+                f"{name} is not running and another process listens on its port "
+                f"{', '.join(map(str, taken))}; the plane's data in {state_dir} is kept: free "
+                f"the port and run `reconciler cluster up` again, or {discard}"
+            )
+        say(f"{name} (pid {pid}) is not running: starting it again from its data")
+        began = time.monotonic()
+        new = relaunch(name, state_dir, timeout=timeout)
+        revived.append(Revived(name, new, tuple(own), time.monotonic() - began))
+    if revived:
+        say(f"waiting for {len(state.nodes)} simulated nodes to be Ready")
+        _wait("nodes Ready", lambda: _nodes_ready(layout, ports, state.nodes), timeout, {}, layout)
+    return revived
 
 
 @contextlib.contextmanager

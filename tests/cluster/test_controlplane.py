@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,16 @@ import pytest
 import urllib3
 import yaml
 from kubernetes import client
+from kubernetes import config as kube_config
 
 from reconciler.localcluster import build, plane
-from reconciler.localcluster.config import GPU_LABEL, GPU_RESOURCE, PlaneState
+from reconciler.localcluster.config import (
+    COMPONENTS,
+    GPU_LABEL,
+    GPU_RESOURCE,
+    PlaneState,
+    default_nodes,
+)
 from tests.cluster.conftest import use_existing_cluster
 from tests.cluster.kubehelpers import (
     FIELD_MANAGER,
@@ -394,4 +402,149 @@ def test_killed_api_server_is_unreachable_and_after_relaunch_serves_what_etcd_ke
         lambda ps: len(ps) == 1,
         "a running pod of a Deployment applied after the API server restart",
         timeout=120,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# a plane of the module's own, to crash: `cluster up` brings it back with its data, and commands
+# against its dead API server give up within their bound (the session's plane is never killed)
+
+
+@pytest.fixture(scope="module")
+def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlaneState]:
+    """A second, private plane (one node), tied to this process and stopped after the module."""
+    if use_existing_cluster():
+        pytest.skip("USE_EXISTING_CLUSTER=1: no local plane to crash")
+    state_dir = tmp_path_factory.mktemp("ownplane")
+    state = plane.start(build.ensure_built(), default_nodes(1, 0), state_dir, die_with_parent=True)
+    try:
+        yield state
+    finally:
+        plane.stop(state_dir)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _cluster_up(state_dir: Path) -> Any:
+    """`reconciler cluster up` in this process, so that what it restarts dies with pytest (the
+    plane was started with die_with_parent) rather than with a child process."""
+    from click.testing import CliRunner
+
+    from reconciler.cli.main import main
+
+    return CliRunner().invoke(
+        main, ["cluster", "up", "--real-nodes", "0", "--state-dir", str(state_dir)]
+    )
+
+
+def test_cluster_up_restarts_a_crashed_api_server_on_its_port_with_its_data(
+    own_plane: PlaneState,
+) -> None:
+    state_dir = Path(own_plane.state_dir)
+    port = own_plane.ports["apiserver"]
+    kubeconfig_before = Path(own_plane.kubeconfig).read_bytes()
+    pki_before = _files(state_dir / "pki")
+    api = kube_config.new_client_from_config(config_file=own_plane.kubeconfig)
+    core = client.CoreV1Api(api)
+    name = f"kept-{uuid.uuid4().hex[:6]}"
+    secret = core.create_namespaced_secret(
+        "default", {"metadata": {"name": name}, "stringData": {"key": uuid.uuid4().hex}}
+    )
+    plane.kill("kube-apiserver", state_dir)
+
+    result = _cluster_up(state_dir)
+
+    assert result.exit_code == 0, result.output
+    assert (
+        f"kube-apiserver was not running: restarted on port {port} with its data" in result.stderr
+    )
+    assert result.stdout.strip().splitlines()[-1] == f"KUBECONFIG={own_plane.kubeconfig}"
+    st = plane.status(state_dir)
+    assert st.running and st.state is not None
+    assert st.state.server == own_plane.server
+    assert Path(own_plane.kubeconfig).read_bytes() == kubeconfig_before
+    assert _files(state_dir / "pki") == pki_before
+    # The client made before the crash (its CA, its certificate) works on the restarted server,
+    # which still has the object, and its generated value, as they were.
+    after = core.read_namespaced_secret(name, "default")
+    assert after.metadata.uid == secret.metadata.uid
+    assert after.data == secret.data
+    api.close()
+
+
+def test_cluster_up_brings_back_a_plane_whose_every_component_died(
+    own_plane: PlaneState,
+) -> None:
+    state_dir = Path(own_plane.state_dir)
+    api = kube_config.new_client_from_config(config_file=own_plane.kubeconfig)
+    core = client.CoreV1Api(api)
+    name = f"kept-{uuid.uuid4().hex[:6]}"
+    kept = core.create_namespaced_config_map(
+        "default", {"metadata": {"name": name}, "data": {"kept": "yes"}}
+    )
+    for component in reversed(COMPONENTS):  # as a reboot would leave it, etcd included
+        plane.kill(component, state_dir)
+
+    result = _cluster_up(state_dir)
+
+    assert result.exit_code == 0, result.output
+    ports = own_plane.ports
+    for line in (
+        f"etcd was not running: restarted on ports {ports['etcd_client']}, "
+        f"{ports['etcd_peer']} with its data",
+        f"kube-apiserver was not running: restarted on port {ports['apiserver']} with its data",
+        "kube-controller-manager was not running: restarted on port "
+        f"{ports['controller_manager']} with its data",
+        f"kube-scheduler was not running: restarted on port {ports['scheduler']} with its data",
+        "kwok was not running: restarted with its data",
+    ):
+        assert line in result.stderr
+    assert plane.status(state_dir).running
+    after = core.read_namespaced_config_map(name, "default")
+    assert (after.metadata.uid, after.data) == (kept.metadata.uid, {"kept": "yes"})
+    # The restarted controller manager, scheduler and kwok work: a Deployment rolls out.
+    server_side_apply(api, deployment("after-reboot", "default", replicas=1))
+    wait_until(
+        lambda: running(pods(api, "default", "app=after-reboot")),
+        lambda ps: len(ps) == 1,
+        "a running pod of a Deployment applied after the plane came back",
+        timeout=120,
+    )
+    api.close()
+
+
+EXAMPLE_REPO = Path(__file__).resolve().parents[2] / "manifests"
+
+
+@pytest.mark.parametrize("command", ["apply", "plan"])
+def test_a_command_against_a_dead_api_server_gives_up_at_its_bound_saying_why(
+    own_plane: PlaneState, command: str
+) -> None:
+    state_dir = Path(own_plane.state_dir)
+    server = own_plane.server
+    plane.kill("kube-apiserver", state_dir)
+    try:
+        env = {**os.environ, "RECONCILER_API_RETRY_SECONDS": "3"}
+        cmd = [sys.executable, "-m", "reconciler", command, str(EXAMPLE_REPO)]
+        done = subprocess.run(
+            [*cmd, "--kubeconfig", own_plane.kubeconfig],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,  # the bound is 3 s; without one a request retried for 2 minutes
+            check=False,
+        )
+    finally:
+        plane.relaunch("kube-apiserver", state_dir)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    waiting = [line for line in lines if line.startswith("waiting for the API server")]
+    # One line while it waits (however many requests were in flight), naming the server.
+    assert waiting == [
+        f"waiting for the API server at {server} (connection refused), giving up in 3 s"
+    ]
+    assert lines[-1] == (
+        f"error: cannot reach the API server at {server} (connection refused); gave up after 3 s"
     )
