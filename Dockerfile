@@ -7,7 +7,12 @@
 # only that virtualenv is copied into the second, so no source tree, build tool or pip cache
 # ends up in the image.
 
-FROM python:3.11-slim AS build
+# Where python:3.11-slim cannot be pulled (no registry), `reconciler cluster up` builds a Debian
+# base with Python 3.11 from Debian's packages and passes it as PYTHON_IMAGE
+# (reconciler/localcluster/localimages.py).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
@@ -18,7 +23,7 @@ COPY schemas ./schemas
 COPY templates ./templates
 RUN /opt/venv/bin/pip install .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 # gitpython drives the git binary; SSH remotes need ssh. Nothing else is added.
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends git openssh-client \

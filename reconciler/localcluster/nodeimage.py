@@ -33,14 +33,21 @@ _DPKG_EXCLUDES = (
 )
 
 
-def mmdebstrap_command(output: Path) -> list[str]:
-    """The mmdebstrap command line that writes the node's root file system as a tar."""
+def mmdebstrap_command(
+    output: Path,
+    packages: tuple[str, ...] = nodepins.NODE_PACKAGES,
+    hooks: tuple[str, ...] = (),
+) -> list[str]:
+    """The mmdebstrap command line that writes a root file system (the node's by default) of
+    Debian's minimal base plus ``packages``, then runs the shell commands ``hooks`` on it (``$1``
+    is its folder), as a tar."""
     return [
         "mmdebstrap",
         "--variant=minbase",
-        f"--include={','.join(nodepins.NODE_PACKAGES)}",
+        f"--include={','.join(packages)}",
         *(f"--dpkgopt=path-exclude={p}" for p in _DPKG_EXCLUDES),
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        *(f"--customize-hook={hook}" for hook in hooks),
         nodepins.DEBIAN_SUITE,
         str(output),
     ]
@@ -63,7 +70,23 @@ def image_exists(name: str) -> bool:
 
 def ensure_image(progress: Progress | None = None) -> str:
     """The node image's name, building it first if Docker does not have it."""
-    name = image_name()
+    return ensure_debian_image(
+        image_name(), nodepins.NODE_PACKAGES, ('CMD ["/bin/bash"]',), "the node image", progress
+    )
+
+
+def ensure_debian_image(
+    name: str,
+    packages: tuple[str, ...],
+    changes: tuple[str, ...],
+    what: str,
+    progress: Progress | None = None,
+    hooks: tuple[str, ...] = (),
+) -> str:
+    """Image ``name``: Debian's minimal base plus ``packages`` made by mmdebstrap (with its
+    customize ``hooks``) and imported with the Dockerfile instructions ``changes``; built only if
+    Docker does not have it (the name carries the digest of its inputs). Also the base of the
+    pods' Python images (``localimages``)."""
     if image_exists(name):
         return name
     lock_dir = nodebuild.cache_root()
@@ -74,19 +97,19 @@ def ensure_image(progress: Progress | None = None) -> str:
             return name
         if shutil.which("mmdebstrap") is None:
             raise BuildError(
-                "mmdebstrap is not installed (it builds the node's root file system); "
+                f"mmdebstrap is not installed (it builds {what}'s root file system); "
                 "apt-get install mmdebstrap"
             )
         say = progress or (lambda _line: None)
         say(
-            f"building the node image {name}: Debian {nodepins.DEBIAN_SUITE} with "
-            f"{len(nodepins.NODE_PACKAGES)} packages via mmdebstrap (first time: about 1-2 minutes)"
+            f"building {what} {name}: Debian {nodepins.DEBIAN_SUITE} with "
+            f"{len(packages)} packages via mmdebstrap (first time: about 1-2 minutes)"
         )
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=lock_dir, prefix=".rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs.tar"
             proc = subprocess.run(
-                mmdebstrap_command(rootfs),
+                mmdebstrap_command(rootfs, packages, hooks),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -96,10 +119,9 @@ def ensure_image(progress: Progress | None = None) -> str:
                 tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
                 raise BuildError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail}")
             try:
-                hostdocker.docker(
-                    "import", "--change", 'CMD ["/bin/bash"]', str(rootfs), name, timeout=600
-                )
+                changed = [arg for change in changes for arg in ("--change", change)]
+                hostdocker.docker("import", *changed, str(rootfs), name, timeout=600)
             except hostdocker.DockerUnavailable as exc:
-                raise BuildError(f"importing the node image failed: {exc}") from exc
-        say(f"built the node image {name} in {time.monotonic() - started:.0f}s")
+                raise BuildError(f"importing {what} failed: {exc}") from exc
+        say(f"built {what} {name} in {time.monotonic() - started:.0f}s")
     return name

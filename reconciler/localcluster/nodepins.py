@@ -47,3 +47,33 @@ RUNC_PATH = "/usr/sbin/runc"
 
 # Local image names: a registry host no one can reach, so nothing tries to pull them.
 IMAGE_REGISTRY = "mlext.local"
+
+# The Python base of the pods' images (``localimages``): the project's image is built on it from
+# the Dockerfile when the Dockerfile's base cannot be pulled, and so is every stand-in for an
+# image the manifests name. Debian's Python (3.11 in bookworm, the Dockerfile's python:3.11);
+# python-is-python3 because the Dockerfile and the examples call `python`; python3-venv for the
+# virtualenvs both make; passwd for the Dockerfile's useradd.
+PYTHON_BASE_PACKAGES = (
+    "python3",
+    "python3-venv",
+    "python-is-python3",
+    "ca-certificates",
+    "passwd",
+)
+
+# What the stand-ins for the curated environments add to the model server, from PyPI: the
+# libraries each environment is named after, at versions those environments ship.
+SKLEARN_PACKAGES = ("scikit-learn==1.5.2", "pandas==2.2.3")
+LIGHTGBM_PACKAGES = ("lightgbm==3.3.5", "scikit-learn==1.5.2", "pandas==2.2.3")
+# Debian packages a stand-in needs besides the base (lightgbm's wheel links OpenMP).
+LIGHTGBM_DEBIAN_PACKAGES = ("libgomp1",)
+# The MLflow inference image's stand-in resolves the model server and MLflow as one set (layered
+# on the model server's environment, mlflow pulled an opentelemetry-sdk the server's exporter
+# cannot import); the libraries are those the public MLflow example's model was saved with.
+MLFLOW_PACKAGES = (
+    "mlflow-skinny==2.22.1",
+    "scikit-learn==1.7.0",
+    "pandas==2.2.3",
+    "cloudpickle==3.1.1",
+    "psutil==7.0.0",
+)

@@ -1,0 +1,321 @@
+"""Images for the real nodes' pods, without a registry: build, or pull, then load.
+
+Two kinds of image: the project's own (``Dockerfile``: the router and the controller run it) and
+the images the manifests name (``standins.STANDINS``). Each is pulled when this machine can pull
+it (``docker pull`` succeeds; a machine with a registry uses real images); otherwise it is built
+here. Both are built on one Python base that mmdebstrap makes from Debian's packages
+(``nodepins.PYTHON_BASE_PACKAGES``, via ``nodeimage.ensure_debian_image``): the project's image
+from the Dockerfile with that base as its ``PYTHON_IMAGE`` build argument, the stand-ins from the
+recipes' Dockerfiles. Every image is named by the digest of its inputs, so an unchanged one is
+never rebuilt.
+
+:func:`provide` loads them into a plane's real nodes (``realnode.load_image``) under the names
+the manifests and the render use (``ctr images tag``: one stand-in image serves several names)
+and records in the plane's folder what each name is, a stand-in or a real image, for
+``cluster status`` (:func:`loaded`), with the build and load times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from reconciler.localcluster import build, hostdocker, nodeimage, nodepins, realnode, standins
+from reconciler.localcluster import realnodeconfig as rc
+from reconciler.localcluster.build import BuildError
+from reconciler.model import components
+
+Progress = Callable[[str], None]
+
+BUILD_TIMEOUT = 1800.0
+PULL_TIMEOUT = 120.0
+# The Dockerfile's base, and the build argument that replaces it.
+DOCKERFILE_BASE = "python:3.11-slim"
+BASE_ARG = "PYTHON_IMAGE"
+# What the project's image is labelled with: the digest of what went into it.
+SOURCE_LABEL = "io.mlext.source-digest"
+# What goes into the project's image (the Dockerfile's COPY lines and the Dockerfile itself).
+# Python's ssl, requests and pip (whose own bundle is certifi's) read the system's bundle.
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+TRUST_ENV = {
+    "SSL_CERT_FILE": SYSTEM_BUNDLE,
+    "REQUESTS_CA_BUNDLE": SYSTEM_BUNDLE,
+    "PIP_CERT": SYSTEM_BUNDLE,
+}
+PROJECT_INPUTS = ("Dockerfile", "pyproject.toml", "README.md", "reconciler", "schemas", "templates")
+
+
+@dataclass(frozen=True)
+class Provided:
+    """One image name a plane's pods can run: the Docker image behind it (``local``: the name
+    itself for a real or the project's image), whether it is a stand-in, and the seconds it took
+    to build (0 when cached or pulled) and to load into the nodes."""
+
+    name: str
+    local: str
+    standin: bool
+    recipe: str = ""
+    build_seconds: float = 0.0
+    load_seconds: float = 0.0
+
+
+def project_image() -> str:
+    """The name the render gives the router's (and the controller's) image."""
+    (router,) = [c for c in components.COMPONENTS if c.name == "azureml-fe-v2"]
+    return components.image(router)
+
+
+def _say(progress: Progress | None) -> Progress:
+    return progress or (lambda _line: None)
+
+
+def _docker(*args: str, timeout: float | None = 300) -> subprocess.CompletedProcess[str]:
+    return hostdocker.docker(*args, check=False, timeout=timeout)
+
+
+def _label(image: str, label: str) -> str | None:
+    """The value of ``label`` on a Docker image; None when the image is not there."""
+    proc = _docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{label}"}}}}', image)
+    if proc.returncode != 0:
+        return None
+    value = proc.stdout.strip()
+    return "" if value == "<no value>" else value
+
+
+def real_image_available(name: str, progress: Progress | None = None) -> bool:
+    """True when Docker has ``name`` as a real image (not one of our stand-ins) or can pull it."""
+    if _label(name, standins.STANDIN_LABEL) == "":  # there, and no stand-in of ours
+        return True
+    try:
+        proc = _docker("pull", name, timeout=PULL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return False
+    if proc.returncode == 0:
+        _say(progress)(f"pulled {name}")
+        return True
+    return False
+
+
+def host_ca_bundle() -> Path | None:
+    """The certificate bundle this host trusts (``SSL_CERT_FILE``, else Debian's), if any."""
+    for candidate in (os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def python_base_hooks(bundle: Path | None) -> tuple[str, ...]:
+    """mmdebstrap hooks that make the base trust what the host trusts: PyPI may be reached
+    through a proxy whose certificate authority only the host's bundle holds (so it is here),
+    and pip and the model server's installs in the images must reach it too."""
+    if bundle is None:
+        return ()
+    target = "$1/usr/local/share/ca-certificates/mlext-host-bundle.crt"
+    return (f'cp {shlex.quote(str(bundle))} "{target}"', 'chroot "$1" update-ca-certificates')
+
+
+def ensure_python_base(progress: Progress | None = None) -> str:
+    """The Python base image (Debian's Python from mmdebstrap), built once per pin (and per
+    host certificate bundle)."""
+    packages = nodepins.PYTHON_BASE_PACKAGES
+    bundle = host_ca_bundle()
+    hooks = python_base_hooks(bundle)
+    command = " ".join(nodeimage.mmdebstrap_command(Path("x"), packages, hooks))
+    inputs = [("mmdebstrap", command.encode())]
+    if bundle is not None:
+        inputs.append(("ca-bundle", bundle.read_bytes()))
+    return nodeimage.ensure_debian_image(
+        standins.python_base_name(build.source_digest(inputs)),
+        packages,
+        ('CMD ["python3"]', f"ENV {' '.join(f'{k}={v}' for k, v in TRUST_ENV.items())}"),
+        "the Python base image",
+        progress,
+        hooks,
+    )
+
+
+def _docker_build(name: str, args: list[str], stdin: str | None, what: str) -> float:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [hostdocker.docker_cli(), "build", "--tag", name, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=BUILD_TIMEOUT,
+        # The classic builder: Debian's docker.io has no buildx.
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    if proc.returncode != 0:
+        # The classic builder prints the failed step's output on stdout, its verdict on stderr.
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise BuildError(f"building {what} {name} failed (exit {proc.returncode}):\n{tail}")
+    return round(time.monotonic() - started, 1)
+
+
+def ensure_standin(key: str, progress: Progress | None = None) -> tuple[str, float]:
+    """Recipe ``key``'s image (its parents first), built if Docker lacks it; its name and the
+    seconds spent building (0 when every image was there)."""
+    say = _say(progress)
+    base = ensure_python_base(progress)
+    spent = 0.0
+    for step in standins.build_order({key}):
+        recipe = standins.RECIPES[step]
+        name = standins.local_name(step, base)
+        if nodeimage.image_exists(name):
+            continue
+        parent = base if recipe.parent is None else standins.local_name(recipe.parent, base)
+        say(f"building the stand-in image {name} ({recipe.what})")
+        seconds = _docker_build(
+            name, ["-"], standins.dockerfile(recipe, parent), f"the stand-in {step}"
+        )
+        say(f"built {name} in {seconds:.0f}s")
+        spent += seconds
+    return standins.local_name(key, base), spent
+
+
+def project_source_digest(root: Path) -> str:
+    """A digest of the files the Dockerfile copies into the project's image (and of itself)."""
+    contents: list[tuple[str, bytes]] = []
+    for entry in PROJECT_INPUTS:
+        path = root / entry
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts:
+                contents.append((str(f.relative_to(root)), f.read_bytes()))
+    return build.source_digest(contents)
+
+
+def ensure_project_image(progress: Progress | None = None) -> tuple[str, float]:
+    """The project's image under the name the render uses, built from the repo's Dockerfile if
+    Docker lacks this source's build: on ``python:3.11-slim`` where it can be pulled, else on
+    the Python base. Its name and the seconds spent building."""
+    say = _say(progress)
+    root = build.repo_root()
+    if not (root / "Dockerfile").is_file():
+        raise BuildError(f"no Dockerfile in {root}: the project's image is built from a checkout")
+    name = project_image()
+    digest = project_source_digest(root)
+    if _label(name, SOURCE_LABEL) == digest:
+        return name, 0.0
+    args = ["--label", f"{SOURCE_LABEL}={digest}"]
+    if real_image_available(DOCKERFILE_BASE, progress):
+        base = DOCKERFILE_BASE
+    else:
+        base = ensure_python_base(progress)
+        args += ["--build-arg", f"{BASE_ARG}={base}"]
+    say(f"building the project's image {name} from the Dockerfile on {base}")
+    seconds = _docker_build(name, [*args, str(root)], None, "the project's image")
+    say(f"built {name} in {seconds:.0f}s")
+    return name, seconds
+
+
+def ensure_images(
+    names: Iterable[str] | None = None, progress: Progress | None = None
+) -> list[Provided]:
+    """Each of ``names`` (default: the whole stand-in table) as a real image where Docker can
+    pull it, else as its stand-in, building what is missing."""
+    wanted = sorted(standins.STANDINS if names is None else set(names))
+    unknown = [n for n in wanted if n not in standins.STANDINS]
+    if unknown:
+        raise BuildError(f"no stand-in for {', '.join(unknown)} (see standins.STANDINS)")
+    out: list[Provided] = []
+    for name in wanted:
+        if real_image_available(name, progress):
+            out.append(Provided(name, name, standin=False))
+            continue
+        key = standins.STANDINS[name]
+        local, seconds = ensure_standin(key, progress)
+        out.append(Provided(name, local, standin=True, recipe=key, build_seconds=seconds))
+    return out
+
+
+def _tag_in_node(node: realnode.RealNode, source: str, targets: list[str]) -> None:
+    proc = _docker(
+        "exec", node.container, f"{rc.NODE_BIN}/ctr", "-n", "k8s.io", "images", "tag", "--force",
+        standins.normalize(source), *(standins.normalize(t) for t in targets),
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise realnode.RealNodeError(
+            f"tagging {source} as {', '.join(targets)} in {node.name} failed: "
+            f"{(proc.stderr or proc.stdout).strip()}"
+        )
+
+
+def _node_has(node: realnode.RealNode, image: str) -> bool:
+    """Whether the node's containerd already holds ``image`` (a node keeps its images across
+    `cluster up`s: its containerd's folder is on the host)."""
+    proc = _docker(
+        "exec", node.container, f"{rc.NODE_BIN}/ctr", "-n", "k8s.io", "images", "ls", "-q"
+    )
+    return proc.returncode == 0 and standins.normalize(image) in proc.stdout.split()
+
+
+def images_record(state_dir: Path) -> Path:
+    """Where a plane records what it loaded into its real nodes."""
+    return rc.realnodes_dir(state_dir) / "images.json"
+
+
+def load(
+    state_dir: Path,
+    provided: list[Provided],
+    nodes: list[realnode.RealNode] | None = None,
+    progress: Progress | None = None,
+) -> list[Provided]:
+    """Load each provided image into the plane's real nodes (all by default) under its name,
+    record them, and return them with their load times."""
+    say = _say(progress)
+    targets = nodes if nodes is not None else realnode.list_nodes(state_dir)
+    by_local: dict[str, list[Provided]] = {}
+    for p in provided:
+        by_local.setdefault(p.local, []).append(p)
+    done: list[Provided] = []
+    for local, group in sorted(by_local.items()):
+        started = time.monotonic()
+        missing = [node for node in targets if not _node_has(node, local)]
+        if missing:
+            realnode.load_image(state_dir, local, missing)
+        aliases = [p.name for p in group if p.name != local]
+        if aliases:
+            for node in targets:
+                _tag_in_node(node, local, aliases)
+        seconds = round(time.monotonic() - started, 1)
+        if missing:
+            say(f"loaded {local} into {len(missing)} real node(s) in {seconds:.1f}s")
+        done += [Provided(**{**asdict(p), "load_seconds": seconds}) for p in group]
+    record = images_record(state_dir)
+    old = {p.name: p for p in loaded(state_dir)}
+    old.update({p.name: p for p in done})
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(
+        json.dumps([asdict(p) for p in sorted(old.values(), key=lambda p: p.name)], indent=1)
+    )
+    return done
+
+
+def loaded(state_dir: Path) -> list[Provided]:
+    """What :func:`load` recorded for this plane (empty if nothing was loaded)."""
+    try:
+        data = json.loads(images_record(state_dir).read_text())
+    except (OSError, ValueError):
+        return []
+    return [Provided(**item) for item in data if isinstance(item, dict)]
+
+
+def provide(
+    state_dir: Path,
+    nodes: list[realnode.RealNode] | None = None,
+    progress: Progress | None = None,
+) -> list[Provided]:
+    """The project's image and every name in the stand-in table, built or pulled, loaded into
+    the plane's real nodes (all by default)."""
+    name, seconds = ensure_project_image(progress)
+    provided = [Provided(name, name, standin=False, build_seconds=seconds)]
+    provided += ensure_images(None, progress)
+    return load(state_dir, provided, nodes, progress)
