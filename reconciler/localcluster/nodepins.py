@@ -77,3 +77,8 @@ MLFLOW_PACKAGES = (
     "cloudpickle==3.1.1",
     "psutil==7.0.0",
 )
+
+# Cluster DNS for pods on real nodes: CoreDNS as released (its go.mod has no replace directives,
+# so `go install module@version` builds it with its own go.sum), static, no cgo.
+COREDNS_MODULE = "github.com/coredns/coredns"
+COREDNS_VERSION = "v1.15.0"

@@ -9,13 +9,20 @@ plane keeps its simulated (kwok) nodes for scale; real nodes carry the label and
 (``nodebuild``) and the node image (``nodeimage``), then creates the plane's Docker network, the
 forwarder from that network to the API server on loopback, the RBAC bindings and the
 ``kubernetes`` EndpointSlice, and the node containers, and waits until every node is Ready.
-``plane.stop`` removes all of it (everything carries the plane's Docker label). The shapes and
-files come from ``realnodeconfig``; this module only runs them.
+Then it routes the pod network (the host and every node reach every node's pods, ``podnetwork``)
+and starts cluster DNS (CoreDNS on the real nodes behind ``kube-dns``, ``clusterdns``), waiting
+until it answers. ``plane.stop`` removes all of it (everything carries the plane's Docker label;
+:func:`remove_pod_routes` deletes the host's routes). The shapes and files come from
+``realnodeconfig``, ``podnetwork`` and ``clusterdns``; this module only runs them.
 """
 
 from __future__ import annotations
 
+import fcntl
+import ipaddress
 import json
+import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -25,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.localcluster import hostdocker, nodebuild, nodeimage, plane
+from reconciler.localcluster import clusterdns, hostdocker, nodebuild, nodeimage, plane, podnetwork
 from reconciler.localcluster import realnodeconfig as rc
 from reconciler.localcluster.config import Layout, PlaneState, kubeconfig
 from reconciler.localcluster.pki import ClientIdentity, issue_client_cert
@@ -33,6 +40,7 @@ from reconciler.localcluster.pki import ClientIdentity, issue_client_cert
 Progress = Callable[[str], None]
 
 READY_TIMEOUT = 180.0
+DNS_READY_TIMEOUT = 120.0
 
 
 class RealNodeError(RuntimeError):
@@ -84,10 +92,49 @@ def _gateway(pid: str) -> str:
     return address
 
 
-def _ensure_network(pid: str, state_dir: Path) -> str:
-    if _inspect("network", rc.network_name(pid)) is None:
-        _docker(*rc.network_create_args(pid, state_dir))
-    return _gateway(pid)
+def _ip_routes() -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        ["ip", "-j", "-4", "route", "show"], capture_output=True, text=True, check=False
+    )
+    data = json.loads(proc.stdout or "[]") if proc.returncode == 0 else []
+    return data if isinstance(data, list) else []
+
+
+def _claimed_pod_range(pid: str) -> ipaddress.IPv4Network | None:
+    """The pod range the plane's network claims (None: no network, or one without a claim)."""
+    info = _inspect("network", rc.network_name(pid))
+    if not info:
+        return None
+    claim = ((info[0].get("Labels") or {}).get(rc.POD_RANGE_LABEL)) or ""
+    found = podnetwork.claimed_ranges([claim])
+    return next(iter(found)) if found else None
+
+
+def _ensure_network(pid: str, state_dir: Path) -> tuple[str, ipaddress.IPv4Network]:
+    """The plane's network (created with a claim on a free pod range if missing): its gateway
+    and the plane's pod range."""
+    claimed = _claimed_pod_range(pid)
+    if claimed is None:
+        lock_dir = nodebuild.cache_root()
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        # Two planes starting at once must not claim the same range: choose and create under
+        # one lock for the machine.
+        with open(lock_dir / ".pod-ranges.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _inspect("network", rc.network_name(pid)) is not None:
+                _docker("network", "rm", rc.network_name(pid))  # an old one without a claim
+            out = _docker(
+                "network", "ls", "--filter", f"label={rc.POD_RANGE_LABEL}",
+                "--format", f'{{{{.Label "{rc.POD_RANGE_LABEL}"}}}}',
+            )  # fmt: skip
+            taken = podnetwork.claimed_ranges(out.splitlines())
+            taken |= podnetwork.routed_ranges(_ip_routes())
+            try:
+                claimed = podnetwork.choose_plane_range(pid, taken)
+            except podnetwork.NoFreePodRange as exc:
+                raise RealNodeError(str(exc)) from exc
+            _docker(*rc.network_create_args(pid, state_dir, claimed))
+    return _gateway(pid), claimed
 
 
 def _running(container: str) -> bool:
@@ -132,10 +179,14 @@ def _node_kubeconfig(layout: Layout, server: str, who: ClientIdentity) -> str:
 
 
 def _write_node_files(
-    state: PlaneState, node: str, index: int, gateway: str, programs: nodebuild.NodePrograms
+    state: PlaneState,
+    node: str,
+    pod_range: ipaddress.IPv4Network,
+    cluster_range: ipaddress.IPv4Network,
+    gateway: str,
+    programs: nodebuild.NodePrograms,
 ) -> rc.NodeLayout:
     state_dir = Path(state.state_dir)
-    pid = rc.plane_id(state_dir)
     layout = Layout(state_dir)
     files = rc.node_layout(state_dir, node)
     for folder in (files.etc / "cni", files.containerd, files.logs):
@@ -146,12 +197,12 @@ def _write_node_files(
     texts = {
         "entrypoint.sh": rc.entrypoint_script(node, programs.pause_archive.name),
         "containerd.toml": rc.containerd_config(programs.pause_image),
-        "kubelet.yaml": yaml.safe_dump(rc.kubelet_config(rc.node_pod_range(pid, index))),
-        "kube-proxy.yaml": yaml.safe_dump(rc.kube_proxy_config(node, rc.plane_pod_range(pid))),
+        "kubelet.yaml": yaml.safe_dump(rc.kubelet_config(pod_range, clusterdns.SERVICE_IP)),
+        "kube-proxy.yaml": yaml.safe_dump(rc.kube_proxy_config(node, cluster_range)),
         "kubelet.kubeconfig": _node_kubeconfig(layout, server, kubelet_identity),
         "kube-proxy.kubeconfig": _node_kubeconfig(layout, server, proxy_identity),
         "ca.crt": layout.pki.ca_cert.read_text(),
-        "cni/10-mlext.conflist": json.dumps(rc.cni_config(rc.node_pod_range(pid, index)), indent=2),
+        "cni/10-mlext.conflist": json.dumps(rc.cni_config(pod_range), indent=2),
     }
     for name, text in texts.items():
         path = files.etc / name
@@ -239,6 +290,7 @@ def sweep_orphans(keep: str | None = None) -> list[str]:
     for pid, folder in sorted(owners):
         if pid == keep or _plane_alive(Path(folder)):
             continue
+        _remove_routes_of(pid)
         hostdocker.remove_labelled(f"{rc.PLANE_LABEL}={pid}")
         swept.append(pid)
     return swept
@@ -268,7 +320,7 @@ def start_nodes(
         say(f"removed the real nodes of {len(swept)} plane(s) that no longer run")
     # The folder first: it tells plane.stop to look for Docker objects of this plane.
     rc.realnodes_dir(state_dir).mkdir(parents=True, exist_ok=True)
-    gateway = _ensure_network(pid, state_dir)
+    gateway, cluster_range = _ensure_network(pid, state_dir)
     port = state.ports["apiserver"]
     _ensure_forwarder(pid, state_dir, image, gateway, port)
     _apply_cluster_objects(state, gateway, port)
@@ -286,7 +338,8 @@ def start_nodes(
         # A Node left by an earlier container of this name may still say Ready: wait for
         # the new kubelet's word, not the old one's.
         plane.api(state, f"/api/v1/nodes/{node}", "DELETE")
-        _write_node_files(state, node, index, gateway, programs)
+        pod_range = rc.node_pod_range(cluster_range, index)
+        _write_node_files(state, node, pod_range, cluster_range, gateway, programs)
         args = rc.node_run_args(
             pid, state_dir, node, image, programs.bin_dir, programs.pause_archive.parent
         )
@@ -302,7 +355,130 @@ def start_nodes(
     for n in nodes:
         if n.ready_seconds is not None:
             say(f"real node {n.name} Ready {n.ready_seconds}s after its container started")
+    route_pods(state_dir, say)
+    seconds = start_cluster_dns(state, programs, timeout=DNS_READY_TIMEOUT)
+    say(f"cluster DNS (CoreDNS at {clusterdns.SERVICE_IP}) ready in {seconds:.1f}s")
     return sorted(nodes, key=lambda n: n.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pod network: routes from the host and between nodes
+
+
+_NODE_INDEX = re.compile(r"^real-node-(\d+)$")
+
+
+def _node_addresses(state_dir: Path) -> dict[str, tuple[ipaddress.IPv4Network, str]]:
+    """Every running real node of the plane: its pod /24 and its address on the network."""
+    pid = rc.plane_id(state_dir)
+    cluster_range = _claimed_pod_range(pid)
+    if cluster_range is None:
+        return {}
+    out: dict[str, tuple[ipaddress.IPv4Network, str]] = {}
+    for node in list_nodes(state_dir):
+        match = _NODE_INDEX.match(node.name)
+        info = _inspect("container", node.container)
+        if match is None or not info:
+            continue
+        nets = info[0].get("NetworkSettings", {}).get("Networks", {})
+        address = (nets.get(rc.network_name(pid)) or {}).get("IPAddress")
+        if address:
+            out[node.name] = (rc.node_pod_range(cluster_range, int(match.group(1))), address)
+    return out
+
+
+def _run_ip(cmd: list[str], where: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RealNodeError(f"`{' '.join(cmd)}` {where} failed: {proc.stderr.strip()}")
+
+
+def route_pods(state_dir: Path, progress: Progress | None = None) -> None:
+    """Route every real node's pod range from the host and from every other node (idempotent;
+    run after each start, since a new node needs routes on the old ones too)."""
+    say = progress or (lambda _line: None)
+    nodes = _node_addresses(state_dir)
+    for node, commands in podnetwork.node_routes(nodes).items():
+        container = rc.container_name(rc.plane_id(state_dir), node)
+        for cmd in commands:
+            _docker("exec", container, *cmd)
+    if os.geteuid() != 0:
+        say("not root: the host has no route to the real nodes' pods (pod IPs answer only "
+            "inside the plane)")  # fmt: skip
+        return
+    for cmd in podnetwork.host_routes(nodes):
+        _run_ip(cmd, "on the host")
+
+
+def _remove_routes_of(pid: str) -> None:
+    plane_range = _claimed_pod_range(pid)
+    if plane_range is None or os.geteuid() != 0:
+        return
+    for dst in podnetwork.routes_within(plane_range, _ip_routes()):
+        subprocess.run(podnetwork.delete_route_command(dst), capture_output=True, check=False)
+
+
+def remove_pod_routes(state_dir: Path) -> None:
+    """Delete the host's routes into the plane's pod range (before its network goes: the claim
+    on the network says which range is the plane's)."""
+    if rc.realnodes_dir(state_dir).exists() and hostdocker.daemon_ready():
+        _remove_routes_of(rc.plane_id(state_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# cluster DNS
+
+
+def _load_archive(archive: Path, nodes: list[RealNode]) -> None:
+    for node in nodes:
+        with open(archive, "rb") as data:
+            load = subprocess.run(
+                [hostdocker.docker_cli(), "exec", "-i", node.container, *rc.ctr_import_command()],
+                stdin=data,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if load.returncode != 0:
+            raise RealNodeError(
+                f"loading {archive.name} into {node.name} failed: {load.stderr.strip()}"
+            )
+
+
+def _dns_ready(state: PlaneState) -> bool:
+    path = f"/apis/apps/v1/namespaces/{clusterdns.NAMESPACE}/daemonsets/{clusterdns.NAME}"
+    code, body = plane.api(state, path)
+    if code != 200 or not isinstance(body, dict):
+        return False
+    st = body.get("status", {})
+    desired = st.get("desiredNumberScheduled", 0)
+    return bool(
+        desired
+        and st.get("observedGeneration") == body["metadata"].get("generation")
+        and st.get("numberReady") == desired
+        and st.get("updatedNumberScheduled") == desired
+    )
+
+
+def start_cluster_dns(
+    state: PlaneState, programs: nodebuild.NodePrograms, timeout: float = DNS_READY_TIMEOUT
+) -> float:
+    """Load CoreDNS's image into every real node, create its objects (kept up to date if there)
+    and wait until every node's CoreDNS is ready; returns the seconds taken."""
+    began = time.monotonic()
+    state_dir = Path(state.state_dir)
+    _load_archive(programs.coredns_archive, list_nodes(state_dir))
+    for path, obj in clusterdns.objects(programs.coredns_image):
+        _create(state, path, obj)
+    deadline = time.monotonic() + timeout
+    while not _dns_ready(state):
+        if time.monotonic() >= deadline:
+            raise RealNodeError(
+                f"CoreDNS on the real nodes not ready after {timeout:.0f}s; see `kubectl -n "
+                f"{clusterdns.NAMESPACE} describe daemonset {clusterdns.NAME}`"
+            )
+        time.sleep(0.5)
+    return time.monotonic() - began
 
 
 def list_nodes(state_dir: Path) -> list[RealNode]:

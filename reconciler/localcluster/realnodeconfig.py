@@ -49,9 +49,12 @@ REAL_NODE_TOLERATION = {
 PLANE_LABEL = "mlext.io/plane"
 STATE_DIR_LABEL = "mlext.io/state-dir"
 ROLE_LABEL = "mlext.io/role"
+# The /20 of pod addresses a plane claims, on its Docker network (``podnetwork``).
+POD_RANGE_LABEL = "mlext.io/pod-range"
 
 # Pod address ranges of real nodes: out of 10.245.0.0/16 (kwok hands out 10.244.0.0/16), one /20
-# per plane chosen by its id, one /24 per node within it.
+# per plane (preferably the one its id picks; ``podnetwork`` chooses another when that one is
+# taken), one /24 per node within it.
 POD_SUPERNET = ipaddress.ip_network("10.245.0.0/16")
 PLANE_POD_PREFIX = 20
 NODE_POD_PREFIX = 24
@@ -68,6 +71,8 @@ CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
 APISERVER_KUBELET_USER = "kube-apiserver-kubelet-client"
 NODE_GROUP = "system:nodes"
 KUBE_PROXY_USER = "system:kube-proxy"  # bound to system:node-proxier by Kubernetes' own RBAC
+
+CLUSTER_DOMAIN = "cluster.local"
 
 
 def plane_id(state_dir: Path) -> str:
@@ -93,18 +98,19 @@ def container_name(pid: str, node: str) -> str:
 
 
 def plane_pod_range(pid: str) -> ipaddress.IPv4Network:
-    """The /20 of pod addresses this plane's real nodes share (kube-proxy's cluster CIDR)."""
+    """The /20 of pod addresses this plane prefers for its real nodes (kube-proxy's cluster
+    CIDR), unless another plane has claimed it (``podnetwork.choose_plane_range``)."""
     ranges = list(POD_SUPERNET.subnets(new_prefix=PLANE_POD_PREFIX))
     net = ranges[int(pid, 16) % len(ranges)]
     assert isinstance(net, ipaddress.IPv4Network)
     return net
 
 
-def node_pod_range(pid: str, index: int) -> ipaddress.IPv4Network:
-    """The /24 a node hands its pods' addresses out of."""
+def node_pod_range(plane_range: ipaddress.IPv4Network, index: int) -> ipaddress.IPv4Network:
+    """The /24 a node hands its pods' addresses out of, within its plane's /20."""
     if not 0 <= index < MAX_REAL_NODES:
         raise ValueError(f"a plane has at most {MAX_REAL_NODES} real nodes")
-    net = list(plane_pod_range(pid).subnets(new_prefix=NODE_POD_PREFIX))[index]
+    net = list(plane_range.subnets(new_prefix=NODE_POD_PREFIX))[index]
     assert isinstance(net, ipaddress.IPv4Network)
     return net
 
@@ -144,11 +150,15 @@ def node_layout(state_dir: Path, node: str) -> NodeLayout:
     return NodeLayout(realnodes_dir(state_dir) / node, state_dir / "logs" / node)
 
 
-def network_create_args(pid: str, state_dir: Path) -> list[str]:
-    """``docker network create``: a bridge of the plane's own; Docker picks a free subnet."""
+def network_create_args(
+    pid: str, state_dir: Path, pod_range: ipaddress.IPv4Network | None = None
+) -> list[str]:
+    """``docker network create``: a bridge of the plane's own; Docker picks a free subnet. The
+    network carries the plane's claim on its pod range (``podnetwork``)."""
+    claim = {POD_RANGE_LABEL: str(pod_range)} if pod_range is not None else {}
     return [
         "network", "create", "--driver", "bridge",
-        *_label_args(labels(pid, state_dir, "network")),
+        *_label_args({**labels(pid, state_dir, "network"), **claim}),
         network_name(pid),
     ]  # fmt: skip
 
@@ -259,8 +269,9 @@ def cni_config(pod_range: ipaddress.IPv4Network) -> dict[str, Any]:
     }
 
 
-def kubelet_config(pod_range: ipaddress.IPv4Network) -> dict[str, Any]:
-    """The KubeletConfiguration of a real node."""
+def kubelet_config(pod_range: ipaddress.IPv4Network, cluster_dns: str) -> dict[str, Any]:
+    """The KubeletConfiguration of a real node; its pods resolve names at ``cluster_dns`` (the
+    ``kube-dns`` Service, ``clusterdns``) with the cluster domain's search list."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -277,7 +288,8 @@ def kubelet_config(pod_range: ipaddress.IPv4Network) -> dict[str, Any]:
             "x509": {"clientCAFile": f"{NODE_ETC}/ca.crt"},
         },
         "authorization": {"mode": "Webhook"},
-        "clusterDomain": "cluster.local",
+        "clusterDNS": [cluster_dns],
+        "clusterDomain": CLUSTER_DOMAIN,
         "failSwapOn": False,
         "registerWithTaints": [REAL_NODE_TAINT],
         "rotateCertificates": False,

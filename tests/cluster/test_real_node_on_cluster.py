@@ -4,12 +4,15 @@ The ``real_node`` fixture starts a plane with one real node (containerd and a ku
 container). A Job whose command prints ``hello`` and exits 0 ends Succeeded, and its pod's log,
 read through the API server as ``kubectl logs`` does, is that output; a Job whose container exits
 3 ends Failed with that exit code recorded by the kubelet. A DaemonSet that tolerates every
-NoSchedule taint (as the extension's fluent-bit does) stays off the real node. Another plane
-shows that ``plane.stop`` leaves no container, network or node file behind.
+NoSchedule taint (as the extension's fluent-bit does) stays off the real node. Another plane,
+running beside it, claims a pod range of its own, and its ``plane.stop`` leaves no container,
+network, node file or host route behind.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -180,6 +183,26 @@ def test_a_daemonset_tolerating_every_noschedule_taint_stays_off_the_real_node(
     assert status.desired_number_scheduled == 0
 
 
+def pod_range(state_dir: Path) -> ipaddress.IPv4Network:
+    """The pod range a plane's Docker network claims."""
+    fmt = f'{{{{index .Labels "{rc.POD_RANGE_LABEL}"}}}}'
+    name = rc.network_name(rc.plane_id(state_dir))
+    out = hostdocker.docker("network", "inspect", "--format", fmt, name).stdout.strip()
+    net = ipaddress.ip_network(out)
+    assert isinstance(net, ipaddress.IPv4Network)
+    return net
+
+
+def host_routes_into(pod_range: ipaddress.IPv4Network) -> list[str]:
+    out = subprocess.run(
+        ["ip", "-4", "route", "show", "root", str(pod_range)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.splitlines()
+
+
 def test_stopping_a_plane_removes_its_real_nodes_network_and_files(
     tmp_path: Path, real_node: RealNodeFixture
 ) -> None:
@@ -192,9 +215,15 @@ def test_stopping_a_plane_removes_its_real_nodes_network_and_files(
         assert node.ready_seconds is not None
         print(f"\nreal node container start to Ready: {node.ready_seconds}s")
         assert realnode.list_nodes(state_dir) == [realnode.RealNode(node.name, node.container)]
+        # Two planes at once: each claimed a pod range of its own, and the host routes both.
+        ranges = {p: pod_range(p) for p in (state_dir.resolve(), Path(real_node.plane.state_dir))}
+        assert len(set(ranges.values())) == 2
+        assert all(host_routes_into(r) for r in ranges.values())
     finally:
         assert plane.stop(state_dir)
     label = f"label={rc.PLANE_LABEL}={rc.plane_id(state_dir.resolve())}"
+    assert host_routes_into(ranges[state_dir.resolve()]) == []
+    assert host_routes_into(ranges[Path(real_node.plane.state_dir)])  # the other plane's stay
     assert hostdocker.docker("ps", "-aq", "--filter", label).stdout.split() == []
     assert hostdocker.docker("network", "ls", "-q", "--filter", label).stdout.split() == []
     assert not rc.realnodes_dir(state_dir.resolve()).exists()

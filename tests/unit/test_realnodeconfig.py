@@ -44,7 +44,7 @@ def test_node_pod_ranges_are_disjoint_inside_the_planes_range_and_apart_from_kwo
 ) -> None:
     pid = rc.plane_id(Path("/") / folder)
     plane_range = rc.plane_pod_range(pid)
-    nodes = [rc.node_pod_range(pid, i) for i in range(rc.MAX_REAL_NODES)]
+    nodes = [rc.node_pod_range(plane_range, i) for i in range(rc.MAX_REAL_NODES)]
     assert all(n.subnet_of(plane_range) for n in nodes)
     assert len({str(n) for n in nodes}) == len(nodes)
     assert plane_range.subnet_of(rc.POD_SUPERNET)
@@ -55,7 +55,7 @@ def test_node_pod_ranges_are_disjoint_inside_the_planes_range_and_apart_from_kwo
 def test_a_plane_has_at_most_sixteen_real_nodes() -> None:
     assert rc.MAX_REAL_NODES == 16
     with pytest.raises(ValueError, match="at most 16"):
-        rc.node_pod_range(PID, 16)
+        rc.node_pod_range(rc.plane_pod_range(PID), 16)
 
 
 # -- docker run -----------------------------------------------------------------------------
@@ -104,9 +104,11 @@ def test_the_forwarder_listens_on_the_gateway_and_dials_loopback() -> None:
     ]
 
 
-def test_the_network_is_the_planes_own_and_labelled() -> None:
+def test_the_network_is_the_planes_own_and_labelled_with_its_pod_range_claim() -> None:
     args = rc.network_create_args(PID, STATE)
     assert args[-1] == rc.network_name(PID) and f"{rc.PLANE_LABEL}={PID}" in args
+    claimed = rc.network_create_args(PID, STATE, ipaddress.ip_network("10.245.32.0/20"))
+    assert f"{rc.POD_RANGE_LABEL}=10.245.32.0/20" in claimed
 
 
 # -- config files ---------------------------------------------------------------------------
@@ -127,8 +129,9 @@ def test_containerd_config_restricts_oom_score_and_pins_the_local_pause_image() 
 
 
 def test_kubelet_config_accepts_cgroup_v1_with_cgroupfs_and_registers_tainted() -> None:
-    pod_range = rc.node_pod_range(PID, 0)
-    cfg = rc.kubelet_config(pod_range)
+    pod_range = rc.node_pod_range(rc.plane_pod_range(PID), 0)
+    cfg = rc.kubelet_config(pod_range, "10.96.0.10")
+    assert cfg["clusterDNS"] == ["10.96.0.10"] and cfg["clusterDomain"] == "cluster.local"
     assert cfg["failCgroupV1"] is False and cfg["cgroupDriver"] == "cgroupfs"
     assert cfg["podCIDR"] == str(pod_range)
     assert cfg["registerWithTaints"] == [rc.REAL_NODE_TAINT]
@@ -159,7 +162,7 @@ def test_kube_proxy_leaves_conntrack_alone_and_knows_the_planes_pod_range() -> N
 
 
 def test_cni_config_hands_out_the_nodes_range_behind_a_bridge() -> None:
-    pod_range = rc.node_pod_range(PID, 2)
+    pod_range = rc.node_pod_range(rc.plane_pod_range(PID), 2)
     doc = json.loads(json.dumps(rc.cni_config(pod_range)))
     bridge, portmap = doc["plugins"]
     assert bridge["type"] == "bridge" and bridge["ipMasq"] is True

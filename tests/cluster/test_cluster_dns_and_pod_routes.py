@@ -1,0 +1,167 @@
+"""Cluster DNS and pod routes on a real node (issue 28).
+
+On the ``real_node`` fixture's plane: an HTTP server (socat, in the node's Debian image) runs in a
+pod behind a Service ``web``; a pod on the real node resolves ``web`` and
+``web.<ns>.svc.cluster.local`` to the Service's ClusterIP through CoreDNS at 10.96.0.10 and gets
+the server's answer by name; a name the cluster does not have is NXDOMAIN at once; a name outside
+the cluster resolves in the pod as it does on the host. The host reaches the server's pod IP
+directly (one route per node, made by the node's start).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from reconciler.localcluster import clusterdns
+from reconciler.localcluster import realnodeconfig as rc
+from tests.cluster.kubehelpers import wait_until
+from tests.cluster.realnodes import RealNodeFixture
+from tests.cluster.test_real_node_on_cluster import run_job
+
+pytestmark = pytest.mark.cluster
+
+# Answers any request with one fixed page (socat forks a `cat` of it per connection).
+SERVER = (
+    "printf 'HTTP/1.0 200 OK\\r\\n\\r\\nhello from web\\n' >/tmp/page; "
+    "exec socat TCP-LISTEN:8080,fork,reuseaddr 'EXEC:cat /tmp/page'"
+)
+# A name whose lookup needs DNS outside the cluster (the Go module proxy the project builds from).
+EXTERNAL_NAME = "proxy.golang.org"
+
+
+@pytest.fixture(scope="module")
+def web(real_node: RealNodeFixture) -> Iterator[tuple[str, Any, Any]]:
+    """A namespace with the ``web`` server pod Ready behind the ``web`` Service (with an
+    endpoint): (namespace, the pod, the Service)."""
+    core = client.CoreV1Api(real_node.api)
+    ns = f"t-dns-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": ns}})
+    wait_until(lambda: core.list_namespaced_service_account(ns).items, bool, "service account")
+    labels = {"app": "web"}
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {"name": "web", "labels": labels},
+            "spec": {
+                "nodeSelector": {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]},
+                "tolerations": [rc.REAL_NODE_TOLERATION],
+                "containers": [
+                    {
+                        "name": "web",
+                        "image": real_node.pod_image,
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", SERVER],
+                        "ports": [{"containerPort": 8080}],
+                        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                    }
+                ],
+            },
+        },
+    )
+    svc = core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"selector": labels, "ports": [{"port": 8080, "targetPort": 8080}]},
+        },
+    )
+    pod = wait_until(
+        lambda: core.read_namespaced_pod("web", ns),
+        lambda p: any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []),
+        "the web pod to be Ready",
+        timeout=120,
+    )
+    discovery = client.DiscoveryV1Api(real_node.api)
+    wait_until(
+        lambda: (
+            discovery.list_namespaced_endpoint_slice(
+                ns, label_selector="kubernetes.io/service-name=web"
+            ).items
+        ),
+        lambda items: any(e.addresses for s in items for e in s.endpoints or []),
+        "an endpoint of the web Service",
+    )
+    yield ns, pod, svc
+    core.delete_namespace(ns, propagation_policy="Background")
+
+
+def test_coredns_runs_on_the_real_node_behind_kube_dns(real_node: RealNodeFixture) -> None:
+    core = client.CoreV1Api(real_node.api)
+    svc = core.read_namespaced_service(clusterdns.SERVICE_NAME, clusterdns.NAMESPACE)
+    assert svc.spec.cluster_ip == clusterdns.SERVICE_IP == "10.96.0.10"
+    pods = core.list_namespaced_pod(clusterdns.NAMESPACE, label_selector="k8s-app=kube-dns").items
+    assert [p.spec.node_name for p in pods] == [real_node.node.name]
+    assert all(p.status.phase == "Running" for p in pods)
+
+
+def test_a_pod_resolves_a_service_by_short_and_full_name_and_reaches_it(
+    real_node: RealNodeFixture, web: tuple[str, Any, Any]
+) -> None:
+    ns, _pod, svc = web
+    fqdn = f"web.{ns}.svc.cluster.local"
+    script = (
+        "cat /etc/resolv.conf; echo ---; "
+        "getent hosts web; getent hosts " + fqdn + "; echo ---; "
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -t5 - TCP:web:8080; echo ---; "
+        "s=$(date +%s%N); getent hosts nosuch." + ns + ".svc.cluster.local; "
+        "echo nosuch=$? ms=$(( ($(date +%s%N) - s) / 1000000 ))"
+    )
+    end, pod, seconds = run_job(real_node.api, ns, real_node, "resolve", script)
+    log = client.CoreV1Api(real_node.api).read_namespaced_pod_log(pod.metadata.name, ns)
+    assert end == "Complete", log
+    resolv, names, answer, missing = log.split("---\n")
+    # The kubelet gave the pod the cluster's resolver and search list.
+    assert f"nameserver {clusterdns.SERVICE_IP}" in resolv
+    assert f"search {ns}.svc.cluster.local svc.cluster.local cluster.local" in resolv
+    # Both names are the Service's ClusterIP, answered by CoreDNS from the API server.
+    lines = names.splitlines()
+    assert len(lines) == 2 and all(line.split()[0] == svc.spec.cluster_ip for line in lines), names
+    assert lines[1].split()[1] == fqdn
+    # Through the Service's address (kube-proxy) to the server pod.
+    assert answer.startswith("HTTP/1.0 200 OK") and "hello from web" in answer
+    # A name the cluster does not have: NXDOMAIN (getent exit 2), not a resolver timeout.
+    status = dict(item.split("=") for item in missing.split())
+    assert status["nosuch"] == "2" and int(status["ms"]) < 2000, missing
+    print(f"\nJob resolving and fetching by Service name: {seconds:.1f}s")
+
+
+def test_a_name_outside_the_cluster_resolves_in_a_pod_as_on_the_host(
+    real_node: RealNodeFixture, web: tuple[str, Any, Any]
+) -> None:
+    ns = web[0]
+    try:
+        socket.getaddrinfo(EXTERNAL_NAME, 443)
+    except socket.gaierror:
+        pytest.skip(f"this host cannot resolve {EXTERNAL_NAME} either")
+    end, pod, _ = run_job(real_node.api, ns, real_node, "external", f"getent hosts {EXTERNAL_NAME}")
+    log = client.CoreV1Api(real_node.api).read_namespaced_pod_log(pod.metadata.name, ns)
+    assert end == "Complete", log
+    assert EXTERNAL_NAME in log and ipaddress.ip_address(log.split()[0])
+
+
+def test_the_host_reaches_a_pod_ip_on_the_real_node_directly(
+    real_node: RealNodeFixture, web: tuple[str, Any, Any]
+) -> None:
+    pod_ip = web[1].status.pod_ip
+    routes = subprocess.run(
+        ["ip", "-4", "route", "get", pod_ip], capture_output=True, text=True, check=True
+    ).stdout
+    # The node's route on the plane's Docker bridge, not the default one to the outside.
+    assert " via " in routes and " dev br-" in routes, routes
+    began = time.monotonic()
+    with socket.create_connection((pod_ip, 8080), timeout=5) as conn:
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.0 200 OK") and b"hello from web" in data
+    print(f"\nhost -> pod {pod_ip}: {1000 * (time.monotonic() - began):.0f} ms")
