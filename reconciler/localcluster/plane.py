@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.localcluster import build, hostdocker, realnodeconfig
+from reconciler.localcluster import build, hostdocker, hostroutes, realnodeconfig
 from reconciler.localcluster.config import (
     COMPONENTS,
     KUBECONFIG_IDENTITIES,
@@ -562,8 +562,9 @@ def start_runtime(state_dir: Path | None = None) -> int:
 
 
 def remove_real_nodes(state_dir: Path) -> bool:
-    """Remove the plane's real nodes (``realnode``): their containers, the API server's
-    forwarder, the plane's Docker network and the nodes' files. True if there were any.
+    """Remove the plane's real nodes (``realnode``): the host's routes to their pods, their
+    containers, the API server's forwarder, the plane's Docker network and the nodes' files.
+    True if there were any.
 
     Docker is asked only when the plane made real nodes (their folder exists), so stopping a
     plane of simulated nodes never waits on Docker.
@@ -572,8 +573,10 @@ def remove_real_nodes(state_dir: Path) -> bool:
     if not folder.exists():
         return False
     if hostdocker.daemon_ready():
-        label = f"{realnodeconfig.PLANE_LABEL}={realnodeconfig.plane_id(state_dir)}"
-        hostdocker.remove_labelled(label)
+        pid = realnodeconfig.plane_id(state_dir)
+        # First: the network's claim says which routes are the plane's.
+        hostroutes.remove_plane_routes(pid)
+        hostdocker.remove_labelled(f"{realnodeconfig.PLANE_LABEL}={pid}")
     shutil.rmtree(folder, ignore_errors=True)
     if folder.exists():
         raise PlaneError(f"could not remove the real nodes' files in {folder}")

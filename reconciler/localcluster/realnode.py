@@ -12,7 +12,7 @@ forwarder from that network to the API server on loopback, the RBAC bindings and
 Then it routes the pod network (the host and every node reach every node's pods, ``podnetwork``)
 and starts cluster DNS (CoreDNS on the real nodes behind ``kube-dns``, ``clusterdns``), waiting
 until it answers. ``plane.stop`` removes all of it (everything carries the plane's Docker label;
-:func:`remove_pod_routes` deletes the host's routes). The shapes and files come from
+``hostroutes`` deletes the host's routes). The shapes and files come from
 ``realnodeconfig``, ``podnetwork`` and ``clusterdns``; this module only runs them.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import json
-import os
 import re
 import subprocess
 import time
@@ -32,7 +31,15 @@ from typing import Any
 
 import yaml
 
-from reconciler.localcluster import clusterdns, hostdocker, nodebuild, nodeimage, plane, podnetwork
+from reconciler.localcluster import (
+    clusterdns,
+    hostdocker,
+    hostroutes,
+    nodebuild,
+    nodeimage,
+    plane,
+    podnetwork,
+)
 from reconciler.localcluster import realnodeconfig as rc
 from reconciler.localcluster.config import Layout, PlaneState, kubeconfig
 from reconciler.localcluster.pki import ClientIdentity, issue_client_cert
@@ -92,28 +99,10 @@ def _gateway(pid: str) -> str:
     return address
 
 
-def _ip_routes() -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        ["ip", "-j", "-4", "route", "show"], capture_output=True, text=True, check=False
-    )
-    data = json.loads(proc.stdout or "[]") if proc.returncode == 0 else []
-    return data if isinstance(data, list) else []
-
-
-def _claimed_pod_range(pid: str) -> ipaddress.IPv4Network | None:
-    """The pod range the plane's network claims (None: no network, or one without a claim)."""
-    info = _inspect("network", rc.network_name(pid))
-    if not info:
-        return None
-    claim = ((info[0].get("Labels") or {}).get(rc.POD_RANGE_LABEL)) or ""
-    found = podnetwork.claimed_ranges([claim])
-    return next(iter(found)) if found else None
-
-
 def _ensure_network(pid: str, state_dir: Path) -> tuple[str, ipaddress.IPv4Network]:
     """The plane's network (created with a claim on a free pod range if missing): its gateway
     and the plane's pod range."""
-    claimed = _claimed_pod_range(pid)
+    claimed = hostroutes.claimed_pod_range(pid)
     if claimed is None:
         lock_dir = nodebuild.cache_root()
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +117,7 @@ def _ensure_network(pid: str, state_dir: Path) -> tuple[str, ipaddress.IPv4Netwo
                 "--format", f'{{{{.Label "{rc.POD_RANGE_LABEL}"}}}}',
             )  # fmt: skip
             taken = podnetwork.claimed_ranges(out.splitlines())
-            taken |= podnetwork.routed_ranges(_ip_routes())
+            taken |= podnetwork.routed_ranges(hostroutes.ip_routes())
             try:
                 claimed = podnetwork.choose_plane_range(pid, taken)
             except podnetwork.NoFreePodRange as exc:
@@ -290,7 +279,7 @@ def sweep_orphans(keep: str | None = None) -> list[str]:
     for pid, folder in sorted(owners):
         if pid == keep or _plane_alive(Path(folder)):
             continue
-        _remove_routes_of(pid)
+        hostroutes.remove_plane_routes(pid)
         hostdocker.remove_labelled(f"{rc.PLANE_LABEL}={pid}")
         swept.append(pid)
     return swept
@@ -371,7 +360,7 @@ _NODE_INDEX = re.compile(r"^real-node-(\d+)$")
 def _node_addresses(state_dir: Path) -> dict[str, tuple[ipaddress.IPv4Network, str]]:
     """Every running real node of the plane: its pod /24 and its address on the network."""
     pid = rc.plane_id(state_dir)
-    cluster_range = _claimed_pod_range(pid)
+    cluster_range = hostroutes.claimed_pod_range(pid)
     if cluster_range is None:
         return {}
     out: dict[str, tuple[ipaddress.IPv4Network, str]] = {}
@@ -387,12 +376,6 @@ def _node_addresses(state_dir: Path) -> dict[str, tuple[ipaddress.IPv4Network, s
     return out
 
 
-def _run_ip(cmd: list[str], where: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RealNodeError(f"`{' '.join(cmd)}` {where} failed: {proc.stderr.strip()}")
-
-
 def route_pods(state_dir: Path, progress: Progress | None = None) -> None:
     """Route every real node's pod range from the host and from every other node (idempotent;
     run after each start, since a new node needs routes on the old ones too)."""
@@ -402,27 +385,14 @@ def route_pods(state_dir: Path, progress: Progress | None = None) -> None:
         container = rc.container_name(rc.plane_id(state_dir), node)
         for cmd in commands:
             _docker("exec", container, *cmd)
-    if os.geteuid() != 0:
+    if not hostroutes.can_route():
         say("not root: the host has no route to the real nodes' pods (pod IPs answer only "
             "inside the plane)")  # fmt: skip
         return
     for cmd in podnetwork.host_routes(nodes):
-        _run_ip(cmd, "on the host")
-
-
-def _remove_routes_of(pid: str) -> None:
-    plane_range = _claimed_pod_range(pid)
-    if plane_range is None or os.geteuid() != 0:
-        return
-    for dst in podnetwork.routes_within(plane_range, _ip_routes()):
-        subprocess.run(podnetwork.delete_route_command(dst), capture_output=True, check=False)
-
-
-def remove_pod_routes(state_dir: Path) -> None:
-    """Delete the host's routes into the plane's pod range (before its network goes: the claim
-    on the network says which range is the plane's)."""
-    if rc.realnodes_dir(state_dir).exists() and hostdocker.daemon_ready():
-        _remove_routes_of(rc.plane_id(state_dir))
+        error = hostroutes.add(cmd)
+        if error:
+            raise RealNodeError(f"`{' '.join(cmd)}` on the host failed: {error}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ pod behind a Service ``web``; a pod on the real node resolves ``web`` and
 ``web.<ns>.svc.cluster.local`` to the Service's ClusterIP through CoreDNS at 10.96.0.10 and gets
 the server's answer by name; a name the cluster does not have is NXDOMAIN at once; a name outside
 the cluster resolves in the pod as it does on the host. The host reaches the server's pod IP
-directly (one route per node, made by the node's start).
+directly (one route per node, made by the node's start). On a plane of two real nodes, a pod on
+one reaches a pod on the other by its IP and by Service name (routes between the nodes), the host
+reaches pods on both, and the plane's stop leaves no route behind.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 
-from reconciler.localcluster import clusterdns
+from reconciler.localcluster import build, clusterdns, hostroutes, plane, podnetwork, realnode
 from reconciler.localcluster import realnodeconfig as rc
+from reconciler.localcluster.config import default_nodes
 from tests.cluster.kubehelpers import wait_until
 from tests.cluster.realnodes import RealNodeFixture
-from tests.cluster.test_real_node_on_cluster import run_job
+from tests.cluster.test_real_node_on_cluster import finished, job, run_job
 
 pytestmark = pytest.mark.cluster
 
@@ -38,11 +42,12 @@ SERVER = (
 EXTERNAL_NAME = "proxy.golang.org"
 
 
-@pytest.fixture(scope="module")
-def web(real_node: RealNodeFixture) -> Iterator[tuple[str, Any, Any]]:
+def start_web(
+    api: client.ApiClient, image: str, node_selector: dict[str, str]
+) -> tuple[str, Any, Any]:
     """A namespace with the ``web`` server pod Ready behind the ``web`` Service (with an
     endpoint): (namespace, the pod, the Service)."""
-    core = client.CoreV1Api(real_node.api)
+    core = client.CoreV1Api(api)
     ns = f"t-dns-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns}})
     wait_until(lambda: core.list_namespaced_service_account(ns).items, bool, "service account")
@@ -52,12 +57,12 @@ def web(real_node: RealNodeFixture) -> Iterator[tuple[str, Any, Any]]:
         {
             "metadata": {"name": "web", "labels": labels},
             "spec": {
-                "nodeSelector": {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]},
+                "nodeSelector": node_selector,
                 "tolerations": [rc.REAL_NODE_TOLERATION],
                 "containers": [
                     {
                         "name": "web",
-                        "image": real_node.pod_image,
+                        "image": image,
                         "imagePullPolicy": "Never",
                         "command": ["sh", "-c", SERVER],
                         "ports": [{"containerPort": 8080}],
@@ -80,7 +85,7 @@ def web(real_node: RealNodeFixture) -> Iterator[tuple[str, Any, Any]]:
         "the web pod to be Ready",
         timeout=120,
     )
-    discovery = client.DiscoveryV1Api(real_node.api)
+    discovery = client.DiscoveryV1Api(api)
     wait_until(
         lambda: (
             discovery.list_namespaced_endpoint_slice(
@@ -90,8 +95,27 @@ def web(real_node: RealNodeFixture) -> Iterator[tuple[str, Any, Any]]:
         lambda items: any(e.addresses for s in items for e in s.endpoints or []),
         "an endpoint of the web Service",
     )
+    return ns, pod, svc
+
+
+@pytest.fixture(scope="module")
+def web(real_node: RealNodeFixture) -> Iterator[tuple[str, Any, Any]]:
+    """``start_web`` on the real node of the ``real_node`` plane."""
+    ns, pod, svc = start_web(
+        real_node.api, real_node.pod_image, {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]}
+    )
     yield ns, pod, svc
-    core.delete_namespace(ns, propagation_policy="Background")
+    client.CoreV1Api(real_node.api).delete_namespace(ns, propagation_policy="Background")
+
+
+def fetch(address: str, port: int = 8080) -> bytes:
+    """One HTTP/1.0 GET from this host; the whole answer."""
+    with socket.create_connection((address, port), timeout=5) as conn:
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    return data
 
 
 def test_coredns_runs_on_the_real_node_behind_kube_dns(real_node: RealNodeFixture) -> None:
@@ -158,10 +182,58 @@ def test_the_host_reaches_a_pod_ip_on_the_real_node_directly(
     # The node's route on the plane's Docker bridge, not the default one to the outside.
     assert " via " in routes and " dev br-" in routes, routes
     began = time.monotonic()
-    with socket.create_connection((pod_ip, 8080), timeout=5) as conn:
-        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := conn.recv(4096):
-            data += chunk
+    data = fetch(pod_ip)
     assert data.startswith(b"HTTP/1.0 200 OK") and b"hello from web" in data
     print(f"\nhost -> pod {pod_ip}: {1000 * (time.monotonic() - began):.0f} ms")
+
+
+def test_pods_on_two_real_nodes_reach_each_other_by_ip_and_service_name(
+    tmp_path: Path, real_node: RealNodeFixture
+) -> None:
+    # A plane of its own with two real nodes (real_node has built everything).
+    state_dir = (tmp_path / "plane").resolve()
+    state = plane.start(build.ensure_built(), default_nodes(0, 0), state_dir, die_with_parent=True)
+    api = None
+    try:
+        nodes = realnode.start_nodes(state, 2)
+        realnode.load_image(state_dir, real_node.pod_image, nodes)
+        api = config.new_client_from_config(config_file=state.kubeconfig)
+        ns, pod, _svc = start_web(
+            api, real_node.pod_image, {"kubernetes.io/hostname": nodes[0].name}
+        )
+        assert pod.spec.node_name == nodes[0].name
+        # From a pod on the other node: the server's pod IP (the route between the nodes) and
+        # the Service by name (CoreDNS, kube-proxy).
+        script = (
+            f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -t5 - TCP:{pod.status.pod_ip}:8080; "
+            "echo ---; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -t5 - TCP:web:8080"
+        )
+        body = job("across", ns, real_node.pod_image, script)
+        body["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": nodes[1].name}
+        client.BatchV1Api(api).create_namespaced_job(ns, body)
+        end = wait_until(lambda: finished(api, ns, "across"), bool, "Job across", timeout=120)
+        (client_pod,) = (
+            client.CoreV1Api(api).list_namespaced_pod(ns, label_selector="job-name=across").items
+        )
+        log = client.CoreV1Api(api).read_namespaced_pod_log(client_pod.metadata.name, ns)
+        assert end == "Complete" and client_pod.spec.node_name == nodes[1].name, log
+        by_ip, by_name = log.split("---\n")
+        assert "hello from web" in by_ip and "hello from web" in by_name
+        # The host reaches a pod on either node.
+        assert b"hello from web" in fetch(pod.status.pod_ip)
+        assert client_pod.status.pod_ip  # a pod IP from the second node's range
+        plane_range = hostroutes.claimed_pod_range(rc.plane_id(state_dir))
+        assert plane_range is not None
+        assert ipaddress.ip_address(client_pod.status.pod_ip) in rc.node_pod_range(plane_range, 1)
+        routes = [str(r) for r in podnetwork_routes(plane_range)]
+        assert routes == [str(rc.node_pod_range(plane_range, i)) for i in (0, 1)]
+    finally:
+        if api is not None:
+            api.close()
+        plane.stop(state_dir)
+    assert podnetwork_routes(plane_range) == []
+
+
+def podnetwork_routes(plane_range: ipaddress.IPv4Network) -> list[ipaddress.IPv4Network]:
+    """The host's routes into a plane's pod range."""
+    return podnetwork.routes_within(plane_range, hostroutes.ip_routes())
