@@ -5,8 +5,8 @@ REST path, refreshed when a freshly installed CRD is not known yet), server-side
 field manager and strict field validation (optionally as a server-side dry run, or on the status
 subresource), reads, deletes, events, and the wait for a CRD to be Established; for the router
 and leader election also the Deployment scale subresource, Leases with optimistic concurrency,
-a Secret read by name, and list + watch. Everything above it passes plain dicts in and gets
-plain dicts back.
+a Secret read by name, list + watch, and pod logs (read whole or followed, as `kubectl logs`
+does). Everything above it passes plain dicts in and gets plain dicts back.
 
 Every request is retried with exponential backoff while the failure is one a healthy cluster
 recovers from (connection refused while the API server restarts, 429, 500, 502, 503, 504):
@@ -910,3 +910,122 @@ def watch(
     if not 200 <= response.status <= 299:
         raise KubeError(_reason(response.read(), response.reason), response.status)
     return Watch(response)
+
+
+# --- Pod logs, as `kubectl logs` reads them: the API server asks the pod's kubelet -------------
+
+
+def _open_pod_log(
+    cluster: Cluster,
+    namespace: str,
+    pod: str,
+    container: str,
+    timeout: tuple[float, float | None],
+    query: list[tuple[str, str]],
+) -> Any:
+    """One request for a pod's log (`read_namespaced_pod_log`'s); the unread urllib3 response.
+    `timeout`: (connect, read), read None for no bound. Sent as `watch` sends its request: the
+    generated method validates its timeout as numbers only, and a followed log has no read
+    bound."""
+    cluster.count("get")
+    started = cluster.outage.clock()
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+    try:
+        request = cluster.api.param_serialize(
+            "GET",
+            path,
+            query_params=[("container", container), *query],
+            # What the generated client sends: the API server refuses text/plain here.
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = cluster.api.call_api(*request, _request_timeout=timeout)
+    except client_exceptions.ApiException as err:
+        _note(cluster, err.status or 0, started)
+        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
+    except (OSError, urllib3.exceptions.HTTPError) as err:
+        _note(cluster, 0, started)
+        raise Unreachable(cluster.server, _why(err)) from err
+    _note(cluster, response.status, started)
+    if not 200 <= response.status <= 299:
+        raise KubeError(_reason(response.read(), response.reason), response.status)
+    return response.response
+
+
+def pod_log(
+    cluster: Cluster,
+    namespace: str,
+    pod: str,
+    container: str,
+    *,
+    tail: int | None = None,
+    previous: bool = False,
+) -> str:
+    """The log of `container` in `pod` (its last `tail` lines; `previous`: of the container's
+    run before its last restart), retried as every request is."""
+
+    def attempt(timeout: float) -> str:
+        query = [("tailLines", str(tail))] if tail is not None else []
+        if previous:
+            query.append(("previous", "true"))
+        raw = _open_pod_log(
+            cluster, namespace, pod, container, (min(CONNECT_TIMEOUT, timeout), timeout), query
+        )
+        try:
+            data: bytes = raw.read()
+        except (OSError, urllib3.exceptions.HTTPError) as err:
+            raise Unreachable(cluster.server, _why(err)) from err
+        finally:
+            raw.release_conn()
+        return data.decode("utf-8", errors="replace")
+
+    return _retried(cluster, attempt)
+
+
+class LogStream:
+    """A followed pod log: iterate for its lines (each with its newline, the last one maybe
+    without) until the container ends and the kubelet closes it, or `close()` is called from
+    any thread (Ctrl-C)."""
+
+    def __init__(self, raw: Any, server: str) -> None:
+        self._raw = raw
+        self._server = server
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+        # Wakes a reader blocked on the socket in another thread (see `Watch.close`).
+        with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
+            self._raw.shutdown()
+        with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
+            self._raw.release_conn()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for line in self._raw:
+                if self._closed.is_set():
+                    return
+                yield line.decode("utf-8", errors="replace")
+        except (OSError, ValueError, urllib3.exceptions.HTTPError) as err:
+            if self._closed.is_set():
+                return
+            raise KubeError(f"log stream interrupted: {_why(err)}") from err
+        finally:
+            with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
+                self._raw.release_conn()
+
+
+def follow_pod_log(
+    cluster: Cluster, namespace: str, pod: str, container: str, *, tail: int | None = None
+) -> LogStream:
+    """Follow the log of `container` in `pod` (from its last `tail` lines). Opening it is
+    retried as every request is; the stream has no read timeout, since a job may print
+    nothing for hours."""
+    query = [("follow", "true"), *([("tailLines", str(tail))] if tail is not None else [])]
+    raw = _retried(
+        cluster,
+        lambda timeout: _open_pod_log(
+            cluster, namespace, pod, container, (min(CONNECT_TIMEOUT, timeout), None), query
+        ),
+    )
+    return LogStream(raw, cluster.server)

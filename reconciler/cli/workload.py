@@ -1,7 +1,8 @@
 """`reconciler deployment ...`, `reconciler endpoint ...` and `reconciler job ...`: the repo's
 workloads on the live cluster.
 
-Thin commands over `workloadstatus` (what the cluster says), `auth` (key material) and `kube`.
+Thin commands over `workloadstatus` (what the cluster says), `auth` (key material), `logstream`
+(their pods' logs: `job logs`, `deployment logs`) and `kube`.
 Keys are never printed: `regen-key` says which key it replaced and where it lives.
 """
 
@@ -15,9 +16,9 @@ from typing import Any, TypeVar
 import click
 
 from reconciler import kube, objects, source
-from reconciler.cli import common, connection, decryptkeys
+from reconciler.cli import common, connection, decryptkeys, logstream
 from reconciler.engine import workloadstatus
-from reconciler.model import repo
+from reconciler.model import problems, repo
 from reconciler.render import auth, workloadobjects
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -173,43 +174,165 @@ def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> N
     nodes: dict[str, objects.Object | None] = {}
     click.echo(f"{'NAME':24} {'STATE':13} DETAIL")
     for name, target in sorted(loaded.jobs.items()):
-        namespace = _namespace_of(loaded, target)
-        extension = loaded.extension_for(target)
-        volcano = bool(extension and extension.settings["installVolcano"])
-        api_version = workloadstatus.VOLCANO_JOB_API if volcano else "batch/v1"
-        ref = {"apiVersion": api_version, "kind": "Job",
-               "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
-        live = kube.get(cluster, ref)
-        pods = kube.list_objects(
-            cluster, "v1", "Pod", namespace, f"{workloadobjects.JOB_LABEL}={name}"
-        )
-        pod_groups: list[objects.Object] = []
-        volcano_pods: list[objects.Object] = []
-        if volcano and live is not None:
-            pod_groups = kube.list_objects(
-                cluster, "scheduling.volcano.sh/v1beta1", "PodGroup", namespace
-            )
-            components = f"{workloadstatus.VOLCANO_CONTROLLERS},{workloadstatus.VOLCANO_SCHEDULER}"
-            volcano_pods = kube.list_objects(
-                cluster, "v1", "Pod", namespace, f"{objects.COMPONENT_LABEL} in ({components})"
-            )
-        for pod in [*pods, *volcano_pods]:
-            node = (pod.get("spec") or {}).get("nodeName")
-            if node and node not in nodes:
-                nodes[node] = _node(cluster, node)
-        known = {n: node for n, node in nodes.items() if node is not None}
-        state = workloadstatus.job_state(
-            name, live, pods, nodes=known, pod_groups=pod_groups, volcano_pods=volcano_pods
-        )
+        state = _job_state(cluster, loaded, name, target, nodes)
         click.echo(f"{state.name:24} {state.state:13} {state.detail}")
 
 
-def _node(cluster: kube.Cluster, name: str) -> objects.Object | None:
-    """The Node, or None when it is gone or not readable (the rule then goes by the pods'
-    container statuses alone)."""
-    try:
-        return kube.get(cluster, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
-    except kube.KubeError as err:
-        if err.status != 403:
-            raise
-        return None
+def _job_ref(loaded: repo.Repo, name: str, target: Any) -> objects.Object:
+    """The Job the render makes of job `name`: a volcano Job when its extension installs
+    volcano, else a batch/v1 Job."""
+    extension = loaded.extension_for(target)
+    volcano = bool(extension and extension.settings["installVolcano"])
+    api_version = workloadstatus.VOLCANO_JOB_API if volcano else "batch/v1"
+    return {"apiVersion": api_version, "kind": "Job",
+            "metadata": {"name": name, "namespace": _namespace_of(loaded, target)}}  # fmt: skip
+
+
+def _job_state(
+    cluster: kube.Cluster,
+    loaded: repo.Repo,
+    name: str,
+    target: Any,
+    nodes: dict[str, objects.Object | None],
+) -> workloadstatus.JobState:
+    """What `job status` says of job `name` (`nodes`: the Nodes read so far, by name)."""
+    ref = _job_ref(loaded, name, target)
+    namespace = ref["metadata"]["namespace"]
+    volcano = ref["apiVersion"] == workloadstatus.VOLCANO_JOB_API
+    live = kube.get(cluster, ref)
+    pods = kube.list_objects(cluster, "v1", "Pod", namespace, _job_selector(name))
+    pod_groups: list[objects.Object] = []
+    volcano_pods: list[objects.Object] = []
+    if volcano and live is not None:
+        pod_groups = kube.list_objects(
+            cluster, "scheduling.volcano.sh/v1beta1", "PodGroup", namespace
+        )
+        components = f"{workloadstatus.VOLCANO_CONTROLLERS},{workloadstatus.VOLCANO_SCHEDULER}"
+        volcano_pods = kube.list_objects(
+            cluster, "v1", "Pod", namespace, f"{objects.COMPONENT_LABEL} in ({components})"
+        )
+    for pod in [*pods, *volcano_pods]:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and node not in nodes:
+            nodes[node] = logstream.node_or_none(cluster, node)
+    known = {n: node for n, node in nodes.items() if node is not None}
+    return workloadstatus.job_state(
+        name, live, pods, nodes=known, pod_groups=pod_groups, volcano_pods=volcano_pods
+    )
+
+
+def _job_selector(name: str) -> str:
+    # The label the render puts on a job's pods, a batch Job's and a volcano Job's alike.
+    return f"{workloadobjects.JOB_LABEL}={name}"
+
+
+def _named(found: dict[str, Any], name: str, what: str, repo_path: str) -> Any:
+    """The repo's workload `name`, or a usage error naming the nearest one."""
+    if name not in found:
+        hint = problems.did_you_mean(name, found)
+        raise click.UsageError(f"no {what} named {name!r} in {repo_path}{hint}")
+    return found[name]
+
+
+@job.command("logs")
+@click.argument("name")
+@logstream.log_options
+@_cluster_options
+def job_logs(
+    name: str,
+    follow: bool,
+    tail: int,
+    container: str | None,
+    previous: bool,
+    pod: str | None,
+    repo_path: str,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
+    """Print the output of job NAME's pod (`az ml job stream`); `-f` follows it until the
+    job's containers end. Several pods (retries, instance_count) are printed oldest first, each
+    line prefixed [pod/POD/CONTAINER]. Exit 1 when there is nothing to read (said why: no pod
+    yet, unschedulable, on a simulated node), 2 when the API server cannot be reached, 130 on
+    Ctrl-C."""
+    options = logstream.options_of(follow, tail, container, previous, pod)
+    loaded = _load_valid(repo_path)
+    target = _named(loaded.jobs, name, "job", repo_path)
+    namespace = _namespace_of(loaded, target)
+    cluster = connection.connect(kubeconfig, context)
+    with logstream.api_errors():
+        ref = _job_ref(loaded, name, target)
+        if kube.get(cluster, ref) is None:
+            logstream.fail(
+                f"job {name} is not on the cluster (no {ref['kind']} {namespace}/{name}): "
+                "apply the repo first"
+            )
+
+        def no_pod() -> tuple[str, bool]:
+            state = _job_state(cluster, loaded, name, target, {})
+            detail = f" ({state.detail})" if state.detail else ""
+            if state.state in ("pending", "running"):
+                return f"job {name} has no pod yet: it is {state.state}{detail}", True
+            return f"job {name} has no pod: it is {state.state}{detail}", False
+
+        logstream.show(
+            cluster,
+            namespace,
+            _job_selector(name),
+            workloadobjects.JOB_CONTAINER,
+            options,
+            no_pod,
+            always_prefix=False,
+        )
+
+
+@deployment.command("logs")
+@click.argument("name")
+@logstream.log_options
+@_cluster_options
+def deployment_logs(
+    name: str,
+    follow: bool,
+    tail: int,
+    container: str | None,
+    previous: bool,
+    pod: str | None,
+    repo_path: str,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
+    """Print the model server's log of every replica of deployment NAME, each line prefixed
+    [pod/POD/CONTAINER] as `kubectl logs -l ... --prefix` does (`az ml online-deployment
+    get-logs`); --pod reads one replica, --previous a crashed container's last run. Exit 1 when
+    there is nothing to read (said why), 2 when the API server cannot be reached, 130 on
+    Ctrl-C."""
+    options = logstream.options_of(follow, tail, container, previous, pod)
+    loaded = _load_valid(repo_path)
+    target = _named(loaded.deployments, name, "deployment", repo_path)
+    namespace = _namespace_of(loaded, target)
+    cluster = connection.connect(kubeconfig, context)
+    with logstream.api_errors():
+        ref = {"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
+
+        def no_pod() -> tuple[str, bool]:
+            live = kube.get(cluster, ref)
+            if live is None:
+                return (
+                    f"deployment {name} is not on the cluster (no Deployment {namespace}/{name}): "
+                    "apply the repo first",
+                    False,
+                )
+            wanted = (live.get("spec") or {}).get("replicas", 1)
+            if not wanted:
+                return f"deployment {name} is scaled to 0 replicas: no pod", False
+            return f"deployment {name} has no pod yet ({wanted} replicas wanted)", True
+
+        logstream.show(
+            cluster,
+            namespace,
+            f"{workloadobjects.DEPLOYMENT_LABEL}={name}",
+            workloadobjects.DEPLOYMENT_CONTAINER,
+            options,
+            no_pod,
+            always_prefix=True,
+        )

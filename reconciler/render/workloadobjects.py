@@ -56,6 +56,10 @@ MLFLOW_SCRIPT = "scoring/mlflow_score.py"
 DEPLOYMENT_LABEL = "gitops.mlext.io/deployment"
 ENDPOINT_LABEL = "gitops.mlext.io/endpoint"
 JOB_LABEL = "gitops.mlext.io/job"
+# The container that runs a job's command and the one that runs a deployment's model server:
+# what `job logs` / `deployment logs` read unless told another.
+JOB_CONTAINER = "job"
+DEPLOYMENT_CONTAINER = "inference-server"
 # A deployment's pod template annotation: the digest of what its pods get that the template
 # does not spell out (`content_digest`), so that a change of it rolls the pods. A Job carries it
 # on itself (its template is immutable).
@@ -213,7 +217,7 @@ def job_objects(
             "node_selector": where.node_selector,
             "volumes": volumes,
             "init_containers": init,
-            "container_name": "job",
+            "container_name": JOB_CONTAINER,
             "image": job.image,
             "command": ["/bin/sh", "-c", workloads.substitute(job.command, values)],
             "working_dir": JOB_CODE_DIR if job.code and snapshot.exists(job.code) else None,
@@ -482,7 +486,7 @@ def deployment_objects(
             "node_selector": where.node_selector,
             "volumes": volumes,
             "init_containers": init,
-            "container_name": "inference-server",
+            "container_name": DEPLOYMENT_CONTAINER,
             "image": deployment.image,
             "command": [
                 server,
