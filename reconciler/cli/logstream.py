@@ -11,6 +11,7 @@ server cannot be reached or refuses the request, 130 Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import sys
 import threading
@@ -86,13 +87,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def api_errors() -> Iterator[None]:
     """An API request that failed for good ends the command: exit 2 when the server was not
     reached or failed (5xx), 1 when it refused the request (the message says why); Ctrl-C
-    ends it quietly."""
+    ends it quietly, and so does a reader that stopped reading (`... | head`)."""
     try:
         yield
     except kube.KubeError as err:
         fail(str(err), 2 if err.status == 0 or err.status >= 500 else 1)
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit: point stdout
+        # at /dev/null first, as the Python documentation advises.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
 
 
 def node_or_none(cluster: kube.Cluster, name: str) -> objects.Object | None:

@@ -34,7 +34,7 @@ from reconciler.localcluster import realnodeconfig as rc
 from reconciler.render import render, workloadobjects
 from tests.cluster.kubehelpers import wait_until
 from tests.cluster.realnodes import RealNodeFixture
-from tests.helpers import API, load, write_repo
+from tests.helpers import API, example_repo, load, write_repo
 
 pytestmark = pytest.mark.cluster
 
@@ -243,6 +243,24 @@ def test_job_logs_follow_ends_cleanly_on_ctrl_c(
     assert code == 130, errors
     assert "Traceback" not in errors and "Aborted" not in errors, errors
     assert took < 3
+    # A reader that stops reading (`job logs -f | head -1`) ends it quietly too.
+    with subprocess.Popen(
+        command(root, real_node.plane.kubeconfig, "job", "logs", "ticker", "-f"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as reader:
+        assert reader.stdout is not None
+        assert reader.stdout.readline().startswith("tick ")
+        reader.stdout.close()
+        try:
+            code = reader.wait(timeout=10)  # the next tick's write finds the pipe closed
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+        errors = stderr_of(reader)
+    assert code == 0, errors
+    assert errors == ""
 
 
 def test_deployment_logs_prefixes_every_replicas_lines_and_reads_one_with_pod(
@@ -405,3 +423,31 @@ def test_a_job_on_a_kwok_node_has_no_logs_to_read(
         f"error: pod {pod['metadata']['name']} runs on a simulated node ({node}, kwok runs no "
         "containers): no logs; use a real node\n"
     )
+
+
+def test_a_volcano_job_that_volcano_never_ran_says_so(
+    cluster_kubeconfig: str | None, namespace: str, tmp_path: Path, local_plane: Any
+) -> None:
+    if local_plane is None:
+        pytest.skip("needs the local plane's kwok nodes (USE_EXISTING_CLUSTER is set)")
+    assert cluster_kubeconfig is not None
+    # The bundled example (volcano on, the default): volcano's controller lands on a kwok node,
+    # so the volcano Job never gets a pod.
+    root = example_repo(tmp_path, f"l{namespace[-6:]}", namespace)
+    applied = invoke_at(root, cluster_kubeconfig, "apply", str(root))
+    assert applied.exit_code == 0, applied.output
+    shown = wait_until(
+        lambda: invoke(root, cluster_kubeconfig, "job", "logs", "jobs-hello"),
+        lambda result: "not-run" in result.stderr,
+        "job logs to say volcano never ran the job",
+    )
+    assert shown.exit_code == 1
+    assert shown.stderr.startswith(
+        "error: job jobs-hello has no pod: it is not-run (volcano made no PodGroup for it: "
+        "volcano-controllers runs on kwok node kwok-"
+    ), shown.stderr
+
+
+def invoke_at(root: Path, kubeconfig: str, *args: str) -> Any:
+    """A command that takes the repo as an argument, not --path."""
+    return CliRunner().invoke(reconciler_cli.main, [*args, "--kubeconfig", kubeconfig])
