@@ -1,0 +1,141 @@
+"""Images without a registry, on a real node (issue 28): the project's image and stand-ins.
+
+The project's image is built from the repo's Dockerfile (on the Python base made from Debian's
+packages, where ``python:3.11-slim`` cannot be pulled) under the name the render gives the router,
+and a pod of it runs ``reconciler --version``. The stand-in for the curated sklearn environment
+the public examples use, and the one for ``python:3.11-slim`` the repo's manifests use, are loaded
+into the real node under those names; a pod of each starts and imports the pinned model server
+(and scikit-learn), and the plane records them as stand-ins for ``cluster status``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from reconciler.localcluster import localimages
+from reconciler.localcluster import realnodeconfig as rc
+from reconciler.model import curated
+from reconciler.render import workloadobjects
+from tests.cluster.kubehelpers import wait_until
+from tests.cluster.realnodes import RealNodeFixture
+
+pytestmark = pytest.mark.cluster
+
+SKLEARN = curated.resolve("azureml:AzureML-sklearn-1.5@latest").image or ""
+PYTHON = "python:3.11-slim"
+
+
+@pytest.fixture(scope="module")
+def provided(real_node: RealNodeFixture) -> list[localimages.Provided]:
+    """The project's image and two stand-ins, built (or found) and loaded into the real node."""
+    began = time.monotonic()
+    project, seconds = localimages.ensure_project_image()
+    images = [localimages.Provided(project, project, standin=False, build_seconds=seconds)]
+    images += localimages.ensure_images([SKLEARN, PYTHON])
+    built = time.monotonic() - began
+    loaded = localimages.load(Path(real_node.plane.state_dir), images, [real_node.node])
+    print(f"\nimages built in {built:.0f}s; loaded: " + ", ".join(
+        f"{p.name} {p.load_seconds}s" for p in loaded
+    ))  # fmt: skip
+    return loaded
+
+
+@pytest.fixture
+def namespace(real_node: RealNodeFixture) -> Iterator[str]:
+    core = client.CoreV1Api(real_node.api)
+    name = f"t-img-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_until(
+        lambda: core.list_namespaced_service_account(name).items,
+        bool,
+        f"the default service account in {name}",
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def run_to_end(
+    real_node: RealNodeFixture, namespace: str, container: dict[str, Any]
+) -> tuple[Any, str]:
+    """A pod of ``container`` on the real node, run to its end: (the pod, its log)."""
+    core = client.CoreV1Api(real_node.api)
+    name = f"p-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "nodeSelector": {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]},
+                "tolerations": [rc.REAL_NODE_TOLERATION],
+                "containers": [{"name": "main", **container}],
+            },
+        },
+    )
+    pod = wait_until(
+        lambda: core.read_namespaced_pod(name, namespace),
+        lambda p: p.status.phase in ("Succeeded", "Failed"),
+        f"pod {name} to end",
+        timeout=180,
+    )
+    return pod, core.read_namespaced_pod_log(name, namespace)
+
+
+def test_the_project_image_runs_reconciler_in_a_pod(
+    namespace: str, real_node: RealNodeFixture, provided: list[localimages.Provided]
+) -> None:
+    image = localimages.project_image()
+    assert image in {p.name for p in provided}
+    # As the render writes the router's container: the image by name, the default pull policy
+    # (IfNotPresent for a version tag), the Dockerfile's entrypoint `reconciler`.
+    pod, log = run_to_end(real_node, namespace, {"image": image, "args": ["--version"]})
+    assert pod.status.phase == "Succeeded", log
+    assert log.strip() == f"reconciler, version {image.rsplit(':', 1)[1]}"
+    (status,) = pod.status.container_statuses
+    assert status.image.endswith(image)
+
+
+def test_the_curated_sklearn_stand_in_starts_with_the_model_server(
+    namespace: str, real_node: RealNodeFixture, provided: list[localimages.Provided]
+) -> None:
+    script = (
+        "import importlib.metadata as m, sklearn, azureml_inference_server_http; "
+        "print(m.version('azureml-inference-server-http'), sklearn.__version__)"
+    )
+    # `:latest` would make the kubelet pull (Always): the image is there, so IfNotPresent.
+    container = {
+        "image": SKLEARN,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-c", script],
+    }
+    pod, log = run_to_end(real_node, namespace, container)
+    assert pod.status.phase == "Succeeded", log
+    assert log.split() == [workloadobjects.MODEL_SERVER_VERSION, "1.5.2"]
+    assert pod.spec.node_name == real_node.node.name
+
+
+def test_python_slim_is_the_model_server_stand_in_under_the_manifests_name(
+    namespace: str, real_node: RealNodeFixture, provided: list[localimages.Provided]
+) -> None:
+    # The manifests' pull policy (none: IfNotPresent for a version tag), the manifests' name.
+    script = f"command -v {workloadobjects.MODEL_SERVER}; python --version"
+    pod, log = run_to_end(real_node, namespace, {"image": PYTHON, "command": ["sh", "-c", script]})
+    assert pod.status.phase == "Succeeded", log
+    assert log.split() == [f"/opt/venv/bin/{workloadobjects.MODEL_SERVER}", "Python", "3.11.2"]
+
+
+def test_the_plane_records_which_images_are_stand_ins(
+    real_node: RealNodeFixture, provided: list[localimages.Provided]
+) -> None:
+    record = {p.name: p for p in localimages.loaded(Path(real_node.plane.state_dir))}
+    assert record[SKLEARN].standin and record[SKLEARN].recipe == "sklearn"
+    assert record[PYTHON].standin and record[PYTHON].recipe == "modelserver"
+    assert record[PYTHON].local == localimages.ensure_images([PYTHON])[0].local
+    assert not record[localimages.project_image()].standin
