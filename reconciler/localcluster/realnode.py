@@ -111,7 +111,9 @@ def _ensure_network(pid: str, state_dir: Path) -> tuple[str, ipaddress.IPv4Netwo
         with open(lock_dir / ".pod-ranges.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if _inspect("network", rc.network_name(pid)) is not None:
-                _docker("network", "rm", rc.network_name(pid))  # an old one without a claim
+                # Made before planes claimed ranges: a label cannot be added to a network, so
+                # the plane's Docker objects go and come back (its nodes with DNS and routes).
+                hostdocker.remove_labelled(f"{rc.PLANE_LABEL}={pid}")
             out = _docker(
                 "network", "ls", "--filter", f"label={rc.POD_RANGE_LABEL}",
                 "--format", f'{{{{.Label "{rc.POD_RANGE_LABEL}"}}}}',
