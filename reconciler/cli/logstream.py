@@ -27,6 +27,7 @@ from reconciler.engine import podlogs
 
 F = TypeVar("F", bound=Callable[..., Any])
 POLL_SECONDS = 1.0  # how often `-f` looks again for a pod to start
+QUIET_SECONDS = 3.0  # how long `-f` waits for a job's next pod before saying so
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 
 
@@ -121,13 +122,78 @@ def show(
     no_pod: Callable[[], tuple[str, bool]],
     *,
     always_prefix: bool,
+    goes_on: Callable[[], bool] | None = None,
 ) -> None:
     """Print the logs of the pods `selector` picks in `namespace`. `no_pod()` says why there
-    is no pod at all, and whether that passes by itself (`-f` then waits)."""
+    is no pod at all, and whether that passes by itself (`-f` then waits). With `-f` and
+    `goes_on` (a job: is it still running?), pods that come after the followed ones ended (a
+    job's retry) are followed in turn, a note on stderr between, until the workload is over."""
     container = options.container or default_container
-    said = ""
+    prefixed = always_prefix and options.pod is None
+    if not options.follow:
+        chosen = _select(cluster, namespace, selector, container, options, no_pod, set(), prefixed)
+        assert chosen is not None, "without -f nothing is waited for"
+        _notes(chosen)
+        for stream in chosen.streams:
+            text = kube.pod_log(
+                cluster,
+                namespace,
+                stream.pod,
+                stream.container,
+                tail=options.tail,
+                previous=options.previous,
+            )
+            if stream.prefix:
+                for line in podlogs.lines(text, stream.prefix):
+                    click.echo(line)
+            else:
+                click.echo(text, nl=False)
+        return
+    followed: set[str] = set()
     while True:
-        pods = kube.list_objects(cluster, "v1", "Pod", namespace, selector)
+        found = _select(
+            cluster, namespace, selector, container, options, no_pod, followed, prefixed
+        )
+        if found is None:
+            return  # what was followed is all there is
+        if followed:
+            pods = ", ".join(s.pod for s in found.streams)
+            click.echo(f"note: {pods} came after the pods followed so far ended", err=True)
+        _notes(found)
+        _follow(cluster, namespace, found.streams, options.tail)
+        followed.update(s.pod for s in found.streams)
+        if goes_on is None or not goes_on():
+            return
+
+
+def _notes(chosen: podlogs.Selection) -> None:
+    for note in chosen.skipped:
+        click.echo(f"note: {note}", err=True)
+
+
+def _select(
+    cluster: kube.Cluster,
+    namespace: str,
+    selector: str,
+    container: str,
+    options: LogOptions,
+    no_pod: Callable[[], tuple[str, bool]],
+    followed: set[str],
+    prefixed: bool,
+) -> podlogs.Selection | None:
+    """The logs to read of the pods not `followed` yet. With `-f`, waits (saying once on
+    stderr for what) while that passes by itself; None when it will not and something was
+    followed already. Else exit 1 saying why there is nothing to read."""
+    said = ""
+    # After a pod ended, the Job controller takes a moment to say whether the job is over:
+    # not worth a line unless the wait lasts.
+    quiet_until = time.monotonic() + QUIET_SECONDS if followed else 0.0
+    while True:
+        pods = [
+            pod
+            for pod in kube.list_objects(cluster, "v1", "Pod", namespace, selector)
+            if (pod.get("metadata") or {}).get("name") not in followed
+        ]
         nodes = {}
         for name in podlogs.node_names(pods):
             node = node_or_none(cluster, name)
@@ -137,42 +203,27 @@ def show(
             pods,
             nodes,
             container,
-            pod_name=options.pod,
-            always_prefix=always_prefix and options.pod is None,
+            pod_name=None if followed else options.pod,
+            always_prefix=prefixed,
             previous=options.previous,
         )
         if chosen.streams:
-            break
+            return chosen
+        if followed and options.pod is not None:
+            return None  # the one pod asked for was followed to its end
         reasons, waiting = list(chosen.skipped), chosen.waiting
         if not reasons:
             reason, waiting = no_pod()
             reasons = [reason]
+        if followed and not waiting:
+            return None
         why = "; ".join(reasons)
         if not (options.follow and waiting):
             fail(why)
-        if why != said:
+        if why != said and time.monotonic() >= quiet_until:
             click.echo(f"waiting: {why}", err=True)
             said = why
         time.sleep(POLL_SECONDS)
-    for note in chosen.skipped:
-        click.echo(f"note: {note}", err=True)
-    if options.follow:
-        _follow(cluster, namespace, chosen.streams, options.tail)
-        return
-    for stream in chosen.streams:
-        text = kube.pod_log(
-            cluster,
-            namespace,
-            stream.pod,
-            stream.container,
-            tail=options.tail,
-            previous=options.previous,
-        )
-        if stream.prefix:
-            for line in podlogs.lines(text, stream.prefix):
-                click.echo(line)
-        else:
-            click.echo(text, nl=False)
 
 
 _DONE = object()

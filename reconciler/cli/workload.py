@@ -250,10 +250,10 @@ def job_logs(
     context: str | None,
 ) -> None:
     """Print the output of job NAME's pod (`az ml job stream`); `-f` follows it until the
-    job's containers end. Several pods (retries, instance_count) are printed oldest first, each
-    line prefixed [pod/POD/CONTAINER]. Exit 1 when there is nothing to read (said why: no pod
-    yet, unschedulable, on a simulated node), 2 when the API server cannot be reached, 130 on
-    Ctrl-C."""
+    job is over (a failed pod's retry is followed in turn). Several pods (retries,
+    instance_count) are printed oldest first, each line prefixed [pod/POD/CONTAINER]. Exit 1
+    when there is nothing to read (said why: no pod yet, unschedulable, on a simulated node), 2
+    when the API server cannot be reached, 130 on Ctrl-C."""
     options = logstream.options_of(follow, tail, container, previous, pod)
     loaded = _load_valid(repo_path)
     target = _named(loaded.jobs, name, "job", repo_path)
@@ -274,6 +274,10 @@ def job_logs(
                 return f"job {name} has no pod yet: it is {state.state}{detail}", True
             return f"job {name} has no pod: it is {state.state}{detail}", False
 
+        def goes_on() -> bool:
+            # A pod that failed is followed by the Job's retry, until its backoff limit.
+            return _job_state(cluster, loaded, name, target, {}).state in ("pending", "running")
+
         logstream.show(
             cluster,
             namespace,
@@ -282,6 +286,7 @@ def job_logs(
             options,
             no_pod,
             always_prefix=False,
+            goes_on=goes_on,
         )
 
 

@@ -40,7 +40,8 @@ pytestmark = pytest.mark.cluster
 
 
 def repo_in(tmp_path: Path, namespace: str) -> Path:
-    """A repo with the jobs `echoer`, `streamer`, `ticker`, `stuck` and the deployment `scorer`,
+    """A repo with the jobs `echoer`, `streamer`, `ticker`, `stuck`, `retrier` and the deployment
+    `scorer`,
     installed into `namespace` (batch Jobs: no volcano)."""
     extension = f"""
         apiVersion: {API}
@@ -57,7 +58,7 @@ def repo_in(tmp_path: Path, namespace: str) -> Path:
             installVolcano: false
         """
     files: dict[str, str | bytes] = {"ext.yaml": extension}
-    for name in ("echoer", "streamer", "ticker", "stuck"):
+    for name in ("echoer", "streamer", "ticker", "stuck", "retrier"):
         files[f"jobs/{name}.yaml"] = f"""
             $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
             name: {name}
@@ -214,6 +215,37 @@ def test_job_logs_follow_streams_a_running_job_until_it_ends(
     assert ended_at - first_at >= 3
     print(f"\njob logs -f: first line {first_at - began:.1f}s after start (pod included), "
           f"ended {ended_at - first_at:.1f}s later with the container")  # fmt: skip
+
+
+def test_job_logs_follow_follows_a_failed_pods_retry_until_the_job_is_over(
+    real: tuple[kube.Cluster, str, Path], real_node: RealNodeFixture
+) -> None:
+    cluster, namespace, root = real
+    job = on_real_node(
+        rendered(root, "Job", "retrier"), real_node.pod_image, 'echo "attempt in $HOSTNAME"; exit 1'
+    )
+    job["spec"]["backoffLimit"] = 1  # two pods; the Job controller waits ~10 s before the second
+    kube.apply(cluster, job)
+    began = time.monotonic()
+    done = subprocess.run(
+        command(root, real_node.plane.kubeconfig, "job", "logs", "retrier", "-f"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    took = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    assert job_finished(cluster, namespace, "retrier") == "Failed"
+    pods = sorted(
+        kube.list_objects(cluster, "v1", "Pod", namespace, "job-name=retrier"),
+        key=lambda p: p["metadata"]["creationTimestamp"],
+    )
+    names = [p["metadata"]["name"] for p in pods]
+    assert len(names) == 2
+    assert done.stdout == "".join(f"attempt in {name}\n" for name in names)
+    assert f"note: {names[1]} came after the pods followed so far ended" in done.stderr
+    print(f"\njob logs -f over a failed pod and its retry: {took:.1f}s")
 
 
 def test_job_logs_follow_ends_cleanly_on_ctrl_c(
