@@ -325,6 +325,24 @@ def test_deployment_logs_prefixes_every_replicas_lines_and_reads_one_with_pod(
     before = invoke(root, kubeconfig, "deployment", "logs", "scorer", "--previous")
     assert before.exit_code == 1
     assert "has not restarted: no previous log" in before.stderr
+    # -f follows both replicas at once (they never end: Ctrl-C does).
+    with subprocess.Popen(
+        command(root, kubeconfig, "deployment", "logs", "scorer", "-f"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as follower:
+        try:
+            assert follower.stdout is not None
+            got = {follower.stdout.readline(), follower.stdout.readline()}
+            follower.send_signal(signal.SIGINT)
+            code = follower.wait(timeout=10)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+        errors = stderr_of(follower)
+    assert got == {f"[pod/{name}/inference-server] serving from {name}\n" for name in names}
+    assert code == 130, errors
 
 
 def test_deployment_logs_previous_reads_a_crashed_containers_last_run(
