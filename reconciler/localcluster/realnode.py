@@ -39,6 +39,7 @@ from reconciler.localcluster import (
     nodeimage,
     plane,
     podnetwork,
+    realplacement,
 )
 from reconciler.localcluster import realnodeconfig as rc
 from reconciler.localcluster.config import Layout, PlaneState, kubeconfig
@@ -161,6 +162,10 @@ def _apply_cluster_objects(state: PlaneState, gateway: str, port: int) -> None:
         "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
         rc.kubernetes_endpoint_slice(gateway, port),
     )
+    policy, binding = realplacement.policy_objects()
+    admission = "/apis/admissionregistration.k8s.io/v1"
+    _create(state, f"{admission}/mutatingadmissionpolicies", policy)
+    _create(state, f"{admission}/mutatingadmissionpolicybindings", binding)
 
 
 def _node_kubeconfig(layout: Layout, server: str, who: ClientIdentity) -> str:

@@ -1,0 +1,120 @@
+"""Which pods the local plane runs on its real nodes: an admission policy of the plane's own.
+
+Real nodes are tainted (``realnodeconfig.REAL_NODE_TAINT``) so that the extension's own
+components, whose images no registry here serves, stay on the kwok nodes. The project's
+workloads should run for real instead, without anything changing in what renders for a real
+cluster. So the plane, not the render, places them: a ``MutatingAdmissionPolicy`` (CEL, served
+by the API server itself: no webhook to run) adds the real node's toleration and node selector
+to the pods it matches when they are created.
+
+Matched today: training job pods (the ``gitops.mlext.io/job`` label the render puts on a job's
+pod template, with the reconciler's managed-by label), except those asking for a GPU (no real
+node has one: they stay on the simulated GPU nodes, where ``job status`` says they do not run).
+Model and router pods still run under the plane's pod runtime (``podruntime``) until they move
+to real nodes too; they are added here then.
+
+Pure: the objects only. ``realnode`` creates them when it starts real nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler import objects
+from reconciler.localcluster import realnodeconfig as rc
+from reconciler.render import workloadobjects
+
+POLICY_NAME = "mlext-local-real-node-placement"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _quoted(text: str) -> str:
+    """A CEL string literal (the label keys and values here have no quote or backslash)."""
+    return f"'{text}'"
+
+
+def match_expression() -> str:
+    """CEL: the pod is a training job's pod of this reconciler and asks for no GPU."""
+    labels = "object.metadata.labels"
+    return (
+        f"has({labels}) && {_quoted(workloadobjects.JOB_LABEL)} in {labels}"
+        f" && {_quoted(objects.MANAGED_BY_LABEL)} in {labels}"
+        f" && {labels}[{_quoted(objects.MANAGED_BY_LABEL)}] == {_quoted(objects.MANAGED_BY)}"
+        " && !object.spec.containers.exists(c, has(c.resources) && has(c.resources.limits)"
+        f" && {_quoted(GPU_RESOURCE)} in c.resources.limits)"
+    )
+
+
+def _add(path: str, value: str) -> str:
+    return f"JSONPatch{{op: 'add', path: '{path}', value: {value}}}"
+
+
+def _toleration_patch() -> str:
+    """CEL: a JSON patch adding the real node's toleration to whatever tolerations the pod has
+    (a pod's tolerations are an atomic list, which an apply configuration may not change)."""
+    taint = rc.REAL_NODE_TAINT
+    toleration = (
+        "Object.spec.tolerations{"
+        f"key: {_quoted(taint['key'])}, operator: 'Equal', "
+        f"value: {_quoted(taint['value'])}, effect: {_quoted(taint['effect'])}"
+        "}"
+    )
+    return (
+        f"has(object.spec.tolerations) ? [{_add('/spec/tolerations/-', toleration)}]"
+        f" : [{_add('/spec/tolerations', f'[{toleration}]')}]"
+    )
+
+
+def _node_selector_patch() -> str:
+    """CEL: a JSON patch adding the real node's label to the pod's node selector (an atomic map
+    too), keeping the labels it selects already."""
+    key, value = rc.REAL_NODE_LABEL
+    escaped = key.replace("~", "~0").replace("/", "~1")  # a JSON pointer's escapes
+    selector = f"{{{_quoted(key)}: {_quoted(value)}}}"
+    return (
+        f"has(object.spec.nodeSelector) ? [{_add(f'/spec/nodeSelector/{escaped}', _quoted(value))}]"
+        f" : [{_add('/spec/nodeSelector', selector)}]"
+    )
+
+
+def policy_objects() -> list[dict[str, Any]]:
+    """The policy and its binding, as the API server takes them."""
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": POLICY_NAME},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ]
+            },
+            "matchConditions": [{"name": "project-workload", "expression": match_expression()}],
+            # A pod the policy cannot place is refused rather than left on a node that never
+            # runs it: the error names the policy.
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "mutations": [
+                {
+                    "patchType": "JSONPatch",
+                    "jsonPatch": {"expression": _toleration_patch()},
+                },
+                {
+                    "patchType": "JSONPatch",
+                    "jsonPatch": {"expression": _node_selector_patch()},
+                },
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": POLICY_NAME},
+        "spec": {"policyName": POLICY_NAME},
+    }
+    return [policy, binding]
