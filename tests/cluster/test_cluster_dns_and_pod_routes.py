@@ -41,11 +41,17 @@ from tests.cluster.test_real_node_on_cluster import finished, job, run_job
 
 pytestmark = pytest.mark.cluster
 
-# Answers any request with one fixed page (socat forks a `cat` of it per connection).
-SERVER = (
-    "printf 'HTTP/1.0 200 OK\\r\\n\\r\\nhello from web\\n' >/tmp/page; "
-    "exec socat TCP-LISTEN:8080,fork,reuseaddr 'EXEC:cat /tmp/page'"
-)
+# Answers any request with one fixed page, once it has read the request line: a server that
+# answered and closed first would leave a late request unread, and the kernel's reset for it can
+# wipe the answer from the client's buffer before the client reads it.
+SERVER = """cat >/tmp/serve <<'EOF'
+#!/bin/sh
+read -r request
+printf 'HTTP/1.0 200 OK\\r\\n\\r\\nhello from web\\n'
+EOF
+chmod +x /tmp/serve
+exec socat TCP-LISTEN:8080,fork,reuseaddr EXEC:/tmp/serve
+"""
 # A name whose lookup needs DNS outside the cluster (the Go module proxy the project builds from).
 EXTERNAL_NAME = "proxy.golang.org"
 
