@@ -544,7 +544,6 @@ def start_runtime(state_dir: Path | None = None) -> int:
     plane in ``state_dir`` in the background, recorded as the component ``pod-runtime`` so
     that :func:`stop` and :func:`status` include it; return its PID. A running one is kept."""
     state_dir = (state_dir or default_state_dir()).resolve()
-    layout = Layout(state_dir)
     state = read_state(state_dir)
     if state is None:
         raise PlaneError(f"no plane is recorded in {state_dir}")
@@ -554,9 +553,22 @@ def start_runtime(state_dir: Path | None = None) -> int:
     command = [
         sys.executable, "-m", "reconciler", "cluster", "runtime", "--state-dir", str(state_dir),
     ]  # fmt: skip
-    proc = _spawn(command, layout.log(RUNTIME), state.die_with_parent)
-    state.pids[RUNTIME] = proc.pid
-    state.commands[RUNTIME] = command
+    return launch_extra(state_dir, RUNTIME, command)
+
+
+def launch_extra(state_dir: Path, name: str, command: list[str]) -> int:
+    """Start ``command`` as the plane's component ``name`` beside the core ones (the pod
+    runtime, volcano's processes): its own process group, its log in ``logs/<name>.log``,
+    dying with this process if the plane does, recorded in the state so that :func:`stop`
+    ends it and :func:`status` lists it. The command line must name a file under the state
+    folder (how :func:`is_ours` tells the process from a reused PID). Returns its PID."""
+    layout = Layout(state_dir)
+    state = read_state(state_dir)
+    if state is None:
+        raise PlaneError(f"no plane is recorded in {state_dir}")
+    proc = _spawn(command, layout.log(name), state.die_with_parent)
+    state.pids[name] = proc.pid
+    state.commands[name] = command
     _write_state(layout, state)
     return proc.pid
 
