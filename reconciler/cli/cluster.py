@@ -11,7 +11,9 @@ the kubectl built with the plane (same Kubernetes version) on the plane's admin 
 Besides its simulated (kwok) nodes, ``up`` gives the plane real nodes (``--real-nodes``, default 1):
 Docker containers running containerd, the kubelet and kube-proxy, where pods that tolerate the
 ``mlext.io/real-node`` taint run in real containers (``localcluster.realnode``). Where Docker cannot
-run, the plane comes up without them and says so.
+run, the plane comes up without them and says so. The real nodes get the project's image (built from
+the ``Dockerfile``) and the images the manifests name, real where this machine can pull them, else
+local stand-ins (``localcluster.localimages``, ``standins``); ``status`` lists them.
 
 The group is registered on the main CLI in ``reconciler/cli.py``.
 """
@@ -28,7 +30,16 @@ from pathlib import Path
 import click
 
 from reconciler import kube
-from reconciler.localcluster import build, hostdocker, modelserver, plane, podruntime, realnode
+from reconciler.localcluster import (
+    build,
+    hostdocker,
+    localimages,
+    modelserver,
+    plane,
+    podruntime,
+    realnode,
+    standins,
+)
 from reconciler.localcluster.config import PlaneState, default_nodes
 from reconciler.localcluster.realnodeconfig import MAX_REAL_NODES
 
@@ -175,7 +186,36 @@ def _start_real_nodes(state: PlaneState, count: int) -> bool:
         f"{len(nodes)} real node(s) Ready ({', '.join(n.name for n in nodes)}) after "
         f"{time.monotonic() - began:.1f}s; pods tolerating mlext.io/real-node run there"
     )
+    return _provide_images(state, nodes)
+
+
+def _provide_images(state: PlaneState, nodes: list[realnode.RealNode]) -> bool:
+    """The project's image and the manifests' images (real where they can be pulled, else
+    stand-ins) loaded into the real nodes; False (said on stderr) when that failed."""
+    began = time.monotonic()
+    try:
+        provided = localimages.provide(Path(state.state_dir), nodes, _progress)
+    except (build.BuildError, realnode.RealNodeError, hostdocker.DockerUnavailable) as exc:
+        click.echo(f"error: the real nodes' images: {exc}", err=True)
+        return False
+    stood_in = sum(p.standin for p in provided)
+    _progress(
+        f"{len(provided)} image names on the real nodes ({stood_in} stand-ins, see "
+        f"`reconciler cluster status`) after {time.monotonic() - began:.1f}s"
+    )
     return True
+
+
+def _echo_images(state_dir: Path) -> None:
+    """The images loaded into the real nodes, the stand-ins said as such."""
+    images = localimages.loaded(state_dir)
+    click.echo(f"images on the real nodes: {len(images) or '-'}")
+    for p in images:
+        if p.standin:
+            what = standins.RECIPES[p.recipe].what if p.recipe in standins.RECIPES else p.recipe
+            click.echo(f"  {p.name}  STAND-IN: {p.local} ({what})")
+        else:
+            click.echo(f"  {p.name}")
 
 
 def _start_runtime(state_dir: Path) -> None:
@@ -250,6 +290,8 @@ def status_cmd(state_dir: Path | None) -> None:
     click.echo(f"nodes: {', '.join(s.nodes) or '-'}")
     real = realnode.list_nodes(Path(s.state_dir))
     click.echo(f"real nodes: {', '.join(f'{n.name} ({n.container})' for n in real) or '-'}")
+    if real:
+        _echo_images(Path(s.state_dir))
     if s.ready_seconds is not None:
         click.echo(f"start to ready: {s.ready_seconds}s")
     for c in st.components:

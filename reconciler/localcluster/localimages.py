@@ -192,19 +192,27 @@ def project_source_digest(root: Path) -> str:
     return build.source_digest(contents)
 
 
-def ensure_project_image(progress: Progress | None = None) -> tuple[str, float]:
-    """The project's image under the name the render uses, built from the repo's Dockerfile if
-    Docker lacks this source's build: on ``python:3.11-slim`` where it can be pulled, else on
-    the Python base. Its name and the seconds spent building."""
+def project_local_name(digest: str) -> str:
+    """The project's image under a name of its sources' digest: a node holding the render's name
+    may hold an older build of it, never an older build under this name."""
+    return f"{nodepins.IMAGE_REGISTRY}/reconciler:{digest[:12]}"
+
+
+def ensure_project_image(progress: Progress | None = None) -> Provided:
+    """The project's image under the name the render uses (and under its sources' digest),
+    built from the repo's Dockerfile if Docker lacks this source's build: on
+    ``python:3.11-slim`` where it can be pulled, else on the Python base."""
     say = _say(progress)
     root = build.repo_root()
     if not (root / "Dockerfile").is_file():
         raise BuildError(f"no Dockerfile in {root}: the project's image is built from a checkout")
     name = project_image()
     digest = project_source_digest(root)
-    if _label(name, SOURCE_LABEL) == digest:
-        return name, 0.0
-    args = ["--label", f"{SOURCE_LABEL}={digest}"]
+    local = project_local_name(digest)
+    if _label(local, SOURCE_LABEL) == digest:
+        _docker("tag", local, name)  # the render's name may point at a later build: not now
+        return Provided(name, local, standin=False)
+    args = ["--tag", local, "--label", f"{SOURCE_LABEL}={digest}"]
     if real_image_available(DOCKERFILE_BASE, progress):
         base = DOCKERFILE_BASE
     else:
@@ -212,8 +220,14 @@ def ensure_project_image(progress: Progress | None = None) -> tuple[str, float]:
         args += ["--build-arg", f"{BASE_ARG}={base}"]
     say(f"building the project's image {name} from the Dockerfile on {base}")
     seconds = _docker_build(name, [*args, str(root)], None, "the project's image")
-    say(f"built {name} in {seconds:.0f}s")
-    return name, seconds
+    say(f"built {name} ({local}) in {seconds:.0f}s")
+    # Earlier builds are kept by nothing: untag them so that their layers can go.
+    repo = local.rsplit(":", 1)[0]
+    old = _docker("images", "--format", "{{.Repository}}:{{.Tag}}", repo).stdout.split()
+    stale = [image for image in old if image != local]
+    if stale:
+        _docker("rmi", *stale)
+    return Provided(name, local, standin=False, build_seconds=seconds)
 
 
 def ensure_images(
@@ -248,13 +262,38 @@ def _tag_in_node(node: realnode.RealNode, source: str, targets: list[str]) -> No
         )
 
 
-def _node_has(node: realnode.RealNode, image: str) -> bool:
-    """Whether the node's containerd already holds ``image`` (a node keeps its images across
-    `cluster up`s: its containerd's folder is on the host)."""
+def _node_images(node: realnode.RealNode) -> set[str]:
+    """The images the node's containerd holds (a node keeps them across `cluster up`s: its
+    containerd's folder is on the host)."""
     proc = _docker(
         "exec", node.container, f"{rc.NODE_BIN}/ctr", "-n", "k8s.io", "images", "ls", "-q"
     )
-    return proc.returncode == 0 and standins.normalize(image) in proc.stdout.split()
+    return set(proc.stdout.split()) if proc.returncode == 0 else set()
+
+
+def _stream_into(node: realnode.RealNode, images: list[str]) -> None:
+    """``docker save`` of all ``images`` as one archive (layers they share, such as the Python
+    base, go once) straight into ``ctr images import`` in the node."""
+    docker = hostdocker.docker_cli()
+    with subprocess.Popen(
+        [docker, "save", *images], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as save:
+        load = subprocess.run(
+            [docker, "exec", "-i", node.container, *rc.ctr_import_command()],
+            stdin=save.stdout,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert save.stdout is not None and save.stderr is not None
+        save.stdout.close()
+        save_err = save.stderr.read().decode(errors="replace")
+        save_code = save.wait()
+    if save_code != 0 or load.returncode != 0:
+        raise realnode.RealNodeError(
+            f"loading {', '.join(images)} into {node.name} failed: "
+            f"{save_err.strip() or load.stderr.strip() or load.stdout.strip()}"
+        )
 
 
 def images_record(state_dir: Path) -> Path:
@@ -268,27 +307,32 @@ def load(
     nodes: list[realnode.RealNode] | None = None,
     progress: Progress | None = None,
 ) -> list[Provided]:
-    """Load each provided image into the plane's real nodes (all by default) under its name,
-    record them, and return them with their load times."""
+    """Load the provided images into the plane's real nodes (all by default) under their names,
+    record them, and return them with the load's time (the slowest node's)."""
     say = _say(progress)
     targets = nodes if nodes is not None else realnode.list_nodes(state_dir)
-    by_local: dict[str, list[Provided]] = {}
-    for p in provided:
-        by_local.setdefault(p.local, []).append(p)
-    done: list[Provided] = []
-    for local, group in sorted(by_local.items()):
+    if not targets:
+        raise realnode.RealNodeError(f"the plane in {state_dir} has no running real node")
+    locals_ = sorted({p.local for p in provided})
+    seconds = 0.0
+    for node in targets:
         started = time.monotonic()
-        missing = [node for node in targets if not _node_has(node, local)]
+        held = _node_images(node)
+        missing = [i for i in locals_ if standins.normalize(i) not in held]
         if missing:
-            realnode.load_image(state_dir, local, missing)
-        aliases = [p.name for p in group if p.name != local]
-        if aliases:
-            for node in targets:
-                _tag_in_node(node, local, aliases)
-        seconds = round(time.monotonic() - started, 1)
+            _stream_into(node, missing)
+        # Every name under the image that stands for it (a real image is its own name).
+        aliases: dict[str, list[str]] = {}
+        for p in provided:
+            if p.name != p.local:
+                aliases.setdefault(p.local, []).append(p.name)
+        for local, names in sorted(aliases.items()):
+            _tag_in_node(node, local, names)
+        took = round(time.monotonic() - started, 1)
+        seconds = max(seconds, took)
         if missing:
-            say(f"loaded {local} into {len(missing)} real node(s) in {seconds:.1f}s")
-        done += [Provided(**{**asdict(p), "load_seconds": seconds}) for p in group]
+            say(f"loaded {len(missing)} image(s) into {node.name} in {took:.1f}s")
+    done = [Provided(**{**asdict(p), "load_seconds": seconds}) for p in provided]
     record = images_record(state_dir)
     old = {p.name: p for p in loaded(state_dir)}
     old.update({p.name: p for p in done})
@@ -315,7 +359,5 @@ def provide(
 ) -> list[Provided]:
     """The project's image and every name in the stand-in table, built or pulled, loaded into
     the plane's real nodes (all by default)."""
-    name, seconds = ensure_project_image(progress)
-    provided = [Provided(name, name, standin=False, build_seconds=seconds)]
-    provided += ensure_images(None, progress)
+    provided = [ensure_project_image(progress), *ensure_images(None, progress)]
     return load(state_dir, provided, nodes, progress)

@@ -5,7 +5,7 @@ packages, where ``python:3.11-slim`` cannot be pulled) under the name the render
 and a pod of it runs ``reconciler --version``. The stand-in for the curated sklearn environment
 the public examples use, and the one for ``python:3.11-slim`` the repo's manifests use, are loaded
 into the real node under those names; a pod of each starts and imports the pinned model server
-(and scikit-learn), and the plane records them as stand-ins for ``cluster status``.
+(and scikit-learn), and the plane records them as stand-ins, which ``cluster status`` says.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from kubernetes import client
 
+from reconciler.cli import main as cli
 from reconciler.localcluster import localimages
 from reconciler.localcluster import realnodeconfig as rc
+from reconciler.localcluster.standins import RECIPES
 from reconciler.model import curated
 from reconciler.render import workloadobjects
 from tests.cluster.kubehelpers import wait_until
@@ -36,9 +39,7 @@ PYTHON = "python:3.11-slim"
 def provided(real_node: RealNodeFixture) -> list[localimages.Provided]:
     """The project's image and two stand-ins, built (or found) and loaded into the real node."""
     began = time.monotonic()
-    project, seconds = localimages.ensure_project_image()
-    images = [localimages.Provided(project, project, standin=False, build_seconds=seconds)]
-    images += localimages.ensure_images([SKLEARN, PYTHON])
+    images = [localimages.ensure_project_image(), *localimages.ensure_images([SKLEARN, PYTHON])]
     built = time.monotonic() - began
     loaded = localimages.load(Path(real_node.plane.state_dir), images, [real_node.node])
     print(f"\nimages built in {built:.0f}s; loaded: " + ", ".join(
@@ -131,7 +132,7 @@ def test_python_slim_is_the_model_server_stand_in_under_the_manifests_name(
     assert log.split() == [f"/opt/venv/bin/{workloadobjects.MODEL_SERVER}", "Python", "3.11.2"]
 
 
-def test_the_plane_records_which_images_are_stand_ins(
+def test_the_plane_records_which_images_are_stand_ins_and_cluster_status_says_so(
     real_node: RealNodeFixture, provided: list[localimages.Provided]
 ) -> None:
     record = {p.name: p for p in localimages.loaded(Path(real_node.plane.state_dir))}
@@ -139,3 +140,11 @@ def test_the_plane_records_which_images_are_stand_ins(
     assert record[PYTHON].standin and record[PYTHON].recipe == "modelserver"
     assert record[PYTHON].local == localimages.ensure_images([PYTHON])[0].local
     assert not record[localimages.project_image()].standin
+    shown = CliRunner().invoke(
+        cli.main, ["cluster", "status", "--state-dir", real_node.plane.state_dir]
+    )
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert f"  {SKLEARN}  STAND-IN: {record[SKLEARN].local} ({RECIPES['sklearn'].what})" in lines
+    assert f"  {PYTHON}  STAND-IN: {record[PYTHON].local} ({RECIPES['modelserver'].what})" in lines
+    assert f"  {localimages.project_image()}" in lines
