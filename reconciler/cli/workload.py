@@ -17,7 +17,7 @@ import click
 
 from reconciler import kube, objects, source
 from reconciler.cli import common, connection, decryptkeys, logstream
-from reconciler.engine import workloadstatus
+from reconciler.engine import podlogs, workloadstatus
 from reconciler.model import problems, repo
 from reconciler.render import auth, workloadobjects
 
@@ -270,9 +270,14 @@ def job_logs(
         def no_pod() -> tuple[str, bool]:
             state = _job_state(cluster, loaded, name, target, {})
             detail = f" ({state.detail})" if state.detail else ""
-            if state.state in ("pending", "running"):
-                return f"job {name} has no pod yet: it is {state.state}{detail}", True
-            return f"job {name} has no pod: it is {state.state}{detail}", False
+            if state.state not in ("pending", "running"):
+                return f"job {name} has no pod: it is {state.state}{detail}", False
+            events = kube.list_objects(cluster, "v1", "Event", namespace)
+            failed = podlogs.creation_failure(events, "Job", [name])
+            if failed is not None:
+                # The controller retries (a quota may grow): -f waits, saying why.
+                return f"job {name} has no pod: its Job cannot create one: {failed}", True
+            return f"job {name} has no pod yet: it is {state.state}{detail}", True
 
         def goes_on() -> bool:
             # A pod that failed is followed by the Job's retry, until its backoff limit.
@@ -318,6 +323,7 @@ def deployment_logs(
     with logstream.api_errors():
         ref = {"apiVersion": "apps/v1", "kind": "Deployment",
                "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
+        selector = f"{workloadobjects.DEPLOYMENT_LABEL}={name}"
 
         def no_pod() -> tuple[str, bool]:
             live = kube.get(cluster, ref)
@@ -330,12 +336,22 @@ def deployment_logs(
             wanted = (live.get("spec") or {}).get("replicas", 1)
             if not wanted:
                 return f"deployment {name} is scaled to 0 replicas: no pod", False
+            # Its ReplicaSets carry its pod labels; they are what fails to create pods.
+            sets = kube.list_objects(cluster, "apps/v1", "ReplicaSet", namespace, selector)
+            events = kube.list_objects(cluster, "v1", "Event", namespace)
+            names = [s["metadata"]["name"] for s in sets]
+            failed = podlogs.creation_failure(events, "ReplicaSet", names)
+            if failed is not None:
+                return (
+                    f"deployment {name} has no pod: its ReplicaSet cannot create one: {failed}",
+                    True,
+                )
             return f"deployment {name} has no pod yet ({wanted} replicas wanted)", True
 
         logstream.show(
             cluster,
             namespace,
-            f"{workloadobjects.DEPLOYMENT_LABEL}={name}",
+            selector,
             workloadobjects.DEPLOYMENT_CONTAINER,
             options,
             no_pod,

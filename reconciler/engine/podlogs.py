@@ -6,7 +6,8 @@ prefix, and for every pod left out the reason in words: not scheduled yet, unsch
 scheduler's message), on a kwok node (simulated: it runs no containers, so there is nothing to
 read), its container still being created or unable to start. `Selection.waiting` says whether the
 reasons are ones that pass by themselves (a pod not scheduled yet, a container being created),
-which `-f` waits out; the others end the command. Reading the streams is `kube`'s, printing the
+which `-f` waits out; the others end the command. A workload with no pod at all may say why in
+an event of its controller (`creation_failure`). Reading the streams is `kube`'s, printing the
 command's (`cli.workload`).
 """
 
@@ -179,3 +180,31 @@ def node_names(pods: Sequence[objects.Object]) -> list[str]:
         if node and node not in found:
             found.append(node)
     return found
+
+
+def creation_failure(
+    events: Iterable[objects.Object], kind: str, names: Iterable[str]
+) -> str | None:
+    """The last reason the controller of a `kind` of `names` gave for failing to create pods
+    (a `FailedCreate` event: a quota, an admission policy that refused them), or None. Without
+    it a Job that makes no pod looks merely pending."""
+    wanted = set(names)
+    failures = [
+        event
+        for event in events
+        if event.get("reason") == "FailedCreate"
+        and (event.get("involvedObject") or {}).get("kind") == kind
+        and (event.get("involvedObject") or {}).get("name") in wanted
+    ]
+    if not failures:
+        return None
+
+    def when(event: objects.Object) -> str:
+        return str(
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or (event.get("metadata") or {}).get("creationTimestamp")
+            or ""
+        )
+
+    return str(max(failures, key=when).get("message") or "FailedCreate")

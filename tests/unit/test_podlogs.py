@@ -144,3 +144,24 @@ def test_lines_prefix_every_line_of_a_log() -> None:
     assert podlogs.lines("one\ntwo\n", "[p] ") == ["[p] one", "[p] two"]
     assert podlogs.lines("no newline", "") == ["no newline"]
     assert podlogs.lines("", "[p] ") == []
+
+
+def event(reason: str, kind: str, name: str, at: str, message: str) -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "involvedObject": {"kind": kind, "name": name},
+        "lastTimestamp": at,
+        "message": message,
+    }
+
+
+def test_the_last_failed_create_of_the_workloads_controller_says_why_it_has_no_pod() -> None:
+    events = [
+        event("FailedCreate", "Job", "train", "2026-01-01T00:00:01Z", "exceeded quota: old"),
+        event("FailedCreate", "Job", "train", "2026-01-01T00:00:09Z", "exceeded quota: new"),
+        event("FailedCreate", "Job", "other", "2026-01-01T00:00:10Z", "not this job"),
+        event("SuccessfulCreate", "Job", "train", "2026-01-01T00:00:11Z", "created"),
+    ]
+    assert podlogs.creation_failure(events, "Job", ["train"]) == "exceeded quota: new"
+    assert podlogs.creation_failure(events, "ReplicaSet", ["train"]) is None
+    assert podlogs.creation_failure([], "Job", ["train"]) is None
