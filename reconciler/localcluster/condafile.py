@@ -18,7 +18,9 @@ server there. `read` turns the file into what to install and what is left out, a
   the local plane's pin, and the meta-package that pulled it in on older images);
 - pip options (`--extra-index-url`, `-r file`): not followed.
 
-Pure: text in, `Environment` out. Used by `podruntime`.
+Pure: text in, `Environment` out. Used by `podruntime`, and copied into the stand-in images,
+whose `micromamba` (`standin_files/micromamba`) reads conda files with it: it may import only
+the standard library, PyYAML and packaging.
 """
 
 from __future__ import annotations

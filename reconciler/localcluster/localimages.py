@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -172,9 +173,12 @@ def ensure_standin(key: str, progress: Progress | None = None) -> tuple[str, flo
             continue
         parent = base if recipe.parent is None else standins.local_name(recipe.parent, base)
         say(f"building the stand-in image {name} ({recipe.what})")
-        seconds = _docker_build(
-            name, ["-"], standins.dockerfile(recipe, parent), f"the stand-in {step}"
-        )
+        with tempfile.TemporaryDirectory(prefix="mlext-standin-") as context:
+            folder = Path(context)
+            (folder / "Dockerfile").write_text(standins.dockerfile(recipe, parent))
+            for file_name, data in standins.context_files(recipe).items():
+                (folder / file_name).write_bytes(data)
+            seconds = _docker_build(name, [context], None, f"the stand-in {step}")
         say(f"built {name} in {seconds:.0f}s")
         spent += seconds
     return standins.local_name(key, base), spent

@@ -67,6 +67,9 @@ SKLEARN_PACKAGES = ("scikit-learn==1.5.2", "pandas==2.2.3")
 LIGHTGBM_PACKAGES = ("lightgbm==3.3.5", "scikit-learn==1.5.2", "pandas==2.2.3")
 # Debian packages a stand-in needs besides the base (lightgbm's wheel links OpenMP).
 LIGHTGBM_DEBIAN_PACKAGES = ("libgomp1",)
+# What the stand-ins' conda stand-in (`micromamba create`) runs on: Debian's Python with the
+# libraries `condafile` reads conda files with.
+CONDA_SHIM_DEBIAN_PACKAGES = ("python3-yaml", "python3-packaging")
 # The MLflow inference image's stand-in resolves the model server and MLflow as one set (layered
 # on the model server's environment, mlflow pulled an opentelemetry-sdk the server's exporter
 # cannot import); the libraries are those the public MLflow example's model was saved with.

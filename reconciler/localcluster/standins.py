@@ -10,19 +10,22 @@ PATH, plus, for a curated environment, the libraries it is named after. ``STANDI
 recipe stands in for which name; ``RECIPES`` says what each recipe is. Several names share one
 recipe, so one image is built and loaded once and tagged under each name.
 
-What a stand-in is not: the product's images carry conda (their start script makes a
-deployment's ``conda_file`` environment with it); conda is in no package registry these
-machines reach, so a stand-in has none, and a deployment with a conda file fails its
-``prepare-environment`` init container with that reason. The ``python:*`` stand-ins are
-Debian's Python 3.11 whatever the tag says.
+What a stand-in is not: the product's images carry conda, with which the render's
+``prepare-environment`` init container makes a deployment's ``conda_file`` environment; conda is
+in no package registry these machines reach, so the model-server stand-ins carry a ``micromamba``
+of their own (``standin_files/micromamba``) that knows ``create -p PREFIX -f FILE`` only: a copy
+of the image's virtualenv plus the file's packages from PyPI under their PyPI names
+(``condafile``), the model server kept at its pin; no conda-only package, no other Python than
+the image's. The ``python:*`` stand-ins are Debian's Python 3.11 whatever the tag says.
 
-Pure: names, Dockerfile text and digests. ``localimages`` builds, pulls and loads.
+Pure: names, Dockerfile text, build files and digests. ``localimages`` builds, pulls and loads.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from reconciler.localcluster import nodepins
 from reconciler.model import curated, workloads
@@ -34,6 +37,13 @@ DIGEST_LABEL = "io.mlext.recipe-digest"
 # The virtualenv every recipe with Python packages installs into; it is first on PATH, as the
 # product images' conda environment is.
 VENV = "/opt/venv"
+# The conda stand-in (``standin_files/micromamba``) and the reader of conda files it runs, copied
+# into the images whose recipe has ``conda_shim``.
+SHIM_DIR = "/opt/mlext"
+SHIM_FILES = {
+    "micromamba": Path(__file__).with_name("standin_files") / "micromamba",
+    "condafile.py": Path(__file__).with_name("condafile.py"),
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class Recipe:
     debian: tuple[str, ...]
     pip: tuple[str, ...]
     what: str
+    conda_shim: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -57,6 +68,7 @@ RECIPES: dict[str, Recipe] = {
             (),
             (workloadobjects.MODEL_SERVER_REQUIREMENT,),
             "Debian's Python 3.11 and the model server",
+            conda_shim=True,
         ),
         Recipe(
             "sklearn",
@@ -78,6 +90,7 @@ RECIPES: dict[str, Recipe] = {
             (),
             (workloadobjects.MODEL_SERVER_REQUIREMENT, *nodepins.MLFLOW_PACKAGES),
             "the model server with MLflow, scikit-learn and pandas",
+            conda_shim=True,
         ),
         Recipe("curl", None, ("curl",), (), "Debian's curl (the init containers' fetch)"),
     )
@@ -100,13 +113,22 @@ STANDINS: dict[str, str] = {
 }
 
 
+def context_files(recipe: Recipe) -> dict[str, bytes]:
+    """The files the build of ``recipe`` copies in (its build context besides the Dockerfile):
+    the conda stand-in and the conda-file reader it runs."""
+    if not recipe.conda_shim:
+        return {}
+    return {name: path.read_bytes() for name, path in SHIM_FILES.items()}
+
+
 def dockerfile(recipe: Recipe, parent_image: str) -> str:
-    """The Dockerfile (no build context needed) that makes ``recipe`` on ``parent_image``."""
+    """The Dockerfile that makes ``recipe`` on ``parent_image`` (its context: ``context_files``)."""
     lines = [f"FROM {parent_image}"]
-    if recipe.debian:
+    debian = recipe.debian + (nodepins.CONDA_SHIM_DEBIAN_PACKAGES if recipe.conda_shim else ())
+    if debian:
         lines.append(
             "RUN apt-get update && apt-get install -y --no-install-recommends "
-            f"{' '.join(recipe.debian)} && rm -rf /var/lib/apt/lists/*"
+            f"{' '.join(debian)} && rm -rf /var/lib/apt/lists/*"
         )
     if recipe.pip:
         # No pip cache in the image; the venv is made once, by the first recipe that needs it.
@@ -118,6 +140,12 @@ def dockerfile(recipe: Recipe, parent_image: str) -> str:
         lines.append(
             f"ENV PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         )
+    if recipe.conda_shim:
+        lines += [
+            f"COPY {' '.join(sorted(SHIM_FILES))} {SHIM_DIR}/",
+            f"RUN chmod 755 {SHIM_DIR}/micromamba && ln -s {SHIM_DIR}/micromamba /usr/local/bin/",
+            f"ENV MLEXT_MODEL_SERVER={workloadobjects.MODEL_SERVER_REQUIREMENT}",
+        ]
     lines.append(f"LABEL {STANDIN_LABEL}={recipe.key}")
     return "\n".join(lines) + "\n"
 
@@ -132,7 +160,10 @@ def recipe_digest(key: str, base_image: str) -> str:
     base image's name carries the base's own digest)."""
     recipe = RECIPES[key]
     parent = base_image if recipe.parent is None else local_name(recipe.parent, base_image)
-    return hashlib.sha256(dockerfile(recipe, parent).encode()).hexdigest()
+    h = hashlib.sha256(dockerfile(recipe, parent).encode())
+    for name, data in sorted(context_files(recipe).items()):
+        h.update(f"\0{name}\0".encode() + hashlib.sha256(data).digest())
+    return h.hexdigest()
 
 
 def local_name(key: str, base_image: str) -> str:

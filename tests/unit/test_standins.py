@@ -185,3 +185,37 @@ def test_the_project_sources_digest_covers_what_the_dockerfile_copies(tmp_path: 
     (tmp_path / "reconciler" / "sub" / "__pycache__").mkdir()
     (tmp_path / "reconciler" / "sub" / "__pycache__" / "f.pyc").write_text("z")
     assert localimages.project_source_digest(tmp_path) == second  # bytecode is not a source
+
+
+def test_model_server_stand_ins_carry_a_conda_stand_in_for_the_prepare_environment_step() -> None:
+    for key in ("modelserver", "mlflow"):
+        recipe = standins.RECIPES[key]
+        files = standins.context_files(recipe)
+        assert sorted(files) == ["condafile.py", "micromamba"]
+        # The conda stand-in reads conda files with the module the tests of condafile cover.
+        assert (
+            files["condafile.py"]
+            == (tools.ROOT / "reconciler/localcluster/condafile.py").read_bytes()
+        )
+        text = standins.dockerfile(recipe, BASE)
+        assert f"ENV MLEXT_MODEL_SERVER={workloadobjects.MODEL_SERVER_REQUIREMENT}" in text
+        assert "python3-yaml python3-packaging" in text
+    # What builds on the model server inherits it; curl has none.
+    assert standins.context_files(standins.RECIPES["sklearn"]) == {}
+    assert standins.context_files(standins.RECIPES["curl"]) == {}
+
+
+def test_a_change_of_the_conda_stand_in_renames_the_images_that_carry_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    before = {k: standins.local_name(k, BASE) for k in standins.RECIPES}
+    changed = tmp_path / "micromamba"
+    changed.write_text("#!/bin/sh\n")
+    monkeypatch.setitem(standins.SHIM_FILES, "micromamba", changed)
+    after = {k: standins.local_name(k, BASE) for k in standins.RECIPES}
+    assert {k for k in before if before[k] != after[k]} == {
+        "modelserver",
+        "sklearn",
+        "lightgbm",
+        "mlflow",
+    }
