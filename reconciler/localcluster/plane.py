@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +320,10 @@ def _healthy(component: str, layout: Layout, ports: Ports) -> bool:
 
 
 def _ports_of(state: PlaneState) -> Ports:
-    return Ports(**state.ports)
+    # The state's ports also name those of components started beside the plane's own
+    # (`volcano-*`): a Ports has the plane's only.
+    known = {f.name for f in fields(Ports)}
+    return Ports(**{name: port for name, port in state.ports.items() if name in known})
 
 
 def status(state_dir: Path | None = None) -> Status:
