@@ -87,3 +87,19 @@ def test_supervised_runs_the_command_again_when_it_exits(tmp_path: Path) -> None
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
     assert counter.read_text().count("x") == 3
     assert proc.stdout.count("exited with code 7; starting again") == 2
+
+
+def test_the_rendered_crds_have_the_subresources_of_volcanos_own() -> None:
+    """vc-scheduler writes a PodGroup's status with a plain update: with a status subresource
+    the API server dropped it and no volcano Job left Pending. Jobs and Queues have one."""
+    docs = [d for d in yaml.safe_load_all(GOLDEN.read_text()) if d]
+    subresources = {
+        d["metadata"]["name"]: d["spec"]["versions"][0]["subresources"]
+        for d in docs
+        if d["kind"] == "CustomResourceDefinition" and "volcano.sh" in d["metadata"]["name"]
+    }
+    assert subresources == {
+        "jobs.batch.volcano.sh": {"status": {}},
+        "podgroups.scheduling.volcano.sh": {},
+        "queues.scheduling.volcano.sh": {"status": {}},
+    }
