@@ -207,4 +207,5 @@ def creation_failure(
             or ""
         )
 
-    return str(max(failures, key=when).get("message") or "FailedCreate")
+    message = str(max(failures, key=when).get("message") or "FailedCreate")
+    return message.removeprefix("Error creating: ")  # the Job controller's preamble

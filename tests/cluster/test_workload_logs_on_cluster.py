@@ -13,10 +13,13 @@ not answer with exit 2.
 from __future__ import annotations
 
 import os
+import queue
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -122,6 +125,36 @@ def command(root: Path, kubeconfig: str, *args: str) -> list[str]:
             "--kubeconfig", kubeconfig]  # fmt: skip
 
 
+class Lines:
+    """A process's stdout, line by line, each awaited at most `timeout` seconds (a follower
+    that prints nothing must fail the test, not hang the run)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next(self, timeout: float = 60.0) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line from {self.process.args} in {timeout:.0f}s") from None
+        return line or ""
+
+    def rest(self, timeout: float = 60.0) -> str:
+        """Every line until the process closes its stdout."""
+        found = []
+        while line := self.next(timeout):
+            found.append(line)
+        return "".join(found)
+
+
 def stderr_of(process: subprocess.Popen[str]) -> str:
     """What a process that ended said on stderr (for an assertion's message)."""
     process.wait(timeout=30)
@@ -198,12 +231,13 @@ def test_job_logs_follow_streams_a_running_job_until_it_ends(
             job = on_real_node(rendered(root, "Job", "streamer"), real_node.pod_image, script)
             kube.apply(cluster, job)
             assert follower.stdout is not None
-            first = follower.stdout.readline()
+            lines = Lines(follower)
+            first = lines.next()
             first_at = time.monotonic()
             # Streamed: the first line is out while the job still runs.
             assert first == "line 1\n", stderr_of(follower)
             assert job_finished(cluster, namespace, "streamer") is None
-            rest = follower.stdout.read()
+            rest = lines.rest()
             code = follower.wait(timeout=60)
             ended_at = time.monotonic()
         finally:
@@ -262,8 +296,9 @@ def test_job_logs_follow_ends_cleanly_on_ctrl_c(
     ) as follower:
         try:
             assert follower.stdout is not None
-            assert follower.stdout.readline() == "tick 0\n", stderr_of(follower)
-            assert follower.stdout.readline() == "tick 1\n"
+            ticks = Lines(follower)
+            assert ticks.next() == "tick 0\n", stderr_of(follower)
+            assert ticks.next() == "tick 1\n"
             interrupted = time.monotonic()
             follower.send_signal(signal.SIGINT)
             code = follower.wait(timeout=10)
@@ -283,6 +318,8 @@ def test_job_logs_follow_ends_cleanly_on_ctrl_c(
         text=True,
     ) as reader:
         assert reader.stdout is not None
+        # Not through `Lines`: its thread would hold the pipe this test closes.
+        assert select.select([reader.stdout], [], [], 60)[0], "no tick in 60 s"
         assert reader.stdout.readline().startswith("tick ")
         reader.stdout.close()
         try:
@@ -334,7 +371,8 @@ def test_deployment_logs_prefixes_every_replicas_lines_and_reads_one_with_pod(
     ) as follower:
         try:
             assert follower.stdout is not None
-            got = {follower.stdout.readline(), follower.stdout.readline()}
+            replicas = Lines(follower)
+            got = {replicas.next(), replicas.next()}
             follower.send_signal(signal.SIGINT)
             code = follower.wait(timeout=10)
         finally:
@@ -351,7 +389,8 @@ def test_deployment_logs_previous_reads_a_crashed_containers_last_run(
     cluster, namespace, root = real
     deployment = rendered(root, "Deployment", "scorer")
     deployment["spec"]["replicas"] = 1
-    script = "echo starting; echo cannot load the model >&2; exit 1"
+    # stdout then stderr, apart in time: the kubelet's log keeps them in the order written.
+    script = "echo starting; sleep 0.5; echo cannot load the model >&2; exit 1"
     kube.apply(cluster, on_real_node(deployment, real_node.pod_image, script, restart="Always"))
     selector = f"{workloadobjects.DEPLOYMENT_LABEL}=scorer"
 
@@ -501,3 +540,28 @@ def test_a_volcano_job_that_volcano_never_ran_says_so(
 def invoke_at(root: Path, kubeconfig: str, *args: str) -> Any:
     """A command that takes the repo as an argument, not --path."""
     return CliRunner().invoke(reconciler_cli.main, [*args, "--kubeconfig", kubeconfig])
+
+
+def test_a_job_whose_pod_cannot_be_created_says_why(
+    real: tuple[kube.Cluster, str, Path], real_node: RealNodeFixture
+) -> None:
+    cluster, namespace, root = real
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota",
+             "metadata": {"name": "no-pods", "namespace": namespace},
+             "spec": {"hard": {"pods": "0"}}}  # fmt: skip
+    kube.apply(cluster, quota)
+    wait_until(
+        lambda: (kube.get(cluster, quota) or {}).get("status", {}).get("hard"),
+        bool,
+        "the quota to be counted",
+    )
+    kube.apply(cluster, on_real_node(rendered(root, "Job", "echoer"), real_node.pod_image, "true"))
+    shown = wait_until(
+        lambda: invoke(root, real_node.plane.kubeconfig, "job", "logs", "echoer"),
+        lambda result: "cannot create one" in result.stderr,
+        "job logs to say the Job cannot create its pod",
+    )
+    assert shown.exit_code == 1
+    (line,) = shown.stderr.splitlines()
+    assert line.startswith('error: job echoer has no pod: its Job cannot create one: pods "echoer-')
+    assert "exceeded quota: no-pods" in line

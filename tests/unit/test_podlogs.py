@@ -158,7 +158,13 @@ def event(reason: str, kind: str, name: str, at: str, message: str) -> dict[str,
 def test_the_last_failed_create_of_the_workloads_controller_says_why_it_has_no_pod() -> None:
     events = [
         event("FailedCreate", "Job", "train", "2026-01-01T00:00:01Z", "exceeded quota: old"),
-        event("FailedCreate", "Job", "train", "2026-01-01T00:00:09Z", "exceeded quota: new"),
+        event(
+            "FailedCreate",
+            "Job",
+            "train",
+            "2026-01-01T00:00:09Z",
+            "Error creating: exceeded quota: new",
+        ),
         event("FailedCreate", "Job", "other", "2026-01-01T00:00:10Z", "not this job"),
         event("SuccessfulCreate", "Job", "train", "2026-01-01T00:00:11Z", "created"),
     ]
