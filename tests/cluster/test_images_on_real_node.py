@@ -5,7 +5,9 @@ packages, where ``python:3.11-slim`` cannot be pulled) under the name the render
 and a pod of it runs ``reconciler --version``. The stand-in for the curated sklearn environment
 the public examples use, and the one for ``python:3.11-slim`` the repo's manifests use, are loaded
 into the real node under those names; a pod of each starts and imports the pinned model server
-(and scikit-learn), and the plane records them as stand-ins, which ``cluster status`` says.
+(and scikit-learn), and the plane records them as stand-ins, which ``cluster status`` says. The
+render's ``prepare-environment`` init container of the repo's blue deployment makes its conda
+environment with the stand-in's ``micromamba``, and the model server starts from it.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import pytest
 from click.testing import CliRunner
 from kubernetes import client
 
+from reconciler import source
 from reconciler.cli import main as cli
 from reconciler.localcluster import localimages
 from reconciler.localcluster import realnodeconfig as rc
 from reconciler.localcluster.standins import RECIPES
-from reconciler.model import curated
-from reconciler.render import workloadobjects
+from reconciler.model import curated, repo
+from reconciler.render import render, workloadobjects
+from tests import tools
 from tests.cluster.kubehelpers import wait_until
 from tests.cluster.realnodes import RealNodeFixture
 
@@ -148,3 +152,65 @@ def test_the_plane_records_which_images_are_stand_ins_and_cluster_status_says_so
     assert f"  {SKLEARN}  STAND-IN: {record[SKLEARN].local} ({RECIPES['sklearn'].what})" in lines
     assert f"  {PYTHON}  STAND-IN: {record[PYTHON].local} ({RECIPES['modelserver'].what})" in lines
     assert f"  {localimages.project_image()}" in lines
+
+
+def test_the_renders_prepare_environment_step_makes_the_conda_environment_on_a_stand_in(
+    namespace: str, real_node: RealNodeFixture, provided: list[localimages.Provided]
+) -> None:
+    # The repo's blue deployment as rendered: python:3.11-slim with a conda file, whose
+    # prepare-environment init container calls micromamba (the stand-in's) before the server.
+    snapshot = source.DirectorySnapshot(tools.ROOT / "manifests")
+    rendered = render.render_repo(repo.load(snapshot).repo, snapshot, "rev").objects
+    (blue,) = [o for o in rendered if o["kind"] == "Deployment" and o["metadata"]["name"] == "blue"]
+    pod = blue["spec"]["template"]["spec"]
+    (prepare,) = [
+        c for c in pod["initContainers"] if c["name"] == workloadobjects.PREPARE_ENVIRONMENT
+    ]
+    volumes = [v for v in pod["volumes"] if v["name"] in ("conda", "environment")]
+    (conda,) = [
+        o for o in rendered
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == volumes[0]["configMap"]["name"]
+    ]  # fmt: skip
+    core = client.CoreV1Api(real_node.api)
+    core.create_namespaced_config_map(
+        namespace, {**conda, "metadata": {"name": conda["metadata"]["name"]}}
+    )
+    server = pod["containers"][0]["command"][0]
+    name = "prepare"
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "nodeSelector": {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]},
+                "tolerations": [rc.REAL_NODE_TOLERATION],
+                "volumes": volumes,
+                "initContainers": [prepare],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": prepare["image"],
+                        "command": [server, "--help"],
+                        "volumeMounts": prepare["volumeMounts"],
+                    }
+                ],
+            },
+        },
+    )
+    began = time.monotonic()
+    done = wait_until(
+        lambda: core.read_namespaced_pod(name, namespace),
+        lambda p: (
+            p.status.phase in ("Succeeded", "Failed")
+            or bool(p.status.container_statuses and p.status.container_statuses[0].state.terminated)
+        ),
+        "the pod with the prepare-environment step to end",
+        timeout=300,
+    )
+    log = core.read_namespaced_pod_log(name, namespace, container="main")
+    init_log = core.read_namespaced_pod_log(name, namespace, container=prepare["name"])
+    (init,) = done.status.init_container_statuses
+    assert init.state.terminated.exit_code == 0, init_log
+    assert "--entry_script" in log, log
+    print(f"\nconda environment made and the server started in {time.monotonic() - began:.1f}s")
