@@ -17,17 +17,27 @@ and records in the plane's folder what each name is, a stand-in or a real image,
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from reconciler.localcluster import build, hostdocker, nodeimage, nodepins, realnode, standins
+from reconciler.localcluster import (
+    build,
+    hostdocker,
+    nodebuild,
+    nodeimage,
+    nodepins,
+    realnode,
+    standins,
+)
 from reconciler.localcluster import realnodeconfig as rc
 from reconciler.localcluster.build import BuildError
 from reconciler.model import components
@@ -160,6 +170,27 @@ def _docker_build(name: str, args: list[str], stdin: str | None, what: str) -> f
     return round(time.monotonic() - started, 1)
 
 
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    """One image build at a time on this machine: test processes run side by side, and a
+    build that untags the images it replaces must not untag one another process is loading."""
+    folder = nodebuild.cache_root()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".pod-images.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _untag_older(image: str) -> None:
+    """Untag the other tags of ``image``'s repository (earlier builds, named by the digests of
+    what they were built from, that nothing uses any more), so that their layers can go."""
+    repository = image.rsplit(":", 1)[0]
+    tags = _docker("images", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
+    stale = [tag for tag in tags if tag != image]
+    if stale:
+        _docker("rmi", *stale)
+
+
 def ensure_standin(key: str, progress: Progress | None = None) -> tuple[str, float]:
     """Recipe ``key``'s image (its parents first), built if Docker lacks it; its name and the
     seconds spent building (0 when every image was there)."""
@@ -172,13 +203,16 @@ def ensure_standin(key: str, progress: Progress | None = None) -> tuple[str, flo
         if nodeimage.image_exists(name):
             continue
         parent = base if recipe.parent is None else standins.local_name(recipe.parent, base)
-        say(f"building the stand-in image {name} ({recipe.what})")
-        with tempfile.TemporaryDirectory(prefix="mlext-standin-") as context:
+        with _build_lock(), tempfile.TemporaryDirectory(prefix="mlext-standin-") as context:
+            if nodeimage.image_exists(name):  # built while this process waited
+                continue
+            say(f"building the stand-in image {name} ({recipe.what})")
             folder = Path(context)
             (folder / "Dockerfile").write_text(standins.dockerfile(recipe, parent))
             for file_name, data in standins.context_files(recipe).items():
                 (folder / file_name).write_bytes(data)
             seconds = _docker_build(name, [context], None, f"the stand-in {step}")
+            _untag_older(name)
         say(f"built {name} in {seconds:.0f}s")
         spent += seconds
     return standins.local_name(key, base), spent
@@ -213,24 +247,20 @@ def ensure_project_image(progress: Progress | None = None) -> Provided:
     name = project_image()
     digest = project_source_digest(root)
     local = project_local_name(digest)
-    if _label(local, SOURCE_LABEL) == digest:
-        _docker("tag", local, name)  # the render's name may point at a later build: not now
-        return Provided(name, local, standin=False)
-    args = ["--tag", local, "--label", f"{SOURCE_LABEL}={digest}"]
-    if real_image_available(DOCKERFILE_BASE, progress):
-        base = DOCKERFILE_BASE
-    else:
-        base = ensure_python_base(progress)
-        args += ["--build-arg", f"{BASE_ARG}={base}"]
-    say(f"building the project's image {name} from the Dockerfile on {base}")
-    seconds = _docker_build(name, [*args, str(root)], None, "the project's image")
+    with _build_lock():
+        if _label(local, SOURCE_LABEL) == digest:
+            _docker("tag", local, name)  # the render's name may point at a later build: not now
+            return Provided(name, local, standin=False)
+        args = ["--tag", local, "--label", f"{SOURCE_LABEL}={digest}"]
+        if real_image_available(DOCKERFILE_BASE, progress):
+            base = DOCKERFILE_BASE
+        else:
+            base = ensure_python_base(progress)
+            args += ["--build-arg", f"{BASE_ARG}={base}"]
+        say(f"building the project's image {name} from the Dockerfile on {base}")
+        seconds = _docker_build(name, [*args, str(root)], None, "the project's image")
+        _untag_older(local)
     say(f"built {name} ({local}) in {seconds:.0f}s")
-    # Earlier builds are kept by nothing: untag them so that their layers can go.
-    repo = local.rsplit(":", 1)[0]
-    old = _docker("images", "--format", "{{.Repository}}:{{.Tag}}", repo).stdout.split()
-    stale = [image for image in old if image != local]
-    if stale:
-        _docker("rmi", *stale)
     return Provided(name, local, standin=False, build_seconds=seconds)
 
 
