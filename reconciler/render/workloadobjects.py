@@ -44,6 +44,10 @@ MODEL_SERVER = "azmlinfsrv"
 MODEL_SERVER_VERSION = "1.5.1"
 MODEL_SERVER_REQUIREMENT = f"azureml-inference-server-http=={MODEL_SERVER_VERSION}"
 JOB_CODE_DIR = "/code"
+# A job runs in a writable folder of its own, its code copied in: scripts write ./outputs and
+# ./logs there, as they do on the product's compute (the code's ConfigMap is read-only).
+JOB_WORKSPACE_DIR = "/workspace"
+PREPARE_WORKSPACE = "prepare-workspace"
 JOB_INPUTS_DIR = "/inputs"  # a local input NAME is at /inputs/NAME (a file: /inputs/NAME/FILE)
 JOB_OUTPUTS_DIR = workloads.OUTPUTS_DIR  # an output NAME is the empty folder /outputs/NAME
 INFERENCE_PORT = 5001
@@ -195,7 +199,7 @@ def job_objects(
     if job.code and snapshot.exists(job.code):
         _mount_files(f"{job.name}-code", "code", namespace, snapshot, job.code, JOB_CODE_DIR,
                      found, volumes, mounts)  # fmt: skip
-    init: list[dict[str, Any]] = []
+    init = [_prepare_workspace(job.image, list(mounts), volumes, mounts)]
     values = _job_io(job, namespace, snapshot, found, volumes, mounts, init)
     selector = {JOB_LABEL: job.name}
     volcano = bool(extension.settings["installVolcano"])
@@ -220,7 +224,7 @@ def job_objects(
             "container_name": JOB_CONTAINER,
             "image": job.image,
             "command": ["/bin/sh", "-c", workloads.substitute(job.command, values)],
-            "working_dir": JOB_CODE_DIR if job.code and snapshot.exists(job.code) else None,
+            "working_dir": JOB_WORKSPACE_DIR,
             "env": _env(job, {"AZUREML_INSTANCE_TYPE": where.instance_type.name}),
             "ports": [],
             "resources": where.resources(),
@@ -232,6 +236,31 @@ def job_objects(
     template = "workloads/volcano-job.yaml.j2" if volcano else "workloads/job.yaml.j2"
     found.extend(templating.render_template(template, context))
     return found
+
+
+def _prepare_workspace(
+    image: str,
+    code_mounts: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The init container that makes the job's working folder (an emptyDir), with `outputs`
+    and `logs` in it and the job's code, if any, copied in. It runs the job's own image, so it
+    needs nothing but `/bin/sh`, `mkdir` and `cp`."""
+    workspace = {"name": "workspace", "mountPath": JOB_WORKSPACE_DIR}
+    volumes.append({"name": "workspace", "emptyDir": {}})
+    mounts.append(workspace)
+    steps = [f"mkdir -p {JOB_WORKSPACE_DIR}/outputs {JOB_WORKSPACE_DIR}/logs"]
+    if code_mounts:
+        steps.append(f"cp -R {JOB_CODE_DIR}/. {JOB_WORKSPACE_DIR}/")
+    return {
+        "name": PREPARE_WORKSPACE,
+        "image": image,
+        "command": ["/bin/sh", "-c", " && ".join(steps)],
+        "volumeMounts": [*code_mounts, workspace],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
 
 
 def _job_io(

@@ -114,8 +114,11 @@ def test_curated_environments_and_public_blob_inputs_of_the_job_examples_resolve
     url = "https://azuremlexamples.blob.core.windows.net/datasets/iris.csv"
     assert csv.remote == url and not csv.folder
     spec = job_pod(rendered, svm.name)
-    [fetch] = spec["initContainers"]
-    assert fetch["name"] == "fetch-inputs"
+    workspace, fetch = spec["initContainers"]
+    assert workspace["name"] == "prepare-workspace" and fetch["name"] == "fetch-inputs"
+    # The job's code is copied into its writable working folder, where ./outputs is.
+    assert "cp -R /code/. /workspace/" in workspace["command"][2]
+    assert spec["containers"][0]["workingDir"] == "/workspace"
     assert f"curl -fsSL -o /inputs/iris_csv/iris.csv {url}" in fetch["command"][2]
     assert "--iris-csv /inputs/iris_csv/iris.csv" in spec["containers"][0]["command"][2]
 

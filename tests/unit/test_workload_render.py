@@ -413,7 +413,7 @@ spec:
         "python train.py --lr 0.01 --data /inputs/data\n"
         "cat /inputs/labels/labels.txt > /outputs/model/labels.txt\n",
     ]
-    assert main["workingDir"] == "/code"
+    assert main["workingDir"] == "/workspace"  # the code copied in, ./outputs writable
     assert find(rendered, "ConfigMap", "train-input-0")["data"] == {
         "a.csv": "x\n1\n",
         "part__b.csv": "x\n2\n",
