@@ -13,7 +13,9 @@ Docker containers running containerd, the kubelet and kube-proxy, where pods tha
 ``mlext.io/real-node`` taint run in real containers (``localcluster.realnode``). Where Docker cannot
 run, the plane comes up without them and says so. The real nodes get the project's image (built from
 the ``Dockerfile``) and the images the manifests name, real where this machine can pull them, else
-local stand-ins (``localcluster.localimages``, ``standins``); ``status`` lists them.
+local stand-ins (``localcluster.localimages``, ``standins``); ``status`` lists them. A plane with
+real nodes also runs volcano's scheduler and controller manager as processes of its own
+(``localcluster.volcano``), so the volcano Jobs the extension renders run on the real nodes.
 
 The group is registered on the main CLI in ``reconciler/cli.py``.
 """
@@ -39,6 +41,7 @@ from reconciler.localcluster import (
     podruntime,
     realnode,
     standins,
+    volcano,
 )
 from reconciler.localcluster.config import PlaneState, default_nodes
 from reconciler.localcluster.realnodeconfig import MAX_REAL_NODES
@@ -186,7 +189,26 @@ def _start_real_nodes(state: PlaneState, count: int) -> bool:
         f"{len(nodes)} real node(s) Ready ({', '.join(n.name for n in nodes)}) after "
         f"{time.monotonic() - began:.1f}s; pods tolerating mlext.io/real-node run there"
     )
-    return _provide_images(state, nodes)
+    provided = _provide_images(state, nodes)
+    return _start_volcano(state) and provided
+
+
+def _start_volcano(state: PlaneState) -> bool:
+    """volcano's scheduler and controller manager, built if needed, as processes of the plane;
+    False (said on stderr) when they could not start. They serve volcano Jobs once the
+    extension's apply has created volcano's CRDs (the scheduler is restarted until then)."""
+    began = time.monotonic()
+    try:
+        volcano.start(state, _progress)
+    except (build.BuildError, plane.PlaneError, OSError) as exc:
+        click.echo(f"error: volcano did not start: {exc}", err=True)
+        return False
+    _progress(
+        f"volcano {volcano.pinned_version()} (scheduler, controller manager) running after "
+        f"{time.monotonic() - began:.1f}s; it runs volcano Jobs on the real nodes once "
+        "`reconciler apply` has created its CRDs"
+    )
+    return True
 
 
 def _provide_images(state: PlaneState, nodes: list[realnode.RealNode]) -> bool:
