@@ -5,7 +5,8 @@ components, whose images no registry here serves, stay on the kwok nodes. The pr
 workloads should run for real instead, without anything changing in what renders for a real
 cluster. So the plane, not the render, places them: a ``MutatingAdmissionPolicy`` (CEL, served
 by the API server itself: no webhook to run) adds the real node's toleration and node selector
-to the pods it matches when they are created.
+to the pods it matches when they are created, and has their containers pull only an image the
+node lacks (the plane loads the images it builds into the nodes; no registry is reachable).
 
 Matched today: training job pods (the ``gitops.mlext.io/job`` label the render puts on a job's
 pod template, with the reconciler's managed-by label), except those asking for a GPU (no real
@@ -77,6 +78,24 @@ def _node_selector_patch() -> str:
     )
 
 
+def _pull_policy_apply() -> str:
+    """CEL: every container pulls only when its image is missing. The API server gives an image
+    named `:latest` (or untagged) the policy Always, which makes the kubelet pull it from a
+    registry this machine cannot reach, though the plane loaded it into the node. Containers
+    are a list keyed by name, so an apply configuration sets the field in each, by name."""
+
+    def each(field: str) -> str:
+        return (
+            f"object.spec.{field}.map(c, Object.spec.{field}{{"
+            "name: c.name, imagePullPolicy: 'IfNotPresent'})"
+        )
+
+    init = f"has(object.spec.initContainers) ? {each('initContainers')} : []"
+    return (
+        f"Object{{spec: Object.spec{{containers: {each('containers')}, initContainers: {init}}}}}"
+    )
+
+
 def policy_objects() -> list[dict[str, Any]]:
     """The policy and its binding, as the API server takes them."""
     policy = {
@@ -107,6 +126,10 @@ def policy_objects() -> list[dict[str, Any]]:
                 {
                     "patchType": "JSONPatch",
                     "jsonPatch": {"expression": _node_selector_patch()},
+                },
+                {
+                    "patchType": "ApplyConfiguration",
+                    "applyConfiguration": {"expression": _pull_policy_apply()},
                 },
             ],
         },

@@ -49,7 +49,7 @@ def pod(name: str, image: str, labels: dict[str, str], gpu: bool = False) -> dic
                 {
                     "name": "job",
                     "image": image,
-                    "imagePullPolicy": "IfNotPresent",
+                    "imagePullPolicy": "Always",  # what a :latest image gets by default
                     "command": ["sh", "-c", "echo trained"],
                     "resources": {"limits": limits, "requests": limits},
                 }
@@ -77,6 +77,7 @@ def test_a_job_pod_is_placed_on_the_real_node_and_runs(
     expected = {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]}
     assert created.spec.node_selector == {**body["spec"].get("nodeSelector", {}), **expected}
     tolerations = [t.to_dict() for t in created.spec.tolerations]
+    assert [c.image_pull_policy for c in created.spec.containers] == ["IfNotPresent"]
     if shape == "tolerations":
         assert {"key": "example.com/team", "effect": "NoSchedule"}.items() <= tolerations[0].items()
     assert any(
