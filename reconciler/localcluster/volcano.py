@@ -8,9 +8,9 @@ and go.sum and a file lock (``nodebuild.cached_build``).
 The run: :func:`start` gives the plane a client certificate and kubeconfig for volcano, writes
 the scheduler's configuration and starts both programs (``plane.launch_extra``), so the plane's
 stop ends them and its status lists them. They start before the extension's apply creates
-volcano's CRDs: the controller manager waits for them; the scheduler exits after 60 s without
-them and is started again (``volcanoconfig.supervised``). :func:`wait_healthy` waits until both
-answer /healthz, which the scheduler does only once the default Queue exists.
+volcano's CRDs: each waits until they are served, and is started again when it exits
+(``volcanoconfig.supervised``). :func:`wait_healthy` waits until both answer /healthz: once
+the CRDs are served (and, for the scheduler, the default Queue exists).
 
 Command lines and files come from ``volcanoconfig``; this module only runs them.
 """
@@ -116,7 +116,8 @@ def start(state: PlaneState, progress: Progress | None = None) -> dict[str, int]
         plane._write_state(layout, current)
     say(f"starting volcano {pinned_version()} (scheduler and controller manager)")
     pids = {}
-    for name, command in vc.commands(bin_dir, layout, ports).items():
+    kubectl = [current.binary, build.KUBECTL]
+    for name, command in vc.commands(bin_dir, layout, ports, kubectl).items():
         if name in status and status[name].alive:
             pids[name] = status[name].pid
             continue

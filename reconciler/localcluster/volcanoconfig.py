@@ -140,36 +140,63 @@ def controller_manager_args(layout: Layout, healthz_port: int) -> list[str]:
     ]
 
 
-def supervised(argv: list[str]) -> list[str]:
-    """``argv`` run again whenever it exits, as the kubelet restarts a Deployment's pod.
+# The API groups of the extension's volcano CRDs; each component starts once all are served.
+SERVED_APIS = ("/apis/batch.volcano.sh/v1alpha1", "/apis/scheduling.volcano.sh/v1beta1")
+# Seconds between checks while they are not served.
+SERVED_POLL = 2
 
-    vc-scheduler creates the default Queue at start and exits after 60 s if the API server does
-    not serve Queues yet: on ``cluster up`` the CRDs come later, with the extension's apply. The
-    shell leads the process group, so the plane's stop (SIGTERM to the group) ends both.
+
+def served_check(kubectl: list[str], kubeconfig: Path) -> str:
+    """A shell condition: the API server serves every group in ``SERVED_APIS`` (kubectl of the
+    plane's own binary, with volcano's kubeconfig)."""
+    checks = [
+        f"{shlex.join([*kubectl, f'--kubeconfig={kubeconfig}', 'get', '--raw', api])} "
+        ">/dev/null 2>&1"
+        for api in SERVED_APIS
+    ]
+    return " && ".join(checks)
+
+
+def supervised(argv: list[str], served: str) -> list[str]:
+    """``argv`` started once the shell condition ``served`` holds, and again whenever it exits,
+    as the kubelet restarts a Deployment's pod.
+
+    On ``cluster up`` volcano starts before the extension's apply creates its CRDs. Started
+    then, vc-scheduler exits after 60 s without Queues, and the controller manager's informers
+    retry with client-go's backoff (up to 30 s) after the CRDs appear; waiting for them first
+    starts both within ``SERVED_POLL`` s of the apply. The shell leads the process group, so the
+    plane's stop (SIGTERM to the group) ends both.
     """
     line = shlex.join(argv)
     return [
         "/bin/sh",
         "-c",
-        f'while :; do {line}; echo "exited with code $?; starting again in {RESTART_DELAY} s"; '
+        f"while :; do until {served}; do sleep {SERVED_POLL}; done; {line}; "
+        f'echo "exited with code $?; starting again in {RESTART_DELAY} s"; '
         f"sleep {RESTART_DELAY}; done",
     ]
 
 
-def commands(bin_dir: Path, layout: Layout, ports: dict[str, int]) -> dict[str, list[str]]:
-    """Each component's command line; ``ports`` holds the ``PORT_NAMES``."""
+def commands(
+    bin_dir: Path, layout: Layout, ports: dict[str, int], kubectl: list[str]
+) -> dict[str, list[str]]:
+    """Each component's command line; ``ports`` holds the ``PORT_NAMES``, ``kubectl`` the
+    plane's kubectl command (its binary and ``kubectl``)."""
+    served = served_check(kubectl, kubeconfig_path(layout))
     return {
         CONTROLLER_MANAGER: supervised(
             [
                 str(bin_dir / BINARIES["controller-manager"]),
                 *controller_manager_args(layout, ports["controller-manager-healthz"]),
-            ]
+            ],
+            served,
         ),
         SCHEDULER: supervised(
             [
                 str(bin_dir / BINARIES["scheduler"]),
                 *scheduler_args(layout, ports["scheduler-healthz"]),
-            ]
+            ],
+            served,
         ),
     }
 

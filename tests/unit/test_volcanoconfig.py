@@ -58,7 +58,7 @@ def test_build_command_builds_both_programs_into_one_folder() -> None:
 
 def test_command_lines(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    cmds = vc.commands(Path("/bin/dir"), layout, PORTS)
+    cmds = vc.commands(Path("/bin/dir"), layout, PORTS, ["/plane/bin", "kubectl"])
     assert set(cmds) == set(vc.COMPONENTS)
     sched = cmds[vc.SCHEDULER][2]
     manager = cmds[vc.CONTROLLER_MANAGER][2]
@@ -66,7 +66,12 @@ def test_command_lines(tmp_path: Path) -> None:
         assert f"--kubeconfig={tmp_path}/kubeconfigs/volcano.kubeconfig" in line
         assert "--leader-elect=false" in line
         assert "--feature-gates=QueueCommandSync=false,ResourceTopology=false" in line
-    assert sched.startswith("while :; do /bin/dir/vc-scheduler ")
+    served = (
+        f"/plane/bin kubectl --kubeconfig={tmp_path}/kubeconfigs/volcano.kubeconfig get --raw "
+        "/apis/batch.volcano.sh/v1alpha1 >/dev/null 2>&1 && "
+    )
+    assert sched.startswith(f"while :; do until {served}")
+    assert "; done; /bin/dir/vc-scheduler " in sched
     assert "--healthz-address=127.0.0.1:40002" in sched
     assert f"--scheduler-conf={tmp_path}/volcano/volcano-scheduler.conf" in sched
     assert "--controllers=job-controller,pg-controller,queue-controller,gc-controller" in manager
@@ -74,18 +79,26 @@ def test_command_lines(tmp_path: Path) -> None:
     assert vc.health_urls(PORTS)[vc.SCHEDULER] == "http://127.0.0.1:40002/healthz"
 
 
-def test_supervised_runs_the_command_again_when_it_exits(tmp_path: Path) -> None:
-    """The shell loop starts the program again after it exits (here: three runs of a program
-    that counts its runs and exits 7, then the loop is stopped)."""
+def test_supervised_waits_for_the_condition_then_runs_the_command_again_when_it_exits(
+    tmp_path: Path,
+) -> None:
+    """The shell loop starts the program only once the condition holds (here it fails twice
+    first), and again, after the condition, each time it exits (three runs of a program that
+    counts its runs and exits 7, then stops the loop)."""
     counter = tmp_path / "runs"
+    checks = tmp_path / "checks"
     script = tmp_path / "count.sh"
     script.write_text(
         f'echo x >> {counter}\n[ "$(wc -l < {counter})" -ge 3 ] && kill $PPID\nexit 7\n'
     )
-    cmd = vc.supervised(["sh", str(script)])
+    # The condition fails twice, then holds.
+    served = f'echo c >> {checks}; [ "$(wc -l < {checks})" -ge 3 ]'
+    cmd = vc.supervised(["sh", str(script)], served)
     cmd[2] = cmd[2].replace(f"sleep {vc.RESTART_DELAY}", "sleep 0")
+    cmd[2] = cmd[2].replace(f"sleep {vc.SERVED_POLL}", "sleep 0")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
     assert counter.read_text().count("x") == 3
+    assert checks.read_text().count("c") == 5  # 2 failed, then 1 before each of the 3 runs
     assert proc.stdout.count("exited with code 7; starting again") == 2
 
 
