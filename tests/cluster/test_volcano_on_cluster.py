@@ -229,3 +229,60 @@ def test_volcano_runs_as_processes_of_the_plane(volcano_plane: RealNodeFixture) 
         assert status[name].alive, status
     again = volcano.start(volcano_plane.plane)
     assert again == {name: status[name].pid for name in vc.COMPONENTS}
+
+
+def test_the_bundled_jobs_run_as_written_and_their_logs_and_outputs_are_real(
+    volcano_plane: RealNodeFixture, tmp_path: Path
+) -> None:
+    """The bundled example's hello job as written (`python:3.11-slim`, here its stand-in), one
+    whose code writes ./outputs, and one whose Python exits 3: applied, each runs in a real
+    container; `job logs` prints what each printed, `job status` says how each ended."""
+    from reconciler.localcluster import localimages
+
+    images = localimages.ensure_images(["python:3.11-slim"])
+    localimages.load(Path(volcano_plane.plane.state_dir), images, [volcano_plane.node])
+    namespace = f"t-vct-{uuid.uuid4().hex[:6]}"
+    root = example_repo(tmp_path, f"w{namespace[-6:]}", namespace)
+    (root / "jobs" / "train.yaml").unlink()  # a GPU job: no real node has a GPU
+    hello = (root / "jobs" / "hello.yml").read_text()
+    (root / "jobs" / "src").mkdir(exist_ok=True)
+    (root / "jobs" / "src" / "fit.py").write_text(
+        "import os\n"
+        "with open('outputs/model.txt', 'w') as f:\n"
+        "    f.write('weights')\n"
+        "print(sorted(os.listdir('outputs')), open('outputs/model.txt').read())\n"
+    )
+    fit = hello.replace("""python -c "print('Hello world!')\"""", "python fit.py")
+    (root / "jobs" / "fit.yml").write_text(fit.replace("compute:", "code: ./src\ncompute:", 1))
+    crash = hello.replace("print('Hello world!')", "import sys; print('bye'); sys.exit(3)")
+    (root / "jobs" / "crash.yml").write_text(crash)
+    kubeconfig = ["--kubeconfig", volcano_plane.plane.kubeconfig]
+    applied = CliRunner().invoke(cli.main, ["apply", str(root), *kubeconfig])
+    assert applied.exit_code == 0, applied.output
+
+    def status() -> dict[str, str]:
+        result = CliRunner().invoke(cli.main, ["job", "status", "--path", str(root), *kubeconfig])
+        return {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[1:]}
+
+    wanted = {"jobs-hello": "succeeded", "jobs-fit": "succeeded", "jobs-crash": "failed"}
+    final = wait_until(status, lambda s: all(s.get(k) == v for k, v in wanted.items()),
+                       "the three jobs to end", 300)  # fmt: skip
+    assert {k: final[k] for k in wanted} == wanted
+
+    def logs(job: str) -> str:
+        result = CliRunner().invoke(
+            cli.main, ["job", "logs", job, "--path", str(root), *kubeconfig]
+        )
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert logs("jobs-hello") == "Hello world!\n"
+    assert logs("jobs-fit") == "['model.txt'] weights\n"
+    assert "bye" in logs("jobs-crash")
+    crashed = client.CoreV1Api(volcano_plane.api).list_namespaced_pod(
+        namespace, label_selector=f"{workloadobjects.JOB_LABEL}=jobs-crash"
+    )
+    codes = {
+        c.state.terminated.exit_code for p in crashed.items for c in p.status.container_statuses
+    }
+    assert codes == {3}
