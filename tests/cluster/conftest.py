@@ -11,6 +11,7 @@ relaunch a component), None with ``USE_EXISTING_CLUSTER=1``.
 ``cluster`` (per module): a ``reconciler.kube.Cluster`` connection to it, closed after.
 ``namespace`` (per test): a fresh namespace whose ``default`` service account exists, deleted after.
 ``runtime`` (per test): the plane's pod runtime for that namespace (``localpods.Runtime``).
+``real_namespace`` (per test): a fresh namespace on the ``real_node`` plane.
 ``real_node`` (session): a plane of its own with one real node (``localcluster.realnode``:
 containerd and a kubelet in a Docker container) and the node image loaded as a pod image
 (``RealNodeFixture``, with an API client on that plane); Docker is installed and the node's
@@ -185,6 +186,18 @@ def runtime(local_plane: PlaneState | None, namespace: str, tmp_path: Path) -> I
         # Every process it started has ended with it.
         for pod in running.pods():
             assert pod["pid"] is None or not Path(f"/proc/{pod['pid']}").exists()
+
+
+@pytest.fixture
+def real_namespace(real_node: RealNodeFixture) -> Iterator[str]:
+    """A fresh namespace on the real node's plane whose ``default`` service account exists,
+    deleted after the test (the session plane's ``namespace`` fixture, on the other plane)."""
+    core = client.CoreV1Api(real_node.api)
+    name = f"t-real-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_until(lambda: core.list_namespaced_service_account(name).items, bool, f"{name}'s account")
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
 
 
 @pytest.fixture(scope="session")

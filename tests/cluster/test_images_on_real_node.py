@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +52,9 @@ def provided(real_node: RealNodeFixture) -> list[localimages.Provided]:
 
 
 @pytest.fixture
-def namespace(real_node: RealNodeFixture) -> Iterator[str]:
-    core = client.CoreV1Api(real_node.api)
-    name = f"t-img-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    wait_until(
-        lambda: core.list_namespaced_service_account(name).items,
-        bool,
-        f"the default service account in {name}",
-    )
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
+def namespace(real_namespace: str) -> str:
+    """This module's pods run on the real node's plane."""
+    return real_namespace
 
 
 def run_to_end(

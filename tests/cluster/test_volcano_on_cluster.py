@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +72,9 @@ def volcano_plane(real_node: RealNodeFixture) -> RealNodeFixture:
 
 
 @pytest.fixture
-def namespace(volcano_plane: RealNodeFixture) -> Iterator[str]:
-    core = client.CoreV1Api(volcano_plane.api)
-    name = f"t-vc-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    wait_until(lambda: core.list_namespaced_service_account(name).items, bool, f"{name}'s account")
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
+def namespace(volcano_plane: RealNodeFixture, real_namespace: str) -> str:
+    """A namespace on the real node's plane, volcano running."""
+    return real_namespace
 
 
 def volcano_job(name: str, image: str, script: str) -> dict[str, Any]:
