@@ -354,7 +354,10 @@ def load(
         held = _node_images(node)
         missing = [i for i in locals_ if standins.normalize(i) not in held]
         if missing:
-            _stream_into(node, missing)
+            # Under the build lock: a build in another process (another checkout's `cluster
+            # up`, a test run) untags the builds it replaces, which must not happen mid-save.
+            with _build_lock():
+                _stream_into(node, missing)
         # Every name under the image that stands for it (a real image is its own name).
         aliases: dict[str, list[str]] = {}
         for p in provided:
