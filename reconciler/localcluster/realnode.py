@@ -144,14 +144,19 @@ def _ensure_forwarder(pid: str, state_dir: Path, image: str, gateway: str, port:
 
 
 def _create(state: PlaneState, path: str, obj: dict[str, Any]) -> None:
-    code, body = plane.api(state, path, "POST", obj)
-    if code == 409:  # there from an earlier node: bring it up to date
-        name = obj["metadata"]["name"]
-        code, body = plane.api(state, f"{path}/{name}", "PUT", obj)
+    """Create `obj`, or bring the one an earlier start made up to date (a `cluster up` on a
+    running plane starts its real nodes' objects again)."""
+    name = obj["metadata"]["name"]
+    code, live = plane.api(state, f"{path}/{name}")
+    if code == 200:
+        # An update names the version it replaces (not every kind takes one without it), and
+        # a Service keeps the cluster IP it was given (a new POST would fail on it: taken).
+        metadata = {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}
+        code, body = plane.api(state, f"{path}/{name}", "PUT", {**obj, "metadata": metadata})
+    else:
+        code, body = plane.api(state, path, "POST", obj)
     if code not in (200, 201):
-        raise RealNodeError(
-            f"creating {obj['kind']} {obj['metadata']['name']}: HTTP {code}: {body}"
-        )
+        raise RealNodeError(f"creating {obj['kind']} {name}: HTTP {code}: {body}")
 
 
 def _apply_cluster_objects(state: PlaneState, gateway: str, port: int) -> None:
