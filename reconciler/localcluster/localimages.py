@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.localcluster import (
@@ -181,12 +182,26 @@ def _build_lock() -> Iterator[None]:
         yield
 
 
+# A build younger than this may be another checkout's on the same machine (a worktree, a test
+# run of other sources), about to be loaded into its plane's nodes: it is left alone.
+STALE_AFTER = timedelta(hours=1)
+
+
 def _untag_older(image: str) -> None:
-    """Untag the other tags of ``image``'s repository (earlier builds, named by the digests of
-    what they were built from, that nothing uses any more), so that their layers can go."""
+    """Untag the other tags of ``image``'s repository built over STALE_AFTER ago (earlier
+    builds, named by the digests of what they were built from), so that their layers can go."""
     repository = image.rsplit(":", 1)[0]
-    tags = _docker("images", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
-    stale = [tag for tag in tags if tag != image]
+    listed = _docker(
+        "images", "--format", "{{.Repository}}:{{.Tag}} {{.CreatedAt}}", repository
+    ).stdout.splitlines()
+    now = datetime.now(UTC)
+    stale = []
+    for line in listed:
+        tag, _, created = line.partition(" ")
+        # CreatedAt reads "2026-12-06 19:40:01 +0000 UTC".
+        when = datetime.strptime(" ".join(created.split()[:3]), "%Y-%m-%d %H:%M:%S %z")
+        if tag != image and now - when > STALE_AFTER:
+            stale.append(tag)
     if stale:
         _docker("rmi", *stale)
 
