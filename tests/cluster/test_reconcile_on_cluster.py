@@ -7,6 +7,8 @@ server itself (`apiserver_request_total` on /metrics), not by the client.
 
 from __future__ import annotations
 
+import collections
+
 import json
 import shutil
 import subprocess
@@ -144,6 +146,9 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
     # The fingerprint says every object is unchanged: no dry run, no read of one object, only
     # one LIST per kind and namespace (the example's objects live in one namespace, or none).
     sent = requests_by_verb(api_client, resources | {"customresourcedefinitions"}) - asked
+    # The counters are the whole server's: a controller's watch that times out and resumes in
+    # this window is counted too (a WATCH: apply, a one-shot command, never watches).
+    sent = collections.Counter({key: n for key, n in sent.items() if key[0] != "WATCH"})
     assert sent, "the API server counted no request of the second apply"
     assert {verb for verb, _ in sent} == {"LIST"}, sent
     assert max(sent.values()) == 1, sent

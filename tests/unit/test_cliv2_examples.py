@@ -146,7 +146,11 @@ def test_the_org_job_carries_its_tags_name_and_description(rendered: list[object
 
 
 def test_hello_code_runs_in_its_code_folder(rendered: list[objects.Object]) -> None:
-    main = container(find(rendered, "Job", f"{JOB}hello-code"))
-    assert main["workingDir"] == workloadobjects.JOB_CODE_DIR
+    job = find(rendered, "Job", f"{JOB}hello-code")
+    main = container(job)
+    # It runs in a writable copy of its code folder (./outputs is written there).
+    assert main["workingDir"] == workloadobjects.JOB_WORKSPACE_DIR
+    [workspace] = template(job)["spec"]["initContainers"]
+    assert f"cp -R {workloadobjects.JOB_CODE_DIR}/. " in workspace["command"][2]
     code = find(rendered, "ConfigMap", f"{JOB}hello-code-code")
     assert "greetings from the code folder" in code["data"]["greet.py"]
