@@ -8,7 +8,6 @@ server itself (`apiserver_request_total` on /metrics), not by the client.
 from __future__ import annotations
 
 import collections
-
 import json
 import shutil
 import subprocess
