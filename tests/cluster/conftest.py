@@ -171,9 +171,14 @@ def kubeconfig_path(cluster_kubeconfig: str | None) -> Path | None:
 
 
 @pytest.fixture
-def runtime(local_plane: PlaneState | None, namespace: str, tmp_path: Path) -> Iterator[Runtime]:
+def runtime(
+    local_plane: PlaneState | None, namespace: str, tmp_path: Path, api_client: client.ApiClient
+) -> Iterator[Runtime]:
     """The local plane's pod runtime for the test's namespace: its model and router pods run
-    on loopback; stopped after the test, with every process it started."""
+    on loopback; stopped after the test, with every process it started. The namespace's router
+    configs go with it at once: `score NAME` looks NAME up in every router's config, and a
+    later test's deployment of the same name must not be found in this namespace while the
+    namespace controller is still deleting it."""
     if local_plane is None:
         pytest.skip("the pod runtime runs pods on the local plane only (USE_EXISTING_CLUSTER)")
     modelserver.ensure_installed()  # before the clock of any wait starts
@@ -182,6 +187,9 @@ def runtime(local_plane: PlaneState | None, namespace: str, tmp_path: Path) -> I
         yield running
     finally:
         code = running.stop()
+        client.CoreV1Api(api_client).delete_collection_namespaced_config_map(
+            namespace, label_selector="app.kubernetes.io/component=router-config"
+        )
         assert code == 0, running.log.read_text()[-3000:]
         # Every process it started has ended with it.
         for pod in running.pods():
