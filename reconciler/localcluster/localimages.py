@@ -320,31 +320,6 @@ def _node_images(node: realnode.RealNode) -> set[str]:
     return set(proc.stdout.split()) if proc.returncode == 0 else set()
 
 
-def _stream_into(node: realnode.RealNode, images: list[str]) -> None:
-    """``docker save`` of all ``images`` as one archive (layers they share, such as the Python
-    base, go once) straight into ``ctr images import`` in the node."""
-    docker = hostdocker.docker_cli()
-    with subprocess.Popen(
-        [docker, "save", *images], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as save:
-        load = subprocess.run(
-            [docker, "exec", "-i", node.container, *rc.ctr_import_command()],
-            stdin=save.stdout,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert save.stdout is not None and save.stderr is not None
-        save.stdout.close()
-        save_err = save.stderr.read().decode(errors="replace")
-        save_code = save.wait()
-    if save_code != 0 or load.returncode != 0:
-        raise realnode.RealNodeError(
-            f"loading {', '.join(images)} into {node.name} failed: "
-            f"{save_err.strip() or load.stderr.strip() or load.stdout.strip()}"
-        )
-
-
 def images_record(state_dir: Path) -> Path:
     """Where a plane records what it loaded into its real nodes."""
     return rc.realnodes_dir(state_dir) / "images.json"
@@ -372,7 +347,7 @@ def load(
             # Under the build lock: a build in another process (another checkout's `cluster
             # up`, a test run) untags the builds it replaces, which must not happen mid-save.
             with _build_lock():
-                _stream_into(node, missing)
+                realnode.stream_images(node, missing)
         # Every name under the image that stands for it (a real image is its own name).
         aliases: dict[str, list[str]] = {}
         for p in provided:

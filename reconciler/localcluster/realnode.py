@@ -489,25 +489,30 @@ def load_image(state_dir: Path, image: str, nodes: list[RealNode] | None = None)
         raise RealNodeError(
             f"the plane in {state_dir} has no running real node to load {image} into"
         )
-    docker = hostdocker.docker_cli()
     for node in targets:
-        # `docker save` streams straight into `ctr images import -` in the node: no file.
-        with subprocess.Popen(
-            [docker, "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        ) as save:
-            load = subprocess.run(
-                [docker, "exec", "-i", node.container, *rc.ctr_import_command()],
-                stdin=save.stdout,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            assert save.stdout is not None
-            save.stdout.close()
-            save_err = save.stderr.read().decode(errors="replace") if save.stderr else ""
-            save_code = save.wait()
-        if save_code != 0 or load.returncode != 0:
-            raise RealNodeError(
-                f"loading {image} into {node.name} failed: "
-                f"{save_err.strip() or load.stderr.strip() or load.stdout.strip()}"
-            )
+        stream_images(node, [image])
+
+
+def stream_images(node: RealNode, images: list[str]) -> None:
+    """``docker save`` of all ``images`` as one archive (layers they share go once) straight
+    into ``ctr images import -`` in the node: no file."""
+    docker = hostdocker.docker_cli()
+    with subprocess.Popen(
+        [docker, "save", *images], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as save:
+        load = subprocess.run(
+            [docker, "exec", "-i", node.container, *rc.ctr_import_command()],
+            stdin=save.stdout,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert save.stdout is not None and save.stderr is not None
+        save.stdout.close()
+        save_err = save.stderr.read().decode(errors="replace")
+        save_code = save.wait()
+    if save_code != 0 or load.returncode != 0:
+        raise RealNodeError(
+            f"loading {', '.join(images)} into {node.name} failed: "
+            f"{save_err.strip() or load.stderr.strip() or load.stdout.strip()}"
+        )
