@@ -149,15 +149,16 @@ def _start_daemon(progress: Progress) -> None:
     log = logs / "dockerd.log"
     progress(f"starting dockerd in the background (log {log})")
     with open(log, "ab") as out:
-        # Its own session: the daemon outlives this process (`cluster up` returns) and a
-        # Ctrl-C at the terminal does not reach it.
-        subprocess.Popen(
-            dockerd_command(),
+        # `setsid --fork`: the daemon runs in its own session (a Ctrl-C at the terminal does
+        # not reach it) as a child of init, not of this process, so it outlives `cluster up`
+        # and leaves no running Popen behind to be collected (a ResourceWarning under pytest).
+        subprocess.run(
+            ["setsid", "--fork", *dockerd_command()],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
             close_fds=True,
+            check=True,
         )
     deadline = time.monotonic() + DAEMON_READY_TIMEOUT
     while time.monotonic() < deadline:
