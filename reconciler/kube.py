@@ -728,16 +728,6 @@ def get_secret(
         raise
 
 
-def patch_pod_status(
-    cluster: Cluster, namespace: str, name: str, status: objects.Object
-) -> objects.Object:
-    """Merge-patch a Pod's `status` through its status subresource (what a kubelet writes:
-    the local plane's pod runtime stands in for one). Lists in `status` replace the live ones."""
-    path = f"/api/v1/namespaces/{namespace}/pods/{name}/status"
-    body = {"status": status}
-    return _call(cluster, "PATCH", path, [], body, "application/merge-patch+json")
-
-
 def service_account_token(cluster: Cluster, namespace: str, name: str, seconds: int) -> str:
     """A token of the ServiceAccount `namespace/name` valid for `seconds` (TokenRequest, as a
     kubelet gets one for a pod's projected volume). Never log it."""

@@ -22,7 +22,6 @@ The group is registered on the main CLI in ``reconciler/cli.py``.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -31,14 +30,11 @@ from pathlib import Path
 
 import click
 
-from reconciler import kube
 from reconciler.localcluster import (
     build,
     hostdocker,
     localimages,
-    modelserver,
     plane,
-    podruntime,
     realnode,
     standins,
     volcano,
@@ -134,8 +130,7 @@ def up(nodes: int, gpu_nodes: int, real_nodes: int, timeout: float, state_dir: P
             timeout=timeout,
             progress=_progress,
         )
-        _start_runtime(state_dir)
-    except (build.BuildError, plane.PlaneError, modelserver.InstallError) as exc:
+    except (build.BuildError, plane.PlaneError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     _progress(
@@ -153,14 +148,12 @@ def _resume(state_dir: Path, current: plane.Status, timeout: float) -> None:
     from their data, never replaced by an empty plane (only `down` discards one)."""
     assert current.state is not None
     if current.running:
-        _start_runtime(state_dir)
         _progress(f"already running ({current.state.server}); nothing to do")
         return
     began = time.monotonic()
     revived = plane.revive(state_dir, timeout=timeout, progress=_progress)
     for component in revived:
         _progress(component.message())
-    _start_runtime(state_dir)
     _progress(
         f"Kubernetes {current.state.version} running again at {current.state.server} "
         f"after {time.monotonic() - began:.1f}s, with the objects it had"
@@ -238,46 +231,6 @@ def _echo_images(state_dir: Path) -> None:
             click.echo(f"  {p.name}  STAND-IN: {p.local} ({what})")
         else:
             click.echo(f"  {p.name}")
-
-
-def _start_runtime(state_dir: Path) -> None:
-    modelserver.ensure_installed(_progress)  # here, so that its progress and errors show
-    pid = plane.start_runtime(state_dir)
-    _progress(
-        f"pod runtime (pid {pid}) runs the model and router pods on loopback; "
-        f"log {state_dir / 'logs' / (plane.RUNTIME + '.log')}"
-    )
-
-
-@cluster.command("runtime")
-@_STATE_DIR
-@click.option(
-    "--namespace",
-    default="",
-    help="Run only the pods of this namespace [default: every namespace].",
-)
-@click.option(
-    "--work-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Pod folders, logs and the pod network file [default: STATE_DIR/runtime].",
-)
-def runtime(state_dir: Path | None, namespace: str, work_dir: Path | None) -> None:
-    """Run this project's pods of the plane (model servers, routers) as local processes, in
-    the foreground until SIGTERM; `cluster up` starts one in the background."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    state_dir = (state_dir or plane.default_state_dir()).resolve()
-    state = plane.read_state(state_dir)
-    if state is None:
-        click.echo(f"error: no plane is recorded in {state_dir}", err=True)
-        sys.exit(1)
-    try:
-        server = modelserver.ensure_installed(_progress)
-    except modelserver.InstallError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    cluster = kube.connect(state.kubeconfig)
-    podruntime.serve(cluster, work_dir or plane.runtime_dir(state_dir), server, namespace)
 
 
 @cluster.command()

@@ -7,7 +7,9 @@ autoscaler's last figure), requests queued and in flight, and requests per secon
 `router_requests_total` between two reads, all codes). With several router instances the
 queue, in-flight and rate are summed; replicas and utilization come from the coordinator, the
 only instance that exports them. The routers are `--url` (repeatable: each router's admin
-port, where its /metrics is) or the ready router pods the local plane's pod runtime serves.
+port, where its /metrics is) or every ready router pod of the cluster (`admin_urls`: a container
+running `reconciler router serve`, its admin port at its pod IP, which the local plane's host
+routes to; the admin port is on no Service a client outside the cluster reaches).
 `--once` reads twice, one interval apart, prints one table and exits. The `router` group
 (`cli/router.py`) loads it when `router top` runs.
 """
@@ -20,12 +22,13 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 from prometheus_client import parser
 
-from reconciler.localcluster import plane, podruntime
+from reconciler import kube, objects
+from reconciler.cli import common, connection
+from reconciler.render import workloadobjects
 
 Samples = dict[tuple[str, str, str], float]  # (metric, deployment, extra label) -> value
 
@@ -130,31 +133,61 @@ def _scrape(urls: list[str]) -> Samples:
     return merge(pages)
 
 
+ROUTER_COMMAND = ["reconciler", "router", "serve"]
+
+
+def admin_urls(pods: Iterable[objects.Object]) -> list[str]:
+    """`http://POD_IP:ADMIN_PORT` of each ready pod with a container running the router (its
+    port named `admin`), in order of namespace and name."""
+    found = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if not ready or not status.get("podIP"):
+            continue
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            if (container.get("command") or [])[:3] != ROUTER_COMMAND:
+                continue
+            port = next(
+                (p.get("containerPort") for p in container.get("ports") or []
+                 if p.get("name") == workloadobjects.ROUTER_ADMIN_PORT_NAME),
+                None,
+            )  # fmt: skip
+            if port:
+                meta = pod.get("metadata") or {}
+                key = (str(meta.get("namespace")), str(meta.get("name")))
+                found.append((key, f"http://{status['podIP']}:{port}"))
+    return [url for _key, url in sorted(found)]
+
+
 @click.command("top")
 @click.option(
     "--url", "urls", multiple=True, help="A router's admin URL, where its /metrics is (repeatable)."
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    envvar="RECONCILER_CLUSTER_DIR",
-    help="The local plane whose routers to read [default: .cache/localcluster].",
-)
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
 @click.option("--once", is_flag=True, help="Print one table (two reads an interval apart).")
-def top(urls: tuple[str, ...], state_dir: Path | None, interval: float, once: bool) -> None:
+@common.kube_options
+def top(
+    urls: tuple[str, ...],
+    interval: float,
+    once: bool,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
     """Each deployment's replicas, utilization, queue and requests/s from the routers."""
     targets = list(urls)
     if not targets:
-        folder = plane.runtime_dir((state_dir or plane.default_state_dir()).resolve())
-        targets = [
-            str(p["admin_url"])
-            for p in podruntime.read_pods(folder)
-            if p.get("kind") == "router" and p.get("ready") and p.get("admin_url")
-        ]
+        cluster = connection.connect(kubeconfig, context)
+        try:
+            targets = admin_urls(kube.list_objects(cluster, "v1", "Pod"))
+        except kube.KubeError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
     if not targets:
-        click.echo("error: no router found: pass --url, or start one (reconciler cluster up)",
+        click.echo("error: no ready router pod found: pass --url, or apply a router",
                    err=True)  # fmt: skip
         sys.exit(2)
     before, then = _scrape(targets), time.monotonic()

@@ -7,8 +7,15 @@ to that deployment of it through the `azureml-model-deployment` header), else a 
 endpoint or deployment in the routers' config ConfigMaps (label
 `app.kubernetes.io/component: router-config`: its router Service, auth mode and Secret), its
 credential from that Secret (the primary key, or in token mode a one-hour token signed with its
-signing key; never printed), and the router: `--url`, else a ready router pod of that Service
-that the local plane's pod runtime serves on loopback. Prints the model's answer. Exit 0 on a
+signing key; never printed), and the router: `--url`, else a ready router pod of that Service,
+found in the Service's EndpointSlices and reached at its pod IP (`router_url`). Prints the
+model's answer.
+
+Why the pod IP: the local plane's host has a route to every real node's pods (`localcluster.
+podnetwork`), so a pod IP answers from the host whatever type the render gave the router's
+Service (ClusterIP has no port on a node; a NodePort exists only for NodePort / LoadBalancer),
+and nothing is added to what renders for a real cluster. Where pod IPs are not routed (a remote
+cluster), `--url` names the router's Service address. Exit 0 on a
 2xx answer, 1 on any other (its status and body on stderr), 2 when the endpoint or deployment,
 router or credential cannot be found.
 
@@ -21,20 +28,19 @@ right after `apply --wait`, a new pod is ready before the router has followed it
 from __future__ import annotations
 
 import base64
+import ipaddress
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 import yaml
 
 from reconciler import kube, objects
 from reconciler.cli import common, connection
-from reconciler.localcluster import plane, podruntime
 from reconciler.render import auth as authsecrets
 from reconciler.router import proxy, tokens
 
@@ -122,17 +128,33 @@ def deployment_problem(target: Target, deployment: str | None) -> str | None:
     return None
 
 
-def local_router(pods: list[dict[str, object]], target: Target) -> str | None:
-    """The loopback URL of a ready router pod of the target's router Service, if one runs."""
-    for pod in pods:
-        if (
-            pod.get("kind") == "router"
-            and pod.get("ready")
-            and pod.get("namespace") == target.router_namespace
-            and pod.get("service") == target.router_service
-        ):
-            return str(pod["url"])
+def router_url(slices: list[objects.Object]) -> str | None:
+    """The URL of a ready router pod among a router Service's EndpointSlices: its pod IP and
+    the serving port (`http`, else `https`), None when no endpoint is ready."""
+    for item in sorted(slices, key=lambda s: str((s.get("metadata") or {}).get("name"))):
+        ports = {str(p.get("name")): p.get("port") for p in item.get("ports") or []}
+        scheme = next((n for n in ("http", "https") if ports.get(n)), None)
+        if scheme is None:
+            continue
+        for endpoint in item.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            for address in endpoint.get("addresses") or []:
+                host = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+                return f"{scheme}://{host}:{ports[scheme]}"
     return None
+
+
+def find_router(cluster: kube.Cluster, target: Target) -> str | None:
+    """A ready router pod's URL of the target's router Service (`router_url`)."""
+    slices = kube.list_objects(
+        cluster,
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        target.router_namespace,
+        f"kubernetes.io/service-name={target.router_service}",
+    )
+    return router_url(slices)
 
 
 def _fail(message: str) -> None:
@@ -156,14 +178,8 @@ def _fail(message: str) -> None:
 )
 @click.option(
     "--url",
-    help="The router's base URL (e.g. http://NODE:NODEPORT); default: the local plane's router.",
-)
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    envvar="RECONCILER_CLUSTER_DIR",
-    help="The local plane whose router to use [default: .cache/localcluster].",
+    help="The router's base URL (e.g. http://NODE:NODEPORT); default: a ready router pod's IP "
+    "(routed from the host on the local plane).",
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds.")
 @common.kube_options
@@ -172,7 +188,6 @@ def score(
     deployment: str | None,
     data_file: click.utils.LazyFile,
     url: str | None,
-    state_dir: Path | None,
     timeout: float,
     kubeconfig: str | None,
     context: str | None,
@@ -195,6 +210,13 @@ def score(
             if target.secret and target.auth_mode != "none"
             else None
         )
+        if url is None:
+            url = find_router(cluster, target)
+            if url is None:
+                _fail(
+                    f"no ready router pod of {target.router_namespace}/{target.router_service}; "
+                    "pass --url with the router Service's address"
+                )
     except kube.KubeError as err:
         _fail(str(err))
         return
@@ -202,14 +224,6 @@ def score(
     if target.auth_mode != "none" and authorization is None:
         what = "endpoint" if target.endpoint else "deployment"
         _fail(f"{what} {name}: no credential in Secret {target.namespace}/{target.secret}")
-    if url is None:
-        folder = plane.runtime_dir((state_dir or plane.default_state_dir()).resolve())
-        url = local_router(podruntime.read_pods(folder), target)
-        if url is None:
-            _fail(
-                f"no ready router {target.router_namespace}/{target.router_service} runs on the "
-                "local plane; pass --url with the router Service's address"
-            )
     assert url is not None
     headers = {"Content-Type": "application/json"}
     if authorization:

@@ -2,10 +2,10 @@
 
 A deployment's `environment.conda_file` is mounted into its pod and named by
 `AZUREML_EXTRA_CONDA_YAML_ABS_PATH`; the product's inference images install it when the
-container starts. The local plane has no images and no conda: its pod runtime runs the model
-server from a virtual environment (`modelserver`), so it installs the conda file's `pip:`
-packages on top of that environment (`modelserver.ensure_environment`) and runs the pod's
-server there. `read` turns the file into what to install and what is left out, and why:
+container starts. The local plane's stand-ins for those images (`standins`) have no conda: their
+`micromamba` copies the image's virtualenv, which holds the model server, and pip-installs the
+conda file's packages into it. `read` turns the file into what to install and what is left
+out, and why:
 
 - conda packages (`numpy=2.3.1`, `conda-forge::scikit-learn>=1.5`) are installed from PyPI
   under the PyPI name (`CONDA_TO_PYPI` where it differs, e.g. `pytorch` -> `torch`), their
@@ -18,7 +18,7 @@ server there. `read` turns the file into what to install and what is left out, a
   the local plane's pin, and the meta-package that pulled it in on older images);
 - pip options (`--extra-index-url`, `-r file`): not followed.
 
-Pure: text in, `Environment` out. Used by `podruntime`, and copied into the stand-in images,
+Pure: text in, `Environment` out. Copied into the stand-in images,
 whose `micromamba` (`standin_files/micromamba`) reads conda files with it: it may import only
 the standard library, PyYAML and packaging.
 """

@@ -30,7 +30,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -64,7 +63,6 @@ from reconciler.localcluster.pki import ADMIN, write_pki
 Progress = Callable[[str], None]
 
 READY_TIMEOUT = 180.0
-RUNTIME = "pod-runtime"  # the pod runtime's name among the components in the state file
 STOP_TIMEOUT = 20.0
 
 
@@ -537,31 +535,9 @@ def start(
     return state
 
 
-def runtime_dir(state_dir: Path) -> Path:
-    """The work folder of the plane's pod runtime (pod folders, logs, the pod network file)."""
-    return state_dir / "runtime"
-
-
-def start_runtime(state_dir: Path | None = None) -> int:
-    """Start the pod runtime (``podruntime``: this project's pods as local processes) for the
-    plane in ``state_dir`` in the background, recorded as the component ``pod-runtime`` so
-    that :func:`stop` and :func:`status` include it; return its PID. A running one is kept."""
-    state_dir = (state_dir or default_state_dir()).resolve()
-    state = read_state(state_dir)
-    if state is None:
-        raise PlaneError(f"no plane is recorded in {state_dir}")
-    pid = state.pids.get(RUNTIME)
-    if pid is not None and _alive(pid, state_dir):
-        return pid
-    command = [
-        sys.executable, "-m", "reconciler", "cluster", "runtime", "--state-dir", str(state_dir),
-    ]  # fmt: skip
-    return launch_extra(state_dir, RUNTIME, command)
-
-
 def launch_extra(state_dir: Path, name: str, command: list[str]) -> int:
-    """Start ``command`` as the plane's component ``name`` beside the core ones (the pod
-    runtime, volcano's processes): its own process group, its log in ``logs/<name>.log``,
+    """Start ``command`` as the plane's component ``name`` beside the core ones (volcano's
+    processes): its own process group, its log in ``logs/<name>.log``,
     dying with this process if the plane does, recorded in the state so that :func:`stop`
     ends it and :func:`status` lists it. The command line must name a file under the state
     folder (how :func:`is_ours` tells the process from a reused PID). Returns its PID."""

@@ -8,11 +8,18 @@ by the API server itself: no webhook to run) adds the real node's toleration and
 to the pods it matches when they are created, and has their containers pull only an image the
 node lacks (the plane loads the images it builds into the nodes; no registry is reachable).
 
-Matched today: training job pods (the ``gitops.mlext.io/job`` label the render puts on a job's
-pod template, with the reconciler's managed-by label), except those asking for a GPU (no real
-node has one: they stay on the simulated GPU nodes, where ``job status`` says they do not run).
-Model and router pods still run under the plane's pod runtime (``podruntime``) until they move
-to real nodes too; they are added here then.
+Matched: the project's workload pods, except those asking for a GPU (no real node has one: they
+stay on the simulated GPU nodes, where ``job status`` says they do not run):
+
+- training job pods (the ``gitops.mlext.io/job`` label the render puts on a job's pod template)
+  and model deployment pods (``gitops.mlext.io/deployment``), each with the reconciler's
+  managed-by label;
+- router pods: a container whose command starts ``reconciler router serve`` (the render's
+  router component; the extension's labels on it are not the reconciler's own).
+
+Scoring then goes client -> router pod -> model pods over the real pod network: the router in its
+pod reaches the model pods' IPs directly, and the host reaches the router's pod IP through the
+plane's host route (``podnetwork``).
 
 Pure: the objects only. ``realnode`` creates them when it starts real nodes.
 """
@@ -34,13 +41,37 @@ def _quoted(text: str) -> str:
     return f"'{text}'"
 
 
-def match_expression() -> str:
-    """CEL: the pod is a training job's pod of this reconciler and asks for no GPU."""
+ROUTER_COMMAND = ("reconciler", "router", "serve")  # how the render's router container starts
+
+
+def _workload_labels() -> str:
+    """CEL: the pod carries a job's or a model deployment's label and the managed-by label."""
     labels = "object.metadata.labels"
+    kinds = " || ".join(
+        f"{_quoted(label)} in {labels}"
+        for label in (workloadobjects.JOB_LABEL, workloadobjects.DEPLOYMENT_LABEL)
+    )
     return (
-        f"has({labels}) && {_quoted(workloadobjects.JOB_LABEL)} in {labels}"
+        f"has({labels}) && ({kinds})"
         f" && {_quoted(objects.MANAGED_BY_LABEL)} in {labels}"
         f" && {labels}[{_quoted(objects.MANAGED_BY_LABEL)}] == {_quoted(objects.MANAGED_BY)}"
+    )
+
+
+def _router_command() -> str:
+    """CEL: a container of the pod runs the project's router."""
+    words = " && ".join(f"c.command[{i}] == {_quoted(w)}" for i, w in enumerate(ROUTER_COMMAND))
+    return (
+        f"object.spec.containers.exists(c, has(c.command) && c.command.size() >= "
+        f"{len(ROUTER_COMMAND)} && {words})"
+    )
+
+
+def match_expression() -> str:
+    """CEL: the pod is a job's, a model deployment's or a router's pod of this project and asks
+    for no GPU."""
+    return (
+        f"(({_workload_labels()}) || {_router_command()})"
         " && !object.spec.containers.exists(c, has(c.resources) && has(c.resources.limits)"
         f" && {_quoted(GPU_RESOURCE)} in c.resources.limits)"
     )

@@ -5,9 +5,9 @@ Sits between `kube` (list + watch of discovery.k8s.io/v1 EndpointSlices labelled
 URLs from it, the coordinator the URLs of its peer router instances. An `EndpointWatcher` lists
 once, then watches from the list's resourceVersion in a daemon thread, lists again when the
 watch's version has expired (410), backs off on other errors, and calls its callback with the
-sorted ready URLs (`http://IP:PORT`) whenever they change. `ready_urls` is the pure part. On the
-project's local plane the URLs go through `podnetwork.translate` (pod IP -> loopback port);
-everywhere else that is the identity.
+sorted ready URLs (`http://IP:PORT`) whenever they change. `ready_urls` is the pure part. The
+router runs in a pod (on the local plane too, on its real nodes), so the pod IPs are used as
+they are.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from reconciler import kube, objects, podnetwork
+from reconciler import kube, objects
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,6 @@ class EndpointWatcher:
             scheme=self._scheme,
             exclude_pod=self._exclude_pod,
         )
-        urls = podnetwork.translate(urls)  # unchanged outside the local plane
         with self._lock:
             if urls == self._urls:
                 return

@@ -5,12 +5,16 @@ first run on a machine, with progress on the terminal) and stops it when the ses
 ``USE_EXISTING_CLUSTER=1`` it uses the current kubeconfig instead (``$KUBECONFIG`` or
 ``~/.kube/config``, e.g. a kind cluster) and starts nothing.
 ``local_plane`` (session): that plane's recorded state (its state folder, for tests that kill and
-relaunch a component), None with ``USE_EXISTING_CLUSTER=1``.
+relaunch a component), None with ``USE_EXISTING_CLUSTER=1``. The plane has one real node
+(``localcluster.realnode``) with the project's image and the stand-ins loaded, as ``cluster up``
+gives it: the project's model, router and job pods run there under the kubelet
+(``realplacement``); everything else stays on the kwok nodes.
 
 ``api_client`` (session): a ``kubernetes.client.ApiClient`` on that cluster.
 ``cluster`` (per module): a ``reconciler.kube.Cluster`` connection to it, closed after.
 ``namespace`` (per test): a fresh namespace whose ``default`` service account exists, deleted after.
-``runtime`` (per test): the plane's pod runtime for that namespace (``localpods.Runtime``).
+``pods`` (per test): the project's pods of the test's namespace on the real node, and scoring
+through its router (``realpods.Pods``).
 ``real_namespace`` (per test): a fresh namespace on the ``real_node`` plane.
 ``real_node`` (session): a plane of its own with one real node (``localcluster.realnode``:
 containerd and a kubelet in a Docker container) and the node image loaded as a pod image
@@ -35,11 +39,18 @@ import pytest
 from kubernetes import client, config
 
 from reconciler import kube
-from reconciler.localcluster import build, hostdocker, modelserver, nodeimage, plane, realnode
+from reconciler.localcluster import (
+    build,
+    hostdocker,
+    localimages,
+    nodeimage,
+    plane,
+    realnode,
+)
 from reconciler.localcluster.config import PlaneState, default_nodes
 from tests.cluster.kubehelpers import wait_until
-from tests.cluster.localpods import Runtime
 from tests.cluster.realnodes import RealNodeFixture
+from tests.cluster.realpods import Pods
 
 
 def _flag(name: str) -> bool:
@@ -99,6 +110,13 @@ def local_plane(
         raise AssertionError("unreachable") from exc
     progress(f"Kubernetes {state.version} ready in {state.ready_seconds}s\n")
     try:
+        try:
+            nodes = realnode.start_nodes(state, 1, progress)
+            localimages.provide(state_dir, nodes, progress)
+        except (hostdocker.DockerUnavailable, build.BuildError, realnode.RealNodeError) as exc:
+            _unavailable(f"no real node: {exc}")
+            raise AssertionError("unreachable") from exc
+        progress(f"real node {nodes[0].name} ready with its images\n")
         yield state
     finally:
         plane.stop(state_dir)
@@ -171,29 +189,19 @@ def kubeconfig_path(cluster_kubeconfig: str | None) -> Path | None:
 
 
 @pytest.fixture
-def runtime(
-    local_plane: PlaneState | None, namespace: str, tmp_path: Path, api_client: client.ApiClient
-) -> Iterator[Runtime]:
-    """The local plane's pod runtime for the test's namespace: its model and router pods run
-    on loopback; stopped after the test, with every process it started. The namespace's router
-    configs go with it at once: `score NAME` looks NAME up in every router's config, and a
-    later test's deployment of the same name must not be found in this namespace while the
-    namespace controller is still deleting it."""
+def pods(
+    local_plane: PlaneState | None, namespace: str, cluster: kube.Cluster, api_client: client.ApiClient
+) -> Iterator[Pods]:
+    """The project's pods of the test's namespace, run by the session plane's real node. The
+    namespace's router configs are deleted at once after the test: `score NAME` looks NAME up in
+    every router's config, and a later test's deployment of the same name must not be found in
+    this namespace while the namespace controller is still deleting it."""
     if local_plane is None:
-        pytest.skip("the pod runtime runs pods on the local plane only (USE_EXISTING_CLUSTER)")
-    modelserver.ensure_installed()  # before the clock of any wait starts
-    running = Runtime(local_plane, namespace, tmp_path / "runtime.log")
-    try:
-        yield running
-    finally:
-        code = running.stop()
-        client.CoreV1Api(api_client).delete_collection_namespaced_config_map(
-            namespace, label_selector="app.kubernetes.io/component=router-config"
-        )
-        assert code == 0, running.log.read_text()[-3000:]
-        # Every process it started has ended with it.
-        for pod in running.pods():
-            assert pod["pid"] is None or not Path(f"/proc/{pod['pid']}").exists()
+        pytest.skip("the real node's pods are inspected on the local plane only")
+    yield Pods(local_plane, namespace, cluster)
+    client.CoreV1Api(api_client).delete_collection_namespaced_config_map(
+        namespace, label_selector="app.kubernetes.io/component=router-config"
+    )
 
 
 @pytest.fixture

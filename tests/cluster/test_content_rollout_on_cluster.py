@@ -3,10 +3,10 @@
 The scoring script travels in a ConfigMap, which is not part of the pod template: an apply used
 to update the ConfigMap, say Succeeded, and leave every running model server on the old code.
 The pod template now carries the content digest of what its pods mount, so the edit changes the
-template, the Deployment controller rolls out a new ReplicaSet, and the pod runtime starts the
-new pod's server from the new ConfigMap. The test applies the bundled example with a scoring
-script that answers one word, scores it through the router, edits the word, applies again and
-scores until the new word comes back (bounded).
+template, the Deployment controller rolls out a new ReplicaSet, and the real node's kubelet
+starts the new pod's server from the new ConfigMap. The test applies the bundled example with a
+scoring script that answers one word, scores it through the router, edits the word, applies
+again and scores until the new word comes back (bounded).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from reconciler import kube
 from reconciler.cli import main as cli
 from reconciler.render import workloadobjects
 from tests.cluster.kubehelpers import wait_until
-from tests.cluster.localpods import Runtime, post, primary_key
+from tests.cluster.realpods import Pods, post, primary_key
 from tests.helpers import example_repo
 
 pytestmark = pytest.mark.cluster
@@ -60,12 +60,12 @@ def test_an_edited_score_py_rolls_the_deployment_and_the_next_score_is_the_new_a
     namespace: str,
     cluster_kubeconfig: str | None,
     cluster: kube.Cluster,
-    runtime: Runtime,
+    pods: Pods,
 ) -> None:
     root = example_repo(tmp_path, f"r{namespace[-6:]}", namespace, jobs=False)
     script = root / "deployments" / "score" / "score.py"  # blue's and green's
     script.write_text(SCORE.format(answer="first"))
-    url = runtime.apply(root, cluster_kubeconfig)
+    url = pods.apply(root, cluster_kubeconfig)
     key = primary_key(cluster, namespace, "blue")
     score_url = f"{url}/api/v1/service/blue/score"
     body = json.dumps({"data": [[1.0, 2.0, 3.0]]}).encode()
@@ -80,7 +80,7 @@ def test_an_edited_score_py_rolls_the_deployment_and_the_next_score_is_the_new_a
     before = {d: pod_template(cluster, namespace, d)["metadata"]["annotations"][digest]
               for d in ("blue", "green")}  # fmt: skip
     first_sets = replica_sets(cluster, namespace, "blue")
-    first_pods = {p["name"] for p in runtime.model_pods("blue")}
+    first_pods = {p.name for p in pods.model_pods("blue")}
     assert len(first_sets) == 1 and first_pods
 
     script.write_text(SCORE.format(answer="second"))
@@ -88,7 +88,7 @@ def test_an_edited_score_py_rolls_the_deployment_and_the_next_score_is_the_new_a
     applied = CliRunner().invoke(
         cli.main, ["apply", str(root), "--wait", "--timeout", "3m", *options]
     )
-    assert applied.exit_code == 0, applied.output + runtime.log.read_text()[-3000:]
+    assert applied.exit_code == 0, applied.output + pods.describe()
 
     # Both deployments that load the script rolled: a new template, so a new ReplicaSet.
     for deployment in ("blue", "green"):
@@ -98,7 +98,7 @@ def test_an_edited_score_py_rolls_the_deployment_and_the_next_score_is_the_new_a
     assert len(new_sets) == 1, new_sets
     wait_until(answer, lambda got: got == (200, {"answer": "second"}), "blue's new answer", 120)
     # The old pods went with the old ReplicaSet: nothing serves the old code any more.
-    wait_until(lambda: {p["name"] for p in runtime.model_pods("blue")},
+    wait_until(lambda: {p.name for p in pods.model_pods("blue")},
                lambda names: bool(names) and names.isdisjoint(first_pods),
-               "the old pod's server to stop", 60)  # fmt: skip
+               "the old pod to stop", 90)  # fmt: skip
     assert {answer()[1]["answer"] for _ in range(10)} == {"second"}

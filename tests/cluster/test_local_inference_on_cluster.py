@@ -1,29 +1,26 @@
 """Scoring the example end to end on the local plane (issue 15): client -> router -> model pod.
 
-The pod runtime (`reconciler cluster runtime`, `localcluster.podruntime`) runs the test
-namespace's router pod (`reconciler router serve`, in-cluster with its service account's token)
-and model pods (the real `azmlinfsrv` with the example's score.py and model.json from their
-ConfigMaps) on loopback. Nothing is faked on the Kubernetes side: the pods' readiness is what
-the runtime writes to their status, the EndpointSlice controller follows it, the router
-discovers its backends from the EndpointSlices and scales the Deployment through the scale
-subresource. Shortened for the test: blue's polling_interval (1 s instead of 10 s) and its
-queue wait (10 s, so that a 2-core machine starting model servers does not time requests out);
-the scale-down waits the router's real minute.
+The session plane's real node runs the test namespace's router pod (`reconciler router serve`
+in the project's image, in-cluster with its service account's token) and model pods (the real
+`azmlinfsrv` in the stand-in image with the example's score.py and model.json from their
+ConfigMaps) under its kubelet (placed there by the plane's `realplacement`). Nothing is faked:
+the pods' readiness is the kubelet's probes, the EndpointSlice controller follows it, the router
+discovers its backends from the EndpointSlices and reaches them at their pod IPs, and scales the
+Deployment through the scale subresource; the test reaches the router pod's IP through the
+plane's host route, as `reconciler score` does. Shortened for the test: blue's polling_interval
+(1 s instead of 10 s) and its queue wait (10 s, so that a 2-core machine starting model servers
+does not time requests out); the scale-down waits the router's real minute.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
-import signal
 import threading
 import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import git
 import pytest
@@ -31,8 +28,9 @@ from click.testing import CliRunner
 
 from reconciler import kube
 from reconciler.cli import main as cli
+from reconciler.render import workloadobjects
 from tests.cluster.kubehelpers import wait_until
-from tests.cluster.localpods import Runtime, post, primary_key
+from tests.cluster.realpods import Pod, Pods, post, primary_key
 from tests.helpers import example_repo
 
 pytestmark = pytest.mark.cluster
@@ -81,22 +79,6 @@ def pod_ready(cluster: kube.Cluster, namespace: str, name: str) -> tuple[bool, i
     return None
 
 
-def ready_endpoints(cluster: kube.Cluster, namespace: str, service: str) -> set[str]:
-    slices = kube.list_objects(
-        cluster,
-        "discovery.k8s.io/v1",
-        "EndpointSlice",
-        namespace,
-        f"kubernetes.io/service-name={service}",
-    )
-    return {
-        endpoint["targetRef"]["name"]
-        for piece in slices
-        for endpoint in piece.get("endpoints") or []
-        if (endpoint.get("conditions") or {}).get("ready")
-    }
-
-
 class Load:
     """LOAD_CLIENTS threads scoring blue through the router back to back, counting answers."""
 
@@ -131,11 +113,11 @@ class Load:
             thread.join(60)
 
 
-def scored_requests(pod: dict[str, Any]) -> int:
+def scored_requests(pods: Pods, pod: Pod) -> int:
     """The scoring requests a model pod's azmlinfsrv has answered, from its own access log."""
     try:
-        text = Path(pod["log"]).read_text(errors="replace")
-    except OSError:
+        text = pods.log(pod.name)
+    except kube.KubeError:
         return 0
     return text.count('"POST /score HTTP/1.1" 200')
 
@@ -145,7 +127,7 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
     namespace: str,
     cluster_kubeconfig: str | None,
     cluster: kube.Cluster,
-    runtime: Runtime,
+    pods: Pods,
 ) -> None:
     root = example_repo(tmp_path, f"x{namespace[-6:]}", namespace, jobs=False)
     blue = root / "deployments" / "blue.yaml"
@@ -160,16 +142,13 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
     kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
     runner = CliRunner()
 
-    url = runtime.apply(root, cluster_kubeconfig)
+    url = pods.apply(root, cluster_kubeconfig)
 
     # The model's real answer, through `reconciler score` (key mode and token mode) and curl's way.
     data = tmp_path / "request.json"
     data.write_text(json.dumps({"data": ROWS}))
-    state = ["--state-dir", str(runtime.work_dir.parent)]
     for deployment in ("blue", "green"):
-        scored = runner.invoke(
-            cli.main, ["score", deployment, "--data", str(data), *state, *kubeconfig]
-        )
+        scored = runner.invoke(cli.main, ["score", deployment, "--data", str(data), *kubeconfig])
         assert scored.exit_code == 0, scored.output
         assert json.loads(scored.output) == pytest.approx(expected_answer())
     key = primary_key(cluster, namespace, "blue")
@@ -181,7 +160,7 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
     assert key not in scored.output
 
     # Load: the router scales blue up and the new pods serve.
-    first = runtime.model_pods("blue")
+    first = pods.model_pods("blue")
     assert len(first) == 1 and replicas(cluster, namespace, "blue") == 1
     load = Load(score_url, key)
     try:
@@ -190,31 +169,31 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
         serving = wait_until(
             lambda: [
                 p
-                for p in runtime.model_pods("blue")
-                if p["name"] != first[0]["name"] and p["ready"] and scored_requests(p) > 0
+                for p in pods.model_pods("blue")
+                if p.name != first[0].name and p.ready and scored_requests(pods, p) > 0
             ],
             lambda found: len(found) >= 2,
             "requests to reach the new blue pods",
             90,
         )
-        assert {p["name"] for p in serving}.isdisjoint({first[0]["name"]})
-        top = runner.invoke(cli.main, ["router", "top", "--once", "--interval", "1", *state])
+        assert {p.name for p in serving}.isdisjoint({first[0].name})
+        top = runner.invoke(cli.main, ["router", "top", "--once", "--interval", "1", *kubeconfig])
         assert top.exit_code == 0, top.output
         row = next(line.split() for line in top.output.splitlines() if line.startswith("blue"))
         assert int(row[1]) >= 3 and float(row[-1]) > 0, top.output  # replicas, rps
 
-        # A model server dies under load: its pod goes not ready, its endpoint leaves the
-        # slice, nothing that had not reached it is lost, and it is started again.
+        # A model server's container is killed under load (SIGKILL to its processes in the
+        # node): its pod goes not ready, the router fails over to the other pods
+        # (nothing that had not reached it is lost), and the kubelet starts it again.
         victim = serving[0]
         answered, failed_before = load.snapshot()
-        os.killpg(victim["pid"], signal.SIGKILL)
+        pods.kill(victim)
 
         def victim_state() -> tuple[bool, int] | None:
-            return pod_ready(cluster, namespace, victim["name"])
+            return pod_ready(cluster, namespace, victim.name)
 
-        wait_until(victim_state, lambda r: r is not None and not r[0], "the pod not ready", 30)
-        wait_until(lambda: ready_endpoints(cluster, namespace, "blue"),
-                   lambda ready: victim["name"] not in ready, "its endpoint gone", 30)  # fmt: skip
+        wait_until(victim_state, lambda r: r is not None and (not r[0] or r[1] == 1),
+                   "the pod not ready (or restarted already)", 30)  # fmt: skip
         wait_until(victim_state, lambda r: r == (True, 1), "the pod ready, restarted once", 60)
         wait_until(lambda: load.snapshot()[0], lambda n: n > answered + 50,
                    "requests to go on being answered", 30)  # fmt: skip
@@ -227,11 +206,11 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
     assert len(load.failures) <= 1, load.failures
 
     # No load: after the router's minute below target, blue goes back to min_instances and
-    # the runtime stops the servers of the pods that went.
+    # the kubelet stops the pods that went.
     wait_until(lambda: replicas(cluster, namespace, "blue"), lambda n: n == 1,
                "the router to scale blue back down", 180)  # fmt: skip
-    wait_until(lambda: len(runtime.model_pods("blue")), lambda n: n == 1,
-               "the runtime to stop the servers of the removed pods", 60)  # fmt: skip
+    wait_until(lambda: len(pods.model_pods("blue")), lambda n: n == 1,
+               "the kubelet to stop the removed pods", 90)  # fmt: skip
     code, answer = post(score_url, data.read_bytes(), key)
     assert code == 200 and json.loads(answer) == pytest.approx(expected_answer())
 
@@ -252,7 +231,7 @@ def test_a_traffic_change_committed_to_the_example_is_followed_by_the_running_ro
     namespace: str,
     cluster_kubeconfig: str | None,
     cluster: kube.Cluster,
-    runtime: Runtime,
+    pods: Pods,
 ) -> None:
     root = example_repo(tmp_path, f"t{namespace[-6:]}", namespace, jobs=False)
     endpoint = root / "deployments" / "endpoint.yaml"
@@ -264,8 +243,8 @@ def test_a_traffic_change_committed_to_the_example_is_followed_by_the_running_ro
     repo.git.commit(m="mnist: all traffic to blue", author="Test <test@example.com>")
     kubeconfig = ["--kubeconfig", cluster_kubeconfig] if cluster_kubeconfig else []
     runner = CliRunner()
-    url = runtime.apply(root, cluster_kubeconfig)
-    router_pid = next(p["pid"] for p in runtime.pods() if p["kind"] == "router")
+    url = pods.apply(root, cluster_kubeconfig)
+    [router] = pods.router_pods()
     secret = kube.get_secret(cluster, namespace, "mnist-endpoint-auth")
     assert secret is not None
     key = base64.b64decode(secret["data"]["primaryKey"]).decode()
@@ -287,8 +266,8 @@ def test_a_traffic_change_committed_to_the_example_is_followed_by_the_running_ro
                "the router to follow the new split", 60)  # fmt: skip
     answers = Counter(answered_by(score_url, body, key) for _ in range(100))
     assert abs(answers["green"] - 10) <= 1 and answers["blue"] + answers["green"] == 100, answers
-    # Followed by the same router process: no restart.
-    assert next(p["pid"] for p in runtime.pods() if p["kind"] == "router") == router_pid
+    # Followed by the same router pod: no restart.
+    assert pods.router_pods() == [router]
 
 
 def test_a_hung_model_server_is_killed_and_restarted_by_its_liveness_probe(
@@ -296,32 +275,34 @@ def test_a_hung_model_server_is_killed_and_restarted_by_its_liveness_probe(
     namespace: str,
     cluster_kubeconfig: str | None,
     cluster: kube.Cluster,
-    runtime: Runtime,
+    pods: Pods,
 ) -> None:
     root = example_repo(tmp_path, f"h{namespace[-6:]}", namespace, jobs=False)
     blue = root / "deployments" / "blue.yaml"
     liveness = "liveness_probe: {initial_delay: 1, period: 1, timeout: 1, failure_threshold: 3}"
     blue.write_text(f"{blue.read_text()}{liveness}\n")
-    url = runtime.apply(root, cluster_kubeconfig)
-    [hung] = wait_until(lambda: [p for p in runtime.model_pods("blue") if p["ready"]],
+    url = pods.apply(root, cluster_kubeconfig)
+    [hung] = wait_until(lambda: [p for p in pods.model_pods("blue") if p.ready],
                         lambda found: len(found) == 1, "blue's server to be ready")  # fmt: skip
-    assert pod_ready(cluster, namespace, hung["name"]) == (True, 0)
+    assert pod_ready(cluster, namespace, hung.name) == (True, 0)
 
     # Stopped, its server still exists but answers nothing: only the liveness probe can tell.
-    os.killpg(hung["pid"], signal.SIGSTOP)
-    try:
-        wait_until(
-            lambda: pod_ready(cluster, namespace, hung["name"]),
-            lambda state: state == (True, 1),
-            "the pod restarted once and ready",
-        )
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(hung["pid"], signal.SIGCONT)
-    assert not Path(f"/proc/{hung['pid']}").exists()  # the hung server was killed, not left
-    [restarted] = runtime.model_pods("blue")
-    assert restarted["pid"] != hung["pid"] and restarted["restarts"] == 1
-    assert "liveness probe failed 3 times" in runtime.log.read_text()
+    pods.signal_all(hung, "SIGSTOP")
+    wait_until(
+        lambda: pod_ready(cluster, namespace, hung.name),
+        lambda state: state == (True, 1),
+        "the pod restarted once and ready",
+    )
+    [restarted] = pods.model_pods("blue")
+    assert restarted.container_id != hung.container_id and restarted.restarts == 1
+    # The kubelet says why (the Event of its failed liveness probe).
+    events = kube.list_objects(cluster, "v1", "Event", namespace)
+    assert any(
+        e.get("reason") == "Unhealthy"
+        and "Liveness probe failed" in str(e.get("message"))
+        and e["involvedObject"]["name"] == hung.name
+        for e in events
+    ), [e.get("message") for e in events]
 
     key = primary_key(cluster, namespace, "blue")
     body = json.dumps({"data": ROWS}).encode()
@@ -335,7 +316,7 @@ def test_a_conda_files_pip_packages_are_installed_for_its_model_server(
     namespace: str,
     cluster_kubeconfig: str | None,
     cluster: kube.Cluster,
-    runtime: Runtime,
+    pods: Pods,
 ) -> None:
     root = example_repo(tmp_path, f"c{namespace[-6:]}", namespace, jobs=False)
     conda = root / "deployments" / "model" / "conda.yml"
@@ -352,16 +333,17 @@ def test_a_conda_files_pip_packages_are_installed_for_its_model_server(
     blue.write_text(
         blue.read_text().replace("local_path: ./score/", "local_path: ./score-tabulate/")
     )
-    url = runtime.apply(root, cluster_kubeconfig, timeout="4m")  # with a pip install
+    url = pods.apply(root, cluster_kubeconfig, timeout="4m")  # with a pip install
     key = primary_key(cluster, namespace, "blue")
     body = json.dumps({"data": ROWS}).encode()
     code, answer = post(f"{url}/api/v1/service/blue/score", body, key)
     assert code == 200, answer
     assert json.loads(answer) == {"tabulate": "0.9.0", "scores": pytest.approx(expected_answer())}
-    # The pod's log says what the local plane installed and what of the file it left out.
-    [pod] = runtime.model_pods("blue")
-    log = Path(pod["log"]).read_text()
+    # The log of the pod's prepare-environment container (the stand-in's micromamba) says what
+    # it installed and what of the file it left out.
+    [pod] = pods.model_pods("blue")
+    log = pods.log(pod.name, workloadobjects.PREPARE_ENVIRONMENT)
     # A conda package is installed from PyPI (conda's `=1.16` is pip's `==1.16.*`); one that is
     # no Python package is named as left out.
-    assert f"pip packages six==1.16.* {CONDA_PACKAGE} installed" in log
+    assert "six==1.16.*" in log and "tabulate-0.9.0" in log, log[-3000:]
     assert "libgcc-ng: a conda package that is no Python package on PyPI" in log

@@ -5,8 +5,10 @@ CLI v2 examples (see its README): the Kubernetes blue/green endpoint with its `m
 `model-2` folders and conda files, and an MLflow model deployed with no code. The tests copy a
 repo, point the one manifest this project adds (`extension.yaml`) at the test's namespace, apply
 it with `--wait` and score each deployment through the router with the example's own sample
-request. Nothing of the published YAML is edited. Each pod's environment comes from its conda
-file (the packages installed from PyPI on the first run on a machine, hence the long waits).
+request. Nothing of the published YAML is edited. The router and model pods run on the plane's
+real node under the kubelet, in the images the manifests name (local stand-ins where no registry
+serves them); each model pod's environment comes from its conda file, made by the render's
+`prepare-environment` init container (the packages installed from PyPI, hence the long waits).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main as cli
-from tests.cluster.localpods import Runtime
+from reconciler.localcluster import realnodeconfig as rc
+from reconciler.render import workloadobjects
+from tests.cluster.realpods import Pods
 
 pytestmark = pytest.mark.cluster
 
@@ -44,36 +48,36 @@ def copy_repo(tmp_path: Path, fixture: str, name: str, namespace: str) -> Path:
     return root
 
 
-def score(runtime: Runtime, deployment: str, request: Path, kubeconfig: str | None) -> object:
+def score(pods: Pods, deployment: str, request: Path, kubeconfig: str | None) -> object:
+    """`reconciler score`: client -> the router pod (its IP, routed from the host) -> a model
+    pod (its IP, from the router's pod)."""
     options = ["--kubeconfig", kubeconfig] if kubeconfig else []
-    state = ["--state-dir", str(runtime.work_dir.parent)]
-    scored = CliRunner().invoke(
-        cli.main, ["score", deployment, "--data", str(request), *state, *options]
-    )
-    assert scored.exit_code == 0, scored.output + runtime.log.read_text()[-3000:]
+    scored = CliRunner().invoke(cli.main, ["score", deployment, "--data", str(request), *options])
+    assert scored.exit_code == 0, scored.output + pods.describe()
     return json.loads(scored.output)
 
 
 def test_the_kubernetes_blue_green_example_scores_with_its_folder_models_and_conda_files(
-    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, runtime: Runtime
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, pods: Pods
 ) -> None:
     root = copy_repo(tmp_path, "kubernetes-blue-green", f"p{namespace[-6:]}", namespace)
-    runtime.apply(root, cluster_kubeconfig, timeout="10m")  # pip installs on a first run
+    pods.apply(root, cluster_kubeconfig, timeout="10m")  # pip installs on a first run
     request = root / ONLINE / "kubernetes" / "sample-request.json"
     # blue's score.py loads $AZUREML_MODEL_DIR/model/sklearn_regression_model.pkl: the folder
     # model kept its name, and scikit-learn came from the conda file's conda packages.
-    assert score(runtime, "blue", request, cluster_kubeconfig) == pytest.approx(BLUE_ANSWER)
-    assert score(runtime, "green", request, cluster_kubeconfig) == GREEN_ANSWER
-    [pod] = runtime.model_pods("blue")
-    log = Path(pod["log"]).read_text()
+    assert score(pods, "blue", request, cluster_kubeconfig) == pytest.approx(BLUE_ANSWER)
+    assert score(pods, "green", request, cluster_kubeconfig) == GREEN_ANSWER
+    [pod] = pods.model_pods("blue")
+    assert pod.node == rc.node_name(0), pod  # placed on the real node by the plane
+    log = pods.log(pod.name, workloadobjects.PREPARE_ENVIRONMENT)
     assert "scikit-learn==1.7.0.*" in log and "python=3.12: the local plane runs" in log
 
 
 def test_an_mlflow_model_deployed_with_no_code_scores_the_documented_request(
-    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, runtime: Runtime
+    tmp_path: Path, namespace: str, cluster_kubeconfig: str | None, pods: Pods
 ) -> None:
     root = copy_repo(tmp_path, "mlflow-no-code", f"m{namespace[-6:]}", namespace)
-    runtime.apply(root, cluster_kubeconfig, timeout="12m")  # mlflow is a large install
+    pods.apply(root, cluster_kubeconfig, timeout="12m")  # mlflow is a large install
     request = root / ONLINE / "ncd" / "sample-request-sklearn.json"
-    answer = score(runtime, "sklearn-deployment", request, cluster_kubeconfig)
+    answer = score(pods, "sklearn-deployment", request, cluster_kubeconfig)
     assert answer == pytest.approx(MLFLOW_ANSWER)
