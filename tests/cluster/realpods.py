@@ -12,6 +12,7 @@ one scoring request and `primary_key` reads a deployment's key from its Secret.
 from __future__ import annotations
 
 import base64
+import http.client
 import subprocess
 import urllib.error
 import urllib.request
@@ -184,7 +185,9 @@ def post(url: str, body: bytes, key: str | None, timeout: float = 30) -> tuple[i
             return int(response.status), response.read()
     except urllib.error.HTTPError as err:
         return int(err.code), err.read()
-    except OSError as err:  # a dropped connection counts as a lost request
+    except (OSError, http.client.HTTPException) as err:
+        # A dropped connection, or an answer cut short (a model container killed while its
+        # answer went through the router), counts as a lost request.
         return 0, str(err).encode()
 
 
