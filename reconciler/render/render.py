@@ -351,9 +351,16 @@ def _router_context(
             for e in sorted(fronted, key=lambda e: e.name)
         ],
     }
-    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{name}-config"}}]
+    # The root file system is read-only; the Kubernetes client writes the in-cluster CA and token
+    # to temporary files, so /tmp is an emptyDir (as the controller's): without it the router's
+    # watches fail ("No usable temporary directory") and it never discovers a backend.
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": f"{name}-config"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
     mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True}
+        {"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
     if https:
         config["tls"] = {
