@@ -15,7 +15,16 @@ stay on the simulated GPU nodes, where ``job status`` says they do not run):
   and model deployment pods (``gitops.mlext.io/deployment``), each with the reconciler's
   managed-by label;
 - router pods: a container whose command starts ``reconciler router serve`` (the render's
-  router component; the extension's labels on it are not the reconciler's own).
+  router component; the extension's labels on it are not the reconciler's own);
+- the in-cluster controller's pods, as ``reconciler install`` prints their Deployment: the
+  labels ``app.kubernetes.io/name=mlext-reconciler`` and ``app.kubernetes.io/component=
+  controller`` on its pod template (``CONTROLLER_LABELS``). Matched by these labels rather than
+  by how its container starts or by its image: the container gives only ``args`` (the image's
+  entrypoint is ``reconciler``), so a match on the command would depend on the image's
+  entrypoint, and ``install --image`` may name any image; the labels are the selector of the
+  installed Deployment itself, so they are on every pod it makes whatever the image or args.
+  This module cannot import ``gitops.install`` (sibling layers), so the pair is written here
+  and a unit test holds it equal to what ``install`` prints.
 
 Scoring then goes client -> router pod -> model pods over the real pod network: the router in its
 pod reaches the model pods' IPs directly, and the host reaches the router's pod IP through the
@@ -42,6 +51,8 @@ def _quoted(text: str) -> str:
 
 
 ROUTER_COMMAND = ("reconciler", "router", "serve")  # how the render's router container starts
+# The selector of `reconciler install`'s Deployment (`gitops.install`), on each of its pods.
+CONTROLLER_LABELS = {objects.NAME_LABEL: "mlext-reconciler", objects.COMPONENT_LABEL: "controller"}
 
 
 def _workload_labels() -> str:
@@ -67,11 +78,21 @@ def _router_command() -> str:
     )
 
 
+def _controller_labels() -> str:
+    """CEL: the pod is one of the installed controller's (its Deployment's selector labels)."""
+    labels = "object.metadata.labels"
+    pairs = " && ".join(
+        f"{_quoted(k)} in {labels} && {labels}[{_quoted(k)}] == {_quoted(v)}"
+        for k, v in CONTROLLER_LABELS.items()
+    )
+    return f"has({labels}) && {pairs}"
+
+
 def match_expression() -> str:
-    """CEL: the pod is a job's, a model deployment's or a router's pod of this project and asks
-    for no GPU."""
+    """CEL: the pod is a job's, a model deployment's, a router's or the controller's pod of this
+    project and asks for no GPU."""
     return (
-        f"(({_workload_labels()}) || {_router_command()})"
+        f"(({_workload_labels()}) || {_router_command()} || ({_controller_labels()}))"
         " && !object.spec.containers.exists(c, has(c.resources) && has(c.resources.limits)"
         f" && {_quoted(GPU_RESOURCE)} in c.resources.limits)"
     )
