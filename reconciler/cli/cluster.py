@@ -13,9 +13,10 @@ Docker containers running containerd, the kubelet and kube-proxy, where pods tha
 ``mlext.io/real-node`` taint run in real containers (``localcluster.realnode``). Where Docker cannot
 run, the plane comes up without them and says so. The real nodes get the project's image (built from
 the ``Dockerfile``) and the images the manifests name, real where this machine can pull them, else
-local stand-ins (``localcluster.localimages``, ``standins``); ``status`` lists them. A plane with
-real nodes also runs volcano's scheduler and controller manager as processes of its own
-(``localcluster.volcano``), so the volcano Jobs the extension renders run on the real nodes.
+local stand-ins (``localcluster.localimages``, ``standins``); ``status`` lists them, and the
+address at which pods reach the host (where to serve a repo for the in-cluster controller). A
+plane with real nodes also runs volcano's scheduler and controller manager as processes of its
+own (``localcluster.volcano``), so the volcano Jobs the extension renders run on the real nodes.
 
 The group is registered on the main CLI in ``reconciler/cli.py``.
 """
@@ -266,6 +267,8 @@ def status_cmd(state_dir: Path | None) -> None:
     real = realnode.list_nodes(Path(s.state_dir))
     click.echo(f"real nodes: {', '.join(f'{n.name} ({n.container})' for n in real) or '-'}")
     if real:
+        # Where a server on the host (a repo served with `git daemon`) is reached from pods.
+        click.echo(f"pods reach the host at: {realnode.host_address(Path(s.state_dir)) or '-'}")
         _echo_images(Path(s.state_dir))
     if s.ready_seconds is not None:
         click.echo(f"start to ready: {s.ready_seconds}s")

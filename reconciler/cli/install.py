@@ -45,7 +45,10 @@ def _dns_labels(max_length: int) -> _Callback:
     "--repo",
     "repo_url",
     required=True,
-    help="The manifests repo the controller follows (an HTTPS or SSH git URL).",
+    help=(
+        "The manifests repo the controller follows: a git URL (https, ssh, or git:// as "
+        "`git daemon` serves, e.g. from the host of the local plane)."
+    ),
 )
 @click.option(
     "--branch", default=installation.DEFAULT_BRANCH, show_default=True, help="Branch to follow."

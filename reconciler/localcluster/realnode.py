@@ -463,6 +463,19 @@ def start_cluster_dns(
     return time.monotonic() - began
 
 
+def host_address(state_dir: Path) -> str | None:
+    """The address at which the plane's pods reach this host: its Docker network's gateway (the
+    API server's forwarder listens there too). A server on the host bound to it, such as
+    `git daemon --listen=ADDRESS` for the in-cluster controller, answers pods. None when the
+    plane has no network (no real node was started)."""
+    if not rc.realnodes_dir(state_dir).exists() or not hostdocker.daemon_ready():
+        return None
+    try:
+        return _gateway(rc.plane_id(state_dir))
+    except RealNodeError:
+        return None
+
+
 def list_nodes(state_dir: Path) -> list[RealNode]:
     """The plane's real-node containers that are running (none if Docker is not running)."""
     if not rc.realnodes_dir(state_dir).exists() or not hostdocker.daemon_ready():
