@@ -1,0 +1,292 @@
+"""`reconciler install` on the local plane: the controller runs in pods from the built image,
+follows a git repo served from the host and reconciles it with the RBAC it installs (issue 28).
+
+The test serves a copy of the bundled example over git's own protocol (`git daemon`, started
+here and stopped after) at the address where the plane's pods reach the host
+(`realnode.host_address`: the gateway of the plane's Docker network). It prints the manifests
+with `reconciler install --repo git://...`, server-side applies them as an administrator would,
+and then only watches: the plane's placement policy puts the controller's two pods on the real
+node, where they run the project's image under the kubelet (their logs are read through the
+API server), elect a leader and reconcile the repo as their ServiceAccount, whose only grant is
+the installed RBAC, until the extension's record says Succeeded. A commit to the served repo
+(a new instance type) reaches the cluster within the controller's short interval.
+
+The copy drops the example's jobs and online deployments: they prove nothing here and would
+only compete with the controller for the one real node's two CPUs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import git
+import pytest
+import yaml
+from click.testing import CliRunner
+from kubernetes import client
+
+from reconciler import kube, objects
+from reconciler.cli import main as cli
+from reconciler.engine import record
+from reconciler.gitops import install
+from reconciler.localcluster import localimages, realnode
+from reconciler.localcluster import realnodeconfig as rc
+from reconciler.localcluster.config import PlaneState
+from tests.cluster.kubehelpers import server_side_apply, wait_until
+from tests.helpers import example_repo
+
+pytestmark = pytest.mark.cluster
+INTERVAL = "5s"
+INSTANCE_TYPES = ("amlarc.azureml.com", "v1alpha1", "instancetypes")
+
+
+@dataclass(frozen=True)
+class GitServer:
+    """A repo served by `git daemon` on the host, at `url` for the plane's pods."""
+
+    root: Path  # the repo's work tree, committed to by the test
+    url: str
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def answers(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def commit(root: Path, message: str) -> str:
+    repository = git.Repo(root)
+    repository.git.add(A=True)
+    return str(repository.index.commit(message).hexsha)
+
+
+@pytest.fixture
+def served(
+    local_plane: PlaneState | None, tmp_path: Path, namespace: str
+) -> Iterator[tuple[GitServer, str]]:
+    """The example, its extension renamed to a name of this test and released into the test's
+    namespace, committed and served by `git daemon`; with the extension's name."""
+    if local_plane is None:
+        pytest.skip("the repo is served to the local plane's pods from this host")
+    host = realnode.host_address(Path(local_plane.state_dir))
+    assert host, "the session plane has a real node, so it has a Docker network"
+    extension = f"ctl-{uuid.uuid4().hex[:6]}"
+    base = tmp_path / "served"
+    base.mkdir()
+    root = example_repo(base, extension, namespace, jobs=False)  # base/repo
+    shutil.rmtree(root / "deployments")
+    git.Repo.init(root, initial_branch="main")
+    commit(root, "the example, renamed")
+    port = free_port(host)
+    daemon = subprocess.Popen(
+        [
+            "git", "daemon", "--export-all", "--reuseaddr", "--informative-errors",
+            f"--base-path={base}", f"--listen={host}", f"--port={port}", str(base),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: answers(host, port), bool, f"git daemon on {host}:{port}", timeout=30)
+        yield GitServer(root, f"git://{host}:{port}/{root.name}"), extension
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Installed:
+    namespace: str
+    printed: list[objects.Object]
+
+    @property
+    def selector(self) -> str:
+        (deployment,) = [o for o in self.printed if o["kind"] == "Deployment"]
+        labels = deployment["spec"]["selector"]["matchLabels"]
+        return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+@pytest.fixture
+def installed(served: tuple[GitServer, str], api_client: client.ApiClient) -> Iterator[Installed]:
+    """`reconciler install` for the served repo, applied; the controller stopped and its
+    objects removed after (before the test's namespace goes, which it would apply again)."""
+    server, extension = served
+    namespace = f"t-ctl-{uuid.uuid4().hex[:6]}"
+    args = [
+        "install", "--repo", server.url, "--namespace", namespace, "--extension", extension,
+        "--image", localimages.project_image(), "--interval", INTERVAL,
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
+    printed = list(yaml.safe_load_all(result.stdout))
+    core = client.CoreV1Api(api_client)
+    found = Installed(namespace, printed)
+    try:
+        for obj in printed:
+            server_side_apply(api_client, obj)
+            if obj["kind"] == "CustomResourceDefinition":
+                kube.wait_established(kube.Cluster(api_client), obj["metadata"]["name"])
+        yield found
+    finally:
+        apps = client.AppsV1Api(api_client)
+        try:
+            apps.delete_namespaced_deployment(install.NAME, namespace)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        wait_until(
+            lambda: core.list_namespaced_pod(namespace, label_selector=found.selector).items,
+            lambda pods: not pods,
+            "the controller's pods to stop",
+            timeout=90,
+        )
+        rbac = client.RbacAuthorizationV1Api(api_client)
+        for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
+            try:
+                delete(f"{install.NAME}:{namespace}")
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+        core.delete_namespace(namespace, propagation_policy="Background")
+        # Only the test's own instance type: the example's are shared by every test's copy.
+        try:
+            client.CustomObjectsApi(api_client).delete_cluster_custom_object(
+                *INSTANCE_TYPES, tiny_type(extension)
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def tiny_type(extension: str) -> str:
+    """The instance type the test's second commit adds."""
+    return f"{extension}-tiny"
+
+
+def ready(pod: Any) -> bool:
+    conditions = pod.status.conditions or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def status(cluster: kube.Cluster, extension: str) -> dict[str, Any]:
+    found = kube.get(cluster, record.ref(extension)) or {}
+    recorded: dict[str, Any] = found.get("status") or {}
+    return recorded
+
+
+def succeeded_at(
+    cluster: kube.Cluster, extension: str, revision: str, timeout: float
+) -> dict[str, Any]:
+    """The extension's record once it says Succeeded at `revision`."""
+
+    def done(recorded: dict[str, Any]) -> bool:
+        state = recorded.get("provisioningState"), recorded.get("lastAppliedRevision")
+        return state == (record.SUCCEEDED, revision)
+
+    what = f"{extension} Succeeded at {revision[:12]}"
+    return wait_until(lambda: status(cluster, extension), done, what, timeout=timeout)
+
+
+def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_repo(
+    served: tuple[GitServer, str],
+    installed: Installed,
+    api_client: client.ApiClient,
+    cluster: kube.Cluster,
+) -> None:
+    server, extension = served
+    first = git.Repo(server.root).head.commit.hexsha
+    core = client.CoreV1Api(api_client)
+    began = time.monotonic()
+
+    # The two replicas run on the real node (one node: the preferred anti-affinity lets both
+    # share it), in containers of the project's image, and are ready.
+    def controller_pods() -> list[Any]:
+        items = core.list_namespaced_pod(installed.namespace, label_selector=installed.selector)
+        return [p for p in items.items if p.metadata.deletion_timestamp is None]
+
+    up = wait_until(
+        controller_pods,
+        lambda pods: len(pods) == 2 and all(ready(p) for p in pods),
+        "the controller's 2 pods to be Ready",
+        timeout=180,
+    )
+    print(f"controller pods ready after {time.monotonic() - began:.1f}s")
+    for pod in up:
+        assert pod.spec.node_name.startswith("real-node-"), pod.spec.node_name
+        assert pod.spec.node_selector == {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]}
+        assert pod.spec.service_account_name == install.NAME
+        (state,) = pod.status.container_statuses
+        assert state.container_id.startswith("containerd://"), state
+        assert state.image.endswith(localimages.project_image()), state.image
+        log = kube.pod_log(cluster, installed.namespace, pod.metadata.name, "controller")
+        assert "serving on :8081" in log, log
+
+    # One of them leads (its Lease names it) and reconciles the repo to Succeeded.
+    leases = client.CoordinationV1Api(api_client)
+    lease = wait_until(
+        lambda: leases.list_namespaced_lease(installed.namespace).items,
+        lambda found: any(lease.spec.holder_identity for lease in found),
+        "a leader's Lease",
+    )
+    holder = next(lease.spec.holder_identity for lease in lease if lease.spec.holder_identity)
+    (leader,) = [p for p in up if holder.startswith(f"{p.metadata.name}_")]
+    recorded = succeeded_at(cluster, extension, first, timeout=300)
+    print(f"{extension} Succeeded at {first[:12]} after {time.monotonic() - began:.1f}s")
+    assert recorded["problems"] == [], recorded["problems"]
+    custom = client.CustomObjectsApi(api_client)
+    names = {
+        item["metadata"]["name"]
+        for item in custom.list_cluster_custom_object(
+            *INSTANCE_TYPES, label_selector=f"{objects.PART_OF_LABEL}={extension}"
+        )["items"]
+    }
+    assert {"cpusmall", "cpularge"} <= names, names
+    # It did so as its ServiceAccount with the installed grant alone: nothing was forbidden.
+    log = kube.pod_log(cluster, installed.namespace, leader.metadata.name, "controller")
+    assert "forbidden" not in log.lower(), log
+
+    # A commit to the served repo reaches the cluster within the interval.
+    types = server.root / "infra" / "instancetypes.yaml"
+    listed = yaml.safe_load(types.read_text())
+    tiny = tiny_type(extension)
+    listed["items"].append(
+        {
+            "metadata": {"name": tiny},
+            "spec": {"resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}},
+        }
+    )
+    types.write_text(yaml.safe_dump(listed, sort_keys=False))
+    second = commit(server.root, "a tiny instance type")
+    pushed = time.monotonic()
+
+    def applied() -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = custom.get_cluster_custom_object(*INSTANCE_TYPES, tiny)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    created = wait_until(applied, bool, f"instance type {tiny} from the new commit", timeout=120)
+    assert created["spec"]["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+    succeeded_at(cluster, extension, second, timeout=120)
+    print(f"the commit was applied {time.monotonic() - pushed:.1f}s after it was made")
+    # Neither replica restarted meanwhile: the probes pass in the real containers.
+    assert [p.status.container_statuses[0].restart_count for p in controller_pods()] == [0, 0]
