@@ -12,6 +12,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -178,6 +179,7 @@ def example_repo(tmp_path: Path, name: str, namespace: str, jobs: bool = True) -
     extension.write_text(text)
     if not jobs:
         shutil.rmtree(root / "jobs")
+    fit_on_one_node(root)
     return root
 
 
@@ -186,3 +188,37 @@ def set_config(root: Path, old: str, new: str) -> None:
     text = extension.read_text()
     assert old in text
     extension.write_text(text.replace(old, new))
+
+
+# The bundled example's `cpusmall` requests 500m CPU: on the one real node of a 2-core machine
+# a router, blue scaled to 5 and green's 2 replicas would not all be scheduled (Pending). The
+# requests are lowered in the test's copy of the repo only; limits and the render are unchanged.
+CPUSMALL_REQUESTS = ("cpu: 500m\n          memory: 1Gi", "cpu: 50m\n          memory: 128Mi")
+
+
+# A deployment without an instance type gets `defaultinstancetype` (built in: 0.6 CPU). Green's
+# two replicas, the rolling update's surge pod, blue and the router would not fit the node either,
+# so the test's copy declares a small one of that name (as a user may).
+SMALL_DEFAULT_TYPE = {
+    "metadata": {"name": "defaultinstancetype"},
+    "spec": {
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "600m", "memory": "1536Mi"},
+        }
+    },
+}
+
+
+def fit_on_one_node(root: Path) -> None:
+    """The repo's `cpusmall` instance type with small requests (see CPUSMALL_REQUESTS), and a
+    small `defaultinstancetype` unless the repo declares one (see SMALL_DEFAULT_TYPE): what the
+    cluster tests apply runs on the local plane's one real node (2 cores here), beside what the
+    namespaces of earlier tests still hold while they are deleted."""
+    types = root / "infra" / "instancetypes.yaml"
+    if not types.is_file():
+        return
+    listed = yaml.safe_load(types.read_text().replace(*CPUSMALL_REQUESTS))
+    if all(item["metadata"]["name"] != "defaultinstancetype" for item in listed["items"]):
+        listed["items"].append(SMALL_DEFAULT_TYPE)
+    types.write_text(yaml.safe_dump(listed, sort_keys=False))

@@ -190,7 +190,10 @@ def kubeconfig_path(cluster_kubeconfig: str | None) -> Path | None:
 
 @pytest.fixture
 def pods(
-    local_plane: PlaneState | None, namespace: str, cluster: kube.Cluster, api_client: client.ApiClient
+    local_plane: PlaneState | None,
+    namespace: str,
+    cluster: kube.Cluster,
+    api_client: client.ApiClient,
 ) -> Iterator[Pods]:
     """The project's pods of the test's namespace, run by the session plane's real node. The
     namespace's router configs are deleted at once after the test: `score NAME` looks NAME up in

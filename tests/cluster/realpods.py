@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from click.testing import CliRunner
 
 from reconciler import kube
@@ -31,6 +30,7 @@ from reconciler.localcluster import realnodeconfig as rc
 from reconciler.localcluster.config import PlaneState
 from reconciler.render import workloadobjects
 from tests.cluster.kubehelpers import wait_until
+from tests.helpers import fit_on_one_node
 
 
 @dataclass(frozen=True)
@@ -160,38 +160,6 @@ class Pods:
         """`signal` to every process of the pod's container (SIGSTOP: a hung server)."""
         assert pod.container_id is not None
         self.in_node(pod, "task", "kill", "--all", "--signal", signal, pod.container_id)
-
-
-# The bundled example's `cpusmall` requests 500m CPU: on the one real node of a 2-core machine
-# a router, blue scaled to 5 and green's 2 replicas would not all be scheduled (Pending). The
-# requests are lowered in the test's copy of the repo only; limits and the render are unchanged.
-CPUSMALL_REQUESTS = ("cpu: 500m\n          memory: 1Gi", "cpu: 50m\n          memory: 128Mi")
-
-
-# A deployment without an instance type gets `defaultinstancetype` (built in: 0.6 CPU). Green's
-# two replicas, the rolling update's surge pod, blue and the router would not fit the node either,
-# so the test's copy declares a small one of that name (as a user may).
-SMALL_DEFAULT_TYPE = {
-    "metadata": {"name": "defaultinstancetype"},
-    "spec": {
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "128Mi"},
-            "limits": {"cpu": "600m", "memory": "1536Mi"},
-        }
-    },
-}
-
-
-def fit_on_one_node(root: Path) -> None:
-    """The repo's `cpusmall` instance type with small requests (see CPUSMALL_REQUESTS), and a
-    small `defaultinstancetype` unless the repo declares one (see SMALL_DEFAULT_TYPE)."""
-    types = root / "infra" / "instancetypes.yaml"
-    if not types.is_file():
-        return
-    listed = yaml.safe_load(types.read_text().replace(*CPUSMALL_REQUESTS))
-    if all(item["metadata"]["name"] != "defaultinstancetype" for item in listed["items"]):
-        listed["items"].append(SMALL_DEFAULT_TYPE)
-    types.write_text(yaml.safe_dump(listed, sort_keys=False))
 
 
 def post(url: str, body: bytes, key: str | None, timeout: float = 30) -> tuple[int, bytes]:

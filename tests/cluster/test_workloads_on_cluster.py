@@ -32,6 +32,12 @@ items:
     spec:
       nodeSelector: {pool: does-not-exist}
       resources: {limits: {cpu: 100m, memory: 128Mi}}
+  # Small requests: model pods run on the plane's one real node (2 cores here), five at a time.
+  - metadata: {name: defaultinstancetype}
+    spec:
+      resources:
+        requests: {cpu: 50m, memory: 128Mi}
+        limits: {cpu: 600m, memory: 1536Mi}
 """
 
 
