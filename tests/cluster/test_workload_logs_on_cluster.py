@@ -497,7 +497,11 @@ def test_a_job_on_a_kwok_node_has_no_logs_to_read(
     if local_plane is None:
         pytest.skip("needs the local plane's kwok nodes (USE_EXISTING_CLUSTER is set)")
     root = repo_in(tmp_path, namespace)
-    kube.apply(cluster, rendered(root, "Job", "echoer"))  # as rendered: onto a kwok node
+    job = rendered(root, "Job", "echoer")
+    # Asking for a GPU keeps it off the real node (none has one): it goes to a kwok GPU node.
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    container.setdefault("resources", {}).setdefault("limits", {})["nvidia.com/gpu"] = 1
+    kube.apply(cluster, job)
 
     def bound() -> list[objects.Object]:
         pods = kube.list_objects(cluster, "v1", "Pod", namespace, "job-name=echoer")
