@@ -43,6 +43,11 @@ from reconciler.localcluster import (
 from reconciler.localcluster.config import PlaneState, default_nodes
 from reconciler.localcluster.realnodeconfig import MAX_REAL_NODES
 
+# Two: each real node offers the scheduler this machine's CPUs (as kind's nodes do), and the
+# bundled example's model, router and job pods ask for more than one 2-core machine's 2 CPUs
+# (green's second replica stayed Pending on one node).
+DEFAULT_REAL_NODES = 2
+
 _STATE_DIR = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -94,13 +99,14 @@ def build_binaries() -> None:
 )
 @click.option(
     "--real-nodes",
-    default=1,
+    default=DEFAULT_REAL_NODES,
     show_default=True,
     envvar="RECONCILER_REAL_NODES",
     type=click.IntRange(min=0, max=MAX_REAL_NODES),
     help="Real nodes: Docker containers running containerd and a kubelet, where pods run in real "
-    "containers (only pods tolerating mlext.io/real-node=true:NoExecute). Docker and the node's "
-    "programs are installed and built on first use; where Docker cannot run, none.",
+    "containers (only pods tolerating mlext.io/real-node=true:NoExecute). Each offers this "
+    "machine's CPUs and memory to the scheduler. Docker and the node's programs are installed "
+    "and built on first use; where Docker cannot run, none.",
 )
 @click.option(
     "--timeout",

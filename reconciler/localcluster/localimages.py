@@ -17,6 +17,7 @@ and records in the plane's folder what each name is, a stand-in or a real image,
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -338,27 +339,30 @@ def load(
     if not targets:
         raise realnode.RealNodeError(f"the plane in {state_dir} has no running real node")
     locals_ = sorted({p.local for p in provided})
-    seconds = 0.0
-    for node in targets:
+    # Every name under the image that stands for it (a real image is its own name).
+    aliases: dict[str, list[str]] = {}
+    for p in provided:
+        if p.name != p.local:
+            aliases.setdefault(p.local, []).append(p.name)
+
+    def into(node: realnode.RealNode) -> float:
         started = time.monotonic()
         held = _node_images(node)
         missing = [i for i in locals_ if standins.normalize(i) not in held]
         if missing:
-            # Under the build lock: a build in another process (another checkout's `cluster
-            # up`, a test run) untags the builds it replaces, which must not happen mid-save.
-            with _build_lock():
-                realnode.stream_images(node, missing)
-        # Every name under the image that stands for it (a real image is its own name).
-        aliases: dict[str, list[str]] = {}
-        for p in provided:
-            if p.name != p.local:
-                aliases.setdefault(p.local, []).append(p.name)
+            realnode.stream_images(node, missing)
         for local, names in sorted(aliases.items()):
             _tag_in_node(node, local, names)
         took = round(time.monotonic() - started, 1)
-        seconds = max(seconds, took)
         if missing:
             say(f"loaded {len(missing)} image(s) into {node.name} in {took:.1f}s")
+        return took
+
+    # Under the build lock: a build in another process (another checkout's `cluster up`, a
+    # test run) untags the builds it replaces, which must not happen mid-save. The nodes load
+    # at once: each is its own `docker save` into its own containerd.
+    with _build_lock(), concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
+        seconds = max(pool.map(into, targets))
     done = [Provided(**{**asdict(p), "load_seconds": seconds}) for p in provided]
     record = images_record(state_dir)
     old = {p.name: p for p in loaded(state_dir)}
