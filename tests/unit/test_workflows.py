@@ -49,7 +49,8 @@ def test_actionlint_rejects_a_broken_workflow() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     steps = workflow("ci.yml")["jobs"]["test"]["steps"]  # type: ignore[index]
-    assert any(step.get("run") == "bash .ci/run" for step in steps)
+    # As root, with the runner's environment (the real nodes' host routes need it).
+    assert any(str(step.get("run", "")).endswith("bash .ci/run") for step in steps)
     readme = (tools.ROOT / "README.md").read_text()
     ci_script = (tools.ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci_script in readme
