@@ -148,6 +148,10 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
     # The counters are the whole server's: a controller's watch that times out and resumes in
     # this window is counted too (a WATCH: apply, a one-shot command, never watches).
     sent = collections.Counter({key: n for key, n in sent.items() if key[0] != "WATCH"})
+    # So is the API server's own GET of a namespace its admission (NamespaceLifecycle) has not
+    # cached yet, for an object someone else creates meanwhile: with real pods, the kubelets'
+    # Events. CI saw one; an apply names its namespaces in LISTs, never GETs one.
+    del sent[("GET", "namespaces")]
     assert sent, "the API server counted no request of the second apply"
     assert {verb for verb, _ in sent} == {"LIST"}, sent
     assert max(sent.values()) == 1, sent
