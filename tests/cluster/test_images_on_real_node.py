@@ -3,11 +3,12 @@
 The project's image is built from the repo's Dockerfile (on the Python base made from Debian's
 packages, where ``python:3.11-slim`` cannot be pulled) under the name the render gives the router,
 and a pod of it runs ``reconciler --version``. The stand-in for the curated sklearn environment
-the public examples use, and the one for ``python:3.11-slim`` the repo's manifests use, are loaded
-into the real node under those names; a pod of each starts and imports the pinned model server
-(and scikit-learn), and the plane records them as stand-ins, which ``cluster status`` says. The
-render's ``prepare-environment`` init container of the repo's blue deployment makes its conda
-environment with the stand-in's ``micromamba``, and the model server starts from it.
+the public examples use, and those for ``python:3.11-slim`` and the openmpi image the repo's
+manifests use, are loaded into the real node under those names; a pod of each starts and
+imports the pinned model server (and scikit-learn), and the plane records them as stand-ins,
+which ``cluster status`` says. The render's ``prepare-environment`` init container of the repo's
+blue deployment makes its conda environment with the stand-in's ``micromamba``, and the model
+server starts from it.
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ pytestmark = pytest.mark.cluster
 
 SKLEARN = curated.resolve("azureml:AzureML-sklearn-1.5@latest").image or ""
 PYTHON = "python:3.11-slim"
+OPENMPI = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"  # the repo's blue's image
 
 
 @pytest.fixture(scope="module")
 def provided(real_node: RealNodeFixture) -> list[localimages.Provided]:
-    """The project's image and two stand-ins, built (or found) and loaded into the real node."""
+    """The project's image and three stand-ins, built (or found) and loaded into the real node."""
     began = time.monotonic()
-    images = [localimages.ensure_project_image(), *localimages.ensure_images([SKLEARN, PYTHON])]
+    images = [
+        localimages.ensure_project_image(),
+        *localimages.ensure_images([SKLEARN, PYTHON, OPENMPI]),
+    ]
     built = time.monotonic() - began
     loaded = localimages.load(Path(real_node.plane.state_dir), images, [real_node.node])
     print(f"\nimages built in {built:.0f}s; loaded: " + ", ".join(
@@ -148,8 +153,9 @@ def test_the_plane_records_which_images_are_stand_ins_and_cluster_status_says_so
 def test_the_renders_prepare_environment_step_makes_the_conda_environment_on_a_stand_in(
     namespace: str, real_node: RealNodeFixture, provided: list[localimages.Provided]
 ) -> None:
-    # The repo's blue deployment as rendered: python:3.11-slim with a conda file, whose
-    # prepare-environment init container calls micromamba (the stand-in's) before the server.
+    # The repo's blue deployment as rendered: the public examples' openmpi image with a conda
+    # file, whose prepare-environment init container calls micromamba (the stand-in's) before
+    # the server. Its tag is `latest`: the node has it loaded, so it is not pulled.
     snapshot = source.DirectorySnapshot(tools.ROOT / "manifests")
     rendered = render.render_repo(repo.load(snapshot).repo, snapshot, "rev").objects
     (blue,) = [o for o in rendered if o["kind"] == "Deployment" and o["metadata"]["name"] == "blue"]
@@ -177,11 +183,12 @@ def test_the_renders_prepare_environment_step_makes_the_conda_environment_on_a_s
                 "nodeSelector": {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]},
                 "tolerations": [rc.REAL_NODE_TOLERATION],
                 "volumes": volumes,
-                "initContainers": [prepare],
+                "initContainers": [{**prepare, "imagePullPolicy": "IfNotPresent"}],
                 "containers": [
                     {
                         "name": "main",
                         "image": prepare["image"],
+                        "imagePullPolicy": "IfNotPresent",
                         "command": [server, "--help"],
                         "volumeMounts": prepare["volumeMounts"],
                     }

@@ -510,7 +510,7 @@ def test_an_update_within_the_inventory_writes_the_record_once(
     first = run(cluster_kubeconfig, "apply", str(root))
     assert first.exit_code == 0, first.output
     blue = root / "deployments" / "blue.yaml"
-    blue.write_text(blue.read_text().replace("image: python:3.11-slim", "image: python:3.12-slim"))
+    blue.write_text(blue.read_text().replace("ubuntu22.04:latest", "ubuntu22.04:20250101.v1"))
     repository.git.add(A=True)
     repository.index.commit("second")
     before = _record_status_writes(api_client)
