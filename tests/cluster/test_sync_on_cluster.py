@@ -8,6 +8,7 @@ standby takes over after the lease runs out.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -220,6 +221,12 @@ def test_an_in_sync_loop_sends_no_request_and_corrects_drift_within_a_second(
         ticks = sync.value(successes)
         wait_until(lambda: sync.value(successes), lambda n: n >= ticks + 2, "2 more ticks", 30)
         sent = requests_by_verb(api_client, resources) - asked
+        # The counters are the whole server's, and the real node's kube-proxy, CoreDNS and
+        # kubelet watch Services, EndpointSlices, Pods and ConfigMaps too: an informer of theirs
+        # whose watch expires lists again (CI saw one LIST of services). The loop's own count of
+        # its requests (tick_api_requests) is exact: none.
+        shared = {"services", "endpointslices", "endpoints", "pods", "configmaps", "secrets"}
+        sent = collections.Counter({k: n for k, n in sent.items() if k[1] not in shared})
         assert {verb for verb, _ in sent} <= {"WATCH"}, sent
         assert tick_requests() == 0
         assert sync.value("mlext_reconciler_cache_objects") > 50
