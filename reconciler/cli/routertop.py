@@ -133,9 +133,6 @@ def _scrape(urls: list[str]) -> Samples:
     return merge(pages)
 
 
-ROUTER_COMMAND = ["reconciler", "router", "serve"]
-
-
 def admin_urls(pods: Iterable[objects.Object]) -> list[str]:
     """`http://POD_IP:ADMIN_PORT` of each ready pod with a container running the router (its
     port named `admin`), in order of namespace and name."""
@@ -149,7 +146,11 @@ def admin_urls(pods: Iterable[objects.Object]) -> list[str]:
         if not ready or not status.get("podIP"):
             continue
         for container in (pod.get("spec") or {}).get("containers") or []:
-            if (container.get("command") or [])[:3] != ROUTER_COMMAND:
+            command = container.get("command") or []
+            if (
+                tuple(command[: len(workloadobjects.ROUTER_COMMAND)])
+                != workloadobjects.ROUTER_COMMAND
+            ):
                 continue
             port = next(
                 (p.get("containerPort") for p in container.get("ports") or []

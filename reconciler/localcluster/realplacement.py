@@ -50,7 +50,6 @@ def _quoted(text: str) -> str:
     return f"'{text}'"
 
 
-ROUTER_COMMAND = ("reconciler", "router", "serve")  # how the render's router container starts
 # The selector of `reconciler install`'s Deployment (`gitops.install`), on each of its pods.
 CONTROLLER_LABELS = {objects.NAME_LABEL: "mlext-reconciler", objects.COMPONENT_LABEL: "controller"}
 
@@ -71,10 +70,12 @@ def _workload_labels() -> str:
 
 def _router_command() -> str:
     """CEL: a container of the pod runs the project's router."""
-    words = " && ".join(f"c.command[{i}] == {_quoted(w)}" for i, w in enumerate(ROUTER_COMMAND))
+    words = " && ".join(
+        f"c.command[{i}] == {_quoted(w)}" for i, w in enumerate(workloadobjects.ROUTER_COMMAND)
+    )
     return (
         f"object.spec.containers.exists(c, has(c.command) && c.command.size() >= "
-        f"{len(ROUTER_COMMAND)} && {words})"
+        f"{len(workloadobjects.ROUTER_COMMAND)} && {words})"
     )
 
 

@@ -620,6 +620,9 @@ def coordinator_lease_name(router_service: str) -> str:
 # The router's admin port (metrics, load reports): its container port's name, on the headless
 # Service `router_admin_service` names, never on the router's own Service (which may be public).
 ROUTER_ADMIN_PORT_NAME = "admin"
+# How the router component's container starts (templates/components/router.yaml.j2): what the
+# local plane's placement and `router top` recognise a router pod by.
+ROUTER_COMMAND = ("reconciler", "router", "serve")
 
 
 def router_admin_service(router_service: str) -> str:

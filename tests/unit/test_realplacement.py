@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from reconciler import source
 from reconciler.cli import main as cli
 from reconciler.localcluster import realplacement
-from reconciler.render import render
+from reconciler.render import render, workloadobjects
 from tests.helpers import load
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests"
@@ -59,8 +59,8 @@ def test_the_router_command_is_how_the_render_starts_the_router() -> None:
         if o["kind"] == "Deployment"
         for c in o["spec"]["template"]["spec"]["containers"]
     ]
-    size = len(realplacement.ROUTER_COMMAND)
-    assert [c for c in commands if tuple(c[:size]) == realplacement.ROUTER_COMMAND]
+    size = len(workloadobjects.ROUTER_COMMAND)
+    assert [c for c in commands if tuple(c[:size]) == workloadobjects.ROUTER_COMMAND]
 
 
 def test_the_match_takes_the_controller_and_still_leaves_gpu_pods_alone() -> None:
