@@ -82,8 +82,12 @@ def masked_pair(
         if side is None or not objects.is_secret(side):
             continue
         for field in _SECRET_FIELDS:
-            if isinstance(side.get(field), dict):
-                side[field] = {k: marker if k in changed else objects.REDACTED for k in side[field]}
+            value = side.get(field)
+            if isinstance(value, dict):
+                side[field] = {k: marker if k in changed else objects.REDACTED for k in value}
+            elif value is not None:
+                # Not a map (a malformed template): still never shown, only whether it changed.
+                side[field] = marker if field in changed else objects.REDACTED
     return before, after
 
 
@@ -124,7 +128,11 @@ def changed_secret_keys(old: objects.Object | None, new: objects.Object | None) 
     if not objects.is_secret(old or new or {}):
         return []
     for field in _SECRET_FIELDS:
-        before = ((old or {}).get(field) or {}) if old else {}
-        after = ((new or {}).get(field) or {}) if new else {}
-        keys |= {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        before = (old or {}).get(field)
+        after = (new or {}).get(field)
+        if isinstance(before or {}, dict) and isinstance(after or {}, dict):
+            before, after = before or {}, after or {}
+            keys |= {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        elif before != after:
+            keys.add(field)  # a field that is not a map changed as a whole
     return sorted(keys)

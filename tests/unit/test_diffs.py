@@ -72,6 +72,15 @@ def test_changed_secret_names_keys_never_values() -> None:
     assert diffs.changes(old, copy.deepcopy(old)) == []
 
 
+def test_a_secret_field_that_is_not_a_map_is_masked_whole() -> None:
+    old = {**secret(), "data": "TOKEN-ONE"}
+    new = {**secret(), "data": "TOKEN-TWO"}
+    shown = diffs.unified(old, new) + repr(diffs.changes(old, new))
+    assert "TOKEN-ONE" not in shown and "TOKEN-TWO" not in shown
+    assert diffs.changes(old, new) == [diffs.Change("data", objects.REDACTED, diffs.CHANGED)]
+    assert diffs.changes(old, copy.deepcopy(old)) == []
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
     lambda inner: (
