@@ -32,9 +32,8 @@ from typing import cast
 
 import httptools
 
-# Past this much unread response body the backend connection stops being read, so a slow client
-# cannot make the router buffer a large response.
-_READ_HIGH_WATER = 256 * 1024
+from reconciler.router import flow
+
 _NO_BODY_STATUSES = frozenset({204, 304})
 DEADLINE_TICK = 0.02  # seconds
 _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)  # Linux
@@ -83,9 +82,7 @@ class Connection(asyncio.Protocol):
         self.idle = False  # parked in the client, no request out
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
-        self._write_paused = False
-        self._read_paused = False
+        self._flow = flow.Flow(self._loop)
         self._slot: int | None = None  # the client's deadline wheel slot, while armed
         self._sock: socket.socket | None = None  # ours, for the peek before a reuse
         self._reset()
@@ -110,6 +107,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self._transport = cast(asyncio.Transport, transport)
+        self._flow.attach(self._transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Request heads are small writes that must leave at once.
@@ -140,16 +138,13 @@ class Connection(asyncio.Protocol):
             else:
                 self._error = Disconnected("the backend closed the connection")
         self._wake()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self._flow.lose()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self._flow.resume_writing()
 
     # -- httptools callbacks ------------------------------------------------------------------
 
@@ -179,10 +174,8 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
         self._body_size += len(body)
-        if self._body_size > _READ_HIGH_WATER and not self._read_paused:
-            self._read_paused = True
-            if self._transport is not None:
-                self._transport.pause_reading()
+        # A slow client must not make the router buffer a large response.
+        self._flow.buffered(self._body_size)
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -233,9 +226,7 @@ class Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the backend has taken what was written (request body flow control)."""
-        while self._write_paused and not self.closed:
-            self._drain = self._loop.create_future()
-            await self._drain
+        await self._flow.drain()
         if self._error is not None:
             raise self._error
         if self.closed:
@@ -257,9 +248,7 @@ class Connection(asyncio.Protocol):
         data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body.clear()
         self._body_size = 0
-        if self._read_paused and self._transport is not None:
-            self._read_paused = False
-            self._transport.resume_reading()
+        self._flow.consumed()
         return data
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -279,6 +268,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._flow.lose()
         if self._transport is not None:
             self._transport.abort()
 
