@@ -151,53 +151,54 @@ class Dispatcher:
             deployment = table.deployments.get(route.name)
             if deployment is None:
                 return replies.error(404, "NotFound", f"no deployment named {route.name!r}")
-            return await self._deployment_route(request, deployment, route.action)
+            return await self._route(request, deployment, route.action)
         if route.kind == routes.ENDPOINT:
             endpoint = table.endpoints.get(route.name)
             if endpoint is None:
                 return replies.error(404, "NotFound", f"no endpoint named {route.name!r}")
-            return await self._endpoint_route(request, endpoint, route.action)
+            return await self._route(request, endpoint, route.action)
         if route.kind == routes.BY_HOST and table.hosts:
             host = request.header(b"host")
             endpoint = table.hosts.get(host.partition(":")[0].lower()) if host else None
             if endpoint is not None:
-                return await self._endpoint_route(request, endpoint, route.action)
+                return await self._route(request, endpoint, route.action)
         return replies.probe(request.path, self.ready) or replies.no_route(request.path)
 
-    async def _deployment_route(
-        self, request: front.Request, deployment: served.Deployment, action: str
+    async def _route(
+        self,
+        request: front.Request,
+        target: served.Deployment | served.Endpoint,
+        action: str,
     ) -> front.Reply | None:
+        """A deployment's or an endpoint's action: `score`, or its status."""
         if action == "score":
             if request.method != "POST":
                 return replies.error(405, "MethodNotAllowed", "score takes POST")
-            return await self._score(request, deployment)
+            if isinstance(target, served.Endpoint):
+                return await self._score_endpoint(request, target)
+            return await self._score(request, target)
         if action == "" and request.method in ("GET", "HEAD"):
-            if deployment.pool.live:
-                return replies.ok({"status": "Healthy"})
-            name = deployment.config.name
-            return replies.error(503, "Unavailable", f"deployment {name!r} has no live backend")
+            return self._status(target)
         return replies.no_route(request.path)
 
-    async def _endpoint_route(
-        self, request: front.Request, endpoint: served.Endpoint, action: str
-    ) -> front.Reply | None:
-        if action == "score":
-            if request.method != "POST":
-                return replies.error(405, "MethodNotAllowed", "score takes POST")
-            return await self._score_endpoint(request, endpoint)
-        if action == "" and request.method in ("GET", "HEAD"):
-            deployments = self._table.deployments
-            for name, weight in endpoint.config.traffic.items():
-                live = deployments.get(name)
-                if weight > 0 and live is not None and live.pool.live:
-                    return replies.ok({"status": "Healthy"})
-            return replies.error(
-                503,
-                "Unavailable",
-                f"endpoint {endpoint.config.name!r} has no live backend in a deployment "
-                "that takes traffic",
-            )
-        return replies.no_route(request.path)
+    def _status(self, target: served.Deployment | served.Endpoint) -> front.Reply:
+        """Healthy when a live backend can answer: the deployment's own, or one of a deployment
+        the endpoint sends traffic to."""
+        name = target.config.name
+        if isinstance(target, served.Deployment):
+            if target.pool.live:
+                return replies.ok({"status": "Healthy"})
+            return replies.error(503, "Unavailable", f"deployment {name!r} has no live backend")
+        deployments = self._table.deployments
+        for member, weight in target.config.traffic.items():
+            live = deployments.get(member)
+            if weight > 0 and live is not None and live.pool.live:
+                return replies.ok({"status": "Healthy"})
+        return replies.error(
+            503,
+            "Unavailable",
+            f"endpoint {name!r} has no live backend in a deployment that takes traffic",
+        )
 
     def _pick(
         self, request: front.Request, endpoint: served.Endpoint

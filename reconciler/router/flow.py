@@ -1,11 +1,11 @@
 """Flow control of one connection, the same on both of the router's sides.
 
-Sits under `front` (a client's connection) and `upstream` (a backend's): each protocol keeps a
-`Flow` for its transport. Reading stops once more than READ_HIGH_WATER bytes of body wait
-unread (a client sending faster than the backend takes, a backend answering faster than the
-client reads) and resumes when the reader takes them; writing waits in `drain` while the
-transport's buffer is over its own high-water mark (asyncio's `pause_writing` and
-`resume_writing` callbacks, passed on here).
+Sits under `front` (a client's connection) and `upstream` (a backend's): each protocol is a
+`flow.Protocol` with a `Flow` for its transport. Reading stops once more than READ_HIGH_WATER
+bytes of body wait unread (a client sending faster than the backend takes, a backend answering
+faster than the client reads) and resumes when the reader takes them; writing waits in `drain`
+while the transport's buffer is over its own high-water mark (asyncio's `pause_writing` and
+`resume_writing` callbacks, which `Protocol` passes on).
 """
 
 from __future__ import annotations
@@ -15,6 +15,18 @@ import asyncio
 # Past this much unread body a connection stops being read, so that neither side can make the
 # router buffer a large body.
 READ_HIGH_WATER = 256 * 1024
+
+
+class Protocol(asyncio.Protocol):
+    """An asyncio protocol whose transport's write pauses go to its `flow`."""
+
+    flow: Flow
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
 
 
 class Flow:

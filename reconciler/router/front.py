@@ -1,6 +1,6 @@
 """The router's HTTP/1.1 server front: client connections, request parsing, writing answers.
 
-Sits under `proxy` (which decides what to answer) and beside `upstream` (the backend side):
+Sits under `dispatch` (which decides what to answer) and beside `upstream` (the backend side):
 `Server` listens (plain or TLS, on the running uvloop loop) and gives every client connection a
 `ClientConnection`, an asyncio protocol that parses requests with httptools (the C parser of
 uvicorn) and hands each to the handler as a `Request` in a task of its own, one at a time per
@@ -16,7 +16,7 @@ client left) and `abort` (cut the connection: an answer that cannot be finished)
 
 Admission: `Server` asks its `refuse` hook with the request's URL, as soon as the URL is parsed
 and before any header is kept or any task or object is made for it, whether to refuse it; a
-refused request is answered at once with canned bytes (`refusal`: the proxy's 503 with
+refused request is answered at once with canned bytes (`refusal`: the router's 503 with
 Retry-After, built once a second) and its body is parsed and dropped. That keeps a
 refused request's cost a small fraction of a served one's, which is what lets the router stay
 near its maximum goodput under overload.
@@ -356,7 +356,7 @@ class Request:
         conn.abort()
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(flow.Protocol):
     """One client's connection: parses its requests and runs them one at a time."""
 
     def __init__(self, server: Server) -> None:
@@ -469,12 +469,6 @@ class ClientConnection(asyncio.Protocol):
             if request is not None:
                 request._wake()
         self.flow.lose()
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
 
     # -- httptools callbacks ------------------------------------------------------------------
 
