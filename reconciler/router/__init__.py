@@ -1,4 +1,6 @@
-"""The bundled inference router (SPEC section 7): `reconciler router serve` and friends.
+"""The bundled inference router: `reconciler router serve` and friends.
+
+What the product's router does: `docs/domain.md#the-inference-router`.
 
 Modules, from the outside in (the `reconciler router` commands are `reconciler.cli.router`):
 `config` (router.yaml, pure), `front` (the HTTP/1.1 server, httptools on uvloop), `admission` (how
