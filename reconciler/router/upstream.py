@@ -3,9 +3,8 @@
 Sits under `dispatch`: the dispatcher builds the request head, this module sends it over an idle
 keep-alive connection to the backend (or a new one), parses the response with httptools (the C
 parser uvicorn uses) and hands back status, headers and body chunks. It exists because the
-general-purpose aiohttp client costs about 120 us per request on one core, which alone caps the
-router near 6,000 requests per second; this one costs a fraction of that (measured: the same
-proxy went from about 6,000 to about 18,000 rps on one core).
+general-purpose aiohttp client's cost per request alone capped the router's throughput on one
+core; this one costs a fraction of that (the figures are in benchmarks/README.md).
 
 Failures are sorted by what the dispatcher may do about them, and only the first kind is retried:
 - `NeverSent`: provably none of the request reached the backend, so it may go to another one.
@@ -319,8 +318,8 @@ class Client:
         self.idle_timeout = idle_timeout
         self._idle: dict[tuple[str, int], list[Connection]] = {}
         # Deadlines sit in a wheel of DEADLINE_TICK slots checked by one timer, because a loop
-        # timer per request (call_at + cancel) costs about 10 us of CPU with uvloop: a sixth of
-        # the router's whole per-request budget. A deadline fires at most one tick late.
+        # timer per request (call_at + cancel) costs a sizeable share of the router's whole
+        # per-request CPU budget, even with uvloop. A deadline fires at most one tick late.
         self._wheel: dict[int, dict[Connection, None]] = {}
         self._ticker: asyncio.TimerHandle | None = None
 
