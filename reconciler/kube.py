@@ -212,6 +212,23 @@ def _note(cluster: Cluster, status: int, attempt_started: float) -> None:
         cluster.outage.answered()
 
 
+@contextlib.contextmanager
+def _attempt(cluster: Cluster) -> Iterator[float]:
+    """One attempt at the API server, yielding when it started: inside it the client's
+    ApiException becomes a KubeError and a request that did not get through an Unreachable,
+    and the connection's outage hears of either (a 2xx or other answer is the caller's to note,
+    once it has read what it needs)."""
+    started = cluster.outage.clock()
+    try:
+        yield started
+    except client_exceptions.ApiException as err:
+        _note(cluster, err.status or 0, started)
+        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
+    except (OSError, urllib3.exceptions.HTTPError) as err:  # refused while a server restarts
+        _note(cluster, 0, started)
+        raise Unreachable(cluster.server, _why(err)) from err
+
+
 def _why(err: BaseException) -> str:
     """How a request failed to reach the server, in a few words: 'connection refused' rather
     than urllib3's 'HTTPSConnectionPool(...): Max retries exceeded ... (Caused by ...)'. The
@@ -346,18 +363,13 @@ def _resource(cluster: Cluster, obj: objects.Object) -> Any:
 
 
 def _discover(cluster: Cluster, obj: objects.Object) -> Any:
-    started = cluster.outage.clock()
     try:
-        with cluster.discovery_lock:
+        with _attempt(cluster) as started, cluster.discovery_lock:
             found = _discover_once(cluster, obj)
-    except client_exceptions.ApiException as err:
-        _note(cluster, err.status or 0, started)
-        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
-    except (OSError, urllib3.exceptions.HTTPError) as err:
-        _note(cluster, 0, started)
+    except Unreachable:
         cluster._dynamic = None  # discovery starts again once the server is back
         cluster._resources.clear()
-        raise Unreachable(cluster.server, _why(err)) from err
+        raise
     _note(cluster, 200, started)
     return found
 
@@ -596,9 +608,8 @@ def _call_once(
     if content_type:
         headers["Content-Type"] = content_type
     cluster.count(_verb(method, path, query))
-    started = cluster.outage.clock()
     seconds = LONGEST_ATTEMPT if timeout is None else timeout
-    try:
+    with _attempt(cluster) as started:
         request = cluster.api.param_serialize(
             method,
             path,
@@ -611,12 +622,6 @@ def _call_once(
             *request, _request_timeout=(min(CONNECT_TIMEOUT, seconds), seconds)
         )
         payload = response.read()
-    except client_exceptions.ApiException as err:
-        _note(cluster, err.status or 0, started)
-        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
-    except (OSError, urllib3.exceptions.HTTPError) as err:  # refused while a server restarts
-        _note(cluster, 0, started)
-        raise Unreachable(cluster.server, _why(err)) from err
     _note(cluster, response.status, started)
     if not 200 <= response.status <= 299:
         raise KubeError(_reason(payload, response.reason), response.status)
@@ -918,9 +923,8 @@ def _open_pod_log(
     generated method validates its timeout as numbers only, and a followed log has no read
     bound."""
     cluster.count("get")
-    started = cluster.outage.clock()
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
-    try:
+    with _attempt(cluster) as started:
         request = cluster.api.param_serialize(
             "GET",
             path,
@@ -930,12 +934,6 @@ def _open_pod_log(
             auth_settings=["BearerToken"],
         )
         response = cluster.api.call_api(*request, _request_timeout=timeout)
-    except client_exceptions.ApiException as err:
-        _note(cluster, err.status or 0, started)
-        raise KubeError(_reason(err.body, err.reason), err.status or 0) from err
-    except (OSError, urllib3.exceptions.HTTPError) as err:
-        _note(cluster, 0, started)
-        raise Unreachable(cluster.server, _why(err)) from err
     _note(cluster, response.status, started)
     if not 200 <= response.status <= 299:
         raise KubeError(_reason(response.read(), response.reason), response.status)
