@@ -13,6 +13,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import git
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -49,6 +50,25 @@ def write_repo(root: Path, files: dict[str, str | bytes]) -> Path:
         else:
             target.write_text(textwrap.dedent(content).lstrip("\n"))
     return root
+
+
+def git_work_tree(root: Path) -> git.Repo:
+    """The git work tree at `root` (made when there is none), with a committer and no signing,
+    so that commits work on any machine."""
+    work_tree = git.Repo(root) if (root / ".git").exists() else git.Repo.init(root)
+    with work_tree.config_writer() as config:
+        config.set_value("user", "name", "Test")
+        config.set_value("user", "email", "test@example.com")
+        config.set_value("commit", "gpgsign", "false")
+    return work_tree
+
+
+def commit_all(root: Path, message: str = "initial") -> git.Repo:
+    """Everything below `root` committed, in the work tree there (made when there is none)."""
+    work_tree = git_work_tree(root)
+    work_tree.git.add("-A")
+    work_tree.git.commit("-q", "-m", message)
+    return work_tree
 
 
 def load(root: Path) -> repo.Loaded:

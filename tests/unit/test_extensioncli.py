@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from reconciler import source
 from reconciler.cli import main as cli
 from reconciler.cli import repochange
-from tests.helpers import load, self_signed_pem, write_repo
+from tests.helpers import commit_all, git_work_tree, load, self_signed_pem, write_repo
 
 JOB = """
 $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
@@ -60,14 +60,7 @@ def plain_repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def git_repo(plain_repo: Path) -> git.Repo:
-    work_tree = git.Repo.init(plain_repo)
-    with work_tree.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-        config.set_value("commit", "gpgsign", "false")
-    work_tree.git.add("-A")
-    work_tree.git.commit("-q", "-m", "initial")
-    return work_tree
+    return commit_all(plain_repo)
 
 
 def committed_files(work_tree: git.Repo) -> list[str]:
@@ -203,10 +196,7 @@ def test_no_commit_leaves_the_change_uncommitted(plain_repo: Path, git_repo: git
 def test_a_repo_in_a_subfolder_of_the_work_tree_commits_there(tmp_path: Path) -> None:
     top = tmp_path / "project"
     root = write_repo(top / "deploy/manifests", {"ext.yaml": EXTENSION})
-    work_tree = git.Repo.init(top)
-    with work_tree.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
+    work_tree = git_work_tree(top)
     result = run("create", "-n", "second", "--path", str(root), "--config", "enableTraining=true")
     assert result.exit_code == 0, result.output
     assert committed_files(work_tree) == ["deploy/manifests/extensions/second.yaml"]
@@ -374,12 +364,7 @@ def test_an_extension_declared_twice_is_not_guessed_at(plain_repo: Path) -> None
 def test_delete_removes_the_file_of_a_lone_extension_and_commits(tmp_path: Path) -> None:
     root = write_repo(tmp_path, {"infra/ext.yaml": EXTENSION, "infra/other.yaml": EXTENSION})
     (root / "infra/other.yaml").write_text(EXTENSION.replace("azureml-extension", "other"))
-    work_tree = git.Repo.init(root)
-    with work_tree.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-    work_tree.git.add("-A")
-    work_tree.git.commit("-q", "-m", "initial")
+    work_tree = commit_all(root)
     result = run("delete", "-n", "other", "--path", str(root))
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"deleted extension other: removed {root}/infra/other.yaml (")
@@ -416,12 +401,7 @@ def test_delete_of_a_never_committed_file_makes_no_commit(tmp_path: Path) -> Non
     types = "apiVersion: amlarc.azureml.com/v1alpha1\nkind: InstanceType\nmetadata: {name: cpu}\n"
     types += "spec: {resources: {requests: {cpu: 100m, memory: 1Gi}}}\n"
     root = write_repo(tmp_path, {"types.yaml": types})
-    work_tree = git.Repo.init(root)
-    with work_tree.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-    work_tree.git.add("-A")
-    work_tree.git.commit("-q", "-m", "initial")
+    work_tree = commit_all(root)
     head = work_tree.head.commit.hexsha
     (root / "new.yaml").write_text(EXTENSION)
     work_tree.git.add("new.yaml")  # staged, never committed

@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import git
 import pytest
 
 from reconciler import source
@@ -24,7 +23,7 @@ from reconciler.engine import plans, revisiondiff
 from reconciler.gitsnapshot import GitSnapshot
 from reconciler.model import memo, repo
 from reconciler.render import render
-from tests.helpers import errors, extension, load, self_signed_pem, write_repo
+from tests.helpers import commit_all, errors, extension, load, self_signed_pem, write_repo
 
 EXT = extension(
     "enableTraining: true\nenableInference: true\ninferenceRouterServiceType: ClusterIP\n"
@@ -75,17 +74,6 @@ def reconciler(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         check=False,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY)),
     )
-
-
-def commit_all(root: Path, message: str = "commit") -> git.Repo:
-    work_tree = git.Repo(root) if (root / ".git").exists() else git.Repo.init(root)
-    with work_tree.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-        config.set_value("commit", "gpgsign", "false")
-    work_tree.git.add("-A")
-    work_tree.git.commit("-q", "-m", message)
-    return work_tree
 
 
 # --- a work tree ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from reconciler import gitsnapshot, objects, source
 from reconciler.engine import fingerprint, revisiondiff
 from reconciler.model import extensions, memo, repo, workloads
 from reconciler.render import render
-from tests.helpers import extension, self_signed_pem, write_repo
+from tests.helpers import commit_all, extension, self_signed_pem, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,19 +52,6 @@ name: scorer
 model: {path: https://models.example.com/m.pkl}
 environment: {image: python:3.11-slim}
 """
-
-
-def init(root: Path) -> git.Repo:
-    repository = git.Repo.init(root)
-    with repository.config_writer() as config:
-        config.set_value("user", "name", "test")
-        config.set_value("user", "email", "test@example.com")
-    return repository
-
-
-def commit(repository: git.Repo, message: str) -> None:
-    repository.git.add(A=True)
-    repository.index.commit(message)
 
 
 def example(folder: Path) -> None:
@@ -243,13 +230,11 @@ def outcome(snapshot: source.Snapshot, reuse: memo.Memo | None) -> tuple[Any, ..
 
 
 def committed(tmp_path: Path, base: Edit, change: Edit) -> tuple[Path, git.Repo]:
-    repository = init(tmp_path)
     folder = tmp_path / "repo"
     base(folder)
-    commit(repository, "base")
+    commit_all(tmp_path, "base")
     change(folder)
-    commit(repository, "change")
-    return folder, repository
+    return folder, commit_all(tmp_path, "change")
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from reconciler import objects, source
 from reconciler.cli import main as cli
 from reconciler.model import decryption, repo, sops
-from tests.helpers import extension, self_signed_pem, write_repo
+from tests.helpers import commit_all, extension, self_signed_pem, write_repo
 from tests.sopsfixtures import AgeKey, age_key, encrypt
 
 HTTPS = "enableInference: true\ninferenceRouterServiceType: NodePort\nsslCname: ml.example.com\n"
@@ -269,21 +269,13 @@ def test_diff_shows_a_changed_encrypted_key_by_key_never_by_value(
     """Two commits, the encrypted TLS key rotated between them: `reconciler diff` reports the
     router Secret's key.pem as changed (redacted) with the key and without it (then with a
     note saying what it could not compare), in every format, and no PEM line of either key."""
-    import git
-
     root, old_pem = _https_repo(tmp_path, key)
-    repository = git.Repo.init(root)
-    with repository.config_writer() as config:
-        config.set_value("user", "name", "t")
-        config.set_value("user", "email", "t@example.com")
-    repository.git.add(A=True)
-    repository.index.commit("first")
+    commit_all(root, "first")
     cert, new_pem = self_signed_pem()
     (root / "certs/cert.pem").write_bytes(cert)
     (root / "certs/key.pem").write_bytes(new_pem)
     encrypt(root / "certs/key.pem", key)
-    repository.git.add(A=True)
-    repository.index.commit("rotated")
+    commit_all(root, "rotated")
     key_file = key.write(tmp_path / "age.txt")
     body = [
         line

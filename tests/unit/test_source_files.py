@@ -8,11 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import git
-
 from reconciler import source
 from reconciler.gitsnapshot import GitSnapshot
-from tests.helpers import BROKEN, GITHUB_WORKFLOW, extension, load, write_repo
+from tests.helpers import BROKEN, GITHUB_WORKFLOW, commit_all, extension, load, write_repo
 
 EXTENSION = extension("enableTraining: true")
 JOB = """
@@ -44,17 +42,6 @@ def test_sourceignore_excludes_paths(tmp_path: Path) -> None:
     work_tree = commit_all(root)
     assert list(GitSnapshot.at(root, "HEAD").yaml_files()) == kept
     assert work_tree.head.commit.tree / "drafts/broken.yaml"  # committed, yet not read
-
-
-def commit_all(root: Path) -> git.Repo:
-    work_tree = git.Repo.init(root)
-    with work_tree.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-        config.set_value("commit", "gpgsign", "false")
-    work_tree.git.add("-A")
-    work_tree.git.commit("-q", "-m", "initial")
-    return work_tree
 
 
 def test_hidden_folders_virtualenvs_and_node_modules_are_not_read(tmp_path: Path) -> None:
