@@ -2,17 +2,19 @@
 
 Backends are `backend.py` processes on free loopback ports; the router under test runs in the
 test's own event loop (`run` drives a coroutine to completion), so tests can look at its pools
-between requests. Nothing in the HTTP path is mocked.
+between requests; `serving` runs the `router serve` command instead, for what only a process
+shows (signals, memory). Nothing in the HTTP path is mocked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,6 +118,34 @@ async def running(
         yield router, f"http://127.0.0.1:{router.port}"
     finally:
         await router.stop()
+
+
+@contextlib.contextmanager
+def serving(config_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`reconciler router serve` on `config_path` as a process of its own (`options`: more of
+    its flags), and the port it says it listens on; killed on the way out if still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "router", "serve", "--config", str(config_path),
+         *options],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        port = 0
+        for line in process.stderr:
+            found = re.search(r"router listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, "the router did not start"
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def admin(router: proxy.Router) -> str:

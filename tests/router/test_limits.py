@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -207,20 +205,7 @@ def test_a_100_mb_header_without_auth_is_refused_in_bounded_memory(
 ) -> None:
     entry = deployment("m", [backends[0].url], auth={"mode": "key", "keys": [KEY]})
     path = write_config(tmp_path / "router.yaml", [entry])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "router", "serve", "--config", str(path)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        port = 0
-        for line in process.stderr:
-            found = re.search(r"router listening on 127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
-        assert port, "the router did not start"
+    with harness.serving(path) as (process, port):
 
         async def scenario() -> tuple[int, bytes, int]:
             answers, _ = await exchange(port, request(headers=AUTH + CLOSE))
@@ -237,8 +222,3 @@ def test_a_100_mb_header_without_auth_is_refused_in_bounded_memory(
         assert head.startswith(b"HTTP/1.1 431"), head
         assert after - before < 16 * 1024 * 1024, (before, after)
         assert process.poll() is None
-    finally:
-        process.kill()
-        process.wait()
-        if process.stderr is not None:
-            process.stderr.close()

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +16,6 @@ from tests.router import harness
 from tests.router.harness import deployment, run, running, score_url, session, write_config
 
 KEY = "r" * 43
-_SERVE = [sys.executable, "-m", "reconciler", "router", "serve"]
 
 
 async def _until(condition: object, timeout: float = 5.0) -> None:
@@ -91,20 +87,7 @@ def test_serve_command_https_key_files_reload_and_sigterm(
     entry = deployment("a", [backends[0].url], auth={"mode": "key", "key_files": ["primary"]})
     tls = {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}
     write_config(path, [entry], tls=tls)
-    process = subprocess.Popen(
-        [*_SERVE, "--config", str(path), "--reload-interval", "0.05"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        port = 0
-        for line in process.stderr:
-            found = re.search(r"router listening on 127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
-        assert port, "the router did not start"
+    with harness.serving(path, "--reload-interval", "0.05") as (process, port):
         trust = ssl.create_default_context(cadata=cert.decode())
         base = f"https://localhost:{port}"
 
@@ -126,12 +109,6 @@ def test_serve_command_https_key_files_reload_and_sigterm(
         run(scenario())
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def test_serve_command_rejects_a_bad_config(tmp_path: Path) -> None:
