@@ -1,4 +1,5 @@
-"""Test helpers shared by every test folder: repos written to disk, problems looked up.
+"""Test helpers shared by every test folder: repos written to disk (and committed with git),
+problems looked up, a stand-in HTTP server on loopback.
 
 `write_repo` builds a manifests repo from a {path: text} mapping, `scenario_repo` writes one of the
 four documented extension scenarios (`docs/domain.md#scenarios`), with a freshly generated
@@ -8,9 +9,13 @@ repo.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import http.server
 import shutil
 import textwrap
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import git
@@ -101,6 +106,20 @@ def extension(config: str, *, cluster_type: str = "managedClusters", protected: 
         text += "  configProtected:\n" + textwrap.indent(textwrap.dedent(protected).strip(), "    ")
         text += "\n"
     return text
+
+
+@contextlib.contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` answering on a free loopback port in a thread of its own, and its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def self_signed_pem(

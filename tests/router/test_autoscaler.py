@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from reconciler import kube
 from reconciler.router import autoscaler, coordinator
+from tests import helpers
 
 
 class FakeClock:
@@ -535,15 +536,8 @@ def peer() -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with helpers.http_server(Handler) as url:
+        yield url
 
 
 def test_fetch_report_over_http(peer: str) -> None:

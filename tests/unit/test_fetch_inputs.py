@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import shutil
 import subprocess
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from reconciler.model import workloads
 from reconciler.render import workloadobjects
+from tests.helpers import http_server
 
 BLOBS = {
     "iris.csv": b"sepal_length,species\n5.1,setosa\n",
@@ -63,14 +63,8 @@ class BlobStore(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def store() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BlobStore)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/data"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(BlobStore) as url:
+        yield f"{url}/data"
 
 
 def run(script: str) -> None:
