@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
@@ -18,10 +18,11 @@ import click
 from reconciler import kube, objects, source
 from reconciler.cli import common, connection, decryptkeys, logstream
 from reconciler.engine import podlogs, workloadstatus
-from reconciler.model import problems, repo
+from reconciler.model import endpoints, problems, repo, workloads
 from reconciler.render import auth, workloadobjects
 
 F = TypeVar("F", bound=Callable[..., Any])
+W = TypeVar("W", workloads.Deployment, endpoints.Endpoint)
 
 
 def _cluster_options(command: F) -> F:
@@ -59,6 +60,16 @@ def _key_option(command: F) -> F:
     return click.option("--key", "which", type=choice, required=True)(command)
 
 
+def _keyed(kind: str, declared: Mapping[str, W], name: str, repo_path: str) -> W:
+    """The deployment or endpoint (`kind`) `name` of the repo, which must use key auth."""
+    if name not in declared:
+        raise click.UsageError(f"no {kind} named {name!r} declared in {repo_path}")
+    target = declared[name]
+    if target.auth_mode != "key":
+        raise click.UsageError(f"{kind} {name!r} uses auth_mode {target.auth_mode}, not key")
+    return target
+
+
 def _regenerate(cluster: kube.Cluster, fresh: objects.Object | None, which: str, what: str) -> None:
     """Replace one key of the Secret `fresh` stands for (created whole when absent)."""
     assert fresh is not None, "key mode always has a Secret"
@@ -79,11 +90,7 @@ def regen_key(
 ) -> None:
     """Replace the primary or the secondary key of deployment NAME (the other keeps working)."""
     declared = _load_valid(repo_path)
-    if name not in declared.deployments:
-        raise click.UsageError(f"no deployment named {name!r} in {repo_path}")
-    target = declared.deployments[name]
-    if target.auth_mode != "key":
-        raise click.UsageError(f"deployment {name!r} uses auth_mode {target.auth_mode}, not key")
+    target = _keyed("deployment", declared.deployments, name, repo_path)
     served_by = declared.extension_for(target)
     assert served_by is not None, "a valid repo has an extension for every deployment"
     fresh = auth.new_secret(target, served_by.release_namespace, served_by.name)
@@ -106,11 +113,7 @@ def endpoint_regen_key(
     An endpoint of a deployment's own name (no endpoint declared) has the deployment's keys:
     `reconciler deployment regen-key`."""
     declared = _load_valid(repo_path)
-    if name not in declared.endpoints:
-        raise click.UsageError(f"no endpoint named {name!r} declared in {repo_path}")
-    target = declared.endpoints[name]
-    if target.auth_mode != "key":
-        raise click.UsageError(f"endpoint {name!r} uses auth_mode {target.auth_mode}, not key")
+    target = _keyed("endpoint", declared.endpoints, name, repo_path)
     served_by = declared.extension_for_endpoint(target)
     assert served_by is not None, "a valid repo has an extension for every endpoint"
     fresh = auth.new_endpoint_secret(target, served_by.release_namespace, served_by.name)
