@@ -113,7 +113,7 @@ def test_stop_order_stops_etcd_last() -> None:
     assert config.stop_order({"etcd": 1}) == [["etcd"]]
 
 
-def test_state_round_trips_through_json() -> None:
+def test_state_round_trips_through_json_and_reads_older_state_files() -> None:
     state = config.PlaneState(
         version="v1.36.3",
         state_dir="/s",
@@ -125,10 +125,18 @@ def test_state_round_trips_through_json() -> None:
         nodes=["n"],
         started_at=1.5,
         ready_seconds=8.0,
+        commands={"etcd": ["/b", "etcd", "--data-dir=/s/etcd"]},
+        die_with_parent=True,
     )
     assert config.PlaneState.from_json(state.to_json()) == state
     with pytest.raises(ValueError):
         config.PlaneState.from_json(json.dumps([1]))
+    # A state file written before the plane recorded its command lines.
+    older = json.loads(state.to_json())
+    del older["commands"], older["die_with_parent"]
+    again = config.PlaneState.from_json(json.dumps(older))
+    assert again.commands == {}
+    assert again.die_with_parent is False
 
 
 def test_pki_and_kubeconfig(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ real components. ``tests/cluster/test_controlplane.py`` does the same against th
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -73,26 +72,6 @@ def test_go_mod_pins_kubectl_at_the_kubernetes_release() -> None:
     kubernetes = build.pinned_kubernetes_version(go_mod)  # v1.36.3
     assert build.pinned_versions(go_mod)["k8s.io/kubectl"] == "v0" + kubernetes[2:]  # v0.36.3
     assert f"k8s.io/kubectl => k8s.io/kubectl v0{kubernetes[2:]}" in go_mod
-
-
-def test_state_records_command_lines_and_reads_older_state_files() -> None:
-    state = config.PlaneState(
-        version="v1.36.3",
-        state_dir="/s",
-        kubeconfig="/s/kubeconfig",
-        server="https://127.0.0.1:1",
-        binary="/b",
-        ports={"apiserver": 1},
-        pids={"etcd": 10},
-        commands={"etcd": ["/b", "etcd", "--data-dir=/s/etcd"]},
-        die_with_parent=True,
-    )
-    assert config.PlaneState.from_json(state.to_json()) == state
-    older = json.loads(state.to_json())
-    del older["commands"], older["die_with_parent"]
-    again = config.PlaneState.from_json(json.dumps(older))
-    assert again.commands == {}
-    assert again.die_with_parent is False
 
 
 def test_kill_and_relaunch_one_component(tmp_path: Path) -> None:

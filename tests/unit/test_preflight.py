@@ -160,24 +160,32 @@ def test_ha_off_or_no_router_needs_no_three_nodes(tmp_path: Path, config: str) -
 # --- production --------------------------------------------------------------------------------
 
 
-def test_production_needs_4_cpu_and_14_gb(tmp_path: Path) -> None:
-    nodes = [
-        node("small", cpu="2", memory="7680Mi"),
-        node("cp", cpu="8", labels={CONTROL_PLANE: ""}),
-    ]
+@pytest.mark.parametrize(
+    ("nodes", "allocatable"),
+    [
+        # Too little of both; the control plane's node does not count.
+        (
+            [
+                node("small", cpu="2", memory="7680Mi"),
+                node("cp", cpu="8", labels={CONTROL_PLANE: ""}),
+            ],
+            "2 CPU / 7.5 GiB",
+        ),
+        # Enough CPU, too little memory.
+        (
+            [node("a", cpu="8", memory="6Gi"), node("b", cpu="500m", memory="7Gi")],
+            "8.5 CPU / 13 GiB",
+        ),
+    ],
+    ids=["too-little-of-both", "memory-alone"],
+)
+def test_production_needs_4_cpu_and_14_gb(
+    tmp_path: Path, nodes: list[dict[str, Any]], allocatable: str
+) -> None:
     assert findings(tmp_path, HTTPS, nodes) == [
         f"error: {EXT}: production (HTTPS inference, allowInsecureConnections false) needs at "
-        "least 4 CPU and 14 GB (13 GiB) of memory on ready worker nodes; cluster has 2 CPU / "
-        "7.5 GiB allocatable"
-    ]
-
-
-def test_production_fails_on_memory_alone(tmp_path: Path) -> None:
-    nodes = [node("a", cpu="8", memory="6Gi"), node("b", cpu="500m", memory="7Gi")]
-    assert findings(tmp_path, HTTPS, nodes) == [
-        f"error: {EXT}: production (HTTPS inference, allowInsecureConnections false) needs at "
-        "least 4 CPU and 14 GB (13 GiB) of memory on ready worker nodes; cluster has 8.5 CPU / "
-        "13 GiB allocatable"
+        "least 4 CPU and 14 GB (13 GiB) of memory on ready worker nodes; cluster has "
+        f"{allocatable} allocatable"
     ]
 
 
