@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from cryptography import x509
 
 from reconciler.cli.main import main
@@ -190,62 +189,3 @@ def test_a_stale_state_file_with_dead_pids_counts_as_not_running(tmp_path: Path)
     assert st.components[0].alive is False
     assert plane.stop(tmp_path) is False
     assert not layout.state_file.exists()
-
-
-def _cluster_up(state_dir: Path) -> Result:
-    # No real nodes: Docker has nothing to do for a plane that is not there.
-    return CliRunner().invoke(
-        main, ["cluster", "up", "--real-nodes", "0", "--state-dir", str(state_dir)]
-    )
-
-
-def _crashed_state(tmp_path: Path, ready: bool = True) -> config.PlaneState:
-    """A recorded plane every component of which is gone (dead PIDs), as after a reboot."""
-    layout = config.Layout(tmp_path)
-    ports = config.Ports.from_list(plane.free_ports(5))
-    commands = config.component_commands(Path("/nonexistent/controlplane"), layout, ports, tmp_path)
-    state = config.PlaneState(
-        version="v1.36.3",
-        state_dir=str(tmp_path),
-        kubeconfig=str(layout.admin_kubeconfig),
-        server=config.apiserver_url(ports),
-        binary="/nonexistent/controlplane",
-        ports={k: int(v) for k, v in vars(ports).items()},
-        pids={name: 999_999_990 + i for i, name in enumerate(config.COMPONENTS)},
-        commands=commands,
-        ready_seconds=9.0 if ready else None,
-    )
-    layout.state_file.write_text(state.to_json())
-    (layout.etcd_data / "member").mkdir(parents=True)
-    return state
-
-
-def test_cluster_up_keeps_a_crashed_plane_whose_port_another_process_took(
-    tmp_path: Path,
-) -> None:
-    state = _crashed_state(tmp_path)
-    squatter = socket.socket()
-    squatter.bind(("127.0.0.1", state.ports["etcd_client"]))
-    squatter.listen()
-    try:
-        result = _cluster_up(tmp_path)
-    finally:
-        squatter.close()
-    assert result.exit_code == 1
-    assert result.stderr.splitlines()[-1] == (
-        f"error: etcd is not running and another process listens on its port "
-        f"{state.ports['etcd_client']}; the plane's data in {tmp_path} is kept: free the port "
-        f"and run `reconciler cluster up` again, or `reconciler cluster down --state-dir "
-        f"{tmp_path}` discards it"
-    )
-    # Nothing was replaced: the same plane is still recorded, its data still there.
-    assert plane.read_state(tmp_path) == state
-    assert (tmp_path / "etcd" / "member").is_dir()
-
-
-def test_cluster_up_does_not_guess_about_a_start_that_never_finished(tmp_path: Path) -> None:
-    state = _crashed_state(tmp_path, ready=False)
-    result = _cluster_up(tmp_path)
-    assert result.exit_code == 1
-    assert "its start was interrupted (never ready)" in result.stderr
-    assert plane.read_state(tmp_path) == state

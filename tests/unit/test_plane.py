@@ -1,19 +1,22 @@
-"""The local control plane's kubectl and crash / relaunch of one component, without a plane.
+"""The local control plane's kubectl, crash / relaunch of one component and `cluster up` over a
+crashed plane, without a plane.
 
 No Kubernetes process is started here: kill and relaunch are exercised on a stand-in process (a
 Python interpreter that sleeps) recorded in a state file the way ``plane.start`` records the
-real components. ``tests/cluster/test_controlplane.py`` does the same against the real plane.
+real components, and `cluster up` on a recorded plane whose processes are all gone.
+``tests/cluster/test_controlplane.py`` does the same against the real plane.
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from reconciler.cli.main import main
 from reconciler.localcluster import build, config, plane
@@ -29,9 +32,13 @@ def _record(
     commands: dict[str, list[str]],
     pids: dict[str, int] | None = None,
     die_with_parent: bool = True,
-) -> None:
+    ports: config.Ports | None = None,
+    ready_seconds: float | None = None,
+) -> config.PlaneState:
+    """A plane recorded in `state_dir`'s state file as `plane.start` records one, on free
+    ports unless given."""
     layout = config.Layout(state_dir)
-    ports = config.Ports.from_list(plane.free_ports(5))
+    ports = ports or config.Ports.from_list(plane.free_ports(5))
     state = config.PlaneState(
         version="v1.36.3",
         state_dir=str(state_dir),
@@ -43,8 +50,10 @@ def _record(
         pids=pids if pids is not None else dict.fromkeys(commands, 999_999_999),
         commands=commands,
         die_with_parent=die_with_parent,
+        ready_seconds=ready_seconds,
     )
     layout.state_file.write_text(state.to_json())
+    return state
 
 
 def _pid(state_dir: Path, component: str) -> int:
@@ -184,3 +193,57 @@ def test_cluster_kubectl_without_a_plane_says_so(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "no cluster running" in result.output
+
+
+def _cluster_up(state_dir: Path) -> Result:
+    # No real nodes: Docker has nothing to do for a plane that is not there.
+    return CliRunner().invoke(
+        main, ["cluster", "up", "--real-nodes", "0", "--state-dir", str(state_dir)]
+    )
+
+
+def _crashed_state(tmp_path: Path, ready: bool = True) -> config.PlaneState:
+    """A recorded plane every component of which is gone (dead PIDs), as after a reboot."""
+    layout = config.Layout(tmp_path)
+    ports = config.Ports.from_list(plane.free_ports(5))
+    state = _record(
+        tmp_path,
+        config.component_commands(Path("/nonexistent/controlplane"), layout, ports, tmp_path),
+        pids={name: 999_999_990 + i for i, name in enumerate(config.COMPONENTS)},
+        die_with_parent=False,
+        ports=ports,
+        ready_seconds=9.0 if ready else None,
+    )
+    (layout.etcd_data / "member").mkdir(parents=True)
+    return state
+
+
+def test_cluster_up_keeps_a_crashed_plane_whose_port_another_process_took(
+    tmp_path: Path,
+) -> None:
+    state = _crashed_state(tmp_path)
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", state.ports["etcd_client"]))
+    squatter.listen()
+    try:
+        result = _cluster_up(tmp_path)
+    finally:
+        squatter.close()
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: etcd is not running and another process listens on its port "
+        f"{state.ports['etcd_client']}; the plane's data in {tmp_path} is kept: free the port "
+        f"and run `reconciler cluster up` again, or `reconciler cluster down --state-dir "
+        f"{tmp_path}` discards it"
+    )
+    # Nothing was replaced: the same plane is still recorded, its data still there.
+    assert plane.read_state(tmp_path) == state
+    assert (tmp_path / "etcd" / "member").is_dir()
+
+
+def test_cluster_up_does_not_guess_about_a_start_that_never_finished(tmp_path: Path) -> None:
+    state = _crashed_state(tmp_path, ready=False)
+    result = _cluster_up(tmp_path)
+    assert result.exit_code == 1
+    assert "its start was interrupted (never ready)" in result.stderr
+    assert plane.read_state(tmp_path) == state
