@@ -122,6 +122,14 @@ def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[s
         thread.join()
 
 
+# The extension most repo tests stand their workloads on: training and inference, the router
+# behind a ClusterIP Service over plain HTTP.
+EXTENSION = extension(
+    "enableTraining: true\nenableInference: true\ninferenceRouterServiceType: ClusterIP\n"
+    "allowInsecureConnections: true"
+)
+
+
 def self_signed_pem(
     common_name: str = "ml.example.com", passphrase: bytes | None = None
 ) -> tuple[bytes, bytes]:

@@ -23,12 +23,16 @@ from reconciler.engine import plans, revisiondiff
 from reconciler.gitsnapshot import GitSnapshot
 from reconciler.model import memo, repo
 from reconciler.render import render
-from tests.helpers import commit_all, errors, extension, load, self_signed_pem, write_repo
-
-EXT = extension(
-    "enableTraining: true\nenableInference: true\ninferenceRouterServiceType: ClusterIP\n"
-    "allowInsecureConnections: true"
+from tests.helpers import (
+    EXTENSION,
+    commit_all,
+    errors,
+    extension,
+    load,
+    self_signed_pem,
+    write_repo,
 )
+
 DEPLOYMENT = """
 $schema: https://x/kubernetesOnlineDeployment.schema.json
 name: blue
@@ -56,7 +60,7 @@ def deployment_repo(root: Path) -> Path:
     return write_repo(
         root,
         {
-            "ext.yaml": EXT,
+            "ext.yaml": EXTENSION,
             "d.yaml": DEPLOYMENT,
             "score/score.py": "def run(x):\n    return x\n",
             "model/weights.bin": b"\x00weights",
@@ -105,7 +109,7 @@ def test_symlinks_to_files_and_folders_inside_the_repo_are_followed(tmp_path: Pa
     root = write_repo(
         tmp_path / "repo",
         {
-            "ext.yaml": EXT,
+            "ext.yaml": EXTENSION,
             "d.yaml": DEPLOYMENT,
             "shared/score.py": "def run(x):\n    return 2 * x\n",
             "shared/weights/w.bin": "shared weights",
@@ -127,7 +131,7 @@ def test_symlinks_to_files_and_folders_inside_the_repo_are_followed(tmp_path: Pa
 
 
 def test_a_yaml_symlink_to_dev_zero_is_one_error_not_a_memory_error(tmp_path: Path) -> None:
-    root = write_repo(tmp_path / "repo", {"ext.yaml": EXT})
+    root = write_repo(tmp_path / "repo", {"ext.yaml": EXTENSION})
     (root / "zero.yaml").symlink_to("/dev/zero")
     done = reconciler("validate", "repo", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (1, "")
@@ -139,7 +143,7 @@ def test_a_yaml_symlink_to_dev_zero_is_one_error_not_a_memory_error(tmp_path: Pa
 
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     root = write_repo(
-        tmp_path / "repo", {"ext.yaml": EXT, "j.yaml": JOB, "src/train.py": "print(1)\n"}
+        tmp_path / "repo", {"ext.yaml": EXTENSION, "j.yaml": JOB, "src/train.py": "print(1)\n"}
     )
     os.mkfifo(root / "x.yaml")
     os.mkfifo(root / "src" / "pipe")
@@ -179,7 +183,7 @@ def test_symlink_loops_end_in_an_error(tmp_path: Path) -> None:
 
 
 def test_a_manifest_past_the_size_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
-    root = write_repo(tmp_path / "repo", {"ext.yaml": EXT})
+    root = write_repo(tmp_path / "repo", {"ext.yaml": EXTENSION})
     big = source.MAX_FILE_BYTES + 1
     (root / "big.yaml").write_bytes(b"#" * (big - 1) + b"\n")
     assert errors(load(root)) == [
@@ -189,7 +193,7 @@ def test_a_manifest_past_the_size_cap_is_refused_before_it_is_read(tmp_path: Pat
 
 
 def test_a_sourceignore_that_is_refused_makes_the_revision_invalid(tmp_path: Path) -> None:
-    root = write_repo(tmp_path / "repo", {"ext.yaml": EXT})
+    root = write_repo(tmp_path / "repo", {"ext.yaml": EXTENSION})
     os.mkfifo(root / ".sourceignore")
     assert errors(load(root)) == [
         f"{root}/.sourceignore: a FIFO: only regular files and folders are read"
@@ -213,7 +217,7 @@ def test_a_protected_pem_file_symlinked_out_of_the_repo_is_not_read(tmp_path: Pa
 
 
 def test_editing_extensions_skips_a_fifo_instead_of_waiting_on_it(tmp_path: Path) -> None:
-    root = write_repo(tmp_path / "repo", {"ext.yaml": EXT})
+    root = write_repo(tmp_path / "repo", {"ext.yaml": EXTENSION})
     os.mkfifo(root / "pipe.yaml")
     done = reconciler(
         "extension", "create", "--name", "second", "--path", "repo", "--no-commit",
@@ -283,7 +287,7 @@ def test_registered_models_are_fetched_only_from_an_http_prefix(tmp_path: Path) 
     write_repo(
         root,
         {
-            "ext.yaml": EXT + "    registeredModelUri: file:///var/models\n",
+            "ext.yaml": EXTENSION + "    registeredModelUri: file:///var/models\n",
             "d.yaml": DEPLOYMENT.replace("{path: ./model}", "azureml:mnist:1"),
         },
     )

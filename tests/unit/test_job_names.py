@@ -12,16 +12,8 @@ from hypothesis import strategies as st
 from reconciler import source
 from reconciler.model import manifests, repo
 from reconciler.render import render
-from tests.helpers import errors, extension, load, write_repo
+from tests.helpers import EXTENSION, errors, load, write_repo
 
-EXTENSION = extension(
-    """
-    enableTraining: true
-    enableInference: true
-    inferenceRouterServiceType: ClusterIP
-    allowInsecureConnections: true
-    """
-)
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 

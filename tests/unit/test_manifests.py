@@ -2,20 +2,8 @@
 
 from pathlib import Path
 
-from tests.helpers import API, errors, lines, load, write_repo
+from tests.helpers import API, EXTENSION, errors, lines, load, write_repo
 
-EXT = f"""
-apiVersion: {API}
-kind: Extension
-metadata: {{name: ext}}
-spec:
-  clusterType: managedClusters
-  config:
-    enableTraining: true
-    enableInference: true
-    inferenceRouterServiceType: ClusterIP
-    allowInsecureConnections: true
-"""
 JOB_V2 = """
 $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
 command: echo hi
@@ -32,7 +20,7 @@ def test_each_kind_and_shape_is_recognised(tmp_path: Path) -> None:
     root = write_repo(
         tmp_path,
         {
-            "ext.yaml": EXT,
+            "ext.yaml": EXTENSION,
             "it.yaml": """
                 apiVersion: amlarc.azureml.com/v1alpha1
                 kind: InstanceTypeList
@@ -113,20 +101,20 @@ def test_schema_errors_point_at_file_line_and_field(tmp_path: Path) -> None:
     root = write_repo(
         tmp_path,
         {
-            "ext.yaml": EXT.replace("clusterType: managedClusters", "clusterTyp: managed"),
+            "ext.yaml": EXTENSION.replace("clusterType: managedClusters", "clusterTyp: managed"),
             "job.yaml": JOB_V2 + "resources: {instance_type: 3, instnace_count: 2}\n",
         },
     )
     assert [line.removeprefix(f"{root}/") for line in errors(load(root))] == [
-        "ext.yaml:4: spec.clusterType: required field is missing",
-        "ext.yaml:5: spec.clusterTyp: unknown field (did you mean clusterType?)",
+        "ext.yaml:5: spec.clusterType: required field is missing",
+        "ext.yaml:6: spec.clusterTyp: unknown field (did you mean clusterType?)",
         "job.yaml:4: resources.instance_type: must be a string, not a whole number (3)",
         "job.yaml:4: resources.instnace_count: unknown field (did you mean instance_count?)",
     ]
 
 
 def test_wrong_api_version_is_reported(tmp_path: Path) -> None:
-    root = write_repo(tmp_path, {"ext.yaml": EXT.replace(API, "gitops.mlext.io/v1")})
+    root = write_repo(tmp_path, {"ext.yaml": EXTENSION.replace(API, "gitops.mlext.io/v1")})
     assert errors(load(root)) == [
         f"{root}/ext.yaml:1: apiVersion: must be 'gitops.mlext.io/v1alpha1' "
         "(got 'gitops.mlext.io/v1')"
@@ -144,7 +132,7 @@ def test_names_must_be_kubernetes_names(tmp_path: Path) -> None:
 def test_duplicate_names_within_a_kind_name_both_places(tmp_path: Path) -> None:
     root = write_repo(
         tmp_path,
-        {"ext.yaml": EXT, "a.yaml": DEPLOYMENT_V2, "b.yaml": "# copy\n" + DEPLOYMENT_V2},
+        {"ext.yaml": EXTENSION, "a.yaml": DEPLOYMENT_V2, "b.yaml": "# copy\n" + DEPLOYMENT_V2},
     )
     assert errors(load(root)) == [
         f"{root}/b.yaml:4: name: duplicate Deployment named 'blue': also declared at "
@@ -154,13 +142,13 @@ def test_duplicate_names_within_a_kind_name_both_places(tmp_path: Path) -> None:
 
 def test_same_name_in_different_kinds_is_fine(tmp_path: Path) -> None:
     job = JOB_V2 + "name: blue\n"
-    root = write_repo(tmp_path, {"ext.yaml": EXT, "d.yaml": DEPLOYMENT_V2, "j.yaml": job})
+    root = write_repo(tmp_path, {"ext.yaml": EXTENSION, "d.yaml": DEPLOYMENT_V2, "j.yaml": job})
     assert lines(load(root)) == []
 
 
 def test_deployment_in_endpoint_shape_needs_a_name(tmp_path: Path) -> None:
     root = write_repo(
-        tmp_path, {"ext.yaml": EXT, "e.yaml": "deployments:\n  - environment: {image: p}\n"}
+        tmp_path, {"ext.yaml": EXTENSION, "e.yaml": "deployments:\n  - environment: {image: p}\n"}
     )
     assert errors(load(root)) == [
         f"{root}/e.yaml:2: deployments[0].name: required field is missing"

@@ -11,16 +11,8 @@ from click.testing import CliRunner
 
 from reconciler.cli import main as cli
 from reconciler.model import problems, repo
-from tests.helpers import BROKEN, GITHUB_WORKFLOW, extension, load, write_repo
+from tests.helpers import BROKEN, EXTENSION, GITHUB_WORKFLOW, load, write_repo
 
-EXTENSION = extension(
-    """
-    enableTraining: true
-    enableInference: true
-    inferenceRouterServiceType: ClusterIP
-    allowInsecureConnections: true
-    """
-)
 JOB = """
 $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
 name: train

@@ -5,12 +5,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.model import workloads
-from tests.helpers import API, errors, extension, lines, load, write_repo
+from tests.helpers import API, EXTENSION, errors, extension, lines, load, write_repo
 
-BOTH = extension(
-    "enableTraining: true\nenableInference: true\ninferenceRouterServiceType: ClusterIP\n"
-    "allowInsecureConnections: true"
-)
 TRAINING_ONLY = extension("enableTraining: true")
 INFERENCE_ONLY = extension(
     "enableInference: true\ninferenceRouterServiceType: ClusterIP\nallowInsecureConnections: true"
@@ -38,11 +34,13 @@ def relative(root: Path, found: list[str]) -> list[str]:
 
 def deployment(tmp_path: Path, extra: str, files: dict[str, str | bytes] | None = None) -> Path:
     text = DEPLOYMENT.format(extra=extra)
-    return write_repo(tmp_path, {"ext.yaml": BOTH, "d.yaml": text, **(files or {})})
+    return write_repo(tmp_path, {"ext.yaml": EXTENSION, "d.yaml": text, **(files or {})})
 
 
 def test_instance_type_must_be_declared(tmp_path: Path) -> None:
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "j.yml": JOB.format(instance_type="gpu-big")})
+    root = write_repo(
+        tmp_path, {"ext.yaml": EXTENSION, "j.yml": JOB.format(instance_type="gpu-big")}
+    )
     assert relative(root, errors(load(root))) == [
         "j.yml:6: resources.instance_type: no instance type named 'gpu-big' "
         "(known: defaultinstancetype)"
@@ -51,7 +49,7 @@ def test_instance_type_must_be_declared(tmp_path: Path) -> None:
 
 def test_default_instance_type_needs_no_declaration(tmp_path: Path) -> None:
     text = JOB.format(instance_type="defaultinstancetype")
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "j.yml": text})
+    root = write_repo(tmp_path, {"ext.yaml": EXTENSION, "j.yml": text})
     assert lines(load(root)) == []
 
 
@@ -80,8 +78,8 @@ def test_workloads_need_an_extension(tmp_path: Path) -> None:
 
 
 def test_with_several_extensions_compute_must_name_one(tmp_path: Path) -> None:
-    other = BOTH.replace("name: azureml-extension", "name: other")
-    files = {"a.yaml": BOTH, "b.yaml": other}
+    other = EXTENSION.replace("name: azureml-extension", "name: other")
+    files = {"a.yaml": EXTENSION, "b.yaml": other}
     root = write_repo(tmp_path, {**files, "d.yaml": DEPLOYMENT.format(extra="compute: nope")})
     assert relative(root, errors(load(root))) == [
         "d.yaml:5: compute: 'nope' is not one of the repo's extensions (azureml-extension, other)"
@@ -120,14 +118,14 @@ def test_conda_file_is_data_not_a_manifest(tmp_path: Path) -> None:
     env = "environment:\n  image: python\n  conda_file: file:./conda.yml"
     text = DEPLOYMENT.format(extra="").replace("environment:\n  image: python", env)
     root = write_repo(
-        tmp_path, {"ext.yaml": BOTH, "d.yaml": text, "conda.yml": "dependencies: [python]\n"}
+        tmp_path, {"ext.yaml": EXTENSION, "d.yaml": text, "conda.yml": "dependencies: [python]\n"}
     )
     assert lines(load(root)) == []
 
 
 def test_environment_needs_an_image(tmp_path: Path) -> None:
     text = DEPLOYMENT.format(extra="").replace("image: python", "name: env")
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "d.yaml": text})
+    root = write_repo(tmp_path, {"ext.yaml": EXTENSION, "d.yaml": text})
     assert relative(root, errors(load(root))) == [
         "d.yaml:3: environment: needs a container image: environment.image or "
         "environment.docker.image"
@@ -234,7 +232,9 @@ def test_kind_shape_job(tmp_path: Path) -> None:
           environment: {{image: python}}
           compute: azureml-extension
         """
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "jobs/j.yaml": job, "jobs/src/train.py": ""})
+    root = write_repo(
+        tmp_path, {"ext.yaml": EXTENSION, "jobs/j.yaml": job, "jobs/src/train.py": ""}
+    )
     loaded = load(root)
     assert lines(loaded) == []
     train = loaded.repo.jobs["train"]
@@ -247,19 +247,23 @@ def test_kind_shape_job(tmp_path: Path) -> None:
 def test_a_kubernetes_deployment_without_schema_is_recognised(tmp_path: Path) -> None:
     text = "name: blue\ntype: kubernetes\nendpoint_name: ep\nenvironment: {image: python}\n"
     endpoint = "name: ep\ntype: kubernetes\nauth_mode: key\n"  # an endpoint by its shape
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "d.yml": text, "ep.yml": endpoint})
+    root = write_repo(tmp_path, {"ext.yaml": EXTENSION, "d.yml": text, "ep.yml": endpoint})
     loaded = load(root)
     assert errors(loaded) == []
     assert loaded.repo.deployments["blue"].endpoint_name == "ep"
     # a model says it is a deployment as well as type: kubernetes does
     text = "name: blue\nendpoint_name: ep\nmodel: https://m.example.com/m.pkl\n"
-    root = write_repo(tmp_path / "m", {"ext.yaml": BOTH, "d.yml": text + "environment: {image: p}"})
+    root = write_repo(
+        tmp_path / "m", {"ext.yaml": EXTENSION, "d.yml": text + "environment: {image: p}"}
+    )
     assert sorted(load(root).repo.deployments) == ["blue"]
 
 
 def test_type_other_than_kubernetes_is_an_error_naming_it(tmp_path: Path) -> None:
     text = "name: blue\ntype: managed\nendpoint_name: ep\nmodel: https://m.example.com/m\n"
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "d.yml": text + "environment: {image: p}\n"})
+    root = write_repo(
+        tmp_path, {"ext.yaml": EXTENSION, "d.yml": text + "environment: {image: p}\n"}
+    )
     assert relative(root, errors(load(root))) == [
         "d.yml:2: type: must be kubernetes: this reconciler runs deployments on the cluster (a "
         "managed online deployment runs in Azure, not here)"
@@ -389,7 +393,7 @@ def test_request_settings_ranges(tmp_path: Path, settings: str, problem: str) ->
 def test_code_configuration_code_as_a_path_string(tmp_path: Path) -> None:
     extra = "code_configuration: {code: ../shared/score, scoring_script: score.py}"
     text = DEPLOYMENT.format(extra=extra)
-    files = {"ext.yaml": BOTH, "d/d.yaml": text, "shared/score/score.py": "def run(x): ..."}
+    files = {"ext.yaml": EXTENSION, "d/d.yaml": text, "shared/score/score.py": "def run(x): ..."}
     loaded = load(write_repo(tmp_path, files))
     assert errors(loaded) == []
     assert loaded.repo.deployments["blue"].code == "shared/score"
@@ -399,7 +403,7 @@ def test_code_configuration_code_as_a_path_string(tmp_path: Path) -> None:
 def test_conda_file_with_or_without_file_prefix(tmp_path: Path, prefix: str) -> None:
     env = f"environment:\n  image: python\n  conda_file: {prefix}env/conda.yaml"
     text = DEPLOYMENT.format(extra="").replace("environment:\n  image: python", env)
-    files = {"ext.yaml": BOTH, "d.yaml": text, "env/conda.yaml": "dependencies: [python]\n"}
+    files = {"ext.yaml": EXTENSION, "d.yaml": text, "env/conda.yaml": "dependencies: [python]\n"}
     loaded = load(write_repo(tmp_path, files))
     assert lines(loaded) == []
     assert loaded.repo.deployments["blue"].conda_file == "env/conda.yaml"
@@ -419,7 +423,7 @@ def job(
     tmp_path: Path, command: str, extra: str = "", files: dict[str, str | bytes] | None = None
 ) -> tuple[Path, workloads.Job | None, list[str]]:
     text = HELLO.format(command=command, extra=extra)
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "j.yml": text, **(files or {})})
+    root = write_repo(tmp_path, {"ext.yaml": EXTENSION, "j.yml": text, **(files or {})})
     loaded = load(root)
     return root, loaded.repo.jobs.get("j"), relative(root, errors(loaded))
 
@@ -550,7 +554,7 @@ def test_outputs_are_folders_in_the_pod_and_cannot_name_a_path(tmp_path: Path) -
     root = write_repo(
         tmp_path,
         {
-            "ext.yaml": BOTH,
+            "ext.yaml": EXTENSION,
             "j.yml": HELLO.format(command="'echo > ${{outputs.o}}/x'", extra="outputs: {o: }"),
         },
     )
@@ -589,7 +593,7 @@ def test_outputs_are_folders_in_the_pod_and_cannot_name_a_path(tmp_path: Path) -
 def test_jobs_kubernetes_cannot_run_are_one_clear_error(
     tmp_path: Path, text: str, where: str
 ) -> None:
-    root = write_repo(tmp_path, {"ext.yaml": BOTH, "p.yml": text + "\n"})
+    root = write_repo(tmp_path, {"ext.yaml": EXTENSION, "p.yml": text + "\n"})
     assert relative(root, errors(load(root))) == [
         f"p.yml:{where} cannot run on Kubernetes through this reconciler: only command jobs do "
         "(a command and an environment); write each step as a command job of its own"
