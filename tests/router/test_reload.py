@@ -76,16 +76,22 @@ def test_a_changed_file_applies_without_dropping_in_flight_requests(
     run(scenario())
 
 
+def _localhost_tls(folder: Path) -> tuple[bytes, dict[str, str]]:
+    """A fresh self-signed certificate for localhost as `folder`'s cert.pem and key.pem: the
+    certificate's PEM and the router config's `tls` for the two files."""
+    cert, key = helpers.self_signed_pem("localhost")
+    (folder / "cert.pem").write_bytes(cert)
+    (folder / "key.pem").write_bytes(key)
+    return cert, {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
+
+
 def test_serve_command_https_key_files_reload_and_sigterm(
     tmp_path: Path, backends: list[harness.BackendProcess]
 ) -> None:
-    cert, key = helpers.self_signed_pem("localhost")
-    (tmp_path / "cert.pem").write_bytes(cert)
-    (tmp_path / "key.pem").write_bytes(key)
+    cert, tls = _localhost_tls(tmp_path)
     (tmp_path / "primary").write_text(KEY)
     path = tmp_path / "router.yaml"
     entry = deployment("a", [backends[0].url], auth={"mode": "key", "key_files": ["primary"]})
-    tls = {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}
     write_config(path, [entry], tls=tls)
     with harness.serving(path, "--reload-interval", "0.05") as (process, port):
         trust = ssl.create_default_context(cadata=cert.decode())
@@ -122,10 +128,7 @@ def test_serve_command_rejects_a_bad_config(tmp_path: Path) -> None:
 def test_a_renewed_certificate_is_served_without_a_restart(
     tmp_path: Path, backends: list[harness.BackendProcess]
 ) -> None:
-    first_cert, first_key = helpers.self_signed_pem("localhost")
-    (tmp_path / "cert.pem").write_bytes(first_cert)
-    (tmp_path / "key.pem").write_bytes(first_key)
-    tls = {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}
+    first_cert, tls = _localhost_tls(tmp_path)
     path = write_config(tmp_path / "router.yaml", [deployment("a", [backends[0].url])], tls=tls)
 
     async def served_certificate(port: int) -> bytes:
