@@ -13,10 +13,13 @@ import contextlib
 import datetime
 import http.server
 import shutil
+import subprocess
+import sys
 import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import git
 import yaml
@@ -55,6 +58,19 @@ def write_repo(root: Path, files: dict[str, str | bytes]) -> Path:
         else:
             target.write_text(textwrap.dedent(content).lstrip("\n"))
     return root
+
+
+def reconciler(*args: str, cwd: Path, **bounds: Any) -> subprocess.CompletedProcess[str]:
+    """The `reconciler` command as a user runs it: a process of its own in `cwd`, its output
+    captured as text; `bounds` are more of `subprocess.run`'s arguments (a timeout, limits)."""
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        **bounds,
+    )
 
 
 def git_work_tree(root: Path) -> git.Repo:

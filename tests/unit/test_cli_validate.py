@@ -1,14 +1,12 @@
 """`reconciler validate`: summary line, one problem per line, exit codes, JSON output."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from reconciler.cli import main as cli
-from tests.helpers import errors, extension, load, write_repo
+from tests.helpers import errors, extension, load, reconciler, write_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,13 +44,7 @@ def broken(tmp_path: Path) -> Path:
 
 def test_every_problem_then_a_count_and_exit_1(tmp_path: Path, monkeypatch: object) -> None:
     broken(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler", "validate", "broken-repo/"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = reconciler("validate", "broken-repo/", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "broken-repo/infra/ext.yaml:9: spec.config.installVolcanno: unknown setting "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from reconciler.engine import plans, revisiondiff
 from reconciler.gitsnapshot import GitSnapshot
 from reconciler.model import memo, repo
 from reconciler.render import render
+from tests import helpers
 from tests.helpers import (
     EXTENSION,
     commit_all,
@@ -69,13 +69,11 @@ def deployment_repo(root: Path) -> Path:
 
 
 def reconciler(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", *args],
+    """The command bounded in time and memory: a hostile file must not make it hang or swell."""
+    return helpers.reconciler(
+        *args,
         cwd=cwd,
-        capture_output=True,
-        text=True,
         timeout=HANG,
-        check=False,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY)),
     )
 

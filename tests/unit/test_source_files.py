@@ -4,13 +4,19 @@ not hidden files and folders, virtual environments or `node_modules`; a commit's
 the same files as its work tree.
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 from reconciler import source
 from reconciler.gitsnapshot import GitSnapshot
-from tests.helpers import BROKEN, GITHUB_WORKFLOW, commit_all, extension, load, write_repo
+from tests.helpers import (
+    BROKEN,
+    GITHUB_WORKFLOW,
+    commit_all,
+    extension,
+    load,
+    reconciler,
+    write_repo,
+)
 
 EXTENSION = extension("enableTraining: true")
 JOB = """
@@ -78,13 +84,7 @@ def test_in_a_git_work_tree_what_git_ignores_is_skipped(tmp_path: Path) -> None:
     )
     commit_all(root)
     (root / "jobs/new.yml").write_text(JOB.replace("name: train", "name: new"))  # untracked
-    result = subprocess.run(
-        [sys.executable, "-m", "reconciler", "validate", "repo"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = reconciler("validate", "repo", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (
         0,
         "repo is valid: 1 extension, 0 instance types, 2 jobs, 0 deployments, 0 endpoints\n",
