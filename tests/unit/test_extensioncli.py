@@ -53,6 +53,16 @@ def snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
+def refused(root: Path, *args: str) -> list[str]:
+    """The output lines of an `extension` command on the repo `root` that must fail (exit 1)
+    and leave every file of it as it was."""
+    before = snapshot(root)
+    result = run(*args, "--path", str(root))
+    assert result.exit_code == 1, result.output
+    assert snapshot(root) == before
+    return result.output.splitlines()
+
+
 @pytest.fixture
 def plain_repo(tmp_path: Path) -> Path:
     return write_repo(tmp_path / "repo", {"infra/ext.yaml": EXTENSION, "jobs/hello.yml": JOB})
@@ -98,14 +108,10 @@ def test_create_writes_a_valid_manifest_under_extensions(tmp_path: Path) -> None
 
 
 def test_create_refuses_a_name_the_repo_already_has(plain_repo: Path) -> None:
-    before = snapshot(plain_repo)
-    result = run("create", "-n", "azureml-extension", "--path", str(plain_repo))
-    assert result.exit_code == 1
-    assert result.output == (
+    assert refused(plain_repo, "create", "-n", "azureml-extension") == [
         f"{plain_repo}/infra/ext.yaml:5: metadata.name: extension 'azureml-extension' already "
-        "exists (change it with: reconciler extension update)\n"
-    )
-    assert snapshot(plain_repo) == before
+        "exists (change it with: reconciler extension update)"
+    ]
 
 
 def test_create_adds_a_document_to_an_existing_file(tmp_path: Path) -> None:
@@ -121,17 +127,11 @@ def test_create_adds_a_document_to_an_existing_file(tmp_path: Path) -> None:
 
 
 def test_create_that_would_make_the_repo_invalid_writes_nothing(plain_repo: Path) -> None:
-    before = snapshot(plain_repo)
-    result = run(
-        "create", "-n", "second", "--path", str(plain_repo), "--config", "enableTraining=true"
-    )
-    assert result.exit_code == 1
-    assert result.output.splitlines() == [
+    assert refused(plain_repo, "create", "-n", "second", "--config", "enableTraining=true") == [
         f"{plain_repo}/jobs/hello.yml:1: name: compute must name one of the repo's extensions "
         "(azureml-extension, second)",
         "1 problem: extension second not created, nothing was written",
     ]
-    assert snapshot(plain_repo) == before
     assert not (plain_repo / "extensions").exists()
 
 
@@ -207,14 +207,12 @@ def test_a_repo_in_a_subfolder_of_the_work_tree_commits_there(tmp_path: Path) ->
 def test_an_invalid_update_leaves_every_file_unchanged(
     plain_repo: Path, git_repo: git.Repo
 ) -> None:
-    before = snapshot(plain_repo)
     head = git_repo.head.commit.hexsha
-    result = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+    output = refused(
+        plain_repo, "update", "-n", "azureml-extension",
         "--config", "inferenceRouterServiceType=Ingress", "--config", "installVolcanno=false",
     )  # fmt: skip
-    assert result.exit_code == 1
-    assert result.output.splitlines() == [
+    assert output == [
         f"{plain_repo}/infra/ext.yaml:11: spec.config.inferenceRouterServiceType: must be one of "
         "LoadBalancer, NodePort, ClusterIP (got 'Ingress')",
         f"{plain_repo}/infra/ext.yaml:11: spec.config.inferenceRouterServiceType: required when "
@@ -223,7 +221,6 @@ def test_an_invalid_update_leaves_every_file_unchanged(
         "(did you mean installVolcano?)",
         "3 problems: extension azureml-extension not updated, nothing was written",
     ]
-    assert snapshot(plain_repo) == before
     assert git_repo.head.commit.hexsha == head
 
 
@@ -386,15 +383,11 @@ def test_delete_removes_one_document_of_several(tmp_path: Path) -> None:
 
 
 def test_delete_is_refused_while_workloads_run_on_the_extension(plain_repo: Path) -> None:
-    before = snapshot(plain_repo)
-    result = run("delete", "-n", "azureml-extension", "--path", str(plain_repo))
-    assert result.exit_code == 1
-    assert result.output.splitlines() == [
+    assert refused(plain_repo, "delete", "-n", "azureml-extension") == [
         f"{plain_repo}/jobs/hello.yml:1: name: needs an Extension in the repo to run on "
         "(none is declared)",
         "1 problem: extension azureml-extension not deleted, nothing was written",
     ]
-    assert snapshot(plain_repo) == before
 
 
 def test_delete_of_a_never_committed_file_makes_no_commit(tmp_path: Path) -> None:
