@@ -37,6 +37,14 @@ def deployment(tmp_path: Path, extra: str, files: dict[str, str | bytes] | None 
     return write_repo(tmp_path, {"ext.yaml": EXTENSION, "d.yaml": text, **(files or {})})
 
 
+def deployment_errors(
+    tmp_path: Path, extra: str, files: dict[str, str | bytes] | None = None
+) -> list[str]:
+    """The errors of the one-deployment repo `deployment` writes, named relative to the repo."""
+    root = deployment(tmp_path, extra, files)
+    return relative(root, errors(load(root)))
+
+
 def test_instance_type_must_be_declared(tmp_path: Path) -> None:
     root = write_repo(
         tmp_path, {"ext.yaml": EXTENSION, "j.yml": JOB.format(instance_type="gpu-big")}
@@ -107,8 +115,7 @@ def test_local_paths_are_relative_to_the_manifest(tmp_path: Path) -> None:
 
 
 def test_local_paths_may_not_leave_the_repo(tmp_path: Path) -> None:
-    root = deployment(tmp_path, "model: {local_path: ../../etc/passwd}")
-    assert relative(root, errors(load(root))) == [
+    assert deployment_errors(tmp_path, "model: {local_path: ../../etc/passwd}") == [
         "d.yaml:5: model.local_path: ../../etc/passwd is outside the repo: local paths must "
         "stay inside it"
     ]
@@ -134,8 +141,7 @@ def test_environment_needs_an_image(tmp_path: Path) -> None:
 
 def test_at_most_1000_models(tmp_path: Path) -> None:
     models = "models:\n" + "".join(f"  - https://example.com/m{i}.pkl\n" for i in range(1001))
-    root = deployment(tmp_path, models)
-    assert relative(root, errors(load(root))) == [
+    assert deployment_errors(tmp_path, models) == [
         "d.yaml:5: models: at most 1,000 models per deployment"
     ]
     assert errors(load(deployment(tmp_path / "ok", models.rsplit("  -", 1)[0]))) == []
@@ -278,8 +284,7 @@ def test_probes_take_the_cli_v2_defaults_for_fields_not_given(tmp_path: Path) ->
 
 
 def test_a_liveness_probe_succeeds_after_one_check_only(tmp_path: Path) -> None:
-    root = deployment(tmp_path, "liveness_probe:\n  success_threshold: 2")
-    assert relative(root, errors(load(root))) == [
+    assert deployment_errors(tmp_path, "liveness_probe:\n  success_threshold: 2") == [
         "d.yaml:6: liveness_probe.success_threshold: must be 1 for a liveness probe (Kubernetes "
         "allows no other value)"
     ]
@@ -294,8 +299,9 @@ def test_a_liveness_probe_succeeds_after_one_check_only(tmp_path: Path) -> None:
     ],
 )
 def test_probe_fields_are_checked(tmp_path: Path, field: str, value: str, message: str) -> None:
-    root = deployment(tmp_path, f"readiness_probe: {{{field}: {value}}}")
-    assert relative(root, errors(load(root))) == [f"d.yaml:5: readiness_probe.{field}: {message}"]
+    assert deployment_errors(tmp_path, f"readiness_probe: {{{field}: {value}}}") == [
+        f"d.yaml:5: readiness_probe.{field}: {message}"
+    ]
 
 
 def test_resources_are_quantities_with_requests_under_limits(tmp_path: Path) -> None:
@@ -312,15 +318,13 @@ def test_resources_are_quantities_with_requests_under_limits(tmp_path: Path) -> 
         "1500Mi or 2Gi"
     ]
     over = "resources:\n  requests: {cpu: 2}\n  limits: {cpu: 1}"
-    root = deployment(tmp_path / "over", over)
-    assert relative(root, errors(load(root))) == [
+    assert deployment_errors(tmp_path / "over", over) == [
         "d.yaml:6: resources.requests.cpu: request 2 is more than the limit 1"
     ]
 
 
 def test_gpus_go_in_limits_only(tmp_path: Path) -> None:
-    root = deployment(tmp_path, "resources:\n  requests: {nvidia.com/gpu: 1}")
-    assert relative(root, errors(load(root))) == [
+    assert deployment_errors(tmp_path, "resources:\n  requests: {nvidia.com/gpu: 1}") == [
         "d.yaml:6: resources.requests.nvidia.com/gpu: nvidia.com/gpu goes only in limits "
         "(Kubernetes sets the request equal to the limit)"
     ]
@@ -333,8 +337,7 @@ def test_a_request_over_the_instance_types_limit_names_both(tmp_path: Path) -> N
         "d.yaml:6: resources.requests.cpu: request 1 is more than the limit 0.6 of instance "
         "type 'defaultinstancetype': give resources.limits.cpu too"
     ]
-    root = deployment(tmp_path / "limit", "resources:\n  limits: {memory: 1Gi}")
-    assert relative(root, errors(load(root))) == [
+    assert deployment_errors(tmp_path / "limit", "resources:\n  limits: {memory: 1Gi}") == [
         "d.yaml:6: resources.limits.memory: limit 1Gi is less than the request 1536Mi of "
         "instance type 'defaultinstancetype': give resources.requests.memory too"
     ]
@@ -386,8 +389,9 @@ def test_environment_variables_are_strings(tmp_path: Path) -> None:
     ],
 )
 def test_request_settings_ranges(tmp_path: Path, settings: str, problem: str) -> None:
-    root = deployment(tmp_path, f"request_settings: {settings}")
-    assert relative(root, errors(load(root))) == [f"d.yaml:5: request_settings.{problem}"]
+    assert deployment_errors(tmp_path, f"request_settings: {settings}") == [
+        f"d.yaml:5: request_settings.{problem}"
+    ]
 
 
 def test_code_configuration_code_as_a_path_string(tmp_path: Path) -> None:
