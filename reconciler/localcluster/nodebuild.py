@@ -199,20 +199,33 @@ def _minutes(seconds: float) -> str:
 # the builds
 
 
+def _go_install(
+    what: str,
+    command: Callable[[str], list[str]],
+    minutes: str,
+    tmp: Path,
+    progress: Progress | None,
+) -> None:
+    """`command(go)`, a ``go install`` from the Go module proxy, run with its binaries going to
+    `tmp`; `minutes` is what the first build on a machine takes, said before it starts."""
+    go = build.find_go()
+    build._say(
+        progress,
+        f"building {what} from the Go module proxy "
+        f"(first time on a machine: about {minutes} on 2 cores)",
+    )
+    env = containerd_env(dict(os.environ), tmp)
+    # Hundreds of packages, uncounted: the exact count would need a module download first.
+    build.run_go_build(command(go), tmp, env, 0, progress)
+
+
 def ensure_containerd(progress: Progress | None = None, root: Path | None = None) -> Path:
     """containerd, its runc shim and ctr at the pinned version; returns their folder."""
     out_dir = cache_root(root) / f"containerd-{nodepins.CONTAINERD_VERSION}"
 
     def make(tmp: Path) -> None:
-        go = build.find_go()
-        build._say(
-            progress,
-            f"building containerd {nodepins.CONTAINERD_VERSION} from the Go module proxy "
-            "(first time on a machine: about 1.5 minutes on 2 cores)",
-        )
-        env = containerd_env(dict(os.environ), tmp)
-        # ~300 packages; the exact count would need a module download first.
-        build.run_go_build(containerd_install_command(go), tmp, env, 0, progress)
+        what = f"containerd {nodepins.CONTAINERD_VERSION}"
+        _go_install(what, containerd_install_command, "1.5 minutes", tmp, progress)
 
     cached_build(
         out_dir, containerd_digest(), nodepins.CONTAINERD_COMMANDS, make, "containerd", progress
@@ -329,14 +342,8 @@ def ensure_coredns(progress: Progress | None = None, root: Path | None = None) -
     out_dir = cache_root(root) / f"coredns-{nodepins.COREDNS_VERSION}"
 
     def make(tmp: Path) -> None:
-        go = build.find_go()
-        build._say(
-            progress,
-            f"building CoreDNS {nodepins.COREDNS_VERSION} from the Go module proxy (first time on "
-            "a machine: about 3 minutes on 2 cores)",
-        )
-        env = containerd_env(dict(os.environ), tmp)
-        build.run_go_build(coredns_install_command(go), tmp, env, 0, progress)
+        what = f"CoreDNS {nodepins.COREDNS_VERSION}"
+        _go_install(what, coredns_install_command, "3 minutes", tmp, progress)
         _image_archive(tmp / "coredns", tmp, coredns_image_name(), COREDNS_ARCHIVE)
 
     cached_build(out_dir, coredns_digest(), ["coredns", COREDNS_ARCHIVE], make, "CoreDNS", progress)
