@@ -1,10 +1,10 @@
 """`reconciler plan`, `reconciler apply` and `reconciler status`: a repo against a live cluster.
 
-Thin commands over `reconcile` (phases and safety rules), `plans` (what is printed) and `record`
-(what the cluster says). Exit codes: `plan` follows `kubectl diff` (0 no changes, 1 changes,
-2 error, an extension another source owns included); `apply` and `status` give 0 when every
-extension is fine, 1 when one failed, another source owns it, or the repo is invalid, 2 on a
-usage or connection error.
+Thin commands over `reconcile` (phases and safety rules), `printers` (how its plans and events
+read) and `record` (what the cluster says). Exit codes: `plan` follows `kubectl diff` (0 no
+changes, 1 changes, 2 error, an extension another source owns included); `apply` and `status`
+give 0 when every extension is fine, 1 when one failed, another source owns it, or the repo is
+invalid, 2 on a usage or connection error.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import click
 
 from reconciler import kube, source
 from reconciler.cli import common, connection, decryptkeys, rendercache
-from reconciler.engine import owners, reconcile, record, reuse, revision
+from reconciler.engine import events, owners, reconcile, record, reuse, revision
+from reconciler.printers import events as eventlines
+from reconciler.printers import plans as plantext
 
 _PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
 _ADOPT_HELP = (
@@ -37,6 +39,12 @@ def _head(snapshot: source.Snapshot, reuse: reuse.Reuse) -> revision.Revision:
     for problem in head.loaded.problems:
         click.echo(str(problem), err=True)
     return head
+
+
+def echo(event: events.Event) -> None:
+    """The `events.Emit` of the commands that carry out a change: each event's line, as it
+    happens."""
+    click.echo(eventlines.text(event))
 
 
 def _failed_repo(head: revision.Revision) -> str:
@@ -94,7 +102,7 @@ def plan(
             click.echo(f"error: {extension_plan.claim.message()}", err=True)
             rejected = True
             continue
-        click.echo(extension_plan.plan.text(show_unchanged), nl=False)
+        click.echo(plantext.text(extension_plan.plan, show_unchanged), nl=False)
         for note in plan_notes(extension_plan):
             click.echo(f"note: {note}")
         for error in extension_plan.errors:
@@ -187,14 +195,14 @@ def apply(
         try:
             if not head.valid:
                 _reject(cluster, head, dry_run)
-            results = reconcile.reconcile(cluster, head, options, click.echo)
+            results = reconcile.reconcile(cluster, head, options, echo)
         except kube.KubeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
     failed = False
     for result in results:
         if dry_run:
-            click.echo(result.plan.text(), nl=False)
+            click.echo(plantext.text(result.plan), nl=False)
         for reason in result.outcome.reasons:
             click.echo(f"  {reason}", err=result.outcome.state == record.FAILED)
         click.echo(f"extension {result.name}: {result.outcome.state}")

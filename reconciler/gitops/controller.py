@@ -57,6 +57,7 @@ from reconciler.engine import (
     revision,
 )
 from reconciler.gitops import driftwatch, heap, loopmetrics
+from reconciler.printers import events as eventlines
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class Controller:
             head,
             _kept(each, planned),
             options,
-            log.info,
+            eventlines.logged(log),
             reads,
             stop_before_next=self._newer_waiting,
             write_outcome=self.outcomes,

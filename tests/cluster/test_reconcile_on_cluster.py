@@ -352,7 +352,7 @@ def test_an_extension_that_left_the_repo_is_pruned_only_when_allowed(
             assert found["metadata"]["labels"][objects.PART_OF_LABEL] == f"{name}b"
         elif not key.namespace:
             assert gone_or_going(found), f"{key} was not pruned"
-    assert reconcile.delete_extension(cluster, f"{name}b", lambda _line: None) == []
+    assert reconcile.delete_extension(cluster, f"{name}b", lambda _event: None) == []
     assert kube.get(cluster, record.ref(f"{name}b")) is None
 
 
