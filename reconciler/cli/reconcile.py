@@ -47,6 +47,10 @@ def echo(event: events.Event) -> None:
     click.echo(eventlines.text(event))
 
 
+def _echo_json(event: events.Event) -> None:
+    click.echo(eventlines.as_json(event))
+
+
 def _failed_repo(head: revision.Revision) -> str:
     errors = len(head.errors)
     return f"{errors} problem{'s' if errors != 1 else ''}: nothing was applied"
@@ -153,6 +157,7 @@ def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
 @click.option("--adopt", is_flag=True, help=_ADOPT_HELP)
 @decryptkeys.option
 @connection.concurrency_option
+@common.output_option("text", "json", help="json: one JSON line per event and per outcome.")
 @common.one_shot
 def apply(
     path: str,
@@ -167,6 +172,7 @@ def apply(
     adopt: bool,
     decryption_key: str | None,
     concurrency: int,
+    output_format: str,
 ) -> None:
     """Make the cluster match the repo at PATH: server-side apply in dependency order, prune
     what left the repo, record the inventory and the provisioning state of every extension
@@ -177,6 +183,9 @@ def apply(
     or another folder of this one) is refused, nothing applied, pruned or recorded, unless
     --adopt takes it over. Exit 0 when every extension is applied (and healthy with --wait),
     1 otherwise, 2 on a usage or connection error.
+
+    With -o json, stdout is JSON lines: one per event as it happens (`planned`, `applied`,
+    `pruned`, `waiting`, ...), then one `outcome` per extension.
     """
     options = reconcile.Options(
         dry_run=dry_run,
@@ -195,18 +204,22 @@ def apply(
         try:
             if not head.valid:
                 _reject(cluster, head, dry_run)
-            results = reconcile.reconcile(cluster, head, options, echo)
+            emit = _echo_json if output_format == "json" else echo
+            results = reconcile.reconcile(cluster, head, options, emit)
         except kube.KubeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
     failed = False
     for result in results:
+        failed = failed or result.outcome.state == record.FAILED
+        if output_format == "json":
+            click.echo(eventlines.outcome_as_json(result.name, result.outcome))
+            continue
         if dry_run:
             click.echo(plantext.text(result.plan), nl=False)
         for reason in result.outcome.reasons:
             click.echo(f"  {reason}", err=result.outcome.state == record.FAILED)
         click.echo(f"extension {result.name}: {result.outcome.state}")
-        failed = failed or result.outcome.state == record.FAILED
     sys.exit(1 if failed else 0)
 
 

@@ -2,8 +2,9 @@
 
 `text` is the wording `apply`, `extension delete` and the loop show while a revision is carried
 out (the lines per extension, the apply's and the health wait's progress indented below them);
-`as_json` is one JSON object per event, `{"event": "applied", "extension": ..., ...}`; `logged`
-is the `Emit` the loop passes the engine, logging each event's text line.
+`as_json` is one JSON object per event, `{"event": "applied", "extension": ..., ...}` (what
+`apply -o json` prints, ending with each extension's `outcome_as_json`); `logged` is the `Emit`
+the loop passes the engine, logging each event's text line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import re
 from typing import assert_never
 
-from reconciler.engine import events, owners, plans
+from reconciler.engine import events, owners, plans, record
 from reconciler.printers import plans as plantext
 
 
@@ -63,6 +64,18 @@ def as_json(event: events.Event) -> str:
             document.update(timeout=timeout)
         case events.Progressing(_, pending):
             document.update(pending=list(pending))
+    return json.dumps(document)
+
+
+def outcome_as_json(extension: str, outcome: record.Outcome) -> str:
+    """The line after an extension's events: how its reconcile went."""
+    document = {
+        "event": "outcome",
+        "extension": extension,
+        "state": outcome.state,
+        "reason": outcome.reason,
+        "reasons": list(outcome.reasons),
+    }
     return json.dumps(document)
 
 

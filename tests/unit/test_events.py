@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from reconciler import objects
-from reconciler.engine import events, owners, plans
+from reconciler.engine import events, owners, plans, record
 from reconciler.printers import events as eventlines
 
 KEY = objects.Key("apps/v1", "Deployment", "ns", "web")
@@ -66,6 +66,11 @@ def test_json_lines_name_the_event_and_carry_its_fields() -> None:
     }  # fmt: skip
     adopted = of(events.Adopted("ml", ADOPTED))
     assert adopted["owner"] == "/a" and "t0ken" not in json.dumps(adopted)
+    outcome = record.Outcome(record.FAILED, "ApplyFailed", ("web: refused",))
+    assert json.loads(eventlines.outcome_as_json("ml", outcome)) == {
+        "event": "outcome", "extension": "ml", "state": "Failed", "reason": "ApplyFailed",
+        "reasons": ["web: refused"],
+    }  # fmt: skip
 
 
 def test_the_loop_logs_each_event_as_its_text_line(caplog: pytest.LogCaptureFixture) -> None:
