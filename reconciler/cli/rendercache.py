@@ -1,6 +1,6 @@
 """The render units `plan` and `apply` keep on disk, so that the next one of the same repo
-renders only what changed: at 10,000 objects rendering is most of a no-op apply's time. Beside
-them, each file's parse (plain data, keyed by the file's text: parsing is ~40 % of loading a
+renders only what changed: in a large repo rendering is most of a no-op apply's time. Beside
+them, each file's parse (plain data, keyed by the file's text: parsing is much of loading a
 repo), and the fingerprint answers the command's planning computed (`fingerprint.remembered`:
 digests, fingerprints and booleans), so the next one does not walk every unchanged object's
 fields against its managedFields again.

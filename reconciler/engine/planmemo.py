@@ -1,9 +1,9 @@
 """The GitOps loop's last in-sync plan of each extension, reused while nothing it came from changed.
 
 A tick plans the extensions one after the other, so a commit that changes one object of the
-last extension waits for the plans of the ones before it, even when they are in sync: at 10,000
-objects each of ~3,300 objects is keyed, fingerprinted, looked up live and checked, ~0.2 s per
-extension although every answer is already known (`fingerprint`). A plan is made from:
+last extension waits for the plans of the ones before it, even when they are in sync: each of
+their objects is keyed, fingerprinted, looked up live and checked again although every answer is
+already known (`fingerprint`). A plan is made from:
 
 - the extension's rendered objects, known here by their render content ids
   (`render.Rendered.content_id`: all of an object but its source revision, as the fingerprint);

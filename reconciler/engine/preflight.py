@@ -3,8 +3,8 @@
 Sits after `load` / `validate` and beside `render`: it takes a valid repo's extensions and
 instance types and the live cluster's Node objects (plain dicts, as `kube.list_objects` returns
 them) and says what the cluster lacks, as `Finding` values (an error or a warning, the extension
-or instance type it is about, and the fact). The rules (SPEC section 2, "Preflight facts", and
-section 4):
+or instance type it is about, and the fact). The rules (`docs/domain.md#preflight-facts`,
+`docs/domain.md#instance-types`):
 
 - `inferenceRouterHA` (3 router replicas) needs >= 3 ready worker nodes matching the extension's
   nodeSelector;

@@ -4,7 +4,8 @@ A controller following 10,000 objects holds several hundred thousand long-lived 
 live-state cache, the memo's parsed files and models) and a tick allocates as many again
 (rendered objects, plans), nearly all freed by reference counting: the loop's data holds no
 reference cycles. CPython's cyclic collector, left alone, still walks the heap in full twice or
-more per tick, finding next to nothing: about 1.7 s of a 2.7 s tick at 10,000 objects, measured.
+more per tick, finding next to nothing, and those walks were most of a large tick (figures in
+benchmarks/README.md).
 
 So `Heap.tick` turns automatic collection off while a tick runs and, after it, freezes what
 survived (`gc.freeze`: the collector no longer looks at it), so collections between ticks see

@@ -237,8 +237,8 @@ class _Asking:
 
 def digest(key: Hashable) -> Hashable:
     """A short stand-in for a key: Python does not cache a tuple's hash, so every lookup of a
-    deep key walked all of it again (three lookups a unit: ~0.3 s of a warm tick's render at
-    10,000 objects, half that with a digest). marshal's format 2 writes equal values as equal
+    deep key walked all of it again, three times a unit, a visible share of a warm tick's
+    render. marshal's format 2 writes equal values as equal
     bytes (no references by identity); a key it cannot write (one with an `unknown` value)
     stays itself and, as before, matches nothing."""
     found = content_digest(key)

@@ -1,5 +1,6 @@
-"""Authentication material of model deployments and endpoints (SPEC sections 6, 6b), kept in
-one Secret each.
+"""Authentication material of model deployments and endpoints, kept in one Secret each.
+
+The product's auth modes: `docs/domain.md#online-deployments`.
 
 Key mode (the default): a primary and a secondary key, either accepted by the router, each
 regenerable on its own. Token mode: a signing key the router signs and checks tokens with. None:

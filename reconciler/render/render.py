@@ -47,7 +47,7 @@ _Object = objects.Object
 _Extension = extensions.Extension
 _Placed = tuple[_Object, Hashable | None]  # an object and its place (see `_Units._get`)
 # libyaml's emitter: the router's config lists every deployment of an extension, and the pure
-# Python emitter spent seconds on it at thousands of deployments (same output, ~4x faster).
+# Python emitter is several times slower on it at thousands of deployments (same output).
 _CONFIG_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -80,9 +80,10 @@ class Rendered:
 
     def content_id(self, obj: _Object) -> bytes | None:
         """A short stand-in for all of `obj` but its source revision, known without reading
-        it: planning's fingerprint is looked up by it (a digest of 7,000 whole objects was
-        0.14 s of a tick at 10,000). None for an object not rendered here, or changed since
-        (a filled secret, trimmed replicas: copies), or rendered without a memo."""
+        it: planning's fingerprint is looked up by it, where digesting every whole object again
+        would cost a large repo's tick a share of its time. None for an object not rendered
+        here, or changed since (a filled secret, trimmed replicas: copies), or rendered without
+        a memo."""
         found = self.placed.get(id(obj))
         return found[1] if found is not None and found[0] is obj else None
 
@@ -181,7 +182,7 @@ class _Units:
     def _fingerprint(self, kind: str, name: str, value: object) -> Hashable:
         """`value`'s fingerprint as a digest: it goes into the key of every workload of the
         extension, and each key is marshalled to be looked up (a whole extension's settings
-        in each of 6,000 keys was a quarter of a warm render at 10,000 objects)."""
+        marshalled into every key would dominate a warm render)."""
         if (kind, name) not in self._fingerprints:
             self._fingerprints[kind, name] = memo.digest(memo.fingerprint(value))
         return self._fingerprints[kind, name]

@@ -1,4 +1,4 @@
-"""Preflight rules (SPEC section 2 "Preflight facts", section 4): a repo against a list of nodes.
+"""Preflight rules (`docs/domain.md#preflight-facts`): a repo against a list of nodes.
 
 Each rule has a failing case asserting the exact finding and a passing one. Nodes are plain Node
 dicts, as the API server returns them. The last tests run the command up to the point where it
