@@ -26,9 +26,8 @@ import git
 import render_repo  # the generator, beside this file
 
 from reconciler import gitsnapshot, source
-from reconciler.engine import plans, revisiondiff
-from reconciler.model import memo, repo
-from reconciler.render import render
+from reconciler.engine import plans, revision, revisiondiff
+from reconciler.engine import reuse as reusing
 
 
 def best_of(repeat: int, works: dict[str, Callable[[], object]]) -> dict[str, float]:
@@ -71,10 +70,9 @@ def main() -> None:
         make_repo(root, args.workloads)
 
         def full_render() -> list[object]:
-            head = gitsnapshot.GitSnapshot.at(root, "HEAD")
-            loaded = repo.load(head)
-            assert loaded.valid, [str(p) for p in loaded.errors[:5]]
-            return list(render.render_repo(loaded.repo, head, head.revision()).objects)
+            head = revision.Revision(gitsnapshot.GitSnapshot.at(root, "HEAD"))
+            assert head.valid, head.error_lines()[:5]
+            return list(head.rendered.objects)
 
         def diff(reuse: bool, head_ref: str | None = "HEAD") -> revisiondiff.RevisionDiff:
             base = gitsnapshot.GitSnapshot.at(root, "HEAD~1")
@@ -117,14 +115,11 @@ def main() -> None:
 
 def reuse_counts(root: Path) -> str:
     """What the base revision took from the head's work, as `between` shares it."""
-    shared = memo.Memo()
-    head = gitsnapshot.GitSnapshot.at(root, "HEAD")
-    base = gitsnapshot.GitSnapshot.at(root, "HEAD~1")
-    head_loaded = repo.load(head, shared)
-    render.render_repo(head_loaded.repo, head, head.revision(), shared)
+    handle = reusing.Reuse()
+    shared = handle.memo
+    assert revision.Revision(gitsnapshot.GitSnapshot.at(root, "HEAD"), handle).rendered.objects
     first = (shared.hits, shared.misses)
-    base_loaded = repo.load(base, shared)
-    render.render_repo(base_loaded.repo, base, base.revision(), shared)
+    assert revision.Revision(gitsnapshot.GitSnapshot.at(root, "HEAD~1"), handle).rendered.objects
     hits, misses = shared.hits - first[0], shared.misses - first[1]
     return (
         f"the second revision reused {hits} files and render units, recomputed {misses} "

@@ -2,7 +2,7 @@
 
 The package turns a repo of YAML manifests (Extension, InstanceType, Job, Deployment) into the
 Kubernetes objects of the extension and keeps a cluster on them. The flow is one direction, and
-the subpackages follow it (README "Layout"):
+the subpackages follow it (`docs/architecture.md`):
 
     source -> load -> validate -> model -> render -> plan -> apply -> status
     (source, gitsnapshot)  (model/)      (render/)  (engine/, through kube)  (gitops/: the loop)

@@ -57,7 +57,7 @@ Body = objects.Object | list[objects.Object] | None  # a request body: an object
 # --- The bound on waiting for a server that stopped answering: one budget per outage ----------
 # It used to be per request: every request backed off for up to two minutes on its own, so an
 # `apply` whose API server died spent two minutes per round of its concurrent workers and two
-# more for each later phase (8 min 43 s measured, silent throughout). An outage is shared
+# more for each later phase (many minutes, silent throughout). An outage is shared
 # instead: it starts with the first request that finds the server unreachable and ends with the
 # first answer from it, and no request waits past `budget` seconds after it began, nor past
 # `budget` seconds after its own start. Once the budget is spent a request still makes one
@@ -268,7 +268,7 @@ class Cluster:
     api: client.ApiClient
     _dynamic: dynamic.DynamicClient | None = None
     # (apiVersion, kind) -> discovered resource: the dynamic client's own lookup walks its whole
-    # discovery tree (~150 us a request under the profiler); dropped with the discovery.
+    # discovery tree, on every request; dropped with the discovery.
     _resources: dict[tuple[str, str], Any] = field(default_factory=dict)
     discovery_lock: threading.Lock = field(default_factory=threading.Lock)
     requests: collections.Counter[str] = field(default_factory=collections.Counter)

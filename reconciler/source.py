@@ -445,8 +445,8 @@ class DirectorySnapshot:
 
     Each YAML file is read from disk once and its bytes kept for the snapshot's life: loading
     a manifest hashes it (the memo's text id), checks it for SOPS metadata and parses it, and
-    all three must see the same bytes even if the file is saved meanwhile (three reads were
-    also ~a third of loading 4,400 manifests). Other files (models, code) are read each time:
+    all three must see the same bytes even if the file is saved meanwhile (and three reads
+    were a large part of loading a repo). Other files (models, code) are read each time:
     they can be large, and are only hashed or copied. Paths are resolved by `resolve` over
     `os.lstat`, so a symlink leading out of the folder is refused, not followed."""
 
@@ -640,7 +640,7 @@ def _read_regular(file: Path, shown: Callable[[], str], limit: int = MAX_FILE_BY
         if status.st_size > limit:
             raise RefusedFile(shown(), too_large(status.st_size, limit))
         # Sized by what fstat said, then on to the end (it may have grown since), up to the
-        # limit: a read(limit + 1) allocates all of it, 48 us a small file against 6.
+        # limit: a read(limit + 1) allocates all of it, which dominates reading a small file.
         chunks = [os.read(descriptor, status.st_size + 1)]
         read = len(chunks[0])
         while chunks[-1] and read <= limit:

@@ -1,8 +1,9 @@
 """Test helpers shared by every test folder: repos written to disk, problems looked up.
 
 `write_repo` builds a manifests repo from a {path: text} mapping, `scenario_repo` writes one of the
-four documented extension scenarios (SPEC section 2), with a freshly generated self-signed
-certificate and key where the scenario uses PEM files, so no key material lives in the repo.
+four documented extension scenarios (`docs/domain.md#scenarios`), with a freshly generated
+self-signed certificate and key where the scenario uses PEM files, so no key material lives in the
+repo.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ SCENARIOS = ("quickstart", "onprem-training", "production-https", "gpu-nodeport"
 
 
 def scenario_repo(root: Path, name: str) -> Path:
-    """One of the four documented scenarios of SPEC section 2 as a repo under `root`."""
+    """One of the four documented scenarios (`docs/domain.md#scenarios`) as a repo under `root`."""
     if name == "quickstart":
         # A quick proof of concept: managed cluster, both workloads, plain HTTP, one router.
         text = extension(

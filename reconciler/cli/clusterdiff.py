@@ -15,9 +15,8 @@ import click
 from reconciler import kube, source
 from reconciler.cli import connection
 from reconciler.cli import reconcile as reconcilecli
-from reconciler.engine import reconcile, revisiondiff
-from reconciler.model import problems, repo
-from reconciler.render import render as renderer
+from reconciler.engine import reconcile, revision, revisiondiff
+from reconciler.model import problems
 
 
 def against_cluster(
@@ -27,14 +26,12 @@ def against_cluster(
     the API server would reject are problems (exit 2), as an invalid head is, and so is an
     extension another source owns (`apply` would refuse it)."""
     where = f"cluster {context}" if context else "cluster"
-    loaded = repo.load(head)
-    if not loaded.valid:
-        return revisiondiff.RevisionDiff(where, head.revision(), problems=tuple(loaded.errors))
-    rendered = renderer.render_repo(loaded.repo, head, head.revision()).objects
+    declared = revision.Revision(head)
+    if not declared.valid:
+        return revisiondiff.RevisionDiff(where, declared.revision, problems=tuple(declared.errors))
     cluster = connection.connect(kubeconfig, context)
     try:
-        options = reconcile.Options(dry_run=True)
-        planned = list(reconcile.plan_each(cluster, rendered, loaded.repo, head.origin(), options))
+        planned = list(reconcile.plan_each(cluster, declared, reconcile.Options(dry_run=True)))
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -50,7 +47,7 @@ def against_cluster(
     notes = tuple(note for p in planned for note in reconcilecli.plan_notes(p))
     return revisiondiff.RevisionDiff(
         where,
-        head.revision(),
+        declared.revision,
         tuple(revisiondiff.ExtensionDiff(p.name, p.plan) for p in planned if not p.refused),
         rejected,
         notes,

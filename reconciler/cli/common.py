@@ -29,8 +29,8 @@ def collector_paused() -> Iterator[None]:
     ends: for work that leaves no garbage cycles behind, where the collector would only walk the
     growing heap again and again finding next to nothing. A one-shot command runs in it
     (`one_shot`), and so does the import of a command's module (`lazygroup`: modules, classes
-    and functions are cycles, but none is garbage; ~0.05-0.09 s of the ~0.5 s `apply` spends
-    importing, measured)."""
+    and functions are cycles, but none is garbage, so collecting during an import only costs
+    start-up time)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -44,10 +44,9 @@ def one_shot(command: F) -> F:
     """Run `command`, a one-shot pass over a whole repo (validate, render, diff, plan, apply),
     with CPython's cyclic collector off. Its data (parsed files, models, rendered and live
     objects) holds no reference cycles, so reference counting frees what it drops, while the
-    collector would walk the ever larger heap in full again and again finding next to nothing:
-    ~40 % of a no-op `apply` of 10,000 objects (8 s against 4.2 s, the same peak RSS,
-    measured). The process ends with the command; the GitOps loop, which does not, has its own
-    rule (`gitops/heap.py`)."""
+    collector would walk the ever larger heap in full again and again finding next to nothing,
+    which made it a large part of a no-op `apply` of a big repo. The process ends with the
+    command; the GitOps loop, which does not, has its own rule (`gitops/heap.py`)."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:

@@ -14,8 +14,8 @@ import click
 
 from reconciler import objects, source
 from reconciler.cli import common, decryptkeys, outdir
-from reconciler.model import problems, repo
-from reconciler.render import render as renderer
+from reconciler.engine import revision
+from reconciler.model import problems
 
 
 @click.command()
@@ -32,14 +32,14 @@ def validate(path: str, output_format: str, decryption_key: str | None) -> None:
 
     Exit 0 when valid (warnings allowed), 1 with every problem, 2 on a usage error.
     """
-    loaded = repo.load(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
+    head = revision.Revision(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
     if output_format == "json":
-        click.echo(json.dumps([p.as_json() for p in loaded.problems], indent=2))
+        click.echo(json.dumps([p.as_json() for p in head.loaded.problems], indent=2))
     else:
-        for problem in loaded.problems:
+        for problem in head.loaded.problems:
             click.echo(str(problem))
-        click.echo(_verdict(path, loaded))
-    sys.exit(0 if loaded.valid else 1)
+        click.echo(_verdict(path, head))
+    sys.exit(0 if head.valid else 1)
 
 
 @click.command()
@@ -76,13 +76,12 @@ def render(
     if show_secrets and out_dir is None:
         raise click.UsageError("--show-secrets only writes to files: give --out-dir too")
     snapshot = decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key)
-    loaded = repo.load(snapshot)
-    for problem in loaded.problems:
+    head = revision.Revision(snapshot)
+    for problem in head.loaded.problems:
         click.echo(str(problem), err=True)
-    if not loaded.valid:
-        click.echo(_verdict(path, loaded), err=True)
+    if not head.valid:
+        click.echo(_verdict(path, head), err=True)
         sys.exit(1)
-    rendered = renderer.render_repo(loaded.repo, snapshot, snapshot.revision())
     if show_secrets and snapshot.decrypted():
         shown = ", ".join(snapshot.display(p) for p in snapshot.decrypted())
         click.echo(
@@ -91,7 +90,7 @@ def render(
             err=True,
         )
         sys.exit(2)
-    printable = [obj if show_secrets else objects.redact(obj) for obj in rendered.objects]
+    printable = [obj if show_secrets else objects.redact(obj) for obj in head.rendered.objects]
     if out_dir is None:
         text = objects.to_json(printable) if output_format == "json" else objects.to_yaml(printable)
         click.echo(text, nl=False)
@@ -100,10 +99,10 @@ def render(
     click.echo(f"wrote {written} objects to {out_dir}", err=True)
 
 
-def _verdict(path: str, loaded: repo.Loaded) -> str:
-    errors = len(loaded.errors)
-    warnings = sum(p.severity is problems.Severity.WARNING for p in loaded.problems)
+def _verdict(path: str, head: revision.Revision) -> str:
+    errors = len(head.errors)
+    warnings = sum(p.severity is problems.Severity.WARNING for p in head.loaded.problems)
     warned = f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
     if errors:
         return f"{errors} problem{'s' if errors != 1 else ''}{warned}"
-    return f"{path} is valid: {loaded.repo.summary()}{warned}"
+    return f"{path} is valid: {head.loaded.repo.summary()}{warned}"

@@ -59,7 +59,7 @@ def preflight(
         sys.exit(1)
     finally:
         cluster.api.close()  # type: ignore[no-untyped-call]  # the client is untyped
-    findings = rules.check(loaded.repo, nodes)
+    findings = rules.check(loaded.repo.extensions, loaded.repo.instance_types, nodes)
     if output_format == "json":
         click.echo(json.dumps([f.as_json() for f in findings], indent=2))
     else:

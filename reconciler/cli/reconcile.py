@@ -17,9 +17,7 @@ import click
 
 from reconciler import kube, source
 from reconciler.cli import common, connection, decryptkeys, rendercache
-from reconciler.engine import owners, reconcile, record, recordstore
-from reconciler.model import memo, problems, repo
-from reconciler.render import render as renderer
+from reconciler.engine import owners, reconcile, record, reuse, revision
 
 _PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
 _ADOPT_HELP = (
@@ -32,23 +30,17 @@ def _snapshot(path: str, decryption_key: str | None) -> source.Snapshot:
     return decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key)
 
 
-def _load(snapshot: source.Snapshot, reuse: memo.Memo) -> repo.Loaded:
-    """The repo, parsing only the files that changed since the last `plan` or `apply` of the
-    same folder (`reuse`: `rendercache.reusing`)."""
-    loaded = repo.load(snapshot, reuse)
-    for problem in loaded.problems:
+def _head(snapshot: source.Snapshot, reuse: reuse.Reuse) -> revision.Revision:
+    """The repo, loaded, its problems printed; parsed and rendered only where it changed since
+    the last `plan` or `apply` of the same folder (`reuse`: `rendercache.reusing`)."""
+    head = revision.Revision(snapshot, reuse)
+    for problem in head.loaded.problems:
         click.echo(str(problem), err=True)
-    return loaded
+    return head
 
 
-def _render(snapshot: source.Snapshot, loaded: repo.Loaded, reuse: memo.Memo) -> renderer.Rendered:
-    """The repo's objects, rendering only the units that changed since the last `plan` or
-    `apply` of the same folder (`reuse`: `rendercache.reusing`)."""
-    return renderer.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse)
-
-
-def _failed_repo(loaded: repo.Loaded) -> str:
-    errors = len(loaded.errors)
+def _failed_repo(head: revision.Revision) -> str:
+    errors = len(head.errors)
     return f"{errors} problem{'s' if errors != 1 else ''}: nothing was applied"
 
 
@@ -78,24 +70,18 @@ def plan(
     Exit 0 when there are no changes, 1 when there are, 2 on an error (invalid repo, an object
     the server would reject, an extension another source owns without --adopt, no cluster).
     """
+    options = reconcile.Options(
+        dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune, adopt=adopt
+    )
     snapshot = _snapshot(path, decryption_key)
-    with rendercache.reusing(path, snapshot) as reuse:
-        loaded = _load(snapshot, reuse)
-        if not loaded.valid:
-            click.echo(f"{_failed_repo(loaded)} (the repo is invalid)", err=True)
+    with rendercache.reusing(path, snapshot) as kept:
+        head = _head(snapshot, kept)
+        if not head.valid:
+            click.echo(f"{_failed_repo(head)} (the repo is invalid)", err=True)
             sys.exit(2)
         cluster = connection.connect(kubeconfig, context)
-        options = reconcile.Options(
-            dry_run=True, prune=not no_prune, allow_mass_prune=allow_mass_prune, adopt=adopt
-        )
         try:
-            rendered = _render(snapshot, loaded, reuse)
-            planned = list(
-                reconcile.plan_each(
-                    cluster, rendered.objects, loaded.repo, snapshot.origin(), options,
-                    content_id=rendered.content_id,
-                )
-            )  # fmt: skip
+            planned = list(reconcile.plan_each(cluster, head, options))
         except kube.KubeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
@@ -184,30 +170,24 @@ def apply(
     --adopt takes it over. Exit 0 when every extension is applied (and healthy with --wait),
     1 otherwise, 2 on a usage or connection error.
     """
-    seconds = common.parse_duration(timeout)
-    snapshot = _snapshot(path, decryption_key)
-    revision = snapshot.revision()
     options = reconcile.Options(
         dry_run=dry_run,
         prune=not no_prune,
         force_conflicts=force_conflicts,
         allow_mass_prune=allow_mass_prune,
         wait=wait,
-        timeout=seconds,
+        timeout=common.parse_duration(timeout),
         concurrency=concurrency,
         adopt=adopt,
     )
-    with rendercache.reusing(path, snapshot) as reuse:
-        loaded = _load(snapshot, reuse)
+    snapshot = _snapshot(path, decryption_key)
+    with rendercache.reusing(path, snapshot) as kept:
+        head = _head(snapshot, kept)
         cluster = connection.connect(kubeconfig, context)
         try:
-            if not loaded.valid:
-                _reject(cluster, loaded, revision, snapshot.origin(), dry_run)
-            rendered = _render(snapshot, loaded, reuse)
-            results = reconcile.reconcile(
-                cluster, rendered.objects, loaded.repo, revision, snapshot.origin(), options,
-                click.echo, rendered.content_id,
-            )  # fmt: skip
+            if not head.valid:
+                _reject(cluster, head, dry_run)
+            results = reconcile.reconcile(cluster, head, options, click.echo)
         except kube.KubeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
@@ -222,18 +202,12 @@ def apply(
     sys.exit(1 if failed else 0)
 
 
-def _reject(
-    cluster: kube.Cluster, loaded: repo.Loaded, revision: str, origin: str, dry_run: bool
-) -> None:
+def _reject(cluster: kube.Cluster, head: revision.Revision, dry_run: bool) -> None:
     """An invalid repo: nothing is applied; its problems go into the records of the
-    extensions it owns, never into another source's (not even with --adopt: a revision that
-    applies nothing takes nothing over)."""
-    click.echo(_failed_repo(loaded), err=True)
+    extensions it owns (`reconcile.record_problems`)."""
+    click.echo(_failed_repo(head), err=True)
     if not dry_run:
-        found = [str(p) for p in problems.sort_problems(loaded.errors)]
-        recorded = recordstore.record_problems(
-            cluster, loaded.repo.extensions, found, revision, origin
-        )
+        recorded = reconcile.record_problems(cluster, head)
         if recorded.written:
             written = ", ".join(recorded.written)
             click.echo(f"recorded the problems in the status of: {written}", err=True)

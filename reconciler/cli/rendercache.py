@@ -35,7 +35,7 @@ from pathlib import Path
 
 import reconciler
 from reconciler import source
-from reconciler.engine import fingerprint
+from reconciler.engine import fingerprint, reuse
 from reconciler.model import decryption, memo
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,12 @@ def _file(root: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def reusing(root: str, snapshot: source.Snapshot) -> Iterator[memo.Memo]:
-    """For a command's render and plan of the repo at `root`: a memo holding the units the
-    last one kept (`_opened`); what the block used and computed is kept for the next one
+def reusing(root: str, snapshot: source.Snapshot) -> Iterator[reuse.Reuse]:
+    """For a command's load, render and plan of the repo at `root`: a memo holding the units
+    the last one kept (`_opened`); what the block used and computed is kept for the next one
     when it ends without an error (`_keep`)."""
     used = _opened(root)
-    yield used
+    yield reuse.Reuse(used)
     _keep(root, used, snapshot)
 
 

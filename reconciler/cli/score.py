@@ -42,7 +42,7 @@ import yaml
 from reconciler import kube, objects
 from reconciler.cli import common, connection
 from reconciler.render import auth as authsecrets
-from reconciler.router import proxy, tokens
+from reconciler.router import served, tokens
 
 ROUTER_CONFIG_LABEL = "app.kubernetes.io/component=router-config"
 CONFIG_SUFFIX = "-config"
@@ -174,7 +174,7 @@ def _fail(message: str) -> None:
 @click.option(
     "--deployment",
     help="With an endpoint NAME: send the request to this deployment of it (the "
-    f"{proxy.DEPLOYMENT_HEADER} header) instead of splitting by the endpoint's traffic.",
+    f"{served.DEPLOYMENT_HEADER} header) instead of splitting by the endpoint's traffic.",
 )
 @click.option(
     "--url",
@@ -229,7 +229,7 @@ def score(
     if authorization:
         headers["Authorization"] = authorization
     if deployment is not None:
-        headers[proxy.DEPLOYMENT_HEADER] = deployment
+        headers[served.DEPLOYMENT_HEADER] = deployment
     request = urllib.request.Request(
         f"{url.rstrip('/')}{target.path}", body, headers, method="POST"
     )

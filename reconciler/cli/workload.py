@@ -43,8 +43,8 @@ def _load_valid(path: str) -> repo.Repo:
     return loaded.repo
 
 
-def _namespace_of(loaded: repo.Repo, workload: Any) -> str:
-    extension = loaded.extension_for(workload)
+def _namespace_of(declared: repo.Repo, workload: Any) -> str:
+    extension = declared.extension_for(workload)
     assert extension is not None, "a valid repo has an extension for every workload"
     return extension.release_namespace
 
@@ -78,13 +78,13 @@ def regen_key(
     name: str, which: str, repo_path: str, kubeconfig: str | None, context: str | None
 ) -> None:
     """Replace the primary or the secondary key of deployment NAME (the other keeps working)."""
-    loaded = _load_valid(repo_path)
-    if name not in loaded.deployments:
+    declared = _load_valid(repo_path)
+    if name not in declared.deployments:
         raise click.UsageError(f"no deployment named {name!r} in {repo_path}")
-    target = loaded.deployments[name]
+    target = declared.deployments[name]
     if target.auth_mode != "key":
         raise click.UsageError(f"deployment {name!r} uses auth_mode {target.auth_mode}, not key")
-    served_by = loaded.extension_for(target)
+    served_by = declared.extension_for(target)
     assert served_by is not None, "a valid repo has an extension for every deployment"
     fresh = auth.new_secret(target, served_by.release_namespace, served_by.name)
     _regenerate(connection.connect(kubeconfig, context), fresh, which, f"deployment {name}")
@@ -105,13 +105,13 @@ def endpoint_regen_key(
     """Replace the primary or the secondary key of endpoint NAME (the other keeps working).
     An endpoint of a deployment's own name (no endpoint declared) has the deployment's keys:
     `reconciler deployment regen-key`."""
-    loaded = _load_valid(repo_path)
-    if name not in loaded.endpoints:
+    declared = _load_valid(repo_path)
+    if name not in declared.endpoints:
         raise click.UsageError(f"no endpoint named {name!r} declared in {repo_path}")
-    target = loaded.endpoints[name]
+    target = declared.endpoints[name]
     if target.auth_mode != "key":
         raise click.UsageError(f"endpoint {name!r} uses auth_mode {target.auth_mode}, not key")
-    served_by = loaded.extension_for_endpoint(target)
+    served_by = declared.extension_for_endpoint(target)
     assert served_by is not None, "a valid repo has an extension for every endpoint"
     fresh = auth.new_endpoint_secret(target, served_by.release_namespace, served_by.name)
     _regenerate(connection.connect(kubeconfig, context), fresh, which, f"endpoint {name}")
@@ -124,12 +124,12 @@ def deployment_status(
     output_format: str, repo_path: str, kubeconfig: str | None, context: str | None
 ) -> None:
     """Replicas, readiness and who scales each model deployment; exit 1 if an HPA targets one."""
-    loaded = _load_valid(repo_path)
+    declared = _load_valid(repo_path)
     cluster = connection.connect(kubeconfig, context)
     states = []
     autoscalers: dict[str, list[Any]] = {}
-    for name, target in sorted(loaded.deployments.items()):
-        namespace = _namespace_of(loaded, target)
+    for name, target in sorted(declared.deployments.items()):
+        namespace = _namespace_of(declared, target)
         if namespace not in autoscalers:
             autoscalers[namespace] = kube.list_objects(
                 cluster, "autoscaling/v2", "HorizontalPodAutoscaler", namespace
@@ -169,34 +169,34 @@ def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> N
     """The state of each job: absent, pending, unschedulable, running, succeeded, failed,
     not-run (nothing ran its command: its pod is on a kwok node, or the volcano it waits for
     is) or unverified (the Job says it succeeded, with no pod left to show an exit 0)."""
-    loaded = _load_valid(repo_path)
+    declared = _load_valid(repo_path)
     cluster = connection.connect(kubeconfig, context)
     nodes: dict[str, objects.Object | None] = {}
     click.echo(f"{'NAME':24} {'STATE':13} DETAIL")
-    for name, target in sorted(loaded.jobs.items()):
-        state = _job_state(cluster, loaded, name, target, nodes)
+    for name, target in sorted(declared.jobs.items()):
+        state = _job_state(cluster, declared, name, target, nodes)
         click.echo(f"{state.name:24} {state.state:13} {state.detail}")
 
 
-def _job_ref(loaded: repo.Repo, name: str, target: Any) -> objects.Object:
+def _job_ref(declared: repo.Repo, name: str, target: Any) -> objects.Object:
     """The Job the render makes of job `name`: a volcano Job when its extension installs
     volcano, else a batch/v1 Job."""
-    extension = loaded.extension_for(target)
+    extension = declared.extension_for(target)
     volcano = bool(extension and extension.settings["installVolcano"])
     api_version = workloadstatus.VOLCANO_JOB_API if volcano else "batch/v1"
     return {"apiVersion": api_version, "kind": "Job",
-            "metadata": {"name": name, "namespace": _namespace_of(loaded, target)}}  # fmt: skip
+            "metadata": {"name": name, "namespace": _namespace_of(declared, target)}}  # fmt: skip
 
 
 def _job_state(
     cluster: kube.Cluster,
-    loaded: repo.Repo,
+    declared: repo.Repo,
     name: str,
     target: Any,
     nodes: dict[str, objects.Object | None],
 ) -> workloadstatus.JobState:
     """What `job status` says of job `name` (`nodes`: the Nodes read so far, by name)."""
-    ref = _job_ref(loaded, name, target)
+    ref = _job_ref(declared, name, target)
     namespace = ref["metadata"]["namespace"]
     volcano = ref["apiVersion"] == workloadstatus.VOLCANO_JOB_API
     live = kube.get(cluster, ref)
@@ -255,12 +255,12 @@ def job_logs(
     when there is nothing to read (said why: no pod yet, unschedulable, on a simulated node), 2
     when the API server cannot be reached, 130 on Ctrl-C."""
     options = logstream.options_of(follow, tail, container, previous, pod)
-    loaded = _load_valid(repo_path)
-    target = _named(loaded.jobs, name, "job", repo_path)
-    namespace = _namespace_of(loaded, target)
+    declared = _load_valid(repo_path)
+    target = _named(declared.jobs, name, "job", repo_path)
+    namespace = _namespace_of(declared, target)
     cluster = connection.connect(kubeconfig, context)
     with logstream.api_errors():
-        ref = _job_ref(loaded, name, target)
+        ref = _job_ref(declared, name, target)
         if kube.get(cluster, ref) is None:
             logstream.fail(
                 f"job {name} is not on the cluster (no {ref['kind']} {namespace}/{name}): "
@@ -268,7 +268,7 @@ def job_logs(
             )
 
         def no_pod() -> tuple[str, bool]:
-            state = _job_state(cluster, loaded, name, target, {})
+            state = _job_state(cluster, declared, name, target, {})
             detail = f" ({state.detail})" if state.detail else ""
             if state.state not in ("pending", "running"):
                 return f"job {name} has no pod: it is {state.state}{detail}", False
@@ -281,7 +281,7 @@ def job_logs(
 
         def goes_on() -> bool:
             # A pod that failed is followed by the Job's retry, until its backoff limit.
-            return _job_state(cluster, loaded, name, target, {}).state in ("pending", "running")
+            return _job_state(cluster, declared, name, target, {}).state in ("pending", "running")
 
         logstream.show(
             cluster,
@@ -316,9 +316,9 @@ def deployment_logs(
     there is nothing to read (said why), 2 when the API server cannot be reached, 130 on
     Ctrl-C."""
     options = logstream.options_of(follow, tail, container, previous, pod)
-    loaded = _load_valid(repo_path)
-    target = _named(loaded.deployments, name, "deployment", repo_path)
-    namespace = _namespace_of(loaded, target)
+    declared = _load_valid(repo_path)
+    target = _named(declared.deployments, name, "deployment", repo_path)
+    namespace = _namespace_of(declared, target)
     cluster = connection.connect(kubeconfig, context)
     with logstream.api_errors():
         ref = {"apiVersion": "apps/v1", "kind": "Deployment",

@@ -1,6 +1,8 @@
 """The `plan`, `apply` and `status` stages: a rendered repo against a live cluster.
 
-Pure halves: `diffs` (normalised field-level diffs), `plans` (a plan is data), `inventory` (what
+`revision` owns a repo revision through load and render (with `reuse`, what its stages may
+take from earlier work); the rest take its rendered objects. Pure halves: `diffs` (normalised
+field-level diffs), `plans` (a plan is data), `inventory` (what
 the reconciler owns; prune safety), `ownership` (fields shared with the router), `health` (is a
 live object healthy; provisioning state), `record` (the `ExtensionStatus` record as data),
 `workloadstatus`, `preflight` (documented prerequisites against the nodes), `revisiondiff` (two

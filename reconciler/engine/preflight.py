@@ -1,9 +1,10 @@
 """Preflight: the documented prerequisites of a repo's extensions, checked against the nodes.
 
-Sits after `load` / `validate` and beside `render`: it takes a valid `repo.Repo` and the live
-cluster's Node objects (plain dicts, as `kube.list_objects` returns them) and says what the
-cluster lacks, as `Finding` values (an error or a warning, the extension or instance type it is
-about, and the fact). The rules (SPEC section 2, "Preflight facts", and section 4):
+Sits after `load` / `validate` and beside `render`: it takes a valid repo's extensions and
+instance types and the live cluster's Node objects (plain dicts, as `kube.list_objects` returns
+them) and says what the cluster lacks, as `Finding` values (an error or a warning, the extension
+or instance type it is about, and the fact). The rules (`docs/domain.md#preflight-facts`,
+`docs/domain.md#instance-types`):
 
 - `inferenceRouterHA` (3 router replicas) needs >= 3 ready worker nodes matching the extension's
   nodeSelector;
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from reconciler.model import extensions, instancetypes, problems, quantities, repo
+from reconciler.model import extensions, instancetypes, problems, quantities
 
 HA_REPLICAS = 3
 PRODUCTION_CPU = Decimal(4)
@@ -110,17 +111,21 @@ def _quantity(value: Any) -> Decimal:
         return Decimal(0)
 
 
-def check(declared: repo.Repo, node_objects: Iterable[Mapping[str, Any]]) -> list[Finding]:
-    """Every finding for the repo's extensions and instance types on these nodes, in order:
-    extensions by name, then instance types by name."""
+def check(
+    declared: Mapping[str, extensions.Extension],
+    instance_types: Mapping[str, instancetypes.InstanceType],
+    node_objects: Iterable[Mapping[str, Any]],
+) -> list[Finding]:
+    """Every finding for the repo's extensions (`declared`) and instance types on these nodes,
+    in order: extensions by name, then instance types by name."""
     workers = sorted(
         (n for n in map(node_from_object, node_objects) if n.worker), key=lambda n: n.name
     )
     found: list[Finding] = []
-    for _, extension in sorted(declared.extensions.items()):
+    for _, extension in sorted(declared.items()):
         found.extend(_extension_findings(extension, workers))
-    for _, instance_type in sorted(declared.instance_types.items()):
-        for _, extension in sorted(declared.extensions.items()):
+    for _, instance_type in sorted(instance_types.items()):
+        for _, extension in sorted(declared.items()):
             found.extend(_instance_type_findings(instance_type, extension, workers))
     return found
 

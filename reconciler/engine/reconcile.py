@@ -1,7 +1,9 @@
 """Make a cluster match a rendered repo, one extension at a time, in named phases.
 
-This module runs the phases in order and holds what passes between them (`Options`,
-`ExtensionPlan`, `ExtensionResult`); the CLI and the GitOps loop call it. The phases, as Flux's
+This module runs the phases in order over a `revision.Revision` (loaded and rendered; what
+planning takes of it is rendered: objects, key Secrets, extensions) and holds what passes
+between them (`Options`, `ExtensionPlan`, `ExtensionResult`); the CLI and the GitOps loop call
+it. The phases, as Flux's
 kustomize-controller names them: **observe** (`observe`: the live objects, and the server's dry
 run of every desired object so defaulting and admission count), **plan** (pure: `plans.build`
 and `inventory.plan_prune`), **record** (the inventory grows to cover what is about to be
@@ -51,13 +53,13 @@ from reconciler.engine import (
     plans,
     record,
     recordstore,
+    revision,
     secretrefs,
 )
-from reconciler.model import repo
-from reconciler.render import auth
 
 Say = Callable[[str], None]
 ContentId = Callable[[objects.Object], Hashable | None]
+Write = Callable[[recordstore.Write], None]
 
 WAIT_INTERVAL = 1.0
 
@@ -241,7 +243,7 @@ def carry_out(
     options: Options,
     say: Say,
     reads: livecache.Reads | None = None,
-    write_outcome: Callable[[recordstore.Write], None] = recordstore.inline,
+    write_outcome: Write = recordstore.inline,
 ) -> ExtensionResult:
     """Apply, prune and assess one planned extension, recording each step in its record.
     With nothing changed, health is assessed from what `reads` read for the plan. The outcome's
@@ -329,7 +331,7 @@ def _finish(
     attempted: str | None = None,
     inventory: Iterable[objects.Key] | None = None,
     drift: Iterable[objects.Key] | None = None,
-    write_outcome: Callable[[recordstore.Write], None] = recordstore.inline,
+    write_outcome: Write = recordstore.inline,
 ) -> ExtensionResult:
     live = live or planned.record_live
     if live is not None or applied is not None:
@@ -359,51 +361,46 @@ def _finish(
     return ExtensionResult(planned.name, planned.plan, outcome)
 
 
-def extension_names(
-    loaded: repo.Repo, records: dict[str, objects.Object], origin: str
-) -> list[str]:
-    """The extensions a reconcile of the repo at `origin` covers, sorted: the repo's, and
-    those the cluster has a record of from that repo (they left it: retired). `records`: the
-    live records, of any origin."""
-    return sorted(set(loaded.extensions) | set(recordstore.from_origin(records, origin)))
+def extension_names(head: revision.Revision, records: dict[str, objects.Object]) -> list[str]:
+    """The extensions a reconcile of `head` covers, sorted: the repo's, and those the cluster
+    has a record of from its origin (they left it: retired). `records`: the live records, of
+    any origin."""
+    return sorted(head.names | set(recordstore.from_origin(records, head.origin)))
 
 
 def plan_each(
     cluster: kube.Cluster,
-    rendered: list[objects.Object],
-    loaded: repo.Repo,
-    origin: str,
+    head: revision.Revision,
     options: Options,
     records: dict[str, objects.Object] | None = None,
     reads: livecache.Reads | None = None,
-    content_id: ContentId = lambda obj: None,
-    kept: planmemo.Plans[ExtensionPlan] | None = None,
 ) -> Iterator[ExtensionPlan]:
     """Observe and plan every extension of the repo, and every extension the cluster has a
-    record of from this repo (`origin`) that left it (all its objects are prune candidates),
-    one at a time as they are asked for: carried out as it comes, the first extension's change
-    is live without waiting for every other extension's plan. Extensions another repo
-    installed are not this repo's business. `records`: the live records, when the caller has
-    just read them; `reads`: where live state is read (default: one LIST per kind and
-    namespace for this plan); `content_id`: see `plan_extension`; `kept`: the loop's last
-    in-sync plans, handed out again while what they were made from is unchanged
-    (`planmemo`). An extension of the repo whose record another source owns is not observed
-    or planned: its plan is empty and `refused` (`owners`; `options.adopt` takes it over)."""
+    record of from this repo (`head.origin`) that left it (all its objects are prune
+    candidates), one at a time as they are asked for: carried out as it comes, the first
+    extension's change is live without waiting for every other extension's plan. Extensions
+    another repo installed are not this repo's business. `records`: the live records, when the
+    caller has just read them; `reads`: where live state is read (default: one LIST per kind
+    and namespace for this plan). The loop's last in-sync plans (`head.reuse.plans`) are
+    handed out again while what they were made from is unchanged (`planmemo`). An extension
+    of the repo whose record another source owns is not observed or planned: its plan is
+    empty and `refused` (`owners`; `options.adopt` takes it over)."""
     reads = reads or livecache.Listing(cluster)
     records = recordstore.read_records(cluster, reads) if records is None else records
-    rendered = secretrefs.fill(cluster, rendered)
-    groups = by_extension(rendered)
-    secrets = auth.repo_secrets(loaded)
-    names = extension_names(loaded, records, origin)
+    rendered = head.rendered
+    groups = by_extension(secretrefs.fill(cluster, rendered.objects))
+    secrets = rendered.generated
+    names = extension_names(head, records)
     everything = {
         name: inventory.of([*groups.get(name, []), *secrets.get(name, [])]) for name in names
     }
+    kept = None if head.reuse is None else head.reuse.plans
     if kept is not None:
         kept.forget_others(names)
     for name in names:
         here, generated = groups.get(name, []), secrets.get(name, [])
         record_live = records.get(name)
-        claim = record.claim(name, record_live, origin, options.adopt)
+        claim = record.claim(name, record_live, head.origin, options.adopt)
         if claim.refused:
             yield _refused(name, claim)
             continue
@@ -412,7 +409,7 @@ def plan_each(
         if kept is not None:
             made_from = planmemo.inputs(
                 here,
-                content_id,
+                rendered.content_id,
                 inventory.of(generated),
                 record.inventory_of(record_live),
                 claimed,
@@ -426,13 +423,26 @@ def plan_each(
                 yield reused
                 continue
         planned = plan_extension(
-            cluster, name, here, generated, record_live, options, claimed, reads, content_id
-        )
+            cluster, name, here, generated, record_live, options, claimed, reads,
+            rendered.content_id,
+        )  # fmt: skip
         planned.claim = claim
         if kept is not None:
             nothing_to_apply = not planned.plan.has_changes and not planned.errors
             kept.keep(name, made_from, planned.live, _keys_only(planned), nothing_to_apply)
         yield planned
+
+
+def record_problems(
+    cluster: kube.Cluster, head: revision.Revision, also: Iterable[str] = ()
+) -> recordstore.Recorded:
+    """An invalid revision applies nothing: its problems go into the records of the extensions
+    it declares (and `also`) that its source owns, never another source's (not even with
+    --adopt: a revision that applies nothing takes nothing over)."""
+    names = head.names | set(also)
+    return recordstore.record_problems(
+        cluster, names, head.error_lines(), head.revision, head.origin
+    )
 
 
 def _refused(name: str, claim: owners.Claim) -> ExtensionPlan:
@@ -453,55 +463,42 @@ def _keys_only(planned: ExtensionPlan) -> ExtensionPlan:
 
 
 def reconcile(
-    cluster: kube.Cluster,
-    rendered: list[objects.Object],
-    loaded: repo.Repo,
-    revision: str,
-    origin: str,
-    options: Options,
-    say: Say,
-    content_id: ContentId = lambda obj: None,
+    cluster: kube.Cluster, head: revision.Revision, options: Options, say: Say
 ) -> list[ExtensionResult]:
-    """Plan each extension of the repo at `origin` and (unless a dry run) carry its plan out,
-    one extension after the other. Live state is listed once per kind and namespace, so a
-    no-op apply sends no request per object. `content_id`: see `plan_extension`."""
+    """Plan each extension of `head` and (unless a dry run) carry its plan out, one extension
+    after the other. Live state is listed once per kind and namespace, so a no-op apply sends
+    no request per object."""
     reads = livecache.Listing(cluster)
     if not options.dry_run:
         recordstore.ensure_record_crd(cluster, reads)
-    planned = plan_each(
-        cluster, rendered, loaded, origin, options, reads=reads, content_id=content_id
-    )
-    return carry_out_all(cluster, planned, loaded, revision, origin, options, say, reads)
+    planned = plan_each(cluster, head, options, reads=reads)
+    return carry_out_all(cluster, head, planned, options, say, reads)
 
 
 def carry_out_all(
     cluster: kube.Cluster,
+    head: revision.Revision,
     planned: Iterable[ExtensionPlan],
-    loaded: repo.Repo,
-    revision: str,
-    origin: str,
     options: Options,
     say: Say,
     reads: livecache.Reads | None = None,
     stop_before_next: Callable[[], bool] | None = None,
-    write_outcome: Callable[[recordstore.Write], None] = recordstore.inline,
+    write_outcome: Write = recordstore.inline,
 ) -> list[ExtensionResult]:
-    """Carry out every extension's plan, in order; a suspended one is skipped, one another
-    source owns is refused (Failed, reason `OwnedElsewhere`, its record untouched), a dry run
-    only reports. Extensions that left the repo are retired. `stop_before_next` is asked after
-    each extension, and before carrying out a plan with nothing to apply: True leaves the rest
-    unplanned, for the next reconcile (the loop's, when a newer revision is already waiting for
-    it; an unchanged extension would only write its record for this revision before the
-    newer one could start). Outcomes are written through `write_outcome` (see `carry_out`), a
-    retired extension's inline (its record is deleted after)."""
+    """Carry out every extension's plan of `head`, in order; a suspended one is skipped, one
+    another source owns is refused (Failed, reason `OwnedElsewhere`, its record untouched), a
+    dry run only reports. Extensions that left the repo are retired. `stop_before_next` is
+    asked after each extension, and before carrying out a plan with nothing to apply: True
+    leaves the rest unplanned, for the next reconcile (the loop's, when a newer revision is
+    already waiting for it; an unchanged extension would only write its record for this
+    revision before the newer one could start). Outcomes are written through `write_outcome`
+    (see `carry_out`), a retired extension's inline (its record is deleted after)."""
     results = []
     for extension_plan in planned:
         nothing_to_apply = not extension_plan.plan.has_changes and not extension_plan.errors
         if nothing_to_apply and stop_before_next is not None and stop_before_next():
             break
-        result = _carry_out_one(
-            cluster, extension_plan, loaded, revision, origin, options, say, reads, write_outcome
-        )
+        result = _carry_out_one(cluster, head, extension_plan, options, say, reads, write_outcome)
         results.append(result)
         if stop_before_next is not None and stop_before_next():
             break
@@ -510,14 +507,12 @@ def carry_out_all(
 
 def _carry_out_one(
     cluster: kube.Cluster,
+    head: revision.Revision,
     extension_plan: ExtensionPlan,
-    loaded: repo.Repo,
-    revision: str,
-    origin: str,
     options: Options,
     say: Say,
     reads: livecache.Reads | None,
-    write_outcome: Callable[[recordstore.Write], None],
+    write_outcome: Write,
 ) -> ExtensionResult:
     claim = extension_plan.claim
     if claim is not None and claim.refused:
@@ -536,22 +531,14 @@ def _carry_out_one(
         state = record.FAILED if extension_plan.errors else record.PENDING
         outcome = record.Outcome(state, "DryRun", tuple(extension_plan.errors))
         return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
-    if extension_plan.name not in loaded.extensions and extension_plan.record_live:
-        return _retire(cluster, extension_plan, revision, options, say, reads)
-    _ensure_record(cluster, loaded, extension_plan, origin, reads)
-    return carry_out(cluster, extension_plan, revision, options, say, reads, write_outcome)
-
-
-def _ensure_record(
-    cluster: kube.Cluster,
-    loaded: repo.Repo,
-    planned: ExtensionPlan,
-    origin: str,
-    reads: livecache.Reads | None,
-) -> None:
-    live = recordstore.ensure_record(cluster, loaded.extensions[planned.name], origin, reads)
-    if planned.record_live is None:
-        planned.record_live = live
+    extension = head.rendered.extensions.get(extension_plan.name)
+    if extension is None and extension_plan.record_live:
+        return _retire(cluster, extension_plan, head.revision, options, say, reads)
+    assert extension is not None, "an extension that left the repo and has no record: no plan"
+    live = recordstore.ensure_record(cluster, extension, head.origin, reads)
+    if extension_plan.record_live is None:
+        extension_plan.record_live = live
+    return carry_out(cluster, extension_plan, head.revision, options, say, reads, write_outcome)
 
 
 def _retire(

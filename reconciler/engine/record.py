@@ -95,10 +95,10 @@ def inventory_of(live: Mapping[str, Any] | None) -> frozenset[objects.Key]:
 
 def inventory_id(key: objects.Key) -> str:
     """How the inventory lists `key`: `apps/v1 Deployment ns/name`, or `v1 Namespace name`
-    for a cluster-scoped object. One string, not an object per key: the local plane's API
-    server took 0.20-0.24 s to write a record of 3,300 such objects, 0.026-0.029 s with
-    strings (medians of 10, two batches). Unambiguous: no name, kind or apiVersion holds a
-    space, no name a slash."""
+    for a cluster-scoped object. One string, not an object per key: the API server writes a
+    list of strings several times faster than a list of small objects, and the record is
+    written at every reconcile. Unambiguous: no name, kind or apiVersion holds a space, no
+    name a slash."""
     where = f"{key.namespace}/{key.name}" if key.namespace else key.name
     return f"{key.api_version} {key.kind} {where}"
 

@@ -37,9 +37,8 @@ def inline(write: Write) -> None:
 
 class Deferred:
     """Outcome writes the GitOps loop does not wait for: each runs on one thread, in the order
-    given, while the loop goes on. At 10,000 objects an extension's outcome write (its record
-    lists ~3,300 inventory ids) is ~0.03 s of the API server's time (0.2-0.45 s when the
-    inventory listed an object per entry); a commit pushed meanwhile does not wait for it:
+    given, while the loop goes on. An outcome write is the API server's time, which grows with
+    the record's inventory; a commit pushed meanwhile does not wait for it:
     the next tick fetches, loads and renders first, and `settle`s only before it reads the
     records. Only outcomes are deferred: the inventory is always written before anything is
     applied (`reconcile`'s safety rule), and a crash before an outcome lands loses only the

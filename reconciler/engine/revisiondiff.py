@@ -1,11 +1,11 @@
 """What changed between two revisions of a manifests repo, object by object, with no cluster.
 
-Sits after `repo.load` and `render`: `between` loads and renders two snapshots (`gitsnapshot`
-for a commit, `source.DirectorySnapshot` for the work tree), and `compare` turns the two object
+Sits on `revision`: `between` loads and renders two snapshots (`gitsnapshot` for a commit,
+`source.DirectorySnapshot` for the work tree), and `compare` turns the two object
 lists into one `plans.Plan` per extension (grouped by the part-of label), built by `plans.build`
 with the base objects standing in for the live ones, so `diff` shows exactly what `plan` shows.
-The two revisions share a `memo.Memo`: files and render units unchanged between them are parsed
-and rendered once.
+The two revisions share a `reuse.Reuse`: files and render units unchanged between them are
+parsed and rendered once.
 An endpoint whose traffic split changed also gets one line of its own (`traffic_changes`: `mnist:
 blue 100 -> 90, green 0 -> 10`), shown above the object diffs: the review of a rollout reads it
 first. The renderers (`text`, `as_json`, `markdown`) are pure; Secret values never reach them
@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler import objects, source
-from reconciler.engine import plans
-from reconciler.model import decryption, endpoints, memo, problems, repo
-from reconciler.render import render
+from reconciler.engine import plans, revision
+from reconciler.engine import reuse as reusing
+from reconciler.model import decryption, endpoints, problems
 
 COMMENT_LIMIT = 65_536  # GitHub's limit on a PR comment body
 NO_EXTENSION = "(no extension)"
@@ -99,39 +99,38 @@ def between(base: source.Snapshot, head: source.Snapshot, *, reuse: bool = True)
     """Load, validate and render both snapshots and compare them. An invalid head is reported
     (nothing compared); an invalid or missing base is a note, compared as an empty repo.
 
-    The two revisions share a `memo.Memo`, so the second one parses and renders only what
+    The two revisions share a `reuse.Reuse`, so the second one parses and renders only what
     differs from the first (`reuse=False` renders both in full, for the benchmark; the result
     is the same)."""
-    shared = memo.Memo() if reuse else None
-    base_name, head_name = base.revision(), head.revision()
-    head_loaded = repo.load(head, shared)
-    if not head_loaded.valid:
-        return RevisionDiff(base_name, head_name, problems=tuple(head_loaded.errors))
+    shared = reusing.Reuse() if reuse else None
+    new = revision.Revision(head, shared)
+    if not new.valid:
+        return RevisionDiff(base.revision(), new.revision, problems=tuple(new.errors))
     notes: list[str] = []
     base_objects: list[objects.Object] = []
     base_endpoints: Mapping[str, endpoints.Endpoint] = {}
     if not base.exists(""):
         notes.append(f"{base.display('')} does not exist: every object is created")
     else:
-        base_loaded = repo.load(base, shared)
-        if base_loaded.valid:
-            base_objects = render.render_repo(base_loaded.repo, base, base_name, shared).objects
-            base_endpoints = base_loaded.repo.endpoints
+        old = revision.Revision(base, shared)
+        if old.valid:
+            base_objects = old.rendered.objects
+            base_endpoints = old.loaded.repo.endpoints
         else:
-            count = len(base_loaded.errors)
+            count = len(old.errors)
             notes.append(
                 f"the base {base.display('')} is invalid ({count} problem"
                 f"{'s' if count != 1 else ''}): compared against nothing, every object is created"
             )
-    head_objects = render.render_repo(head_loaded.repo, head, head_name, shared).objects
+    head_objects = new.rendered.objects
     notes.extend(_not_decrypted(base, head))
     return RevisionDiff(
-        base_name,
-        head_name,
+        base.revision(),
+        new.revision,
         compare(base_objects, head_objects),
         (),
         tuple(notes),
-        traffic_changes(base_endpoints, head_loaded.repo.endpoints),
+        traffic_changes(base_endpoints, new.loaded.repo.endpoints),
     )
 
 

@@ -46,10 +46,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from reconciler import kube, objects, source
-from reconciler.engine import livecache, planmemo, plans, reconcile, record, recordstore
+from reconciler.engine import (
+    livecache,
+    planmemo,
+    plans,
+    reconcile,
+    record,
+    recordstore,
+    reuse,
+    revision,
+)
 from reconciler.gitops import driftwatch, heap, loopmetrics
-from reconciler.model import memo, problems, repo
-from reconciler.render import render
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +114,9 @@ class Controller:
         self._failures = 0  # consecutive ticks that ended in an error (backoff)
         self._left_since: float | None = None  # when ticks began leaving extensions to the next
         self.last: TickOutcome | None = None
-        # Files and render units unchanged since the last tick are not parsed or rendered again.
-        self._memo = memo.Memo()
-        # Extensions in sync are not planned again while nothing their plan came from changed.
-        self.plans: planmemo.Plans[reconcile.ExtensionPlan] = planmemo.Plans()
+        # Files and render units unchanged since the last tick are not parsed or rendered again,
+        # extensions in sync not planned again while nothing their plan came from changed.
+        self.reuse = reuse.Reuse(plans=planmemo.Plans())
         # Where outcomes are written: a tick cut short by a newer trigger leaves them in flight.
         self.outcomes = recordstore.Deferred()
         self.ticks = 0
@@ -182,27 +188,23 @@ class Controller:
                 raise
 
     def _tick(self) -> TickOutcome:
-        snapshot = self._fetch()
-        revision, origin = snapshot.revision(), snapshot.origin()
-        loaded = repo.load(snapshot, self._memo)
-        result = render.Rendered()
-        if loaded.valid:
-            result = render.render_repo(loaded.repo, snapshot, revision, self._memo)
-            self._memo.forget_unused()
-        rendered = result.objects
+        head = revision.Revision(self._fetch(), self.reuse)
+        if head.valid:  # rendered while the last tick's outcome writes may be in flight
+            kinds = {(o["apiVersion"], o["kind"]) for o in head.rendered.objects}
+            self.reuse.forget_unused()
         # The last tick's outcomes are in before the records are read (it may have left them
         # to be written while this one fetched, loaded and rendered: `recordstore.Deferred`).
         self.outcomes.settle()
         reads = self.cache if self.cache is not None else livecache.Listing(self.cluster)
         every_record = recordstore.read_records(self.cluster, reads)
-        records = recordstore.from_origin(every_record, origin)
-        if not loaded.valid:
-            return self._reject(loaded, records, revision, origin)
+        records = recordstore.from_origin(every_record, head.origin)
+        if not head.valid:
+            return self._reject(head, records)
         self._rejected = ""
         unchanged = bool(records) and all(
-            (r.get("status") or {}).get("lastAppliedRevision") == revision
+            (r.get("status") or {}).get("lastAppliedRevision") == head.revision
             for name, r in records.items()
-            if name in loaded.repo.extensions
+            if name in head.names
         )
         report_only = self.settings.drift == "report" and unchanged
         options = dataclasses.replace(
@@ -212,16 +214,11 @@ class Controller:
             recordstore.ensure_record_crd(self.cluster, reads)
         # Each extension is carried out as soon as it is planned (`reconcile.plan_each`).
         planned: list[reconcile.ExtensionPlan] = []
-        each = reconcile.plan_each(
-            self.cluster, rendered, loaded.repo, origin, options, every_record, reads,
-            result.content_id, self.plans,
-        )  # fmt: skip
+        each = reconcile.plan_each(self.cluster, head, options, every_record, reads)
         results = reconcile.carry_out_all(
             self.cluster,
+            head,
             _kept(each, planned),
-            loaded.repo,
-            revision,
-            origin,
             options,
             log.info,
             reads,
@@ -229,7 +226,7 @@ class Controller:
             write_outcome=self.outcomes,
         )
         done = {r.name for r in results}
-        covered = reconcile.extension_names(loaded.repo, every_record, origin)
+        covered = reconcile.extension_names(head, every_record)
         left = [name for name in covered if name not in done]
         if not left:
             self._left_since = None
@@ -241,7 +238,7 @@ class Controller:
                 self._left_since = self._clock()
             log.info("a newer trigger is waiting: %s left to the next reconcile", ", ".join(left))
         if self.drift_watch is not None:
-            self.drift_watch.follow({(o["apiVersion"], o["kind"]) for o in rendered})
+            self.drift_watch.follow(kinds)
         refusals = [
             "; ".join(r.outcome.reasons) for r in results if r.outcome.reason == "OwnedElsewhere"
         ]
@@ -251,7 +248,7 @@ class Controller:
         drift = {
             p.name: drifted_keys(p.plan) if unchanged else set()
             for p in mine
-            if p.name in loaded.repo.extensions
+            if p.name in head.names
         }
         if report_only:
             for p in mine:
@@ -260,18 +257,20 @@ class Controller:
         self._observe(mine, results, drift, report_only)
         failed = [r.name for r in results if r.outcome.state == record.FAILED]
         if not failed and not left and not report_only:
-            self.metrics.revision.info({"revision": revision, "source": origin})
+            self.metrics.revision.info({"revision": head.revision, "source": head.origin})
         drifted = sum(len(keys) for keys in drift.values())
         if drifted:
             verb = "found" if report_only else "reverted"
-            log.warning("drift %s: %d objects differed from revision %s", verb, drifted, revision)
+            log.warning(
+                "drift %s: %d objects differed from revision %s", verb, drifted, head.revision
+            )
         if failed:
             # A refusal names both sources: `sync --once` prints it as its outcome.
             message = "; ".join([f"extensions failed: {', '.join(failed)}", *refusals])
-            return TickOutcome("failed", revision, message, drifted)
+            return TickOutcome("failed", head.revision, message, drifted)
         if left:
-            return TickOutcome("superseded", revision, f"left: {', '.join(left)}", drifted)
-        return TickOutcome("success", revision, "", drifted)
+            return TickOutcome("superseded", head.revision, f"left: {', '.join(left)}", drifted)
+        return TickOutcome("success", head.revision, "", drifted)
 
     def _newer_waiting(self) -> bool:
         """Whether to leave the extensions not yet carried out to the next tick: a trigger (a
@@ -284,24 +283,18 @@ class Controller:
             return False
         return self._left_since is None or self._clock() - self._left_since < MAX_DEFER
 
-    def _reject(
-        self,
-        loaded: repo.Loaded,
-        records: dict[str, objects.Object],
-        revision: str,
-        origin: str,
-    ) -> TickOutcome:
+    def _reject(self, head: revision.Revision, records: dict[str, objects.Object]) -> TickOutcome:
         """An invalid revision: nothing applied; its problems recorded once per revision, in
-        the records this source owns only."""
-        found = [str(p) for p in problems.sort_problems(loaded.errors)]
-        log.error("revision %s is invalid, nothing applied:\n  %s", revision, "\n  ".join(found))
-        if revision != self._rejected:
-            names = set(loaded.repo.extensions) | set(records)
-            recorded = recordstore.record_problems(self.cluster, names, found, revision, origin)
+        the records this source owns only (those of extensions that left the repo too)."""
+        found = head.error_lines()
+        shown = "\n  ".join(found)
+        log.error("revision %s is invalid, nothing applied:\n  %s", head.revision, shown)
+        if head.revision != self._rejected:
+            recorded = reconcile.record_problems(self.cluster, head, also=records)
             for claim in recorded.refused:
                 log.error("problems not recorded: %s", claim.message())
-            self._rejected = revision
-        return TickOutcome("invalid", revision, f"{len(found)} problems")
+            self._rejected = head.revision
+        return TickOutcome("invalid", head.revision, f"{len(found)} problems")
 
     def _observe(
         self,

@@ -1,6 +1,6 @@
 """The in-cluster controller's own manifests, as `reconciler install` prints them.
 
-Sits beside the pipeline rather than in it: it *uses* `repo` and `render` on a built-in repo that
+Sits beside the pipeline rather than in it: it *uses* `revision` on a built-in repo that
 switches every component and workload kind on (`templates/install/everything.yaml.j2`), so the
 controller's RBAC is computed from what the extension can actually render, never written by hand:
 a template that starts rendering a new kind widens the grant, one that stops narrows it. The
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import __version__, objects, source
-from reconciler.engine import record
-from reconciler.model import components, repo
-from reconciler.render import auth, render, templating
+from reconciler.engine import record, revision
+from reconciler.model import components
+from reconciler.render import templating
 
 NAME = "mlext-reconciler"
 DEFAULT_NAMESPACE = "mlext-system"
@@ -141,11 +141,11 @@ def rendered(extension_names: Iterable[str] = DEFAULT_EXTENSIONS) -> list[object
                 "install/everything.yaml.j2", {"name": name, "older": older}
             )
             snapshot = _MemorySnapshot({"everything.yaml": objects.to_yaml(docs).encode()})
-            loaded = repo.load(snapshot)
-            if not loaded.valid:  # a template bug, never the user's input
-                raise AssertionError([str(p) for p in loaded.problems])
-            found.extend(render.render_repo(loaded.repo, snapshot, snapshot.revision()).objects)
-            for secrets in auth.repo_secrets(loaded.repo).values():
+            everything = revision.Revision(snapshot)
+            if not everything.valid:  # a template bug, never the user's input
+                raise AssertionError(everything.error_lines())
+            found.extend(everything.rendered.objects)
+            for secrets in everything.rendered.generated.values():
                 found.extend(secrets)
     return found
 

@@ -135,7 +135,7 @@ class ControllerMetrics:
 
 
 class _CacheCollector(prom_registry.Collector):
-    """The live cache's figures, read at scrape time (sizing 10,000 objects is not free)."""
+    """The live cache's figures, read at scrape time (sizing every cached object is not free)."""
 
     def __init__(self, stats: Callable[[], tuple[int, int, Mapping[str, int]]]) -> None:
         self._stats = stats

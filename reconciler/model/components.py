@@ -1,4 +1,6 @@
-"""The extension's components (SPEC section 3) as one data table, and which ones an extension gets.
+"""The extension's components as one data table, and which ones an extension gets.
+
+The product's rules for them: `docs/domain.md#components`.
 
 `COMPONENTS` lists every workload the extension can install: its kind, the scenarios it belongs to
 (training only, inference only, both enabled), the setting that switches an optional one on, the
@@ -56,7 +58,7 @@ ROUTER = Resources("500m", "512Mi", "2", "1200Mi")
 
 @dataclass(frozen=True)
 class Component:
-    """One row of the SPEC section 3 table."""
+    """One row of the component table (`docs/domain.md#components`)."""
 
     name: str  # `{EXT}` stands for the extension's name
     kind: str  # Deployment | DaemonSet | StatefulSet

@@ -1,4 +1,6 @@
-"""Online endpoints (SPEC section 6b) as typed models: one scoring URL in front of deployments.
+"""Online endpoints as typed models: one scoring URL in front of deployments.
+
+The product's rules for them: `docs/domain.md#online-endpoints`.
 
 A recognised, schema-valid Endpoint manifest (the CLI v2 `kubernetesOnlineEndpoint` shape, a
 `kind: Endpoint` document, or the older endpoint document with a `deployments:` list) becomes an

@@ -1,4 +1,4 @@
-"""Instance types (SPEC section 4): compute shapes a workload's pod is given.
+"""Instance types (`docs/domain.md#instance-types`): compute shapes a workload's pod is given.
 
 Holds the `InstanceType` model, the built-in `defaultinstancetype`, the semantic checks the schema
 cannot express (GPU only in limits, requests <= limits) and the lookup a workload uses. Pure.

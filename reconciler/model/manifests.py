@@ -1,4 +1,4 @@
-"""Recognising what each YAML document of a repo declares (SPEC section 1).
+"""Recognising what each YAML document of a repo declares (`docs/domain.md#manifests`).
 
 A document is an Extension, InstanceType, InstanceTypeList, Job, Deployment or Endpoint by its
 `kind`; a kind-less document is a Job, Deployment or online endpoint in the ML CLI v2 shape by its

@@ -271,8 +271,8 @@ def _load_readable(
 
     def parse(text: str) -> documents.ParsedFile:
         # The parse alone is also kept as plain data, by the text alone: `plan` and `apply`
-        # start from the parses the last one kept on disk (`cli/rendercache.py`), where
-        # parsing is ~40 % of loading a repo.
+        # start from the parses the last one kept on disk (`cli/rendercache.py`): parsing is a
+        # large part of loading a repo.
         plain = reuse.copied(("parsed", text_id), lambda: documents.parse(display, text).plain())
         return documents.ParsedFile.from_plain(display, plain)
 

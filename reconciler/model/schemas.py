@@ -13,7 +13,7 @@ large repository, so each schema is also compiled by jsonschema-rs: a document i
 only that check; one it rejects is validated again by jsonschema, whose errors are the ones
 explained, so messages, field paths and lines do not depend on which validator ran first. That
 is also why jsonschema (and `referencing`, its registry) is imported only when a document is
-rejected: a command over a valid repository never loads it (~55 ms of every start-up).
+rejected: a command over a valid repository never pays for importing it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The extension's configuration settings (SPEC section 2): one table, and the rules over it.
+"""The extension's configuration settings: one table, and the rules over it.
+
+The product's rules for them: `docs/domain.md#settings`.
 
 `SETTINGS` is the single source of truth for every `--config` / `--config-protected` key: its
 type, default, which scenario it applies to, and the older names it is still accepted under. The
@@ -340,7 +342,7 @@ def check_rules(
     document: documents.Document,
     config_path: problems.FieldPath = ("spec", "config"),
 ) -> list[problems.Problem]:
-    """The cross-field rules of SPEC section 2, each reported at the key it is about."""
+    """The cross-field rules of `docs/domain.md#settings`, each reported at the key it is about."""
     found: list[problems.Problem] = []
 
     def where(name: str) -> problems.FieldPath:

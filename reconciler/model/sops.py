@@ -18,7 +18,7 @@ rules, and the dotenv / INI stores.
 
 Its libraries (pyrage, cryptography's AES-GCM, ruamel's round-trip YAML) are imported where a
 file turns out to be encrypted: a command over a repository with no secrets in it, the common
-case, never loads them (~35 ms of its start-up).
+case, never loads them and does not pay for importing them at start-up.
 
 Pure: bytes and identities in, bytes out. Every message in a `SopsError` is safe to print: it
 names what failed, never a byte of the plaintext or of a key.

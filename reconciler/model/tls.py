@@ -3,7 +3,7 @@
 Pure functions of the PEM bytes. Every message here is safe to print: it says what is wrong with
 the material, never any of its content. `cryptography` is imported by the checks themselves:
 most extensions carry no TLS material, and every command that loads a repository would
-otherwise pay for it (~27 ms of start-up).
+otherwise pay for importing it at start-up.
 """
 
 from __future__ import annotations

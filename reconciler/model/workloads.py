@@ -1,4 +1,6 @@
-"""Jobs and online deployments (SPEC sections 5 and 6) as typed models.
+"""Jobs and online deployments as typed models.
+
+The product's rules for them: `docs/domain.md#jobs` and `docs/domain.md#online-deployments`.
 
 A recognised, schema-valid Job or Deployment manifest becomes a `Job` or `Deployment` here, with
 its image, local files (checked against the snapshot, relative to the manifest's own folder),

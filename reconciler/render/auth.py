@@ -1,13 +1,15 @@
-"""Authentication material of model deployments and endpoints (SPEC sections 6, 6b), kept in
-one Secret each.
+"""Authentication material of model deployments and endpoints, kept in one Secret each.
+
+The product's auth modes: `docs/domain.md#online-deployments`.
 
 Key mode (the default): a primary and a secondary key, either accepted by the router, each
 regenerable on its own. Token mode: a signing key the router signs and checks tokens with. None:
 no Secret. The Secret is generated once, when the deployment or declared endpoint first appears,
 and never rewritten by a reconcile: keys handed to clients stay valid until someone regenerates
 them. An implicit endpoint (a deployment that names none) has no Secret of its own: it is checked
-with its deployment's. `repo_secrets` is every Secret a repo needs, for the reconcile and the
-install's RBAC alike. Pure: the randomness comes from `secrets`, the API calls are the caller's.
+with its deployment's. `repo_secrets` is every Secret a repo needs; `render.render_repo` hands
+them to the reconcile (and the install's RBAC) with the rendered objects. Pure: the randomness
+comes from `secrets`, the API calls are the caller's.
 """
 
 from __future__ import annotations
@@ -67,19 +69,19 @@ def new_endpoint_secret(
     )
 
 
-def repo_secrets(loaded: repo.Repo) -> dict[str, list[objects.Object]]:
+def repo_secrets(declared: repo.Repo) -> dict[str, list[objects.Object]]:
     """The key Secrets each extension's deployments and declared endpoints need, freshly
     generated (only created when absent, so the generated values are discarded when the
     Secret exists), by extension name."""
     found: dict[str, list[objects.Object]] = {}
-    for deployment in loaded.deployments.values():
-        extension = loaded.extension_for(deployment)
+    for deployment in declared.deployments.values():
+        extension = declared.extension_for(deployment)
         assert extension is not None, "a valid repo has an extension for every deployment"
         secret = new_secret(deployment, extension.release_namespace, extension.name)
         if secret is not None:
             found.setdefault(extension.name, []).append(secret)
-    for endpoint in loaded.endpoints.values():
-        extension = loaded.extension_for_endpoint(endpoint)
+    for endpoint in declared.endpoints.values():
+        extension = declared.extension_for_endpoint(endpoint)
         assert extension is not None, "a valid repo has an extension for every endpoint"
         secret = new_endpoint_secret(endpoint, extension.release_namespace, extension.name)
         if secret is not None:

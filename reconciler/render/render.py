@@ -32,7 +32,7 @@ from reconciler.model import (
     repo,
     workloads,
 )
-from reconciler.render import templating, workloadobjects
+from reconciler.render import auth, templating, workloadobjects
 
 INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
 ROUTER_CONFIG_DIR = "/etc/azureml-fe"
@@ -42,7 +42,9 @@ ROUTER_ADMIN_PORT = 8081  # plain HTTP: /metrics and the load reports, inside th
 
 
 _T = TypeVar("_T")
-_Object = objects.Object  # (`Rendered.objects` hides the module in its class body)
+# (`Rendered.objects` and `Rendered.extensions` hide the modules in its class body)
+_Object = objects.Object
+_Extension = extensions.Extension
 _Placed = tuple[_Object, Hashable | None]  # an object and its place (see `_Units._get`)
 # libyaml's emitter: the router's config lists every deployment of an extension, and the pure
 # Python emitter spent seconds on it at thousands of deployments (same output, ~4x faster).
@@ -61,7 +63,15 @@ class Owner:
 
 @dataclass
 class Rendered:
+    """A repo revision as the planner takes it: the objects to apply, the key Secrets to create
+    once, and the extensions whose records name them; no model past this point."""
+
     objects: list[objects.Object] = field(default_factory=list)
+    # By extension: the key Secrets (`auth`), created only when absent; their values are
+    # random, so two renders of one repo differ in nothing else.
+    generated: dict[str, list[_Object]] = field(default_factory=dict, repr=False, compare=False)
+    # By name: the models the extensions' records are written from (`engine.record.record`).
+    extensions: dict[str, _Extension] = field(default_factory=dict, repr=False)
     # By id: (the object, a digest of where it was rendered from: its unit's key, its place in
     # the unit, its owner). Two objects with one such id are the same but for the revision.
     placed: dict[int, tuple[_Object, bytes]] = field(
@@ -78,17 +88,17 @@ class Rendered:
 
 
 def render_repo(
-    loaded: repo.Repo,
+    declared: repo.Repo,
     snapshot: source.Snapshot,
     revision: str,
     reuse: memo.Memo | None = None,
 ) -> Rendered:
-    """Every object the repo declares, labelled and in apply order. With `reuse`, units whose
-    inputs another render through the same memo already had are copied from it (see `_Units`);
-    the result is the same either way."""
+    """Every object the repo declares, labelled and in apply order, with its key Secrets. With
+    `reuse`, units whose inputs another render through the same memo already had are copied
+    from it (see `_Units`); the result is the same either way."""
     owned: dict[objects.Key, objects.Object] = {}
     placed: dict[int, tuple[objects.Object, bytes]] = {}
-    units = _Units(loaded, snapshot, reuse)
+    units = _Units(declared, snapshot, reuse)
 
     def add(obj: objects.Object, owner: Owner, place: Hashable | None) -> None:
         _stamp(obj, owner, revision)
@@ -99,20 +109,22 @@ def render_repo(
             if where is not None:
                 placed[id(obj)] = (obj, where)
 
-    repo_owner = _repo_owner(loaded)
-    for extension in sorted(loaded.extensions.values(), key=lambda e: e.name):
+    repo_owner = _repo_owner(declared)
+    for extension in sorted(declared.extensions.values(), key=lambda e: e.name):
         source_file = extension.manifest.path if extension.manifest else ""
-        served = [d for d in loaded.deployments.values() if loaded.extension_for(d) is extension]
-        fronted = loaded.endpoints_served_by(extension)
+        served = [
+            d for d in declared.deployments.values() if declared.extension_for(d) is extension
+        ]
+        fronted = declared.endpoints_served_by(extension)
         for (obj, component), place in units.extension(extension, served, fronted):
             add(obj, Owner(extension.name, component, _object_name(obj), source_file), place)
-    for job in loaded.jobs.values():
-        runs_on = loaded.extension_for(job)
+    for job in declared.jobs.values():
+        runs_on = declared.extension_for(job)
         assert runs_on is not None, "a valid repo has an extension for every job"
         for obj, place in units.job(job, runs_on):
             add(obj, Owner(runs_on.name, "job", job.name, job.manifest.path), place)
-    for deployment in loaded.deployments.values():
-        served_by = loaded.extension_for(deployment)
+    for deployment in declared.deployments.values():
+        served_by = declared.extension_for(deployment)
         assert served_by is not None, "a valid repo has an extension for every deployment"
         for obj, place in units.deployment(deployment, served_by):
             path = deployment.manifest.path
@@ -121,16 +133,17 @@ def render_repo(
         crd_file = repo_owner.manifest.path if repo_owner.manifest else ""
         for obj, place in units.template("crds/instancetypes.yaml.j2"):
             add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file), place)
-        if any(_installs_volcano(e) for e in loaded.extensions.values()):
+        if any(_installs_volcano(e) for e in declared.extensions.values()):
             for obj, place in units.template("crds/volcano.yaml.j2"):
                 add(obj, Owner(repo_owner.name, "crd", _object_name(obj), crd_file), place)
-        for instance_type in sorted(loaded.instance_types.values(), key=lambda i: i.name):
+        for instance_type in sorted(declared.instance_types.values(), key=lambda i: i.name):
             for obj, place in units.instance_type(instance_type):
                 owner = Owner(
                     repo_owner.name, "instancetype", instance_type.name, instance_type.source_path
                 )
                 add(obj, owner, place)
-    return Rendered(objects.in_apply_order(owned.values()), placed)
+    in_order = objects.in_apply_order(owned.values())
+    return Rendered(in_order, auth.repo_secrets(declared), dict(declared.extensions), placed)
 
 
 class _Units:
@@ -146,9 +159,9 @@ class _Units:
     """
 
     def __init__(
-        self, loaded: repo.Repo, snapshot: source.Snapshot, reuse: memo.Memo | None
+        self, declared: repo.Repo, snapshot: source.Snapshot, reuse: memo.Memo | None
     ) -> None:
-        self._loaded = loaded
+        self._declared = declared
         self._snapshot = snapshot
         self._reuse = reuse
         # Every workload of an extension shares its fingerprint: compute it once.
@@ -182,7 +195,7 @@ class _Units:
     def _placement_key(
         self, workload: workloads.Workload, extension: extensions.Extension
     ) -> tuple[Hashable, Hashable]:
-        instance_type = instancetypes.resolve(workload.instance_type, self._loaded.instance_types)
+        instance_type = instancetypes.resolve(workload.instance_type, self._declared.instance_types)
         return (
             self._fingerprint("extension", extension.name, extension),
             self._fingerprint("instance type", workload.instance_type or "", instance_type),
@@ -219,7 +232,7 @@ class _Units:
                 memo.files(self._snapshot, job.local_files()),
             )
 
-        declared, snapshot = self._loaded.instance_types, self._snapshot
+        declared, snapshot = self._declared.instance_types, self._snapshot
         return self._get(
             key, lambda: workloadobjects.job_objects(job, extension, declared, snapshot)
         )
@@ -235,7 +248,7 @@ class _Units:
                 memo.files(self._snapshot, deployment.local_files()),
             )
 
-        declared, snapshot = self._loaded.instance_types, self._snapshot
+        declared, snapshot = self._declared.instance_types, self._snapshot
         return self._get(
             key,
             lambda: workloadobjects.deployment_objects(deployment, extension, declared, snapshot),
@@ -456,11 +469,11 @@ def _installs_volcano(extension: extensions.Extension) -> bool:
     return extension.settings.training and bool(extension.settings["installVolcano"])
 
 
-def _repo_owner(loaded: repo.Repo) -> extensions.Extension | None:
+def _repo_owner(declared: repo.Repo) -> extensions.Extension | None:
     """Cluster-wide objects (CRDs, instance types) belong to the repo's first extension."""
-    if not loaded.extensions:
+    if not declared.extensions:
         return None
-    return loaded.extensions[min(loaded.extensions)]
+    return declared.extensions[min(declared.extensions)]
 
 
 def _instance_type(instance_type: instancetypes.InstanceType) -> dict[str, Any]:

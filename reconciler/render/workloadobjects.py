@@ -1,4 +1,6 @@
-"""Jobs and model deployments -> Kubernetes objects (SPEC sections 4-6).
+"""Jobs and model deployments -> Kubernetes objects.
+
+The product's rules for them: `docs/domain.md#jobs` and `docs/domain.md#online-deployments`.
 
 A job becomes a volcano Job when its extension installs volcano, else a batch/v1 Job; a model
 deployment becomes an apps/v1 Deployment (never an HPA: the router scales it) and the Service the

@@ -2,8 +2,8 @@
 
 The per-deployment queue (`balancer`) protects the backends; this protects the router. Its
 signal is event-loop lag, how late a timer set every TICK seconds fires, together with how much
-of that tick the router's loop ran or waited to run (`proxy` measures both, the second from
-Linux's schedstat: CPU time plus run-queue delay): while the router keeps up, the
+of that tick the router's loop ran or waited to run (`lifecycle.LagMeter` measures both, the
+second from Linux's schedstat: CPU time plus run-queue delay): while the router keeps up, the
 loop is idle between events and the timer is on time; past its capacity every loop iteration
 takes longer than the one before and the lag grows without bound, as do the latencies of
 everything it admitted. A tick counts as late only when the lag is over the target (router.yaml's

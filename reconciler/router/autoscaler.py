@@ -1,4 +1,6 @@
-"""The autoscaling rule for one model deployment (SPEC section 7), as a pure state machine.
+"""The autoscaling rule for one model deployment, as a pure state machine.
+
+The product's rule: `docs/domain.md#the-inference-router`.
 
 Sits under the router's coordinator (`router.coordinator`), which feeds it one load `Sample`
 per deployment every `polling_interval` together with the replica count read from the

@@ -1,6 +1,6 @@
 """Which backend a request goes to: per-deployment pools, fewest in flight, a bounded FIFO queue.
 
-The router's scheduling core, with no I/O: `proxy` asks a `Pool` for a backend, forwards, and
+The router's scheduling core, with no I/O: `dispatch` asks a `Pool` for a backend, forwards, and
 hands the backend back; the autoscaler reads `Pool.load()`; discovery (static config or the
 deployment's Service) calls `Pool.set_backends`. Everything runs on the event loop thread, so
 the counts need no locks; the only asyncio used is a future per queued request. A caller on

@@ -1,6 +1,6 @@
 """HTTP/1.1 forwarding mechanics for the router: one request's bytes out to a backend and back.
 
-`proxy.Router` decides where a scoring request goes and what to answer; this module moves it on
+`dispatch` decides where a scoring request goes and what to answer; this module moves it on
 the wire, with no choice of backend, no retries and no answers of its own. Out: `forward_headers`
 (the client's headers minus hop-by-hop ones, Authorization, and those named in Connection, as
 wire bytes, built once per request), `request_head` (the request line, Host and framing for one
@@ -12,7 +12,7 @@ and `stream_back` (a response that did not arrive at once, relayed chunk by chun
 Failures come back as exceptions for the router to answer: `BodyTooLarge` (over `max_body_bytes`,
 a 413), `ClientGone` (the client left: nothing to answer), `Truncated` (the backend failed after
 the response began: the client's connection is cut) and `upstream`'s own errors. Sits between
-`proxy` (above) and `upstream` (the backend connections); `front.Request` on the client side.
+`dispatch` (above) and `upstream` (the backend connections); `front.Request` on the client side.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The router's HTTP/1.1 server front: client connections, request parsing, writing answers.
 
-Sits under `proxy` (which decides what to answer) and beside `upstream` (the backend side):
+Sits under `dispatch` (which decides what to answer) and beside `upstream` (the backend side):
 `Server` listens (plain or TLS, on the running uvloop loop) and gives every client connection a
 `ClientConnection`, an asyncio protocol that parses requests with httptools (the C parser of
 uvicorn) and hands each to the handler as a `Request` in a task of its own, one at a time per
@@ -16,7 +16,7 @@ client left) and `abort` (cut the connection: an answer that cannot be finished)
 
 Admission: `Server` asks its `refuse` hook with the request's URL, as soon as the URL is parsed
 and before any header is kept or any task or object is made for it, whether to refuse it; a
-refused request is answered at once with canned bytes (`refusal`: the proxy's 503 with
+refused request is answered at once with canned bytes (`refusal`: the router's 503 with
 Retry-After, built once a second) and its body is parsed and dropped. That keeps a
 refused request's cost a small fraction of a served one's, which is what lets the router stay
 near its maximum goodput under overload.
@@ -56,6 +56,8 @@ from typing import cast
 
 import httptools
 
+from reconciler.router import flow
+
 log = logging.getLogger(__name__)
 
 LINGER = 2.0  # seconds an early-answered upload is read and dropped before the close
@@ -64,7 +66,6 @@ MAX_URL_BYTES = 8 * 1024
 MAX_HEADER_LINE_BYTES = 8 * 1024
 MAX_HEAD_BYTES = 4 * 8 * 1024
 MAX_HEADERS = 100
-READ_HIGH_WATER = 256 * 1024  # unread body bytes that pause reading from the client
 KEEPALIVE_TIMEOUT = 75.0
 _REASONS = {
     100: b"Continue",
@@ -253,14 +254,13 @@ class Request:
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
         self._buffered = 0
-        self._conn.consumed()
+        self._conn.flow.consumed()
         return data
 
     def _feed(self, data: bytes) -> None:
         self._body.append(data)
         self._buffered += len(data)
-        if self._buffered > READ_HIGH_WATER:
-            self._conn.pause()
+        self._conn.flow.buffered(self._buffered)
         self._wake()
 
     def _end(self) -> None:
@@ -356,7 +356,7 @@ class Request:
         conn.abort()
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(flow.Protocol):
     """One client's connection: parses its requests and runs them one at a time."""
 
     def __init__(self, server: Server) -> None:
@@ -385,9 +385,7 @@ class ClientConnection(asyncio.Protocol):
         # and `_error`, the answer to it, waits until the requests before it are answered.
         self._failed = False
         self._error: bytes | None = None
-        self._read_paused = False
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
+        self.flow = flow.Flow(self.loop)
         self._linger: asyncio.TimerHandle | None = None
         self.lost = False
         self._eof = False  # the client has half-closed
@@ -398,6 +396,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self.flow.attach(self._transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -469,16 +468,7 @@ class ClientConnection(asyncio.Protocol):
         for request in (self._current, self._active, *self._pending):
             if request is not None:
                 request._wake()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self.flow.lose()
 
     # -- httptools callbacks ------------------------------------------------------------------
 
@@ -589,24 +579,13 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)
 
     async def drain(self) -> None:
-        while self._write_paused and not self.lost:
-            self._drain = self.loop.create_future()
-            await self._drain
+        await self.flow.drain()
         if self.lost:
             raise ClientGone()
 
-    def pause(self) -> None:
-        if not self._read_paused and self._transport is not None:
-            self._read_paused = True
-            self._transport.pause_reading()
-
-    def consumed(self) -> None:
-        if self._read_paused and self._transport is not None and not self.lost:
-            self._read_paused = False
-            self._transport.resume_reading()
-
     def abort(self) -> None:
         self.lost = True
+        self.flow.lose()
         if self._transport is not None:
             self._transport.abort()
 
@@ -632,7 +611,7 @@ class ClientConnection(asyncio.Protocol):
                 self._dropping = True
                 self._current = None
                 request._body.clear()
-                self.consumed()
+                self.flow.consumed()
             self._active = None
             self.idle_since = self.loop.time()
             if not self._dropping:
@@ -693,7 +672,7 @@ class ClientConnection(asyncio.Protocol):
             % len(message)
             + message
         )
-        self.consumed()  # whatever else comes is read and dropped
+        self.flow.consumed()  # whatever else comes is read and dropped
         self._next()
 
     def _start_linger(self) -> None:
@@ -702,7 +681,7 @@ class ClientConnection(asyncio.Protocol):
         transport = self._transport
         self._linger = self.loop.call_later(LINGER, transport.close)
         # Reading on, dropping what comes, until the client closes or the time is up.
-        self.consumed()
+        self.flow.consumed()
         with contextlib.suppress(Exception):
             if transport.can_write_eof():
                 transport.write_eof()

@@ -1,12 +1,12 @@
 """The router's Prometheus metrics, served at `/metrics` (prometheus_client exposition).
 
-Each server owns its `CollectorRegistry`, so several routers in one process (tests) never share
-or collide. The per-request path makes one call, `request_done`, that only adds to plain
-counters of the deployment (a dict lookup, a bisect, a few additions): prometheus_client's own
-Counter and Histogram take a lock per update and cost about 6 us per request, a tenth of the
-router's budget. Everything runs on the event loop thread, so the plain numbers need no lock;
-a collector turns them into metric families when Prometheus scrapes. Queue depth, requests in
-flight and backends are read from the pools at scrape time too.
+Each server owns its `CollectorRegistry`, so several routers in one process (tests) never share or
+collide. The per-request path makes one call, `request_done`, that only adds to plain counters of
+the deployment (a dict lookup, a bisect, a few additions): prometheus_client's own Counter and
+Histogram take a lock per update, a cost on every request that plain numbers avoid. Everything runs
+on the event loop thread, so the plain numbers need no lock; a collector turns them into metric
+families when Prometheus scrapes. Queue depth, requests in flight and backends are read from the
+pools at scrape time too.
 
 Endpoints add two small counters: requests by endpoint and the deployment chosen for them
 (`deployment=""`: none was, the request was refused or unroutable; `endpoint=""`: a Host-routed

@@ -4,8 +4,9 @@ Every error the router itself gives is JSON of one shape, `{"error": {"code": ..
 ...}}`, with the HTTP status alongside (`error`; a 401 also carries `WWW-Authenticate: Bearer`,
 and the load answers, 429 and 503, carry `Retry-After`); `too_large` is the 413 for a body over
 `max_body_bytes`, which closes the connection since the rest of the body is not read; `ok` is a
-JSON status body (health, readiness, load reports); `SHED` is the canned 503 that admission
-control answers with, built once. Built by `proxy.Router` when it routes, authenticates,
+JSON status body (health, readiness, load reports) and `probe` the probes' answers; `no_route` the
+404 for a path nothing serves; `SHED` is the canned 503 that admission
+control answers with, built once. Built by `dispatch` when it routes, authenticates,
 queues, sheds and fails over; written by `front`; no I/O here.
 """
 
@@ -47,6 +48,19 @@ def busy(status: int, code: str, message: str) -> front.Reply:
 
 def ok(payload: Mapping[str, object]) -> front.Reply:
     return front.Reply(200, json.dumps(payload).encode(), JSON)
+
+
+def no_route(path: str) -> front.Reply:
+    return error(404, "NotFound", f"no route {path}")
+
+
+def probe(path: str, ready: bool) -> front.Reply | None:
+    """The answer to a liveness or readiness probe (on either port), None for other paths."""
+    if path == "/healthz":
+        return ok({"status": "ok"})
+    if path == "/readyz":
+        return ok({"status": "ready"}) if ready else error(503, "Unavailable", "not ready")
+    return None
 
 
 def too_large(limit: int) -> front.Reply:

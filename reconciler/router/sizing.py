@@ -1,4 +1,6 @@
-"""The documented replica sizing rule for a model deployment (SPEC section 7), pure.
+"""The documented replica sizing rule for a model deployment, pure.
+
+Where it is documented: `docs/domain.md#the-inference-router`.
 
 `replicas = ceil(target_rps * request_seconds / target_utilization / max_requests_per_replica)`:
 the requests in flight at the target rate (Little's law), spread so that each replica runs at the

@@ -1,4 +1,6 @@
-"""Who may call a deployment: key, token and none modes of the router (SPEC section 6).
+"""Who may call a deployment: key, token and none modes of the router.
+
+The product's auth modes: `docs/domain.md#online-deployments`.
 
 Key mode accepts the deployment's primary or secondary key as `Authorization: Bearer <key>`,
 compared in constant time. Token mode accepts short-lived tokens signed with the deployment's

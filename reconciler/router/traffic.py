@@ -1,6 +1,6 @@
 """An endpoint's traffic split and mirror copies as a precomputed schedule (pure, no I/O).
 
-`proxy.Router` asks an endpoint's `Plan` which deployment takes the next request and which
+`dispatch` asks an endpoint's `Plan` which deployment takes the next request and which
 mirror deployments get a copy of it. The split is smooth weighted round robin (nginx's: every
 pick adds each weight to its deployment's running score, takes the highest score, and takes the
 weights' total off the winner), which is exact over every window of `sum(weights)` consecutive

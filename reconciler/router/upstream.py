@@ -1,19 +1,19 @@
 """The router's HTTP/1.1 client to model backends: pooled keep-alive connections, httptools parsing.
 
-Sits under `proxy`: the proxy builds the request head, this module sends it over an idle
+Sits under `dispatch`: the dispatcher builds the request head, this module sends it over an idle
 keep-alive connection to the backend (or a new one), parses the response with httptools (the C
 parser uvicorn uses) and hands back status, headers and body chunks. It exists because the
 general-purpose aiohttp client costs about 120 us per request on one core, which alone caps the
 router near 6,000 requests per second; this one costs a fraction of that (measured: the same
 proxy went from about 6,000 to about 18,000 rps on one core).
 
-Failures are sorted by what the proxy may do about them, and only the first kind is retried:
+Failures are sorted by what the dispatcher may do about them, and only the first kind is retried:
 - `NeverSent`: provably none of the request reached the backend, so it may go to another one.
   Either `ConnectError` (no connection: refused, unreachable, too slow) or `StaleConnection`
   (an idle keep-alive connection found closed or reset before the first byte of the request was
   written: a peek at the socket before reuse, and a write that failed at once).
 - `Disconnected`: the connection closed after (some of) the request was written and before a
-  single response byte. The backend may have run it: never replayed, the proxy answers 502.
+  single response byte. The backend may have run it: never replayed, the dispatcher answers 502.
   The one ambiguous case this leaves is a backend closing an idle connection in the same instant
   the router reuses it; the idle timeout below the backends' own keep-alive makes it rare.
 - `BrokenResponse`: the connection failed, or the response was malformed, after it began.
@@ -32,9 +32,8 @@ from typing import cast
 
 import httptools
 
-# Past this much unread response body the backend connection stops being read, so a slow client
-# cannot make the router buffer a large response.
-_READ_HIGH_WATER = 256 * 1024
+from reconciler.router import flow
+
 _NO_BODY_STATUSES = frozenset({204, 304})
 DEADLINE_TICK = 0.02  # seconds
 _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)  # Linux
@@ -69,7 +68,7 @@ class UpstreamTimeout(UpstreamError):
     """The request's deadline passed before the response was complete."""
 
 
-class Connection(asyncio.Protocol):
+class Connection(flow.Protocol):
     """One keep-alive connection to a backend, carrying one request at a time."""
 
     def __init__(self, client: Client, key: tuple[str, int]) -> None:
@@ -83,9 +82,7 @@ class Connection(asyncio.Protocol):
         self.idle = False  # parked in the client, no request out
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
-        self._write_paused = False
-        self._read_paused = False
+        self.flow = flow.Flow(self._loop)
         self._slot: int | None = None  # the client's deadline wheel slot, while armed
         self._sock: socket.socket | None = None  # ours, for the peek before a reuse
         self._reset()
@@ -110,6 +107,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self._transport = cast(asyncio.Transport, transport)
+        self.flow.attach(self._transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Request heads are small writes that must leave at once.
@@ -140,16 +138,7 @@ class Connection(asyncio.Protocol):
             else:
                 self._error = Disconnected("the backend closed the connection")
         self._wake()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self.flow.lose()
 
     # -- httptools callbacks ------------------------------------------------------------------
 
@@ -179,10 +168,8 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
         self._body_size += len(body)
-        if self._body_size > _READ_HIGH_WATER and not self._read_paused:
-            self._read_paused = True
-            if self._transport is not None:
-                self._transport.pause_reading()
+        # A slow client must not make the router buffer a large response.
+        self.flow.buffered(self._body_size)
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -193,7 +180,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = self._parser.should_keep_alive()
         self._wake()
 
-    # -- used by the proxy --------------------------------------------------------------------
+    # -- used by the dispatcher ---------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
         transport = self._transport
@@ -233,9 +220,7 @@ class Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the backend has taken what was written (request body flow control)."""
-        while self._write_paused and not self.closed:
-            self._drain = self._loop.create_future()
-            await self._drain
+        await self.flow.drain()
         if self._error is not None:
             raise self._error
         if self.closed:
@@ -257,9 +242,7 @@ class Connection(asyncio.Protocol):
         data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body.clear()
         self._body_size = 0
-        if self._read_paused and self._transport is not None:
-            self._read_paused = False
-            self._transport.resume_reading()
+        self.flow.consumed()
         return data
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -279,6 +262,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self.flow.lose()
         if self._transport is not None:
             self._transport.abort()
 

@@ -168,10 +168,10 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
         whose extension is planned again."""
         deadline = time.monotonic() + 120
         while True:
-            before = loop.plans.reused
+            before = loop.reuse.plans.reused
             assert loop.tick().result == "success"
             loop.outcomes.settle()
-            if loop.plans.reused == before + 2 and states() == ["Succeeded", "Succeeded"]:
+            if loop.reuse.plans.reused == before + 2 and states() == ["Succeeded", "Succeeded"]:
                 return
             assert time.monotonic() < deadline, "the extensions' live objects kept changing"
             time.sleep(0.5)
@@ -179,7 +179,7 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
     try:
         assert loop.tick().result == "success"  # applied: nothing kept
         until_both_reused()
-        reused = loop.plans.reused
+        reused = loop.reuse.plans.reused
         inventories = [record.inventory_of(kube.get(cluster, record.ref(n))) for n in names]
         assert all(len(keys) > 20 for keys in inventories)
 
@@ -187,7 +187,7 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
         # the records move to the new revision, their inventories as they were.
         notes = commit(root / "NOTES.md", "nothing the reconciler reads\n", "notes")
         assert loop.tick().result == "success"
-        assert loop.plans.reused == reused + 2
+        assert loop.reuse.plans.reused == reused + 2
         loop.outcomes.settle()
         assert applied_revisions(cluster, names) == [notes, notes]
         assert [record.inventory_of(kube.get(cluster, record.ref(n))) for n in names] == inventories
@@ -207,7 +207,7 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
             time.sleep(0.05)
         drifted = loop.tick()
         assert (drifted.result, drifted.drifted) == ("success", 1), drifted.message
-        assert loop.plans.reused == reused + 3
+        assert loop.reuse.plans.reused == reused + 3
         live = kube.get(cluster, objects.reference(gateway)) or {}
         assert live["data"]["ENABLE_TRAINING"] == "true"
 
@@ -217,7 +217,7 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
         mirror = first.replace("  config:\n", "  config:\n    imageRegistry: m.io\n")
         two = commit(root / "infra" / "extension.yaml", mirror, "a mirror for the first")
         assert loop.tick().result == "success"
-        assert loop.plans.reused == reused + 3
+        assert loop.reuse.plans.reused == reused + 3
         loop.outcomes.settle()
         assert applied_revisions(cluster, names) == [two, two]
         images = {

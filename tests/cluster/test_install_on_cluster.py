@@ -25,12 +25,10 @@ from kubernetes import client, config
 
 from reconciler import kube, objects, source
 from reconciler.cli import main as cli
-from reconciler.engine import reconcile, record
+from reconciler.engine import reconcile, record, revision
 from reconciler.gitops import install
 from reconciler.localcluster.config import PlaneState
-from reconciler.render import auth, render
 from tests.cluster.kubehelpers import pods, running, server_side_apply, wait_until
-from tests.helpers import load
 
 pytestmark = pytest.mark.cluster
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests"
@@ -152,11 +150,10 @@ def test_the_service_account_can_plan_and_dry_run_the_full_example(
     tmp_path: Path,
 ) -> None:
     root = example(tmp_path, installed.extension, namespace)
-    loaded = load(root)
-    assert loaded.valid, [str(p) for p in loaded.problems]
-    snapshot = source.DirectorySnapshot(root)
-    rendered = render.render_repo(loaded.repo, snapshot, "test").objects
-    keys = [s for group in auth.repo_secrets(loaded.repo).values() for s in group]
+    head = revision.Revision(source.DirectorySnapshot(root))
+    assert head.valid, head.error_lines()
+    rendered = head.rendered.objects
+    keys = [s for group in head.rendered.generated.values() for s in group]
     kinds = {o["kind"] for o in rendered + keys}
     assert {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret"} <= kinds
     # A dry run cannot create what the rest needs first: the CRDs exist for real (as in the
@@ -171,13 +168,7 @@ def test_the_service_account_can_plan_and_dry_run_the_full_example(
 
     # The reconcile plan phase, as the controller: records, live objects, server dry runs.
     results = reconcile.reconcile(
-        controller,
-        rendered,
-        loaded.repo,
-        "test",
-        snapshot.origin(),
-        reconcile.Options(dry_run=True),
-        lambda _line: None,
+        controller, head, reconcile.Options(dry_run=True), lambda _line: None
     )
     assert [(r.name, r.outcome.state, r.outcome.reasons) for r in results] == [
         (installed.extension, record.PENDING, ())

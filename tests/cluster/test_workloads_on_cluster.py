@@ -1,4 +1,4 @@
-"""Jobs and model deployments on the real control plane (SPEC sections 4-6).
+"""Jobs and model deployments on the real control plane (`docs/domain.md#jobs`).
 
 Each test writes a small repo whose extension's release namespace is the test's own namespace,
 renders it and applies the workload objects with server-side apply (the volcano-less job path:

@@ -16,14 +16,14 @@ from typing import Any
 import aiohttp
 
 from reconciler.router import config as routerconfig
-from reconciler.router import proxy, tokens
+from reconciler.router import proxy, served, tokens
 from tests.router import harness
 from tests.router.harness import deployment, run, running, score_url, session, write_config
 
 ENDPOINT_KEY = "e" * 43
 DEPLOYMENT_KEY = "d" * 43
 SIGNING = "s" * 43
-ANSWERED_BY = proxy.DEPLOYMENT_HEADER
+ANSWERED_BY = served.DEPLOYMENT_HEADER
 
 
 def endpoint(
@@ -97,7 +97,7 @@ def blue_green(
 
 
 def assert_idle(router: proxy.Router) -> None:
-    for name, pool in router.pools().items():
+    for name, pool in router.table.pools().items():
         assert pool.in_flight == 0 and pool.queued == 0, name
 
 
@@ -244,8 +244,8 @@ def test_a_mirror_copy_never_queues_and_a_streamed_body_is_not_copied(
                     assert response.status == 200
                     assert (await response.json())["bytes"] == len(body)
                 assert time.perf_counter() - began < 1.0
-            await until(lambda: router.pools()["green"].in_flight == 1, "the one copy")
-            assert router.pools()["green"].queued == 0
+            await until(lambda: router.table.pools()["green"].in_flight == 1, "the one copy")
+            assert router.table.pools()["green"].queued == 0
             async with client.get(f"{green.url}/stats") as response:
                 stats = await response.json()
             assert stats["count"] == 1
@@ -263,11 +263,11 @@ def test_changing_the_split_under_load_loses_no_request_and_the_new_ratio_holds(
     async def scenario() -> None:
         async with running(path) as (router, base), session() as client:
             url = endpoint_url(base, "mnist", "sleep_ms=20")  # requests in flight at the swap
-            before = router.endpoints["mnist"]
+            before = router.table.endpoints["mnist"]
             load = asyncio.create_task(fire(client, url, 600, 16))
-            await until(lambda: router.pools()["blue"].in_flight > 0, "the load")
+            await until(lambda: router.table.pools()["blue"].in_flight > 0, "the load")
             blue_green(tmp_path, blue, green, endpoint("mnist", {"blue": 90, "green": 10}))
-            await until(lambda: router.endpoints["mnist"] is not before, "the reload")
+            await until(lambda: router.table.endpoints["mnist"] is not before, "the reload")
             answered, _ = await load  # every request answered 200 (fire checks)
             assert sum(answered.values()) == 600 and answered["green"] > 0
             # The pools were kept: the same objects, nothing left in flight.
@@ -276,12 +276,12 @@ def test_changing_the_split_under_load_loses_no_request_and_the_new_ratio_holds(
             after, _ = await fire(client, endpoint_url(base, "mnist"), 1000)
             assert after == {"blue": 900, "green": 100}
             # A reload that leaves the split alone keeps its place in the cycle.
-            plan, config = router.endpoints["mnist"].plan, router.config
+            plan, config = router.table.endpoints["mnist"].plan, router.config
             blue_green(
                 tmp_path, blue, green, endpoint("mnist", {"blue": 90, "green": 10}), cname="x.test"
             )
             await until(lambda: router.config is not config, "the second reload")
-            assert router.endpoints["mnist"].plan is plan
+            assert router.table.endpoints["mnist"].plan is plan
 
     run(scenario())
 
@@ -376,12 +376,12 @@ def test_admission_control_refuses_endpoint_scoring_but_never_its_health(
     router = proxy.Router(routerconfig.load(path))
     router.admission.shed_fraction = 0.5
     # An even half of the scoring requests is refused (the first is taken: a full credit).
-    refused = [router._refuse(b"/api/v1/endpoint/mnist/score?x=1") for _ in range(10)]
+    refused = [router.dispatcher.refuse(b"/api/v1/endpoint/mnist/score?x=1") for _ in range(10)]
     assert refused[1:] == [False, True] * 4 + [False]
     assert router.metrics.routed[("mnist", "")] == 4
     # Host not read yet: with cname set, /score is some endpoint's.
-    host_routed = [router._refuse(b"/score") for _ in range(10)]
+    host_routed = [router.dispatcher.refuse(b"/score") for _ in range(10)]
     assert host_routed.count(True) == 5
     assert router.metrics.routed[("", "")] == 5
     for url in (b"/api/v1/endpoint/mnist", b"/api/v1/endpoint/nosuch/score", b"/", b"/metrics"):
-        assert not any(router._refuse(url) for _ in range(4)), url
+        assert not any(router.dispatcher.refuse(url) for _ in range(4)), url

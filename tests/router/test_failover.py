@@ -73,7 +73,7 @@ def test_killing_a_backend_under_load_loses_nothing_that_had_not_reached_it_and_
                         served_by[rid] = (await response.json())["backend"]
 
             async def killer() -> int:
-                pool = router.pool("m")
+                pool = router.table.pool("m")
                 assert pool is not None
                 victim = next(b for b in pool.backends if b.url == started[0].url)
                 while victim.in_flight < 5:  # with requests on the victim
@@ -98,7 +98,7 @@ def test_killing_a_backend_under_load_loses_nothing_that_had_not_reached_it_and_
             # Requests were given the dead victim after the kill (its freed slots, before it
             # was marked down): refused, never written, sent elsewhere.
             assert router.metrics.retried.get("m", 0) > 0
-            pool = router.pool("m")
+            pool = router.table.pool("m")
             assert pool is not None
             assert pool.in_flight == 0 and pool.queued == 0
             victim = next(b for b in pool.backends if b.url == started[0].url)
@@ -143,7 +143,7 @@ def test_a_request_the_backend_received_is_never_replayed(
                     codes.append(response.status)
                     body = await response.json()
                     assert body["error"]["code"] == "BadGateway"
-            pool = router.pool("m")
+            pool = router.table.pool("m")
             assert pool is not None and pool.in_flight == 0
             return codes
 
@@ -231,7 +231,7 @@ def test_a_dead_backend_is_probed_back_in(
 
     async def scenario() -> None:
         async with running(path, probe_interval=0.05) as (router, base), session() as client:
-            pool = router.pool("m")
+            pool = router.table.pool("m")
             assert pool is not None
             port = first.port
             first.kill()

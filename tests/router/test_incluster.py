@@ -162,8 +162,8 @@ def test_every_instance_reports_its_load(
 
     async def scenario() -> None:
         async with running(path) as (router, base), session() as client:
-            router.instance = "router-0"
-            pool = router.pools()["m"]
+            router.lifecycle.instance = "router-0"
+            pool = router.table.pools()["m"]
 
             async def slow() -> None:
                 async with client.post(score_url(base, "m", "sleep_ms=500"), data=b"{}") as r:
@@ -213,6 +213,6 @@ def test_discovered_backends_feed_the_pool_and_static_ones_win(
             write_config(path, [deployment("m", [backends[0].url])])
             assert router.reload()
             router.set_backends("m", [backends[2].url])
-            assert [b.url for b in router.pools()["m"].backends] == [backends[0].url]
+            assert [b.url for b in router.table.pools()["m"].backends] == [backends[0].url]
 
     run(scenario())

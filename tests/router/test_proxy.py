@@ -26,7 +26,7 @@ SIGNING = "t" * 43
 
 
 def assert_idle(router: proxy.Router) -> None:
-    for name, pool in router.pools().items():
+    for name, pool in router.table.pools().items():
         assert pool.in_flight == 0, name
         assert pool.queued == 0, name
         assert all(b.in_flight == 0 for b in pool.backends), name
@@ -102,7 +102,7 @@ def test_fewest_in_flight_backend_is_chosen(
 
     async def scenario() -> None:
         async with running(path) as (router, base), session() as client:
-            pool = router.pool("m")
+            pool = router.table.pool("m")
             assert pool is not None
             slow = asyncio.create_task(client.post(score_url(base, "m", "sleep_ms=600")))
             while pool.in_flight == 0:
@@ -269,7 +269,7 @@ def test_slow_backends_get_504_and_busy_deployments_503_or_429(
             async with client.post(score_url(base, "slow", "sleep_ms=2000")) as response:
                 assert response.status == 504
             for name, code in (("queued", 503), ("unqueued", 429)):
-                pool = router.pool(name)
+                pool = router.table.pool(name)
                 assert pool is not None
                 holder = asyncio.create_task(client.post(score_url(base, name, "sleep_ms=500")))
                 while pool.in_flight == 0:
@@ -362,7 +362,7 @@ def test_clients_that_leave_early_release_their_backend(
 
     async def scenario() -> None:
         async with running(path) as (router, base), session() as client:
-            pool = router.pool("m")
+            pool = router.table.pool("m")
             assert pool is not None
             await leave(router.port, "sleep_ms=300")  # leaves while its backend works
             await leave(router.port, "sleep_ms=10")  # leaves while queued behind it

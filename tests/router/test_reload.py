@@ -39,7 +39,7 @@ def test_a_changed_file_applies_without_dropping_in_flight_requests(
 
     async def scenario() -> None:
         async with running(path) as (router, base), session() as client:
-            pool = router.pool("a")
+            pool = router.table.pool("a")
             assert pool is not None
             slow = asyncio.create_task(client.post(score_url(base, "a", "sleep_ms=700")))
             await _until(lambda: pool.in_flight == 1)
@@ -52,12 +52,12 @@ def test_a_changed_file_applies_without_dropping_in_flight_requests(
                     deployment("b", [backends[2].url]),
                 ],
             )
-            await _until(lambda: "b" in router.deployments)
+            await _until(lambda: "b" in router.table.deployments)
             async with client.post(score_url(base, "b")) as response:
                 assert response.status == 200
                 assert (await response.json())["backend"] == "b2"
             # The kept backend is the same object, still counting the request in flight.
-            assert router.pool("a") is pool
+            assert router.table.pool("a") is pool
             assert pool.backends[0] is kept and kept.in_flight == 1
             response = await slow
             assert response.status == 200
@@ -67,10 +67,10 @@ def test_a_changed_file_applies_without_dropping_in_flight_requests(
             # A broken file is refused; the last good config stays in force.
             path.write_text("listen: [\n")
             await asyncio.sleep(0.2)
-            assert set(router.deployments) == {"a", "b"}
+            assert set(router.table.deployments) == {"a", "b"}
 
             write_config(path, [deployment("a", [backends[1].url])])
-            await _until(lambda: "b" not in router.deployments)
+            await _until(lambda: "b" not in router.table.deployments)
             async with client.post(score_url(base, "b")) as response:
                 assert response.status == 404
             assert not kept.in_pool

@@ -1,4 +1,4 @@
-"""A deprecated alias changes nothing but its own setting (SPEC section 2, "aliases").
+"""A deprecated alias changes nothing but its own setting (`docs/domain.md#aliases`).
 
 Each older name is written into a repo, and the same repo is written again with the current
 name and value: the two renders must be identical object for object, so fixing a key's spelling

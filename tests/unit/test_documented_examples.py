@@ -1,4 +1,6 @@
-"""The original product's documented examples validate as written (SPEC sections 4-6).
+"""The original product's documented examples validate as written.
+
+The product's rules: `docs/domain.md#instance-types` to `docs/domain.md#online-deployments`.
 
 Each example is pasted as the docs give it, only its `<placeholders>` filled in; fields the
 reconciler has no use for (`app_insights_enabled`, `environment.path`) are accepted with a

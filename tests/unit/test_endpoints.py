@@ -1,6 +1,6 @@
-"""Online endpoints (SPEC section 6b): recognised in every shape, their rules as FILE:LINE
-problems naming the field, the implicit endpoint of a deployment that names none, and what they
-render: the router config's `endpoints` list, its RBAC, the endpoint's created-once Secret, and
+"""Online endpoints (`docs/domain.md#online-endpoints`): recognised in every shape, their rules as
+FILE:LINE problems naming the field, the implicit endpoint of a deployment that names none, and what
+they render: the router config's `endpoints` list, its RBAC, the endpoint's created-once Secret, and
 how `reconciler score` finds an endpoint."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from reconciler.model import documents, extensionedit, manifests, yamledit
 from reconciler.model.extensionedit import Assignment, EditError, Value
 
-# The README's example, comments and all (a user's file, not one we wrote).
+# A user's Extension file, comments and all (not one we wrote).
 EXAMPLE = textwrap.dedent(
     """\
     # The ML extension on this cluster: a quick proof of concept.

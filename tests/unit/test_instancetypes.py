@@ -1,4 +1,7 @@
-"""Instance types (SPEC section 4): quantities, GPU only in limits, requests <= limits, default."""
+"""Instance types: quantities, GPU only in limits, requests <= limits, default.
+
+The product's rules: `docs/domain.md#instance-types`.
+"""
 
 from pathlib import Path
 

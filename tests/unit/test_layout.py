@@ -2,7 +2,7 @@
 
 `lint-imports` runs in the README's test command; these tests also show that it really catches a
 broken layer (a linter that passed everything would fail here), and that the tree keeps the shape
-the README's "Layout" section describes.
+docs/architecture.md describes.
 """
 
 from __future__ import annotations

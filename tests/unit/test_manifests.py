@@ -1,4 +1,4 @@
-"""Recognising kinds and shapes (SPEC section 1), schema errors, duplicate names."""
+"""Recognising kinds and shapes (`docs/domain.md#manifests`), schema errors, duplicate names."""
 
 from pathlib import Path
 

@@ -169,12 +169,12 @@ class _Tick:
         self.leave = False
 
     def plan_each(self, *args: Any, **kwargs: Any) -> Iterator[reconcile.ExtensionPlan]:
-        options: reconcile.Options = args[4]
+        options: reconcile.Options = args[2]
         self.adopt.append(options.adopt)
         return iter(())
 
     def carry_out_all(self, *args: Any, **kwargs: Any) -> list[reconcile.ExtensionResult]:
-        list(args[1])
+        list(args[2])
         return []
 
     def names(self, *args: Any) -> list[str]:

@@ -1,4 +1,4 @@
-"""Preflight rules (SPEC section 2 "Preflight facts", section 4): a repo against a list of nodes.
+"""Preflight rules (`docs/domain.md#preflight-facts`): a repo against a list of nodes.
 
 Each rule has a failing case asserting the exact finding and a passing one. Nodes are plain Node
 dicts, as the API server returns them. The last tests run the command up to the point where it
@@ -85,8 +85,12 @@ def repo_of(tmp_path: Path, config: str, **more: str) -> repo.Repo:
     return loaded.repo
 
 
+def check(declared: repo.Repo, nodes: list[dict[str, Any]]) -> list[preflight.Finding]:
+    return preflight.check(declared.extensions, declared.instance_types, nodes)
+
+
 def findings(tmp_path: Path, config: str, nodes: list[dict[str, Any]], **more: str) -> list[str]:
-    return [str(f) for f in preflight.check(repo_of(tmp_path, config, **more), nodes)]
+    return [str(f) for f in check(repo_of(tmp_path, config, **more), nodes)]
 
 
 # --- nodes -------------------------------------------------------------------------------------
@@ -281,7 +285,7 @@ def test_a_gpu_node_that_is_not_ready_does_not_count(tmp_path: Path) -> None:
 
 def test_load_balancer_is_a_warning(tmp_path: Path) -> None:
     config = NO_HA.replace("NodePort", "LoadBalancer")
-    result = preflight.check(repo_of(tmp_path, config), cpu_nodes(1))
+    result = check(repo_of(tmp_path, config), cpu_nodes(1))
     assert [str(f) for f in result] == [
         f"warning: {EXT}: inferenceRouterServiceType LoadBalancer: the cluster must be able to "
         "provision a load balancer (most on-prem clusters cannot; NodePort works everywhere)"

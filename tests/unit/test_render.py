@@ -1,7 +1,7 @@
-"""Rendering extension components (SPEC section 3) from the templates.
+"""Rendering extension components (`docs/domain.md#components`) from the templates.
 
-The expected component set is transcribed from the SPEC table here, independently of
-`reconciler.components`, so a wrong row in the code's table fails these tests.
+The expected component set is transcribed here from the product's documented component table,
+independently of `reconciler.components`, so a wrong row in the code's table fails these tests.
 """
 
 import itertools
@@ -20,7 +20,7 @@ from tests.helpers import SCENARIOS, load, scenario_repo
 GOLDEN = Path(__file__).parent / "golden"
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
 
-# (name, kind, scenarios, optional flag, only on cluster type) straight from SPEC section 3.
+# (name, kind, scenarios, optional flag, only on cluster type) straight from the product's table.
 SPEC_TABLE = [
     ("relayserver", "Deployment", "TIB", None, "connectedClusters"),
     ("gateway", "Deployment", "TIB", None, None),

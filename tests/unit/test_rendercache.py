@@ -38,8 +38,9 @@ def _render_through_cache(
     loaded = repo.load(snapshot)
     assert loaded.valid, [str(p) for p in loaded.problems]
     with rendercache.reusing(str(root), snapshot) as reuse:
-        rendered = render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
-    return rendered, reuse
+        revision = snapshot.revision()
+        rendered = render.render_repo(loaded.repo, snapshot, revision, reuse.memo).objects
+    return rendered, reuse.memo
 
 
 def _fresh(root: Path) -> list[objects.Object]:
@@ -173,7 +174,8 @@ def test_fingerprint_answers_are_kept_for_the_next_command(
     snapshot = source.DirectorySnapshot(root)
     loaded = repo.load(snapshot)
     with rendercache.reusing(str(root), snapshot) as reuse:
-        rendered = render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse).objects
+        revision = snapshot.revision()
+        rendered = render.render_repo(loaded.repo, snapshot, revision, reuse.memo).objects
         deployment = next(o for o in rendered if o["kind"] == "Deployment")
         stamped = fingerprint.stamp(deployment)
         live = _owning_everything(stamped, "us")
@@ -187,7 +189,7 @@ def test_fingerprint_answers_are_kept_for_the_next_command(
     (path,) = Path(os.environ[rendercache.ENVIRONMENT]).glob("render-*.marshal")
     written = path.read_bytes()
     with rendercache.reusing(str(root), snapshot) as reuse:
-        render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse)
+        render.render_repo(loaded.repo, snapshot, snapshot.revision(), reuse.memo)
         assert fingerprint.stamp(deployment) == stamped
         assert fingerprint.in_sync(stamped, live, "us")
     assert fingerprint.computed() == 0 and path.read_bytes() == written
@@ -201,11 +203,11 @@ def test_the_next_command_parses_no_file_again(
     root = Path(shutil.copytree(EXAMPLE, tmp_path / "repo"))
     snapshot = source.DirectorySnapshot(root)
     with rendercache.reusing(str(root), snapshot) as reuse:
-        first = repo.load(snapshot, reuse)
+        first = repo.load(snapshot, reuse.memo)
     parse = documents.parse
     monkeypatch.setattr(documents, "parse", lambda *_: pytest.fail("parsed again"))
     with rendercache.reusing(str(root), snapshot) as reuse:
-        again = repo.load(snapshot, reuse)
+        again = repo.load(snapshot, reuse.memo)
     assert again.problems == first.problems
     assert repr(again.repo.deployments) == repr(first.repo.deployments)
     assert repr(again.repo.jobs) == repr(first.repo.jobs)
@@ -215,5 +217,5 @@ def test_the_next_command_parses_no_file_again(
     monkeypatch.setattr(documents, "parse", lambda f, t: parsed.append(f) or parse(f, t))
     snapshot = source.DirectorySnapshot(root)  # the next command's (a snapshot keeps what it read)
     with rendercache.reusing(str(root), snapshot) as reuse:
-        repo.load(snapshot, reuse)
+        repo.load(snapshot, reuse.memo)
     assert [Path(f).name for f in parsed] == ["train.yaml"]

@@ -1,4 +1,7 @@
-"""The four documented scenarios of SPEC section 2 are valid, and parse to what they say."""
+"""The four documented scenarios are valid, and parse to what they say.
+
+The scenarios: `docs/domain.md#scenarios`.
+"""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Extension settings (SPEC section 2): keys, values, aliases and cross-field rules.
+"""Extension settings (`docs/domain.md#settings`): keys, values, aliases and cross-field rules.
 
 Every rule has a failing fixture asserting the exact `FILE:LINE: field: message` and a passing
 one. Config lines start at line 8 of the file `extension()` writes.
