@@ -28,6 +28,7 @@ import render_repo  # the generator, beside this file
 from reconciler import gitsnapshot, source
 from reconciler.engine import plans, revision, revisiondiff
 from reconciler.engine import reuse as reusing
+from reconciler.printers import revisiondiff as printed
 
 
 def best_of(repeat: int, works: dict[str, Callable[[], object]]) -> dict[str, float]:
@@ -86,7 +87,7 @@ def main() -> None:
         count = len(full_render())
         incremental, whole = diff(True), diff(False)
         # The reuse must not change the answer: the same plan, exactly one job updated.
-        assert revisiondiff.as_json(incremental) == revisiondiff.as_json(whole)
+        assert printed.as_json(incremental) == printed.as_json(whole)
         steps = [s for e in incremental.extensions for s in e.plan.steps]
         changed = [(s.action, s.key.name) for s in steps if s.action is not plans.Action.UNCHANGED]
         assert changed == [(plans.Action.UPDATE, "job-4")], changed

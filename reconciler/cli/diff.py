@@ -1,12 +1,13 @@
 """`reconciler diff`: the manifests repo at two git revisions, compared object by object.
 
 A thin command over `gitsnapshot` (a commit's files, no checkout), `revisiondiff` (load, render,
-compare, print) and, for a head left out, `source.DirectorySnapshot` (the work tree). Needs no
-cluster, unless `--cluster` asks to compare the head with the live cluster instead of a base
-revision: then the plan comes from `clusterdiff` (`reconcile.plan_each`, the server-side dry run
-`reconciler plan` uses), imported only then, and is printed in the same three formats. Exit
-codes follow `plan` and `kubectl diff`: 0 no changes, 1 changes, 2 error (an invalid head, a bad
-revision, PATH outside git, an object the server would reject).
+compare), `printers.revisiondiff` (print) and, for a head left out, `source.DirectorySnapshot`
+(the work tree). Needs no cluster, unless `--cluster` asks to compare the head with the live
+cluster instead of a base revision: then the plan comes from `clusterdiff`
+(`reconcile.plan_each`, the server-side dry run `reconciler plan` uses), imported only then, and
+is printed in the same three formats. Exit codes follow `plan` and `kubectl diff`: 0 no changes,
+1 changes, 2 error (an invalid head, a bad revision, PATH outside git, an object the server
+would reject).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import click
 from reconciler import gitsnapshot, source
 from reconciler.cli import common, decryptkeys
 from reconciler.engine import revisiondiff
+from reconciler.printers import revisiondiff as printed
 
 
 @click.command()
@@ -88,12 +90,12 @@ def diff(
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
     if output_format == "json":
-        click.echo(revisiondiff.as_json(result), nl=False)
+        click.echo(printed.as_json(result), nl=False)
     elif output_format == "markdown":
-        click.echo(revisiondiff.markdown(result), nl=False)
+        click.echo(printed.markdown(result), nl=False)
     else:
         style = _style if sys.stdout.isatty() else None
-        click.echo(revisiondiff.text(result, style), nl=False)
+        click.echo(printed.text(result, style), nl=False)
     sys.exit(result.exit_code)
 
 

@@ -230,7 +230,7 @@ def delete(
     click.echo(f"deleted extension {name}: {what}{_committed(applied)}")
     if from_cluster:
         cluster = connection.connect(kubeconfig, context)
-        failures = reconcile.delete_extension(cluster, name, click.echo)
+        failures = reconcile.delete_extension(cluster, name, reconcilecli.echo)
         if failures:
             repochange.fail(failures)
         click.echo(f"removed extension {name} and every object it owned from the cluster")

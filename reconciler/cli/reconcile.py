@@ -1,10 +1,10 @@
 """`reconciler plan`, `reconciler apply` and `reconciler status`: a repo against a live cluster.
 
-Thin commands over `reconcile` (phases and safety rules), `plans` (what is printed) and `record`
-(what the cluster says). Exit codes: `plan` follows `kubectl diff` (0 no changes, 1 changes,
-2 error, an extension another source owns included); `apply` and `status` give 0 when every
-extension is fine, 1 when one failed, another source owns it, or the repo is invalid, 2 on a
-usage or connection error.
+Thin commands over `reconcile` (phases and safety rules), `printers` (how its plans and events
+read) and `record` (what the cluster says). Exit codes: `plan` follows `kubectl diff` (0 no
+changes, 1 changes, 2 error, an extension another source owns included); `apply` and `status`
+give 0 when every extension is fine, 1 when one failed, another source owns it, or the repo is
+invalid, 2 on a usage or connection error.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import click
 
 from reconciler import kube, source
 from reconciler.cli import common, connection, decryptkeys, rendercache
-from reconciler.engine import owners, reconcile, record, reuse, revision
+from reconciler.engine import events, owners, reconcile, record, reuse, revision
+from reconciler.printers import events as eventlines
+from reconciler.printers import plans as plantext
 
 _PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
 _ADOPT_HELP = (
@@ -37,6 +39,16 @@ def _head(snapshot: source.Snapshot, reuse: reuse.Reuse) -> revision.Revision:
     for problem in head.loaded.problems:
         click.echo(str(problem), err=True)
     return head
+
+
+def echo(event: events.Event) -> None:
+    """The `events.Emit` of the commands that carry out a change: each event's line, as it
+    happens."""
+    click.echo(eventlines.text(event))
+
+
+def _echo_json(event: events.Event) -> None:
+    click.echo(eventlines.as_json(event))
 
 
 def _failed_repo(head: revision.Revision) -> str:
@@ -94,7 +106,7 @@ def plan(
             click.echo(f"error: {extension_plan.claim.message()}", err=True)
             rejected = True
             continue
-        click.echo(extension_plan.plan.text(show_unchanged), nl=False)
+        click.echo(plantext.text(extension_plan.plan, show_unchanged), nl=False)
         for note in plan_notes(extension_plan):
             click.echo(f"note: {note}")
         for error in extension_plan.errors:
@@ -145,6 +157,7 @@ def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
 @click.option("--adopt", is_flag=True, help=_ADOPT_HELP)
 @decryptkeys.option
 @connection.concurrency_option
+@common.output_option("text", "json", help="json: one JSON line per event and per outcome.")
 @common.one_shot
 def apply(
     path: str,
@@ -159,6 +172,7 @@ def apply(
     adopt: bool,
     decryption_key: str | None,
     concurrency: int,
+    output_format: str,
 ) -> None:
     """Make the cluster match the repo at PATH: server-side apply in dependency order, prune
     what left the repo, record the inventory and the provisioning state of every extension
@@ -169,6 +183,9 @@ def apply(
     or another folder of this one) is refused, nothing applied, pruned or recorded, unless
     --adopt takes it over. Exit 0 when every extension is applied (and healthy with --wait),
     1 otherwise, 2 on a usage or connection error.
+
+    With -o json, stdout is JSON lines: one per event as it happens (`planned`, `applied`,
+    `pruned`, `waiting`, ...), then one `outcome` per extension.
     """
     options = reconcile.Options(
         dry_run=dry_run,
@@ -187,18 +204,22 @@ def apply(
         try:
             if not head.valid:
                 _reject(cluster, head, dry_run)
-            results = reconcile.reconcile(cluster, head, options, click.echo)
+            emit = _echo_json if output_format == "json" else echo
+            results = reconcile.reconcile(cluster, head, options, emit)
         except kube.KubeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
     failed = False
     for result in results:
+        failed = failed or result.outcome.state == record.FAILED
+        if output_format == "json":
+            click.echo(eventlines.outcome_as_json(result.name, result.outcome))
+            continue
         if dry_run:
-            click.echo(result.plan.text(), nl=False)
+            click.echo(plantext.text(result.plan), nl=False)
         for reason in result.outcome.reasons:
             click.echo(f"  {reason}", err=result.outcome.state == record.FAILED)
         click.echo(f"extension {result.name}: {result.outcome.state}")
-        failed = failed or result.outcome.state == record.FAILED
     sys.exit(1 if failed else 0)
 
 

@@ -7,19 +7,18 @@ concurrently (bounded: `workers`) with no barrier between kinds. After the CRD w
 that is not Established yet (a new one) is waited for before its custom resources come. The
 first wave with a failure ends the apply (later waves would depend on it). Deletions (prune) go
 in the plan's reverse order; a failed delete is reported and retried by the next apply. Progress
-goes to `say` one line per kind.
+goes to `emit` as `events` (one per kind rank applied, one for the prune).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler import kube, objects
-from reconciler.engine import health, plans
+from reconciler.engine import events, health, plans
 
-Say = Callable[[str], None]
 WORKERS = 16  # default bound on concurrent API requests (dry runs, applies); `Options.concurrency`
 
 
@@ -50,24 +49,25 @@ def _stages(steps: Iterable[plans.Step]) -> list[list[plans.Step]]:
     return [list(group) for _, group in itertools.groupby(changing, key=_wave)]
 
 
-def _kinds(stage: list[plans.Step]) -> str:
+def _kinds(stage: list[plans.Step]) -> events.Kinds:
     counts: dict[str, int] = {}
     for step in stage:
         counts[step.key.kind] = counts.get(step.key.kind, 0) + 1
-    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    return tuple(sorted(counts.items()))
 
 
 def apply_steps(
     cluster: kube.Cluster,
+    extension: str,
     plan: plans.Plan,
     create_only: frozenset[objects.Key],
     force_conflicts: bool,
-    say: Say,
+    emit: events.Emit,
     workers: int = WORKERS,
 ) -> list[str]:
-    """Apply every create and update of `plan`, wave by wave, at most `workers` requests at a
-    time; `create_only` objects are created when absent and never overwritten. Returns the
-    failures (empty: all applied)."""
+    """Apply every create and update of `extension`'s `plan`, wave by wave, at most `workers`
+    requests at a time; `create_only` objects are created when absent and never overwritten.
+    Returns the failures (empty: all applied)."""
 
     applied: dict[objects.Key, objects.Object] = {}
 
@@ -88,10 +88,10 @@ def apply_steps(
         with ThreadPoolExecutor(workers) as pool:
             failures = [f for f in pool.map(apply_one, stage) if f]
         if failures:
-            say(f"  failed: {len(failures)} of {len(stage)} ({_kinds(stage)})")
+            emit(events.ApplyFailed(extension, len(failures), len(stage), _kinds(stage)))
             return failures
         for _, kind_steps in itertools.groupby(stage, key=_rank):
-            say(f"  applied {_kinds(list(kind_steps))}")
+            emit(events.Applied(extension, _kinds(list(kind_steps))))
         for step in stage:
             # Only a CRD that is not Established yet (new) is waited for.
             established = health.of(applied.get(step.key)).state is health.State.HEALTHY
@@ -104,9 +104,10 @@ def apply_steps(
 
 
 def prune(
-    cluster: kube.Cluster, steps: Iterable[plans.Step], say: Say
+    cluster: kube.Cluster, extension: str, steps: Iterable[plans.Step], emit: events.Emit
 ) -> tuple[list[objects.Key], list[str]]:
-    """Delete each step's object in the given order: (deleted or already gone, failures)."""
+    """Delete each step's object of `extension` in the given order: (deleted or already gone,
+    failures)."""
     deleted: list[objects.Key] = []
     failures: list[str] = []
     for step in steps:
@@ -117,5 +118,5 @@ def prune(
             continue
         deleted.append(step.key)
     if deleted or failures:
-        say(f"  pruned {len(deleted)} objects" + (f", {len(failures)} failed" if failures else ""))
+        emit(events.Pruned(extension, len(deleted), len(failures)))
     return deleted, failures

@@ -4,7 +4,8 @@ Built by a pure function from what the repo renders, what the server says each o
 become (the server-side dry run, so defaulting and admission count), what is live now, and the
 prune decision. `diff`, `plan --dry-run` and the PR comment print the same `Plan`; only the
 executor (apply) carries it out. Actions come in apply order (create / update / unchanged), then
-deletions in reverse apply order.
+deletions in reverse apply order. How a plan reads (a terminal's text, a PR comment) is up to
+`reconciler.printers`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ class Action(enum.Enum):
 
 
 _FINGERPRINT_ONLY = "(only the fingerprint annotation: no field changes)\n"
-_SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.UNCHANGED: "="}
 
 
 @dataclass(frozen=True)
@@ -55,28 +55,12 @@ class Plan:
     def of(self, action: Action) -> list[Step]:
         return [s for s in self.steps if s.action is action]
 
+    def count(self, action: Action) -> int:
+        return sum(1 for s in self.steps if s.action is action)
+
     @property
     def has_changes(self) -> bool:
         return any(s.action is not Action.UNCHANGED for s in self.steps)
-
-    def summary(self) -> str:
-        counts = {a: len(self.of(a)) for a in Action}
-        return (
-            f"{counts[Action.CREATE]} to create, {counts[Action.UPDATE]} to update, "
-            f"{counts[Action.DELETE]} to delete, {counts[Action.UNCHANGED]} unchanged"
-        )
-
-    def text(self, show_unchanged: bool = False) -> str:
-        """The plan for a terminal: one line per object, each update's diff below it."""
-        lines = []
-        for step in self.steps:
-            if step.action is Action.UNCHANGED and not show_unchanged:
-                continue
-            lines.append(f"{_SYMBOL[step.action]} {step.action.value} {step.key}")
-            if step.action is Action.UPDATE and step.diff:
-                lines.extend(f"    {line}" for line in step.diff.rstrip("\n").splitlines())
-        lines.append(self.summary())
-        return "\n".join(lines) + "\n"
 
 
 def build(

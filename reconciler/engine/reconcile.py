@@ -3,7 +3,8 @@
 This module runs the phases in order over a `revision.Revision` (loaded and rendered; what
 planning takes of it is rendered: objects, key Secrets, extensions) and holds what passes
 between them (`Options`, `ExtensionPlan`, `ExtensionResult`); the CLI and the GitOps loop call
-it. The phases, as Flux's
+it, and get its progress as `events` through the `emit` they pass (how they read is theirs:
+`reconciler.printers`). The phases, as Flux's
 kustomize-controller names them: **observe** (`observe`: the live objects, and the server's dry
 run of every desired object so defaulting and admission count), **plan** (pure: `plans.build`
 and `inventory.plan_prune`), **record** (the inventory grows to cover what is about to be
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field, replace
 
 from reconciler import kube, objects
 from reconciler.engine import (
+    events,
     executor,
     fingerprint,
     health,
@@ -57,7 +59,6 @@ from reconciler.engine import (
     secretrefs,
 )
 
-Say = Callable[[str], None]
 ContentId = Callable[[objects.Object], Hashable | None]
 Write = Callable[[recordstore.Write], None]
 
@@ -102,7 +103,7 @@ class ExtensionPlan:
 
     @functools.cached_property
     def desired_keys(self) -> frozenset[objects.Key]:
-        """Computed once: a tick asks five times, and at 10,000 objects each was ~0.04 s."""
+        """Computed once: a tick asks five times, and each walks every desired object."""
         return inventory.of([*self.desired, *self.generated])
 
 
@@ -218,18 +219,23 @@ def outcome_of(state: health.Provisioning) -> record.Outcome:
 
 
 def wait_for_health(
-    cluster: kube.Cluster, keys: frozenset[objects.Key], timeout: float, say: Say
+    cluster: kube.Cluster,
+    extension: str,
+    keys: frozenset[objects.Key],
+    timeout: float,
+    emit: events.Emit,
 ) -> record.Outcome:
     deadline = time.monotonic() + timeout
-    last = ""
+    emit(events.Waiting(extension, timeout))
+    last: tuple[str, ...] = ()
     while True:
         state, _ = assess(cluster, keys)
         if state.state != "Pending":
             return outcome_of(state)
-        progress = "; ".join(state.reasons[:3])
-        if progress != last:
-            say(f"  waiting: {progress}")
-            last = progress
+        pending = state.reasons[:3]  # reported when it changes, not every poll
+        if pending != last:
+            emit(events.Progressing(extension, pending))
+            last = pending
         if time.monotonic() > deadline:
             reasons = (f"not healthy after {timeout:g}s", *state.reasons)
             return record.Outcome(record.FAILED, "HealthCheckTimeout", reasons)
@@ -241,7 +247,7 @@ def carry_out(
     planned: ExtensionPlan,
     revision: str,
     options: Options,
-    say: Say,
+    emit: events.Emit,
     reads: livecache.Reads | None = None,
     write_outcome: Write = recordstore.inline,
 ) -> ExtensionResult:
@@ -258,7 +264,7 @@ def carry_out(
         # Record first: whatever is created from here on is in the inventory even if we
         # crash (and a long wait shows the revision it waits for). With nothing outside the
         # inventory, the outcome's write says it all: each write of an extension's record
-        # is the API server's time (~0.03 s at 3,300 inventory ids).
+        # is the API server's time, which grows with the inventory.
         live_record = recordstore.write_status(
             cluster,
             name,
@@ -268,12 +274,14 @@ def carry_out(
         )
     create_only = inventory.of(planned.generated)
     failures = executor.apply_steps(
-        cluster, planned.plan, create_only, options.force_conflicts, say, options.concurrency
+        cluster, name, planned.plan, create_only, options.force_conflicts, emit, options.concurrency
     )
     if failures:
         outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(failures))
         return finish(outcome, live=live_record, attempted=revision)
-    deleted, delete_failures = executor.prune(cluster, planned.plan.of(plans.Action.DELETE), say)
+    deleted, delete_failures = executor.prune(
+        cluster, name, planned.plan.of(plans.Action.DELETE), emit
+    )
     # Still ours: what the repo declares (a Job that finished and is gone too: listed, it is
     # never created again), and what should go but is still there (prune refused or switched
     # off, or its delete failed and is retried next time).
@@ -297,8 +305,7 @@ def carry_out(
             drift=(),
         )
     if options.wait:
-        say(f"{name}: waiting up to {options.timeout:g}s for every component to be healthy")
-        outcome = wait_for_health(cluster, planned.desired_keys, options.timeout, say)
+        outcome = wait_for_health(cluster, name, planned.desired_keys, options.timeout, emit)
     else:
         # `reads` holds what every write returned: no listing again.
         outcome = outcome_of(assess(cluster, planned.desired_keys, reads)[0])
@@ -454,7 +461,7 @@ def _refused(name: str, claim: owners.Claim) -> ExtensionPlan:
 
 def _keys_only(planned: ExtensionPlan) -> ExtensionPlan:
     """An in-sync plan as the loop keeps it: its steps and keys without the desired objects,
-    which would keep a whole tick's render alive (~70 MiB at 10,000 objects). Nothing is
+    which would keep a whole tick's render alive between ticks. Nothing is
     applied from a plan with nothing to apply."""
     steps = tuple(replace(step, desired=None) for step in planned.plan.steps)
     kept = replace(planned, plan=plans.Plan(steps), desired=[])
@@ -463,7 +470,7 @@ def _keys_only(planned: ExtensionPlan) -> ExtensionPlan:
 
 
 def reconcile(
-    cluster: kube.Cluster, head: revision.Revision, options: Options, say: Say
+    cluster: kube.Cluster, head: revision.Revision, options: Options, emit: events.Emit
 ) -> list[ExtensionResult]:
     """Plan each extension of `head` and (unless a dry run) carry its plan out, one extension
     after the other. Live state is listed once per kind and namespace, so a no-op apply sends
@@ -472,7 +479,7 @@ def reconcile(
     if not options.dry_run:
         recordstore.ensure_record_crd(cluster, reads)
     planned = plan_each(cluster, head, options, reads=reads)
-    return carry_out_all(cluster, head, planned, options, say, reads)
+    return carry_out_all(cluster, head, planned, options, emit, reads)
 
 
 def carry_out_all(
@@ -480,7 +487,7 @@ def carry_out_all(
     head: revision.Revision,
     planned: Iterable[ExtensionPlan],
     options: Options,
-    say: Say,
+    emit: events.Emit,
     reads: livecache.Reads | None = None,
     stop_before_next: Callable[[], bool] | None = None,
     write_outcome: Write = recordstore.inline,
@@ -498,7 +505,7 @@ def carry_out_all(
         nothing_to_apply = not extension_plan.plan.has_changes and not extension_plan.errors
         if nothing_to_apply and stop_before_next is not None and stop_before_next():
             break
-        result = _carry_out_one(cluster, head, extension_plan, options, say, reads, write_outcome)
+        result = _carry_out_one(cluster, head, extension_plan, options, emit, reads, write_outcome)
         results.append(result)
         if stop_before_next is not None and stop_before_next():
             break
@@ -510,7 +517,7 @@ def _carry_out_one(
     head: revision.Revision,
     extension_plan: ExtensionPlan,
     options: Options,
-    say: Say,
+    emit: events.Emit,
     reads: livecache.Reads | None,
     write_outcome: Write,
 ) -> ExtensionResult:
@@ -519,26 +526,26 @@ def _carry_out_one(
         # Before the dry run's answer too: `apply --dry-run` must say it would be refused.
         outcome = record.Outcome(record.FAILED, "OwnedElsewhere", (claim.message(),))
         return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
-    say(f"extension {extension_plan.name}: {extension_plan.plan.summary()}")
+    emit(events.Planned(extension_plan.name, extension_plan.plan))
     if record.suspended(extension_plan.record_live):
-        say(f"extension {extension_plan.name}: suspended, nothing applied or pruned")
+        emit(events.Suspended(extension_plan.name))
         state = record.summary(extension_plan.record_live or {})["provisioningState"]
         outcome = record.Outcome(state, "Suspended", ("reconciliation is suspended",))
         return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
     if claim is not None and claim.verdict is owners.Verdict.ADOPTED:
-        say(f"extension {extension_plan.name}: {claim.message()}")
+        emit(events.Adopted(extension_plan.name, claim))
     if options.dry_run:
         state = record.FAILED if extension_plan.errors else record.PENDING
         outcome = record.Outcome(state, "DryRun", tuple(extension_plan.errors))
         return ExtensionResult(extension_plan.name, extension_plan.plan, outcome)
     extension = head.rendered.extensions.get(extension_plan.name)
     if extension is None and extension_plan.record_live:
-        return _retire(cluster, extension_plan, head.revision, options, say, reads)
+        return _retire(cluster, extension_plan, head.revision, options, emit, reads)
     assert extension is not None, "an extension that left the repo and has no record: no plan"
     live = recordstore.ensure_record(cluster, extension, head.origin, reads)
     if extension_plan.record_live is None:
         extension_plan.record_live = live
-    return carry_out(cluster, extension_plan, head.revision, options, say, reads, write_outcome)
+    return carry_out(cluster, extension_plan, head.revision, options, emit, reads, write_outcome)
 
 
 def _retire(
@@ -546,7 +553,7 @@ def _retire(
     planned: ExtensionPlan,
     revision: str,
     options: Options,
-    say: Say,
+    emit: events.Emit,
     reads: livecache.Reads | None,
 ) -> ExtensionResult:
     """An extension that left the repo: prune what it owns (mass-prune rules apply), then drop
@@ -561,14 +568,14 @@ def _retire(
             ),
         )
         return _finish(cluster, planned, outcome, attempted=revision)
-    result = carry_out(cluster, planned, revision, options, say, reads)
+    result = carry_out(cluster, planned, revision, options, emit, reads)
     if result.outcome.state != record.FAILED:
         kube.delete(cluster, record.ref(planned.name))
-        say(f"extension {planned.name}: removed from the cluster")
+        emit(events.Removed(planned.name))
     return result
 
 
-def delete_extension(cluster: kube.Cluster, name: str, say: Say) -> list[str]:
+def delete_extension(cluster: kube.Cluster, name: str, emit: events.Emit) -> list[str]:
     """Remove every object extension `name` owns (by its inventory, in reverse apply order,
     only what still carries its labels) and then its record. Returns what could not be
     deleted (the record then stays, listing it)."""
@@ -579,7 +586,7 @@ def delete_extension(cluster: kube.Cluster, name: str, say: Say) -> list[str]:
     live = observe.live_objects(cluster, previous)
     decision = inventory.plan_prune(previous, frozenset(), live, name, allow_mass_prune=True)
     steps = [plans.Step(plans.Action.DELETE, key) for key in decision.delete]
-    deleted, failures = executor.prune(cluster, steps, say)
+    deleted, failures = executor.prune(cluster, name, steps, emit)
     if failures:
         recordstore.write_status(cluster, name, live_record, inventory=previous - set(deleted))
         return failures

@@ -8,16 +8,14 @@ The two revisions share a `reuse.Reuse`: files and render units unchanged betwee
 parsed and rendered once.
 An endpoint whose traffic split changed also gets one line of its own (`traffic_changes`: `mnist:
 blue 100 -> 90, green 0 -> 10`), shown above the object diffs: the review of a rollout reads it
-first. The renderers (`text`, `as_json`, `markdown`) are pure; Secret values never reach them
-unmasked (every diff comes from `diffs.unified`). `reconciler.cli.diff` is the command on top.
+first. The result is data: `reconciler.printers.revisiondiff` renders it (text, JSON, the PR
+comment's markdown), and Secret values never reach it unmasked (every diff comes from
+`diffs.unified`). `reconciler.cli.diff` is the command on top.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler import objects, source
@@ -25,12 +23,7 @@ from reconciler.engine import plans, revision
 from reconciler.engine import reuse as reusing
 from reconciler.model import decryption, endpoints, problems
 
-COMMENT_LIMIT = 65_536  # GitHub's limit on a PR comment body
 NO_EXTENSION = "(no extension)"
-# Hidden in the rendered comment; the PR workflow finds its own comment by it to update it.
-COMMENT_MARKER = "<!-- mlext-reconciler-diff -->"
-_VISIBLE = (plans.Action.CREATE, plans.Action.UPDATE, plans.Action.DELETE)
-_SYMBOL = {plans.Action.CREATE: "+", plans.Action.UPDATE: "~", plans.Action.DELETE: "-"}
 
 
 @dataclass(frozen=True)
@@ -39,9 +32,6 @@ class ExtensionDiff:
 
     name: str
     plan: plans.Plan
-
-    def count(self, action: plans.Action) -> int:
-        return len(self.plan.of(action))
 
 
 @dataclass(frozen=True)
@@ -173,160 +163,3 @@ def _not_decrypted(*snapshots: source.Snapshot) -> list[str]:
         "changed)"
         for shown in opaque
     ]
-
-
-# --- text -------------------------------------------------------------------------------------
-
-_LINE_COLOURS = (
-    ("+ ", "green"),
-    ("~ ", "yellow"),
-    ("- ", "red"),
-    ("    +", "green"),
-    ("    -", "red"),
-    ("    @@", "cyan"),
-)
-
-
-def text(result: RevisionDiff, style: Callable[[str, str], str] | None = None) -> str:
-    """For a terminal: each extension's `Plan.text`, problems and notes. `style(line, colour)`
-    colours a line (the CLI passes `click.style` only when stdout is a terminal)."""
-    if result.failed:
-        lines = [str(p) for p in result.problems]
-        count = len(result.problems)
-        lines.append(f"the head is invalid ({count} problem{'s' if count != 1 else ''})")
-        return "\n".join(lines) + "\n"
-    out = [f"note: {note}" for note in result.notes]
-    out.extend(f"traffic: {line}" for line in result.traffic)
-    for extension in result.extensions:
-        out.append(f"# extension {extension.name}")
-        out.extend(extension.plan.text().rstrip("\n").splitlines())
-    if not result.extensions:
-        out.append("no objects at either revision")
-    if style is not None:
-        out = [_coloured(line, style) for line in out]
-    return "\n".join(out) + "\n"
-
-
-def _coloured(line: str, style: Callable[[str, str], str]) -> str:
-    for prefix, colour in _LINE_COLOURS:
-        if line.startswith(prefix) and not line.startswith(("    +++", "    ---")):
-            return style(line, colour)
-    return line
-
-
-# --- json -------------------------------------------------------------------------------------
-
-
-def as_json(result: RevisionDiff) -> str:
-    """`{"changes": [...], "problems": [...], "notes": [...]}`; unchanged objects left out."""
-    changes = [
-        {
-            "action": step.action.value,
-            "extension": extension.name,
-            "apiVersion": step.key.api_version,
-            "kind": step.key.kind,
-            "namespace": step.key.namespace,
-            "name": step.key.name,
-            "diff": step.diff,
-        }
-        for extension in result.extensions
-        for step in extension.plan.steps
-        if step.action in _VISIBLE
-    ]
-    document = {
-        "changes": changes,
-        "problems": [p.as_json() for p in result.problems],
-        "notes": list(result.notes),
-        "traffic": list(result.traffic),
-    }
-    return json.dumps(document, indent=2) + "\n"
-
-
-# --- markdown ---------------------------------------------------------------------------------
-
-
-def markdown(result: RevisionDiff, limit: int = COMMENT_LIMIT) -> str:
-    """A PR comment: heading, a summary table (one row per extension), then every changed
-    object's diff in a collapsed block; capped to `limit` characters (see `cap`)."""
-    heading = (
-        f"{COMMENT_MARKER}\n## Manifests diff `{_short(result.base)}` → `{_short(result.head)}`\n"
-    )
-    if result.failed:
-        listed = "\n".join(str(p) for p in result.problems)
-        fence = _fence(listed)
-        body = (
-            f"{heading}\n### Validation failed\n\n"
-            f"The head revision is invalid ({len(result.problems)} problems); "
-            f"nothing was compared. Fix these:\n\n{fence}\n{listed}\n{fence}\n"
-        )
-        return cap(body, [], limit)
-    parts = [heading]
-    if result.traffic:
-        listed = "".join(f"- `{_inline(line)}`\n" for line in result.traffic)
-        parts.append(f"\n**Traffic**\n\n{listed}")
-    parts.extend(f"\n> **Note:** {_inline(note)}\n" for note in result.notes)
-    changed = [e for e in result.extensions if e.plan.has_changes]
-    if not changed:
-        parts.append("\nNo changes: both revisions render the same objects.\n")
-        return cap("".join(parts), [], limit)
-    parts.append("\n| Extension | + created | ~ updated | - deleted |\n|---|---:|---:|---:|\n")
-    for extension in changed:
-        counts = [extension.count(a) for a in _VISIBLE]
-        parts.append(f"| `{_inline(extension.name)}` | {' | '.join(map(str, counts))} |\n")
-    blocks: list[str] = []
-    for extension in changed:
-        title = f"\n### `{_inline(extension.name)}`\n"
-        for step in extension.plan.steps:
-            if step.action not in _VISIBLE:
-                continue
-            fence = _fence(step.diff)
-            summary = html.escape(f"{_SYMBOL[step.action]} {step.action.value} {step.key}")
-            blocks.append(
-                f"{title}\n<details><summary>{summary}</summary>\n\n"
-                f"{fence}diff\n{step.diff.rstrip(chr(10))}\n{fence}\n\n</details>\n"
-            )
-            title = ""
-    return cap("".join(parts), blocks, limit)
-
-
-def cap(head: str, blocks: Sequence[str], limit: int = COMMENT_LIMIT) -> str:
-    """`head` plus as many leading `blocks` (one object's diff each) as fit in `limit`
-    characters, with a note saying how many objects' diffs were cut. Never longer than
-    `limit`."""
-    whole = head + "".join(blocks)
-    if len(whole) <= limit:
-        return whole
-    kept = head
-    for index, block in enumerate(blocks):
-        note = _cut_note(len(blocks) - index, limit)
-        if len(kept) + len(block) + len(_cut_note(len(blocks) - index - 1, limit)) > limit:
-            return (kept + note)[:limit]
-        kept += block
-    return kept[:limit]  # only when `head` alone is too long
-
-
-def _cut_note(cut: int, limit: int) -> str:
-    if cut == 0:
-        return ""
-    objects_word = "object's diff was" if cut == 1 else "objects' diffs were"
-    return (
-        f"\n> **{cut} {objects_word} cut** to keep this comment under {limit:,} characters; "
-        "run `reconciler diff` locally to see everything.\n"
-    )
-
-
-def _fence(content: str) -> str:
-    """A backtick fence longer than any backtick run in `content`."""
-    longest = max((len(run) for run in re.findall(r"`+", content)), default=0)
-    return "`" * max(3, longest + 1)
-
-
-def _inline(value: str) -> str:
-    return value.replace("`", "'").replace("|", "\\|")
-
-
-def _short(revision: str) -> str:
-    commit, dash, rest = revision.partition("-")
-    if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit):
-        return commit[:12] + dash + rest
-    return revision

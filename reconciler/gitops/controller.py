@@ -3,7 +3,7 @@ the cluster on its latest good revision.
 
 One `Controller` reconciles the whole repo per tick, as `reconciler apply` does (the same
 `reconcile` phases: observe with a server-side dry run, plan, record, apply, prune, health),
-reading live state from the watch-backed `livecache` the command gives it: an in-sync tick
+reading live state from the watch-backed `livecache` it is constructed with: an in-sync tick
 sends no request at all (the `tick_api_requests` metric counts them by verb), and an extension
 that was in sync is not planned again while nothing its plan came from changed (`planmemo`):
 
@@ -57,6 +57,7 @@ from reconciler.engine import (
     revision,
 )
 from reconciler.gitops import driftwatch, heap, loopmetrics
+from reconciler.printers import events as eventlines
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,10 @@ class Controller:
         fetch: Fetch,
         settings: Settings,
         metrics: loopmetrics.ControllerMetrics,
+        *,
+        cache: livecache.LiveCache | None = None,
+        watch_drift: bool = False,
+        heap: heap.Heap | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -116,12 +121,17 @@ class Controller:
         # Where outcomes are written: a tick cut short by a newer trigger leaves them in flight.
         self.outcomes = recordstore.Deferred()
         self.ticks = 0
-        # Set by the command: the watch-backed live state every tick reads (None: one LIST per
-        # kind per tick), and the drift watch on it, so drift triggers a tick at once.
-        self.cache: livecache.LiveCache | None = None
+        # The watch-backed live state every tick reads (None: one LIST per kind per tick), and
+        # with `watch_drift` the drift watch on it, so drift triggers a tick at once (off for a
+        # caller that drives ticks itself: a trigger cuts the tick after it short).
+        self.cache = cache
         self.drift_watch: driftwatch.DriftWatch | None = None
-        # Set by the long-running command: no tick waits for a full garbage collection.
-        self.heap: heap.Heap | None = None
+        if cache is not None:
+            metrics.watch_cache(cache.stats)
+            if watch_drift:
+                self.drift_watch = driftwatch.DriftWatch(cache, self.trigger)
+        # A long-running loop's: no tick waits for a full garbage collection.
+        self.heap = heap
 
     # --- triggers ------------------------------------------------------------------------
 
@@ -211,7 +221,7 @@ class Controller:
             head,
             _kept(each, planned),
             options,
-            log.info,
+            eventlines.logged(log),
             reads,
             stop_before_next=self._newer_waiting,
             write_outcome=self.outcomes,

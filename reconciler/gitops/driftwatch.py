@@ -65,9 +65,6 @@ class DriftWatch:
         with self._lock:
             return set(self._kinds)
 
-    def stop(self) -> None:
-        self._cache.stop()
-
     def _event(self, event: objects.Object, before: objects.Object | None) -> None:
         obj = event.get("object") or {}
         with self._lock:

@@ -272,7 +272,10 @@ class Servers:
                 bound = sock.getsockname()
                 self.addresses[address] = (str(bound[0]), int(bound[1]))
                 self._servers.append(self._run(self._listen(sock, frozenset(routes))))
-                log.info("serving %s on %s", ", ".join(sorted(routes)), address)
+                served = ", ".join(sorted(routes))
+                log.info(
+                    "serving on %s (bound %s:%d): %s", address, *self.addresses[address], served
+                )
         except BaseException:
             self.close()
             raise

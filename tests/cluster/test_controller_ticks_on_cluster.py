@@ -142,14 +142,15 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
     repository = git.Repo.init(root)
     repository.git.add(A=True)
     repository.index.commit("two extensions")
+    cache = livecache.LiveCache(cluster)
     loop = controller.Controller(
         cluster,
         lambda: source.DirectorySnapshot(root),
         # As `sync` has it: an edit by another manager is reverted, not a conflict.
         controller.Settings(interval=3600, options=reconcile.Options(force_conflicts=True)),
         loopmetrics.ControllerMetrics(),
+        cache=cache,
     )
-    loop.cache = livecache.LiveCache(cluster)
     gateway = objects.Key("v1", "ConfigMap", f"{namespace}-b", "gateway")
 
     def commit(path: Path, text: str, message: str) -> str:
@@ -199,7 +200,7 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
         )
         version = edited["metadata"]["resourceVersion"]
         deadline = time.monotonic() + 30
-        while (loop.cache.lookup([gateway])[gateway] or {}).get("metadata", {}).get(
+        while (cache.lookup([gateway])[gateway] or {}).get("metadata", {}).get(
             "resourceVersion"
         ) != version:
             assert time.monotonic() < deadline, "the cache never saw the edit"
@@ -221,12 +222,12 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
         assert applied_revisions(cluster, names) == [two, two]
         images = {
             container["image"].split("/", 1)[0]
-            for deployment in loop.cache.of_kind("apps/v1", "Deployment")
+            for deployment in cache.of_kind("apps/v1", "Deployment")
             if deployment["metadata"]["namespace"] == namespace
             for container in deployment["spec"]["template"]["spec"]["containers"]
         }
         assert images == {"m.io"}, images
         until_both_reused()
     finally:
-        loop.cache.stop()
+        cache.stop()
         delete_namespace(api_client, f"{namespace}-b")

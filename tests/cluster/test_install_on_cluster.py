@@ -168,7 +168,7 @@ def test_the_service_account_can_plan_and_dry_run_the_full_example(
 
     # The reconcile plan phase, as the controller: records, live objects, server dry runs.
     results = reconcile.reconcile(
-        controller, head, reconcile.Options(dry_run=True), lambda _line: None
+        controller, head, reconcile.Options(dry_run=True), lambda _event: None
     )
     assert [(r.name, r.outcome.state, r.outcome.reasons) for r in results] == [
         (installed.extension, record.PENDING, ())

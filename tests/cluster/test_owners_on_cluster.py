@@ -112,4 +112,4 @@ def test_a_second_source_is_refused_until_it_adopts_the_extension(
         assert f"owned by {b}" in back.output
         assert all(present(cluster, key) for key in b_keys)
     finally:
-        reconcile.delete_extension(cluster, name, lambda line: None)
+        reconcile.delete_extension(cluster, name, lambda _event: None)

@@ -139,9 +139,15 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
     wait_for_cleanup(api_client, resources | {"customresourcedefinitions"})
     before = writes(api_client, resources)
     asked = requests_by_verb(api_client, resources | {"customresourcedefinitions"})
-    second = run(cluster_kubeconfig, "apply", str(root))
+    second = run(cluster_kubeconfig, "apply", str(root), "-o", "json")
     assert second.exit_code == 0, second.output
     assert writes(api_client, resources) == before, "a no-op apply wrote to the cluster"
+    # -o json: the events as JSON lines, then the outcome; the other lines are stderr's.
+    lines = [json.loads(line) for line in second.output.splitlines() if line.startswith("{")]
+    reported = [line for line in lines if line["extension"] == name]
+    assert [line["event"] for line in reported] == ["planned", "outcome"], second.output
+    assert (reported[0]["create"], reported[0]["update"], reported[0]["delete"]) == (0, 0, 0)
+    assert reported[1]["state"] == "Succeeded"
     # The fingerprint says every object is unchanged: no dry run, no read of one object, only
     # one LIST per kind and namespace (the example's objects live in one namespace, or none).
     sent = requests_by_verb(api_client, resources | {"customresourcedefinitions"}) - asked
@@ -352,7 +358,7 @@ def test_an_extension_that_left_the_repo_is_pruned_only_when_allowed(
             assert found["metadata"]["labels"][objects.PART_OF_LABEL] == f"{name}b"
         elif not key.namespace:
             assert gone_or_going(found), f"{key} was not pruned"
-    assert reconcile.delete_extension(cluster, f"{name}b", lambda _line: None) == []
+    assert reconcile.delete_extension(cluster, f"{name}b", lambda _event: None) == []
     assert kube.get(cluster, record.ref(f"{name}b")) is None
 
 

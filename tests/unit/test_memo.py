@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from reconciler import gitsnapshot, objects, source
 from reconciler.engine import fingerprint, revisiondiff
 from reconciler.model import extensions, memo, repo, workloads
+from reconciler.printers import revisiondiff as printed
 from reconciler.render import render
 from tests.helpers import commit_all, extension, self_signed_pem, write_repo
 
@@ -275,9 +276,9 @@ def test_between_prints_the_same_with_and_without_reuse(tmp_path: Path, scenario
     for head in (gitsnapshot.GitSnapshot.at(folder, "HEAD"), source.DirectorySnapshot(folder)):
         incremental = revisiondiff.between(old, head)
         whole = revisiondiff.between(old, head, reuse=False)
-        assert revisiondiff.as_json(incremental) == revisiondiff.as_json(whole)
-        assert revisiondiff.text(incremental) == revisiondiff.text(whole)
-        assert revisiondiff.markdown(incremental) == revisiondiff.markdown(whole)
+        assert printed.as_json(incremental) == printed.as_json(whole)
+        assert printed.text(incremental) == printed.text(whole)
+        assert printed.markdown(incremental) == printed.markdown(whole)
         assert incremental.exit_code == whole.exit_code
 
 

@@ -181,6 +181,13 @@ class _Tick:
         return ["ml"] if self.leave else []
 
 
+class _NoCache:
+    """Stands in for the live cache: every read goes through the patched recordstore."""
+
+    def stats(self) -> tuple[int, int, dict[str, int]]:
+        return 0, 0, {}
+
+
 def test_the_loop_adopts_until_a_tick_has_carried_out_every_extension(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,8 +204,8 @@ def test_the_loop_adopts_until_a_tick_has_carried_out_every_extension(
         lambda: source.DirectorySnapshot(root),
         settings,
         loopmetrics.ControllerMetrics(),
+        cache=_NoCache(),  # type: ignore[arg-type]
     )
-    loop.cache = object()  # type: ignore[assignment]  # read through the patched recordstore
     fake.leave = True  # a newer trigger cut the tick short: the takeover is not done
     assert loop.tick().result == "superseded"
     fake.leave = False

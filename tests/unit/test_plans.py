@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from reconciler import objects
 from reconciler.engine import plans
+from reconciler.printers import plans as plantext
 
 
 def deployment(name: str, image: str = "x:1") -> dict[str, Any]:
@@ -47,10 +48,10 @@ def test_create_update_unchanged_then_delete() -> None:
     update = plan.of(plans.Action.UPDATE)[0]
     assert [c.path for c in update.changes] == ["spec.template.spec.containers[0].image"]
     assert plan.has_changes
-    assert plan.summary() == "2 to create, 1 to update, 1 to delete, 1 unchanged"
-    text = plan.text()
+    assert plantext.summary(plan) == "2 to create, 1 to update, 1 to delete, 1 unchanged"
+    text = plantext.text(plan)
     assert "~ update Deployment/ns/b\n" in text and "+      - image: x:2" in text
-    assert "= unchanged" not in text and "= unchanged" in plan.text(show_unchanged=True)
+    assert "= unchanged" not in text and "= unchanged" in plantext.text(plan, show_unchanged=True)
 
 
 def test_secret_updates_never_show_values() -> None:
@@ -59,7 +60,7 @@ def test_secret_updates_never_show_values() -> None:
     new = copy.deepcopy(old)
     new["data"]["key.pem"] = "TkVXLUtFWQ=="
     plan = plans.build([new], {objects.key(new): new}, {objects.key(old): old})
-    text = plan.text()
+    text = plantext.text(plan)
     assert "T0xELUtFWQ==" not in text and "TkVXLUtFWQ==" not in text
     assert "key.pem: '<redacted: changed>'" in text
 

@@ -22,6 +22,7 @@ from reconciler import gitsnapshot, objects, source
 from reconciler.cli import main as cli
 from reconciler.engine import diffs, plans, revisiondiff
 from reconciler.model import endpoints, repo
+from reconciler.printers import revisiondiff as printed
 from reconciler.render import render
 from tests.helpers import extension, self_signed_pem, write_repo
 
@@ -278,7 +279,7 @@ def test_markdown_lists_each_change_in_a_collapsed_diff(
     commit(repository, "router HA")
     code, out = run(str(folder), "--base", "HEAD~1", "--format", "markdown")
     assert code == 1
-    assert out.startswith(f"{revisiondiff.COMMENT_MARKER}\n## Manifests diff `")
+    assert out.startswith(f"{printed.COMMENT_MARKER}\n## Manifests diff `")
     assert "| `azureml-extension` | 0 | 1 | 0 |" in out
     assert "<details><summary>~ update Deployment/azureml/azureml-fe-v2</summary>" in out
     assert "```diff\n--- a/Deployment/azureml/azureml-fe-v2" in out and "</details>" in out
@@ -329,14 +330,14 @@ def test_traffic_lines_name_new_removed_and_mirrored_endpoints() -> None:
 def test_cap_keeps_whole_blocks_and_says_how_many_were_cut() -> None:
     head = "## heading\n"
     blocks = [f"<details>{i}{'x' * 40}</details>\n" for i in range(5)]
-    assert revisiondiff.cap(head, blocks, 10_000) == head + "".join(blocks)
-    capped = revisiondiff.cap(head, blocks, 300)
+    assert printed.cap(head, blocks, 10_000) == head + "".join(blocks)
+    capped = printed.cap(head, blocks, 300)
     assert len(capped) <= 300
     assert capped.startswith(head + blocks[0])
     kept = capped.count("<details>")
     assert kept == capped.count("</details>")  # never half a block
     assert f"**{5 - kept} objects' diffs were cut**" in capped
-    assert len(revisiondiff.cap(head * 100, blocks, 50)) == 50
+    assert len(printed.cap(head * 100, blocks, 50)) == 50
 
 
 def test_full_comment_of_the_example_stays_under_the_limit(
@@ -344,7 +345,7 @@ def test_full_comment_of_the_example_stays_under_the_limit(
 ) -> None:
     _, folder, first = example
     out = run(str(folder), "--base", first, "--format", "markdown")[1]
-    assert len(out) <= revisiondiff.COMMENT_LIMIT
+    assert len(out) <= printed.COMMENT_LIMIT
     assert "diffs were cut**" in out
 
 
@@ -375,8 +376,8 @@ def test_text_colours_lines_only_through_the_style_given() -> None:
     result = revisiondiff.RevisionDiff(
         "a" * 40, "b" * 40, revisiondiff.compare([], [deployment("a", "one")])
     )
-    plain = revisiondiff.text(result)
-    coloured = revisiondiff.text(result, lambda line, colour: f"<{colour}>{line}")
+    plain = printed.text(result)
+    coloured = printed.text(result, lambda line, colour: f"<{colour}>{line}")
     assert "<green>+ create Deployment/ns/a" in coloured
     assert "<" not in plain.replace("<redacted", "")
 

@@ -11,6 +11,7 @@ import subprocess
 import yaml
 
 from reconciler.engine import revisiondiff
+from reconciler.printers import revisiondiff as printed
 from tests import tools
 
 WORKFLOWS = tools.ROOT / ".github" / "workflows"
@@ -58,7 +59,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_the_pr_comment_is_found_again_by_the_marker_the_diff_writes() -> None:
     text = (WORKFLOWS / "pr-diff.yml").read_text()
-    assert f'const marker = "{revisiondiff.COMMENT_MARKER}";' in text
+    assert f'const marker = "{printed.COMMENT_MARKER}";' in text
     assert "reconciler diff manifests --base" in text
     empty = revisiondiff.RevisionDiff("a" * 40, "b" * 40)
-    assert revisiondiff.markdown(empty).startswith(revisiondiff.COMMENT_MARKER)
+    assert printed.markdown(empty).startswith(printed.COMMENT_MARKER)
