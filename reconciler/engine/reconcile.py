@@ -259,19 +259,7 @@ def carry_out(
     if planned.errors:
         outcome = record.Outcome(record.FAILED, "ApplyFailed", tuple(planned.errors))
         return finish(outcome, attempted=revision)
-    live_record = planned.record_live
-    if options.wait or not planned.desired_keys <= planned.previous:
-        # Record first: whatever is created from here on is in the inventory even if we
-        # crash (and a long wait shows the revision it waits for). With nothing outside the
-        # inventory, the outcome's write says it all: each write of an extension's record
-        # is the API server's time, which grows with the inventory.
-        live_record = recordstore.write_status(
-            cluster,
-            name,
-            live_record,
-            inventory=planned.previous | planned.desired_keys,
-            attempted_revision=revision,
-        )
+    live_record = _record_before_applying(cluster, planned, revision, options)
     create_only = inventory.of(planned.generated)
     failures = executor.apply_steps(
         cluster, name, planned.plan, create_only, options.force_conflicts, emit, options.concurrency
@@ -282,49 +270,74 @@ def carry_out(
     deleted, delete_failures = executor.prune(
         cluster, name, planned.plan.of(plans.Action.DELETE), emit
     )
-    # Still ours: what the repo declares (a Job that finished and is gone too: listed, it is
-    # never created again), and what should go but is still there (prune refused or switched
-    # off, or its delete failed and is retried next time).
-    decision = planned.prune
-    dropped = {*deleted, *decision.kept_unowned, *decision.moved, *decision.kept_definitions}
-    stale = planned.previous - planned.desired_keys
-    remaining = (
-        planned.desired_keys
-        | set(planned.finished_jobs)
-        | {k for k in stale if planned.live.get(k) is not None and k not in dropped}
-    )
+    remaining = _still_owned(planned, deleted)
     # Everything is as the revision says again: a drift report no longer holds. The inventory
     # after pruning goes with the outcome, in one write.
     if delete_failures:
         outcome = record.Outcome(record.FAILED, "PruneFailed", tuple(delete_failures))
-        return finish(
-            outcome,
-            live=live_record,
-            attempted=revision,
-            inventory=remaining,
-            drift=(),
-        )
+        return finish(outcome, live=live_record, attempted=revision, inventory=remaining, drift=())
+    outcome = _health_outcome(cluster, planned, options, emit, reads)
+    return finish(outcome, live=live_record, applied=revision, inventory=remaining, drift=())
+
+
+def _record_before_applying(
+    cluster: kube.Cluster, planned: ExtensionPlan, revision: str, options: Options
+) -> objects.Object | None:
+    """The record phase: the inventory grows to cover what is about to be applied (previous +
+    desired) and names the revision attempted. Returns the record as it now is."""
+    if not options.wait and planned.desired_keys <= planned.previous:
+        return planned.record_live
+    # Record first: whatever is created from here on is in the inventory even if we
+    # crash (and a long wait shows the revision it waits for). With nothing outside the
+    # inventory, the outcome's write says it all: each write of an extension's record
+    # is the API server's time, which grows with the inventory.
+    return recordstore.write_status(
+        cluster,
+        planned.name,
+        planned.record_live,
+        inventory=planned.previous | planned.desired_keys,
+        attempted_revision=revision,
+    )
+
+
+def _still_owned(planned: ExtensionPlan, deleted: Iterable[objects.Key]) -> frozenset[objects.Key]:
+    """The inventory after pruning. Still ours: what the repo declares (a Job that finished and
+    is gone too: listed, it is never created again), and what should go but is still there
+    (prune refused or switched off, or its delete failed and is retried next time)."""
+    decision = planned.prune
+    dropped = {*deleted, *decision.kept_unowned, *decision.moved, *decision.kept_definitions}
+    stale = planned.previous - planned.desired_keys
+    return (
+        planned.desired_keys
+        | set(planned.finished_jobs)
+        | {k for k in stale if planned.live.get(k) is not None and k not in dropped}
+    )
+
+
+def _health_outcome(
+    cluster: kube.Cluster,
+    planned: ExtensionPlan,
+    options: Options,
+    emit: events.Emit,
+    reads: livecache.Reads | None,
+) -> record.Outcome:
+    """The health phase: the outcome of an applied and pruned extension, waited for with
+    `options.wait`; a prune refused (too many deletions) is named among its reasons."""
     if options.wait:
-        outcome = wait_for_health(cluster, name, planned.desired_keys, options.timeout, emit)
+        keys = planned.desired_keys
+        outcome = wait_for_health(cluster, planned.name, keys, options.timeout, emit)
     else:
         # `reads` holds what every write returned: no listing again.
         outcome = outcome_of(assess(cluster, planned.desired_keys, reads)[0])
-    if planned.prune.refused:
-        outcome = record.Outcome(
-            outcome.state,
-            outcome.reason,
-            (
-                *outcome.reasons,
-                f"prune refused: {planned.prune.refused}; "
-                "apply with --allow-mass-prune to delete them",
-            ),
-        )
-    return finish(
-        outcome,
-        live=live_record,
-        applied=revision,
-        inventory=remaining,
-        drift=(),
+    if not planned.prune.refused:
+        return outcome
+    return record.Outcome(
+        outcome.state,
+        outcome.reason,
+        (
+            *outcome.reasons,
+            f"prune refused: {planned.prune.refused}; apply with --allow-mass-prune to delete them",
+        ),
     )
 
 

@@ -202,12 +202,31 @@ class Controller:
         if not head.valid:
             return self._reject(head, records)
         self._rejected = ""
-        unchanged = bool(records) and all(
-            (r.get("status") or {}).get("lastAppliedRevision") == head.revision
-            for name, r in records.items()
-            if name in head.names
-        )
+        unchanged = _applied_already(head, records)
         report_only = self.settings.drift == "report" and unchanged
+        planned, results = self._carry_out(head, every_record, reads, report_only)
+        left = self._left_to_next(head, every_record, results, report_only)
+        if self.drift_watch is not None:
+            self.drift_watch.follow(kinds)
+        refusals = [
+            "; ".join(r.outcome.reasons) for r in results if r.outcome.reason == "OwnedElsewhere"
+        ]
+        for refusal in refusals:
+            log.error("%s", refusal)
+        mine = [p for p in planned if not p.refused]
+        drift = self._find_drift(head, mine, unchanged, report_only)
+        self._observe(mine, results, drift, report_only)
+        return self._conclude(head, results, left, refusals, drift, report_only)
+
+    def _carry_out(
+        self,
+        head: revision.Revision,
+        every_record: dict[str, objects.Object],
+        reads: livecache.Reads,
+        report_only: bool,
+    ) -> tuple[list[reconcile.ExtensionPlan], list[reconcile.ExtensionResult]]:
+        """Plan and carry out every extension of `head` (only planned, as a dry run, when
+        `report_only`): its plans and their results."""
         options = dataclasses.replace(
             self.settings.options, dry_run=report_only, adopt=self._adopting
         )
@@ -226,6 +245,18 @@ class Controller:
             stop_before_next=self._newer_waiting,
             write_outcome=self.outcomes,
         )
+        return planned, results
+
+    def _left_to_next(
+        self,
+        head: revision.Revision,
+        every_record: dict[str, objects.Object],
+        results: list[reconcile.ExtensionResult],
+        report_only: bool,
+    ) -> list[str]:
+        """The extensions this tick left to the next (a newer trigger cut it short:
+        `_newer_waiting`), noting since when ticks leave some; with none left, `--adopt` has
+        done its job and ends."""
         done = {r.name for r in results}
         covered = reconcile.extension_names(head, every_record)
         left = [name for name in covered if name not in done]
@@ -238,14 +269,17 @@ class Controller:
             if self._left_since is None:
                 self._left_since = self._clock()
             log.info("a newer trigger is waiting: %s left to the next reconcile", ", ".join(left))
-        if self.drift_watch is not None:
-            self.drift_watch.follow(kinds)
-        refusals = [
-            "; ".join(r.outcome.reasons) for r in results if r.outcome.reason == "OwnedElsewhere"
-        ]
-        for refusal in refusals:
-            log.error("%s", refusal)
-        mine = [p for p in planned if not p.refused]
+        return left
+
+    def _find_drift(
+        self,
+        head: revision.Revision,
+        mine: list[reconcile.ExtensionPlan],
+        unchanged: bool,
+        report_only: bool,
+    ) -> dict[str, set[objects.Key]]:
+        """The drifted objects of each extension of `head` (none unless the revision was
+        applied already); reported in its record when `report_only`."""
         drift = {
             p.name: drifted_keys(p.plan) if unchanged else set()
             for p in mine
@@ -255,7 +289,19 @@ class Controller:
             for p in mine:
                 if p.name in drift and not record.suspended(p.record_live):
                     recordstore.record_drift(self.cluster, p.name, p.record_live, drift[p.name])
-        self._observe(mine, results, drift, report_only)
+        return drift
+
+    def _conclude(
+        self,
+        head: revision.Revision,
+        results: list[reconcile.ExtensionResult],
+        left: list[str],
+        refusals: list[str],
+        drift: dict[str, set[objects.Key]],
+        report_only: bool,
+    ) -> TickOutcome:
+        """The tick's outcome; a revision is the one in force (the `revision` metric) once
+        every extension of it was applied."""
         failed = [r.name for r in results if r.outcome.state == record.FAILED]
         if not failed and not left and not report_only:
             self.metrics.revision.info({"revision": head.revision, "source": head.origin})
@@ -346,6 +392,16 @@ def drifted_keys(plan: plans.Plan) -> set[objects.Key]:
     """Objects a plan of the already-applied revision must create or update: changed or
     deleted in the cluster by someone else."""
     return {s.key for s in plan.steps if s.action in (plans.Action.CREATE, plans.Action.UPDATE)}
+
+
+def _applied_already(head: revision.Revision, records: dict[str, objects.Object]) -> bool:
+    """Whether `head` was applied last to each of its extensions this source has a record of
+    (and it has one at all): ticking it again corrects drift, or with drift="report" finds it."""
+    return bool(records) and all(
+        (r.get("status") or {}).get("lastAppliedRevision") == head.revision
+        for name, r in records.items()
+        if name in head.names
+    )
 
 
 def _kept(

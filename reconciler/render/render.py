@@ -346,44 +346,15 @@ def _router_context(
     deployments: Sequence[workloads.Deployment],
     fronted: Sequence[endpoints.Endpoint],
 ) -> dict[str, Any]:
+    """What `templates/components/router.yaml.j2` fills in: the Deployment, its Services, its
+    config file and the RBAC the router needs."""
     values = extension.settings
     name = component.object_name(extension.name)
     tls_secret = router_tls_secret_name(name, extension)
     https = tls_secret is not None
     container_port = ROUTER_HTTPS_PORT if https else ROUTER_HTTP_PORT
-    port_name = "https" if https else "http"
-    admin = workloadobjects.ROUTER_ADMIN_PORT_NAME
-    config: dict[str, Any] = {
-        "listen": f"0.0.0.0:{container_port}",
-        "admin_listen": f"0.0.0.0:{ROUTER_ADMIN_PORT}",
-        "deployments": [
-            workloadobjects.router_entry(d, extension.release_namespace)
-            for d in sorted(deployments, key=lambda d: d.name)
-        ],
-        "endpoints": [
-            workloadobjects.endpoint_entry(e, deployments)
-            for e in sorted(fronted, key=lambda e: e.name)
-        ],
-    }
-    # The root file system is read-only; the Kubernetes client writes the in-cluster CA and token
-    # to temporary files, so /tmp is an emptyDir (as the controller's): without it the router's
-    # watches fail ("No usable temporary directory") and it never discovers a backend.
-    volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": f"{name}-config"}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
-    if https:
-        config["tls"] = {
-            "cert": f"{ROUTER_CONFIG_DIR}/tls/cert.pem",
-            "key": f"{ROUTER_CONFIG_DIR}/tls/key.pem",
-        }
-        config["cname"] = values["sslCname"]
-        volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
-        mounts.append({"name": "tls", "mountPath": f"{ROUTER_CONFIG_DIR}/tls", "readOnly": True})
+    volumes, mounts = _router_volumes(name, tls_secret)
+    config = _router_config(extension, deployments, fronted, container_port, https)
     internal = (
         values["internalLoadBalancerProvider"] == "azure"
         and values["inferenceRouterServiceType"] == "LoadBalancer"
@@ -392,6 +363,24 @@ def _router_context(
         "replicas": 3 if values["inferenceRouterHA"] else 1,
         "service_type": values["inferenceRouterServiceType"],
         "service_annotations": {INTERNAL_LB_ANNOTATION: "true"} if internal else None,
+        **_router_ports(https, container_port),
+        # Headless, so it is never a load balancer: the instances find each other's admin
+        # ports through it, and Prometheus (which scrapes every Service's endpoints) scrapes it.
+        "admin_service": workloadobjects.router_admin_service(name),
+        "config_map": f"{name}-config",
+        "config_yaml": yaml.dump(config, Dumper=_CONFIG_DUMPER, sort_keys=False),
+        "rules": _router_rules(name, deployments, fronted),
+        "volumes": volumes,
+        "volume_mounts": mounts,
+    }
+
+
+def _router_ports(https: bool, container_port: int) -> dict[str, Any]:
+    """The router's ports as its Services, its container and its probes name them: the one it
+    serves on (HTTPS when it has a certificate, else HTTP) and the admin port."""
+    port_name = "https" if https else "http"
+    admin = workloadobjects.ROUTER_ADMIN_PORT_NAME
+    return {
         "service_ports": [
             {
                 "name": port_name,
@@ -404,31 +393,79 @@ def _router_context(
             {"name": port_name, "containerPort": container_port, "protocol": "TCP"},
             {"name": admin, "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
         ],
-        # Headless, so it is never a load balancer: the instances find each other's admin
-        # ports through it, and Prometheus (which scrapes every Service's endpoints) scrapes it.
-        "admin_service": workloadobjects.router_admin_service(name),
         "admin_service_ports": [
             {"name": admin, "port": ROUTER_ADMIN_PORT, "targetPort": admin, "protocol": "TCP"}
         ],
         "probe_port": port_name,
         "probe_scheme": "HTTPS" if https else "HTTP",
-        "config_map": f"{name}-config",
-        "config_yaml": yaml.dump(config, Dumper=_CONFIG_DUMPER, sort_keys=False),
-        "rules": workloadobjects.router_rules(
-            name,
-            [
-                *(
-                    workloadobjects.auth_secret_name(d.name)
-                    for d in deployments
-                    if d.auth_mode != "none"
-                ),
-                *(s for e in fronted if (s := workloadobjects.endpoint_secret(e))),
-            ],
-            [d.name for d in deployments if d.scale.type == workloadobjects.AUTOSCALED],
-        ),
-        "volumes": volumes,
-        "volume_mounts": mounts,
     }
+
+
+def _router_config(
+    extension: extensions.Extension,
+    deployments: Sequence[workloads.Deployment],
+    fronted: Sequence[endpoints.Endpoint],
+    container_port: int,
+    https: bool,
+) -> dict[str, Any]:
+    """The router's config file (`router.config` reads it): where it listens, the deployments
+    it serves and the endpoints in front of them, and with HTTPS its certificate's files."""
+    config: dict[str, Any] = {
+        "listen": f"0.0.0.0:{container_port}",
+        "admin_listen": f"0.0.0.0:{ROUTER_ADMIN_PORT}",
+        "deployments": [
+            workloadobjects.router_entry(d, extension.release_namespace)
+            for d in sorted(deployments, key=lambda d: d.name)
+        ],
+        "endpoints": [
+            workloadobjects.endpoint_entry(e, deployments)
+            for e in sorted(fronted, key=lambda e: e.name)
+        ],
+    }
+    if https:
+        config["tls"] = {
+            "cert": f"{ROUTER_CONFIG_DIR}/tls/cert.pem",
+            "key": f"{ROUTER_CONFIG_DIR}/tls/key.pem",
+        }
+        config["cname"] = extension.settings["sslCname"]
+    return config
+
+
+def _router_volumes(
+    name: str, tls_secret: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The router pod's volumes and its container's mounts of them: the config file, /tmp, and
+    with HTTPS (`tls_secret` set) the certificate."""
+    # The root file system is read-only; the Kubernetes client writes the in-cluster CA and token
+    # to temporary files, so /tmp is an emptyDir (as the controller's): without it the router's
+    # watches fail ("No usable temporary directory") and it never discovers a backend.
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": f"{name}-config"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if tls_secret is not None:
+        volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
+        mounts.append({"name": "tls", "mountPath": f"{ROUTER_CONFIG_DIR}/tls", "readOnly": True})
+    return volumes, mounts
+
+
+def _router_rules(
+    name: str,
+    deployments: Sequence[workloads.Deployment],
+    fronted: Sequence[endpoints.Endpoint],
+) -> list[dict[str, Any]]:
+    """The router's RBAC: the key Secrets of the deployments and endpoints it checks requests
+    against, and the autoscaled deployments whose replicas it sets."""
+    keys = [
+        *(workloadobjects.auth_secret_name(d.name) for d in deployments if d.auth_mode != "none"),
+        *(s for e in fronted if (s := workloadobjects.endpoint_secret(e))),
+    ]
+    autoscaled = [d.name for d in deployments if d.scale.type == workloadobjects.AUTOSCALED]
+    return workloadobjects.router_rules(name, keys, autoscaled)
 
 
 SECRET_REFS_ANNOTATION = "gitops.mlext.io/secret-refs"
