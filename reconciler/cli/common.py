@@ -1,6 +1,7 @@
-"""Options and helpers the commands share: --kubeconfig/--context, -o, durations, and when the
-cyclic garbage collector is paused (`collector_paused`: a one-shot command over a whole repo,
-`one_shot`, and the import of a command's module, `lazygroup`).
+"""Options and helpers the commands share: --kubeconfig/--context, -o, durations, colour
+(`colour_wanted`), and when the cyclic garbage collector is paused (`collector_paused`: a
+one-shot command over a whole repo, `one_shot`, and the import of a command's module,
+`lazygroup`).
 
 Part of the command line (`reconciler.cli`): each command-group module decorates its commands with
 `kube_options` and opens its cluster with `connection.connect`, so every command names and reports
@@ -13,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -21,6 +24,12 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+def colour_wanted() -> bool:
+    """Colour only on a terminal, and never when `NO_COLOR` is set to anything (no-color.org),
+    so piped output and a user who opted out get plain text."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 @contextlib.contextmanager

@@ -94,7 +94,7 @@ def diff(
     elif output_format == "markdown":
         click.echo(printed.markdown(result), nl=False)
     else:
-        style = _style if sys.stdout.isatty() else None
+        style = _style if common.colour_wanted() else None
         click.echo(printed.text(result, style), nl=False)
     sys.exit(result.exit_code)
 

@@ -40,7 +40,12 @@ COMMANDS = {
 }
 
 
-@click.group(cls=lazygroup.LazyGroup, lazy_subcommands=COMMANDS)
+# `-h` as well as `--help`, for every command: click hands the setting down to subcommands.
+@click.group(
+    cls=lazygroup.LazyGroup,
+    lazy_subcommands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="reconciler")
 def main() -> None:
     """Declarative GitOps reconciler for the ML extension for Kubernetes."""

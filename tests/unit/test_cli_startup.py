@@ -8,6 +8,7 @@ missing here was never needed.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import re
 import subprocess
@@ -18,7 +19,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from reconciler.cli import lazygroup
+from reconciler.cli import common, lazygroup
 from reconciler.cli import main as cli
 from reconciler.cli import router as routercli
 from tests import helpers, tools
@@ -202,3 +203,29 @@ def test_a_one_shot_command_runs_without_the_cycle_collector(
     assert result.exit_code == 1, result.output
     assert collecting == [False]  # while the command loaded the repo
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("command", [[], ["diff"], ["router", "simulate"], ["cluster", "up"]])
+def test_h_is_help_for_every_command(command: list[str]) -> None:
+    result = CliRunner().invoke(cli.main, [*command, "-h"], prog_name="reconciler")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: reconciler {' '.join(command)}".rstrip() + " ")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("terminal", "no_color", "wanted"), [
+    (True, None, True), (True, "1", False), (True, "", True), (False, None, False),
+])  # fmt: skip
+def test_colour_only_on_a_terminal_and_never_with_no_color(
+    monkeypatch: pytest.MonkeyPatch, terminal: bool, no_color: str | None, wanted: bool
+) -> None:
+    monkeypatch.setattr(sys, "stdout", _Terminal() if terminal else io.StringIO())
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    assert common.colour_wanted() is wanted
