@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 4
 CLIENT_GONE = 499  # nginx's code for "the client closed the connection first", metrics only
 _DEPLOYMENT_HEADER_BYTES = served.DEPLOYMENT_HEADER.encode()
+# The routes that name what they are for in the path (a deployment or an endpoint).
+_NAMED = (routes.DEPLOYMENT, routes.ENDPOINT)
 # A body this large is written apart from the head rather than copied into one buffer with it.
 _SEPARATE_BODY = 65536
 
@@ -130,10 +132,8 @@ class Dispatcher:
         if not route.scores:
             return False
         table = self._table
-        if route.kind == routes.DEPLOYMENT:
-            known = route.name in table.deployments
-        elif route.kind == routes.ENDPOINT:
-            known = route.name in table.endpoints
+        if route.kind in _NAMED:
+            known = table.find(route.name, route.kind) is not None
         else:
             known = route.kind == routes.BY_HOST and bool(table.hosts)
         if not known or self.admission.admit():
@@ -147,16 +147,11 @@ class Dispatcher:
     async def handle(self, request: front.Request) -> front.Reply | None:
         route = routes.parse(request.path)
         table = self._table
-        if route.kind == routes.DEPLOYMENT:
-            deployment = table.deployments.get(route.name)
-            if deployment is None:
-                return replies.error(404, "NotFound", f"no deployment named {route.name!r}")
-            return await self._route(request, deployment, route.action)
-        if route.kind == routes.ENDPOINT:
-            endpoint = table.endpoints.get(route.name)
-            if endpoint is None:
-                return replies.error(404, "NotFound", f"no endpoint named {route.name!r}")
-            return await self._route(request, endpoint, route.action)
+        if route.kind in _NAMED:
+            target = table.find(route.name, route.kind)
+            if target is None:
+                return replies.error(404, "NotFound", f"no {route.kind} named {route.name!r}")
+            return await self._route(request, target, route.action)
         if route.kind == routes.BY_HOST and table.hosts:
             host = request.header(b"host")
             endpoint = table.hosts.get(host.partition(":")[0].lower()) if host else None

@@ -36,7 +36,7 @@ from typing import Any
 
 from reconciler import kube
 from reconciler.render import workloadobjects
-from reconciler.router import autoscaler, coordinator, discovery, proxy, served, tokens
+from reconciler.router import autoscaler, coordinator, discovery, proxy, routes, tokens
 from reconciler.router import config as routerconfig
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Endpoints:
     service: str
 
 
-# What keys are read for: (served.DEPLOYMENT or served.ENDPOINT, its name). An implicit endpoint
+# What keys are read for: (routes.DEPLOYMENT or routes.ENDPOINT, its name). An implicit endpoint
 # has its deployment's name, so the kind tells them apart.
 Keyed = tuple[str, str]
 
@@ -126,9 +126,9 @@ def secret_sources(cfg: routerconfig.RouterConfig, namespace: str) -> dict[Keyed
     `auth.secret` and no keys of their own (inline or from key files, which win: that is local
     use). An endpoint's Secret is in the router's namespace, where render puts it."""
     owners: list[tuple[Keyed, routerconfig.Auth, str]] = [
-        ((served.DEPLOYMENT, d.name), d.auth, d.namespace or namespace) for d in cfg.deployments
+        ((routes.DEPLOYMENT, d.name), d.auth, d.namespace or namespace) for d in cfg.deployments
     ]
-    owners += [((served.ENDPOINT, e.name), e.auth, namespace) for e in cfg.endpoints]
+    owners += [((routes.ENDPOINT, e.name), e.auth, namespace) for e in cfg.endpoints]
     found = {}
     for keyed, auth, where in owners:
         if auth.secret is None or auth.mode == "none":

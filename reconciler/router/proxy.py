@@ -35,7 +35,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.router import admission, dispatch, lifecycle, metrics, served, tokens
+from reconciler.router import admission, dispatch, lifecycle, metrics, routes, served, tokens
 from reconciler.router import config as routerconfig
 
 
@@ -101,7 +101,7 @@ class Router:
         self.lifecycle.drop(self.table.set_backends(name, urls))
 
     def set_authenticator(
-        self, name: str, authenticator: tokens.Authenticator, kind: str = served.DEPLOYMENT
+        self, name: str, authenticator: tokens.Authenticator, kind: str = routes.DEPLOYMENT
     ) -> None:
         """Replace a deployment's or (kind ENDPOINT) an endpoint's auth (keys read from its
         Secret in-cluster)."""
@@ -110,7 +110,7 @@ class Router:
             target.auth = authenticator
 
     def authenticator(
-        self, name: str, kind: str = served.DEPLOYMENT
+        self, name: str, kind: str = routes.DEPLOYMENT
     ) -> tokens.Authenticator | None:
         """The auth in force for a deployment or (kind ENDPOINT) an endpoint."""
         target = self.table.find(name, kind)

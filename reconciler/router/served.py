@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from reconciler.router import autoscaler, balancer, tokens, traffic
+from reconciler.router import autoscaler, balancer, routes, tokens, traffic
 from reconciler.router import config as routerconfig
 
 log = logging.getLogger(__name__)
@@ -21,9 +21,6 @@ log = logging.getLogger(__name__)
 # Names the deployment of an endpoint a request is for (the original product's header), and in
 # an endpoint's answer the deployment that answered.
 DEPLOYMENT_HEADER = "azureml-model-deployment"
-# What `Table.find` looks up (and `proxy.Router.set_authenticator` installs keys for).
-DEPLOYMENT = "deployment"
-ENDPOINT = "endpoint"
 
 Address = tuple[str, int]  # a backend's (host, port), what the upstream client keys on
 
@@ -89,9 +86,10 @@ class Table:
         deployment.pool.set_backends(urls)
         return before - self.addresses()
 
-    def find(self, name: str, kind: str = DEPLOYMENT) -> Deployment | Endpoint | None:
-        """A deployment or (kind ENDPOINT) an endpoint, by name."""
-        return (self.endpoints if kind == ENDPOINT else self.deployments).get(name)
+    def find(self, name: str, kind: str = routes.DEPLOYMENT) -> Deployment | Endpoint | None:
+        """A deployment or (kind `routes.ENDPOINT`) an endpoint, by name: the kinds a URL
+        names are the kinds looked up."""
+        return (self.endpoints if kind == routes.ENDPOINT else self.deployments).get(name)
 
     def pools(self) -> dict[str, balancer.Pool]:
         return {name: d.pool for name, d in self.deployments.items()}
