@@ -733,25 +733,6 @@ def get_secret(
         raise
 
 
-def service_account_token(cluster: Cluster, namespace: str, name: str, seconds: int) -> str:
-    """A token of the ServiceAccount `namespace/name` valid for `seconds` (TokenRequest, as a
-    kubelet gets one for a pod's projected volume). Never log it."""
-    path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
-    body = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"expirationSeconds": seconds},
-    }
-    answer = _call(cluster, "POST", path, [], body, "application/json")
-    return str(answer["status"]["token"])
-
-
-def server_settings(cluster: Cluster) -> tuple[str, str | None]:
-    """The API server's URL and the CA file the connection verifies it with (None: none)."""
-    configuration = cluster.api.configuration
-    return str(configuration.host), configuration.ssl_ca_cert
-
-
 def _leases_path(namespace: str) -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
