@@ -8,9 +8,10 @@ and leader election also the Deployment scale subresource, Leases with optimisti
 a Secret read by name, list + watch, and pod logs (read whole or followed, as `kubectl logs`
 does). Everything above it passes plain dicts in and gets plain dicts back.
 
-Every request is retried with exponential backoff while the failure is one a healthy cluster
-recovers from (connection refused while the API server restarts, 429, 500, 502, 503, 504):
-server-side apply is idempotent, so repeating a request whose answer was lost is safe. The bound
+The first contact (`reach`) is not retried: a server that never answered this process is
+given up on within the command's `--request-timeout`, as kubectl does. After it, every request
+is retried with exponential backoff while the failure is one a healthy cluster recovers from
+(connection refused while the API server restarts, 429, 500, 502, 503, 504): server-side apply is idempotent, so repeating a request whose answer was lost is safe. The bound
 on that wait belongs to the outage, not to each request (`Outage`, one per connection):
 every request in flight, and every later one, gives up `retry_for` seconds after the server
 stopped answering, and the first one to wait says once, through `Cluster.waiting`, what it waits
@@ -144,12 +145,15 @@ class KubeError(Exception):
 
 class Unreachable(KubeError):
     """The request did not reach the API server at `server`; `why` says how it failed
-    ("connection refused"), without urllib3's wrapping."""
+    ("connection refused"), without urllib3's wrapping; `waited`: the seconds it was retried
+    for before giving up (0: not retried)."""
 
-    def __init__(self, server: str, why: str) -> None:
-        super().__init__(f"cannot reach the API server at {server} ({why})", 0)
+    def __init__(self, server: str, why: str, waited: float = 0.0) -> None:
+        gave_up = f"; gave up after {waited:.0f} s" if waited else ""
+        super().__init__(f"cannot reach the API server at {server} ({why}){gave_up}", 0)
         self.server = server
         self.why = why
+        self.waited = waited
 
 
 def _retryable(err: BaseException) -> bool:
@@ -199,6 +203,8 @@ def _retried(cluster: Cluster, attempt: Callable[[float], _T]) -> _T:
         return retrying(lambda: attempt(outage.attempt_timeout(started)))
     except KubeError as err:
         waited = outage.waited()
+        if isinstance(err, Unreachable) and waited >= 1:
+            raise Unreachable(err.server, err.why, waited) from err
         if err.status in OUTAGE_STATUSES and waited >= 1:
             raise KubeError(f"{err}; gave up after {waited:.0f} s", err.status) from err
         raise
@@ -229,6 +235,9 @@ def _attempt(cluster: Cluster) -> Iterator[float]:
         raise Unreachable(cluster.server, _why(err)) from err
 
 
+_TIMED_OUT = "no answer in time"
+
+
 def _why(err: BaseException) -> str:
     """How a request failed to reach the server, in a few words: 'connection refused' rather
     than urllib3's 'HTTPSConnectionPool(...): Max retries exceeded ... (Caused by ...)'. The
@@ -249,7 +258,7 @@ def _why(err: BaseException) -> str:
         if isinstance(cause, ssl.SSLError):
             return f"TLS: {cause.reason or cause}"
         if isinstance(cause, TimeoutError | urllib3.exceptions.TimeoutError):
-            return "no answer in time"
+            return _TIMED_OUT
         if isinstance(cause, urllib3.exceptions.ProtocolError):
             return "the connection was closed mid-request"
     return str(getattr(chain[-1], "strerror", None) or chain[-1])
@@ -296,6 +305,9 @@ class Cluster:
     outage: Outage = field(default_factory=lambda: Outage(RETRY_FOR_SECONDS))
     # Told once per outage what the requests wait for (a command prints it on stderr).
     waiting: Callable[[str], None] = field(default_factory=lambda: _log_waiting)
+    # Where the connection's settings came from, for messages: "kubeconfig FILE, context NAME"
+    # or "in-cluster service account".
+    origin: str = ""
 
     @property
     def server(self) -> str:
@@ -347,11 +359,64 @@ def connect(
         config.load_kube_config(
             config_file=kubeconfig, context=context, client_configuration=configuration
         )
+        if context is None:  # the file's current-context, which the load just used
+            context = config.list_kube_config_contexts(kubeconfig)[1]["name"]
+        used = kubeconfig or config.KUBE_CONFIG_DEFAULT_LOCATION
+        origin = f"kubeconfig {used}, context {context}"
     except config.ConfigException:
         if kubeconfig is not None:
             raise
         config.load_incluster_config(client_configuration=configuration)
-    return Cluster(client.ApiClient(configuration), outage=Outage(retry_for))
+        origin = "in-cluster service account"
+    return Cluster(client.ApiClient(configuration), outage=Outage(retry_for), origin=origin)
+
+
+def reach(cluster: Cluster, timeout: float) -> None:
+    """First contact with the API server: a GET of /version, which anyone may read (even
+    unauthenticated: `system:public-info-viewer`). Any answer will do, an error status
+    included (the command meets a 401 or 403 at its own requests); Unreachable when none
+    came: the connection failed (refused, no route, name resolution, TLS), took more than
+    `timeout` seconds in all (name resolution included), or a proxy in front of the server
+    answered 502-504 for it. Never retried, so a server that never answered fails in
+    `timeout` seconds rather than after an outage's budget; once it has answered, a later
+    failure is an outage, retried (`Outage`). `timeout` 0: no bound of its own, retried as
+    every request is, within the outage's budget (to wait for a cluster that is starting)."""
+    try:
+        if timeout <= 0:
+            _call(cluster, "GET", "/version", [], None, None)
+        else:
+            _contact_within(cluster, timeout)
+    except Unreachable as err:
+        if err.why == _TIMED_OUT and timeout > 0:
+            raise Unreachable(cluster.server, f"no answer in {timeout:g} s") from err
+        raise
+    except KubeError as err:
+        if err.status in OUTAGE_STATUSES:
+            raise Unreachable(cluster.server, f"HTTP {err.status}: {err}") from err
+        # Any other status is an answer.
+
+
+def _contact_within(cluster: Cluster, timeout: float) -> None:
+    """One GET of /version, given up after `timeout` seconds in all. In a thread of its own:
+    urllib3's timeouts do not cover name resolution. A daemon thread, so that a lookup that
+    hangs does not hold the process at its exit."""
+    failures: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            _call_once(cluster, "GET", "/version", [], None, None, timeout)
+        except BaseException as err:  # raised again in the caller's thread
+            failures.append(err)
+
+    started = cluster.outage.clock()
+    contact = threading.Thread(target=attempt, name="first-contact", daemon=True)
+    contact.start()
+    contact.join(timeout)
+    if contact.is_alive():
+        cluster.outage.unreachable(started)
+        raise Unreachable(cluster.server, _TIMED_OUT)
+    if failures:
+        raise failures[0]
 
 
 def _resource(cluster: Cluster, obj: objects.Object) -> Any:

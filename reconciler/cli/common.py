@@ -1,12 +1,13 @@
-"""Options and helpers the commands share: --kubeconfig/--context, -o, durations, colour
-(`colour_wanted`), and when the cyclic garbage collector is paused (`collector_paused`: a
-one-shot command over a whole repo, `one_shot`, and the import of a command's module,
-`lazygroup`).
+"""Options and helpers the commands share: --kubeconfig/--context/--request-timeout, -o,
+durations, colour (`colour_wanted`), and when the cyclic garbage collector is paused
+(`collector_paused`: a one-shot command over a whole repo, `one_shot`, and the import of a
+command's module, `lazygroup`).
 
 Part of the command line (`reconciler.cli`): each command-group module decorates its commands with
 `kube_options` and opens its cluster with `connection.connect`, so every command names and reports
-a kubeconfig the same way. Nothing here needs the kubernetes client (`connection` holds what
-does), so commands that run without a cluster start without loading it.
+a kubeconfig, and gives up on an API server it cannot reach, the same way. Nothing here needs the
+kubernetes client (`connection` holds what does), so commands that run without a cluster start
+without loading it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any, TypeVar
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+REQUEST_TIMEOUT = "5s"  # the first contact's bound: kubectl fails about as fast
+_REQUEST_TIMEOUT_KEY = "reconciler.request_timeout"  # in the click context's `meta`
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
@@ -66,7 +69,18 @@ def one_shot(command: F) -> F:
 
 
 def kube_options(command: F) -> F:
-    """--kubeconfig and --context, as kubectl spells them (every command that reads a cluster)."""
+    """--kubeconfig, --context and --request-timeout, as kubectl spells them (every command that
+    reads a cluster). The timeout is not passed to the command: `connection.connect` reads it
+    (`request_timeout`), so no command carries it only to hand it on."""
+    command = click.option(
+        "--request-timeout",
+        default=REQUEST_TIMEOUT,
+        show_default=True,
+        expose_value=False,
+        callback=_keep_request_timeout,
+        help="How long to wait for the API server's first answer before giving up (5s, 1m; "
+        "0: no bound of its own, wait as for a server that restarts).",
+    )(command)
     command = click.option("--context", help="kubeconfig context to use")(command)
     kubeconfig = click.option(
         "--kubeconfig",
@@ -74,6 +88,18 @@ def kube_options(command: F) -> F:
         help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in-cluster when absent)",
     )
     return kubeconfig(command)
+
+
+def _keep_request_timeout(context: click.Context, _: click.Parameter, value: str) -> None:
+    context.meta[_REQUEST_TIMEOUT_KEY] = parse_duration(value)
+
+
+def request_timeout() -> float:
+    """The running command's --request-timeout in seconds (the default outside a command, or
+    for one without the option: the controller)."""
+    context = click.get_current_context(silent=True)
+    default = parse_duration(REQUEST_TIMEOUT)
+    return float(context.meta.get(_REQUEST_TIMEOUT_KEY, default)) if context else default
 
 
 def output_option(*choices: str, help: str | None = None) -> Callable[[F], F]:

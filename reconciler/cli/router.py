@@ -96,7 +96,7 @@ def serve(
             who = incluster.identity(os.environ)
         except incluster.MissingEnvironment as err:
             raise click.UsageError(str(err)) from err
-        side = (connection.connect(kubeconfig, context), who)
+        side = (connection.connect(kubeconfig, context, daemon=True), who)
     elif kubeconfig or context:
         raise click.UsageError(
             "--kubeconfig and --context are for in-cluster mode: add --in-cluster"

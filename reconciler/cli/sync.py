@@ -225,7 +225,8 @@ def _run(
         settings = _settings(**options)
     if in_cluster:
         settings = runtime.in_cluster(settings)
-    cluster = connection.connect(kubeconfig, context)
+    # The loop outlives a server it cannot reach (it retries with its backoff); --once exits.
+    cluster = connection.connect(kubeconfig, context, daemon=not settings.once)
     identities = decryptkeys.identities(decryption_key)
     if decryption_secret:
         namespace = runtime.own_namespace(settings.leader_election.namespace)
