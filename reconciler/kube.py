@@ -11,9 +11,10 @@ does). Everything above it passes plain dicts in and gets plain dicts back.
 The first contact (`reach`) is not retried: a server that never answered this process is
 given up on within the command's `--request-timeout`, as kubectl does. After it, every request
 is retried with exponential backoff while the failure is one a healthy cluster recovers from
-(connection refused while the API server restarts, 429, 500, 502, 503, 504): server-side apply is idempotent, so repeating a request whose answer was lost is safe. The bound
-on that wait belongs to the outage, not to each request (`Outage`, one per connection):
-every request in flight, and every later one, gives up `retry_for` seconds after the server
+(connection refused while the API server restarts, 429, 500, 502, 503, 504): server-side
+apply is idempotent, so repeating a request whose answer was lost is safe. The bound on that
+wait belongs to the outage, not to each request (`Outage`, one per connection): every request
+in flight, and every later one, gives up `retry_for` seconds after the server
 stopped answering, and the first one to wait says once, through `Cluster.waiting`, what it waits
 for. Each attempt has a timeout, and urllib3 retries nothing itself, so that no layer multiplies
 the bound. Loops that are their own retry (leader election, the scaling coordinator) ask for one

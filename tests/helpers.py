@@ -1,5 +1,5 @@
 """Test helpers shared by every test folder: repos written to disk (and committed with git),
-problems looked up, a stand-in HTTP server on loopback.
+problems looked up, a stand-in HTTP server on loopback, a port that refuses connections.
 
 `write_repo` builds a manifests repo from a {path: text} mapping, `scenario_repo` writes one of the
 four documented extension scenarios (`docs/domain.md#scenarios`), with a freshly generated
@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import http.server
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -122,6 +123,14 @@ def extension(config: str, *, cluster_type: str = "managedClusters", protected: 
         text += "  configProtected:\n" + textwrap.indent(textwrap.dedent(protected).strip(), "    ")
         text += "\n"
     return text
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then closed): a connection to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from kubernetes import config as kube_config
 
 from reconciler.localcluster import build, plane
 from reconciler.localcluster.config import (
+    CLUSTER_NAME,
     COMPONENTS,
     GPU_LABEL,
     GPU_RESOURCE,
@@ -528,8 +529,10 @@ def test_a_command_against_a_dead_api_server_gives_up_at_its_bound_saying_why(
     try:
         env = {**os.environ, "RECONCILER_API_RETRY_SECONDS": "3"}
         cmd = [sys.executable, "-m", "reconciler", command, str(EXAMPLE_REPO)]
+        # --request-timeout 0: the first contact waits as for an outage (without it, a server
+        # that never answered fails the command at once: test_unreachable_server.py).
         done = subprocess.run(
-            [*cmd, "--kubeconfig", own_plane.kubeconfig],
+            [*cmd, "--kubeconfig", own_plane.kubeconfig, "--request-timeout", "0"],
             env=env,
             capture_output=True,
             text=True,
@@ -546,5 +549,7 @@ def test_a_command_against_a_dead_api_server_gives_up_at_its_bound_saying_why(
         f"waiting for the API server at {server} (connection refused), giving up in 3 s"
     ]
     assert lines[-1] == (
-        f"error: cannot reach the API server at {server} (connection refused); gave up after 3 s"
+        f"error: cannot reach the Kubernetes API server at {server} (kubeconfig "
+        f"{own_plane.kubeconfig}, context {CLUSTER_NAME}): connection refused; "
+        "gave up after 3 s; is the cluster running? check with `kubectl cluster-info`"
     )
