@@ -18,11 +18,17 @@ REPO = "https://git.example.com/ml/manifests.git"
 
 
 class Runs:
-    """Stands in for `runtime.run`: keeps the settings, returns `outcome`."""
+    """Stands in for `runtime.run`: keeps the settings, returns `outcome`; and for
+    `connection.connect`: keeps whether the connection was a daemon's."""
 
     def __init__(self) -> None:
         self.settings: list[runtime.Settings] = []
         self.outcome: controller.TickOutcome | None = None
+        self.daemon: list[bool] = []
+
+    def connect(self, kubeconfig: str | None, context: str | None, *, daemon: bool) -> object:
+        self.daemon.append(daemon)
+        return object()
 
     def __call__(
         self, settings: runtime.Settings, cluster: object, identities: object
@@ -35,7 +41,7 @@ class Runs:
 def runs(monkeypatch: pytest.MonkeyPatch) -> Runs:
     stand_in = Runs()
     monkeypatch.setattr(runtime, "run", stand_in)
-    monkeypatch.setattr(connection, "connect", lambda kubeconfig, context: object())
+    monkeypatch.setattr(connection, "connect", stand_in.connect)
     monkeypatch.delenv("SOPS_AGE_KEY_FILE", raising=False)
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
     return stand_in
@@ -110,6 +116,7 @@ def test_the_controller_runs_as_install_deploys_it(runs: Runs) -> None:
     options = install.Options(repo=REPO, adopt=True)
     args = install.controller_args(options)
     assert invoke(*args).exit_code == 0
+    assert runs.daemon == [True]  # an API server it cannot reach yet is retried, not fatal
     [settings] = runs.settings
     assert settings.source == runtime.Source(
         REPO,
@@ -145,3 +152,4 @@ def test_once_prints_the_outcome_and_exits_by_it(runs: Runs, result: str, exit_c
     assert done.exit_code == exit_code
     assert done.stdout == f"{result}: revision abc123 because\n"
     assert runs.settings[0].once
+    assert runs.daemon == [False]  # one-shot: an API server it cannot reach is exit 2
