@@ -14,6 +14,7 @@ Pure: no cluster, no files; the built-in repo lives in memory.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -251,47 +252,89 @@ def namespace_rules(decryption_secret: str = "") -> list[dict[str, Any]]:
 # --- the objects -------------------------------------------------------------------------
 
 
+# The controller's flags that come from the options, as (flag, Options field): a string field's
+# value follows its flag and an empty one leaves the flag out; a bool is the flag alone, when
+# true. The chart (`chart`) writes the same flags from this table as Helm expressions.
+OPTION_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--repo", "repo"),
+    ("--branch", "branch"),
+    ("--path", "path"),
+    ("--interval", "interval"),
+    ("--decryption-secret", "decryption_secret"),
+    ("--adopt", "adopt"),
+)
+FIXED_ARGS: tuple[str, ...] = (
+    "controller",
+    "--leader-elect",
+    "--metrics-addr", f":{METRICS_PORT}",
+    "--health-addr", f":{HEALTH_PORT}",
+    "--git-credentials", GIT_CREDENTIALS_DIR,
+)  # fmt: skip
+
+
 def controller_args(options: Options) -> list[str]:
-    return [
-        "controller",
-        "--repo", options.repo,
-        "--branch", options.branch,
-        "--path", options.path,
-        "--interval", options.interval,
-        "--leader-elect",
-        "--metrics-addr", f":{METRICS_PORT}",
-        "--health-addr", f":{HEALTH_PORT}",
-        "--git-credentials", GIT_CREDENTIALS_DIR,
-        *(["--decryption-secret", options.decryption_secret] if options.decryption_secret else []),
-        *(["--adopt"] if options.adopt else []),
-    ]  # fmt: skip
+    args = list(FIXED_ARGS)
+    for flag, field_name in OPTION_FLAGS:
+        value = getattr(options, field_name)
+        if value is True:
+            args.append(flag)
+        elif value:
+            args += [flag, value]
+    return args
 
 
-def manifests(options: Options) -> list[objects.Object]:
-    """Every object of the controller's installation, in apply order."""
-    labels = {
+def labels() -> dict[str, str]:
+    return {
         objects.NAME_LABEL: NAME,
         objects.COMPONENT_LABEL: "controller",
         "app.kubernetes.io/version": __version__,
     }
-    context = {
+
+
+def template_constants() -> dict[str, Any]:
+    """What `install/controller.yaml.j2` is given that is the same in every installation."""
+    return {
         "name": NAME,
-        # Cluster-scoped names carry the namespace: two installations never share a role.
-        "cluster_name": f"{NAME}:{options.namespace}",
-        "namespace": options.namespace,
-        "labels": labels,
-        "namespace_labels": {**labels, "pod-security.kubernetes.io/enforce": "restricted"},
+        "labels": labels(),
         "selector": {objects.NAME_LABEL: NAME, objects.COMPONENT_LABEL: "controller"},
-        "image": options.image or default_image(),
-        "args": controller_args(options),
         "replicas": REPLICAS,
         "metrics_port": METRICS_PORT,
         "health_port": HEALTH_PORT,
-        "git_secret": options.git_secret,
         "git_credentials_dir": GIT_CREDENTIALS_DIR,
         "cache_dir": CACHE_DIR,
+    }
+
+
+def cluster_name(namespace: str) -> str:
+    """The ClusterRole's (and its binding's) name: two installations never share a role."""
+    return f"{NAME}:{namespace}"
+
+
+def namespace_object(namespace: str) -> objects.Object:
+    """The controller's namespace, with the restricted Pod Security Standard enforced (the pod
+    meets it). Not in the chart: Helm installs into a namespace it is given."""
+    meta = {
+        "name": namespace,
+        "labels": {**labels(), "pod-security.kubernetes.io/enforce": "restricted"},
+    }
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def manifests(options: Options) -> list[objects.Object]:
+    """Every object of the controller's installation, in apply order."""
+    encoded = {
+        "namespace": options.namespace,
+        "cluster_name": cluster_name(options.namespace),
+        "image": options.image or default_image(),
+        "git_secret": options.git_secret,
+        "args": controller_args(options),
         "cluster_rules": cluster_rules(options.extensions),
         "namespace_rules": namespace_rules(options.decryption_secret),
     }
-    objs = [record.crd(), *templating.render_template("install/controller.yaml.j2", context)]
+    context = {**template_constants(), **{k: json.dumps(v) for k, v in encoded.items()}}
+    objs = [
+        record.crd(),
+        namespace_object(options.namespace),
+        *templating.render_template("install/controller.yaml.j2", context),
+    ]
     return objects.in_apply_order(objs)

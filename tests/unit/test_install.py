@@ -261,14 +261,14 @@ def test_deployment_runs_two_leader_elected_replicas(printed: list[objects.Objec
     assert deployment["spec"]["replicas"] == 2
     assert container(printed)["args"] == [
         "controller",
-        "--repo", REPO_URL,
-        "--branch", "main",
-        "--path", ".",
-        "--interval", "60s",
         "--leader-elect",
         "--metrics-addr", ":8080",
         "--health-addr", ":8081",
         "--git-credentials", "/etc/git-credentials",
+        "--repo", REPO_URL,
+        "--branch", "main",
+        "--path", ".",
+        "--interval", "60s",
     ]  # fmt: skip
     pod = deployment["spec"]["template"]["spec"]
     term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
