@@ -11,12 +11,18 @@ API server), elect a leader and reconcile the repo as their ServiceAccount, whos
 the installed RBAC, until the extension's record says Succeeded. A commit to the served repo
 (a new instance type) reaches the cluster within the controller's short interval.
 
+The Helm chart (`charts/mlext-reconciler`, written from the same template) is installed the
+same way with `helm install` into the test's namespace, and must reconcile the example too.
+Both need the plane's folder (its Docker network): the session's plane, or with
+USE_EXISTING_CLUSTER=1 the local plane whose folder holds $KUBECONFIG.
+
 The copy drops the example's jobs and online deployments: they prove nothing here and would
 only compete with the controller for the one real node's two CPUs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -36,10 +42,11 @@ from kubernetes import client
 from reconciler import kube, objects
 from reconciler.cli import main as cli
 from reconciler.engine import record
-from reconciler.gitops import install
-from reconciler.localcluster import localimages, realnode
+from reconciler.gitops import chart, install
+from reconciler.localcluster import localimages, plane, realnode
 from reconciler.localcluster import realnodeconfig as rc
 from reconciler.localcluster.config import PlaneState
+from tests import tools
 from tests.cluster.kubehelpers import server_side_apply, wait_until
 from tests.helpers import example_repo
 
@@ -77,14 +84,21 @@ def commit(root: Path, message: str) -> str:
 
 
 @pytest.fixture
-def served(
-    local_plane: PlaneState | None, tmp_path: Path, namespace: str
-) -> Iterator[tuple[GitServer, str]]:
+def plane_dir(local_plane: PlaneState | None) -> Path:
+    """The local plane's folder: the session's, or that of an existing one's $KUBECONFIG."""
+    if local_plane is not None:
+        return Path(local_plane.state_dir)
+    kubeconfig = os.environ.get("KUBECONFIG", "")
+    if kubeconfig and plane.read_state(Path(kubeconfig).parent) is not None:
+        return Path(kubeconfig).parent
+    pytest.skip("the repo is served to a local plane's pods from this host")
+
+
+@pytest.fixture
+def served(plane_dir: Path, tmp_path: Path, namespace: str) -> Iterator[tuple[GitServer, str]]:
     """The example, its extension renamed to a name of this test and released into the test's
     namespace, committed and served by `git daemon`; with the extension's name."""
-    if local_plane is None:
-        pytest.skip("the repo is served to the local plane's pods from this host")
-    host = realnode.host_address(Path(local_plane.state_dir))
+    host = realnode.host_address(plane_dir)
     assert host, "the session plane has a real node, so it has a Docker network"
     extension = f"ctl-{uuid.uuid4().hex[:6]}"
     base = tmp_path / "served"
@@ -201,6 +215,82 @@ def succeeded_at(
 
     what = f"{extension} Succeeded at {revision[:12]}"
     return wait_until(lambda: status(cluster, extension), done, what, timeout=timeout)
+
+
+def helm(kubeconfig: str, *args: str) -> str:
+    result = subprocess.run(
+        [tools.helm(), "--kubeconfig", kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def chart_installed(
+    served: tuple[GitServer, str],
+    namespace: str,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+) -> Iterator[Installed]:
+    """The chart, `helm install`ed into the test's namespace for the served repo; uninstalled
+    after (its ClusterRole and binding with it; Helm keeps the CRD, as it always does)."""
+    server, extension = served
+    kubeconfig = cluster_kubeconfig or os.environ["KUBECONFIG"]  # `plane_dir` found one
+    release = f"r-{uuid.uuid4().hex[:6]}"
+    sets = {
+        "repo": server.url,
+        "image": localimages.project_image(),
+        "interval": INTERVAL,
+        "extensions": "{" + extension + "}",
+    }
+    args = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+    helm(kubeconfig, "install", release, str(tools.ROOT / chart.DIRECTORY), "-n", namespace, *args)
+    kube.wait_established(cluster, record.crd()["metadata"]["name"])
+    rendered = helm(kubeconfig, "get", "manifest", release, "-n", namespace)
+    try:
+        yield Installed(namespace, [o for o in yaml.safe_load_all(rendered) if o])
+    finally:
+        helm(kubeconfig, "uninstall", release, "-n", namespace, "--wait")
+
+
+def test_the_helm_chart_installs_a_controller_that_reconciles_the_example(
+    served: tuple[GitServer, str],
+    chart_installed: Installed,
+    api_client: client.ApiClient,
+    cluster: kube.Cluster,
+) -> None:
+    server, extension = served
+    first = git.Repo(server.root).head.commit.hexsha
+    core = client.CoreV1Api(api_client)
+    began = time.monotonic()
+    selector = chart_installed.selector
+    up = wait_until(
+        lambda: core.list_namespaced_pod(chart_installed.namespace, label_selector=selector).items,
+        lambda pods: len(pods) == 2 and all(ready(p) for p in pods),
+        "the chart's controller pods to be Ready",
+        timeout=180,
+    )
+    for pod in up:
+        assert pod.spec.node_name.startswith("real-node-"), pod.spec.node_name
+        assert pod.spec.service_account_name == install.NAME
+    recorded = succeeded_at(cluster, extension, first, timeout=300)
+    print(f"{extension} Succeeded at {first[:12]} after {time.monotonic() - began:.1f}s")
+    assert recorded["problems"] == [], recorded["problems"]
+    custom = client.CustomObjectsApi(api_client)
+    names = {
+        item["metadata"]["name"]
+        for item in custom.list_cluster_custom_object(
+            *INSTANCE_TYPES, label_selector=f"{objects.PART_OF_LABEL}={extension}"
+        )["items"]
+    }
+    assert {"cpusmall", "cpularge"} <= names, names
+    for pod in up:  # the chart's RBAC was enough: nothing was forbidden to either replica
+        log = kube.pod_log(cluster, chart_installed.namespace, pod.metadata.name, "controller")
+        assert "forbidden" not in log.lower(), log
 
 
 def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_repo(
