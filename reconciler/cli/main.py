@@ -1,12 +1,12 @@
 """The `reconciler` command line: the one user-facing entry point besides the public API.
 
 This module is the click group; each command group lives in a module of its own beside it
-(`offline`: validate/render, `reconcile`: plan/apply/status, `diff`, `extension`, `workload`,
-`preflight`, `sync`, `install`, `router` (with `simulate` and `routertop`), `score`, `cluster`),
-imported only when one of its commands runs (`lazygroup`). Each command is thin: it parses
-options, calls the pipeline (load -> validate -> render -> plan -> apply) and prints. Exit codes
-follow one convention everywhere: 0 ok, 1 invalid input / changes found, 2 usage error. Nothing
-outside `reconciler.cli` imports it.
+(`offline`: validate/render/schemas, `reconcile`: plan/apply/status, `diff`, `extension`,
+`workload`, `preflight`, `sync`, `install`, `router` (with `simulate` and `routertop`),
+`score`, `cluster`), imported only when one of its commands runs (`lazygroup`). Each command is
+thin: it parses options, calls the pipeline (load -> validate -> render -> plan -> apply) and
+prints. Exit codes follow one convention everywhere: 0 ok, 1 invalid input / changes found, 2
+usage error. Nothing outside `reconciler.cli` imports it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from reconciler.cli import lazygroup
 COMMANDS = {
     "validate": "reconciler.cli.offline.validate",
     "render": "reconciler.cli.offline.render",
+    "schemas": "reconciler.cli.offline.schemas",
     "plan": "reconciler.cli.reconcile.plan",
     "apply": "reconciler.cli.reconcile.apply",
     "status": "reconciler.cli.reconcile.status",

@@ -1,7 +1,8 @@
-"""`reconciler validate` and `reconciler render`: the repo alone, no cluster.
+"""`reconciler validate`, `reconciler render` and `reconciler schemas`: no cluster.
 
-The two offline commands of the command line (`reconciler.cli`): load + validate, then render,
-printing problems as `FILE:LINE: field: message` and objects with Secret values redacted.
+The offline commands of the command line (`reconciler.cli`): load + validate, then render,
+printing problems as `FILE:LINE: field: message` and objects with Secret values redacted; and
+the JSON Schemas editors use, written out (`model.editorschemas`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 from reconciler import objects, source
 from reconciler.cli import common, decryptkeys, outdir
 from reconciler.engine import revision
-from reconciler.model import problems
+from reconciler.model import editorschemas, problems
 
 
 @click.command()
@@ -106,3 +107,17 @@ def _verdict(path: str, head: revision.Revision) -> str:
     if errors:
         return f"{errors} problem{'s' if errors != 1 else ''}{warned}"
     return f"{path} is valid: {head.loaded.repo.summary()}{warned}"
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schemas(directory: Path) -> None:
+    """Write the manifests' JSON Schemas for editors into DIRECTORY, one per kind and shape
+    (draft-07, self-contained, the Extension's settings enumerated); `schemas/editor/` in the
+    repo is this command's output. Prints each file written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, schema in editorschemas.published().items():
+        path = directory / f"{name}.json"
+        path.write_text(editorschemas.text(schema), encoding="utf-8")
+        click.echo(path)

@@ -157,7 +157,7 @@ def test_sync_applies_commits_prunes_reverts_drift_and_keeps_the_last_good_revis
             return list(found[0]["reasons"]) if found else []  # type: ignore[call-overload]
 
         reasons = wait_until(problems, lambda r: any("lots" in p for p in r), "problem", 30)
-        assert any("deployments/blue.yaml:26: scale_settings.max_instances" in p for p in reasons)
+        assert any("deployments/blue.yaml:27: scale_settings.max_instances" in p for p in reasons)
         live = kube.get(cluster, record.ref(name))
         assert live is not None
         assert live["status"]["lastAppliedRevision"] == second
