@@ -135,6 +135,13 @@ class Installed:
         labels = deployment["spec"]["selector"]["matchLabels"]
         return ",".join(f"{k}={v}" for k, v in labels.items())
 
+    def pods(self, api_client: client.ApiClient) -> list[Any]:
+        """The controller's pods that are not being deleted."""
+        listed = client.CoreV1Api(api_client).list_namespaced_pod(
+            self.namespace, label_selector=self.selector
+        )
+        return [p for p in listed.items if p.metadata.deletion_timestamp is None]
+
 
 @pytest.fixture
 def installed(served: tuple[GitServer, str], api_client: client.ApiClient) -> Iterator[Installed]:
@@ -217,6 +224,47 @@ def succeeded_at(
     return wait_until(lambda: status(cluster, extension), done, what, timeout=timeout)
 
 
+def controller_up(
+    api_client: client.ApiClient, cluster: kube.Cluster, installed: Installed, began: float
+) -> list[Any]:
+    """The controller's two replicas, once Ready: on the real node (one node: the preferred
+    anti-affinity lets both share it), in containers of the project's image, serving."""
+    up: list[Any] = wait_until(
+        lambda: installed.pods(api_client),
+        lambda pods: len(pods) == 2 and all(ready(p) for p in pods),
+        "the controller's 2 pods to be Ready",
+        timeout=180,
+    )
+    print(f"controller pods ready after {time.monotonic() - began:.1f}s")
+    for pod in up:
+        assert pod.spec.node_name.startswith("real-node-"), pod.spec.node_name
+        assert pod.spec.node_selector == {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]}
+        assert pod.spec.service_account_name == install.NAME
+        (state,) = pod.status.container_statuses
+        assert state.container_id.startswith("containerd://"), state
+        assert state.image.endswith(localimages.project_image()), state.image
+        log = kube.pod_log(cluster, installed.namespace, pod.metadata.name, "controller")
+        assert "serving on :8081" in log, log
+    return up
+
+
+def reconciled(
+    cluster: kube.Cluster, api_client: client.ApiClient, extension: str, first: str, began: float
+) -> None:
+    """The extension's record says Succeeded at `first` with no problem, and the example's
+    instance types are in the cluster."""
+    recorded = succeeded_at(cluster, extension, first, timeout=300)
+    print(f"{extension} Succeeded at {first[:12]} after {time.monotonic() - began:.1f}s")
+    assert recorded["problems"] == [], recorded["problems"]
+    names = {
+        item["metadata"]["name"]
+        for item in client.CustomObjectsApi(api_client).list_cluster_custom_object(
+            *INSTANCE_TYPES, label_selector=f"{objects.PART_OF_LABEL}={extension}"
+        )["items"]
+    }
+    assert {"cpusmall", "cpularge"} <= names, names
+
+
 def helm(kubeconfig: str, *args: str) -> str:
     result = subprocess.run(
         [tools.helm(), "--kubeconfig", kubeconfig, *args],
@@ -264,30 +312,10 @@ def test_the_helm_chart_installs_a_controller_that_reconciles_the_example(
     cluster: kube.Cluster,
 ) -> None:
     server, extension = served
-    first = git.Repo(server.root).head.commit.hexsha
-    core = client.CoreV1Api(api_client)
     began = time.monotonic()
-    selector = chart_installed.selector
-    up = wait_until(
-        lambda: core.list_namespaced_pod(chart_installed.namespace, label_selector=selector).items,
-        lambda pods: len(pods) == 2 and all(ready(p) for p in pods),
-        "the chart's controller pods to be Ready",
-        timeout=180,
-    )
-    for pod in up:
-        assert pod.spec.node_name.startswith("real-node-"), pod.spec.node_name
-        assert pod.spec.service_account_name == install.NAME
-    recorded = succeeded_at(cluster, extension, first, timeout=300)
-    print(f"{extension} Succeeded at {first[:12]} after {time.monotonic() - began:.1f}s")
-    assert recorded["problems"] == [], recorded["problems"]
-    custom = client.CustomObjectsApi(api_client)
-    names = {
-        item["metadata"]["name"]
-        for item in custom.list_cluster_custom_object(
-            *INSTANCE_TYPES, label_selector=f"{objects.PART_OF_LABEL}={extension}"
-        )["items"]
-    }
-    assert {"cpusmall", "cpularge"} <= names, names
+    up = controller_up(api_client, cluster, chart_installed, began)
+    first = git.Repo(server.root).head.commit.hexsha
+    reconciled(cluster, api_client, extension, first, began)
     for pod in up:  # the chart's RBAC was enough: nothing was forbidden to either replica
         log = kube.pod_log(cluster, chart_installed.namespace, pod.metadata.name, "controller")
         assert "forbidden" not in log.lower(), log
@@ -301,31 +329,8 @@ def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_r
 ) -> None:
     server, extension = served
     first = git.Repo(server.root).head.commit.hexsha
-    core = client.CoreV1Api(api_client)
     began = time.monotonic()
-
-    # The two replicas run on the real node (one node: the preferred anti-affinity lets both
-    # share it), in containers of the project's image, and are ready.
-    def controller_pods() -> list[Any]:
-        items = core.list_namespaced_pod(installed.namespace, label_selector=installed.selector)
-        return [p for p in items.items if p.metadata.deletion_timestamp is None]
-
-    up = wait_until(
-        controller_pods,
-        lambda pods: len(pods) == 2 and all(ready(p) for p in pods),
-        "the controller's 2 pods to be Ready",
-        timeout=180,
-    )
-    print(f"controller pods ready after {time.monotonic() - began:.1f}s")
-    for pod in up:
-        assert pod.spec.node_name.startswith("real-node-"), pod.spec.node_name
-        assert pod.spec.node_selector == {rc.REAL_NODE_LABEL[0]: rc.REAL_NODE_LABEL[1]}
-        assert pod.spec.service_account_name == install.NAME
-        (state,) = pod.status.container_statuses
-        assert state.container_id.startswith("containerd://"), state
-        assert state.image.endswith(localimages.project_image()), state.image
-        log = kube.pod_log(cluster, installed.namespace, pod.metadata.name, "controller")
-        assert "serving on :8081" in log, log
+    up = controller_up(api_client, cluster, installed, began)
 
     # One of them leads (its Lease names it) and reconciles the repo to Succeeded.
     leases = client.CoordinationV1Api(api_client)
@@ -336,17 +341,7 @@ def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_r
     )
     holder = next(lease.spec.holder_identity for lease in lease if lease.spec.holder_identity)
     (leader,) = [p for p in up if holder.startswith(f"{p.metadata.name}_")]
-    recorded = succeeded_at(cluster, extension, first, timeout=300)
-    print(f"{extension} Succeeded at {first[:12]} after {time.monotonic() - began:.1f}s")
-    assert recorded["problems"] == [], recorded["problems"]
-    custom = client.CustomObjectsApi(api_client)
-    names = {
-        item["metadata"]["name"]
-        for item in custom.list_cluster_custom_object(
-            *INSTANCE_TYPES, label_selector=f"{objects.PART_OF_LABEL}={extension}"
-        )["items"]
-    }
-    assert {"cpusmall", "cpularge"} <= names, names
+    reconciled(cluster, api_client, extension, first, began)
     # It did so as its ServiceAccount with the installed grant alone: nothing was forbidden.
     log = kube.pod_log(cluster, installed.namespace, leader.metadata.name, "controller")
     assert "forbidden" not in log.lower(), log
@@ -365,6 +360,8 @@ def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_r
     second = commit(server.root, "a tiny instance type")
     pushed = time.monotonic()
 
+    custom = client.CustomObjectsApi(api_client)
+
     def applied() -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = custom.get_cluster_custom_object(*INSTANCE_TYPES, tiny)
@@ -379,4 +376,5 @@ def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_r
     succeeded_at(cluster, extension, second, timeout=120)
     print(f"the commit was applied {time.monotonic() - pushed:.1f}s after it was made")
     # Neither replica restarted meanwhile: the probes pass in the real containers.
-    assert [p.status.container_statuses[0].restart_count for p in controller_pods()] == [0, 0]
+    restarts = [p.status.container_statuses[0].restart_count for p in installed.pods(api_client)]
+    assert restarts == [0, 0]

@@ -12,7 +12,7 @@ import yaml
 
 from reconciler import __version__
 from reconciler.engine import revisiondiff
-from reconciler.gitops import install
+from reconciler.gitops import chart, install
 from reconciler.printers import revisiondiff as printed
 from tests import tools
 
@@ -85,3 +85,5 @@ def test_the_release_pushes_the_image_install_names_and_publishes_without_a_toke
     assert "with" not in jobs["pypi"]["steps"][-1]  # type: ignore[index]  # no password: trusted publishing
     assert {"id-token", "packages"} <= set(jobs["image"]["permissions"])  # type: ignore[arg-type]
     assert "permissions" not in jobs["dist"] and "permissions" not in jobs["version"]
+    pushed = str(jobs["chart"]["steps"][-1]["run"])  # type: ignore[index]
+    assert f"helm package {chart.DIRECTORY} " in pushed
