@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import click
 
-from reconciler import __version__
+from reconciler import __version__, buildinfo
 from reconciler.cli import lazygroup
 
 # Each command's module is imported only when that command runs (or `--help` lists them all):
@@ -46,6 +46,20 @@ COMMANDS = {
     lazy_subcommands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.version_option(__version__, prog_name="reconciler")
+@click.option(
+    "--version",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda context, _param, wanted: _print_version(context) if wanted else None,
+    help="Show the version and the commit it was built from, and exit.",
+)
 def main() -> None:
     """Declarative GitOps reconciler for the ML extension for Kubernetes."""
+
+
+def _print_version(context: click.Context) -> None:
+    """`reconciler 0.1.0 (commit 1a2b3c4)`; the commit is looked up only here (git may be
+    asked), never at start-up."""
+    click.echo(buildinfo.version_line(__version__, buildinfo.commit()))
+    context.exit()
