@@ -112,6 +112,8 @@ class ExtensionResult:
     name: str
     plan: plans.Plan
     outcome: record.Outcome
+    seconds: float = 0.0  # to plan and carry it out (`carry_out_all` times it)
+    removed: bool = False  # it left the repo, and now the cluster: its record is deleted
 
 
 def by_extension(rendered: Iterable[objects.Object]) -> dict[str, list[objects.Object]]:
@@ -514,11 +516,14 @@ def carry_out_all(
     revision before the newer one could start). Outcomes are written through `write_outcome`
     (see `carry_out`), a retired extension's inline (its record is deleted after)."""
     results = []
+    started = time.monotonic()  # each extension's time runs from the ask for its plan
     for extension_plan in planned:
         nothing_to_apply = not extension_plan.plan.has_changes and not extension_plan.errors
         if nothing_to_apply and stop_before_next is not None and stop_before_next():
             break
         result = _carry_out_one(cluster, head, extension_plan, options, emit, reads, write_outcome)
+        now = time.monotonic()
+        result.seconds, started = now - started, now
         results.append(result)
         if stop_before_next is not None and stop_before_next():
             break
@@ -585,6 +590,7 @@ def _retire(
     if result.outcome.state != record.FAILED:
         kube.delete(cluster, record.ref(planned.name))
         emit(events.Removed(planned.name))
+        result.removed = True
     return result
 
 

@@ -169,7 +169,7 @@ class Controller:
             log.exception("reconcile failed")
             outcome = TickOutcome("error", message=str(err))
         self._failures = self._failures + 1 if outcome.result == "error" else 0
-        self.metrics.reconcile_duration.labels(outcome.result).observe(time.monotonic() - started)
+        self.metrics.tick_duration.labels(outcome.result).observe(time.monotonic() - started)
         self.metrics.reconciles.labels(outcome.result).inc()
         self.metrics.observe_requests(self._requests() - sent)
         self.last = outcome
@@ -215,7 +215,7 @@ class Controller:
             log.error("%s", refusal)
         mine = [p for p in planned if not p.refused]
         drift = self._find_drift(head, mine, unchanged, report_only)
-        self._observe(mine, results, drift, report_only)
+        self._observe(mine, results, drift, left, report_only)
         return self._conclude(head, results, left, refusals, drift, report_only)
 
     def _carry_out(
@@ -338,6 +338,7 @@ class Controller:
         log.error("revision %s is invalid, nothing applied:\n  %s", head.revision, shown)
         if head.revision != self._rejected:
             recorded = reconcile.record_problems(self.cluster, head, also=records)
+            self.metrics.observe_states(dict.fromkeys(recorded.written, record.FAILED))
             for claim in recorded.refused:
                 log.error("problems not recorded: %s", claim.message())
             self._rejected = head.revision
@@ -348,23 +349,34 @@ class Controller:
         planned: list[reconcile.ExtensionPlan],
         results: list[reconcile.ExtensionResult],
         drift: dict[str, set[objects.Key]],
+        left: list[str],
         report_only: bool,
     ) -> None:
-        executed = not report_only
-        managed = {p.name: len(p.desired_keys) for p in planned}
-        pruned = {
-            r.name: len(r.plan.of(plans.Action.DELETE)) if executed else 0
-            for r in results
-            if r.outcome.reason != "Suspended"
-        }
-        suspended = [r.name for r in results if r.outcome.reason == "Suspended"]
-        counts = {name: len(keys) for name, keys in drift.items()}
-        self.metrics.observe_extensions(managed, counts, pruned, suspended)
+        """The tick's facts into the metrics: each extension it planned and carried out (one
+        that was retired, its record gone, has none), and what it left to the next."""
+        mine = {p.name: p for p in planned}
+        seen = {}
         for result in results:
+            if result.name not in mine or result.removed:
+                continue  # another source's, or gone from the cluster
+            suspended = result.outcome.reason == "Suspended"
+            state = result.outcome.state
+            if report_only:  # a dry run's outcome: the state is the record's
+                state = record.summary(mine[result.name].record_live or {})["provisioningState"]
+            pruned = 0 if report_only or suspended else len(result.plan.of(plans.Action.DELETE))
+            seen[result.name] = loopmetrics.Extension(
+                state=state,
+                seconds=result.seconds,
+                managed=len(mine[result.name].desired_keys),
+                drifted=len(drift.get(result.name, ())),
+                pruned=pruned,
+                suspended=suspended,
+            )
             if result.outcome.reason == "ApplyFailed":
                 for reason in result.outcome.reasons:
                     kind = reason.split("/", 1)[0]
                     self.metrics.apply_errors.labels(result.name, kind).inc()
+        self.metrics.observe_extensions(seen, left)
 
     # --- the loop ------------------------------------------------------------------------
 

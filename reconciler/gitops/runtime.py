@@ -30,7 +30,7 @@ from pathlib import Path
 
 import watchfiles
 
-from reconciler import kube, leaderelection, source
+from reconciler import __version__, buildinfo, kube, leaderelection, source
 from reconciler.engine import livecache
 from reconciler.gitops import (
     controller,
@@ -225,7 +225,7 @@ def run(
     def fetch() -> source.Snapshot:
         return decryption.DecryptingSnapshot(raw_fetch(), list(identities))
 
-    metrics = loopmetrics.ControllerMetrics()
+    metrics = loopmetrics.ControllerMetrics(__version__, buildinfo.commit())
     if settings.once:
         return controller.Controller(cluster, fetch, settings.loop, metrics).tick()
     cache = livecache.LiveCache(cluster)

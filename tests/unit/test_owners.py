@@ -203,7 +203,7 @@ def test_the_loop_adopts_until_a_tick_has_carried_out_every_extension(
         None,  # type: ignore[arg-type]
         lambda: source.DirectorySnapshot(root),
         settings,
-        loopmetrics.ControllerMetrics(),
+        loopmetrics.ControllerMetrics("0.0.0", None),
         cache=_NoCache(),  # type: ignore[arg-type]
     )
     fake.leave = True  # a newer trigger cut the tick short: the takeover is not done
