@@ -20,6 +20,7 @@ from reconciler import kube
 from reconciler.cli import common, connection, decryptkeys
 from reconciler.engine import reconcile
 from reconciler.gitops import controller, runtime
+from reconciler.printers import logformat
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,6 +106,14 @@ def loop_options(command: F) -> F:
         connection.concurrency_option,
         click.option("--once", is_flag=True, help="One reconcile, then exit (0 ok, 1 failed)."),
         click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level."),
+        click.option(
+            "--log-format",
+            type=click.Choice(logformat.FORMATS),
+            default="text",
+            show_default=True,
+            help="json: one JSON object per line (time, level, logger, message, the event's "
+            "fields).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -211,16 +220,14 @@ def _run(
     decryption_key: str | None,
     decryption_secret: str | None,
     verbose: bool,
+    log_format: str,
     in_cluster: bool = False,
     **options: Any,
 ) -> None:
     """The options as settings, the cluster opened, the age identities read, and the loop run;
     with --once, the tick's outcome printed and the exit code by it (0 ok, 1 failed or invalid,
     2 an error)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.configure(log_format, logging.DEBUG if verbose else logging.INFO)
     with _usage_errors():
         settings = _settings(**options)
     if in_cluster:
