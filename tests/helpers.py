@@ -19,9 +19,10 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import git
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from reconciler import source
+from reconciler.engine import reconcile, recordstore
 from reconciler.model import repo
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifests"
@@ -286,3 +288,20 @@ def fit_on_one_node(root: Path) -> None:
     if all(item["metadata"]["name"] != "defaultinstancetype" for item in listed["items"]):
         listed["items"].append(SMALL_DEFAULT_TYPE)
     types.write_text(yaml.safe_dump(listed, sort_keys=False))
+
+
+class EngineStandIn(Protocol):
+    """What stands in for the loop's planner and executor in a unit test of the loop."""
+
+    def plan_each(self, *args: Any, **kwargs: Any) -> Iterator[reconcile.ExtensionPlan]: ...
+    def carry_out_all(self, *args: Any, **kwargs: Any) -> list[reconcile.ExtensionResult]: ...
+    def names(self, *args: Any) -> list[str]: ...
+
+
+def stand_in_for_the_engine(monkeypatch: pytest.MonkeyPatch, fake: EngineStandIn) -> None:
+    """The loop ticks with `fake` planning and carrying out, and no cluster behind the records."""
+    monkeypatch.setattr(reconcile, "plan_each", fake.plan_each)
+    monkeypatch.setattr(reconcile, "carry_out_all", fake.carry_out_all)
+    monkeypatch.setattr(reconcile, "extension_names", fake.names)
+    monkeypatch.setattr(recordstore, "read_records", lambda *a: {})
+    monkeypatch.setattr(recordstore, "ensure_record_crd", lambda *a: None)

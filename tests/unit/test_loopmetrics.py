@@ -19,7 +19,7 @@ from prometheus_client import parser
 from reconciler import source
 from reconciler.engine import inventory, plans, reconcile, record, recordstore
 from reconciler.gitops import controller, httpserver, loopmetrics
-from tests.helpers import example_repo
+from tests.helpers import example_repo, stand_in_for_the_engine
 
 P = loopmetrics.PREFIX
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -65,11 +65,7 @@ class _NoCache:
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> _Engine:
     fake = _Engine()
-    monkeypatch.setattr(reconcile, "plan_each", fake.plan_each)
-    monkeypatch.setattr(reconcile, "carry_out_all", fake.carry_out_all)
-    monkeypatch.setattr(reconcile, "extension_names", fake.names)
-    monkeypatch.setattr(recordstore, "read_records", lambda *a: {})
-    monkeypatch.setattr(recordstore, "ensure_record_crd", lambda *a: None)
+    stand_in_for_the_engine(monkeypatch, fake)
     return fake
 
 
