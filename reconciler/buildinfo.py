@@ -17,7 +17,6 @@ its own, from a source tree that is not importable as a package.
 
 from __future__ import annotations
 
-import platform
 import subprocess
 from pathlib import Path
 
@@ -58,12 +57,3 @@ def version_line(version: str, found: str | None) -> str:
     """What `reconciler --version` prints: `reconciler 0.1.0 (commit 1a2b3c4)`."""
     shown = f"commit {found[:7]}" if found else "commit unknown"
     return f"reconciler {version} ({shown})"
-
-
-def labels(version: str, found: str | None) -> dict[str, str]:
-    """The `build_info` metric's labels: the full commit ("unknown" when not known)."""
-    return {
-        "version": version,
-        "commit": found or "unknown",
-        "python_version": platform.python_version(),
-    }

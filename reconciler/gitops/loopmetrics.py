@@ -194,6 +194,7 @@ class ControllerMetrics:
 
     def observe_states(self, states: Mapping[str, str]) -> None:
         """Extensions' provisioning states (a rejected revision marks them Failed)."""
+        self._extensions |= set(states)
         for name, state in states.items():
             self.ready.labels(name).set(1 if state == record.SUCCEEDED else 0)
             for each in PROVISIONING_STATES:

@@ -180,9 +180,7 @@ def test_a_rejected_revision_marks_the_extensions_it_recorded_failed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     loop, url = served
-    engine.outcomes = {"ml": SUCCEEDED}
-    loop.tick()
-    assert value(scrape(url), f"{P}_extension_ready", extension="ml") == 1
+    good = loop.fetch
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.yaml").write_text("kind: [unclosed\n")
@@ -193,3 +191,10 @@ def test_a_rejected_revision_marks_the_extensions_it_recorded_failed(
     found = scrape(url)
     assert value(found, f"{P}_extension_ready", extension="ml") == 0
     assert value(found, f"{P}_extension_provisioning_state", extension="ml", state="Failed") == 1
+
+    # The next good revision no longer declares it: retired, its series go with it.
+    loop.fetch = good
+    engine.outcomes = {"ml": SUCCEEDED}
+    engine.removed = {"ml"}
+    assert loop.tick().result == "success"
+    assert naming(scrape(url), "ml") == set()
