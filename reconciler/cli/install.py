@@ -53,13 +53,7 @@ def _dns_labels(max_length: int) -> _Callback:
 @click.option(
     "--branch", default=installation.DEFAULT_BRANCH, show_default=True, help="Branch to follow."
 )
-@click.option(
-    "--path",
-    "repo_path",
-    default=installation.DEFAULT_PATH,
-    show_default=True,
-    help="The folder inside the repo that holds the manifests.",
-)
+@click.argument("repo_path", metavar="[PATH]", default=installation.DEFAULT_PATH)
 @click.option(
     "--interval",
     default=installation.DEFAULT_INTERVAL,
@@ -137,7 +131,8 @@ def install(
     adopt: bool,
     output_format: str,
 ) -> None:
-    """Print the manifests that run `reconciler controller` in the cluster.
+    """Print the manifests that run `reconciler controller` in the cluster, following the
+    manifests folder PATH of the repo (default: its root).
 
     Namespace, ServiceAccount, the ExtensionStatus CRD, least-privilege RBAC computed from
     what the extension renders, a Deployment of 2 replicas with leader election, probes and

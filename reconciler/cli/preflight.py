@@ -11,7 +11,6 @@ repo, whose problems are printed like `reconciler validate` prints them.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -28,7 +27,8 @@ from reconciler.model import repo
 @common.output_option(
     "text",
     "json",
-    help="json prints the findings as a JSON list (severity, subject, message).",
+    "yaml",
+    help="json / yaml: the findings as a list (severity, subject, message).",
 )
 @decryptkeys.option
 def preflight(
@@ -60,8 +60,8 @@ def preflight(
     finally:
         cluster.api.close()  # type: ignore[no-untyped-call]  # the client is untyped
     findings = rules.check(loaded.repo.extensions, loaded.repo.instance_types, nodes)
-    if output_format == "json":
-        click.echo(json.dumps([f.as_json() for f in findings], indent=2))
+    if output_format != "text":
+        common.print_data([f.as_json() for f in findings], output_format)
     else:
         for finding in findings:
             click.echo(str(finding))

@@ -25,13 +25,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def loop_options(command: F) -> F:
-    """The options `sync` and `controller` share (applied bottom-up, so listed in reverse)."""
+    """PATH (the manifests folder in the repo, default its root) and the options `sync` and
+    `controller` share (applied bottom-up, so listed in reverse)."""
     options = [
+        click.argument("folder", metavar="[PATH]", default=""),
         click.option("--repo", required=True, help="Git URL (https, ssh, file) or local path."),
         click.option("--branch", help="Follow this branch (default: the remote's HEAD)."),
         click.option("--tag", help="Follow this tag."),
         click.option("--revision", help="Pin this commit SHA."),
-        click.option("--path", "folder", default="", help="The manifests folder in the repo."),
         click.option("--interval", default="60s", show_default=True, help="Time between ticks."),
         click.option(
             "--fetch-timeout", default="60s", show_default=True, help="Limit on one git fetch."
@@ -115,7 +116,8 @@ def loop_options(command: F) -> F:
 @loop_options
 @common.kube_options
 def sync(**options: Any) -> None:
-    """Keep the cluster on a git repo: fetch --repo every --interval (with jitter), and on a
+    """Keep the cluster on the manifests folder PATH of a git repo (default: its root): fetch
+    --repo every --interval (with jitter), and on a
     webhook push or a file save; apply each new valid revision, revert drift, prune what left
     the repo. An invalid revision changes nothing (the last good one stays applied) and its
     problems go to `reconciler status`. Runs until SIGINT / SIGTERM."""

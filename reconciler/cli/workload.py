@@ -8,7 +8,6 @@ Keys are never printed: `regen-key` says which key it replaced and where it live
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -18,7 +17,7 @@ import click
 from reconciler import kube, objects, source
 from reconciler.cli import common, connection, decryptkeys, logstream
 from reconciler.engine import podlogs, workloadstatus
-from reconciler.model import endpoints, problems, repo, workloads
+from reconciler.model import endpoints, repo, workloads
 from reconciler.render import auth, workloadobjects
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,11 +25,10 @@ W = TypeVar("W", workloads.Deployment, endpoints.Endpoint)
 
 
 def _cluster_options(command: F) -> F:
+    """PATH, the manifests repo (default: the current folder), then --kubeconfig/--context."""
     command = common.kube_options(command)
     path = click.Path(exists=True, file_okay=True, dir_okay=True)
-    return click.option("--path", "repo_path", default=".", type=path, help="the manifests repo")(
-        command
-    )
+    return click.argument("repo_path", metavar="[PATH]", default=".", type=path)(command)
 
 
 def _load_valid(path: str) -> repo.Repo:
@@ -62,9 +60,7 @@ def _key_option(command: F) -> F:
 
 def _keyed(kind: str, declared: Mapping[str, W], name: str, repo_path: str) -> W:
     """The deployment or endpoint (`kind`) `name` of the repo, which must use key auth."""
-    if name not in declared:
-        raise click.UsageError(f"no {kind} named {name!r} declared in {repo_path}")
-    target = declared[name]
+    target = common.lookup(declared, name, kind, f"declared in {repo_path}")
     if target.auth_mode != "key":
         raise click.UsageError(f"{kind} {name!r} uses auth_mode {target.auth_mode}, not key")
     return target
@@ -121,7 +117,7 @@ def endpoint_regen_key(
 
 
 @deployment.command("status")
-@common.output_option("table", "json")
+@common.output_option("table", "json", "yaml")
 @_cluster_options
 def deployment_status(
     output_format: str, repo_path: str, kubeconfig: str | None, context: str | None
@@ -142,13 +138,13 @@ def deployment_status(
         states.append(
             workloadstatus.deployment_state(name, kube.get(cluster, ref), autoscalers[namespace])
         )
-    if output_format == "json":
+    if output_format != "table":
         rows = [
             {"name": s.name, "replicas": s.replicas, "ready": s.ready,
              "scaledBy": list(s.scaled_by), "problem": s.problem}
             for s in states
         ]  # fmt: skip
-        click.echo(json.dumps(rows, indent=2))
+        common.print_data(rows, output_format)
     else:
         click.echo(f"{'NAME':20} {'REPLICAS':>8} {'READY':>5}  SCALED BY")
         for state in states:
@@ -167,17 +163,27 @@ def job() -> None:
 
 
 @job.command("status")
+@common.output_option("table", "json", "yaml")
 @_cluster_options
-def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> None:
+def job_status(
+    output_format: str, repo_path: str, kubeconfig: str | None, context: str | None
+) -> None:
     """The state of each job: absent, pending, unschedulable, running, succeeded, failed,
     not-run (nothing ran its command: its pod is on a kwok node, or the volcano it waits for
     is) or unverified (the Job says it succeeded, with no pod left to show an exit 0)."""
     declared = _load_valid(repo_path)
     cluster = connection.connect(kubeconfig, context)
     nodes: dict[str, objects.Object | None] = {}
+    states = [
+        _job_state(cluster, declared, name, target, nodes)
+        for name, target in sorted(declared.jobs.items())
+    ]
+    if output_format != "table":
+        rows = [{"name": s.name, "state": s.state, "detail": s.detail} for s in states]
+        common.print_data(rows, output_format)
+        return
     click.echo(f"{'NAME':24} {'STATE':13} DETAIL")
-    for name, target in sorted(declared.jobs.items()):
-        state = _job_state(cluster, declared, name, target, nodes)
+    for state in states:
         click.echo(f"{state.name:24} {state.state:13} {state.detail}")
 
 
@@ -229,14 +235,6 @@ def _job_selector(name: str) -> str:
     return f"{workloadobjects.JOB_LABEL}={name}"
 
 
-def _named(found: dict[str, Any], name: str, what: str, repo_path: str) -> Any:
-    """The repo's workload `name`, or a usage error naming the nearest one."""
-    if name not in found:
-        hint = problems.did_you_mean(name, found)
-        raise click.UsageError(f"no {what} named {name!r} in {repo_path}{hint}")
-    return found[name]
-
-
 @job.command("logs")
 @click.argument("name")
 @logstream.log_options
@@ -259,7 +257,7 @@ def job_logs(
     when the API server cannot be reached, 130 on Ctrl-C."""
     options = logstream.options_of(follow, tail, container, previous, pod)
     declared = _load_valid(repo_path)
-    target = _named(declared.jobs, name, "job", repo_path)
+    target = common.lookup(declared.jobs, name, "job", f"in {repo_path}")
     namespace = _namespace_of(declared, target)
     cluster = connection.connect(kubeconfig, context)
     with logstream.api_errors():
@@ -320,7 +318,7 @@ def deployment_logs(
     Ctrl-C."""
     options = logstream.options_of(follow, tail, container, previous, pod)
     declared = _load_valid(repo_path)
-    target = _named(declared.deployments, name, "deployment", repo_path)
+    target = common.lookup(declared.deployments, name, "deployment", f"in {repo_path}")
     namespace = _namespace_of(declared, target)
     cluster = connection.connect(kubeconfig, context)
     with logstream.api_errors():

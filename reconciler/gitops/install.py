@@ -254,9 +254,9 @@ def namespace_rules(decryption_secret: str = "") -> list[dict[str, Any]]:
 def controller_args(options: Options) -> list[str]:
     return [
         "controller",
+        options.path,
         "--repo", options.repo,
         "--branch", options.branch,
-        "--path", options.path,
         "--interval", options.interval,
         "--leader-elect",
         "--metrics-addr", f":{METRICS_PORT}",

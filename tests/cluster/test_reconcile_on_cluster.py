@@ -241,7 +241,7 @@ def test_disabling_training_prunes_exactly_the_training_components(
     assert f"~ update ConfigMap/{namespace}/gateway" in planned.output  # no longer training
 
     # `diff --cluster` is the same plan, in the PR formats: JSON names every change.
-    compared = run(cluster_kubeconfig, "diff", str(root), "--cluster", "--format", "json")
+    compared = run(cluster_kubeconfig, "diff", str(root), "--cluster", "-o", "json")
     assert compared.exit_code == 1, compared.output
     changes = json.loads(compared.output)["changes"]
     deleted = {(c["kind"], c["namespace"], c["name"]) for c in changes if c["action"] == "delete"}
@@ -438,7 +438,7 @@ def test_extension_list_show_and_delete_from_the_cluster(
     listed = run(cluster_kubeconfig, "extension", "list")
     assert listed.exit_code == 0, listed.output
     assert any(line.split()[:2] == [name, "Succeeded"] for line in listed.output.splitlines())
-    shown = run(cluster_kubeconfig, "extension", "show", "--name", name)
+    shown = run(cluster_kubeconfig, "extension", "show", name)
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["provisioningState"] == "Succeeded"
 
@@ -447,9 +447,7 @@ def test_extension_list_show_and_delete_from_the_cluster(
         cluster_kubeconfig,
         "extension",
         "delete",
-        "--name",
         name,
-        "--path",
         str(root),
         "--from-cluster",
     )
@@ -460,7 +458,7 @@ def test_extension_list_show_and_delete_from_the_cluster(
         found = live(cluster, key)
         kept = key.kind == "CustomResourceDefinition"  # never deleted: other resources use it
         assert found is not None if kept else gone_or_going(found), key
-    missing = run(cluster_kubeconfig, "extension", "show", "--name", name)
+    missing = run(cluster_kubeconfig, "extension", "show", name)
     assert missing.exit_code == 1 and "no extension named" in missing.output
 
 

@@ -261,9 +261,9 @@ def test_deployment_runs_two_leader_elected_replicas(printed: list[objects.Objec
     assert deployment["spec"]["replicas"] == 2
     assert container(printed)["args"] == [
         "controller",
+        ".",
         "--repo", REPO_URL,
         "--branch", "main",
-        "--path", ".",
         "--interval", "60s",
         "--leader-elect",
         "--metrics-addr", ":8080",
