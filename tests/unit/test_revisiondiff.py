@@ -16,6 +16,7 @@ from typing import Any
 
 import git
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from reconciler import gitsnapshot, objects, source
@@ -326,6 +327,45 @@ def test_traffic_lines_name_new_removed_and_mirrored_endpoints() -> None:
         "gone (removed): y 100 -> 0",
     )
     assert revisiondiff.traffic_changes(head, head) == ()
+
+
+def test_traffic_lines_come_from_the_plans_so_a_live_base_gives_them_too() -> None:
+    """`plan` and `diff --cluster` plan against the live cluster: the same lines come from the
+    router's ConfigMap as it is live and as the dry run says it would be."""
+
+    def router_config(blue: int, green: int) -> Any:
+        served = {"endpoints": [{"name": "mnist", "traffic": {"blue": blue, "green": green}}]}
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "azureml-fe-v2-config",
+                "namespace": "azureml",
+                "labels": {"app.kubernetes.io/component": revisiondiff.ROUTER_CONFIG},
+            },
+            "data": {revisiondiff.ROUTER_CONFIG_KEY: yaml.safe_dump(served)},
+        }
+
+    live, wanted = router_config(100, 0), router_config(90, 10)
+    key = objects.key(wanted)
+    planned = plans.build([wanted], {key: wanted}, {key: live})
+    extension = revisiondiff.ExtensionDiff("azureml-extension", planned)
+    assert revisiondiff.traffic([extension]) == ("mnist: blue 100 -> 90, green 0 -> 10",)
+    # Created (nothing live) and deleted (nothing wanted): the endpoint comes and goes.
+    created = plans.build([wanted], {}, {})
+    assert revisiondiff.traffic([revisiondiff.ExtensionDiff("e", created)]) == (
+        "mnist (new): blue 0 -> 90, green 0 -> 10",
+    )
+    deleted = plans.build([], {}, {key: live}, [key])
+    assert revisiondiff.traffic([revisiondiff.ExtensionDiff("e", deleted)]) == (
+        "mnist (removed): blue 100 -> 0",
+    )
+    # Unchanged, or any other ConfigMap: no line.
+    same = plans.build([live], {key: live}, {key: live})
+    assert revisiondiff.traffic([revisiondiff.ExtensionDiff("e", same)]) == ()
+    other = {**wanted, "metadata": {**wanted["metadata"], "labels": {}}}
+    moved = plans.build([other], {}, {})
+    assert revisiondiff.traffic([revisiondiff.ExtensionDiff("e", moved)]) == ()
 
 
 def test_cap_keeps_whole_blocks_and_says_how_many_were_cut() -> None:
