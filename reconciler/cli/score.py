@@ -105,7 +105,7 @@ def find_target(config_maps: list[objects.Object], name: str) -> Target | None:
 def served_names(config_maps: list[objects.Object]) -> set[str]:
     """Every endpoint and deployment name the routers' ConfigMaps list: what a NAME no router
     serves is matched against for a "did you mean"."""
-    names = set()
+    names: set[str] = set()
     for config_map in config_maps:
         config = yaml.safe_load((config_map.get("data") or {}).get("router.yaml") or "") or {}
         for key in ("endpoints", "deployments"):

@@ -9,6 +9,7 @@ import base64
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from reconciler import kube, objects, source
@@ -120,6 +121,11 @@ def test_job_matching_no_node_stays_pending_and_is_reported_unschedulable(
     assert code == 0
     assert out.splitlines()[1].split()[:2] == ["lost", "unschedulable"]
     assert "node(s) didn't match Pod's node affinity/selector" in out
+    code, out, _ = cli(cluster_kubeconfig, "job", "status", str(root), "-o", "yaml")
+    assert code == 0
+    [row] = yaml.safe_load(out)
+    assert (row["name"], row["state"]) == ("lost", "unschedulable")
+    assert "node(s) didn't match Pod's node affinity/selector" in row["detail"]
 
 
 DEPLOYMENT = """
@@ -266,6 +272,9 @@ def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
     code, out, err = cli(cluster_kubeconfig, "deployment", "status", str(root))
     assert code == 0, err
     assert out.splitlines()[1].split()[:2] == ["blue", "1"]
+    code, out, err = cli(cluster_kubeconfig, "deployment", "status", str(root), "-o", "yaml")
+    assert code == 0, err
+    assert {r["name"]: r["replicas"] for r in yaml.safe_load(out)}["blue"] == 1
     hpa = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
