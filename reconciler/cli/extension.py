@@ -236,12 +236,12 @@ def delete(
 
 @extension.command("list")
 @common.kube_options
-@common.output_option("table", "json", "yaml")
+@common.output_option("table", "wide", "json", "yaml")
 def list_extensions(kubeconfig: str | None, context: str | None, output_format: str) -> None:
     """Every extension installed on the cluster, with its provisioningState."""
     summaries = _summaries(kubeconfig, context)
-    if output_format == "table":
-        click.echo(reconcilecli.table(summaries))
+    if output_format in ("table", "wide"):
+        click.echo(reconcilecli.table(summaries, wide=output_format == "wide"))
     else:
         common.print_data(summaries, output_format)
 

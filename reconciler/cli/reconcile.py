@@ -281,7 +281,7 @@ def _reject(cluster: kube.Cluster, head: revision.Revision, dry_run: bool) -> No
 
 @click.command()
 @common.kube_options
-@common.output_option("table", "json", "yaml")
+@common.output_option("table", "wide", "json", "yaml")
 def status(kubeconfig: str | None, context: str | None, output_format: str) -> None:
     """Every extension on the cluster: name, provisioningState, last applied revision, the
     source that owns it, reasons.
@@ -295,19 +295,23 @@ def status(kubeconfig: str | None, context: str | None, output_format: str) -> N
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    if output_format != "table":
+    if output_format in ("json", "yaml"):
         keys = ("name", "provisioningState", "lastAppliedRevision", "owner", "reasons")
         common.print_data([{k: s[k] for k in keys} for s in summaries], output_format)
     else:
-        click.echo(table(summaries))
+        click.echo(table(summaries, wide=output_format == "wide"))
     sys.exit(1 if any(s["provisioningState"] == record.FAILED for s in summaries) else 0)
 
 
-def table(summaries: list[dict[str, Any]]) -> str:
-    """Aligned columns, reasons indented below their extension."""
+def table(summaries: list[dict[str, Any]], wide: bool = False) -> str:
+    """Aligned columns, reasons indented below their extension; `wide` (`-o wide`, as kubectl
+    has it) adds the last attempted revision, the drifted objects and whether it is
+    suspended."""
     if not summaries:
         return "no extensions on this cluster (apply a repo first)"
-    header = ("NAME", "STATE", "REVISION", "OBJECTS", "OWNER")
+    header: tuple[str, ...] = ("NAME", "STATE", "REVISION", "OBJECTS", "OWNER")
+    if wide:
+        header += ("ATTEMPTED", "DRIFTED", "SUSPENDED")
     rows = [
         (
             s["name"],
@@ -315,6 +319,11 @@ def table(summaries: list[dict[str, Any]]) -> str:
             s["lastAppliedRevision"][:12] or "-",
             str(s["objects"]),
             s["owner"] or "-",
+            *(
+                (s["lastAttemptedRevision"][:12] or "-", str(s["drifted"]), str(s["suspended"]))
+                if wide
+                else ()
+            ),
         )
         for s in summaries
     ]

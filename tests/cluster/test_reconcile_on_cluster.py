@@ -186,6 +186,9 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
     assert run(cluster_kubeconfig, "status").output.count(name) == 1
     as_yaml = run(cluster_kubeconfig, "status", "-o", "yaml")
     assert [s for s in yaml.safe_load(as_yaml.stdout) if s["name"] == name] == mine
+    wide = run(cluster_kubeconfig, "status", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-3:] == ["ATTEMPTED", "DRIFTED", "SUSPENDED"]
+    assert [row.split()[-1] for row in wide if row.startswith(f"{name} ")] == ["False"]
 
     # A traffic change is applied (the router's config) and never rewrites the endpoint's keys.
     endpoint_file = root / "deployments" / "endpoint.yaml"

@@ -153,6 +153,18 @@ def test_router_token_prints_json_or_yaml(output_format: str, tmp_path: Path) ->
     assert code == 0 and set(token) >= {"accessToken", "expiryOn", "refreshAfter"}
 
 
+def test_wide_adds_columns_to_the_status_table() -> None:
+    from reconciler.cli import reconcile as reconcilecli
+
+    summary = {"name": "ml", "provisioningState": "Succeeded", "lastAppliedRevision": "a" * 40,
+               "lastAttemptedRevision": "b" * 40, "objects": 3, "drifted": 1,
+               "suspended": True, "owner": "", "reasons": []}  # fmt: skip
+    narrow, wide = (reconcilecli.table([summary], wide=w).splitlines() for w in (False, True))
+    assert narrow[0].split() == ["NAME", "STATE", "REVISION", "OBJECTS", "OWNER"]
+    assert wide[0].split() == [*narrow[0].split(), "ATTEMPTED", "DRIFTED", "SUSPENDED"]
+    assert wide[1].split()[-3:] == ["b" * 12, "1", "True"]
+
+
 # --- NAME and PATH are arguments; a missed name says "did you mean" ----------------------------
 
 
