@@ -144,6 +144,18 @@ def _of_container(
         )
     if reason in CONTAINER_REASONS:
         return Cause(Kind.CONTAINER, pod, reason, message, name)
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    if "running" in state and not container.get("ready") and _exit_code(last):
+        # Between two crashes of a crash loop: started again, not ready, the last run failed.
+        return Cause(
+            Kind.CRASH_LOOP,
+            pod,
+            "Restarted",
+            "",
+            name,
+            exit_code=_exit_code(last),
+            exit_reason=str(last.get("reason") or ""),
+        )
     terminated = state.get("terminated") or {}
     code = _exit_code(terminated)
     if code:

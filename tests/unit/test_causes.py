@@ -103,6 +103,15 @@ def test_a_crash_loop_gives_the_last_exit_code_and_reason() -> None:
         "pod blue-1 container inference-server: CrashLoopBackOff: last exit code 3 (Error)"
     )
     assert found.as_json()["exitCode"] == 3
+    # Between two crashes: running again, not ready, the last run exited 3.
+    again = waiting("blue-1", "CrashLoopBackOff", lastState=last, ready=False, restartCount=2)
+    again["status"]["containerStatuses"][0]["state"] = {"running": {}}
+    restarted = causes.of_pod(again)
+    assert restarted is not None and restarted.text() == (
+        "pod blue-1 container inference-server: Restarted: last exit code 3 (Error)"
+    )
+    again["status"]["containerStatuses"][0]["ready"] = True
+    assert causes.of_pod(again) is None
 
 
 def test_a_job_pod_that_exited_non_zero_and_what_is_no_cause() -> None:
