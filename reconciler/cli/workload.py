@@ -156,14 +156,14 @@ def deployment_status(
         ]  # fmt: skip
         click.echo(json.dumps(rows, indent=2))
     else:
-        header = f"{'NAME':20} {'REPLICAS':>8} {'READY':>5} {'UPDATED':>7}  {'SCALED BY':12}"
+        header = f"{'NAME':20} {'REPLICAS':>8} {'READY':>5} {'UPDATED':>7}  {'SCALED BY':16}"
         click.echo(f"{header} CAUSE")
         for state in states:
             replicas = "-" if state.replicas is None else str(state.replicas)
             scaled_by = ",".join(state.scaled_by) or "-"
             cause = state.cause.text() if state.cause else "-"
             click.echo(f"{state.name:20} {replicas:>8} {state.ready_text:>5} "
-                       f"{state.updated:>7}  {scaled_by:12} {cause}")  # fmt: skip
+                       f"{state.updated:>7}  {scaled_by:16} {cause}")  # fmt: skip
         for state in states:
             if state.problem:
                 click.echo(f"error: {state.problem}", err=True)
