@@ -54,12 +54,14 @@ Resource = tuple[str, str]  # (API group, resource), "" for the core group
 CRDS: Resource = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 # What the controller needs beyond applying the render: its own record and its status (written
-# through the status subresource), Events about the records. The record's CRD is rendered too.
+# through the status subresource), Events about the records, and the pods of a workload that is
+# not healthy, which say why (`health`). The record's CRD is rendered too.
 CONTROLLER_RESOURCES: dict[Resource, tuple[str, ...]] = {
     (record.API_VERSION.rpartition("/")[0], "extensionstatuses"): APPLY_VERBS,
     (record.API_VERSION.rpartition("/")[0], "extensionstatuses/status"): ("patch",),
     ("", "events"): ("create",),
     ("events.k8s.io", "events"): ("create",),
+    ("", "pods"): ("list",),
 }
 
 

@@ -60,6 +60,7 @@ CONTROLLER_CLUSTER_WIDE = {
     ("gitops.mlext.io", "extensionstatuses/status"),
     ("", "events"),
     ("events.k8s.io", "events"),
+    ("", "pods"),  # listed to tell why a workload is not healthy
 }
 CONTROLLER_NAMESPACED = {("coordination.k8s.io", "leases")}
 
