@@ -274,6 +274,20 @@ SMALL_DEFAULT_TYPE = {
 }
 
 
+def instance_type(name: str, selector: str = "", gpus: int = 0, cpu: str = "1") -> str:
+    """An InstanceType manifest: limits of `cpu`, 1Gi and `gpus` (requested at them) on the
+    nodes `selector` (`key: value`, "" for any) matches."""
+    limits = f"{{cpu: '{cpu}', memory: 1Gi{f', nvidia.com/gpu: {gpus}' if gpus else ''}}}"
+    return f"""
+        apiVersion: amlarc.azureml.com/v1alpha1
+        kind: InstanceType
+        metadata: {{name: {name}}}
+        spec:
+          nodeSelector: {{{selector}}}
+          resources: {{limits: {limits}}}
+        """
+
+
 def fit_on_one_node(root: Path) -> None:
     """The repo's `cpusmall` instance type with small requests (see CPUSMALL_REQUESTS), and a
     small `defaultinstancetype` unless the repo declares one (see SMALL_DEFAULT_TYPE): what the

@@ -18,25 +18,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main as cli
 from tests.cluster.kubehelpers import wait_until
-from tests.helpers import API, write_repo
+from tests.helpers import API, SMALL_DEFAULT_TYPE, write_repo
 
 pytestmark = pytest.mark.cluster
 
 # Small requests: the model pods share the plane's real nodes with every other test's.
-INSTANCE_TYPES = """
-apiVersion: amlarc.azureml.com/v1alpha1
-kind: InstanceTypeList
-items:
-  - metadata: {name: defaultinstancetype}
-    spec:
-      resources:
-        requests: {cpu: 50m, memory: 128Mi}
-        limits: {cpu: 600m, memory: 1536Mi}
-"""
+INSTANCE_TYPES = yaml.safe_dump(
+    {"apiVersion": "amlarc.azureml.com/v1alpha1", "kind": "InstanceTypeList",
+     "items": [SMALL_DEFAULT_TYPE]}
+)  # fmt: skip
 SCORE = """\
 def init():
     pass

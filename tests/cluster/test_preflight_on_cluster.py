@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from kubernetes import client
 
 from reconciler.cli import main as cli
-from tests.helpers import extension, write_repo
+from tests.helpers import extension, instance_type, write_repo
 
 pytestmark = pytest.mark.cluster
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -140,21 +140,14 @@ DEPLOYMENT = """
     """
 
 
-def sized(cpu: str, selector: str = "") -> str:
-    return f"""
-        apiVersion: amlarc.azureml.com/v1alpha1
-        kind: InstanceType
-        metadata: {{name: sized}}
-        spec:
-          nodeSelector: {{{selector}}}
-          resources: {{limits: {{cpu: '{cpu}', memory: 1Gi}}}}
-        """
-
-
 def test_a_deployment_asking_more_cpu_than_the_nodes_have_is_refused_at_its_line(
     cluster_kubeconfig: str | None, tmp_path: Path, api_client: client.ApiClient
 ) -> None:
-    files = {"ext.yaml": extension(HTTP), "it.yaml": sized("64"), "big.yaml": DEPLOYMENT}
+    files = {
+        "ext.yaml": extension(HTTP),
+        "it.yaml": instance_type("sized", cpu="64"),
+        "big.yaml": DEPLOYMENT,
+    }
     root = write_repo(tmp_path, files)
     result = run(cluster_kubeconfig, str(root))
     assert result.exit_code == 1, result.output
@@ -165,7 +158,7 @@ def test_a_deployment_asking_more_cpu_than_the_nodes_have_is_refused_at_its_line
     ), error
     assert verdict == "preflight failed: 1 error"
     # The same deployment at 100m a replica fits what the plane's nodes have free.
-    (root / "it.yaml").write_text(textwrap.dedent(sized("100m")))
+    (root / "it.yaml").write_text(textwrap.dedent(instance_type("sized", cpu="100m")))
     result = run(cluster_kubeconfig, str(root))
     assert result.exit_code == 0, result.output
     assert_passed(result.stdout.splitlines()[-1], api_client)
@@ -176,7 +169,7 @@ def test_a_deployment_whose_node_selector_matches_no_node_is_refused_at_its_line
 ) -> None:
     files = {
         "ext.yaml": extension(HTTP),
-        "it.yaml": sized("100m", "pool: a100-nowhere"),
+        "it.yaml": instance_type("sized", "pool: a100-nowhere", cpu="100m"),
         "big.yaml": DEPLOYMENT,
     }
     root = write_repo(tmp_path, files)

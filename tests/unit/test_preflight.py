@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from reconciler.cli import main as cli
 from reconciler.engine import preflight
 from reconciler.model import problems, repo
-from tests.helpers import extension, load, write_repo
+from tests.helpers import extension, instance_type, load, write_repo
 
 HTTP = """
 enableInference: true
@@ -66,18 +66,6 @@ def cpu_nodes(count: int) -> list[dict[str, Any]]:
 
 
 GPU_NODE = node("gpu-0", gpus=1, labels={"accelerator": "nvidia"})
-
-
-def instance_type(name: str, selector: str = "", gpus: int = 0) -> str:
-    limits = f"{{cpu: '1', memory: 1Gi{f', nvidia.com/gpu: {gpus}' if gpus else ''}}}"
-    return f"""
-        apiVersion: amlarc.azureml.com/v1alpha1
-        kind: InstanceType
-        metadata: {{name: {name}}}
-        spec:
-          nodeSelector: {{{selector}}}
-          resources: {{limits: {limits}}}
-        """
 
 
 def repo_of(tmp_path: Path, config: str, **more: str) -> repo.Repo:
@@ -387,18 +375,6 @@ resources: {instance_type: sized, instance_count: 2}
 """
 
 
-def sized(cpu: str, memory: str = "1Gi", selector: str = "") -> str:
-    return f"""
-        apiVersion: amlarc.azureml.com/v1alpha1
-        kind: InstanceType
-        metadata: {{name: sized}}
-        spec:
-          nodeSelector: {{{selector}}}
-          resources: {{requests: {{cpu: '{cpu}', memory: {memory}}},
-                       limits: {{cpu: '{cpu}', memory: {memory}}}}}
-        """
-
-
 def workload_findings(
     tmp_path: Path,
     nodes: list[dict[str, Any]],
@@ -430,7 +406,10 @@ def bound(name: str, node_name: str, cpu: str, phase: str = "Running", **labels:
 def test_a_deployment_asking_more_cpu_than_any_node_has_is_refused_at_its_line(
     tmp_path: Path,
 ) -> None:
-    files = {"it.yaml": sized("64"), "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=2)}
+    files = {
+        "it.yaml": instance_type("sized", cpu="64"),
+        "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=2),
+    }
     assert workload_findings(tmp_path, cpu_nodes(3), **files) == [
         "error: d.yaml:2: deployment big: needs 2 pods of 64 CPU / 1 GiB; 0 fit on the ready "
         "worker nodes (free after what is requested there: cpu-0 4 CPU / 16 GiB, cpu-1 4 CPU / "
@@ -441,7 +420,10 @@ def test_a_deployment_asking_more_cpu_than_any_node_has_is_refused_at_its_line(
 def test_replicas_count_and_what_is_already_requested_on_the_nodes_is_taken(
     tmp_path: Path,
 ) -> None:
-    files = {"it.yaml": sized("3"), "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=2)}
+    files = {
+        "it.yaml": instance_type("sized", cpu="3"),
+        "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=2),
+    }
     assert workload_findings(tmp_path, cpu_nodes(2), **files) == []
     # Another workload's pod takes 2 of cpu-1's 4 CPU: the second replica no longer fits.
     busy = [bound("other", "cpu-1", "2"), bound("done", "cpu-0", "4", phase="Succeeded")]
@@ -459,7 +441,7 @@ def test_workloads_take_their_share_in_turn_and_a_job_counts_its_instances(
     tmp_path: Path,
 ) -> None:
     files = {
-        "it.yaml": sized("3"),
+        "it.yaml": instance_type("sized", cpu="3"),
         "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=1),
         "j.yaml": JOB,
     }
@@ -474,7 +456,7 @@ def test_a_workload_whose_node_selector_matches_no_node_is_named_at_its_line(
     tmp_path: Path,
 ) -> None:
     files = {
-        "it.yaml": sized("1", selector="pool: gpu-a100"),
+        "it.yaml": instance_type("sized", "pool: gpu-a100"),
         "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=1),
     }
     found = workload_findings(tmp_path, cpu_nodes(3), **files)
