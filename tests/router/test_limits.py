@@ -205,20 +205,20 @@ def test_a_100_mb_header_without_auth_is_refused_in_bounded_memory(
 ) -> None:
     entry = deployment("m", [backends[0].url], auth={"mode": "key", "keys": [KEY]})
     path = write_config(tmp_path / "router.yaml", [entry])
-    with harness.serving(path) as (process, port):
+    with harness.serving(path) as served:
 
         async def scenario() -> tuple[int, bytes, int]:
-            answers, _ = await exchange(port, request(headers=AUTH + CLOSE))
+            answers, _ = await exchange(served.port, request(headers=AUTH + CLOSE))
             assert [a[0] for a in answers] == [200]  # warmed up: every import and buffer made
-            before = _peak_rss(process.pid)
-            head, sent = await _send_endless_header(port, 100 * 1024 * 1024)
+            before = _peak_rss(served.process.pid)
+            head, sent = await _send_endless_header(served.port, 100 * 1024 * 1024)
             # Far past the limit: the router read on (and dropped) while it lingered.
             assert sent >= 10 * 1024 * 1024, sent
             print(f"sent {sent / 2**20:.0f} MiB of header")
-            return before, head, _peak_rss(process.pid)
+            return before, head, _peak_rss(served.process.pid)
 
         before, head, after = run(scenario())
         print(f"router peak RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")
         assert head.startswith(b"HTTP/1.1 431"), head
         assert after - before < 16 * 1024 * 1024, (before, after)
-        assert process.poll() is None
+        assert served.process.poll() is None
