@@ -41,7 +41,7 @@ import prometheus_client
 
 from reconciler import kube, leaderelection
 from reconciler.render import workloadobjects
-from reconciler.router import autoscaler, discovery
+from reconciler.router import autoscaler, discovery, metrics
 
 log = logging.getLogger(__name__)
 
@@ -221,20 +221,20 @@ DecisionHook = Callable[[autoscaler.Decision], None]
 
 def metrics_hook(registry: prometheus_client.CollectorRegistry) -> DecisionHook:
     """An `on_decision` hook that keeps the router's autoscaler gauges on `registry`, labelled
-    by deployment: router_utilization (a ratio), router_desired_replicas and
-    router_current_replicas. Only the coordinating instance decides, so only it exports them."""
+    by deployment: `metrics.UTILIZATION` (a ratio), `metrics.DESIRED_REPLICAS` and
+    `metrics.CURRENT_REPLICAS`. Only the coordinating instance decides, so only it exports them."""
     labels = ["deployment"]
     utilization = prometheus_client.Gauge(
-        "router_utilization",
+        metrics.UTILIZATION,
         "(busy replicas + queued requests) / current replicas, as the autoscaler last saw it.",
         labels,
         registry=registry,
     )
     desired = prometheus_client.Gauge(
-        "router_desired_replicas", "Replicas the autoscaler wants.", labels, registry=registry
+        metrics.DESIRED_REPLICAS, "Replicas the autoscaler wants.", labels, registry=registry
     )
     current = prometheus_client.Gauge(
-        "router_current_replicas", "Replicas the Deployment has.", labels, registry=registry
+        metrics.CURRENT_REPLICAS, "Replicas the Deployment has.", labels, registry=registry
     )
 
     def record(decision: autoscaler.Decision) -> None:

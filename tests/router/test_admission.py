@@ -133,7 +133,7 @@ def test_an_overloaded_router_sheds_scoring_fast_with_retry_after_and_recovers(
             stop = True
             await hogging
             assert 503 in codes and 200 in codes
-            assert 'router_requests_total{code="503",deployment="m"}' in exposition
+            assert 'mlext_router_requests_total{code="503",deployment="m"}' in exposition
             # Caught up: the share falls back to nothing, and every request is served again.
             await until(lambda: router.admission.shed_fraction == 0.0, "shedding nothing")
             for _ in range(20):

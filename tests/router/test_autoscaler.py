@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler import kube
-from reconciler.router import autoscaler, coordinator
+from reconciler.router import autoscaler, coordinator, metrics
 from tests import helpers
 
 
@@ -568,6 +568,6 @@ def test_decisions_become_gauges() -> None:
     def value(name: str) -> float | None:
         return registry.get_sample_value(name, {"deployment": "blue"})
 
-    assert value("router_utilization") == 1.75
-    assert value("router_desired_replicas") == 5
-    assert value("router_current_replicas") == 2
+    assert value(metrics.UTILIZATION) == 1.75
+    assert value(metrics.DESIRED_REPLICAS) == 5
+    assert value(metrics.CURRENT_REPLICAS) == 2
