@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prometheus_client import parser
@@ -89,7 +89,7 @@ class Sample:
             "time": self.at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z"),
             "interval_seconds": round(self.interval_seconds, 3),
             "routers": {"read": self.routers_read, "answered": self.routers_answered},
-            "deployments": [vars(row) for row in self.rows],
+            "deployments": [asdict(row) for row in self.rows],
         }
 
 
@@ -188,7 +188,7 @@ def sample(
     for name in names:
         up: set[str] = set()
         for page in after.values():
-            up.update(url for url, is_up in page.backends.get(name, {}).items() if is_up)
+            up.update(backend for backend, is_up in page.backends.get(name, {}).items() if is_up)
         total = requests[name]
         rows.append(
             Row(
@@ -209,8 +209,8 @@ def sample(
 
 
 def _coordinator(pages: Iterable[Page], figure: str, name: str) -> float | None:
-    """A coordinator's gauge: the one instance that exports it (the first, should a former
-    coordinator still show its last figure)."""
+    """A coordinator's gauge, from the one instance that exports it (`coordinator.Gauges`:
+    the one leading)."""
     for page in pages:
         figures: dict[str, float] = getattr(page, figure)
         if name in figures:

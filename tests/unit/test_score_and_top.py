@@ -98,14 +98,27 @@ def test_router_top_finds_the_ready_router_pods_admin_ports() -> None:
     assert routertop.admin_urls(pods) == ["http://10.245.16.8:8081", "http://10.245.16.9:8081"]
 
 
-def router_page(
-    pool: balancer.Pool, answers: list[tuple[int, float]], decision: autoscaler.Decision | None
-) -> str:
+class OneReplica:
+    """A Deployment of blue with one replica, as the scale subresource shows it."""
+
+    def current(self, namespace: str, name: str) -> int:
+        return 1
+
+    def scale(self, namespace: str, name: str, replicas: int, expected: int) -> bool:
+        return True
+
+
+def router_page(pool: balancer.Pool, answers: list[tuple[int, float]], leads: bool) -> str:
     """A router instance's /metrics as `router.metrics` writes it: `answers` (code, seconds)
-    to blue, and a coordinator's last decision if it is one."""
+    to blue; if it `leads`, with its coordinator's gauges after one decision on a load of 1.75."""
     page = metrics.Metrics(lambda: {"blue": pool})
-    if decision is not None:
-        coordinator.metrics_hook(page.registry)(decision)
+    if leads:
+        scaling = coordinator.Coordinator(
+            OneReplica(), lambda: {"blue": autoscaler.Sample(1.75, 0, 1)}
+        )
+        scaling.configure([coordinator.Target("blue", "models", autoscaler.Settings(1, 5))])
+        scaling.tick()
+        page.registry.register(coordinator.Gauges(scaling))
     for code, seconds in answers:
         page.request_done("blue", code, seconds, seconds)
     return page.exposition().decode()
@@ -118,13 +131,12 @@ def test_router_top_counts_a_pod_once_and_adds_what_each_router_answered() -> No
         pool.set_backends(["http://10.0.0.7:5001"])
         pool.backends[0].up = up
         pools.append(pool)
-    decision = autoscaler.Decision("blue", 1, 2, 1.75, "above target")
-    before = {f"r{i}": readings.read(router_page(pools[i], [], None)) for i in range(3)}
+    before = {f"r{i}": readings.read(router_page(pools[i], [], False)) for i in range(3)}
     fast, slow = [(200, 0.004)] * 90, [(500, 0.7)] * 10
     after = {
-        "r0": readings.read(router_page(pools[0], fast, decision)),  # the coordinator
-        "r1": readings.read(router_page(pools[1], slow, None)),
-        "r2": readings.read(router_page(pools[2], [], None)),
+        "r0": readings.read(router_page(pools[0], fast, True)),  # the coordinator
+        "r1": readings.read(router_page(pools[1], slow, False)),
+        "r2": readings.read(router_page(pools[2], [], False)),
     }
     at = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     found = readings.sample(before, after, 2.0, at, 3)
@@ -132,8 +144,9 @@ def test_router_top_counts_a_pod_once_and_adds_what_each_router_answered() -> No
     assert blue.backends_up == 1  # not 2 (or 3): the same pod behind every router
     assert blue.requests_per_second == 50.0  # 100 answers over two routers, in 2 s
     assert blue.error_ratio == 0.1
-    # The utilization and replicas are the autoscaler's own decision, as it exported them.
-    assert (blue.utilization_ratio, blue.replicas, blue.desired_replicas) == (1.75, 1, 2)
+    # The utilization and replicas are the autoscaler's own decision, as it exported them:
+    # 1.75 busy on 1 replica wants ceil(1.75 / 0.7) = 3.
+    assert (blue.utilization_ratio, blue.replicas, blue.desired_replicas) == (1.75, 1, 3)
     # Quantiles of the buckets added over routers: r0's p99 alone would be 5 ms, r1's p50 0.7 s.
     assert blue.latency_p50_seconds is not None and 0.0025 < blue.latency_p50_seconds <= 0.005
     assert blue.latency_p99_seconds is not None and 0.5 < blue.latency_p99_seconds <= 1.0
@@ -146,14 +159,14 @@ def test_router_top_counts_a_pod_once_and_adds_what_each_router_answered() -> No
         "DEPLOYMENT", "REPLICAS", "DESIRED", "BACKENDS", "UTIL", "QUEUE", "IN-FLIGHT", "RPS",
         "ERR", "P50", "P99",
     ]  # fmt: skip
-    assert lines[2].split()[:9] == ["blue", "1", "2", "1", "175%", "0", "0", "50.0", "10.0%"]
+    assert lines[2].split()[:9] == ["blue", "1", "3", "1", "175%", "0", "0", "50.0", "10.0%"]
 
 
 def test_router_top_reads_a_restarted_router_as_a_reset_and_a_missing_one_as_absent() -> None:
     pool = balancer.Pool()
     pool.set_backends(["http://10.0.0.7:5001"])
-    busy = readings.read(router_page(pool, [(200, 0.01)] * 40, None))
-    restarted = readings.read(router_page(pool, [(200, 0.01)] * 4, None))
+    busy = readings.read(router_page(pool, [(200, 0.01)] * 40, False))
+    restarted = readings.read(router_page(pool, [(200, 0.01)] * 4, False))
     at = datetime.datetime.now(datetime.UTC)
     [row] = readings.sample({"r0": busy}, {"r0": restarted, "r1": busy}, 1.0, at, 3).rows
     assert row.requests_per_second == 4.0  # r1 has no earlier read: not a rise of 40
