@@ -79,7 +79,7 @@ def loop_options(command: F) -> F:
         click.option(
             "--notifications",
             "notifications_file",
-            type=click.Path(dir_okay=False, exists=True),
+            type=click.Path(dir_okay=False),
             help="YAML file of notification providers (Slack, Teams, generic webhook, GitHub "
             "commit status) and the events each gets; see docs/notifications.md.",
         ),
