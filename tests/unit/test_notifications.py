@@ -469,3 +469,10 @@ def test_the_controller_reports_to_on_tick_and_survives_its_errors() -> None:
     )
     loop._report(report())
     assert seen == [report()]
+
+
+def test_the_documented_file_is_valid() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "notifications.md").read_text()
+    (example,) = [block for block in page.split("```yaml\n")[1:] if "providers:" in block]
+    config = notifyconfig.parse("docs/notifications.md", example.split("```")[0])
+    assert [p.type for p in config.providers] == ["slack", "msteams", "generic-hmac", "github"]
