@@ -5,16 +5,12 @@ commit-status API)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import http.server
 import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +24,13 @@ from reconciler.gitops import (
     notifydispatch,
     runtime,
 )
+from tests.helpers import (
+    Received,
+    http_server,
+    verified_generic,
+    verified_slack,
+    verified_teams,
+)
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -38,79 +41,12 @@ TOKEN = "ghp_token_s3cret"
 # --- the receivers -------------------------------------------------------------------------
 
 
-class Receiver:
-    """A real HTTP server on loopback that keeps what it received; `fail` answers 503 first."""
-
-    def __init__(self, fail: int = 0) -> None:
-        self.received: list[tuple[str, dict[str, str], bytes]] = []
-        self.fail = fail
-        self.arrived = threading.Condition()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with outer.arrived:
-                    if outer.fail:
-                        outer.fail -= 1
-                        self.send_response(503)
-                        self.end_headers()
-                        return
-                    outer.received.append((self.path, dict(self.headers), body))
-                    outer.arrived.notify_all()
-                self.send_response(201 if "/statuses/" in self.path else 200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def wait(self, count: int, timeout: float = 10.0) -> list[tuple[str, dict[str, str], bytes]]:
-        with self.arrived:
-            self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
-        return list(self.received)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-def verify_generic(headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """What a generic-hmac receiver does: the signature first, then the JSON."""
-    expected = "sha256=" + hmac.new(HMAC_KEY.encode(), body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["X-Signature"], expected)
-    loaded: dict[str, Any] = json.loads(body)
-    return loaded
-
-
-def verify_slack(body: bytes) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads(body)
-    assert isinstance(payload["text"], str) and payload["text"]
-    (attachment,) = payload["attachments"]
-    assert attachment["color"] in ("good", "danger")
-    assert {f["title"] for f in attachment["fields"]} == {"revision", "source"}
-    return payload
-
-
-def verify_teams(body: bytes) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads(body)
-    assert payload["type"] == "message"
-    (attachment,) = payload["attachments"]
-    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
-    card = attachment["content"]
-    assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
-    assert card["body"][0]["type"] == "TextBlock" and card["body"][1]["type"] == "FactSet"
-    return card  # type: ignore[no-any-return]
+def receiver() -> Iterator[tuple[str, Received]]:
+    """One loopback server for every provider (each has its own path under it)."""
+    received = Received()
+    with http_server(received.handler()) as url:
+        yield url, received
 
 
 # --- the config file -----------------------------------------------------------------------
@@ -357,34 +293,35 @@ def test_github_enterprise_api_and_work_tree_revisions() -> None:
 
 
 def test_every_provider_is_received_with_its_shape_signature_and_auth(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: tuple[str, Received]
 ) -> None:
-    config = config_for(tmp_path, receiver.url)
+    url, received_by = receiver
+    config = config_for(tmp_path, url)
     notifier = notifydispatch.Notifier(config, lambda name, key: None)
     notifier(report(SHA, ext(before=OTHER)))  # applied: to all four
     problems = ("repo/blue.yaml:26: scale_settings.max_instances: must be a whole number",)
     notifier(report(OTHER, ext(record.FAILED, reason="ValidationFailed"), problems=problems))
     notifier(report(OTHER, ext(record.FAILED, reason="ValidationFailed"), problems=problems))
     notifier.close()
-    received = receiver.wait(8)
+    received = received_by.wait(8)
     assert len(received) == 8, [r[0] for r in received]  # the repeated refusal went once
     by_path: dict[str, list[tuple[dict[str, str], bytes]]] = {}
     for path, headers, body in received:
         by_path.setdefault(path.split("/")[1], []).append((headers, body))
 
-    generic = [verify_generic(h, b) for h, b in by_path["hook"]]
+    generic = [verified_generic(HMAC_KEY, h, b) for h, b in by_path["hook"]]
     assert [(g["kind"], g["revision"], g["state"]) for g in generic] == [
         ("applied", SHA, "Succeeded"),
         ("refused", OTHER, "Failed"),
     ]
     assert generic[1]["details"] == list(problems)
 
-    slack = [verify_slack(b) for _, b in by_path["slack"]]
+    slack = [verified_slack(b) for _, b in by_path["slack"]]
     assert "applied" in slack[0]["text"] and "refused" in slack[1]["text"]
     assert problems[0] in slack[1]["attachments"][0]["text"]
     assert slack[1]["attachments"][0]["color"] == "danger"
 
-    teams = [verify_teams(b) for _, b in by_path["teams"]]
+    teams = [verified_teams(b) for _, b in by_path["teams"]]
     assert any(problems[0] == block.get("text") for block in teams[1]["body"])
 
     statuses = [(p, h, json.loads(b)) for p, h, b in received if "/statuses/" in p]
@@ -403,18 +340,17 @@ def test_every_provider_is_received_with_its_shape_signature_and_auth(
 def test_a_failing_provider_is_retried_then_logged_without_its_secrets(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    flaky = Receiver(fail=1)
-    dead = Receiver()
-    dead_url = dead.url
-    dead.close()  # nothing listens there any more: every attempt is refused
-    try:
+    flaky = Received(fail=1)
+    with http_server(Received().handler()) as dead_url:
+        pass  # nothing listens there any more: every attempt is refused
+    with http_server(flaky.handler()) as flaky_url:
         path = write(
             tmp_path,
             "providers:\n"
             "  - {name: flaky, type: slack, addressFile: flaky-url}\n"
             "  - {name: dead, type: msteams, addressFile: dead-url}\n",
             **{
-                "flaky-url": f"{flaky.url}/slack/s3cret-a",
+                "flaky-url": f"{flaky_url}/slack/s3cret-a",
                 "dead-url": f"{dead_url}/teams/s3cret-b",
             },
         )
@@ -427,12 +363,10 @@ def test_a_failing_provider_is_retried_then_logged_without_its_secrets(
             assert time.monotonic() - started < 0.5  # the tick's thread never waits on a send
             notifier.close()
         assert len(flaky.wait(1)) == 1  # the 503 was retried
-        logged = caplog.text
-        assert "notified flaky (slack)" in logged
-        assert "notification Applied of ext-a to dead (msteams) failed" in logged
-        assert "s3cret" not in logged
-    finally:
-        flaky.close()
+    logged = caplog.text
+    assert "notified flaky (slack)" in logged
+    assert "notification Applied of ext-a to dead (msteams) failed" in logged
+    assert "s3cret" not in logged
 
 
 def test_a_full_queue_drops_instead_of_blocking_the_tick(
