@@ -33,6 +33,8 @@ MAX_LINE = 300
 BURST = 10
 REFILL = 1.0
 INFO, ERROR = "info", "error"
+# The outcomes of an extension whose revision could not be carried out (not merely unhealthy).
+APPLY_FAILURES = frozenset({"ApplyFailed", "PruneFailed"})
 
 
 @dataclass(frozen=True)
@@ -72,75 +74,63 @@ class Events:
         self._health: dict[str, str] = {}
 
     def of(self, report: controller.TickReport) -> list[Event]:
-        return list(self._of(report))
-
-    def _of(self, report: controller.TickReport) -> Iterator[Event]:
-        short = report.revision[:12]
-
-        def event(
-            kind: str,
-            reason: str,
-            ext: controller.ExtensionReport,
-            summary: str,
-            details: tuple[str, ...] = (),
-        ) -> Event:
-            return Event(
-                kind,
-                reason,
-                ext.name,
-                report.revision,
-                report.origin,
-                ext.state,
-                summary,
-                capped(details),
-            )
-
         if report.problems:
-            count = len(report.problems)
-            summary = (
-                f"revision {short} refused: {count} problem{'s' * (count != 1)}, nothing applied"
+            return list(_refused(report))
+        return [e for ext in report.extensions for e in self._carried_out(report, ext)]
+
+    def _carried_out(
+        self, report: controller.TickReport, ext: controller.ExtensionReport
+    ) -> Iterator[Event]:
+        short = report.revision[:12]
+        before = self._health.get(ext.name)
+        self._health[ext.name] = ext.state
+        if ext.applied_before != report.revision and not report.report_only:
+            failed = ext.reason in APPLY_FAILURES
+            words = "could not be applied" if failed else f"applied ({ext.state})"
+            summary = f"{ext.name}: revision {short} {words}"
+            reason = "ApplyFailed" if failed else "Applied"
+            yield _event(report, ext, "applied", reason, summary, ext.reasons)
+            return  # the applied event says its state: no health event beside it
+        if ext.drifted:
+            verb, reason = (
+                ("found", "DriftFound") if report.report_only else ("reverted", "DriftReverted")
             )
-            # An invalid repo that declares no extension still says so, once.
-            for ext in report.extensions or (
-                controller.ExtensionReport("", record.FAILED, "ValidationFailed"),
-            ):
-                yield event(
-                    "refused",
-                    "Refused",
-                    ext,
-                    f"{ext.name}: {summary}" if ext.name else summary,
-                    report.problems,
-                )
+            objects = f"{ext.drifted} object{'s' * (ext.drifted != 1)}"
+            summary = f"{ext.name}: drift {verb}: {objects} differed from revision {short}"
+            yield _event(report, ext, "drift", reason, summary)
+        if before is None or before == ext.state:
             return
-        for ext in report.extensions:
-            before = self._health.get(ext.name)
-            self._health[ext.name] = ext.state
-            if ext.applied_before != report.revision and not report.report_only:
-                failed = ext.state == record.FAILED and ext.reason != "HealthCheckFailed"
-                reason = "ApplyFailed" if failed else "Applied"
-                words = "could not be applied" if failed else f"applied ({ext.state})"
-                yield event(
-                    "applied", reason, ext, f"{ext.name}: revision {short} {words}", ext.reasons
-                )
-                continue
-            if ext.drifted:
-                found = "found" if report.report_only else "reverted"
-                yield event(
-                    "drift",
-                    "DriftFound" if report.report_only else "DriftReverted",
-                    ext,
-                    f"{ext.name}: drift {found}: {ext.drifted} object{'s' * (ext.drifted != 1)} "
-                    f"differed from revision {short}",
-                )
-            if before is None or before == ext.state:
-                continue
-            if ext.state == record.SUCCEEDED:
-                yield event(
-                    "health", "HealthRegained", ext, f"{ext.name}: healthy at revision {short}"
-                )
-            elif before == record.SUCCEEDED or ext.state == record.FAILED:
-                summary = f"{ext.name}: not healthy ({ext.state}) at revision {short}"
-                yield event("health", "HealthLost", ext, summary, ext.reasons)
+        if ext.state == record.SUCCEEDED:
+            summary = f"{ext.name}: healthy at revision {short}"
+            yield _event(report, ext, "health", "HealthRegained", summary)
+        elif before == record.SUCCEEDED or ext.state == record.FAILED:
+            summary = f"{ext.name}: not healthy ({ext.state}) at revision {short}"
+            yield _event(report, ext, "health", "HealthLost", summary, ext.reasons)
+
+
+def _refused(report: controller.TickReport) -> Iterator[Event]:
+    """An invalid revision's event for each extension its problems were recorded in (or one
+    naming none, when the repo declares no extension and none was recorded)."""
+    count = len(report.problems)
+    summary = f"revision {report.revision[:12]} refused: {count} problem{'s' * (count != 1)}, "
+    summary += "nothing applied"
+    nameless = controller.ExtensionReport("", record.FAILED, "ValidationFailed")
+    for ext in report.extensions or (nameless,):
+        named = f"{ext.name}: {summary}" if ext.name else summary
+        yield _event(report, ext, "refused", "Refused", named, report.problems)
+
+
+def _event(
+    report: controller.TickReport,
+    ext: controller.ExtensionReport,
+    kind: str,
+    reason: str,
+    summary: str,
+    details: tuple[str, ...] = (),
+) -> Event:
+    return Event(
+        kind, reason, ext.name, report.revision, report.origin, ext.state, summary, capped(details)
+    )
 
 
 class Gate:

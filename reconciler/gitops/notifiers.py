@@ -151,7 +151,10 @@ def _github(
     if len(description) > MAX_DESCRIPTION:
         description = description[: MAX_DESCRIPTION - 3] + "..."
     context = f"{CONTEXT_PREFIX}/{event.extension}" if event.extension else CONTEXT_PREFIX
-    body = json.dumps({"state": state, "context": context, "description": description}).encode()
+    status = {"state": state, "context": context, "description": description}
+    if provider.target_url:
+        status["target_url"] = provider.target_url
+    body = json.dumps(status).encode()
     url = f"{github_api(provider, host)}/repos/{owner}/{repo}/statuses/{event.revision}"
     headers = {
         "Accept": "application/vnd.github+json",

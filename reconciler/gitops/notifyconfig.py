@@ -62,6 +62,7 @@ class Provider:
     token_file: Path | None = None
     secret_ref: str = ""  # a Secret's name, keys `address` and `token`
     api_url: str = ""  # github: the API's base URL ("" derived from the address)
+    target_url: str = ""  # github: the link of each status ("" none)
     events: frozenset[str] = frozenset(EVENT_KINDS)
     extensions: frozenset[str] | None = None  # None: every extension
 
@@ -152,6 +153,7 @@ def _provider(entry: dict[str, object], folder: Path) -> Provider:
         token_file=file("tokenFile"),
         secret_ref=str((entry.get("secretRef") or {}).get("name") or ""),  # type: ignore[attr-defined]
         api_url=str(entry.get("apiURL") or "").rstrip("/"),
+        target_url=str(entry.get("targetURL") or ""),
         events=frozenset(events) if isinstance(events, list) else frozenset(EVENT_KINDS),
         extensions=frozenset(extensions) if isinstance(extensions, list) else None,
     )
@@ -169,8 +171,9 @@ def _rules(entry: dict[str, object]) -> list[tuple[str, str]]:
     if kind in NEEDS_TOKEN and "tokenFile" not in entry and "secretRef" not in entry:
         what = "the HMAC key" if kind == "generic-hmac" else "the API token"
         found.append(("tokenFile", f"{kind} needs {what}: tokenFile, or a secretRef with `token`"))
-    if kind != "github" and "apiURL" in entry:
-        found.append(("apiURL", "only a github provider has an API URL"))
+    for key in ("apiURL", "targetURL"):
+        if kind != "github" and key in entry:
+            found.append((key, "only a github provider has it"))
     if kind == "github" and "address" in entry and repository(str(entry["address"])) is None:
         found.append(("address", "must be the repository's URL: https://HOST/OWNER/REPO"))
     if kind in ("slack", "msteams") and "address" in entry:

@@ -81,6 +81,7 @@ providers:
     type: github
     address: https://github.com/org/manifests
     apiURL: {receiver_url}/api
+    targetURL: https://grafana.example.com/d/reconciler
     tokenFile: github-token
     extensions: [ext-a]
 """,
@@ -191,6 +192,11 @@ def test_a_new_revision_is_applied_once_and_an_in_sync_tick_says_nothing() -> No
     assert (applied.kind, applied.reason, applied.state) == ("applied", "Applied", "Succeeded")
     assert applied.summary == f"ext-a: revision {SHA[:12]} applied (Succeeded)"
     assert events.of(report(SHA, ext())) == []
+    refusal = ("apps/v1/Deployment/ns/x: forbidden",)
+    failed = ext(record.FAILED, before=OTHER, reason="ApplyFailed", reasons=refusal)
+    (not_applied,) = notifications.Events().of(report(SHA, failed))
+    assert (not_applied.reason, not_applied.details) == ("ApplyFailed", refusal)
+    assert not_applied.summary.endswith("could not be applied")
 
 
 def test_a_refused_revision_lists_its_problems_one_line_each_capped() -> None:
@@ -333,6 +339,7 @@ def test_every_provider_is_received_with_its_shape_signature_and_auth(
         assert headers["Authorization"] == f"Bearer {TOKEN}"
         assert headers["Accept"] == "application/vnd.github+json"
         assert body["context"] == "reconciler/ext-a"
+        assert body["target_url"] == "https://grafana.example.com/d/reconciler"
         assert len(body["description"]) <= notifiers.MAX_DESCRIPTION
     assert [b["state"] for _, _, b in statuses] == ["success", "failure"]
 
