@@ -4,7 +4,7 @@ Sits under `notifications` and `notifydispatch`, beside the loop's other setting
 the file's text into a `Config` of `Provider`s, or every problem at once as
 `FILE:LINE: field.path: message` (the file is YAML with the lines kept, checked against
 `schemas/Notifications.json`, then the rules a schema cannot say: which provider needs a token,
-a repository URL for github, unique names). Pure: nothing is read but the text given.
+a repository URL for github, unique names). `parse` is pure; `load` reads the file first.
 
 Secrets stay out of the file's text and out of every log line: a provider names where its
 address and token are (`addressFile`, `tokenFile`, or a Secret's `address` / `token` keys through
