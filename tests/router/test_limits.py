@@ -1,11 +1,12 @@
 """Hostile request heads on real sockets: URL and header limits, junk after a request.
 
-The router's limits are nginx's (`large_client_header_buffers 4 8k`): a URL over 8 KiB is
-answered 414, a header line over 8 KiB or a head over 32 KiB (or more than 100 headers,
-Envoy's count) 431, all while the head is parsed and before any auth, and the connection is
-closed. Bytes that are not a request after a valid one in the same packet get a 400 after the
-valid request's answer. The memory test runs `reconciler router serve` as its own process and
-reads its peak RSS from /proc.
+The router's limits are nginx's (`large_client_header_buffers 4 8k`): a URL over 8 KiB is answered
+414, a header line over 8 KiB or a head over 32 KiB (or more than 100 headers, Envoy's count) 431,
+all while the head is parsed and before any auth, and the connection is closed. Bytes that are not
+a request after a valid one in the same packet get a 400 after the valid request's answer. A head
+still not complete after the header timeout (nginx's `client_header_timeout`) is answered 408,
+however steadily its bytes trickle in. The memory test runs `reconciler router serve` as its own
+process and reads its peak RSS from /proc.
 """
 
 from __future__ import annotations
@@ -162,6 +163,36 @@ def test_junk_after_a_valid_request_is_answered_400_after_the_valid_answer(
             assert [a[0] for a in answers] == [200, 400]
             assert closed
             assert backend_count(backends[0]) == before + 5
+
+    run(scenario())
+
+
+def test_a_head_trickled_past_the_header_timeout_is_answered_408_and_closed(
+    config: Path, backends: list[harness.BackendProcess]
+) -> None:
+    async def scenario() -> None:
+        async with running(config) as (router, _):
+            for server in router.lifecycle._servers:
+                server.header_timeout = 0.5
+            before = backend_count(backends[0])
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            answer = asyncio.ensure_future(read_response(reader))
+            writer.write(SCORE + AUTH)
+            # A header byte every 0.1 s: never idle, never complete. Only a clock stops it.
+            for _ in range(30):
+                if answer.done():
+                    break
+                writer.write(b"X")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            status, _, body = await answer
+            assert (status, body) == (408, b"request header timeout")
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after it
+            writer.close()
+            # A whole request on a new connection is served as before.
+            answers, _ = await exchange(router.port, request(headers=AUTH + CLOSE))
+            assert [a[0] for a in answers] == [200]
+            assert backend_count(backends[0]) == before + 1
 
     run(scenario())
 
