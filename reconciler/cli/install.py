@@ -113,6 +113,14 @@ def _dns_labels(max_length: int) -> _Callback:
         "it once that is done."
     ),
 )
+@click.option(
+    "--notifications-secret",
+    default="",
+    help=(
+        "Secret in --namespace whose notifications.yaml key is the controller's "
+        "--notifications file (its other keys: the files its providers read); mounted."
+    ),
+)
 @common.output_option(
     "yaml",
     "json",
@@ -129,6 +137,7 @@ def install(
     decryption_secret: str,
     extension_names: tuple[str, ...],
     adopt: bool,
+    notifications_secret: str,
     output_format: str,
 ) -> None:
     """Print the manifests that run `reconciler controller` in the cluster, following the
@@ -150,6 +159,7 @@ def install(
         interval=interval,
         extensions=extension_names,
         adopt=adopt,
+        notifications_secret=notifications_secret,
     )
     objs = installation.manifests(options)
     text = objects.to_json(objs) if output_format == "json" else objects.to_yaml(objs)

@@ -77,6 +77,13 @@ def loop_options(command: F) -> F:
             help="A Secret in the controller's namespace whose *.agekey keys hold the age "
             "identities for SOPS-encrypted files (as Flux's decryption secretRef).",
         ),
+        click.option(
+            "--notifications",
+            "notifications_file",
+            type=click.Path(dir_okay=False),
+            help="YAML file of notification providers (Slack, Teams, generic webhook, GitHub "
+            "commit status) and the events each gets; see docs/notifications.md.",
+        ),
         click.option("--metrics-addr", help="Serve /metrics, e.g. :8080."),
         click.option("--health-addr", help="Serve /healthz and /readyz, e.g. :8081."),
         click.option("--leader-elect", is_flag=True, help="Reconcile only while holding a Lease."),
@@ -148,6 +155,7 @@ def _settings(
     watch: bool,
     webhook_addr: str | None,
     webhook_secret_file: str | None,
+    notifications_file: str | None,
     metrics_addr: str | None,
     health_addr: str | None,
     leader_elect: bool,
@@ -202,6 +210,7 @@ def _settings(
             webhook=webhook_addr,
             webhook_secret_file=webhook_secret_file,
         ),
+        notifications=runtime.notifications(notifications_file) if notifications_file else None,
         once=once,
     )
 

@@ -122,35 +122,44 @@ def endpoint_regen_key(
 def deployment_status(
     output_format: str, repo_path: str, kubeconfig: str | None, context: str | None
 ) -> None:
-    """Replicas, readiness and who scales each model deployment; exit 1 if an HPA targets one."""
+    """Replicas, ready pods of all its pods, who scales each model deployment and, when one is
+    not ready, why (its pod's cause: unschedulable, image pull, crash loop); exit 1 if an HPA
+    targets one."""
     declared = _load_valid(repo_path)
     cluster = connection.connect(kubeconfig, context)
     states = []
     autoscalers: dict[str, list[Any]] = {}
+    pods: dict[str, list[Any]] = {}
     for name, target in sorted(declared.deployments.items()):
         namespace = _namespace_of(declared, target)
         if namespace not in autoscalers:
             autoscalers[namespace] = kube.list_objects(
                 cluster, "autoscaling/v2", "HorizontalPodAutoscaler", namespace
             )
+            pods[namespace] = kube.list_objects(cluster, "v1", "Pod", namespace)
         ref = {"apiVersion": "apps/v1", "kind": "Deployment",
                "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
+        live = kube.get(cluster, ref)
         states.append(
-            workloadstatus.deployment_state(name, kube.get(cluster, ref), autoscalers[namespace])
+            workloadstatus.deployment_state(name, live, autoscalers[namespace], pods[namespace])
         )
     if output_format != "table":
         rows = [
-            {"name": s.name, "replicas": s.replicas, "ready": s.ready,
-             "scaledBy": list(s.scaled_by), "problem": s.problem}
+            {"name": s.name, "replicas": s.replicas, "ready": s.ready, "pods": s.pods,
+             "updated": s.updated, "scaledBy": list(s.scaled_by), "problem": s.problem,
+             "cause": s.cause and s.cause.as_json()}
             for s in states
         ]  # fmt: skip
         common.print_data(rows, output_format)
     else:
-        click.echo(f"{'NAME':20} {'REPLICAS':>8} {'READY':>5}  SCALED BY")
+        header = f"{'NAME':20} {'REPLICAS':>8} {'READY':>5} {'UPDATED':>7}  {'SCALED BY':16}"
+        click.echo(f"{header} CAUSE")
         for state in states:
             replicas = "-" if state.replicas is None else str(state.replicas)
             scaled_by = ",".join(state.scaled_by) or "-"
-            click.echo(f"{state.name:20} {replicas:>8} {state.ready:>5}  {scaled_by}")
+            cause = state.cause.text() if state.cause else "-"
+            click.echo(f"{state.name:20} {replicas:>8} {state.ready_text:>5} "
+                       f"{state.updated:>7}  {scaled_by:16} {cause}")  # fmt: skip
         for state in states:
             if state.problem:
                 click.echo(f"error: {state.problem}", err=True)
@@ -170,7 +179,8 @@ def job_status(
 ) -> None:
     """The state of each job: absent, pending, unschedulable, running, succeeded, failed,
     not-run (nothing ran its command: its pod is on a kwok node, or the volcano it waits for
-    is) or unverified (the Job says it succeeded, with no pod left to show an exit 0)."""
+    is) or unverified (the Job says it succeeded, with no pod left to show an exit 0); the
+    detail names its pod's cause (the scheduler's reason, an image pull error, an exit code)."""
     declared = _load_valid(repo_path)
     cluster = connection.connect(kubeconfig, context)
     nodes: dict[str, objects.Object | None] = {}
@@ -179,12 +189,16 @@ def job_status(
         for name, target in sorted(declared.jobs.items())
     ]
     if output_format != "table":
-        rows = [{"name": s.name, "state": s.state, "detail": s.detail} for s in states]
+        rows = [
+            {"name": s.name, "state": s.state, "detail": s.detail,
+             "cause": s.cause and s.cause.as_json()}
+            for s in states
+        ]  # fmt: skip
         common.print_data(rows, output_format)
         return
     click.echo(f"{'NAME':24} {'STATE':13} DETAIL")
     for state in states:
-        click.echo(f"{state.name:24} {state.state:13} {state.detail}")
+        click.echo(f"{state.name:24} {state.state:13} {state.message()}")
 
 
 def _job_ref(declared: repo.Repo, name: str, target: Any) -> objects.Object:
@@ -270,7 +284,7 @@ def job_logs(
 
         def no_pod() -> tuple[str, bool]:
             state = _job_state(cluster, declared, name, target, {})
-            detail = f" ({state.detail})" if state.detail else ""
+            detail = f" ({state.message()})" if state.message() else ""
             if state.state not in ("pending", "running"):
                 return f"job {name} has no pod: it is {state.state}{detail}", False
             events = kube.list_objects(cluster, "v1", "Event", namespace)
