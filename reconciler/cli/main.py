@@ -2,11 +2,13 @@
 
 This module is the click group; each command group lives in a module of its own beside it
 (`offline`: validate/render, `reconcile`: plan/apply/status, `diff`, `extension`, `workload`,
-`preflight`, `sync`, `install`, `router` (with `simulate` and `routertop`), `score`, `cluster`),
-imported only when one of its commands runs (`lazygroup`). Each command is thin: it parses
-options, calls the pipeline (load -> validate -> render -> plan -> apply) and prints. Exit codes
-follow one convention everywhere: 0 ok, 1 invalid input / changes found, 2 usage error. Nothing
-outside `reconciler.cli` imports it.
+`preflight`, `sync`, `install`, `router` (with `simulate` and `routertop`), `score`, `cluster`,
+`completion`), imported only when one of its commands runs (`lazygroup`). Each command is thin:
+it parses options, calls the pipeline (load -> validate -> render -> plan -> apply) and prints.
+Exit codes follow one convention everywhere: 0 ok, 1 invalid input / changes found, 2 usage
+error (the table in docs/commands.md). One grammar too: `-o/--output` names a format and nothing
+else, a name is the argument NAME and a folder the argument PATH (tests/unit/test_cli_grammar.py
+walks every command to keep it so). Nothing outside `reconciler.cli` imports it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ COMMANDS = {
     "install": "reconciler.cli.install.install",
     "router": "reconciler.cli.router.router",
     "score": "reconciler.cli.score.score",
+    "completion": "reconciler.cli.completion.completion",
 }
 
 

@@ -6,7 +6,6 @@ printing problems as `FILE:LINE: field: message` and objects with Secret values 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from reconciler.model import problems
 @common.output_option(
     "text",
     "json",
-    help="json prints the problems as a JSON list for tooling.",
+    "yaml",
+    help="json / yaml: the problems as a list, for tooling.",
 )
 @decryptkeys.option
 @common.one_shot
@@ -33,8 +33,8 @@ def validate(path: str, output_format: str, decryption_key: str | None) -> None:
     Exit 0 when valid (warnings allowed), 1 with every problem, 2 on a usage error.
     """
     head = revision.Revision(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
-    if output_format == "json":
-        click.echo(json.dumps([p.as_json() for p in head.loaded.problems], indent=2))
+    if output_format != "text":
+        common.print_data([p.as_json() for p in head.loaded.problems], output_format)
     else:
         for problem in head.loaded.problems:
             click.echo(str(problem))

@@ -26,13 +26,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def loop_options(command: F) -> F:
-    """The options `sync` and `controller` share (applied bottom-up, so listed in reverse)."""
+    """PATH (the manifests folder in the repo, default its root) and the options `sync` and
+    `controller` share (applied bottom-up, so listed in reverse)."""
     options = [
+        click.argument("folder", metavar="[PATH]", default=""),
         click.option("--repo", required=True, help="Git URL (https, ssh, file) or local path."),
         click.option("--branch", help="Follow this branch (default: the remote's HEAD)."),
         click.option("--tag", help="Follow this tag."),
         click.option("--revision", help="Pin this commit SHA."),
-        click.option("--path", "folder", default="", help="The manifests folder in the repo."),
         click.option("--interval", default="60s", show_default=True, help="Time between ticks."),
         click.option(
             "--fetch-timeout", default="60s", show_default=True, help="Limit on one git fetch."
@@ -76,6 +77,13 @@ def loop_options(command: F) -> F:
             "--decryption-secret",
             help="A Secret in the controller's namespace whose *.agekey keys hold the age "
             "identities for SOPS-encrypted files (as Flux's decryption secretRef).",
+        ),
+        click.option(
+            "--notifications",
+            "notifications_file",
+            type=click.Path(dir_okay=False),
+            help="YAML file of notification providers (Slack, Teams, generic webhook, GitHub "
+            "commit status) and the events each gets; see docs/notifications.md.",
         ),
         click.option("--metrics-addr", help="Serve /metrics, e.g. :8080."),
         click.option("--health-addr", help="Serve /healthz and /readyz, e.g. :8081."),
@@ -124,7 +132,8 @@ def loop_options(command: F) -> F:
 @loop_options
 @common.kube_options
 def sync(**options: Any) -> None:
-    """Keep the cluster on a git repo: fetch --repo every --interval (with jitter), and on a
+    """Keep the cluster on the manifests folder PATH of a git repo (default: its root): fetch
+    --repo every --interval (with jitter), and on a
     webhook push or a file save; apply each new valid revision, revert drift, prune what left
     the repo. An invalid revision changes nothing (the last good one stays applied) and its
     problems go to `reconciler status`. Runs until SIGINT / SIGTERM."""
@@ -155,6 +164,7 @@ def _settings(
     watch: bool,
     webhook_addr: str | None,
     webhook_secret_file: str | None,
+    notifications_file: str | None,
     metrics_addr: str | None,
     health_addr: str | None,
     leader_elect: bool,
@@ -209,6 +219,7 @@ def _settings(
             webhook=webhook_addr,
             webhook_secret_file=webhook_secret_file,
         ),
+        notifications=runtime.notifications(notifications_file) if notifications_file else None,
         once=once,
     )
 

@@ -207,10 +207,22 @@ def assess(
     cluster: kube.Cluster, keys: Iterable[objects.Key], reads: livecache.Reads | None = None
 ) -> tuple[health.Provisioning, dict[objects.Key, objects.Object | None]]:
     """The provisioning state of an extension's objects now. Jobs do not count: a training
-    run is not the extension rolling out (`reconciler job status` follows them)."""
+    run is not the extension rolling out (`reconciler job status` follows them). A workload
+    that is not healthy is assessed with its namespace's pods, which say why."""
     counted = sorted(k for k in keys if k.kind != "Job")
     live = observe.live_objects(cluster, counted, reads)
-    return health.provisioning_state((k, health.of(live[k])) for k in counted), live
+    healths = {k: health.of(live[k]) for k in counted}
+    unhealthy = [
+        k
+        for k, found in healths.items()
+        if found.state is not health.State.HEALTHY
+        and k.kind in health.POD_KINDS
+        and live[k] is not None
+    ]
+    if unhealthy:
+        pods = observe.pods_in(cluster, {k.namespace for k in unhealthy})
+        healths.update({k: health.of(live[k], pods) for k in unhealthy})
+    return health.provisioning_state(healths.items()), live
 
 
 def outcome_of(state: health.Provisioning) -> record.Outcome:

@@ -6,8 +6,8 @@ controller's RBAC is computed from what the extension can actually render, never
 a template that starts rendering a new kind widens the grant, one that stops narrows it. The
 objects themselves come from `templates/install/controller.yaml.j2`: Namespace, ServiceAccount,
 the ExtensionStatus CRD (`record.crd()`), a ClusterRole and Role with their bindings, the
-Deployment (2 replicas, leader election) and its metrics Service. The git credentials are only
-referenced (a Secret volume, optional): no Secret data is ever printed.
+Deployment (2 replicas, leader election) and its metrics Service. The git credentials and the
+notifications file are only referenced (Secret volumes): no Secret data is ever printed.
 
 Pure: no cluster, no files; the built-in repo lives in memory.
 """
@@ -36,6 +36,8 @@ REPLICAS = 2
 METRICS_PORT = 8080
 HEALTH_PORT = 8081
 GIT_CREDENTIALS_DIR = "/etc/git-credentials"
+NOTIFICATIONS_DIR = "/etc/notifications"
+NOTIFICATIONS_FILE = "notifications.yaml"  # the key of the notifications Secret
 CACHE_DIR = "/var/cache/reconciler"
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -54,12 +56,14 @@ Resource = tuple[str, str]  # (API group, resource), "" for the core group
 CRDS: Resource = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 # What the controller needs beyond applying the render: its own record and its status (written
-# through the status subresource), Events about the records. The record's CRD is rendered too.
+# through the status subresource), Events about the records, and the pods of a workload that is
+# not healthy, which say why (`health`). The record's CRD is rendered too.
 CONTROLLER_RESOURCES: dict[Resource, tuple[str, ...]] = {
     (record.API_VERSION.rpartition("/")[0], "extensionstatuses"): APPLY_VERBS,
     (record.API_VERSION.rpartition("/")[0], "extensionstatuses/status"): ("patch",),
     ("", "events"): ("create",),
     ("events.k8s.io", "events"): ("create",),
+    ("", "pods"): ("list",),
 }
 
 
@@ -77,6 +81,9 @@ class Options:
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     decryption_secret: str = ""  # a Secret in `namespace` with the age identities (*.agekey)
     adopt: bool = False  # the controller takes over extensions another source owns
+    # A Secret in `namespace` whose `notifications.yaml` key is the --notifications file (its
+    # other keys: the providers' addressFile / tokenFile, relative to it); "" none.
+    notifications_secret: str = ""
 
 
 def default_image() -> str:
@@ -254,9 +261,9 @@ def namespace_rules(decryption_secret: str = "") -> list[dict[str, Any]]:
 def controller_args(options: Options) -> list[str]:
     return [
         "controller",
+        options.path,
         "--repo", options.repo,
         "--branch", options.branch,
-        "--path", options.path,
         "--interval", options.interval,
         "--leader-elect",
         "--metrics-addr", f":{METRICS_PORT}",
@@ -264,6 +271,11 @@ def controller_args(options: Options) -> list[str]:
         "--git-credentials", GIT_CREDENTIALS_DIR,
         *(["--decryption-secret", options.decryption_secret] if options.decryption_secret else []),
         *(["--adopt"] if options.adopt else []),
+        *(
+            ["--notifications", f"{NOTIFICATIONS_DIR}/{NOTIFICATIONS_FILE}"]
+            if options.notifications_secret
+            else []
+        ),
     ]  # fmt: skip
 
 
@@ -289,6 +301,8 @@ def manifests(options: Options) -> list[objects.Object]:
         "health_port": HEALTH_PORT,
         "git_secret": options.git_secret,
         "git_credentials_dir": GIT_CREDENTIALS_DIR,
+        "notifications_secret": options.notifications_secret,
+        "notifications_dir": NOTIFICATIONS_DIR,
         "cache_dir": CACHE_DIR,
         "cluster_rules": cluster_rules(options.extensions),
         "namespace_rules": namespace_rules(options.decryption_secret),

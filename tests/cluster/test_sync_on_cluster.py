@@ -42,15 +42,16 @@ def free_port() -> int:
 
 
 def commit(root: Path, message: str) -> str:
-    repository = git.Repo.init(root) if not (root / ".git").exists() else git.Repo(root)
-    repository.git.add(A=True)
-    repository.index.commit(message)
-    return str(repository.head.commit.hexsha)
+    # Closed: GitPython keeps `git cat-file` processes per Repo, a ResourceWarning when collected.
+    with git.Repo.init(root) if not (root / ".git").exists() else git.Repo(root) as repository:
+        repository.git.add(A=True)
+        repository.index.commit(message)
+        return str(repository.head.commit.hexsha)
 
 
 def git_repo(tmp_path: Path, name: str, namespace: str) -> tuple[Path, str]:
     root = example_repo(tmp_path, name, namespace, jobs=False)
-    git.Repo.init(root, initial_branch="main")
+    git.Repo.init(root, initial_branch="main").close()
     return root, commit(root, "first")
 
 
