@@ -405,7 +405,7 @@ def test_the_controller_reports_to_on_tick_and_survives_its_errors() -> None:
         None,  # type: ignore[arg-type]
         lambda: None,  # type: ignore[arg-type,return-value]
         controller.Settings(),
-        loopmetrics.ControllerMetrics(),
+        loopmetrics.ControllerMetrics("0.0.0", None),
         on_tick=on_tick,
     )
     loop._report(report())
