@@ -56,13 +56,7 @@ def _dns_labels(max_length: int) -> _Callback:
 @click.option(
     "--branch", default=installation.DEFAULT_BRANCH, show_default=True, help="Branch to follow."
 )
-@click.option(
-    "--path",
-    "repo_path",
-    default=installation.DEFAULT_PATH,
-    show_default=True,
-    help="The folder inside the repo that holds the manifests.",
-)
+@click.argument("repo_path", metavar="[PATH]", default=installation.DEFAULT_PATH)
 @click.option(
     "--interval",
     default=installation.DEFAULT_INTERVAL,
@@ -133,6 +127,14 @@ def _dns_labels(max_length: int) -> _Callback:
         "installed into the release's namespace (so no --namespace)."
     ),
 )
+@click.option(
+    "--notifications-secret",
+    default="",
+    help=(
+        "Secret in --namespace whose notifications.yaml key is the controller's "
+        "--notifications file (its other keys: the files its providers read); mounted."
+    ),
+)
 @common.output_option(
     "yaml",
     "json",
@@ -149,10 +151,12 @@ def install(
     decryption_secret: str,
     extension_names: tuple[str, ...],
     adopt: bool,
+    notifications_secret: str,
     chart_dir: Path | None,
     output_format: str,
 ) -> None:
-    """Print the manifests that run `reconciler controller` in the cluster.
+    """Print the manifests that run `reconciler controller` in the cluster, following the
+    manifests folder PATH of the repo (default: its root).
 
     Namespace, ServiceAccount, the ExtensionStatus CRD, least-privilege RBAC computed from
     what the extension renders, a Deployment of 2 replicas with leader election, probes and
@@ -175,6 +179,7 @@ def install(
         interval=interval,
         extensions=extension_names,
         adopt=adopt,
+        notifications_secret=notifications_secret,
     )
     if chart_dir is not None:
         for name, text in chart.files(options).items():

@@ -7,7 +7,6 @@ the JSON Schemas editors use, written out (`model.editorschemas`).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from reconciler.model import editorschemas, problems
 @common.output_option(
     "text",
     "json",
-    help="json prints the problems as a JSON list for tooling.",
+    "yaml",
+    help="json / yaml: the problems as a list, for tooling.",
 )
 @decryptkeys.option
 @common.one_shot
@@ -34,8 +34,8 @@ def validate(path: str, output_format: str, decryption_key: str | None) -> None:
     Exit 0 when valid (warnings allowed), 1 with every problem, 2 on a usage error.
     """
     head = revision.Revision(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
-    if output_format == "json":
-        click.echo(json.dumps([p.as_json() for p in head.loaded.problems], indent=2))
+    if output_format != "text":
+        common.print_data([p.as_json() for p in head.loaded.problems], output_format)
     else:
         for problem in head.loaded.problems:
             click.echo(str(problem))
@@ -110,9 +110,9 @@ def _verdict(path: str, head: revision.Revision) -> str:
 
 
 @click.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="PATH", type=click.Path(file_okay=False, path_type=Path))
 def schemas(directory: Path) -> None:
-    """Write the manifests' JSON Schemas for editors into DIRECTORY, one per kind and shape
+    """Write the manifests' JSON Schemas for editors into the folder PATH, one per kind and shape
     (draft-07, self-contained, the Extension's settings enumerated); `schemas/editor/` in the
     repo is this command's output. Prints each file written.
     """

@@ -51,6 +51,12 @@ VALUES: dict[str, tuple[str, str]] = {
         "The extensions the repo declares: the controller may create and bind only their roles.",
     ),
     "adopt": ("adopt", "Take over the repo's extensions another source owns (`apply --adopt`)."),
+    "notifications_secret": (
+        "notificationsSecret",
+        f"Secret in the release's namespace whose {install.NOTIFICATIONS_FILE} key is the "
+        f"controller's notifications file (docs/notifications.md), mounted at "
+        f"{install.NOTIFICATIONS_DIR}; empty: no notifications.",
+    ),
 }
 _REQUIRED = {"repo": "set repo: the git URL of the manifests repo"}
 
@@ -69,7 +75,7 @@ def _json(expression: str) -> str:
 
 def _args() -> str:
     """The controller's args as a Helm flow list: `install.controller_args` in Helm's words."""
-    text = json.dumps(list(install.FIXED_ARGS))[:-1]
+    text = f'["controller", {_json(_value("path"))}, ' + json.dumps(list(install.FIXED_FLAGS))[1:-1]
     for flag, field in install.OPTION_FLAGS:
         kind = {f.name: f.type for f in dataclasses.fields(install.Options)}[field]
         if kind == "bool":
@@ -78,6 +84,8 @@ def _args() -> str:
             text += f', "{flag}", {_json(_value(field))}'
         else:
             text += f'{{{{ if {_value(field)} }}}}, "{flag}", {_json(_value(field))}{{{{ end }}}}'
+    notifications = json.dumps(list(install.NOTIFICATIONS_ARGS))[1:-1]
+    text += f"{{{{ if {_value('notifications_secret')} }}}}, {notifications}{{{{ end }}}}"
     return text + "]"
 
 
@@ -136,6 +144,10 @@ def controller_template() -> str:
         "args": _args(),
         "cluster_rules": _cluster_rules(),
         "namespace_rules": _namespace_rules(),
+        "notifications_secret": _json(_value("notifications_secret")),
+        "with_notifications": True,
+        "notifications_begin": f"{{{{- if {_value('notifications_secret')} }}}}",
+        "notifications_end": "{{- end }}",
     }
     text = templating.render_text(
         "install/controller.yaml.j2", {**install.template_constants(), **encoded}

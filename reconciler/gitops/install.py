@@ -6,8 +6,8 @@ controller's RBAC is computed from what the extension can actually render, never
 a template that starts rendering a new kind widens the grant, one that stops narrows it. The
 objects themselves come from `templates/install/controller.yaml.j2`: Namespace, ServiceAccount,
 the ExtensionStatus CRD (`record.crd()`), a ClusterRole and Role with their bindings, the
-Deployment (2 replicas, leader election) and its metrics Service. The git credentials are only
-referenced (a Secret volume, optional): no Secret data is ever printed.
+Deployment (2 replicas, leader election) and its metrics Service. The git credentials and the
+notifications file are only referenced (Secret volumes): no Secret data is ever printed.
 
 Pure: no cluster, no files; the built-in repo lives in memory.
 """
@@ -37,6 +37,8 @@ REPLICAS = 2
 METRICS_PORT = 8080
 HEALTH_PORT = 8081
 GIT_CREDENTIALS_DIR = "/etc/git-credentials"
+NOTIFICATIONS_DIR = "/etc/notifications"
+NOTIFICATIONS_FILE = "notifications.yaml"  # the key of the notifications Secret
 CACHE_DIR = "/var/cache/reconciler"
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -55,12 +57,14 @@ Resource = tuple[str, str]  # (API group, resource), "" for the core group
 CRDS: Resource = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 # What the controller needs beyond applying the render: its own record and its status (written
-# through the status subresource), Events about the records. The record's CRD is rendered too.
+# through the status subresource), Events about the records, and the pods of a workload that is
+# not healthy, which say why (`health`). The record's CRD is rendered too.
 CONTROLLER_RESOURCES: dict[Resource, tuple[str, ...]] = {
     (record.API_VERSION.rpartition("/")[0], "extensionstatuses"): APPLY_VERBS,
     (record.API_VERSION.rpartition("/")[0], "extensionstatuses/status"): ("patch",),
     ("", "events"): ("create",),
     ("events.k8s.io", "events"): ("create",),
+    ("", "pods"): ("list",),
 }
 
 
@@ -78,6 +82,9 @@ class Options:
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     decryption_secret: str = ""  # a Secret in `namespace` with the age identities (*.agekey)
     adopt: bool = False  # the controller takes over extensions another source owns
+    # A Secret in `namespace` whose `notifications.yaml` key is the --notifications file (its
+    # other keys: the providers' addressFile / tokenFile, relative to it); "" none.
+    notifications_secret: str = ""
 
 
 def default_image() -> str:
@@ -252,34 +259,40 @@ def namespace_rules(decryption_secret: str = "") -> list[dict[str, Any]]:
 # --- the objects -------------------------------------------------------------------------
 
 
-# The controller's flags that come from the options, as (flag, Options field): a string field's
-# value follows its flag and an empty one leaves the flag out; a bool is the flag alone, when
-# true. The chart (`chart`) writes the same flags from this table as Helm expressions.
+# The controller's flags that come from the options, as (flag, Options field), after its PATH
+# argument and FIXED_FLAGS: a string field's value follows its flag and an empty one leaves the
+# flag out; a bool is the flag alone, when true. The chart (`chart`) writes the same args from
+# these tables as Helm expressions.
 OPTION_FLAGS: tuple[tuple[str, str], ...] = (
     ("--repo", "repo"),
     ("--branch", "branch"),
-    ("--path", "path"),
     ("--interval", "interval"),
     ("--decryption-secret", "decryption_secret"),
     ("--adopt", "adopt"),
 )
-FIXED_ARGS: tuple[str, ...] = (
-    "controller",
+FIXED_FLAGS: tuple[str, ...] = (
     "--leader-elect",
     "--metrics-addr", f":{METRICS_PORT}",
     "--health-addr", f":{HEALTH_PORT}",
     "--git-credentials", GIT_CREDENTIALS_DIR,
 )  # fmt: skip
+# With a notifications Secret: the file it is mounted as.
+NOTIFICATIONS_ARGS: tuple[str, ...] = (
+    "--notifications",
+    f"{NOTIFICATIONS_DIR}/{NOTIFICATIONS_FILE}",
+)
 
 
 def controller_args(options: Options) -> list[str]:
-    args = list(FIXED_ARGS)
+    args = ["controller", options.path, *FIXED_FLAGS]
     for flag, field_name in OPTION_FLAGS:
         value = getattr(options, field_name)
         if value is True:
             args.append(flag)
         elif value:
             args += [flag, value]
+    if options.notifications_secret:
+        args += NOTIFICATIONS_ARGS
     return args
 
 
@@ -301,6 +314,7 @@ def template_constants() -> dict[str, Any]:
         "metrics_port": METRICS_PORT,
         "health_port": HEALTH_PORT,
         "git_credentials_dir": GIT_CREDENTIALS_DIR,
+        "notifications_dir": NOTIFICATIONS_DIR,
         "cache_dir": CACHE_DIR,
     }
 
@@ -330,8 +344,17 @@ def manifests(options: Options) -> list[objects.Object]:
         "args": controller_args(options),
         "cluster_rules": cluster_rules(options.extensions),
         "namespace_rules": namespace_rules(options.decryption_secret),
+        "notifications_secret": options.notifications_secret,
     }
-    context = {**template_constants(), **{k: json.dumps(v) for k, v in encoded.items()}}
+    context = {
+        **template_constants(),
+        **{k: json.dumps(v) for k, v in encoded.items()},
+        # The notifications Secret's volume and mount, when there is one (the chart: always,
+        # inside a Helm condition).
+        "with_notifications": bool(options.notifications_secret),
+        "notifications_begin": "",
+        "notifications_end": "",
+    }
     objs = [
         record.crd(),
         namespace_object(options.namespace),

@@ -72,6 +72,7 @@ def test_install_chart_writes_it_with_the_options_as_defaults(tmp_path: Path) ->
             extensions=("ml-b", "ml-a", "ml-b"),
             decryption_secret="sops-age",
             adopt=True,
+            notifications_secret="team-a-notifications",
         ),
     ],
 )
@@ -85,6 +86,7 @@ def test_helm_template_prints_what_install_prints(options: install.Options) -> N
         "interval": options.interval,
         "decryptionSecret": options.decryption_secret,
         "adopt": str(options.adopt).lower(),
+        "notificationsSecret": options.notifications_secret,
         "extensions": "{" + ",".join(options.extensions) + "}",
     }
     args = [f"{k}={v}" for k, v in sets.items()]
