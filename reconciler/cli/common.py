@@ -1,5 +1,6 @@
-"""Options and helpers the commands share: --kubeconfig/--context/--request-timeout, -o,
-durations, colour (`colour_wanted`), and when the cyclic garbage collector is paused
+"""Options and helpers the commands share: --kubeconfig/--context/--request-timeout, `-o/--output`
+and the JSON / YAML it prints (`output_option`, `print_data`), "did you mean" on a name lookup
+(`lookup`), durations, colour (`colour_wanted`), and when the cyclic garbage collector is paused
 (`collector_paused`: a one-shot command over a whole repo, `one_shot`, and the import of a
 command's module, `lazygroup`).
 
@@ -15,13 +16,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import click
+
+from reconciler.model import problems
 
 F = TypeVar("F", bound=Callable[..., Any])
 REQUEST_TIMEOUT = "5s"  # the first contact's bound: kubectl fails about as fast
@@ -103,7 +107,8 @@ def request_timeout() -> float:
 
 
 def output_option(*choices: str, help: str | None = None) -> Callable[[F], F]:
-    """`-o/--output` (into `output_format`), kubectl's spelling; the first choice is the default."""
+    """`-o/--output` (into `output_format`), kubectl's spelling, the one output flag of every
+    command (`-o` always names a format, never a file); the first choice is the default."""
     return click.option(
         "--output",
         "-o",
@@ -113,6 +118,29 @@ def output_option(*choices: str, help: str | None = None) -> Callable[[F], F]:
         show_default=True,
         help=help,
     )
+
+
+def print_data(data: Any, output_format: str) -> None:
+    """`data` (lists, mappings, strings, numbers) as `-o json` (indented) or `-o yaml` print it.
+    YAML keeps the order the command built the keys in, as the JSON does."""
+    if output_format == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    import yaml  # only a command asked for YAML pays for the import
+
+    click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), nl=False)
+
+
+V = TypeVar("V")
+
+
+def lookup(found: Mapping[str, V], name: str, what: str, where: str) -> V:
+    """`found[name]`, or a usage error (exit 2) naming the nearest name, as `validate` does:
+    `no deployment named 'bleu' in manifests/ (did you mean blue?)`."""
+    if name not in found:
+        hint = problems.did_you_mean(name, found)
+        raise click.UsageError(f"no {what} named {name!r} {where}{hint}")
+    return found[name]
 
 
 def parse_duration(text: str) -> float:

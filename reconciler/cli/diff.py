@@ -5,7 +5,7 @@ compare), `printers.revisiondiff` (print) and, for a head left out, `source.Dire
 (the work tree). Needs no cluster, unless `--cluster` asks to compare the head with the live
 cluster instead of a base revision: then the plan comes from `clusterdiff`
 (`reconcile.plan_each`, the server-side dry run `reconciler plan` uses), imported only then, and
-is printed in the same three formats. Exit codes follow `plan` and `kubectl diff`: 0 no changes,
+is printed in the same formats. Exit codes follow `plan` and `kubectl diff`: 0 no changes,
 1 changes, 2 error (an invalid head, a bad revision, PATH outside git, an object the server
 would reject).
 """
@@ -33,13 +33,12 @@ from reconciler.printers import revisiondiff as printed
     help="Compare the head with the live cluster (server-side dry run) instead of --base.",
 )
 @common.kube_options
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "markdown", "json"]),
-    default="text",
-    show_default=True,
-    help="markdown: a PR comment (capped to 65,536 characters); json: for tooling.",
+@common.output_option(
+    "text",
+    "markdown",
+    "json",
+    "yaml",
+    help="markdown: a PR comment (capped to 65,536 characters); json / yaml: for tooling.",
 )
 @decryptkeys.option
 @common.one_shot
@@ -89,8 +88,8 @@ def diff(
     except gitsnapshot.GitSnapshotError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    if output_format == "json":
-        click.echo(printed.as_json(result), nl=False)
+    if output_format in ("json", "yaml"):
+        common.print_data(printed.as_data(result), output_format)
     elif output_format == "markdown":
         click.echo(printed.markdown(result), nl=False)
     else:

@@ -1,13 +1,13 @@
 """`reconciler extension ...`: the cloud CLI's lifecycle verbs for the Extensions of a repo.
 
-`create`, `update` and `delete` take the options people know from `az k8s-extension`
-(`--name`, `--config key=value`, `--config-protected key=value`, `--cluster-type`,
-`--release-namespace`) and edit the manifests repo instead of calling a cloud API. Each verb is
-the same four steps: find the Extension document by name (in any file, among several documents),
-edit its text with the pure `extensionedit`, then hand the changed file to `repochange`, which
-loads and validates the repo as it would be after the edit and only then writes the one file
-atomically and commits it, alone, when the repo is in a git work tree. An edit that would add a
-problem to the repo is not written at all.
+`create`, `update` and `delete` take the options people know from `az k8s-extension` (`--config
+key=value`, `--config-protected key=value`, `--cluster-type`, `--release-namespace`; the name is
+the argument NAME and the repo PATH, as in every command) and edit the manifests repo instead of
+calling a cloud API. Each verb is the same four steps: find the Extension document by name (in
+any file, among several documents), edit its text with the pure `extensionedit`, then hand the
+changed file to `repochange`, which loads and validates the repo as it would be after the edit
+and only then writes the one file atomically and commits it, alone, when the repo is in a git
+work tree. An edit that would add a problem to the repo is not written at all.
 
 This module holds the commands; `repochange` is the one place that writes manifests and makes
 commits. Protected values are never printed: every message that could hold one is redacted.
@@ -20,9 +20,8 @@ invalid (nothing written), 2 a usage error on the command line.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -59,22 +58,21 @@ def _assignments(protected: bool) -> Callable[..., list[extensionedit.Assignment
 
 
 def _repo_options(command: F) -> F:
-    """--name, --path and --commit/--no-commit, shared by every verb."""
+    """NAME, PATH (the manifests repo, default: the current folder) and --commit/--no-commit,
+    shared by every verb that edits the repo."""
     command = click.option(
         "--commit/--no-commit",
         default=True,
         show_default=True,
         help="Commit the changed file (alone) when PATH is in a git work tree.",
     )(command)
-    command = click.option(
-        "--path",
+    command = click.argument(
         "repo_path",
+        metavar="[PATH]",
         default=".",
-        show_default=True,
         type=click.Path(exists=True, file_okay=False, dir_okay=True),
-        help="The manifests repo.",
     )(command)
-    return click.option("--name", "-n", required=True, help="The extension's name.")(command)
+    return click.argument("name")(command)
 
 
 def _settings_options(command: F) -> F:
@@ -238,25 +236,32 @@ def delete(
 
 @extension.command("list")
 @common.kube_options
-@common.output_option("table", "json")
+@common.output_option("table", "wide", "json", "yaml")
 def list_extensions(kubeconfig: str | None, context: str | None, output_format: str) -> None:
     """Every extension installed on the cluster, with its provisioningState."""
     summaries = _summaries(kubeconfig, context)
-    if output_format == "json":
-        click.echo(json.dumps(summaries, indent=2))
+    if output_format in ("table", "wide"):
+        click.echo(reconcilecli.table(summaries, wide=output_format == "wide"))
     else:
-        click.echo(reconcilecli.table(summaries))
+        common.print_data(summaries, output_format)
 
 
 @extension.command()
-@click.option("--name", required=True, help="The extension's name.")
+@click.argument("name")
 @common.kube_options
-def show(name: str, kubeconfig: str | None, context: str | None) -> None:
-    """Extension NAME on the cluster: name, provisioningState, revisions, reasons (JSON)."""
-    found = [s for s in _summaries(kubeconfig, context) if s["name"] == name]
-    if not found:
-        repochange.fail([f"the cluster has no extension named {name!r}"])
-    click.echo(json.dumps(found[0], indent=2))
+@common.output_option("json", "yaml")
+def show(name: str, kubeconfig: str | None, context: str | None, output_format: str) -> None:
+    """Extension NAME on the cluster: name, provisioningState, revisions, reasons."""
+    summaries = {s["name"]: s for s in _summaries(kubeconfig, context)}
+    if name not in summaries:
+        _no_record(name, summaries)
+    common.print_data(summaries[name], output_format)
+
+
+def _no_record(name: str, known: Iterable[str]) -> None:
+    """Exit 1: the cluster has no record of extension `name` (naming the nearest one)."""
+    hint = problems.did_you_mean(name, known)
+    repochange.fail([f"the cluster has no extension named {name!r}{hint}"])
 
 
 # `suspend` / `resume` write spec.suspend with a field manager of their own, so the
@@ -287,7 +292,8 @@ def _set_suspended(name: str, value: bool, kubeconfig: str | None, context: str 
     cluster = connection.connect(kubeconfig, context)
     try:
         if kube.get(cluster, record.ref(name)) is None:
-            repochange.fail([f"the cluster has no extension named {name!r}"])
+            known = kube.list_objects(cluster, record.API_VERSION, record.KIND, "")
+            _no_record(name, [r["metadata"]["name"] for r in known])
         patch = {"spec": {"suspend": True if value else None}}  # None removes the field
         kube.merge_patch(cluster, record.ref(name), patch, field_manager=SUSPEND_FIELD_MANAGER)
     except kube.KubeError as err:
@@ -343,7 +349,7 @@ def _target_file(name: str, file: str | None) -> str:
     """The snapshot path `create` writes to: --file, or extensions/NAME.yaml."""
     if file is None:
         if not name or "/" in name or "\\" in name or name in (".", ".."):
-            raise click.BadParameter("must be a DNS label (a-z, 0-9, '-')", param_hint="--name")
+            raise click.BadParameter("must be a DNS label (a-z, 0-9, '-')", param_hint="NAME")
         file = f"{DEFAULT_FOLDER}/{name}.yaml"
     path = source.normalize(file)
     if not path or not path.endswith(source.YAML_SUFFIXES):

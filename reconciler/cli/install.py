@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from reconciler import objects
 from reconciler.cli import common
+from reconciler.gitops import chart
 from reconciler.gitops import install as installation
 
 # Namespaces and extension names become object names and parts of role names: DNS-1123 labels
@@ -44,22 +46,17 @@ def _dns_labels(max_length: int) -> _Callback:
 @click.option(
     "--repo",
     "repo_url",
-    required=True,
+    default="",
     help=(
         "The manifests repo the controller follows: a git URL (https, ssh, or git:// as "
-        "`git daemon` serves, e.g. from the host of the local plane)."
+        "`git daemon` serves, e.g. from the host of the local plane). Required, except with "
+        "--chart."
     ),
 )
 @click.option(
     "--branch", default=installation.DEFAULT_BRANCH, show_default=True, help="Branch to follow."
 )
-@click.option(
-    "--path",
-    "repo_path",
-    default=installation.DEFAULT_PATH,
-    show_default=True,
-    help="The folder inside the repo that holds the manifests.",
-)
+@click.argument("repo_path", metavar="[PATH]", default=installation.DEFAULT_PATH)
 @click.option(
     "--interval",
     default=installation.DEFAULT_INTERVAL,
@@ -119,6 +116,25 @@ def _dns_labels(max_length: int) -> _Callback:
         "it once that is done."
     ),
 )
+@click.option(
+    "--chart",
+    "chart_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=(
+        "Write the controller's Helm chart into this folder instead of printing manifests: "
+        "the same objects, the options as its values (these options their defaults), "
+        "installed into the release's namespace (so no --namespace)."
+    ),
+)
+@click.option(
+    "--notifications-secret",
+    default="",
+    help=(
+        "Secret in --namespace whose notifications.yaml key is the controller's "
+        "--notifications file (its other keys: the files its providers read); mounted."
+    ),
+)
 @common.output_option(
     "yaml",
     "json",
@@ -135,15 +151,23 @@ def install(
     decryption_secret: str,
     extension_names: tuple[str, ...],
     adopt: bool,
+    notifications_secret: str,
+    chart_dir: Path | None,
     output_format: str,
 ) -> None:
-    """Print the manifests that run `reconciler controller` in the cluster.
+    """Print the manifests that run `reconciler controller` in the cluster, following the
+    manifests folder PATH of the repo (default: its root).
 
     Namespace, ServiceAccount, the ExtensionStatus CRD, least-privilege RBAC computed from
     what the extension renders, a Deployment of 2 replicas with leader election, probes and
     resources, and a metrics Service. Apply them with
-    `reconciler install --repo URL | kubectl apply --server-side -f -`.
+    `reconciler install --repo URL | kubectl apply --server-side -f -`. With --chart, write the
+    Helm chart that makes the same objects instead (charts/mlext-reconciler is that chart).
     """
+    if chart_dir is not None and namespace != installation.DEFAULT_NAMESPACE:
+        raise click.UsageError("--chart: the chart installs into the release's namespace")
+    if chart_dir is None and not repo_url:
+        raise click.UsageError("Missing option '--repo'.")
     options = installation.Options(
         repo=repo_url,
         namespace=namespace,
@@ -155,7 +179,14 @@ def install(
         interval=interval,
         extensions=extension_names,
         adopt=adopt,
+        notifications_secret=notifications_secret,
     )
+    if chart_dir is not None:
+        for name, text in chart.files(options).items():
+            (chart_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (chart_dir / name).write_text(text, encoding="utf-8")
+            click.echo(chart_dir / name)
+        return
     objs = installation.manifests(options)
     text = objects.to_json(objs) if output_format == "json" else objects.to_yaml(objs)
     click.echo(text, nl=False)

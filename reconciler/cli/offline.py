@@ -1,12 +1,12 @@
-"""`reconciler validate` and `reconciler render`: the repo alone, no cluster.
+"""`reconciler validate`, `reconciler render` and `reconciler schemas`: no cluster.
 
-The two offline commands of the command line (`reconciler.cli`): load + validate, then render,
-printing problems as `FILE:LINE: field: message` and objects with Secret values redacted.
+The offline commands of the command line (`reconciler.cli`): load + validate, then render,
+printing problems as `FILE:LINE: field: message` and objects with Secret values redacted; and
+the JSON Schemas editors use, written out (`model.editorschemas`).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import click
 from reconciler import objects, source
 from reconciler.cli import common, decryptkeys, outdir
 from reconciler.engine import revision
-from reconciler.model import problems
+from reconciler.model import editorschemas, problems
 
 
 @click.command()
@@ -23,7 +23,8 @@ from reconciler.model import problems
 @common.output_option(
     "text",
     "json",
-    help="json prints the problems as a JSON list for tooling.",
+    "yaml",
+    help="json / yaml: the problems as a list, for tooling.",
 )
 @decryptkeys.option
 @common.one_shot
@@ -33,8 +34,8 @@ def validate(path: str, output_format: str, decryption_key: str | None) -> None:
     Exit 0 when valid (warnings allowed), 1 with every problem, 2 on a usage error.
     """
     head = revision.Revision(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
-    if output_format == "json":
-        click.echo(json.dumps([p.as_json() for p in head.loaded.problems], indent=2))
+    if output_format != "text":
+        common.print_data([p.as_json() for p in head.loaded.problems], output_format)
     else:
         for problem in head.loaded.problems:
             click.echo(str(problem))
@@ -106,3 +107,17 @@ def _verdict(path: str, head: revision.Revision) -> str:
     if errors:
         return f"{errors} problem{'s' if errors != 1 else ''}{warned}"
     return f"{path} is valid: {head.loaded.repo.summary()}{warned}"
+
+
+@click.command()
+@click.argument("directory", metavar="PATH", type=click.Path(file_okay=False, path_type=Path))
+def schemas(directory: Path) -> None:
+    """Write the manifests' JSON Schemas for editors into the folder PATH, one per kind and shape
+    (draft-07, self-contained, the Extension's settings enumerated); `schemas/editor/` in the
+    repo is this command's output. Prints each file written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, schema in editorschemas.published().items():
+        path = directory / f"{name}.json"
+        path.write_text(editorschemas.text(schema), encoding="utf-8")
+        click.echo(path)

@@ -1,17 +1,16 @@
 """`reconciler preflight`: the repo's documented prerequisites checked against the live cluster.
 
 A thin command at the edge: it loads and validates the repo (`repo`), lists the cluster's Nodes
-(`kube`, the only network access), hands both to the pure rules in `preflight` and prints the
-findings. Registered on the main group by `cli`.
+and Pods (`kube`, the only network access), hands them to the pure rules in `preflight` and
+prints the findings. Registered on the main group by `cli`.
 
 Exit codes: 0 when there is no error (warnings allowed); 1 with errors, including a cluster
-whose nodes cannot be listed; 2 on a usage error (bad path, kubeconfig or context) or an invalid
-repo, whose problems are printed like `reconciler validate` prints them.
+whose nodes or pods cannot be listed; 2 on a usage error (bad path, kubeconfig or context) or an
+invalid repo, whose problems are printed like `reconciler validate` prints them.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -28,7 +27,8 @@ from reconciler.model import repo
 @common.output_option(
     "text",
     "json",
-    help="json prints the findings as a JSON list (severity, subject, message).",
+    "yaml",
+    help="json / yaml: the findings as a list (severity, subject, message, where).",
 )
 @decryptkeys.option
 def preflight(
@@ -41,7 +41,9 @@ def preflight(
     """Check the prerequisites of the repo at PATH against the live cluster's nodes.
 
     inferenceRouterHA needs 3 ready worker nodes, production (HTTPS inference) 4 CPU and 14 GB,
-    GPU instance types a node with the GPUs, every nodeSelector a node; LoadBalancer is a warning.
+    GPU instance types a node with the GPUs, every nodeSelector a node, every job's and
+    deployment's pods room on the nodes it may use (allocatable less what is requested there);
+    LoadBalancer is a warning.
     Exit 0 without errors (warnings allowed), 1 with errors, 2 on a usage error or invalid repo.
     """
     loaded = repo.load(decryptkeys.snapshot(source.DirectorySnapshot(path), decryption_key))
@@ -51,17 +53,24 @@ def preflight(
         count = len(loaded.errors)
         click.echo(f"{count} problem{'s' if count != 1 else ''}: fix the repo first", err=True)
         sys.exit(2)
+    declared = loaded.repo
+    demands = [
+        rules.demand(workload, extension, declared.instance_types)
+        for workload in [*declared.jobs.values(), *declared.deployments.values()]
+        if (extension := declared.extension_for(workload)) is not None
+    ]
     cluster = connection.connect(kubeconfig, context)
     try:
         nodes = kube.list_objects(cluster, "v1", "Node", "")
+        pods = kube.list_objects(cluster, "v1", "Pod", "") if demands else []
     except kube.KubeError as err:
-        click.echo(f"error: cannot list the cluster's nodes: {err}", err=True)
+        click.echo(f"error: cannot list the cluster's nodes and pods: {err}", err=True)
         sys.exit(1)
     finally:
         cluster.api.close()  # type: ignore[no-untyped-call]  # the client is untyped
-    findings = rules.check(loaded.repo.extensions, loaded.repo.instance_types, nodes)
-    if output_format == "json":
-        click.echo(json.dumps([f.as_json() for f in findings], indent=2))
+    findings = rules.check(declared.extensions, declared.instance_types, nodes, demands, pods)
+    if output_format != "text":
+        common.print_data([f.as_json() for f in findings], output_format)
     else:
         for finding in findings:
             click.echo(str(finding))

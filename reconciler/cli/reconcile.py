@@ -9,7 +9,6 @@ invalid, 2 on a usage or connection error.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -17,9 +16,11 @@ import click
 
 from reconciler import kube, source
 from reconciler.cli import common, connection, decryptkeys, rendercache
-from reconciler.engine import events, owners, reconcile, record, reuse, revision
+from reconciler.engine import events, owners, reconcile, record, reuse, revision, revisiondiff
+from reconciler.model import problems
 from reconciler.printers import events as eventlines
 from reconciler.printers import plans as plantext
+from reconciler.printers import revisiondiff as revisionprinter
 
 _PATH = click.Path(exists=True, file_okay=True, dir_okay=True)
 _ADOPT_HELP = (
@@ -64,6 +65,9 @@ def _failed_repo(head: revision.Revision) -> str:
 @click.option("--allow-mass-prune", is_flag=True, help="Plan deletes beyond the safety limit.")
 @click.option("--adopt", is_flag=True, help=_ADOPT_HELP)
 @decryptkeys.option
+@common.output_option(
+    "text", "json", "yaml", help="json / yaml: the document `diff -o json` prints."
+)
 @common.one_shot
 def plan(
     path: str,
@@ -74,10 +78,11 @@ def plan(
     allow_mass_prune: bool,
     adopt: bool,
     decryption_key: str | None,
+    output_format: str,
 ) -> None:
     """What `apply` would do to the cluster for the repo at PATH: objects to create, update
-    (with a field-level diff), delete, unchanged. Uses the server's dry run, so defaulting and
-    admission count. Changes nothing.
+    (with a field-level diff), delete, unchanged, and each endpoint whose traffic split
+    changes. Uses the server's dry run, so defaulting and admission count. Changes nothing.
 
     Exit 0 when there are no changes, 1 when there are, 2 on an error (invalid repo, an object
     the server would reject, an extension another source owns without --adopt, no cluster).
@@ -97,23 +102,60 @@ def plan(
         except kube.KubeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
+    result = as_revision_diff(context, head, planned)
+    if output_format != "text":
+        common.print_data(revisionprinter.as_data(result), output_format)
+    else:
+        for line in revisionprinter.traffic_lines(result):
+            click.echo(line)
     changed = False
     rejected = False
     for extension_plan in planned:
-        click.echo(f"# extension {extension_plan.name}")
+        text = output_format == "text"
+        if text:
+            click.echo(f"# extension {extension_plan.name}")
         if extension_plan.claim is not None and extension_plan.refused:
             # Not a plan with nothing to do: `apply` would refuse it (exit 2, as an error).
             click.echo(f"error: {extension_plan.claim.message()}", err=True)
             rejected = True
             continue
-        click.echo(plantext.text(extension_plan.plan, show_unchanged), nl=False)
-        for note in plan_notes(extension_plan):
-            click.echo(f"note: {note}")
+        if text:
+            click.echo(plantext.text(extension_plan.plan, show_unchanged), nl=False)
+            for note in plan_notes(extension_plan):
+                click.echo(f"note: {note}")
         for error in extension_plan.errors:
             click.echo(f"error: {error}", err=True)
         changed = changed or extension_plan.plan.has_changes
         rejected = rejected or bool(extension_plan.errors)
     sys.exit(2 if rejected else 1 if changed else 0)
+
+
+def as_revision_diff(
+    context: str | None, head: revision.Revision, planned: list[reconcile.ExtensionPlan]
+) -> revisiondiff.RevisionDiff:
+    """The plans of the repo `head` against the cluster as a revision diff, the live cluster
+    its base: what `plan -o json|yaml` and `diff --cluster` print, with `plan`'s notes and the
+    traffic summary `diff --base` shows, read off the same plans. Objects the API server would
+    reject and extensions another source owns are its problems (exit 2)."""
+    shown = head.snapshot.display("")
+    rejected = tuple(
+        problems.Problem(shown, 0, "", f"the API server would reject {error}")
+        for extension_plan in planned
+        for error in extension_plan.errors
+    ) + tuple(
+        problems.Problem(shown, 0, "", p.claim.message())
+        for p in planned
+        if p.claim is not None and p.refused
+    )
+    extensions = tuple(revisiondiff.ExtensionDiff(p.name, p.plan) for p in planned if not p.refused)
+    return revisiondiff.RevisionDiff(
+        f"cluster {context}" if context else "cluster",
+        head.revision,
+        extensions,
+        rejected,
+        tuple(note for p in planned for note in plan_notes(p)),
+        revisiondiff.traffic(extensions),
+    )
 
 
 def plan_notes(planned: reconcile.ExtensionPlan) -> list[str]:
@@ -239,7 +281,7 @@ def _reject(cluster: kube.Cluster, head: revision.Revision, dry_run: bool) -> No
 
 @click.command()
 @common.kube_options
-@common.output_option("table", "json")
+@common.output_option("table", "wide", "json", "yaml")
 def status(kubeconfig: str | None, context: str | None, output_format: str) -> None:
     """Every extension on the cluster: name, provisioningState, last applied revision, the
     source that owns it, reasons.
@@ -253,19 +295,23 @@ def status(kubeconfig: str | None, context: str | None, output_format: str) -> N
     except kube.KubeError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    if output_format == "json":
+    if output_format in ("json", "yaml"):
         keys = ("name", "provisioningState", "lastAppliedRevision", "owner", "reasons")
-        click.echo(json.dumps([{k: s[k] for k in keys} for s in summaries], indent=2))
+        common.print_data([{k: s[k] for k in keys} for s in summaries], output_format)
     else:
-        click.echo(table(summaries))
+        click.echo(table(summaries, wide=output_format == "wide"))
     sys.exit(1 if any(s["provisioningState"] == record.FAILED for s in summaries) else 0)
 
 
-def table(summaries: list[dict[str, Any]]) -> str:
-    """Aligned columns, reasons indented below their extension."""
+def table(summaries: list[dict[str, Any]], wide: bool = False) -> str:
+    """Aligned columns, reasons indented below their extension; `wide` (`-o wide`, as kubectl
+    has it) adds the last attempted revision, the drifted objects and whether it is
+    suspended."""
     if not summaries:
         return "no extensions on this cluster (apply a repo first)"
-    header = ("NAME", "STATE", "REVISION", "OBJECTS", "OWNER")
+    header: tuple[str, ...] = ("NAME", "STATE", "REVISION", "OBJECTS", "OWNER")
+    if wide:
+        header += ("ATTEMPTED", "DRIFTED", "SUSPENDED")
     rows = [
         (
             s["name"],
@@ -273,6 +319,11 @@ def table(summaries: list[dict[str, Any]]) -> str:
             s["lastAppliedRevision"][:12] or "-",
             str(s["objects"]),
             s["owner"] or "-",
+            *(
+                (s["lastAttemptedRevision"][:12] or "-", str(s["drifted"]), str(s["suspended"]))
+                if wide
+                else ()
+            ),
         )
         for s in summaries
     ]

@@ -11,7 +11,6 @@ when `--in-cluster` says so or, by default, when the process runs in a pod; `--k
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -161,8 +160,7 @@ def _run(main: object) -> None:
 
 
 @router.command()
-@click.option("--deployment", help="The deployment the token is for.")
-@click.option("--endpoint", help="Or the endpoint it is for (its /api/v1/endpoint/ route).")
+@click.argument("name")
 @click.option(
     "--signing-key-file",
     required=True,
@@ -170,22 +168,18 @@ def _run(main: object) -> None:
     help="File holding the signing key (its Secret's signingKey, decoded).",
 )
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime: 3600, 90s, 30m, 1h, 1d.")
-def token(deployment: str | None, endpoint: str | None, signing_key_file: Path, ttl: str) -> None:
-    """Print a token for a token-mode deployment or endpoint as JSON (accessToken, expiryOn,
-    refreshAfter)."""
-    if (deployment is None) == (endpoint is None):
-        raise click.UsageError("give exactly one of --deployment and --endpoint")
-    # The token's audience: a deployment's token does not open an endpoint's route.
-    audience = deployment or endpoint
-    assert audience is not None
+@common.output_option("json", "yaml")
+def token(name: str, signing_key_file: Path, ttl: str, output_format: str) -> None:
+    """Print a token for the token-mode deployment or endpoint NAME (accessToken, expiryOn,
+    refreshAfter). NAME is the token's audience: it opens that name's route only, so a
+    deployment's token does not open an endpoint's route (their names differ)."""
     seconds = parse_duration(ttl)
     if seconds is None or seconds <= 0:
         raise click.BadParameter(f"{ttl!r} is not a positive duration", param_hint="--ttl")
     key = signing_key_file.read_text(encoding="utf-8").strip()
     if not key:
         raise click.BadParameter(f"{signing_key_file} is empty", param_hint="--signing-key-file")
-    issued = tokens.issue(audience, key, seconds)
-    click.echo(json.dumps(issued.as_json(), indent=2))
+    common.print_data(tokens.issue(name, key, seconds).as_json(), output_format)
 
 
 def parse_duration(text: str) -> int | None:

@@ -1,136 +1,105 @@
-"""`reconciler router top`: each deployment's replicas, utilization, queue and rate, live.
+"""`reconciler router top`: each deployment's replicas, utilization, load, latency and errors, live.
 
-Reads the routers' own `/metrics` (Prometheus text, parsed with `prometheus_client`'s parser)
-every `--interval` seconds and prints one row per deployment: replicas (the Deployment's, as
-the scaling coordinator last read them, and the ones it wants), backends up, utilization (the
-autoscaler's last figure), requests queued and in flight, and requests per second (the rise of
-`router_requests_total` between two reads, all codes). With several router instances the
-queue, in-flight and rate are summed; replicas and utilization come from the coordinator, the
-only instance that exports them. The routers are `--url` (repeatable: each router's admin
+Reads every router instance's own `/metrics` every `--interval` seconds and prints a timestamp
+line and one row per deployment; what each figure is, and how several instances' figures are
+merged (backends counted once per pod, rates and latency histograms added), is
+`router.readings`' (pure). This module does the I/O: finding the instances, fetching their
+pages, printing, and the terminal. The routers are `--url` (repeatable: each router's admin
 port, where its /metrics is) or every ready router pod of the cluster (`admin_urls`: a container
 running `reconciler router serve`, its admin port at its pod IP, which the local plane's host
 routes to; the admin port is on no Service a client outside the cluster reaches).
-`--once` reads twice, one interval apart, prints one table and exits. The `router` group
+`--once` reads twice, one interval apart, prints one sample and exits; `-o json|yaml` prints
+the sample as data (`readings.Sample.as_dict`). Ctrl-C ends the live view with exit 0, as
+`watch` does; an interrupted `--once`, which printed nothing, exits 130. The `router` group
 (`cli/router.py`) loads it when `router top` runs.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import sys
 import time
 import urllib.request
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import click
-from prometheus_client import parser
+import yaml
 
 from reconciler import kube, objects
 from reconciler.cli import common, connection
 from reconciler.render import workloadobjects
+from reconciler.router import readings
 
-Samples = dict[tuple[str, str, str], float]  # (metric, deployment, extra label) -> value
-
-
-@dataclass(frozen=True)
-class Row:
-    deployment: str
-    replicas: int | None
-    desired: int | None
-    backends: int
-    utilization: float | None
-    queued: int
-    in_flight: int
-    rps: float
+COLUMNS = (
+    ("DEPLOYMENT", "<16"), ("REPLICAS", ">8"), ("DESIRED", ">7"), ("BACKENDS", ">8"),
+    ("UTIL", ">6"), ("QUEUE", ">5"), ("IN-FLIGHT", ">9"), ("RPS", ">8"), ("ERR", ">6"),
+    ("P50", ">8"), ("P99", ">8"),
+)  # fmt: skip
 
 
-def parse(text: str) -> Samples:
-    """The samples top shows from one router's metrics page."""
-    found: Samples = {}
-    for family in parser.text_string_to_metric_families(text):
-        for sample in family.samples:
-            deployment = sample.labels.get("deployment")
-            if deployment is None:
-                continue
-            extra = sample.labels.get("state") or sample.labels.get("code") or ""
-            key = (sample.name, deployment, extra)
-            found[key] = found.get(key, 0.0) + float(sample.value)
-    return found
-
-
-def merge(pages: Iterable[Samples]) -> Samples:
-    """Several routers' samples as one: values summed."""
-    total: Samples = defaultdict(float)
-    for page in pages:
-        for key, value in page.items():
-            total[key] += value
-    return dict(total)
-
-
-def rows(before: Samples, after: Samples, seconds: float) -> list[Row]:
-    """One row per deployment seen in `after`; the rate over `seconds` since `before`."""
-    by: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
-    for (metric, deployment, extra), value in after.items():
-        by[deployment][(metric, extra)] = value
-    requests_before: dict[str, float] = defaultdict(float)
-    for (metric, deployment, _extra), value in before.items():
-        if metric == "router_requests_total":
-            requests_before[deployment] += value
-    found = []
-    for deployment, values in sorted(by.items()):
-        requests = sum(v for (m, _), v in values.items() if m == "router_requests_total")
-        rate = max(requests - requests_before[deployment], 0.0) / seconds if seconds > 0 else 0.0
-
-        gauge = _reader(values)
-        replicas = gauge("router_current_replicas")
-        desired = gauge("router_desired_replicas")
-        found.append(
-            Row(
-                deployment=deployment,
-                replicas=None if replicas is None else int(replicas),
-                desired=None if desired is None else int(desired),
-                backends=int(gauge("router_backends", "up") or 0),
-                utilization=gauge("router_utilization"),
-                queued=int(gauge("router_queue_depth") or 0),
-                in_flight=int(gauge("router_in_flight") or 0),
-                rps=rate,
-            )
-        )
-    return found
-
-
-def _reader(values: Mapping[tuple[str, str], float]) -> Callable[..., float | None]:
-    def gauge(metric: str, extra: str = "") -> float | None:
-        return values.get((metric, extra))
-
-    return gauge
-
-
-def table(found: list[Row]) -> str:
-    head = f"{'DEPLOYMENT':<16} {'REPLICAS':>8} {'DESIRED':>7} {'BACKENDS':>8} {'UTIL':>6} "
-    head += f"{'QUEUE':>5} {'IN-FLIGHT':>9} {'RPS':>8}"
-    lines = [head]
-    for row in found:
-        replicas = "-" if row.replicas is None else str(row.replicas)
-        desired = "-" if row.desired is None else str(row.desired)
-        util = "-" if row.utilization is None else f"{row.utilization * 100:.0f}%"
+def table(found: readings.Sample) -> str:
+    """The timestamp line, then one row per deployment (`-`: not known, e.g. no request in
+    the interval, or a deployment the autoscaler does not scale)."""
+    when = found.at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    lines = [
+        f"{when}  every {found.interval_seconds:.1f}s  "
+        f"routers {found.routers_answered}/{found.routers_read}",
+        _line(title for title, _ in COLUMNS),
+    ]
+    for row in found.rows:
         lines.append(
-            f"{row.deployment:<16} {replicas:>8} {desired:>7} {row.backends:>8} {util:>6} "
-            f"{row.queued:>5} {row.in_flight:>9} {row.rps:>8.1f}"
+            _line(
+                (
+                    row.deployment,
+                    _or_dash(row.replicas),
+                    _or_dash(row.desired_replicas),
+                    str(row.backends_up),
+                    _percent(row.utilization_ratio, 0),
+                    str(row.queued_requests),
+                    str(row.in_flight_requests),
+                    f"{row.requests_per_second:.1f}",
+                    _percent(row.error_ratio, 1),
+                    _duration(row.latency_p50_seconds),
+                    _duration(row.latency_p99_seconds),
+                )
+            )
         )
     return "\n".join(lines)
 
 
-def _scrape(urls: list[str]) -> Samples:
-    pages = []
+def _line(cells: Iterable[str]) -> str:
+    return " ".join(f"{cell:{spec}}" for cell, (_, spec) in zip(cells, COLUMNS, strict=True))
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _percent(ratio: float | None, decimals: int) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.{decimals}f}%"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f}ms"
+    if seconds < 10:
+        return f"{seconds * 1000:.0f}ms"
+    return f"{seconds:.0f}s"
+
+
+def _read(urls: list[str]) -> dict[str, readings.Page]:
+    """Each instance's page by URL; one that does not answer is left out, with a warning."""
+    pages = {}
     for url in urls:
         try:
             with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=2.0) as response:
-                pages.append(parse(response.read().decode()))
+                pages[url] = readings.read(response.read().decode())
         except OSError as err:
             click.echo(f"warning: {url}: {err}", err=True)
-    return merge(pages)
+    return pages
 
 
 def admin_urls(pods: Iterable[objects.Object]) -> list[str]:
@@ -169,17 +138,38 @@ def admin_urls(pods: Iterable[objects.Object]) -> list[str]:
     "--url", "urls", multiple=True, help="A router's admin URL, where its /metrics is (repeatable)."
 )
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
-@click.option("--once", is_flag=True, help="Print one table (two reads an interval apart).")
+@click.option("--once", is_flag=True, help="Print one sample (two reads an interval apart).")
+@common.output_option("table", "json", "yaml")
 @common.kube_options
 def top(
     urls: tuple[str, ...],
     interval: float,
     once: bool,
+    output_format: str,
     kubeconfig: str | None,
     context: str | None,
 ) -> None:
-    """Each deployment's replicas, utilization, queue and requests/s from the routers."""
-    targets = list(urls)
+    """Each deployment's replicas, utilization, load, requests/s, errors and latency from the
+    routers."""
+    try:
+        _top(list(urls), interval, once, output_format, kubeconfig, context)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a live view ends: exit 0 like `watch`, without click's "Aborted!".
+        # `--once` stopped before its one sample did not do its job: 130, as for SIGINT.
+        if once:
+            sys.exit(130)
+        if output_format == "table" and sys.stdout.isatty():
+            click.echo()
+
+
+def _top(
+    targets: list[str],
+    interval: float,
+    once: bool,
+    output_format: str,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
     if not targets:
         cluster = connection.connect(kubeconfig, context)
         try:
@@ -191,13 +181,23 @@ def top(
         click.echo("error: no ready router pod found: pass --url, or apply a router",
                    err=True)  # fmt: skip
         sys.exit(2)
-    before, then = _scrape(targets), time.monotonic()
+    before, then = _read(targets), time.monotonic()
     while True:
         time.sleep(interval)
-        after, now = _scrape(targets), time.monotonic()
-        text = table(rows(before, after, now - then))
+        after, now = _read(targets), time.monotonic()
+        found = readings.sample(
+            before, after, now - then, datetime.datetime.now(datetime.UTC), len(targets)
+        )
+        if output_format == "json":
+            # One line per sample in the live view (JSON Lines), so a pipe can read each.
+            click.echo(json.dumps(found.as_dict(), indent=None if not once else 2))
+        elif output_format == "yaml":
+            click.echo(yaml.safe_dump(found.as_dict(), sort_keys=False, explicit_start=True),
+                       nl=False)  # fmt: skip
+        elif once or not sys.stdout.isatty():
+            click.echo(table(found) + ("" if once else "\n"))
+        else:
+            click.echo("\x1b[2J\x1b[H" + table(found))
         if once:
-            click.echo(text)
             return
-        click.echo("\x1b[2J\x1b[H" + text if sys.stdout.isatty() else text + "\n")
         before, then = after, now

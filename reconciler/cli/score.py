@@ -41,6 +41,7 @@ import yaml
 
 from reconciler import kube, objects
 from reconciler.cli import common, connection
+from reconciler.model import problems
 from reconciler.render import auth as authsecrets
 from reconciler.router import served, tokens
 
@@ -101,6 +102,17 @@ def find_target(config_maps: list[objects.Object], name: str) -> Target | None:
     return found
 
 
+def served_names(config_maps: list[objects.Object]) -> set[str]:
+    """Every endpoint and deployment name the routers' ConfigMaps list: what a NAME no router
+    serves is matched against for a "did you mean"."""
+    names: set[str] = set()
+    for config_map in config_maps:
+        config = yaml.safe_load((config_map.get("data") or {}).get("router.yaml") or "") or {}
+        for key in ("endpoints", "deployments"):
+            names.update(str(entry.get("name")) for entry in config.get(key) or [])
+    return names
+
+
 def credential(target: Target, secret: objects.Object | None) -> str | None:
     """The Authorization value for `target` from its Secret (None: no auth or no Secret)."""
     if target.auth_mode == "none":
@@ -124,7 +136,8 @@ def deployment_problem(target: Target, deployment: str | None) -> str | None:
         return f"--deployment needs an endpoint: {target.name} is a deployment"
     if deployment not in target.deployments:
         shown = ", ".join(target.deployments) or "none"
-        return f"{deployment} is not a deployment of endpoint {target.name} (its: {shown})"
+        hint = problems.did_you_mean(deployment, target.deployments)
+        return f"{deployment} is not a deployment of endpoint {target.name}{hint} (its: {shown})"
     return None
 
 
@@ -200,7 +213,8 @@ def score(
         config_maps = kube.list_objects(cluster, "v1", "ConfigMap", "", ROUTER_CONFIG_LABEL)
         target = find_target(config_maps, name)
         if target is None:
-            _fail(f"no router serves an endpoint or a deployment named {name}")
+            hint = problems.did_you_mean(name, served_names(config_maps))
+            _fail(f"no router serves an endpoint or a deployment named {name}{hint}")
         assert target is not None
         problem = deployment_problem(target, deployment)
         if problem is not None:

@@ -2,7 +2,7 @@
 
 Thin like every command: traces in (`router.traces`: a bundled name or a CSV file), a run of
 `router.simulation` per trace, a PNG per trace (`router.simplot`, needs the `sim` extra) and the
-summary out as text or JSON. Registered under the `router` group by `cli.router`.
+summary out as text, JSON or YAML (`-o`). Registered under the `router` group by `cli.router`.
 
 The deployment's settings come from the options, or from a Deployment manifest in a repo
 (`--deployment PATH:NAME`, validated by the model layer like `reconciler validate`); an option
@@ -13,7 +13,6 @@ matplotlib missing), 2 usage error.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import click
 
 from reconciler import source
+from reconciler.cli import common
 from reconciler.model import repo, workloads
 from reconciler.router import autoscaler, config, coordinator, simulation, traces
 
@@ -155,7 +155,7 @@ def _text(run: _Run) -> str:
     show_default=True,
     help="Where the plots go, one simulate-TRACE.png per trace.",
 )
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@common.output_option("text", "json", "yaml")
 @click.option(
     "--deployment",
     "deployment_spec",
@@ -229,7 +229,7 @@ def _text(run: _Run) -> str:
 def simulate(
     trace_specs: tuple[str, ...],
     out_dir: Path,
-    output: str,
+    output_format: str,
     deployment_spec: str | None,
     start_delay: float,
     initial_replicas: int | None,
@@ -286,9 +286,8 @@ def simulate(
         runs.append(_Run(trace, result, summary, plot))
     if save_trace is not None:
         save_trace.write_text(traces.dumps(loaded[0]), encoding="utf-8")
-    if output == "json":
-        click.echo(
-            json.dumps([{**run.summary.as_json(), "plot": str(run.plot)} for run in runs], indent=2)
-        )
+    if output_format != "text":
+        rows = [{**run.summary.as_json(), "plot": str(run.plot)} for run in runs]
+        common.print_data(rows, output_format)
     else:
         click.echo("\n".join(_text(run) for run in runs))

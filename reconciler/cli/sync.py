@@ -20,18 +20,20 @@ from reconciler import kube
 from reconciler.cli import common, connection, decryptkeys
 from reconciler.engine import reconcile
 from reconciler.gitops import controller, runtime
+from reconciler.printers import logformat
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def loop_options(command: F) -> F:
-    """The options `sync` and `controller` share (applied bottom-up, so listed in reverse)."""
+    """PATH (the manifests folder in the repo, default its root) and the options `sync` and
+    `controller` share (applied bottom-up, so listed in reverse)."""
     options = [
+        click.argument("folder", metavar="[PATH]", default=""),
         click.option("--repo", required=True, help="Git URL (https, ssh, file) or local path."),
         click.option("--branch", help="Follow this branch (default: the remote's HEAD)."),
         click.option("--tag", help="Follow this tag."),
         click.option("--revision", help="Pin this commit SHA."),
-        click.option("--path", "folder", default="", help="The manifests folder in the repo."),
         click.option("--interval", default="60s", show_default=True, help="Time between ticks."),
         click.option(
             "--fetch-timeout", default="60s", show_default=True, help="Limit on one git fetch."
@@ -76,6 +78,13 @@ def loop_options(command: F) -> F:
             help="A Secret in the controller's namespace whose *.agekey keys hold the age "
             "identities for SOPS-encrypted files (as Flux's decryption secretRef).",
         ),
+        click.option(
+            "--notifications",
+            "notifications_file",
+            type=click.Path(dir_okay=False),
+            help="YAML file of notification providers (Slack, Teams, generic webhook, GitHub "
+            "commit status) and the events each gets; see docs/notifications.md.",
+        ),
         click.option("--metrics-addr", help="Serve /metrics, e.g. :8080."),
         click.option("--health-addr", help="Serve /healthz and /readyz, e.g. :8081."),
         click.option("--leader-elect", is_flag=True, help="Reconcile only while holding a Lease."),
@@ -105,6 +114,14 @@ def loop_options(command: F) -> F:
         connection.concurrency_option,
         click.option("--once", is_flag=True, help="One reconcile, then exit (0 ok, 1 failed)."),
         click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level."),
+        click.option(
+            "--log-format",
+            type=click.Choice(logformat.FORMATS),
+            default="text",
+            show_default=True,
+            help="json: one JSON object per line (time, level, logger, message, the event's "
+            "fields).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -115,7 +132,8 @@ def loop_options(command: F) -> F:
 @loop_options
 @common.kube_options
 def sync(**options: Any) -> None:
-    """Keep the cluster on a git repo: fetch --repo every --interval (with jitter), and on a
+    """Keep the cluster on the manifests folder PATH of a git repo (default: its root): fetch
+    --repo every --interval (with jitter), and on a
     webhook push or a file save; apply each new valid revision, revert drift, prune what left
     the repo. An invalid revision changes nothing (the last good one stays applied) and its
     problems go to `reconciler status`. Runs until SIGINT / SIGTERM."""
@@ -146,6 +164,7 @@ def _settings(
     watch: bool,
     webhook_addr: str | None,
     webhook_secret_file: str | None,
+    notifications_file: str | None,
     metrics_addr: str | None,
     health_addr: str | None,
     leader_elect: bool,
@@ -200,6 +219,7 @@ def _settings(
             webhook=webhook_addr,
             webhook_secret_file=webhook_secret_file,
         ),
+        notifications=runtime.notifications(notifications_file) if notifications_file else None,
         once=once,
     )
 
@@ -211,16 +231,14 @@ def _run(
     decryption_key: str | None,
     decryption_secret: str | None,
     verbose: bool,
+    log_format: str,
     in_cluster: bool = False,
     **options: Any,
 ) -> None:
     """The options as settings, the cluster opened, the age identities read, and the loop run;
     with --once, the tick's outcome printed and the exit code by it (0 ok, 1 failed or invalid,
     2 an error)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.configure(log_format, logging.DEBUG if verbose else logging.INFO)
     with _usage_errors():
         settings = _settings(**options)
     if in_cluster:

@@ -8,7 +8,6 @@ Keys are never printed: `regen-key` says which key it replaced and where it live
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -18,7 +17,7 @@ import click
 from reconciler import kube, objects, source
 from reconciler.cli import common, connection, decryptkeys, logstream
 from reconciler.engine import podlogs, workloadstatus
-from reconciler.model import endpoints, problems, repo, workloads
+from reconciler.model import endpoints, repo, workloads
 from reconciler.render import auth, workloadobjects
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,11 +25,10 @@ W = TypeVar("W", workloads.Deployment, endpoints.Endpoint)
 
 
 def _cluster_options(command: F) -> F:
+    """PATH, the manifests repo (default: the current folder), then --kubeconfig/--context."""
     command = common.kube_options(command)
     path = click.Path(exists=True, file_okay=True, dir_okay=True)
-    return click.option("--path", "repo_path", default=".", type=path, help="the manifests repo")(
-        command
-    )
+    return click.argument("repo_path", metavar="[PATH]", default=".", type=path)(command)
 
 
 def _load_valid(path: str) -> repo.Repo:
@@ -62,9 +60,7 @@ def _key_option(command: F) -> F:
 
 def _keyed(kind: str, declared: Mapping[str, W], name: str, repo_path: str) -> W:
     """The deployment or endpoint (`kind`) `name` of the repo, which must use key auth."""
-    if name not in declared:
-        raise click.UsageError(f"no {kind} named {name!r} declared in {repo_path}")
-    target = declared[name]
+    target = common.lookup(declared, name, kind, f"declared in {repo_path}")
     if target.auth_mode != "key":
         raise click.UsageError(f"{kind} {name!r} uses auth_mode {target.auth_mode}, not key")
     return target
@@ -121,40 +117,49 @@ def endpoint_regen_key(
 
 
 @deployment.command("status")
-@common.output_option("table", "json")
+@common.output_option("table", "json", "yaml")
 @_cluster_options
 def deployment_status(
     output_format: str, repo_path: str, kubeconfig: str | None, context: str | None
 ) -> None:
-    """Replicas, readiness and who scales each model deployment; exit 1 if an HPA targets one."""
+    """Replicas, ready pods of all its pods, who scales each model deployment and, when one is
+    not ready, why (its pod's cause: unschedulable, image pull, crash loop); exit 1 if an HPA
+    targets one."""
     declared = _load_valid(repo_path)
     cluster = connection.connect(kubeconfig, context)
     states = []
     autoscalers: dict[str, list[Any]] = {}
+    pods: dict[str, list[Any]] = {}
     for name, target in sorted(declared.deployments.items()):
         namespace = _namespace_of(declared, target)
         if namespace not in autoscalers:
             autoscalers[namespace] = kube.list_objects(
                 cluster, "autoscaling/v2", "HorizontalPodAutoscaler", namespace
             )
+            pods[namespace] = kube.list_objects(cluster, "v1", "Pod", namespace)
         ref = {"apiVersion": "apps/v1", "kind": "Deployment",
                "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
+        live = kube.get(cluster, ref)
         states.append(
-            workloadstatus.deployment_state(name, kube.get(cluster, ref), autoscalers[namespace])
+            workloadstatus.deployment_state(name, live, autoscalers[namespace], pods[namespace])
         )
-    if output_format == "json":
+    if output_format != "table":
         rows = [
-            {"name": s.name, "replicas": s.replicas, "ready": s.ready,
-             "scaledBy": list(s.scaled_by), "problem": s.problem}
+            {"name": s.name, "replicas": s.replicas, "ready": s.ready, "pods": s.pods,
+             "updated": s.updated, "scaledBy": list(s.scaled_by), "problem": s.problem,
+             "cause": s.cause and s.cause.as_json()}
             for s in states
         ]  # fmt: skip
-        click.echo(json.dumps(rows, indent=2))
+        common.print_data(rows, output_format)
     else:
-        click.echo(f"{'NAME':20} {'REPLICAS':>8} {'READY':>5}  SCALED BY")
+        header = f"{'NAME':20} {'REPLICAS':>8} {'READY':>5} {'UPDATED':>7}  {'SCALED BY':16}"
+        click.echo(f"{header} CAUSE")
         for state in states:
             replicas = "-" if state.replicas is None else str(state.replicas)
             scaled_by = ",".join(state.scaled_by) or "-"
-            click.echo(f"{state.name:20} {replicas:>8} {state.ready:>5}  {scaled_by}")
+            cause = state.cause.text() if state.cause else "-"
+            click.echo(f"{state.name:20} {replicas:>8} {state.ready_text:>5} "
+                       f"{state.updated:>7}  {scaled_by:16} {cause}")  # fmt: skip
         for state in states:
             if state.problem:
                 click.echo(f"error: {state.problem}", err=True)
@@ -167,18 +172,33 @@ def job() -> None:
 
 
 @job.command("status")
+@common.output_option("table", "json", "yaml")
 @_cluster_options
-def job_status(repo_path: str, kubeconfig: str | None, context: str | None) -> None:
+def job_status(
+    output_format: str, repo_path: str, kubeconfig: str | None, context: str | None
+) -> None:
     """The state of each job: absent, pending, unschedulable, running, succeeded, failed,
     not-run (nothing ran its command: its pod is on a kwok node, or the volcano it waits for
-    is) or unverified (the Job says it succeeded, with no pod left to show an exit 0)."""
+    is) or unverified (the Job says it succeeded, with no pod left to show an exit 0); the
+    detail names its pod's cause (the scheduler's reason, an image pull error, an exit code)."""
     declared = _load_valid(repo_path)
     cluster = connection.connect(kubeconfig, context)
     nodes: dict[str, objects.Object | None] = {}
+    states = [
+        _job_state(cluster, declared, name, target, nodes)
+        for name, target in sorted(declared.jobs.items())
+    ]
+    if output_format != "table":
+        rows = [
+            {"name": s.name, "state": s.state, "detail": s.detail,
+             "cause": s.cause and s.cause.as_json()}
+            for s in states
+        ]  # fmt: skip
+        common.print_data(rows, output_format)
+        return
     click.echo(f"{'NAME':24} {'STATE':13} DETAIL")
-    for name, target in sorted(declared.jobs.items()):
-        state = _job_state(cluster, declared, name, target, nodes)
-        click.echo(f"{state.name:24} {state.state:13} {state.detail}")
+    for state in states:
+        click.echo(f"{state.name:24} {state.state:13} {state.message()}")
 
 
 def _job_ref(declared: repo.Repo, name: str, target: Any) -> objects.Object:
@@ -229,14 +249,6 @@ def _job_selector(name: str) -> str:
     return f"{workloadobjects.JOB_LABEL}={name}"
 
 
-def _named(found: dict[str, Any], name: str, what: str, repo_path: str) -> Any:
-    """The repo's workload `name`, or a usage error naming the nearest one."""
-    if name not in found:
-        hint = problems.did_you_mean(name, found)
-        raise click.UsageError(f"no {what} named {name!r} in {repo_path}{hint}")
-    return found[name]
-
-
 @job.command("logs")
 @click.argument("name")
 @logstream.log_options
@@ -259,7 +271,7 @@ def job_logs(
     when the API server cannot be reached, 130 on Ctrl-C."""
     options = logstream.options_of(follow, tail, container, previous, pod)
     declared = _load_valid(repo_path)
-    target = _named(declared.jobs, name, "job", repo_path)
+    target = common.lookup(declared.jobs, name, "job", f"in {repo_path}")
     namespace = _namespace_of(declared, target)
     cluster = connection.connect(kubeconfig, context)
     with logstream.api_errors():
@@ -272,7 +284,7 @@ def job_logs(
 
         def no_pod() -> tuple[str, bool]:
             state = _job_state(cluster, declared, name, target, {})
-            detail = f" ({state.detail})" if state.detail else ""
+            detail = f" ({state.message()})" if state.message() else ""
             if state.state not in ("pending", "running"):
                 return f"job {name} has no pod: it is {state.state}{detail}", False
             events = kube.list_objects(cluster, "v1", "Event", namespace)
@@ -320,7 +332,7 @@ def deployment_logs(
     Ctrl-C."""
     options = logstream.options_of(follow, tail, container, previous, pod)
     declared = _load_valid(repo_path)
-    target = _named(declared.deployments, name, "deployment", repo_path)
+    target = common.lookup(declared.deployments, name, "deployment", f"in {repo_path}")
     namespace = _namespace_of(declared, target)
     cluster = connection.connect(kubeconfig, context)
     with logstream.api_errors():

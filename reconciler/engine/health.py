@@ -1,10 +1,16 @@
 """Is a live object healthy? One pure rule per kind, and the extension's provisioning state.
 
-Deployment: every desired replica updated and available. DaemonSet: scheduled on every node it
-should be and all ready. StatefulSet: all replicas ready and current. Job: complete (failed is
-failed). CRD: Established. Service of type LoadBalancer: has an address. Everything else is
-healthy once it exists. An extension is `Pending` while anything is progressing, `Failed` with
-the reasons when something failed, `Succeeded` when all is healthy.
+Deployment: every desired replica updated and available (a rollout past its progress deadline
+has failed). DaemonSet: scheduled on every node it should be and all ready. StatefulSet: all
+replicas ready and current. Job: complete (failed is failed). CRD: Established. Service of type
+LoadBalancer: has an address. Everything else is healthy once it exists. An extension is
+`Pending` while anything is progressing, `Failed` with the reasons when something failed,
+`Succeeded` when all is healthy.
+
+A workload that is not healthy is told with its pods (`POD_KINDS`; the caller reads them only
+then): the first cause one of them reports (`causes`: unschedulable with the scheduler's
+reason, an image that cannot be pulled, a crash loop with its last exit code) goes with its
+health, and into the reason the extension's record keeps.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import objects
+from reconciler.engine import causes
 
 
 class State(enum.Enum):
@@ -23,17 +30,38 @@ class State(enum.Enum):
     FAILED = "Failed"
 
 
+# The kinds whose health depends on pods the caller should pass to `of` when they are not healthy.
+POD_KINDS = frozenset({"Deployment", "DaemonSet", "StatefulSet"})
+
+
 @dataclass(frozen=True)
 class Health:
     state: State
     reason: str = ""
+    cause: causes.Cause | None = None
+
+    def text(self) -> str:
+        """The reason, and the cause when one of its pods gives one."""
+        if self.cause is None:
+            return self.reason
+        return f"{self.reason}; {self.cause.text()}"
 
 
 HEALTHY = Health(State.HEALTHY)
 
 
-def of(live: objects.Object | None) -> Health:
-    """The health of one live object (None: not there yet, so progressing)."""
+def of(live: objects.Object | None, pods: Iterable[objects.Object] = ()) -> Health:
+    """The health of one live object (None: not there yet, so progressing). `pods`: the pods
+    of its namespace (or any superset of its own), when read: an unhealthy workload of
+    `POD_KINDS` gets the cause its pods give."""
+    found = _of(live)
+    if found.state is State.HEALTHY or live is None or live.get("kind") not in POD_KINDS:
+        return found
+    cause = causes.first(causes.selected(live, pods))
+    return found if cause is None else Health(found.state, found.reason, cause)
+
+
+def _of(live: objects.Object | None) -> Health:
     if live is None:
         return Health(State.PROGRESSING, "not created yet")
     kind = live.get("kind")
@@ -79,16 +107,24 @@ def of(live: objects.Object | None) -> Health:
 
 
 def _deployment(spec: dict[str, Any], status: dict[str, Any]) -> Health:
+    """Counted as `kubectl rollout status` counts: replicas updated to the current template,
+    and available, of those wanted; old replicas still available during a rollout are not
+    the new ones, so a rollout stuck at 1 of 2 updated never reads as 2/2."""
+    wanted = int(spec.get("replicas", 1))
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    counts = f"{updated} of {wanted} updated, {available} available"
     for condition in status.get("conditions") or []:
         if (
             condition.get("type") == "Progressing"
             and condition.get("reason") == "ProgressDeadlineExceeded"
         ):
-            return Health(State.FAILED, str(condition.get("message") or "progress deadline"))
-    wanted = int(spec.get("replicas", 1))
-    updated = int(status.get("updatedReplicas") or 0)
-    available = int(status.get("availableReplicas") or 0)
-    if updated < wanted or available < wanted:
+            message = str(condition.get("message") or "")
+            stuck = f"rollout stuck at {counts}: ProgressDeadlineExceeded"
+            return Health(State.FAILED, f"{stuck}: {message}" if message else stuck)
+    if updated < wanted:
+        return Health(State.PROGRESSING, f"rollout at {counts}")
+    if available < wanted:
         return Health(State.PROGRESSING, f"{available}/{wanted} replicas available")
     return HEALTHY
 
@@ -111,9 +147,9 @@ def provisioning_state(healths: Iterable[tuple[objects.Key, Health]]) -> Provisi
     failed, pending = [], []
     for key, health in healths:
         if health.state is State.FAILED:
-            failed.append(f"{key}: {health.reason}")
+            failed.append(f"{key}: {health.text()}")
         elif health.state is State.PROGRESSING:
-            pending.append(f"{key}: {health.reason}")
+            pending.append(f"{key}: {health.text()}")
     if failed:
         return Provisioning("Failed", tuple(sorted(failed)))
     if pending:

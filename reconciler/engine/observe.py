@@ -1,6 +1,7 @@
 """The observe phase of a reconcile: what the cluster holds now, and what it would make of ours.
 
-Two reads, through the `kube` edge, that change nothing: the live object for each key (one LIST
+Two reads, through the `kube` edge, that change nothing (and a third for the health phase: the
+pods of workloads that are not healthy, `pods_in`): the live object for each key (one LIST
 per kind and namespace, or the loop's watch-backed cache: `livecache`), and the server's dry run
 of a server-side apply of every desired object that is not `in_sync` (its fingerprint says it is
 unchanged since our last apply and still ours: `fingerprint`), so defaulting, admission and
@@ -27,6 +28,17 @@ def live_objects(
     command's listing), else one list request per kind and namespace rather than one read per
     object."""
     return (reads or livecache.Listing(cluster)).lookup(keys)
+
+
+def pods_in(cluster: kube.Cluster, namespaces: Iterable[str]) -> list[objects.Object]:
+    """Every pod of these namespaces, one list request each: what tells why a workload there is
+    not healthy (`health.of`). Read only for workloads that are not, so neither a healthy
+    extension nor the loop's in-sync tick sends these requests."""
+    return [
+        pod
+        for namespace in sorted(set(namespaces))
+        for pod in kube.list_objects(cluster, "v1", "Pod", namespace)
+    ]
 
 
 def in_sync(

@@ -112,6 +112,8 @@ class ExtensionResult:
     name: str
     plan: plans.Plan
     outcome: record.Outcome
+    seconds: float = 0.0  # to plan and carry it out (`carry_out_all` times it)
+    removed: bool = False  # it left the repo, and now the cluster: its record is deleted
 
 
 def by_extension(rendered: Iterable[objects.Object]) -> dict[str, list[objects.Object]]:
@@ -205,10 +207,22 @@ def assess(
     cluster: kube.Cluster, keys: Iterable[objects.Key], reads: livecache.Reads | None = None
 ) -> tuple[health.Provisioning, dict[objects.Key, objects.Object | None]]:
     """The provisioning state of an extension's objects now. Jobs do not count: a training
-    run is not the extension rolling out (`reconciler job status` follows them)."""
+    run is not the extension rolling out (`reconciler job status` follows them). A workload
+    that is not healthy is assessed with its namespace's pods, which say why."""
     counted = sorted(k for k in keys if k.kind != "Job")
     live = observe.live_objects(cluster, counted, reads)
-    return health.provisioning_state((k, health.of(live[k])) for k in counted), live
+    healths = {k: health.of(live[k]) for k in counted}
+    unhealthy = [
+        k
+        for k, found in healths.items()
+        if found.state is not health.State.HEALTHY
+        and k.kind in health.POD_KINDS
+        and live[k] is not None
+    ]
+    if unhealthy:
+        pods = observe.pods_in(cluster, {k.namespace for k in unhealthy})
+        healths.update({k: health.of(live[k], pods) for k in unhealthy})
+    return health.provisioning_state(healths.items()), live
 
 
 def outcome_of(state: health.Provisioning) -> record.Outcome:
@@ -514,11 +528,14 @@ def carry_out_all(
     revision before the newer one could start). Outcomes are written through `write_outcome`
     (see `carry_out`), a retired extension's inline (its record is deleted after)."""
     results = []
+    started = time.monotonic()  # each extension's time runs from the ask for its plan
     for extension_plan in planned:
         nothing_to_apply = not extension_plan.plan.has_changes and not extension_plan.errors
         if nothing_to_apply and stop_before_next is not None and stop_before_next():
             break
         result = _carry_out_one(cluster, head, extension_plan, options, emit, reads, write_outcome)
+        now = time.monotonic()
+        result.seconds, started = now - started, now
         results.append(result)
         if stop_before_next is not None and stop_before_next():
             break
@@ -585,6 +602,7 @@ def _retire(
     if result.outcome.state != record.FAILED:
         kube.delete(cluster, record.ref(planned.name))
         emit(events.Removed(planned.name))
+        result.removed = True
     return result
 
 

@@ -6,24 +6,32 @@ lists into one `plans.Plan` per extension (grouped by the part-of label), built 
 with the base objects standing in for the live ones, so `diff` shows exactly what `plan` shows.
 The two revisions share a `reuse.Reuse`: files and render units unchanged between them are
 parsed and rendered once.
-An endpoint whose traffic split changed also gets one line of its own (`traffic_changes`: `mnist:
+An endpoint whose traffic split changed also gets one line of its own (`traffic`: `mnist:
 blue 100 -> 90, green 0 -> 10`), shown above the object diffs: the review of a rollout reads it
-first. The result is data: `reconciler.printers.revisiondiff` renders it (text, JSON, the PR
-comment's markdown), and Secret values never reach it unmasked (every diff comes from
-`diffs.unified`). `reconciler.cli.diff` is the command on top.
+first. The lines are read off the plans themselves (the routers' config ConfigMaps before and
+after), so `diff --cluster` and `plan`, whose "before" is the live cluster, print the same
+summary from the same code. The result is data: `reconciler.printers.revisiondiff` renders it
+(text, JSON, the PR comment's markdown), and Secret values never reach it unmasked (every diff
+comes from `diffs.unified`). `reconciler.cli.diff` is the command on top.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import yaml
 
 from reconciler import objects, source
 from reconciler.engine import plans, revision
 from reconciler.engine import reuse as reusing
-from reconciler.model import decryption, endpoints, problems
+from reconciler.model import decryption, problems
 
 NO_EXTENSION = "(no extension)"
+# The router's config ConfigMap (templates/components/router.yaml.j2): its label and file.
+ROUTER_CONFIG = "router-config"
+ROUTER_CONFIG_KEY = "router.yaml"
 
 
 @dataclass(frozen=True)
@@ -98,14 +106,12 @@ def between(base: source.Snapshot, head: source.Snapshot, *, reuse: bool = True)
         return RevisionDiff(base.revision(), new.revision, problems=tuple(new.errors))
     notes: list[str] = []
     base_objects: list[objects.Object] = []
-    base_endpoints: Mapping[str, endpoints.Endpoint] = {}
     if not base.exists(""):
         notes.append(f"{base.display('')} does not exist: every object is created")
     else:
         old = revision.Revision(base, shared)
         if old.valid:
             base_objects = old.rendered.objects
-            base_endpoints = old.loaded.repo.endpoints
         else:
             count = len(old.errors)
             notes.append(
@@ -114,29 +120,53 @@ def between(base: source.Snapshot, head: source.Snapshot, *, reuse: bool = True)
             )
     head_objects = new.rendered.objects
     notes.extend(_not_decrypted(base, head))
+    extensions = compare(base_objects, head_objects)
     return RevisionDiff(
-        base.revision(),
-        new.revision,
-        compare(base_objects, head_objects),
-        (),
-        tuple(notes),
-        traffic_changes(base_endpoints, new.loaded.repo.endpoints),
+        base.revision(), new.revision, extensions, (), tuple(notes), traffic(extensions)
     )
 
 
+def traffic(extensions: Iterable[ExtensionDiff]) -> tuple[str, ...]:
+    """The traffic lines (`traffic_changes`) of these plans: the endpoints of every router
+    config ConfigMap (`router.yaml`, label `ROUTER_CONFIG`) that the plans create, update or
+    delete, as it is (the base revision, or the live cluster) against as it would be."""
+    before: dict[str, Mapping[str, Any]] = {}
+    after: dict[str, Mapping[str, Any]] = {}
+    for extension in extensions:
+        for step in extension.plan.steps:
+            if step.sides is None or step.key.kind != "ConfigMap":
+                continue
+            for side, found in zip(step.sides, (before, after), strict=True):
+                found.update(_routed(side))
+    return traffic_changes(before, after)
+
+
+def _routed(config_map: objects.Object | None) -> dict[str, Mapping[str, Any]]:
+    """A router config ConfigMap's endpoints (their `router.yaml` entries) by name; {} for
+    any other ConfigMap, or none."""
+    metadata = (config_map or {}).get("metadata") or {}
+    if (metadata.get("labels") or {}).get(objects.COMPONENT_LABEL) != ROUTER_CONFIG:
+        return {}
+    assert config_map is not None
+    config = yaml.safe_load((config_map.get("data") or {}).get(ROUTER_CONFIG_KEY) or "") or {}
+    return {str(entry["name"]): entry for entry in config.get("endpoints") or []}
+
+
 def traffic_changes(
-    base: Mapping[str, endpoints.Endpoint], head: Mapping[str, endpoints.Endpoint]
+    base: Mapping[str, Mapping[str, Any]], head: Mapping[str, Mapping[str, Any]]
 ) -> tuple[str, ...]:
-    """One line per declared endpoint whose split or mirror changed, naming only the
-    deployments whose percent changed (absent = 0): `mnist: blue 100 -> 90, green 0 -> 10`.
-    A new endpoint is `(new)`, one gone is `(removed)`."""
+    """One line per endpoint (its `router.yaml` entry: `traffic`, `mirror_traffic`) whose
+    split or mirror changed, naming only the deployments whose percent changed (absent = 0):
+    `mnist: blue 100 -> 90, green 0 -> 10`. A new endpoint is `(new)`, one gone is
+    `(removed)`: a deployment's own endpoint too, as a route the router starts or stops
+    serving."""
     lines = []
     for name in sorted(base.keys() | head.keys()):
         before, after = base.get(name), head.get(name)
         parts = []
         for prefix, field in (("", "traffic"), ("mirror ", "mirror_traffic")):
-            old: Mapping[str, int] = getattr(before, field) if before is not None else {}
-            new: Mapping[str, int] = getattr(after, field) if after is not None else {}
+            old: Mapping[str, int] = (before or {}).get(field) or {}
+            new: Mapping[str, int] = (after or {}).get(field) or {}
             for deployment in sorted(old.keys() | new.keys()):
                 was, now = old.get(deployment, 0), new.get(deployment, 0)
                 if was != now:

@@ -17,11 +17,11 @@ scheduler or controller that is not running (or runs on a kwok node, where it do
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler import objects
-from reconciler.engine import ownership
+from reconciler.engine import causes, ownership
 
 VOLCANO_JOB_API = "batch.volcano.sh/v1alpha1"
 # How kwok's nodes are told apart: the label its `--manage-nodes-with-label-selector` selects
@@ -49,15 +49,34 @@ class JobState:
     # absent | pending | unschedulable | running | succeeded | failed | not-run | unverified
     state: str
     detail: str = ""
+    cause: causes.Cause | None = None  # why a pod of an unfinished or failed job is not running
+
+    def message(self) -> str:
+        """The detail and the cause, as `job status` shows them."""
+        return "; ".join(part for part in (self.detail, self.cause and self.cause.text()) if part)
 
 
 @dataclass(frozen=True)
 class DeploymentState:
+    """A model deployment as its pods show it. `ready` counts ready pods and `pods` the pods
+    there are (not being deleted), so a rollout whose new pod is Pending beside two ready old
+    ones reads 2/3, never 2/2; `updated` is the Deployment's count of pods of its current
+    template; `cause` the first reason one of its pods gives for not being ready."""
+
     name: str
     replicas: int | None
     ready: int
     scaled_by: tuple[str, ...]
     autoscalers: tuple[str, ...]  # HPAs targeting it: each one a problem
+    pods: int = 0
+    updated: int = 0
+    cause: causes.Cause | None = None
+
+    @property
+    def ready_text(self) -> str:
+        """`ready/total`: of the replicas wanted, or of the pods there are when more (a
+        rollout's surge pod)."""
+        return f"{self.ready}/{max(self.replicas or 0, self.pods)}"
 
     @property
     def problem(self) -> str | None:
@@ -100,21 +119,20 @@ def job_state(
     pods = list(pods)
     reported = _reported(name, live)
     if reported.state == "failed":
-        return reported
+        # The Job's reason (BackoffLimitExceeded) with how its last pod ended (exit code 3).
+        return replace(reported, cause=causes.first(pods))
     faked = _not_run(pods, nodes or {})
     if faked is not None:
         return JobState(name, "not-run", faked)
     if reported.state == "succeeded":
         return _verified(name, pods)
-    for pod in pods:
-        for condition in (pod.get("status") or {}).get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("reason") == (
-                "Unschedulable"
-            ):
-                return JobState(name, "unschedulable", str(condition.get("message", "")))
+    cause = causes.first(pods)
+    if cause is not None and cause.kind is causes.Kind.UNSCHEDULABLE:
+        return JobState(name, "unschedulable", cause=cause)
     if live.get("apiVersion") == VOLCANO_JOB_API and reported.state == "pending":
-        return _volcano_wait(name, live, pods, nodes or {}, list(pod_groups), list(volcano_pods))
-    return reported
+        waiting = _volcano_wait(name, live, pods, nodes or {}, list(pod_groups), list(volcano_pods))
+        return replace(waiting, cause=cause)
+    return replace(reported, cause=cause)
 
 
 def _reported(name: str, live: objects.Object) -> JobState:
@@ -280,7 +298,7 @@ def _not_running(
     kwok = [node for p in own if (node := _kwok_node_of(p, nodes)) is not None]
     if len(kwok) == len(own):
         return "not-run", f"{component} runs on kwok node {kwok[0]}, which runs no containers"
-    if any(_ready(p) for p in own if _kwok_node_of(p, nodes) is None):
+    if any(causes.is_ready(p) for p in own if _kwok_node_of(p, nodes) is None):
         return None
     phases = ", ".join(
         f"{_pod_name(p)} {(p.get('status') or {}).get('phase', 'Pending')}" for p in own
@@ -288,14 +306,14 @@ def _not_running(
     return "pending", f"no {component} pod is ready ({phases})"
 
 
-def _ready(pod: objects.Object) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def deployment_state(
-    name: str, live: objects.Object | None, autoscalers: Iterable[objects.Object]
+    name: str,
+    live: objects.Object | None,
+    autoscalers: Iterable[objects.Object],
+    pods: Iterable[objects.Object] = (),
 ) -> DeploymentState:
+    """The deployment `name` from its Deployment (`live`), the HPAs of its namespace and its
+    namespace's pods (its own are picked by its selector)."""
     targeting = tuple(
         sorted(
             str(hpa["metadata"]["name"])
@@ -306,10 +324,14 @@ def deployment_state(
     )
     if live is None:
         return DeploymentState(name, None, 0, (), targeting)
+    own = causes.selected(live, pods)
     return DeploymentState(
         name,
         (live.get("spec") or {}).get("replicas"),
-        int((live.get("status") or {}).get("readyReplicas") or 0),
+        sum(1 for pod in own if causes.is_ready(pod)),
         tuple(sorted(ownership.owners_of_replicas(live))),
         targeting,
+        pods=len(own),
+        updated=int((live.get("status") or {}).get("updatedReplicas") or 0),
+        cause=causes.first(own),
     )

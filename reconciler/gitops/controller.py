@@ -31,6 +31,10 @@ Ticks come every `interval` (with jitter, so replicas of many controllers don't 
 and at once when `trigger` is called (a webhook, a file saved under `--watch`, a watch event on
 an owned object). Errors talking to git or the API back off exponentially, capped at the
 interval. Only the leader ticks when leader election is on (`leading`); the others wait.
+
+After each tick that got as far as a revision, `on_tick` is called (on the tick's thread) with a
+`TickReport`: typed facts of what the tick did to each extension, for whoever follows the loop
+(`notifications`); it must return at once and never raise into the tick.
 """
 
 from __future__ import annotations
@@ -86,6 +90,35 @@ class TickOutcome:
     drifted: int = 0
 
 
+@dataclass(frozen=True)
+class ExtensionReport:
+    """What one tick did to one extension it carried out (suspended and refused ones are not
+    reported): its record's outcome, and the revision its record named before the tick."""
+
+    name: str
+    state: str  # record.PENDING | record.SUCCEEDED | record.FAILED
+    reason: str  # the outcome's: Succeeded, Progressing, ApplyFailed, HealthCheckFailed, ...
+    reasons: tuple[str, ...] = ()
+    applied_before: str = ""  # its lastAppliedRevision before this tick ("" never applied)
+    drifted: int = 0  # objects put back (or with `report_only`, found changed)
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """The facts of one tick, for `on_tick`: a revision refused (`problems`, one line each, and
+    the extensions whose records they went to) or carried out (each extension's outcome)."""
+
+    revision: str
+    origin: str
+    result: str  # TickOutcome.result
+    problems: tuple[str, ...] = ()  # FILE:LINE: field: message of a refused revision
+    extensions: tuple[ExtensionReport, ...] = ()
+    report_only: bool = False  # drift was only found (drift="report"), nothing written
+
+
+OnTick = Callable[[TickReport], None]
+
+
 class Controller:
     """The loop's state between ticks; `tick` is one reconcile, `run` the loop."""
 
@@ -101,8 +134,10 @@ class Controller:
         heap: heap.Heap | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        on_tick: OnTick | None = None,
     ) -> None:
         self.cluster = cluster
+        self.on_tick = on_tick
         self.fetch = fetch
         self.settings = settings
         self.metrics = metrics
@@ -169,7 +204,7 @@ class Controller:
             log.exception("reconcile failed")
             outcome = TickOutcome("error", message=str(err))
         self._failures = self._failures + 1 if outcome.result == "error" else 0
-        self.metrics.reconcile_duration.labels(outcome.result).observe(time.monotonic() - started)
+        self.metrics.tick_duration.labels(outcome.result).observe(time.monotonic() - started)
         self.metrics.reconciles.labels(outcome.result).inc()
         self.metrics.observe_requests(self._requests() - sent)
         self.last = outcome
@@ -215,8 +250,22 @@ class Controller:
             log.error("%s", refusal)
         mine = [p for p in planned if not p.refused]
         drift = self._find_drift(head, mine, unchanged, report_only)
-        self._observe(mine, results, drift, report_only)
-        return self._conclude(head, results, left, refusals, drift, report_only)
+        self._observe(mine, results, drift, left, report_only)
+        outcome = self._conclude(head, results, left, refusals, drift, report_only)
+        reported = _reported(results, records, drift)
+        self._report(
+            TickReport(head.revision, head.origin, outcome.result, (), reported, report_only)
+        )
+        return outcome
+
+    def _report(self, report: TickReport) -> None:
+        """`report` to `on_tick`; whatever goes wrong there is logged, never the tick's."""
+        if self.on_tick is None:
+            return
+        try:
+            self.on_tick(report)
+        except Exception:
+            log.exception("reporting the reconcile failed")
 
     def _carry_out(
         self,
@@ -338,9 +387,13 @@ class Controller:
         log.error("revision %s is invalid, nothing applied:\n  %s", head.revision, shown)
         if head.revision != self._rejected:
             recorded = reconcile.record_problems(self.cluster, head, also=records)
+            self.metrics.observe_states(dict.fromkeys(recorded.written, record.FAILED))
             for claim in recorded.refused:
                 log.error("problems not recorded: %s", claim.message())
             self._rejected = head.revision
+        names = sorted(head.names | set(records))
+        refused = tuple(ExtensionReport(name, record.FAILED, "ValidationFailed") for name in names)
+        self._report(TickReport(head.revision, head.origin, "invalid", tuple(found), refused))
         return TickOutcome("invalid", head.revision, f"{len(found)} problems")
 
     def _observe(
@@ -348,23 +401,34 @@ class Controller:
         planned: list[reconcile.ExtensionPlan],
         results: list[reconcile.ExtensionResult],
         drift: dict[str, set[objects.Key]],
+        left: list[str],
         report_only: bool,
     ) -> None:
-        executed = not report_only
-        managed = {p.name: len(p.desired_keys) for p in planned}
-        pruned = {
-            r.name: len(r.plan.of(plans.Action.DELETE)) if executed else 0
-            for r in results
-            if r.outcome.reason != "Suspended"
-        }
-        suspended = [r.name for r in results if r.outcome.reason == "Suspended"]
-        counts = {name: len(keys) for name, keys in drift.items()}
-        self.metrics.observe_extensions(managed, counts, pruned, suspended)
+        """The tick's facts into the metrics: each extension it planned and carried out (one
+        that was retired, its record gone, has none), and what it left to the next."""
+        mine = {p.name: p for p in planned}
+        seen = {}
         for result in results:
+            if result.name not in mine or result.removed:
+                continue  # another source's, or gone from the cluster
+            suspended = result.outcome.reason == "Suspended"
+            state = result.outcome.state
+            if report_only:  # a dry run's outcome: the state is the record's
+                state = record.summary(mine[result.name].record_live or {})["provisioningState"]
+            pruned = 0 if report_only or suspended else len(result.plan.of(plans.Action.DELETE))
+            seen[result.name] = loopmetrics.Extension(
+                state=state,
+                seconds=result.seconds,
+                managed=len(mine[result.name].desired_keys),
+                drifted=len(drift.get(result.name, ())),
+                pruned=pruned,
+                suspended=suspended,
+            )
             if result.outcome.reason == "ApplyFailed":
                 for reason in result.outcome.reasons:
                     kind = reason.split("/", 1)[0]
                     self.metrics.apply_errors.labels(result.name, kind).inc()
+        self.metrics.observe_extensions(seen, left)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -398,9 +462,33 @@ def _applied_already(head: revision.Revision, records: dict[str, objects.Object]
     """Whether `head` was applied last to each of its extensions this source has a record of
     (and it has one at all): ticking it again corrects drift, or with drift="report" finds it."""
     return bool(records) and all(
-        (r.get("status") or {}).get("lastAppliedRevision") == head.revision
-        for name, r in records.items()
-        if name in head.names
+        _last_applied(r) == head.revision for name, r in records.items() if name in head.names
+    )
+
+
+def _last_applied(live: objects.Object | None) -> str:
+    """The revision a record names as last applied ("" none)."""
+    return str(((live or {}).get("status") or {}).get("lastAppliedRevision") or "")
+
+
+def _reported(
+    results: list[reconcile.ExtensionResult],
+    records: dict[str, objects.Object],
+    drift: dict[str, set[objects.Key]],
+) -> tuple[ExtensionReport, ...]:
+    """The tick's outcome of each extension it carried out, for `on_tick` (`records`: as read
+    before the tick)."""
+    return tuple(
+        ExtensionReport(
+            r.name,
+            r.outcome.state,
+            r.outcome.reason,
+            r.outcome.reasons,
+            _last_applied(records.get(r.name)),
+            len(drift.get(r.name, ())),
+        )
+        for r in results
+        if r.outcome.reason not in ("Suspended", "OwnedElsewhere")
     )
 
 

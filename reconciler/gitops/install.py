@@ -6,14 +6,15 @@ controller's RBAC is computed from what the extension can actually render, never
 a template that starts rendering a new kind widens the grant, one that stops narrows it. The
 objects themselves come from `templates/install/controller.yaml.j2`: Namespace, ServiceAccount,
 the ExtensionStatus CRD (`record.crd()`), a ClusterRole and Role with their bindings, the
-Deployment (2 replicas, leader election) and its metrics Service. The git credentials are only
-referenced (a Secret volume, optional): no Secret data is ever printed.
+Deployment (2 replicas, leader election) and its metrics Service. The git credentials and the
+notifications file are only referenced (Secret volumes): no Secret data is ever printed.
 
 Pure: no cluster, no files; the built-in repo lives in memory.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ REPLICAS = 2
 METRICS_PORT = 8080
 HEALTH_PORT = 8081
 GIT_CREDENTIALS_DIR = "/etc/git-credentials"
+NOTIFICATIONS_DIR = "/etc/notifications"
+NOTIFICATIONS_FILE = "notifications.yaml"  # the key of the notifications Secret
 CACHE_DIR = "/var/cache/reconciler"
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -54,12 +57,14 @@ Resource = tuple[str, str]  # (API group, resource), "" for the core group
 CRDS: Resource = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 # What the controller needs beyond applying the render: its own record and its status (written
-# through the status subresource), Events about the records. The record's CRD is rendered too.
+# through the status subresource), Events about the records, and the pods of a workload that is
+# not healthy, which say why (`health`). The record's CRD is rendered too.
 CONTROLLER_RESOURCES: dict[Resource, tuple[str, ...]] = {
     (record.API_VERSION.rpartition("/")[0], "extensionstatuses"): APPLY_VERBS,
     (record.API_VERSION.rpartition("/")[0], "extensionstatuses/status"): ("patch",),
     ("", "events"): ("create",),
     ("events.k8s.io", "events"): ("create",),
+    ("", "pods"): ("list",),
 }
 
 
@@ -77,6 +82,9 @@ class Options:
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     decryption_secret: str = ""  # a Secret in `namespace` with the age identities (*.agekey)
     adopt: bool = False  # the controller takes over extensions another source owns
+    # A Secret in `namespace` whose `notifications.yaml` key is the --notifications file (its
+    # other keys: the providers' addressFile / tokenFile, relative to it); "" none.
+    notifications_secret: str = ""
 
 
 def default_image() -> str:
@@ -251,47 +259,105 @@ def namespace_rules(decryption_secret: str = "") -> list[dict[str, Any]]:
 # --- the objects -------------------------------------------------------------------------
 
 
+# The controller's flags that come from the options, as (flag, Options field), after its PATH
+# argument and FIXED_FLAGS: a string field's value follows its flag and an empty one leaves the
+# flag out; a bool is the flag alone, when true. The chart (`chart`) writes the same args from
+# these tables as Helm expressions.
+OPTION_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--repo", "repo"),
+    ("--branch", "branch"),
+    ("--interval", "interval"),
+    ("--decryption-secret", "decryption_secret"),
+    ("--adopt", "adopt"),
+)
+FIXED_FLAGS: tuple[str, ...] = (
+    "--leader-elect",
+    "--metrics-addr", f":{METRICS_PORT}",
+    "--health-addr", f":{HEALTH_PORT}",
+    "--git-credentials", GIT_CREDENTIALS_DIR,
+)  # fmt: skip
+# With a notifications Secret: the file it is mounted as.
+NOTIFICATIONS_ARGS: tuple[str, ...] = (
+    "--notifications",
+    f"{NOTIFICATIONS_DIR}/{NOTIFICATIONS_FILE}",
+)
+
+
 def controller_args(options: Options) -> list[str]:
-    return [
-        "controller",
-        "--repo", options.repo,
-        "--branch", options.branch,
-        "--path", options.path,
-        "--interval", options.interval,
-        "--leader-elect",
-        "--metrics-addr", f":{METRICS_PORT}",
-        "--health-addr", f":{HEALTH_PORT}",
-        "--git-credentials", GIT_CREDENTIALS_DIR,
-        *(["--decryption-secret", options.decryption_secret] if options.decryption_secret else []),
-        *(["--adopt"] if options.adopt else []),
-    ]  # fmt: skip
+    args = ["controller", options.path, *FIXED_FLAGS]
+    for flag, field_name in OPTION_FLAGS:
+        value = getattr(options, field_name)
+        if value is True:
+            args.append(flag)
+        elif value:
+            args += [flag, value]
+    if options.notifications_secret:
+        args += NOTIFICATIONS_ARGS
+    return args
 
 
-def manifests(options: Options) -> list[objects.Object]:
-    """Every object of the controller's installation, in apply order."""
-    labels = {
+def labels() -> dict[str, str]:
+    return {
         objects.NAME_LABEL: NAME,
         objects.COMPONENT_LABEL: "controller",
         "app.kubernetes.io/version": __version__,
     }
-    context = {
+
+
+def template_constants() -> dict[str, Any]:
+    """What `install/controller.yaml.j2` is given that is the same in every installation."""
+    return {
         "name": NAME,
-        # Cluster-scoped names carry the namespace: two installations never share a role.
-        "cluster_name": f"{NAME}:{options.namespace}",
-        "namespace": options.namespace,
-        "labels": labels,
-        "namespace_labels": {**labels, "pod-security.kubernetes.io/enforce": "restricted"},
+        "labels": labels(),
         "selector": {objects.NAME_LABEL: NAME, objects.COMPONENT_LABEL: "controller"},
-        "image": options.image or default_image(),
-        "args": controller_args(options),
         "replicas": REPLICAS,
         "metrics_port": METRICS_PORT,
         "health_port": HEALTH_PORT,
-        "git_secret": options.git_secret,
         "git_credentials_dir": GIT_CREDENTIALS_DIR,
+        "notifications_dir": NOTIFICATIONS_DIR,
         "cache_dir": CACHE_DIR,
+    }
+
+
+def cluster_name(namespace: str) -> str:
+    """The ClusterRole's (and its binding's) name: two installations never share a role."""
+    return f"{NAME}:{namespace}"
+
+
+def namespace_object(namespace: str) -> objects.Object:
+    """The controller's namespace, with the restricted Pod Security Standard enforced (the pod
+    meets it). Not in the chart: Helm installs into a namespace it is given."""
+    meta = {
+        "name": namespace,
+        "labels": {**labels(), "pod-security.kubernetes.io/enforce": "restricted"},
+    }
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def manifests(options: Options) -> list[objects.Object]:
+    """Every object of the controller's installation, in apply order."""
+    encoded = {
+        "namespace": options.namespace,
+        "cluster_name": cluster_name(options.namespace),
+        "image": options.image or default_image(),
+        "git_secret": options.git_secret,
+        "args": controller_args(options),
         "cluster_rules": cluster_rules(options.extensions),
         "namespace_rules": namespace_rules(options.decryption_secret),
+        "notifications_secret": options.notifications_secret,
     }
-    objs = [record.crd(), *templating.render_template("install/controller.yaml.j2", context)]
+    context = {
+        **template_constants(),
+        **{k: json.dumps(v) for k, v in encoded.items()},
+        # The notifications Secret's volume and mount, when there is one (the chart: always,
+        # inside a Helm condition).
+        "with_notifications": bool(options.notifications_secret),
+        "notifications_begin": "",
+        "notifications_end": "",
+    }
+    objs = [
+        record.crd(),
+        namespace_object(options.namespace),
+        *templating.render_template("install/controller.yaml.j2", context),
+    ]
     return objects.in_apply_order(objs)

@@ -4,11 +4,12 @@ controller` run once their options are read.
 The settings come in groups, one per concern: `Source` (the repo and how it is fetched, or a
 work tree followed as it is saved), `controller.Settings` (the schedule and the reconcile
 options), `LeaderElection` (a Lease in the loop's own namespace) and `Serving` (the metrics,
-probe and webhook addresses); `in_cluster` is how the in-cluster controller differs. `run`
-builds the runtime from them around one `controller.Controller`: the live-state cache and its
-drift watch, the HTTP endpoints (`httpserver`), the leader elector, a file watch (watchfiles)
-for a work tree, and the signals. SIGINT and SIGTERM stop it gracefully: the tick in progress
-finishes, the lease is released so a standby takes over at once.
+probe and webhook addresses), `notifications` (the parsed `--notifications` file); `in_cluster`
+is how the in-cluster controller differs. `run` builds the runtime from them around one
+`controller.Controller`: the live-state cache and its drift watch, the HTTP endpoints
+(`httpserver`), the leader elector, the notifier (`notifydispatch`, the controller's `on_tick`),
+a file watch (watchfiles) for a work tree, and the signals. SIGINT and SIGTERM stop it
+gracefully: the tick in progress finishes, the lease is released so a standby takes over at once.
 
 Sits on top of the other loop modules; the command line (`cli.sync`) maps its options onto the
 settings and opens the cluster, and settings that cannot run are a `SettingsError` it reports
@@ -17,6 +18,8 @@ as a usage error.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import logging
 import os
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import watchfiles
 
-from reconciler import kube, leaderelection, source
+from reconciler import __version__, buildinfo, kube, leaderelection, source
 from reconciler.engine import livecache
 from reconciler.gitops import (
     controller,
@@ -40,6 +43,8 @@ from reconciler.gitops import (
     httpserver,
     install,
     loopmetrics,
+    notifyconfig,
+    notifydispatch,
 )
 from reconciler.model import decryption, sops
 
@@ -181,7 +186,51 @@ class Settings:
     loop: controller.Settings = dataclasses.field(default_factory=controller.Settings)
     leader_election: LeaderElection = LeaderElection()
     serving: Serving = Serving()
+    notifications: notifyconfig.Config | None = None
     once: bool = False
+
+
+def notifications(path: str) -> notifyconfig.Config:
+    """The `--notifications` file, parsed; its problems (FILE:LINE) as a SettingsError."""
+    try:
+        return notifyconfig.load(path)
+    except notifyconfig.ConfigError as err:
+        raise SettingsError(f"invalid notifications file:\n{err}") from err
+
+
+def notifier(settings: Settings, cluster: kube.Cluster) -> notifydispatch.Notifier | None:
+    """The notifier of `settings.notifications` (None without one), its secrets checked once
+    now: a provider with no address or no token it needs is a SettingsError at start, not a
+    warning at its first event. A `secretRef` is read from the loop's own namespace."""
+    if settings.notifications is None:
+        return None
+    namespace = own_namespace(settings.leader_election.namespace)
+
+    def read_secret(name: str, key: str) -> str | None:
+        found = kube.get_secret(cluster, namespace, name)
+        value = ((found or {}).get("data") or {}).get(key)
+        try:
+            return base64.b64decode(value).decode() if value else None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+
+    for provider in settings.notifications.providers:
+        secrets = provider.secrets(read_secret)
+        where = f"notifications provider {provider.name}"
+        try:
+            missing = [
+                what
+                for what, value, needed in (
+                    ("address", secrets.address, True),
+                    ("token", secrets.token, provider.type in notifyconfig.NEEDS_TOKEN),
+                )
+                if needed and not value()
+            ]
+        except (OSError, kube.KubeError) as err:
+            raise SettingsError(f"{where}: its secrets cannot be read: {err}") from err
+        if missing:
+            raise SettingsError(f"{where}: no {' and no '.join(missing)} found where it names")
+    return notifydispatch.Notifier(settings.notifications, read_secret)
 
 
 def in_cluster(settings: Settings) -> Settings:
@@ -225,12 +274,36 @@ def run(
     def fetch() -> source.Snapshot:
         return decryption.DecryptingSnapshot(raw_fetch(), list(identities))
 
-    metrics = loopmetrics.ControllerMetrics()
-    if settings.once:
-        return controller.Controller(cluster, fetch, settings.loop, metrics).tick()
+    metrics = loopmetrics.ControllerMetrics(__version__, buildinfo.commit())
+    notify = notifier(settings, cluster)
+    try:
+        if settings.once:
+            loop = controller.Controller(cluster, fetch, settings.loop, metrics, on_tick=notify)
+            return loop.tick()
+        _run_loop(settings, cluster, fetch, metrics, notify)
+        return None
+    finally:
+        if notify is not None:
+            notify.close()  # what the last tick reported goes out before the process ends
+
+
+def _run_loop(
+    settings: Settings,
+    cluster: kube.Cluster,
+    fetch: controller.Fetch,
+    metrics: loopmetrics.ControllerMetrics,
+    notify: notifydispatch.Notifier | None,
+) -> None:
     cache = livecache.LiveCache(cluster)
     loop = controller.Controller(
-        cluster, fetch, settings.loop, metrics, cache=cache, watch_drift=True, heap=heap.Heap()
+        cluster,
+        fetch,
+        settings.loop,
+        metrics,
+        cache=cache,
+        watch_drift=True,
+        heap=heap.Heap(),
+        on_tick=notify,
     )
     elector = None
     if settings.leader_election.enabled:
@@ -239,7 +312,6 @@ def run(
     cache.stop()
     if elector:
         elector.stop(release=True)  # a standby takes over now, not after the lease runs out
-    return None
 
 
 def _run_until_stopped(

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from reconciler import buildinfo
 from reconciler.localcluster import (
     build,
     hostdocker,
@@ -61,7 +62,17 @@ TRUST_ENV = {
     "REQUESTS_CA_BUNDLE": SYSTEM_BUNDLE,
     "PIP_CERT": SYSTEM_BUNDLE,
 }
-PROJECT_INPUTS = ("Dockerfile", "pyproject.toml", "README.md", "reconciler", "schemas", "templates")
+PROJECT_INPUTS = (
+    "Dockerfile",
+    "pyproject.toml",
+    "README.md",
+    "hatch_build.py",
+    "reconciler",
+    "schemas",
+    "templates",
+)
+# The build argument that carries the commit into the image (the build context has no .git).
+COMMIT_ARG = "RECONCILER_COMMIT"
 
 
 @dataclass(frozen=True)
@@ -268,6 +279,12 @@ def ensure_project_image(progress: Progress | None = None) -> Provided:
             _docker("tag", local, name)  # the render's name may point at a later build: not now
             return Provided(name, local, standin=False)
         args = ["--tag", local, "--label", f"{SOURCE_LABEL}={digest}"]
+        # The checkout's commit, for `--version` and build_info. Not part of the digest: a
+        # commit that changes none of the image's inputs reuses the image built at an earlier
+        # one (it says that commit), rather than rebuilding it.
+        commit = buildinfo.checkout_commit(root)
+        if commit is not None:
+            args += ["--build-arg", f"{COMMIT_ARG}={commit}"]
         if real_image_available(DOCKERFILE_BASE, progress):
             base = DOCKERFILE_BASE
         else:

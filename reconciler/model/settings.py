@@ -49,6 +49,8 @@ class Setting:
     choices: tuple[str, ...] = ()
     protected: bool = False
     older: bool = False  # only in the older generation of the documentation
+    # What it does, for people and editors (the published schemas: `editorschemas`).
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,33 +65,64 @@ class Alias:
 SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("enableTraining", Type.BOOL, False, Applies.TRAINING),
-    Setting("enableInference", Type.BOOL, False, Applies.INFERENCE),
-    Setting("allowInsecureConnections", Type.BOOL, False, Applies.INFERENCE),
-    Setting("inferenceRouterServiceType", Type.CHOICE, None, Applies.INFERENCE, SERVICE_TYPES),
-    Setting("internalLoadBalancerProvider", Type.CHOICE, None, Applies.INFERENCE, ("azure",)),
-    Setting("sslSecret", Type.STRING, None, Applies.INFERENCE),
-    Setting("sslCname", Type.STRING, None, Applies.INFERENCE),
-    Setting("inferenceRouterHA", Type.BOOL, True, Applies.INFERENCE),
-    Setting("nodeSelector", Type.MAP, None, Applies.BOTH),
-    Setting("installNvidiaDevicePlugin", Type.BOOL, False, Applies.BOTH),
-    Setting("installPromOp", Type.BOOL, True, Applies.BOTH),
-    Setting("installVolcano", Type.BOOL, True, Applies.TRAINING),
-    Setting("installDcgmExporter", Type.BOOL, False, Applies.BOTH),
-    Setting("openshift", Type.BOOL, False, Applies.BOTH, older=True),
-    Setting("blobCsiDriverEnabled", Type.BOOL, False, Applies.TRAINING, older=True),
-    Setting("logAnalyticsWS", Type.BOOL, False, Applies.BOTH, older=True),
+    Setting("enableTraining", Type.BOOL, False, Applies.TRAINING,
+            description="Run training jobs (at least one of enableTraining and enableInference "
+            "must be on)."),
+    Setting("enableInference", Type.BOOL, False, Applies.INFERENCE,
+            description="Serve online endpoints through the inference router (at least one of "
+            "enableTraining and enableInference must be on)."),
+    Setting("allowInsecureConnections", Type.BOOL, False, Applies.INFERENCE,
+            description="Allow plain HTTP to the router (dev/test); without it inference needs "
+            "sslCname and TLS material (sslSecret, or sslCertPemFile and sslKeyPemFile)."),
+    Setting("inferenceRouterServiceType", Type.CHOICE, None, Applies.INFERENCE, SERVICE_TYPES,
+            description="The router's Service type; required with inference."),
+    Setting("internalLoadBalancerProvider", Type.CHOICE, None, Applies.INFERENCE, ("azure",),
+            description="azure: ask a managed cluster for an internal load balancer."),
+    Setting("sslSecret", Type.STRING, None, Applies.INFERENCE,
+            description="A Secret in the release namespace with the router's TLS certificate "
+            "and key."),
+    Setting("sslCname", Type.STRING, None, Applies.INFERENCE,
+            description="The host name the router's certificate is for (HTTPS)."),
+    Setting("inferenceRouterHA", Type.BOOL, True, Applies.INFERENCE,
+            description="Three router replicas instead of one."),
+    Setting("nodeSelector", Type.MAP, None, Applies.BOTH,
+            description="Node labels every component and workload must land on (a map, or flat "
+            "nodeSelector.KEY entries)."),
+    Setting("installNvidiaDevicePlugin", Type.BOOL, False, Applies.BOTH,
+            description="Install the NVIDIA device plugin."),
+    Setting("installPromOp", Type.BOOL, True, Applies.BOTH,
+            description="Install the Prometheus operator."),
+    Setting("installVolcano", Type.BOOL, True, Applies.TRAINING,
+            description="Install volcano, which gang-schedules training jobs."),
+    Setting("installDcgmExporter", Type.BOOL, False, Applies.BOTH,
+            description="Install the DCGM exporter (GPU metrics)."),
+    Setting("openshift", Type.BOOL, False, Applies.BOTH, older=True,
+            description="Older documentation's setting: the cluster is OpenShift, which "
+            "assigns pods' user ids itself (none is pinned)."),
+    Setting("blobCsiDriverEnabled", Type.BOOL, False, Applies.TRAINING, older=True,
+            description="Older documentation's setting: install the blob CSI driver."),
+    Setting("logAnalyticsWS", Type.BOOL, False, Applies.BOTH, older=True,
+            description="Older documentation's setting: fluent-bit ships the containers' logs "
+            "(to its standard output here) instead of dropping them."),
     # This project's own: a registry mirror that replaces the registry of every pinned image.
-    Setting("imageRegistry", Type.STRING, None, Applies.BOTH),
-    # This project's own: `older` opts in to the older documentation's component set
-    # (cluster-status-reporter, the host device plugin, the router named azureml-fe).
+    Setting("imageRegistry", Type.STRING, None, Applies.BOTH,
+            description="A registry mirror that replaces the registry of every pinned image."),
     # This project's own: where registered models (azureml:NAME:VERSION, or name + version) are
     # fetched from: PREFIX/NAME/VERSION (e.g. a blob store URI prefix).
-    Setting("registeredModelUri", Type.STRING, None, Applies.INFERENCE),
-    Setting("componentGeneration", Type.CHOICE, "current", Applies.BOTH, ("current", "older")),
-    Setting("sslCertPemFile", Type.PATH, None, Applies.INFERENCE, protected=True),
-    Setting("sslKeyPemFile", Type.PATH, None, Applies.INFERENCE, protected=True),
-)
+    Setting("registeredModelUri", Type.STRING, None, Applies.INFERENCE,
+            description="Where registered models (azureml:NAME:VERSION) are fetched from: "
+            "PREFIX/NAME/VERSION."),
+    # This project's own: `older` opts in to the older documentation's component set
+    # (cluster-status-reporter, the host device plugin, the router named azureml-fe).
+    Setting("componentGeneration", Type.CHOICE, "current", Applies.BOTH, ("current", "older"),
+            description="older: the older documentation's component set "
+            "(cluster-status-reporter, the host device plugin, the router named azureml-fe)."),
+    Setting("sslCertPemFile", Type.PATH, None, Applies.INFERENCE, protected=True,
+            description="Path in the repo of the router's PEM certificate (or a secretRef)."),
+    Setting("sslKeyPemFile", Type.PATH, None, Applies.INFERENCE, protected=True,
+            description="Path in the repo of the router's PEM private key, SOPS-encrypted "
+            "(or a secretRef); a passphrase-protected key is refused."),
+)  # fmt: skip
 
 ALIASES: tuple[Alias, ...] = (
     Alias("inferenceLoadBalancerHA", "inferenceRouterHA"),

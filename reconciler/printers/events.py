@@ -4,7 +4,8 @@
 out (the lines per extension, the apply's and the health wait's progress indented below them);
 `as_json` is one JSON object per event, `{"event": "applied", "extension": ..., ...}` (what
 `apply -o json` prints, ending with each extension's `outcome_as_json`); `logged` is the `Emit`
-the loop passes the engine, logging each event's text line.
+the loop passes the engine, logging each event's text line with its fields (which a JSON log,
+`logformat`, writes out).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from typing import assert_never
 
 from reconciler.engine import events, owners, plans, record
+from reconciler.printers import logformat
 from reconciler.printers import plans as plantext
 
 
@@ -43,8 +45,13 @@ def text(event: events.Event) -> str:
 
 
 def as_json(event: events.Event) -> str:
-    """One line: the event's name (`apply-failed` for `ApplyFailed`), its extension and its
-    fields; a plan as its counts, a claim as the two sources."""
+    """One line: the event's `fields`."""
+    return json.dumps(fields(event))
+
+
+def fields(event: events.Event) -> dict[str, object]:
+    """The event's name (`apply-failed` for `ApplyFailed`), its extension and its fields; a
+    plan as its counts, a claim as the two sources."""
     name = re.sub(r"(?<!^)(?=[A-Z])", "-", type(event).__name__).lower()
     document: dict[str, object] = {"event": name, "extension": event.extension}
     match event:
@@ -64,7 +71,7 @@ def as_json(event: events.Event) -> str:
             document.update(timeout=timeout)
         case events.Progressing(_, pending):
             document.update(pending=list(pending))
-    return json.dumps(document)
+    return document
 
 
 def outcome_as_json(extension: str, outcome: record.Outcome) -> str:
@@ -80,8 +87,9 @@ def outcome_as_json(extension: str, outcome: record.Outcome) -> str:
 
 
 def logged(log: logging.Logger) -> events.Emit:
-    """An `Emit` that logs each event's text line at INFO (the loop's)."""
-    return lambda event: log.info("%s", text(event))
+    """An `Emit` that logs each event's text line at INFO (the loop's), its `fields` beside it
+    for a structured log (`logformat`)."""
+    return lambda event: log.info("%s", text(event), extra={logformat.FIELDS: fields(event)})
 
 
 def _kinds(kinds: events.Kinds) -> str:

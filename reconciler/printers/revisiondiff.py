@@ -1,10 +1,10 @@
-"""Two revisions compared (`engine.revisiondiff.RevisionDiff`) as `diff` prints them.
+"""Two revisions compared (`engine.revisiondiff.RevisionDiff`) as `diff` and `plan` print them.
 
 `text` for a terminal (each extension's plan as `printers.plans` writes it, coloured when the
-command asks), `as_json` for tooling and `markdown` for the PR comment the workflow posts
-(capped to GitHub's limit on a comment's length, `cap`, and marked so that the workflow finds
-its own comment to update). Pure; every diff shown comes from `engine.diffs.unified`, Secret
-values masked.
+command asks; `traffic_lines`, which `plan` prints too), `as_data` / `as_json` for tooling and
+`markdown` for the PR comment the workflow posts (capped to GitHub's limit on a comment's
+length, `cap`, and marked so that the workflow finds its own comment to update). Pure; every
+diff shown comes from `engine.diffs.unified`, Secret values masked.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import html
 import json
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from reconciler.engine import plans, revisiondiff
 from reconciler.printers import plans as plantext
@@ -45,7 +46,7 @@ def text(result: revisiondiff.RevisionDiff, style: Callable[[str, str], str] | N
         lines.append(f"the head is invalid ({count} problem{'s' if count != 1 else ''})")
         return "\n".join(lines) + "\n"
     out = [f"note: {note}" for note in result.notes]
-    out.extend(f"traffic: {line}" for line in result.traffic)
+    out.extend(traffic_lines(result))
     for extension in result.extensions:
         out.append(f"# extension {extension.name}")
         out.extend(plantext.text(extension.plan).rstrip("\n").splitlines())
@@ -54,6 +55,12 @@ def text(result: revisiondiff.RevisionDiff, style: Callable[[str, str], str] | N
     if style is not None:
         out = [_coloured(line, style) for line in out]
     return "\n".join(out) + "\n"
+
+
+def traffic_lines(result: revisiondiff.RevisionDiff) -> list[str]:
+    """`traffic: mnist: blue 100 -> 90, green 0 -> 10`, one per endpoint whose split changed:
+    what `diff` and `plan` print above the objects."""
+    return [f"traffic: {line}" for line in result.traffic]
 
 
 def _coloured(line: str, style: Callable[[str, str], str]) -> str:
@@ -67,7 +74,13 @@ def _coloured(line: str, style: Callable[[str, str], str]) -> str:
 
 
 def as_json(result: revisiondiff.RevisionDiff) -> str:
-    """`{"changes": [...], "problems": [...], "notes": [...]}`; unchanged objects left out."""
+    """`as_data` as indented JSON."""
+    return json.dumps(as_data(result), indent=2) + "\n"
+
+
+def as_data(result: revisiondiff.RevisionDiff) -> dict[str, Any]:
+    """`{"changes": [...], "problems": [...], "notes": [...], "traffic": [...]}`, what `-o
+    json` and `-o yaml` print; unchanged objects left out."""
     changes = [
         {
             "action": step.action.value,
@@ -82,13 +95,12 @@ def as_json(result: revisiondiff.RevisionDiff) -> str:
         for step in extension.plan.steps
         if step.action in _VISIBLE
     ]
-    document = {
+    return {
         "changes": changes,
         "problems": [p.as_json() for p in result.problems],
         "notes": list(result.notes),
         "traffic": list(result.traffic),
     }
-    return json.dumps(document, indent=2) + "\n"
 
 
 # --- markdown ---------------------------------------------------------------------------------

@@ -48,8 +48,12 @@ def _environment() -> jinja2.Environment:
 
 def render_template(name: str, context: Mapping[str, Any]) -> list[objects.Object]:
     """Render one template into the objects its YAML documents hold (empty ones dropped)."""
-    text = _environment().get_template(name).render(**context)
-    return _documents(text)
+    return _documents(render_text(name, context))
+
+
+def render_text(name: str, context: Mapping[str, Any]) -> str:
+    """Render one template into text (for text that is itself a template: the Helm chart)."""
+    return _environment().get_template(name).render(**context)
 
 
 def static_manifest(name: str) -> list[objects.Object]:

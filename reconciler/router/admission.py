@@ -11,11 +11,21 @@ everything it admitted. A tick counts as late only when the lag is over the targ
 for at least BUSY of the tick, so that it hardly ever sat idle waiting for events: demand over
 what the core gives it, whether its own work is too much or other processes take part of the
 core. A loop that still idles has room, however late its timer (other processes' time slices
-on a shared core make it late by themselves). From the LATE_TICKS-th late tick in a row (one
-or two are a pause: a reload, a GC, another process's time slice) the share of new scoring
-requests refused grows by UP for every TICK the timer was late by (at most MAX_STEP a tick); on
-a tick that is not late it falls back by DOWN per TICK (fast increase, slow decrease, capped at
-MAX_SHED). A refused
+on a shared core make it late by themselves).
+
+Why the lag: it is where admitted requests wait. A saturated loop reads every ready socket in
+one turn, so a request waits about a turn in its socket before it is read, and then a turn or
+more for each step after (its task's first run, the backend's answer being read): its added
+latency is a few turns, and the timer's lag is the length of a turn. Holding the lag near the
+target is holding the admitted requests' wait near a few times it.
+
+From the LATE_TICKS-th late tick in a row (one or two are a pause: a reload, a GC, another
+process's time slice) the share of new scoring requests refused grows by UP for every TICK the
+timer was late by (at most MAX_STEP a tick); once it refuses, every late tick raises it. It falls
+back in two speeds: by DOWN per TICK on a tick where the loop had room (it idled: the overload
+is over), by the much smaller CREEP per TICK on a tick where it was busy but on time (at its
+capacity, refusing just enough: lowering the share fast there would let the loop fall behind
+again and the admitted wait swing up with it). Capped at MAX_SHED. A refused
 request gets the canned 503 with Retry-After (`replies.SHED`), answered by `front` as soon as
 its URL is parsed, with no object made for it, which costs a fraction of a served request, so
 the router's goodput stays near its maximum and the latency of what it admits stays bounded.
@@ -33,11 +43,14 @@ TICK = 0.01  # seconds between lag measurements
 BUSY = 0.95
 LATE_TICKS = 3  # ticks in a row above the target before anything is refused
 UP = 0.05
-DOWN = 0.01
+DOWN = 0.01  # per TICK, while the loop has room
+CREEP = 0.001  # per TICK, while the loop is busy but on time
 MAX_STEP = 0.1  # the most one late tick adds
-# Never refuse more than this: past it, refusing costs about what the admitted work does, and a
-# share stuck high (a late timer on a crowded core) would starve goodput for nothing.
-MAX_SHED = 0.8
+# Never refuse more than this. A refusal costs a good part of a served request, so at twice the
+# capacity the share that keeps the loop on time is already near three quarters on a core of its
+# own, and more on a core other processes take turns on; past this share, though, so little is
+# served that refusing everything would hardly change it.
+MAX_SHED = 0.95
 
 
 class Admission:
@@ -63,15 +76,17 @@ class Admission:
         if self.target_lag <= 0.0:
             return
         steps = 1.0 + lag / TICK
-        if lag > self.target_lag and busy >= BUSY:
+        busy_loop = busy >= BUSY
+        if lag > self.target_lag and busy_loop:
             self._late += 1
-            if self._late >= LATE_TICKS:
+            if self._late >= LATE_TICKS or self.shed_fraction > 0.0:
                 step = min(MAX_STEP, UP * (lag / TICK))
                 self.shed_fraction = min(MAX_SHED, self.shed_fraction + step)
             return
         self._late = 0
         if self.shed_fraction > 0.0:
-            self.shed_fraction = max(0.0, self.shed_fraction - DOWN * steps)
+            down = (CREEP if busy_loop else DOWN) * steps
+            self.shed_fraction = max(0.0, self.shed_fraction - down)
             if self.shed_fraction == 0.0:
                 self._credit = 1.0
 

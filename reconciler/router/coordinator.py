@@ -9,7 +9,7 @@ list), sums them (`merge`), reads the current replica count from the Deployment'
 subresource, asks the deployment's
 `autoscaler.Autoscaler`, and writes a changed count back through the scale subresource
 (`kube.set_scale`, conditional on the count it read). Each decision is logged and handed to an
-`on_decision` hook (metrics: desired / current replicas, utilization).
+`on_decision` hook; `Gauges` exports the last ones (desired / current replicas, utilization).
 
 The data contract between instances is `local_report` (what an instance serves at LOAD_PATH,
 JSON) and `parse_report` (what the coordinator reads back). A peer that does not answer within
@@ -37,11 +37,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import prometheus_client
+from prometheus_client import core, registry
 
 from reconciler import kube, leaderelection
 from reconciler.render import workloadobjects
-from reconciler.router import autoscaler, discovery
+from reconciler.router import autoscaler, discovery, metrics
 
 log = logging.getLogger(__name__)
 
@@ -219,30 +219,38 @@ class KubeScaler:
 DecisionHook = Callable[[autoscaler.Decision], None]
 
 
-def metrics_hook(registry: prometheus_client.CollectorRegistry) -> DecisionHook:
-    """An `on_decision` hook that keeps the router's autoscaler gauges on `registry`, labelled
-    by deployment: router_utilization (a ratio), router_desired_replicas and
-    router_current_replicas. Only the coordinating instance decides, so only it exports them."""
-    labels = ["deployment"]
-    utilization = prometheus_client.Gauge(
-        "router_utilization",
-        "(busy replicas + queued requests) / current replicas, as the autoscaler last saw it.",
-        labels,
-        registry=registry,
-    )
-    desired = prometheus_client.Gauge(
-        "router_desired_replicas", "Replicas the autoscaler wants.", labels, registry=registry
-    )
-    current = prometheus_client.Gauge(
-        "router_current_replicas", "Replicas the Deployment has.", labels, registry=registry
-    )
+class Gauges(registry.Collector):
+    """The autoscaler's gauges of a router instance, labelled by deployment: the coordinator's
+    last decision for each deployment it scales (`metrics.UTILIZATION`, a ratio,
+    `metrics.DESIRED_REPLICAS`, `metrics.CURRENT_REPLICAS`), read at scrape time. Only the
+    instance leading now exports them: one that lost the Lease, or a deployment no longer
+    scaled, shows nothing rather than its last figures, so the routers together export one
+    set, and `router top` or a dashboard never reads an old coordinator's figures."""
 
-    def record(decision: autoscaler.Decision) -> None:
-        utilization.labels(decision.deployment).set(decision.utilization)
-        desired.labels(decision.deployment).set(decision.desired)
-        current.labels(decision.deployment).set(decision.current)
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
 
-    return record
+    def collect(self) -> Iterable[core.Metric]:
+        labels = ["deployment"]
+        utilization = core.GaugeMetricFamily(
+            metrics.UTILIZATION,
+            "(busy replicas + queued requests) / current replicas, as the autoscaler last saw it.",
+            labels=labels,
+        )
+        desired = core.GaugeMetricFamily(
+            metrics.DESIRED_REPLICAS, "Replicas the autoscaler wants.", labels=labels
+        )
+        current = core.GaugeMetricFamily(
+            metrics.CURRENT_REPLICAS, "Replicas the Deployment has.", labels=labels
+        )
+        for name, decision in sorted(self._coordinator.latest().items()):
+            utilization.add_metric([name], decision.utilization)
+            desired.add_metric([name], decision.desired)
+            current.add_metric([name], decision.current)
+        return [utilization, desired, current]
+
+    def describe(self) -> Iterable[core.Metric]:
+        return self.collect()  # claims the names, so a clashing registration fails loudly
 
 
 def _always() -> bool:
@@ -282,6 +290,7 @@ class Coordinator:
         self._targets: dict[str, Target] = {}
         self._scalers: dict[str, autoscaler.Autoscaler] = {}
         self._due: dict[str, float] = {}
+        self._latest: dict[str, autoscaler.Decision] = {}
         self._leading = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -295,6 +304,7 @@ class Coordinator:
             for name in list(self._targets):
                 if name not in wanted:
                     del self._targets[name], self._scalers[name], self._due[name]
+                    self._latest.pop(name, None)
             for name, target in wanted.items():
                 if name in self._scalers:
                     self._scalers[name].reconfigure(target.settings)
@@ -310,6 +320,8 @@ class Coordinator:
             if self._leading:
                 log.info("no longer the scaling coordinator")
                 self._leading = False
+                with self._lock:
+                    self._latest.clear()
             return []
         with self._lock:
             if not self._leading:
@@ -329,6 +341,14 @@ class Coordinator:
             if decision is not None:
                 decisions.append(decision)
         return decisions
+
+    def latest(self) -> dict[str, autoscaler.Decision]:
+        """The last decision for each deployment scaled, while this instance leads (none
+        otherwise)."""
+        if not self._is_leader():
+            return {}
+        with self._lock:
+            return dict(self._latest)
 
     def _reports(self) -> list[Mapping[str, autoscaler.Sample]]:
         reports = [self._local_load()]
@@ -370,6 +390,9 @@ class Coordinator:
                 decision.current,
                 decision.reason,
             )
+        with self._lock:
+            if target.name in self._targets:
+                self._latest[target.name] = decision
         if self._on_decision is not None:
             self._on_decision(decision)
         return decision

@@ -35,10 +35,12 @@ is answered the error itself if its answer had not begun (`Request.abort`). No c
 without an answer.
 
 Connections: keep-alive unless the client or an answer says close; idle ones are closed after
-`keepalive_timeout`. An answer given before its request body was read (413) closes the
-connection after lingering: the rest of the upload is read and dropped for up to LINGER seconds,
-so that the client sees the answer and not a reset. `Server.stop` stops accepting, closes idle
-connections, and waits for requests in flight to finish.
+`keepalive_timeout`, and a request head not complete `header_timeout` after its first byte is
+answered 408 and the connection closed (nginx's `client_header_timeout`): a client trickling its
+headers holds a connection only that long, whatever the byte rate. An answer given before its
+request body was read (413) closes the connection after lingering: the rest of the upload is read
+and dropped for up to LINGER seconds, so that the client sees the answer and not a reset.
+`Server.stop` stops accepting, closes idle connections, and waits for requests in flight to finish.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ MAX_HEADER_LINE_BYTES = 8 * 1024
 MAX_HEAD_BYTES = 4 * 8 * 1024
 MAX_HEADERS = 100
 KEEPALIVE_TIMEOUT = 75.0
+HEADER_TIMEOUT = 60.0  # nginx's client_header_timeout
 _REASONS = {
     100: b"Continue",
     200: b"OK",
@@ -391,6 +394,7 @@ class ClientConnection(flow.Protocol):
         self._eof = False  # the client has half-closed
         self.closing = False  # close once the request being handled is answered
         self.idle_since = 0.0
+        self.head_began: float | None = None  # loop time of the head being parsed's first byte
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -473,6 +477,7 @@ class ClientConnection(flow.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.head_began = self.loop.time()
         self._url = b""
         self._decided = False
         self._head_size = 0
@@ -516,6 +521,7 @@ class ClientConnection(flow.Protocol):
         request.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.head_began = None
         self._in_head = False
         self._phase += 1
         parser = self._parser
@@ -697,6 +703,7 @@ class Server:
         refuse: Callable[[bytes], bool] | None = None,
         refusal: Reply | None = None,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self.handler = handler
         self.loop = loop
@@ -704,6 +711,7 @@ class Server:
         self._refusal = refusal or Reply(503, b"", b"Retry-After: 1\r\n")
         self._refusal_bytes: dict[bool, tuple[int, bytes]] = {}
         self.keepalive_timeout = keepalive_timeout
+        self.header_timeout = header_timeout
         self.clock = _Clock()
         self.connections: set[ClientConnection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -746,11 +754,20 @@ class Server:
         return data
 
     def sweep(self) -> None:
-        """Close client connections idle longer than the keep-alive timeout."""
-        cutoff = self.loop.time() - self.keepalive_timeout
+        """Close client connections idle longer than the keep-alive timeout, and answer 408 to
+        those whose request head has taken longer than the header timeout."""
+        now = self.loop.time()
+        cutoff = now - self.keepalive_timeout
+        head_cutoff = now - self.header_timeout
         for conn in list(self.connections):
-            idle = conn._active is None and conn._current is None
-            if idle and conn.idle_since < cutoff and conn._transport is not None:
+            if conn._transport is None:
+                continue
+            began = conn.head_began
+            if began is not None:
+                if began < head_cutoff and not conn._failed:
+                    conn.head_began = None
+                    conn._fail(408, b"request header timeout")
+            elif conn._active is None and conn._current is None and conn.idle_since < cutoff:
                 conn._transport.close()
 
     async def stop(self, timeout: float) -> None:

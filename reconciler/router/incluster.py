@@ -198,13 +198,13 @@ class InCluster:
             identity=self.who.pod,
             local_load=self._local_load,
             targets=scaled(cfg, namespace),
-            on_decision=coordinator.metrics_hook(self.router.metrics.registry),
             # Peers' load reports are on their admin ports, plain HTTP, found through the
             # headless admin Service (render._router_context).
             peer_service=workloadobjects.router_admin_service(self.who.router_service),
             peer_port=workloadobjects.ROUTER_ADMIN_PORT_NAME,
             peer_scheme="http",
         )
+        self.router.metrics.registry.register(coordinator.Gauges(self._scaling.coordinator))
         log.info(
             "in-cluster as %s in %s (Service %s): %d discovered, %d keyed by Secret, %d scaled",
             self.who.pod,

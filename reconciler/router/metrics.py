@@ -12,10 +12,14 @@ Endpoints add two small counters: requests by endpoint and the deployment chosen
 (`deployment=""`: none was, the request was refused or unroutable; `endpoint=""`: a Host-routed
 request refused before its Host was read), and mirror copies by outcome (`answered`, `failed`,
 `dropped`: no free backend at once, or a streamed body). The copies' answers are not counted
-among the deployment's `router_requests`.
+among the deployment's requests.
 
-The autoscaler registers its own gauges (utilization, desired and current replicas) on
-`Metrics.registry`; `AUTOSCALER_GAUGES` names them so the names stay free for it.
+Every name is `PREFIX` (`mlext_router`, beside the controller's `mlext_reconciler` in
+`gitops.loopmetrics`) and ends in its unit as Prometheus names do (`_seconds`, `_total` for
+counters, `_ratio`, `_requests`, `_replicas`); the constants below are the names, and
+`router top` (`cli/routertop`, through `router.readings`) reads them back by these constants.
+The coordinator registers the autoscaler's gauges (utilization, desired and current replicas)
+on `Metrics.registry` under `UTILIZATION`, `DESIRED_REPLICAS` and `CURRENT_REPLICAS`.
 """
 
 from __future__ import annotations
@@ -39,9 +43,25 @@ OVERHEAD_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 )  # fmt: skip
 
-# Labelled by deployment, added by the autoscaler: utilization as a fraction (busy + queued
-# over current replicas), and the replicas it wants and sees.
-AUTOSCALER_GAUGES = ("router_utilization", "router_desired_replicas", "router_current_replicas")
+PREFIX = "mlext_router"
+# Counters (the exposition adds `_total`), by deployment (and code, endpoint, outcome).
+REQUESTS = f"{PREFIX}_requests"
+RETRIES = f"{PREFIX}_retries"
+ENDPOINT_REQUESTS = f"{PREFIX}_endpoint_requests"
+MIRROR_REQUESTS = f"{PREFIX}_mirror_requests"
+# Histograms, by deployment.
+REQUEST_DURATION = f"{PREFIX}_request_duration_seconds"
+OVERHEAD = f"{PREFIX}_overhead_seconds"
+# Gauges read from the pools at scrape time, by deployment (and backend).
+QUEUED = f"{PREFIX}_queued_requests"
+IN_FLIGHT = f"{PREFIX}_in_flight_requests"
+BACKEND_UP = f"{PREFIX}_backend_up"
+# The autoscaler's gauges, by deployment, on the coordinating instance only: utilization as a
+# ratio (busy + queued over current replicas; above 1 when overloaded), the replicas it wants
+# and the ones the Deployment has.
+UTILIZATION = f"{PREFIX}_utilization_ratio"
+DESIRED_REPLICAS = f"{PREFIX}_desired_replicas"
+CURRENT_REPLICAS = f"{PREFIX}_current_replicas"
 
 
 class _Histogram:
@@ -147,23 +167,23 @@ class _RequestCollector(registry.Collector):
 
     def collect(self) -> Iterable[core.Metric]:
         requests = core.CounterMetricFamily(
-            "router_requests",
+            REQUESTS,
             "Requests answered, by deployment and HTTP status code (499: the client left).",
             labels=["deployment", "code"],
         )
         total = core.HistogramMetricFamily(
-            "router_request_duration_seconds",
+            REQUEST_DURATION,
             "Time from a request's arrival to its answer, by deployment.",
             labels=["deployment"],
         )
         overhead = core.HistogramMetricFamily(
-            "router_overhead_seconds",
+            OVERHEAD,
             "The router's own share of a request: total time minus time spent with backends "
             "(waiting in the queue included).",
             labels=["deployment"],
         )
         retries = core.CounterMetricFamily(
-            "router_retries",
+            RETRIES,
             "Requests sent to another backend because the first provably never received them "
             "(connection refused, or closed before the request was written).",
             labels=["deployment"],
@@ -192,13 +212,13 @@ class _EndpointCollector(registry.Collector):
 
     def collect(self) -> Iterable[core.Metric]:
         routed = core.CounterMetricFamily(
-            "router_endpoint_requests",
+            ENDPOINT_REQUESTS,
             "Scoring requests of an endpoint, by the deployment chosen for them (by the traffic "
             "split or the azureml-model-deployment header; empty: refused or unroutable).",
             labels=["endpoint", "deployment"],
         )
         copies = core.CounterMetricFamily(
-            "router_mirror_requests",
+            MIRROR_REQUESTS,
             "Mirror copies of endpoint requests, by outcome (answered, failed, or dropped: no "
             "free backend, or a streamed body).",
             labels=["endpoint", "deployment", "outcome"],
@@ -214,27 +234,31 @@ class _EndpointCollector(registry.Collector):
 
 
 class _PoolCollector(registry.Collector):
-    """Queue depth, requests in flight and backends per deployment, read at scrape time."""
+    """Requests queued and in flight per deployment, and each backend up or down, read at
+    scrape time."""
 
     def __init__(self, pools: Callable[[], Mapping[str, balancer.Pool]]) -> None:
         self._pools = pools
 
     def collect(self) -> Iterable[core.Metric]:
         queued = core.GaugeMetricFamily(
-            "router_queue_depth", "Requests waiting for a free backend.", labels=["deployment"]
+            QUEUED, "Requests waiting for a free backend.", labels=["deployment"]
         )
         in_flight = core.GaugeMetricFamily(
-            "router_in_flight", "Requests being served by a backend.", labels=["deployment"]
+            IN_FLIGHT, "Requests being served by a backend.", labels=["deployment"]
         )
+        # One series per backend (its URL), not a count: every router instance sees the same
+        # pods, and only their identity lets a reader of several instances count each pod once.
         backends = core.GaugeMetricFamily(
-            "router_backends", "Backends by state (up or down).", labels=["deployment", "state"]
+            BACKEND_UP,
+            "1 while a backend is up (routable), 0 while down, by deployment and backend URL.",
+            labels=["deployment", "backend"],
         )
         for name, pool in sorted(self._pools().items()):
             queued.add_metric([name], pool.queued)
             in_flight.add_metric([name], pool.in_flight)
-            up = sum(1 for b in pool.backends if b.up)
-            backends.add_metric([name, "up"], up)
-            backends.add_metric([name, "down"], len(pool.backends) - up)
+            for backend in pool.backends:
+                backends.add_metric([name, backend.url], 1.0 if backend.up else 0.0)
         return [queued, in_flight, backends]
 
     def describe(self) -> Iterable[core.Metric]:

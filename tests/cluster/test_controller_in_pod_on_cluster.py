@@ -11,12 +11,18 @@ API server), elect a leader and reconcile the repo as their ServiceAccount, whos
 the installed RBAC, until the extension's record says Succeeded. A commit to the served repo
 (a new instance type) reaches the cluster within the controller's short interval.
 
+The Helm chart (`charts/mlext-reconciler`, written from the same template) is installed the
+same way with `helm install` into the test's namespace, and must reconcile the example too.
+Both need the plane's folder (its Docker network): the session's plane, or with
+USE_EXISTING_CLUSTER=1 the local plane whose folder holds $KUBECONFIG.
+
 The copy drops the example's jobs and online deployments: they prove nothing here and would
 only compete with the controller for the one real node's two CPUs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -36,10 +42,11 @@ from kubernetes import client
 from reconciler import kube, objects
 from reconciler.cli import main as cli
 from reconciler.engine import record
-from reconciler.gitops import install
-from reconciler.localcluster import localimages, realnode
+from reconciler.gitops import chart, install
+from reconciler.localcluster import localimages, plane, realnode
 from reconciler.localcluster import realnodeconfig as rc
 from reconciler.localcluster.config import PlaneState
+from tests import tools
 from tests.cluster.kubehelpers import server_side_apply, wait_until
 from tests.helpers import example_repo
 
@@ -77,14 +84,21 @@ def commit(root: Path, message: str) -> str:
 
 
 @pytest.fixture
-def served(
-    local_plane: PlaneState | None, tmp_path: Path, namespace: str
-) -> Iterator[tuple[GitServer, str]]:
+def plane_dir(local_plane: PlaneState | None) -> Path:
+    """The local plane's folder: the session's, or that of an existing one's $KUBECONFIG."""
+    if local_plane is not None:
+        return Path(local_plane.state_dir)
+    kubeconfig = os.environ.get("KUBECONFIG", "")
+    if kubeconfig and plane.read_state(Path(kubeconfig).parent) is not None:
+        return Path(kubeconfig).parent
+    pytest.skip("the repo is served to a local plane's pods from this host")
+
+
+@pytest.fixture
+def served(plane_dir: Path, tmp_path: Path, namespace: str) -> Iterator[tuple[GitServer, str]]:
     """The example, its extension renamed to a name of this test and released into the test's
     namespace, committed and served by `git daemon`; with the extension's name."""
-    if local_plane is None:
-        pytest.skip("the repo is served to the local plane's pods from this host")
-    host = realnode.host_address(Path(local_plane.state_dir))
+    host = realnode.host_address(plane_dir)
     assert host, "the session plane has a real node, so it has a Docker network"
     extension = f"ctl-{uuid.uuid4().hex[:6]}"
     base = tmp_path / "served"
@@ -120,6 +134,13 @@ class Installed:
         (deployment,) = [o for o in self.printed if o["kind"] == "Deployment"]
         labels = deployment["spec"]["selector"]["matchLabels"]
         return ",".join(f"{k}={v}" for k, v in labels.items())
+
+    def pods(self, api_client: client.ApiClient) -> list[Any]:
+        """The controller's pods that are not being deleted."""
+        listed = client.CoreV1Api(api_client).list_namespaced_pod(
+            self.namespace, label_selector=self.selector
+        )
+        return [p for p in listed.items if p.metadata.deletion_timestamp is None]
 
 
 @pytest.fixture
@@ -203,25 +224,13 @@ def succeeded_at(
     return wait_until(lambda: status(cluster, extension), done, what, timeout=timeout)
 
 
-def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_repo(
-    served: tuple[GitServer, str],
-    installed: Installed,
-    api_client: client.ApiClient,
-    cluster: kube.Cluster,
-) -> None:
-    server, extension = served
-    first = git.Repo(server.root).head.commit.hexsha
-    core = client.CoreV1Api(api_client)
-    began = time.monotonic()
-
-    # The two replicas run on the real node (one node: the preferred anti-affinity lets both
-    # share it), in containers of the project's image, and are ready.
-    def controller_pods() -> list[Any]:
-        items = core.list_namespaced_pod(installed.namespace, label_selector=installed.selector)
-        return [p for p in items.items if p.metadata.deletion_timestamp is None]
-
-    up = wait_until(
-        controller_pods,
+def controller_up(
+    api_client: client.ApiClient, cluster: kube.Cluster, installed: Installed, began: float
+) -> list[Any]:
+    """The controller's two replicas, once Ready: on the real node (one node: the preferred
+    anti-affinity lets both share it), in containers of the project's image, serving."""
+    up: list[Any] = wait_until(
+        lambda: installed.pods(api_client),
         lambda pods: len(pods) == 2 and all(ready(p) for p in pods),
         "the controller's 2 pods to be Ready",
         timeout=180,
@@ -236,6 +245,92 @@ def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_r
         assert state.image.endswith(localimages.project_image()), state.image
         log = kube.pod_log(cluster, installed.namespace, pod.metadata.name, "controller")
         assert "serving on :8081" in log, log
+    return up
+
+
+def reconciled(
+    cluster: kube.Cluster, api_client: client.ApiClient, extension: str, first: str, began: float
+) -> None:
+    """The extension's record says Succeeded at `first` with no problem, and the example's
+    instance types are in the cluster."""
+    recorded = succeeded_at(cluster, extension, first, timeout=300)
+    print(f"{extension} Succeeded at {first[:12]} after {time.monotonic() - began:.1f}s")
+    assert recorded["problems"] == [], recorded["problems"]
+    names = {
+        item["metadata"]["name"]
+        for item in client.CustomObjectsApi(api_client).list_cluster_custom_object(
+            *INSTANCE_TYPES, label_selector=f"{objects.PART_OF_LABEL}={extension}"
+        )["items"]
+    }
+    assert {"cpusmall", "cpularge"} <= names, names
+
+
+def helm(kubeconfig: str, *args: str) -> str:
+    result = subprocess.run(
+        [tools.helm(), "--kubeconfig", kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def chart_installed(
+    served: tuple[GitServer, str],
+    namespace: str,
+    cluster_kubeconfig: str | None,
+    cluster: kube.Cluster,
+) -> Iterator[Installed]:
+    """The chart, `helm install`ed into the test's namespace for the served repo; uninstalled
+    after (its ClusterRole and binding with it; Helm keeps the CRD, as it always does)."""
+    server, extension = served
+    kubeconfig = cluster_kubeconfig or os.environ["KUBECONFIG"]  # `plane_dir` found one
+    release = f"r-{uuid.uuid4().hex[:6]}"
+    sets = {
+        "repo": server.url,
+        "image": localimages.project_image(),
+        "interval": INTERVAL,
+        "extensions": "{" + extension + "}",
+    }
+    args = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+    helm(kubeconfig, "install", release, str(tools.ROOT / chart.DIRECTORY), "-n", namespace, *args)
+    kube.wait_established(cluster, record.crd()["metadata"]["name"])
+    rendered = helm(kubeconfig, "get", "manifest", release, "-n", namespace)
+    try:
+        yield Installed(namespace, [o for o in yaml.safe_load_all(rendered) if o])
+    finally:
+        helm(kubeconfig, "uninstall", release, "-n", namespace, "--wait")
+
+
+def test_the_helm_chart_installs_a_controller_that_reconciles_the_example(
+    served: tuple[GitServer, str],
+    chart_installed: Installed,
+    api_client: client.ApiClient,
+    cluster: kube.Cluster,
+) -> None:
+    server, extension = served
+    began = time.monotonic()
+    up = controller_up(api_client, cluster, chart_installed, began)
+    first = git.Repo(server.root).head.commit.hexsha
+    reconciled(cluster, api_client, extension, first, began)
+    for pod in up:  # the chart's RBAC was enough: nothing was forbidden to either replica
+        log = kube.pod_log(cluster, chart_installed.namespace, pod.metadata.name, "controller")
+        assert "forbidden" not in log.lower(), log
+
+
+def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_repo(
+    served: tuple[GitServer, str],
+    installed: Installed,
+    api_client: client.ApiClient,
+    cluster: kube.Cluster,
+) -> None:
+    server, extension = served
+    first = git.Repo(server.root).head.commit.hexsha
+    began = time.monotonic()
+    up = controller_up(api_client, cluster, installed, began)
 
     # One of them leads (its Lease names it) and reconciles the repo to Succeeded.
     leases = client.CoordinationV1Api(api_client)
@@ -246,17 +341,7 @@ def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_r
     )
     holder = next(lease.spec.holder_identity for lease in lease if lease.spec.holder_identity)
     (leader,) = [p for p in up if holder.startswith(f"{p.metadata.name}_")]
-    recorded = succeeded_at(cluster, extension, first, timeout=300)
-    print(f"{extension} Succeeded at {first[:12]} after {time.monotonic() - began:.1f}s")
-    assert recorded["problems"] == [], recorded["problems"]
-    custom = client.CustomObjectsApi(api_client)
-    names = {
-        item["metadata"]["name"]
-        for item in custom.list_cluster_custom_object(
-            *INSTANCE_TYPES, label_selector=f"{objects.PART_OF_LABEL}={extension}"
-        )["items"]
-    }
-    assert {"cpusmall", "cpularge"} <= names, names
+    reconciled(cluster, api_client, extension, first, began)
     # It did so as its ServiceAccount with the installed grant alone: nothing was forbidden.
     log = kube.pod_log(cluster, installed.namespace, leader.metadata.name, "controller")
     assert "forbidden" not in log.lower(), log
@@ -275,6 +360,8 @@ def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_r
     second = commit(server.root, "a tiny instance type")
     pushed = time.monotonic()
 
+    custom = client.CustomObjectsApi(api_client)
+
     def applied() -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = custom.get_cluster_custom_object(*INSTANCE_TYPES, tiny)
@@ -289,4 +376,5 @@ def test_the_installed_controller_runs_on_the_real_node_and_follows_the_served_r
     succeeded_at(cluster, extension, second, timeout=120)
     print(f"the commit was applied {time.monotonic() - pushed:.1f}s after it was made")
     # Neither replica restarted meanwhile: the probes pass in the real containers.
-    assert [p.status.container_statuses[0].restart_count for p in controller_pods()] == [0, 0]
+    restarts = [p.status.container_statuses[0].restart_count for p in installed.pods(api_client)]
+    assert restarts == [0, 0]

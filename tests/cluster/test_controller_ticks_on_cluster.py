@@ -84,7 +84,7 @@ def test_a_tick_a_newer_trigger_came_during_leaves_the_rest_to_the_next_one(
         cluster,
         lambda: source.DirectorySnapshot(root),
         controller.Settings(interval=3600),
-        loopmetrics.ControllerMetrics(),
+        loopmetrics.ControllerMetrics("0.0.0", None),
         clock=lambda: now[0],
     )
     try:
@@ -148,7 +148,7 @@ def test_an_in_sync_extension_is_planned_again_only_when_its_inputs_or_live_obje
         lambda: source.DirectorySnapshot(root),
         # As `sync` has it: an edit by another manager is reverted, not a conflict.
         controller.Settings(interval=3600, options=reconcile.Options(force_conflicts=True)),
-        loopmetrics.ControllerMetrics(),
+        loopmetrics.ControllerMetrics("0.0.0", None),
         cache=cache,
     )
     gateway = objects.Key("v1", "ConfigMap", f"{namespace}-b", "gateway")

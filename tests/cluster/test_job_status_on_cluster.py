@@ -31,7 +31,7 @@ JOBS = ("jobs-hello", "train-mnist")
 def states(root: Path, kubeconfig: str | None) -> dict[str, tuple[str, str]]:
     """Each job's (state, detail) as `reconciler job status` prints them."""
     options = ["--kubeconfig", kubeconfig] if kubeconfig else []
-    result = CliRunner().invoke(cli.main, ["job", "status", "--path", str(root), *options])
+    result = CliRunner().invoke(cli.main, ["job", "status", str(root), *options])
     assert result.exit_code == 0, result.output
     found = {}
     for line in result.stdout.splitlines()[1:]:

@@ -177,10 +177,14 @@ def test_the_example_scores_through_the_router_and_autoscales_on_the_local_plane
             90,
         )
         assert {p.name for p in serving}.isdisjoint({first[0].name})
-        top = runner.invoke(cli.main, ["router", "top", "--once", "--interval", "1", *kubeconfig])
+        top = runner.invoke(
+            cli.main, ["router", "top", "--once", "--interval", "1", "-o", "json", *kubeconfig]
+        )
         assert top.exit_code == 0, top.output
-        row = next(line.split() for line in top.output.splitlines() if line.startswith("blue"))
-        assert int(row[1]) >= 3 and float(row[-1]) > 0, top.output  # replicas, rps
+        [blue] = [d for d in json.loads(top.stdout)["deployments"] if d["deployment"] == "blue"]
+        assert blue["replicas"] >= 3 and blue["requests_per_second"] > 0, top.output
+        # Every router reports the same pods: each counted once, never more than there are.
+        assert 1 <= blue["backends_up"] <= blue["replicas"], top.output
 
         # A model server's container is killed under load (SIGKILL to its processes in the
         # node): its pod goes not ready, the router fails over to the other pods

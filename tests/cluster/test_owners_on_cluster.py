@@ -67,7 +67,7 @@ def test_a_second_source_is_refused_until_it_adopts_the_extension(
         assert planned.exit_code == 2, planned.output
         assert str(a) in planned.output and str(b) in planned.output
         assert "to delete" not in planned.output  # no plan is shown: nothing was planned
-        compared = run(cluster_kubeconfig, "diff", str(b), "--cluster", "--format", "json")
+        compared = run(cluster_kubeconfig, "diff", str(b), "--cluster", "-o", "json")
         assert compared.exit_code == 2, compared.output
         assert str(a) in compared.output and json.loads(compared.output)["changes"] == []
         ticked = run(cluster_kubeconfig, "sync", "--repo", str(b), "--watch", "--once")

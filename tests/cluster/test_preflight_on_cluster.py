@@ -6,7 +6,9 @@ its real node (this machine's CPUs and memory). Each test runs the command throu
 on a repo written for it.
 """
 
+import json
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from click.testing import CliRunner, Result
 from kubernetes import client
 
 from reconciler.cli import main as cli
-from tests.helpers import extension, write_repo
+from tests.helpers import extension, instance_type, write_repo
 
 pytestmark = pytest.mark.cluster
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -121,3 +123,61 @@ def test_a_gpu_instance_type_on_cpu_nodes_fails(
         "  }\n"
         "]\n"
     )
+
+
+HTTP = """
+    enableInference: true
+    inferenceRouterServiceType: NodePort
+    inferenceRouterHA: false
+    allowInsecureConnections: true
+    """
+DEPLOYMENT = """
+    $schema: https://azuremlschemas.azureedge.net/latest/kubernetesOnlineDeployment.schema.json
+    name: big
+    environment: {image: python:3.11-slim}
+    instance_type: sized
+    scale_settings: {type: target_utilization, min_instances: 2, max_instances: 4}
+    """
+
+
+def test_a_deployment_asking_more_cpu_than_the_nodes_have_is_refused_at_its_line(
+    cluster_kubeconfig: str | None, tmp_path: Path, api_client: client.ApiClient
+) -> None:
+    files = {
+        "ext.yaml": extension(HTTP),
+        "it.yaml": instance_type("sized", cpu="64"),
+        "big.yaml": DEPLOYMENT,
+    }
+    root = write_repo(tmp_path, files)
+    result = run(cluster_kubeconfig, str(root))
+    assert result.exit_code == 1, result.output
+    error, verdict = result.stdout.splitlines()
+    assert error.startswith(
+        f"error: {root}/big.yaml:2: deployment big: needs 2 pods of 64 CPU / 1 GiB; 0 fit on the "
+        "ready worker nodes (free after what is requested there: "
+    ), error
+    assert verdict == "preflight failed: 1 error"
+    # The same deployment at 100m a replica fits what the plane's nodes have free.
+    (root / "it.yaml").write_text(textwrap.dedent(instance_type("sized", cpu="100m")))
+    result = run(cluster_kubeconfig, str(root))
+    assert result.exit_code == 0, result.output
+    assert_passed(result.stdout.splitlines()[-1], api_client)
+
+
+def test_a_deployment_whose_node_selector_matches_no_node_is_refused_at_its_line(
+    cluster_kubeconfig: str | None, tmp_path: Path
+) -> None:
+    files = {
+        "ext.yaml": extension(HTTP),
+        "it.yaml": instance_type("sized", "pool: a100-nowhere", cpu="100m"),
+        "big.yaml": DEPLOYMENT,
+    }
+    root = write_repo(tmp_path, files)
+    result = run(cluster_kubeconfig, str(root), "--output", "json")
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)[-1] == {
+        "severity": "error",
+        "subject": "deployment big",
+        "message": "nodeSelector pool=a100-nowhere matches no ready worker node",
+        "where": f"{root}/big.yaml:2",
+    }

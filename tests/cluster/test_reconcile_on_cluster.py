@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 from kubernetes import client
 
@@ -182,6 +183,11 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
         }
     ]
     assert run(cluster_kubeconfig, "status").output.count(name) == 1
+    as_yaml = run(cluster_kubeconfig, "status", "-o", "yaml")
+    assert [s for s in yaml.safe_load(as_yaml.stdout) if s["name"] == name] == mine
+    wide = run(cluster_kubeconfig, "status", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-3:] == ["ATTEMPTED", "DRIFTED", "SUSPENDED"]
+    assert [row.split()[-1] for row in wide if row.startswith(f"{name} ")] == ["False"]
 
     # A traffic change is applied (the router's config) and never rewrites the endpoint's keys.
     endpoint_file = root / "deployments" / "endpoint.yaml"
@@ -192,6 +198,19 @@ def test_apply_succeeds_then_plan_is_empty_and_a_second_apply_writes_nothing(
     assert planned.exit_code == 1, planned.output
     assert "0 to create, 1 to update, 0 to delete" in planned.output, planned.output
     assert f"~ update ConfigMap/{namespace}/azureml-fe-v2-config" in planned.output
+    # The traffic summary `diff --base` prints, from the live split: in `plan` (text, first
+    # line, and -o yaml) and in `diff --cluster`.
+    line = "mnist: blue 90 -> 100, green 10 -> 0"
+    assert planned.stdout.splitlines()[0] == f"traffic: {line}", planned.output
+    planned_yaml = run(cluster_kubeconfig, "plan", str(root), "-o", "yaml")
+    assert planned_yaml.exit_code == 1, planned_yaml.output
+    document = yaml.safe_load(planned_yaml.stdout)
+    assert document["traffic"] == [line]
+    assert [(c["action"], c["name"]) for c in document["changes"]] == [
+        ("update", "azureml-fe-v2-config")
+    ]
+    compared = run(cluster_kubeconfig, "diff", str(root), "--cluster", "-o", "json")
+    assert compared.exit_code == 1 and json.loads(compared.output)["traffic"] == [line]
     moved = run(cluster_kubeconfig, "apply", str(root))
     assert moved.exit_code == 0, moved.output
     config_map = live(cluster, objects.Key("v1", "ConfigMap", namespace, "azureml-fe-v2-config"))
@@ -240,7 +259,7 @@ def test_disabling_training_prunes_exactly_the_training_components(
     assert f"~ update ConfigMap/{namespace}/gateway" in planned.output  # no longer training
 
     # `diff --cluster` is the same plan, in the PR formats: JSON names every change.
-    compared = run(cluster_kubeconfig, "diff", str(root), "--cluster", "--format", "json")
+    compared = run(cluster_kubeconfig, "diff", str(root), "--cluster", "-o", "json")
     assert compared.exit_code == 1, compared.output
     changes = json.loads(compared.output)["changes"]
     deleted = {(c["kind"], c["namespace"], c["name"]) for c in changes if c["action"] == "delete"}
@@ -446,7 +465,7 @@ def test_extension_list_show_and_delete_from_the_cluster(
     listed = run(cluster_kubeconfig, "extension", "list")
     assert listed.exit_code == 0, listed.output
     assert any(line.split()[:2] == [name, "Succeeded"] for line in listed.output.splitlines())
-    shown = run(cluster_kubeconfig, "extension", "show", "--name", name)
+    shown = run(cluster_kubeconfig, "extension", "show", name)
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["provisioningState"] == "Succeeded"
 
@@ -455,9 +474,7 @@ def test_extension_list_show_and_delete_from_the_cluster(
         cluster_kubeconfig,
         "extension",
         "delete",
-        "--name",
         name,
-        "--path",
         str(root),
         "--from-cluster",
     )
@@ -468,7 +485,7 @@ def test_extension_list_show_and_delete_from_the_cluster(
         found = live(cluster, key)
         kept = key.kind == "CustomResourceDefinition"  # never deleted: other resources use it
         assert found is not None if kept else gone_or_going(found), key
-    missing = run(cluster_kubeconfig, "extension", "show", "--name", name)
+    missing = run(cluster_kubeconfig, "extension", "show", name)
     assert missing.exit_code == 1 and "no extension named" in missing.output
 
 

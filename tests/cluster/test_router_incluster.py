@@ -446,7 +446,7 @@ def test_the_router_in_a_cluster_discovers_authenticates_and_scales(
         assert lease is not None and lease["spec"]["holderIdentity"] == POD
         assert router.request("GET", "/metrics")[0] == 404  # not on the scoring port
         status, metrics = router.request("GET", "/metrics", admin=True)
-        assert 'router_desired_replicas{deployment="blue"} 4.0' in metrics.decode()
+        assert 'mlext_router_desired_replicas{deployment="blue"} 4.0' in metrics.decode()
 
         # Discovery follows the slices live: one backend's slice goes, its backend with it.
         kube.delete(cluster, endpoint_slice(namespace, backends[1]))

@@ -42,15 +42,16 @@ def free_port() -> int:
 
 
 def commit(root: Path, message: str) -> str:
-    repository = git.Repo.init(root) if not (root / ".git").exists() else git.Repo(root)
-    repository.git.add(A=True)
-    repository.index.commit(message)
-    return str(repository.head.commit.hexsha)
+    # Closed: GitPython keeps `git cat-file` processes per Repo, a ResourceWarning when collected.
+    with git.Repo.init(root) if not (root / ".git").exists() else git.Repo(root) as repository:
+        repository.git.add(A=True)
+        repository.index.commit(message)
+        return str(repository.head.commit.hexsha)
 
 
 def git_repo(tmp_path: Path, name: str, namespace: str) -> tuple[Path, str]:
     root = example_repo(tmp_path, name, namespace, jobs=False)
-    git.Repo.init(root, initial_branch="main")
+    git.Repo.init(root, initial_branch="main").close()
     return root, commit(root, "first")
 
 
@@ -118,7 +119,9 @@ def test_sync_applies_commits_prunes_reverts_drift_and_keeps_the_last_good_revis
 ) -> None:
     name = f"s{namespace[-6:]}"
     root, first = git_repo(tmp_path, name, namespace)
-    sync = Sync(cluster_kubeconfig, root, tmp_path / "cache", "--branch", "main")
+    sync = Sync(
+        cluster_kubeconfig, root, tmp_path / "cache", "--branch", "main", "--log-format", "json"
+    )
     try:
         wait_until(lambda: applied_revision(cluster, name), lambda r: r == first, "1st", 90)
         assert deployment(cluster, namespace, "aml-operator") is not None
@@ -157,15 +160,24 @@ def test_sync_applies_commits_prunes_reverts_drift_and_keeps_the_last_good_revis
             return list(found[0]["reasons"]) if found else []  # type: ignore[call-overload]
 
         reasons = wait_until(problems, lambda r: any("lots" in p for p in r), "problem", 30)
-        assert any("deployments/blue.yaml:26: scale_settings.max_instances" in p for p in reasons)
+        assert any("deployments/blue.yaml:27: scale_settings.max_instances" in p for p in reasons)
         live = kube.get(cluster, record.ref(name))
         assert live is not None
         assert live["status"]["lastAppliedRevision"] == second
         assert live["status"]["lastAttemptedRevision"] == bad
         assert deployment(cluster, namespace, router)["metadata"]["generation"] == generation  # type: ignore[index]
 
+        # The rejected revision marked the extension Failed: its ready gauge says so.
+        failed = (
+            f'mlext_reconciler_extension_provisioning_state{{extension="{name}",state="Failed"}}'
+        )
+        wait_until(lambda: sync.value(failed), lambda v: v == 1, "Failed in the metrics", 15)
         text = sync.metrics()
-        assert "mlext_reconciler_reconcile_duration_seconds_count" in text
+        assert f'mlext_reconciler_extension_ready{{extension="{name}"}} 0.0' in text
+        duration = f'mlext_reconciler_reconcile_duration_seconds_count{{extension="{name}"}}'
+        assert sync.value(duration) >= 2
+        assert sync.value('mlext_reconciler_tick_duration_seconds_count{result="invalid"}') >= 1
+        assert "mlext_reconciler_build_info{" in text
         assert f'mlext_reconciler_last_applied_revision_info{{revision="{second}"' in text
         assert sync.value(f'mlext_reconciler_managed_objects{{extension="{name}"}}') > 50
         assert sync.value('mlext_reconciler_reconciles_total{result="invalid"}') >= 1
@@ -173,6 +185,11 @@ def test_sync_applies_commits_prunes_reverts_drift_and_keeps_the_last_good_revis
         assert sync.value("mlext_reconciler_git_fetch_duration_seconds_count") >= 3
     finally:
         assert sync.stop() == 0, sync.log.read_text()[-3000:]
+    # --log-format json: every line one JSON object; the engine's events carry their fields.
+    logged = [json.loads(line) for line in sync.log.read_text().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in logged)
+    applied = [line for line in logged if line.get("event") == "applied"]
+    assert applied and all(line["extension"] == name for line in applied)
 
 
 def kinds_rendered(root: Path) -> set[str]:

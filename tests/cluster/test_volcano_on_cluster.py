@@ -194,7 +194,7 @@ def test_job_status_says_succeeded_and_failed_for_volcano_jobs_that_ran(
 
     def states() -> dict[str, tuple[str, str]]:
         result = CliRunner().invoke(
-            cli.main, ["job", "status", "--path", str(root), "--kubeconfig", kubeconfig]
+            cli.main, ["job", "status", str(root), "--kubeconfig", kubeconfig]
         )
         assert result.exit_code == 0, result.output
         found = {}
@@ -256,7 +256,7 @@ def test_the_bundled_jobs_run_as_written_and_their_logs_and_outputs_are_real(
     assert applied.exit_code == 0, applied.output
 
     def status() -> dict[str, str]:
-        result = CliRunner().invoke(cli.main, ["job", "status", "--path", str(root), *kubeconfig])
+        result = CliRunner().invoke(cli.main, ["job", "status", str(root), *kubeconfig])
         return {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[1:]}
 
     wanted = {"jobs-hello": "succeeded", "jobs-fit": "succeeded", "jobs-crash": "failed"}
@@ -265,9 +265,7 @@ def test_the_bundled_jobs_run_as_written_and_their_logs_and_outputs_are_real(
     assert {k: final[k] for k in wanted} == wanted
 
     def logs(job: str) -> str:
-        result = CliRunner().invoke(
-            cli.main, ["job", "logs", job, "--path", str(root), *kubeconfig]
-        )
+        result = CliRunner().invoke(cli.main, ["job", "logs", job, str(root), *kubeconfig])
         assert result.exit_code == 0, result.output
         return result.stdout
 

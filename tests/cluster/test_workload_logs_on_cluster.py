@@ -112,14 +112,12 @@ def on_real_node(
 
 
 def invoke(root: Path, kubeconfig: str, *args: str) -> Any:
-    return CliRunner().invoke(
-        reconciler_cli.main, [*args, "--path", str(root), "--kubeconfig", kubeconfig]
-    )
+    return CliRunner().invoke(reconciler_cli.main, [*args, str(root), "--kubeconfig", kubeconfig])
 
 
 def command(root: Path, kubeconfig: str, *args: str) -> list[str]:
     """`reconciler ARGS` as a user runs it: a process of its own (for -f and Ctrl-C)."""
-    return [sys.executable, "-m", "reconciler", *args, "--path", str(root),
+    return [sys.executable, "-m", "reconciler", *args, str(root),
             "--kubeconfig", kubeconfig]  # fmt: skip
 
 
@@ -541,7 +539,7 @@ def test_a_volcano_job_that_volcano_never_ran_says_so(
 
 
 def invoke_at(root: Path, kubeconfig: str, *args: str) -> Any:
-    """A command that takes the repo as an argument, not --path."""
+    """A command run with its own arguments as given (`invoke` appends the repo last)."""
     return CliRunner().invoke(reconciler_cli.main, [*args, "--kubeconfig", kubeconfig])
 
 

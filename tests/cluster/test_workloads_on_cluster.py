@@ -9,6 +9,7 @@ import base64
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from reconciler import kube, objects, source
@@ -116,10 +117,15 @@ def test_job_matching_no_node_stays_pending_and_is_reported_unschedulable(
 
     wait_until(unschedulable, bool, "the pod to be reported Unschedulable")
     assert all(p.status.phase == "Pending" for p in pods(api_client, namespace))
-    code, out, _ = cli(cluster_kubeconfig, "job", "status", "--path", str(root))
+    code, out, _ = cli(cluster_kubeconfig, "job", "status", str(root))
     assert code == 0
     assert out.splitlines()[1].split()[:2] == ["lost", "unschedulable"]
     assert "node(s) didn't match Pod's node affinity/selector" in out
+    code, out, _ = cli(cluster_kubeconfig, "job", "status", str(root), "-o", "yaml")
+    assert code == 0
+    [row] = yaml.safe_load(out)
+    assert (row["name"], row["state"]) == ("lost", "unschedulable")
+    assert "node(s) didn't match Pod's node affinity/selector" in row["detail"]
 
 
 DEPLOYMENT = """
@@ -234,7 +240,7 @@ def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
     # An endpoint's keys are its own Secret's, replaced one at a time the same way.
     for expected in ("created both keys of endpoint ep", "regenerated the secondary key"):
         code, out, err = cli(cluster_kubeconfig, "endpoint", "regen-key", "ep", "--key",
-                             "secondary", "--path", str(root))  # fmt: skip
+                             "secondary", str(root))  # fmt: skip
         assert code == 0 and expected in out, out + err
         assert f"Secret {namespace}/ep-endpoint-auth" in out
         if expected.startswith("created"):
@@ -244,17 +250,17 @@ def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
     assert again["data"]["primaryKey"] == first["data"]["primaryKey"]
     assert again["data"]["secondaryKey"] != first["data"]["secondaryKey"]
     code, out, err = cli(cluster_kubeconfig, "endpoint", "regen-key", "blue", "--key",
-                         "primary", "--path", str(root))  # fmt: skip
+                         "primary", str(root))  # fmt: skip
     assert code != 0 and "no endpoint named 'blue' declared" in out + err
     code, out, _ = cli(cluster_kubeconfig, "deployment", "regen-key", "blue", "--key",
-                       "primary", "--path", str(root))  # fmt: skip
+                       "primary", str(root))  # fmt: skip
     assert code == 0 and out.startswith("created both keys of deployment blue")
     secret_ref = {"apiVersion": "v1", "kind": "Secret",
                   "metadata": {"name": "blue-auth", "namespace": namespace}}  # fmt: skip
     before = kube.get(cluster, secret_ref)
     assert before is not None
     code, out, _ = cli(cluster_kubeconfig, "deployment", "regen-key", "blue", "--key",
-                       "primary", "--path", str(root))  # fmt: skip
+                       "primary", str(root))  # fmt: skip
     after = kube.get(cluster, secret_ref)
     assert code == 0 and "regenerated the primary key" in out
     assert after is not None and after["data"]["primaryKey"] != before["data"]["primaryKey"]
@@ -263,9 +269,12 @@ def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
         for encoded in secret["data"].values():
             assert encoded not in out and base64.b64decode(encoded).decode() not in out
 
-    code, out, err = cli(cluster_kubeconfig, "deployment", "status", "--path", str(root))
+    code, out, err = cli(cluster_kubeconfig, "deployment", "status", str(root))
     assert code == 0, err
     assert out.splitlines()[1].split()[:2] == ["blue", "1"]
+    code, out, err = cli(cluster_kubeconfig, "deployment", "status", str(root), "-o", "yaml")
+    assert code == 0, err
+    assert {r["name"]: r["replicas"] for r in yaml.safe_load(out)}["blue"] == 1
     hpa = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -274,12 +283,12 @@ def test_cli_regenerates_keys_and_reports_hpas_and_job_state(
                  "minReplicas": 1, "maxReplicas": 3},
     }  # fmt: skip
     kube.apply(cluster, hpa)
-    code, _, err = cli(cluster_kubeconfig, "deployment", "status", "--path", str(root))
+    code, _, err = cli(cluster_kubeconfig, "deployment", "status", str(root))
     assert code == 1
     assert "HorizontalPodAutoscaler rogue targets model deployment blue" in err
 
     def job_line() -> list[str]:
-        code, out, _ = cli(cluster_kubeconfig, "job", "status", "--path", str(root))
+        code, out, _ = cli(cluster_kubeconfig, "job", "status", str(root))
         assert code == 0
         return out.splitlines()[1].split(maxsplit=2)
 

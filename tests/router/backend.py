@@ -12,9 +12,9 @@ that long (a slow replica); `drop=1` reads the request, runs it and closes the c
 without answering (a replica dying mid-request).
 POST /score reads the body and answers JSON saying which backend served it and what it
 received. Query options shape the answer: `sleep_ms` (answer late), `size` (a body of that many
-bytes), `stream=1` (send that body in 64 KiB chunks) and `chunk_sleep_ms` (the pause between
-chunks). GET / answers 200; GET /stats says how many requests it served and the most it had at
-once.
+bytes), `stream=1` (send that body in 64 KiB chunks), `chunk_sleep_ms` (the pause between
+chunks) and `status` (answer with that status instead, e.g. the model's own 500). GET / answers
+200; GET /stats says how many requests it served and the most it had at once.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def make_app(name: str, log_path: str | None = None, hold_ms: int = 0) -> web.Ap
                 request.transport.abort()  # ran it, and dies before answering
                 raise asyncio.CancelledError()
             record("end", request)
+            status = int(request.query.get("status", "200"))
+            if status != 200:  # an answer the model chose, e.g. its own 500
+                return web.Response(status=status, text="as asked", headers={"X-Backend": name})
             reply_size = int(request.query.get("size", "-1"))
             if reply_size >= 0:
                 data = (bytes(range(251)) * (reply_size // 251 + 1))[:reply_size]

@@ -120,26 +120,40 @@ async def running(
         await router.stop()
 
 
+@dataclass
+class Serving:
+    """A `reconciler router serve` process and the ports it said it listens on."""
+
+    process: subprocess.Popen[str]
+    port: int
+    admin_port: int | None
+
+
 @contextlib.contextmanager
-def serving(config_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def serving(config_path: Path, *options: str) -> Iterator[Serving]:
     """`reconciler router serve` on `config_path` as a process of its own (`options`: more of
-    its flags), and the port it says it listens on; killed on the way out if still running."""
+    its flags), and the ports it says it listens on; killed on the way out if still running."""
     process = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "router", "serve", "--config", str(config_path),
          *options],
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+    has_admin = "admin_listen" in (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {})
     try:
         assert process.stderr is not None
-        port = 0
+        port, admin_port = 0, None
         for line in process.stderr:
             found = re.search(r"router listening on 127\.0\.0\.1:(\d+)", line)
             if found:
                 port = int(found.group(1))
+            found = re.search(r"router admin .* on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                admin_port = int(found.group(1))
+            if port and (admin_port or not has_admin):
                 break
         assert port, "the router did not start"
-        yield process, port
+        yield Serving(process, port, admin_port)
     finally:
         if process.poll() is None:
             process.kill()

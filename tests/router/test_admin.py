@@ -38,7 +38,7 @@ def test_metrics_and_load_reports_are_on_the_admin_port_only(
             # The admin port.
             async with client.get(f"{admin}/metrics") as response:
                 assert response.status == 200
-                assert 'router_requests_total{code="200",deployment="m"} 1.0' in (
+                assert 'mlext_router_requests_total{code="200",deployment="m"} 1.0' in (
                     await response.text()
                 )
             async with client.get(admin + coordinator.LOAD_PATH) as response:

@@ -50,12 +50,41 @@ def test_sustained_lag_refuses_a_growing_even_share_and_recovers_slowly() -> Non
     for _ in range(100):
         rule.observe(0.03)
     assert rule.shed_fraction == admission.MAX_SHED
-    rule.observe(0.0)
+    rule.observe(0.0, busy=0.5)  # the loop idled: the overload is over
     assert rule.shed_fraction == pytest.approx(admission.MAX_SHED - admission.DOWN)
     for _ in range(200):
-        rule.observe(0.0)
+        rule.observe(0.0, busy=0.5)
     assert rule.shed_fraction == 0.0
     assert rule.admit()
+
+
+def test_at_capacity_the_share_creeps_down_and_one_late_tick_takes_it_back() -> None:
+    # Busy but on time: refusing just enough. A fast fall here let the loop fall behind again
+    # every few ticks, and the admitted requests' wait swung with it.
+    rule = admission.Admission(0.01)
+    for _ in range(admission.LATE_TICKS + 20):
+        rule.observe(0.05)
+    held = rule.shed_fraction
+    assert held == admission.MAX_SHED
+    for _ in range(10):
+        rule.observe(0.002, busy=1.0)
+    assert rule.shed_fraction == pytest.approx(held - 10 * admission.CREEP * 1.2)
+    assert rule.shed_fraction > held - 10 * admission.DOWN
+    # While it refuses, a single late tick raises the share: no LATE_TICKS to wait out.
+    lowered = rule.shed_fraction
+    rule.observe(0.02, busy=1.0)
+    assert rule.shed_fraction == pytest.approx(min(admission.MAX_SHED, lowered + 2 * admission.UP))
+
+
+def test_it_can_refuse_what_twice_its_capacity_needs() -> None:
+    # At 2x offered, a refusal costing a third of a served request needs three quarters refused
+    # to keep the loop on time on a whole core, more on a shared one: the cap must be above.
+    rule = admission.Admission(0.01)
+    for _ in range(100):
+        rule.observe(0.5)
+    assert rule.shed_fraction >= 0.9
+    decisions = [rule.admit() for _ in range(1000)]
+    assert 0 < sum(decisions) <= 100
 
 
 def test_lag_while_the_loop_did_not_want_the_cpu_is_not_overload() -> None:
@@ -133,7 +162,7 @@ def test_an_overloaded_router_sheds_scoring_fast_with_retry_after_and_recovers(
             stop = True
             await hogging
             assert 503 in codes and 200 in codes
-            assert 'router_requests_total{code="503",deployment="m"}' in exposition
+            assert 'mlext_router_requests_total{code="503",deployment="m"}' in exposition
             # Caught up: the share falls back to nothing, and every request is served again.
             await until(lambda: router.admission.shed_fraction == 0.0, "shedding nothing")
             for _ in range(20):

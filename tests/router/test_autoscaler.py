@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler import kube
-from reconciler.router import autoscaler, coordinator
+from reconciler.router import autoscaler, coordinator, metrics
 from tests import helpers
 
 
@@ -560,14 +560,31 @@ def test_coordinator_thread_scales_while_leading(peer: str) -> None:
     assert scaler.writes[0] == ("blue", math.ceil(6 / 0.7))
 
 
-def test_decisions_become_gauges() -> None:
+def test_the_leaders_last_decisions_are_gauges_and_nobody_elses() -> None:
+    clock, leading = FakeClock(), [True]
+    scaler, local = MemoryScaler(blue=2), Instance()
+    local.loads["blue"] = autoscaler.Sample(3.5, 0, 2)
+    coord = coordinator.Coordinator(scaler, local, clock=clock, is_leader=lambda: leading[0])
     registry = prometheus_client.CollectorRegistry()
-    record = coordinator.metrics_hook(registry)
-    record(autoscaler.Decision("blue", 2, 5, 1.75, "above target"))
+    registry.register(coordinator.Gauges(coord))
+    coord.configure([target(interval=1.0)])
+    coord.tick()
 
     def value(name: str) -> float | None:
         return registry.get_sample_value(name, {"deployment": "blue"})
 
-    assert value("router_utilization") == 1.75
-    assert value("router_desired_replicas") == 5
-    assert value("router_current_replicas") == 2
+    assert value(metrics.UTILIZATION) == 1.75  # the ratio it scaled on: 3.5 over 2 replicas
+    assert value(metrics.DESIRED_REPLICAS) == 5
+    assert value(metrics.CURRENT_REPLICAS) == 2
+    # Another instance took the Lease: this one's figures are no longer the autoscaler's.
+    leading[0] = False
+    clock.advance(1.0)
+    coord.tick()
+    assert value(metrics.UTILIZATION) is value(metrics.DESIRED_REPLICAS) is None
+    # Leading again, until the deployment is no longer scaled.
+    leading[0] = True
+    clock.advance(1.0)
+    coord.tick()
+    assert value(metrics.CURRENT_REPLICAS) == 5
+    coord.configure([])
+    assert value(metrics.CURRENT_REPLICAS) is None

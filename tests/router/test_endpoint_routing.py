@@ -119,11 +119,12 @@ def test_a_90_10_split_over_1000_requests_is_exactly_900_and_100(
             answered, _ = await fire(client, endpoint_url(base, "mnist"), 1000)
             assert answered == {"blue": 900, "green": 100}
             metrics = (await (await client.get(f"{harness.admin(router)}/metrics")).read()).decode()
-            assert 'router_endpoint_requests_total{deployment="blue",endpoint="mnist"} 900.0' in (
-                metrics
+            assert (
+                'mlext_router_endpoint_requests_total{deployment="blue",endpoint="mnist"} 900.0'
+                in (metrics)
             )
             # The endpoint's requests count as their deployments' too.
-            assert 'router_requests_total{code="200",deployment="green"} 100.0' in metrics
+            assert 'mlext_router_requests_total{code="200",deployment="green"} 100.0' in metrics
             assert_idle(router)
 
     run(scenario())
@@ -212,10 +213,12 @@ def test_mirror_copies_arrive_and_a_slow_mirror_never_delays_the_caller(
             async with client.get(f"{green.url}/stats") as response:
                 assert (await response.json())["count"] == 30
             metrics = (await (await client.get(f"{harness.admin(router)}/metrics")).read()).decode()
-            family = 'router_mirror_requests_total{deployment="green",endpoint="mnist",outcome='
+            family = (
+                'mlext_router_mirror_requests_total{deployment="green",endpoint="mnist",outcome='
+            )
             assert family + '"answered"} 30.0' in metrics
             # The copies' answers are not green's live requests.
-            assert 'router_requests_total{code="200",deployment="green"}' not in metrics
+            assert 'mlext_router_requests_total{code="200",deployment="green"}' not in metrics
             assert_idle(router)
 
     run(scenario())

@@ -1,11 +1,12 @@
 """Hostile request heads on real sockets: URL and header limits, junk after a request.
 
-The router's limits are nginx's (`large_client_header_buffers 4 8k`): a URL over 8 KiB is
-answered 414, a header line over 8 KiB or a head over 32 KiB (or more than 100 headers,
-Envoy's count) 431, all while the head is parsed and before any auth, and the connection is
-closed. Bytes that are not a request after a valid one in the same packet get a 400 after the
-valid request's answer. The memory test runs `reconciler router serve` as its own process and
-reads its peak RSS from /proc.
+The router's limits are nginx's (`large_client_header_buffers 4 8k`): a URL over 8 KiB is answered
+414, a header line over 8 KiB or a head over 32 KiB (or more than 100 headers, Envoy's count) 431,
+all while the head is parsed and before any auth, and the connection is closed. Bytes that are not
+a request after a valid one in the same packet get a 400 after the valid request's answer. A head
+still not complete after the header timeout (nginx's `client_header_timeout`) is answered 408,
+however steadily its bytes trickle in. The memory test runs `reconciler router serve` as its own
+process and reads its peak RSS from /proc.
 """
 
 from __future__ import annotations
@@ -166,6 +167,36 @@ def test_junk_after_a_valid_request_is_answered_400_after_the_valid_answer(
     run(scenario())
 
 
+def test_a_head_trickled_past_the_header_timeout_is_answered_408_and_closed(
+    config: Path, backends: list[harness.BackendProcess]
+) -> None:
+    async def scenario() -> None:
+        async with running(config) as (router, _):
+            for server in router.lifecycle._servers:
+                server.header_timeout = 0.5
+            before = backend_count(backends[0])
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            answer = asyncio.ensure_future(read_response(reader))
+            writer.write(SCORE + AUTH)
+            # A header byte every 0.1 s: never idle, never complete. Only a clock stops it.
+            for _ in range(30):
+                if answer.done():
+                    break
+                writer.write(b"X")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            status, _, body = await answer
+            assert (status, body) == (408, b"request header timeout")
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after it
+            writer.close()
+            # A whole request on a new connection is served as before.
+            answers, _ = await exchange(router.port, request(headers=AUTH + CLOSE))
+            assert [a[0] for a in answers] == [200]
+            assert backend_count(backends[0]) == before + 1
+
+    run(scenario())
+
+
 def _peak_rss(pid: int) -> int:
     """The process's peak resident set (VmHWM), bytes."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -205,20 +236,20 @@ def test_a_100_mb_header_without_auth_is_refused_in_bounded_memory(
 ) -> None:
     entry = deployment("m", [backends[0].url], auth={"mode": "key", "keys": [KEY]})
     path = write_config(tmp_path / "router.yaml", [entry])
-    with harness.serving(path) as (process, port):
+    with harness.serving(path) as served:
 
         async def scenario() -> tuple[int, bytes, int]:
-            answers, _ = await exchange(port, request(headers=AUTH + CLOSE))
+            answers, _ = await exchange(served.port, request(headers=AUTH + CLOSE))
             assert [a[0] for a in answers] == [200]  # warmed up: every import and buffer made
-            before = _peak_rss(process.pid)
-            head, sent = await _send_endless_header(port, 100 * 1024 * 1024)
+            before = _peak_rss(served.process.pid)
+            head, sent = await _send_endless_header(served.port, 100 * 1024 * 1024)
             # Far past the limit: the router read on (and dropped) while it lingered.
             assert sent >= 10 * 1024 * 1024, sent
             print(f"sent {sent / 2**20:.0f} MiB of header")
-            return before, head, _peak_rss(process.pid)
+            return before, head, _peak_rss(served.process.pid)
 
         before, head, after = run(scenario())
         print(f"router peak RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")
         assert head.startswith(b"HTTP/1.1 431"), head
         assert after - before < 16 * 1024 * 1024, (before, after)
-        assert process.poll() is None
+        assert served.process.poll() is None

@@ -335,12 +335,16 @@ def test_metrics_count_requests_by_deployment_and_code(
                 return await response.text()
 
     text = run(scenario())
-    assert 'router_requests_total{code="200",deployment="m"} 2.0' in text
-    assert 'router_requests_total{code="401",deployment="m"} 1.0' in text
-    assert 'router_request_duration_seconds_count{deployment="m"} 3.0' in text
-    assert 'router_overhead_seconds_bucket{deployment="m",le="0.001"}' in text
-    assert 'router_queue_depth{deployment="m"} 0.0' in text
-    assert 'router_in_flight{deployment="m"} 0.0' in text
+    assert 'mlext_router_requests_total{code="200",deployment="m"} 2.0' in text
+    assert 'mlext_router_requests_total{code="401",deployment="m"} 1.0' in text
+    assert 'mlext_router_request_duration_seconds_count{deployment="m"} 3.0' in text
+    assert 'mlext_router_overhead_seconds_bucket{deployment="m",le="0.001"}' in text
+    assert 'mlext_router_queued_requests{deployment="m"} 0.0' in text
+    assert 'mlext_router_in_flight_requests{deployment="m"} 0.0' in text
+    assert f'mlext_router_backend_up{{backend="{backends[0].url}",deployment="m"}} 1.0' in text
+    # Every name under the one prefix, as the controller's are under theirs.
+    names = {line.split("{")[0].split()[0] for line in text.splitlines() if line[:1] != "#"}
+    assert names and all(name.startswith("mlext_router_") for name in names), names
 
 
 def test_clients_that_leave_early_release_their_backend(
@@ -400,4 +404,4 @@ def test_a_timeout_mid_response_cuts_the_connection(
             async with client.get(f"{harness.admin(router)}/metrics") as response:
                 return await response.text()
 
-    assert 'router_requests_total{code="504",deployment="m"} 1.0' in run(scenario())
+    assert 'mlext_router_requests_total{code="504",deployment="m"} 1.0' in run(scenario())

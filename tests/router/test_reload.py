@@ -93,9 +93,9 @@ def test_serve_command_https_key_files_reload_and_sigterm(
     path = tmp_path / "router.yaml"
     entry = deployment("a", [backends[0].url], auth={"mode": "key", "key_files": ["primary"]})
     write_config(path, [entry], tls=tls)
-    with harness.serving(path, "--reload-interval", "0.05") as (process, port):
+    with harness.serving(path, "--reload-interval", "0.05") as served:
         trust = ssl.create_default_context(cadata=cert.decode())
-        base = f"https://localhost:{port}"
+        base = f"https://localhost:{served.port}"
 
         async def scenario() -> None:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as client:
@@ -113,8 +113,8 @@ def test_serve_command_https_key_files_reload_and_sigterm(
                 assert response.status == 200
 
         run(scenario())
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0
 
 
 def test_serve_command_rejects_a_bad_config(tmp_path: Path) -> None:

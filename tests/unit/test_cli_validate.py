@@ -15,7 +15,7 @@ def test_example_repo_is_valid() -> None:
     result = CliRunner().invoke(cli.main, ["validate", str(REPO_ROOT / "manifests")])
     assert result.exit_code == 0, result.output
     assert result.output == (
-        f"{REPO_ROOT / 'manifests'}/deployments/blue.yaml:5: app_insights_enabled: note: "
+        f"{REPO_ROOT / 'manifests'}/deployments/blue.yaml:6: app_insights_enabled: note: "
         "accepted, not used: this reconciler sends no telemetry to Application Insights (the "
         "router's metrics are on its /metrics)\n"
         f"{REPO_ROOT / 'manifests'} is valid: 1 extension, 3 instance types, 2 jobs, "

@@ -75,7 +75,7 @@ def test_a_ping_is_answered_without_a_fetch() -> None:
 
 def loop(rng: float = 0.5, interval: float = 60.0) -> controller.Controller:
     settings = controller.Settings(interval=interval)
-    metrics = loopmetrics.ControllerMetrics()
+    metrics = loopmetrics.ControllerMetrics("0.0.0", None)
     return controller.Controller(None, lambda: None, settings, metrics, rng=lambda: rng)  # type: ignore[arg-type]
 
 

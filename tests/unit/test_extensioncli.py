@@ -57,7 +57,7 @@ def refused(root: Path, *args: str) -> list[str]:
     """The output lines of an `extension` command on the repo `root` that must fail (exit 1)
     and leave every file of it as it was."""
     before = snapshot(root)
-    result = run(*args, "--path", str(root))
+    result = run(*args, str(root))
     assert result.exit_code == 1, result.output
     assert snapshot(root) == before
     return result.output.splitlines()
@@ -85,9 +85,7 @@ def test_create_writes_a_valid_manifest_under_extensions(tmp_path: Path) -> None
     root.mkdir()
     result = run(
         "create",
-        "--name",
         "ml",
-        "--path",
         str(root),
         "--cluster-type",
         "connectedClusters",
@@ -108,7 +106,7 @@ def test_create_writes_a_valid_manifest_under_extensions(tmp_path: Path) -> None
 
 
 def test_create_refuses_a_name_the_repo_already_has(plain_repo: Path) -> None:
-    assert refused(plain_repo, "create", "-n", "azureml-extension") == [
+    assert refused(plain_repo, "create", "azureml-extension") == [
         f"{plain_repo}/infra/ext.yaml:5: metadata.name: extension 'azureml-extension' already "
         "exists (change it with: reconciler extension update)"
     ]
@@ -117,7 +115,7 @@ def test_create_refuses_a_name_the_repo_already_has(plain_repo: Path) -> None:
 def test_create_adds_a_document_to_an_existing_file(tmp_path: Path) -> None:
     root = write_repo(tmp_path, {"infra/ext.yaml": EXTENSION.replace("True ", "true ")})
     result = run(
-        "create", "-n", "second", "--path", str(root), "--file", "infra/ext.yaml",
+        "create", "second", str(root), "--file", "infra/ext.yaml",
         "--config", "enableTraining=true",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -127,7 +125,7 @@ def test_create_adds_a_document_to_an_existing_file(tmp_path: Path) -> None:
 
 
 def test_create_that_would_make_the_repo_invalid_writes_nothing(plain_repo: Path) -> None:
-    assert refused(plain_repo, "create", "-n", "second", "--config", "enableTraining=true") == [
+    assert refused(plain_repo, "create", "second", "--config", "enableTraining=true") == [
         f"{plain_repo}/jobs/hello.yml:1: name: compute must name one of the repo's extensions "
         "(azureml-extension, second)",
         "1 problem: extension second not created, nothing was written",
@@ -138,15 +136,15 @@ def test_create_that_would_make_the_repo_invalid_writes_nothing(plain_repo: Path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-n", "../escape"], "Invalid value for --name"),
-        (["-n", "ok", "--file", "../outside.yaml"], "Invalid value for --file"),
-        (["-n", "ok", "--file", "ext.txt"], "must be a .yaml or .yml file"),
-        (["-n", "ok", "--config", "enableTraining"], "expected KEY=VALUE (got 'enableTraining')"),
-        (["-n", "ok", "--cluster-type", "aks"], "Invalid value for '--cluster-type'"),
+        (["../escape"], "Invalid value for NAME"),
+        (["ok", "--file", "../outside.yaml"], "Invalid value for --file"),
+        (["ok", "--file", "ext.txt"], "must be a .yaml or .yml file"),
+        (["ok", "--config", "enableTraining"], "expected KEY=VALUE (got 'enableTraining')"),
+        (["ok", "--cluster-type", "aks"], "Invalid value for '--cluster-type'"),
     ],
 )
 def test_create_usage_errors_exit_2(plain_repo: Path, args: list[str], message: str) -> None:
-    result = run("create", "--path", str(plain_repo), *args)
+    result = run("create", args[0], str(plain_repo), *args[1:])
     assert result.exit_code == 2
     assert message in result.output
 
@@ -161,7 +159,7 @@ def test_update_edits_in_place_and_commits_only_that_file(
     (plain_repo / "notes.md").write_text("staged, not ours\n")
     git_repo.git.add("notes.md")
     result = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "update", "azureml-extension", str(plain_repo),
         "--config", "inferenceRouterServiceType=LoadBalancer", "--config", "installPromOp=false",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -185,7 +183,7 @@ def test_update_edits_in_place_and_commits_only_that_file(
 def test_no_commit_leaves_the_change_uncommitted(plain_repo: Path, git_repo: git.Repo) -> None:
     head = git_repo.head.commit.hexsha
     result = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo), "--no-commit",
+        "update", "azureml-extension", str(plain_repo), "--no-commit",
         "--config", "installVolcano=false",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -197,7 +195,7 @@ def test_a_repo_in_a_subfolder_of_the_work_tree_commits_there(tmp_path: Path) ->
     top = tmp_path / "project"
     root = write_repo(top / "deploy/manifests", {"ext.yaml": EXTENSION})
     work_tree = git_work_tree(top)
-    result = run("create", "-n", "second", "--path", str(root), "--config", "enableTraining=true")
+    result = run("create", "second", str(root), "--config", "enableTraining=true")
     assert result.exit_code == 0, result.output
     assert committed_files(work_tree) == ["deploy/manifests/extensions/second.yaml"]
     assert work_tree.head.commit.message == "extension create second\n"
@@ -209,7 +207,7 @@ def test_an_invalid_update_leaves_every_file_unchanged(
 ) -> None:
     head = git_repo.head.commit.hexsha
     output = refused(
-        plain_repo, "update", "-n", "azureml-extension",
+        plain_repo, "update", "azureml-extension",
         "--config", "inferenceRouterServiceType=Ingress", "--config", "installVolcanno=false",
     )  # fmt: skip
     assert output == [
@@ -229,7 +227,7 @@ def test_problems_the_repo_already_had_do_not_block_a_fix(plain_repo: Path) -> N
     ext.write_text(EXTENSION.replace("allowInsecureConnections: true", "sslCname: ml.example"))
     assert not load(plain_repo).valid  # HTTPS without TLS material
     result = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "update", "azureml-extension", str(plain_repo),
         "--config", "allowInsecureConnections=true", "--remove-config", "sslCname",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -238,7 +236,7 @@ def test_problems_the_repo_already_had_do_not_block_a_fix(plain_repo: Path) -> N
 
 def test_a_protected_value_is_never_printed(plain_repo: Path, git_repo: git.Repo) -> None:
     failed = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "update", "azureml-extension", str(plain_repo),
         "--config-protected", f"sslKeyPemFile={SECRET}",
     )  # fmt: skip
     assert failed.exit_code == 1
@@ -247,14 +245,14 @@ def test_a_protected_value_is_never_printed(plain_repo: Path, git_repo: git.Repo
 
     write_repo(plain_repo, {SECRET: "not a real key\n"})
     wrong_section = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "update", "azureml-extension", str(plain_repo),
         "--config", f"sslSecret={SECRET}", "--config-protected", f"sslCertPemFile={SECRET}",
     )  # fmt: skip
     assert wrong_section.exit_code == 1
     assert "hunter2" not in wrong_section.output
 
     bad_argument = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "update", "azureml-extension", str(plain_repo),
         "--config-protected", SECRET,
     )  # fmt: skip
     assert bad_argument.exit_code == 2
@@ -274,7 +272,7 @@ def test_a_protected_value_of_any_shape_is_never_printed(plain_repo: Path, value
     """The old redaction matched the value's text, so a value the message normalised (or
     quoted) got through; now no message quotes a protected value at all."""
     failed = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "update", "azureml-extension", str(plain_repo),
         "--config-protected", f"sslKeyPemFile={value}",
     )  # fmt: skip
     assert failed.exit_code == 1
@@ -288,7 +286,7 @@ def test_a_protected_value_is_written_but_not_echoed_on_success(git_repo: git.Re
     cert, key = self_signed_pem()
     write_repo(root, {"infra/certs/hunter2-cert.pem": cert, "infra/certs/hunter2-key.pem": key})
     result = run(
-        "update", "-n", "azureml-extension", "--path", str(root),
+        "update", "azureml-extension", str(root),
         "--config", "allowInsecureConnections=false", "--config", "sslCname=ml.example.com",
         "--config-protected", "sslCertPemFile=certs/hunter2-cert.pem",
         "--config-protected", "sslKeyPemFile=certs/hunter2-key.pem",
@@ -307,7 +305,7 @@ def test_an_update_that_changes_nothing_writes_nothing(
 ) -> None:
     head = git_repo.head.commit.hexsha
     result = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "update", "azureml-extension", str(plain_repo),
         "--config", "enabletraining=TRUE",
     )  # fmt: skip
     assert result.exit_code == 0
@@ -319,9 +317,7 @@ def test_an_update_that_changes_nothing_writes_nothing(
 def test_update_keeps_the_file_permissions(plain_repo: Path) -> None:
     ext = plain_repo / "infra/ext.yaml"
     ext.chmod(0o640)
-    result = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo), "--config", "openshift=true"
-    )
+    result = run("update", "azureml-extension", str(plain_repo), "--config", "openshift=true")
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(ext.stat().st_mode) == 0o640
     assert sorted(os.listdir(ext.parent)) == ["ext.yaml"]
@@ -330,16 +326,16 @@ def test_update_keeps_the_file_permissions(plain_repo: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["-n", "absent", "--config", "a=b"], 1, "no extension named 'absent' in "),
-        (["-n", "azureml-extensio", "--config", "a=b"], 1, "(did you mean azureml-extension?)"),
-        (["-n", "azureml-extension", "--remove-config", "sslCname"], 1, "has no setting sslCname"),
-        (["-n", "azureml-extension"], 2, "nothing to update"),
-        (["-n", "azureml-extension", "--config", "sslCname="], 2, "sslCname has no value"),
+        (["absent", "--config", "a=b"], 1, "no extension named 'absent' in "),
+        (["azureml-extensio", "--config", "a=b"], 1, "(did you mean azureml-extension?)"),
+        (["azureml-extension", "--remove-config", "sslCname"], 1, "has no setting sslCname"),
+        (["azureml-extension"], 2, "nothing to update"),
+        (["azureml-extension", "--config", "sslCname="], 2, "sslCname has no value"),
     ],
 )
 def test_update_errors(plain_repo: Path, args: list[str], code: int, message: str) -> None:
     before = snapshot(plain_repo)
-    result = run("update", "--path", str(plain_repo), *args)
+    result = run("update", args[0], str(plain_repo), *args[1:])
     assert result.exit_code == code, result.output
     assert message in result.output
     assert snapshot(plain_repo) == before
@@ -347,7 +343,7 @@ def test_update_errors(plain_repo: Path, args: list[str], code: int, message: st
 
 def test_an_extension_declared_twice_is_not_guessed_at(plain_repo: Path) -> None:
     write_repo(plain_repo, {"copy.yaml": EXTENSION})
-    result = run("update", "-n", "azureml-extension", "--path", str(plain_repo), "--config", "a=b")
+    result = run("update", "azureml-extension", str(plain_repo), "--config", "a=b")
     assert result.exit_code == 1
     assert result.output == (
         f"extension 'azureml-extension' is declared more than once ({plain_repo}/copy.yaml:5, "
@@ -362,7 +358,7 @@ def test_delete_removes_the_file_of_a_lone_extension_and_commits(tmp_path: Path)
     root = write_repo(tmp_path, {"infra/ext.yaml": EXTENSION, "infra/other.yaml": EXTENSION})
     (root / "infra/other.yaml").write_text(EXTENSION.replace("azureml-extension", "other"))
     work_tree = commit_all(root)
-    result = run("delete", "-n", "other", "--path", str(root))
+    result = run("delete", "other", str(root))
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"deleted extension other: removed {root}/infra/other.yaml (")
     assert not (root / "infra/other.yaml").exists()
@@ -376,14 +372,14 @@ def test_delete_removes_one_document_of_several(tmp_path: Path) -> None:
     types = "apiVersion: amlarc.azureml.com/v1alpha1\nkind: InstanceType\nmetadata: {name: cpu}\n"
     types += "spec: {resources: {requests: {cpu: 100m, memory: 1Gi}}}\n"
     root = write_repo(tmp_path, {"all.yaml": f"{EXTENSION}---\n{second}---\n{types}"})
-    result = run("delete", "-n", "second", "--path", str(root))
+    result = run("delete", "second", str(root))
     assert result.exit_code == 0, result.output
     assert result.output == f"deleted extension second: removed its document from {root}/all.yaml\n"
     assert (root / "all.yaml").read_text() == f"{EXTENSION}---\n{types}"
 
 
 def test_delete_is_refused_while_workloads_run_on_the_extension(plain_repo: Path) -> None:
-    assert refused(plain_repo, "delete", "-n", "azureml-extension") == [
+    assert refused(plain_repo, "delete", "azureml-extension") == [
         f"{plain_repo}/jobs/hello.yml:1: name: needs an Extension in the repo to run on "
         "(none is declared)",
         "1 problem: extension azureml-extension not deleted, nothing was written",
@@ -398,7 +394,7 @@ def test_delete_of_a_never_committed_file_makes_no_commit(tmp_path: Path) -> Non
     head = work_tree.head.commit.hexsha
     (root / "new.yaml").write_text(EXTENSION)
     work_tree.git.add("new.yaml")  # staged, never committed
-    result = run("delete", "-n", "azureml-extension", "--path", str(root))
+    result = run("delete", "azureml-extension", str(root))
     assert result.exit_code == 0, result.output
     assert result.output == f"deleted extension azureml-extension: removed {root}/new.yaml\n"
     assert work_tree.head.commit.hexsha == head
@@ -429,7 +425,7 @@ def test_an_edit_back_to_what_head_has_makes_no_commit(
     ext.write_text(EXTENSION.replace("inferenceRouterHA: false", "inferenceRouterHA: true"))
     head = git_repo.head.commit.hexsha
     result = run(
-        "update", "-n", "azureml-extension", "--path", str(plain_repo),
+        "update", "azureml-extension", str(plain_repo),
         "--config", "inferenceRouterHA=false",
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -218,7 +218,7 @@ def test_editing_extensions_skips_a_fifo_instead_of_waiting_on_it(tmp_path: Path
     root = write_repo(tmp_path / "repo", {"ext.yaml": EXTENSION})
     os.mkfifo(root / "pipe.yaml")
     done = reconciler(
-        "extension", "create", "--name", "second", "--path", "repo", "--no-commit",
+        "extension", "create", "second", "repo", "--no-commit",
         "--config", "enableTraining=true", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

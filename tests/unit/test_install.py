@@ -60,6 +60,7 @@ CONTROLLER_CLUSTER_WIDE = {
     ("gitops.mlext.io", "extensionstatuses/status"),
     ("", "events"),
     ("events.k8s.io", "events"),
+    ("", "pods"),  # listed to tell why a workload is not healthy
 }
 CONTROLLER_NAMESPACED = {("coordination.k8s.io", "leases")}
 
@@ -261,14 +262,14 @@ def test_deployment_runs_two_leader_elected_replicas(printed: list[objects.Objec
     assert deployment["spec"]["replicas"] == 2
     assert container(printed)["args"] == [
         "controller",
-        "--repo", REPO_URL,
-        "--branch", "main",
-        "--path", ".",
-        "--interval", "60s",
+        ".",
         "--leader-elect",
         "--metrics-addr", ":8080",
         "--health-addr", ":8081",
         "--git-credentials", "/etc/git-credentials",
+        "--repo", REPO_URL,
+        "--branch", "main",
+        "--interval", "60s",
     ]  # fmt: skip
     pod = deployment["spec"]["template"]["spec"]
     term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
@@ -416,3 +417,22 @@ def test_a_decryption_secret_is_passed_and_granted_by_name_only() -> None:
     assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["sops-age"],
             "verbs": ["get"]} in rules  # fmt: skip
     assert set(granted(rules)) == CONTROLLER_NAMESPACED  # no unnamed Secret access
+
+
+def test_a_notifications_secret_is_mounted_and_named_by_the_controllers_option() -> None:
+    result = CliRunner().invoke(
+        cli.main, ["install", "--repo", REPO_URL, "--notifications-secret", "alerts"]
+    )
+    assert result.exit_code == 0, result.output
+    objs = list(yaml.safe_load_all(result.stdout))
+    assert not [o for o in objs if o["kind"] == "Secret"]
+    args = container(objs)["args"]
+    parsed = synccli.controller_command.make_context("controller", list(args[1:]))
+    assert parsed.params["notifications_file"] == "/etc/notifications/notifications.yaml"
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "notifications"]
+    assert volume["secret"]["secretName"] == "alerts"
+    (mount,) = [m for m in container(objs)["volumeMounts"] if m["name"] == "notifications"]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/notifications", True)
+    without = CliRunner().invoke(cli.main, ["install", "--repo", REPO_URL]).stdout
+    assert "notifications" not in without

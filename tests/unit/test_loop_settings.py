@@ -55,7 +55,7 @@ def test_sync_options_become_the_settings_of_each_concern(runs: Runs, tmp_path: 
     secret = tmp_path / "hook-secret"
     secret.write_text("s3cret\n")
     result = invoke(
-        "sync", "--repo", REPO, "--tag", "v1", "--path", "ml", "--interval", "5m",
+        "sync", "--repo", REPO, "--tag", "v1", "ml", "--interval", "5m",
         "--fetch-timeout", "30s", "--no-shallow", "--webhook-addr", ":9292",
         "--webhook-secret-file", str(secret), "--metrics-addr", ":9292", "--leader-elect",
         "--lease-duration", "30s", "--drift", "report", "--no-prune", "--adopt",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from reconciler import objects, source
 from reconciler.engine import owners, reconcile, record, recordstore
 from reconciler.gitops import controller, install, loopmetrics
-from tests.helpers import example_repo, load
+from tests.helpers import example_repo, load, stand_in_for_the_engine
 
 
 @pytest.mark.parametrize(
@@ -193,17 +193,13 @@ def test_the_loop_adopts_until_a_tick_has_carried_out_every_extension(
 ) -> None:
     root = example_repo(tmp_path, "ml", "ml-system", jobs=False)
     fake = _Tick()
-    monkeypatch.setattr(reconcile, "plan_each", fake.plan_each)
-    monkeypatch.setattr(reconcile, "carry_out_all", fake.carry_out_all)
-    monkeypatch.setattr(reconcile, "extension_names", fake.names)
-    monkeypatch.setattr(recordstore, "read_records", lambda *a: {})
-    monkeypatch.setattr(recordstore, "ensure_record_crd", lambda *a: None)
+    stand_in_for_the_engine(monkeypatch, fake)
     settings = controller.Settings(options=reconcile.Options(adopt=True))
     loop = controller.Controller(
         None,  # type: ignore[arg-type]
         lambda: source.DirectorySnapshot(root),
         settings,
-        loopmetrics.ControllerMetrics(),
+        loopmetrics.ControllerMetrics("0.0.0", None),
         cache=_NoCache(),  # type: ignore[arg-type]
     )
     fake.leave = True  # a newer trigger cut the tick short: the takeover is not done

@@ -4,7 +4,8 @@
 copies them into the wheel (pyproject's force-include) and `reconciler.data_dir` finds them there.
 This builds the wheel from the checkout, installs it into a new virtual environment and runs
 `reconciler render manifests/` from it, outside the checkout, so a data file the wheel lacks (or a
-lookup that only works from a checkout) fails here.
+lookup that only works from a checkout) fails here; and the wheel says the commit it was built
+from, which the build hook wrote into it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import reconciler
 from tests import helpers, tools
 
 
@@ -57,3 +59,10 @@ def test_the_installed_wheel_carries_its_data_and_renders_the_example(tmp_path: 
     from_checkout = run(sys.executable, "-m", "reconciler", "render", helpers.EXAMPLE, cwd=tmp_path)
     assert "kind: Deployment" in installed.stdout
     assert installed.stdout == from_checkout.stdout
+
+    # The commit it was built from, written into the wheel by the build hook (hatch_build.py):
+    # the installed copy has no checkout to ask.
+    head = run("git", "rev-parse", "HEAD", cwd=tools.ROOT).stdout.strip()
+    assert zipfile.ZipFile(wheel).read("reconciler/COMMIT").decode().strip() == head
+    shown = run(venv / "bin" / "reconciler", "--version", cwd=tmp_path, isolated=True).stdout
+    assert shown == f"reconciler {reconciler.__version__} (commit {head[:7]})\n"

@@ -5,6 +5,7 @@ dicts, as the API server returns them. The last tests run the command up to the 
 would reach a cluster (invalid repo, bad kubeconfig: exit 2).
 """
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from reconciler.cli import main as cli
 from reconciler.engine import preflight
 from reconciler.model import problems, repo
-from tests.helpers import extension, load, write_repo
+from tests.helpers import extension, instance_type, load, write_repo
 
 HTTP = """
 enableInference: true
@@ -65,18 +66,6 @@ def cpu_nodes(count: int) -> list[dict[str, Any]]:
 
 
 GPU_NODE = node("gpu-0", gpus=1, labels={"accelerator": "nvidia"})
-
-
-def instance_type(name: str, selector: str = "", gpus: int = 0) -> str:
-    limits = f"{{cpu: '1', memory: 1Gi{f', nvidia.com/gpu: {gpus}' if gpus else ''}}}"
-    return f"""
-        apiVersion: amlarc.azureml.com/v1alpha1
-        kind: InstanceType
-        metadata: {{name: {name}}}
-        spec:
-          nodeSelector: {{{selector}}}
-          resources: {{limits: {limits}}}
-        """
 
 
 def repo_of(tmp_path: Path, config: str, **more: str) -> repo.Repo:
@@ -366,3 +355,127 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     bad_context = runner.invoke(cli.main, args)
     assert bad_context.exit_code == 2, bad_context.output
     assert "cannot use the kubeconfig" in bad_context.stderr
+
+
+# --- workloads: requests against what the nodes have free ---------------------------------------
+
+DEPLOYMENT = """
+$schema: https://azuremlschemas.azureedge.net/latest/kubernetesOnlineDeployment.schema.json
+name: big
+environment: {{image: python:3.11-slim}}
+instance_type: {instance_type}
+scale_settings: {{type: target_utilization, min_instances: {replicas}, max_instances: 6}}
+"""
+JOB = """
+$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+name: train
+command: echo hi
+environment: {image: python:3.11-slim}
+resources: {instance_type: sized, instance_count: 2}
+"""
+
+
+def workload_findings(
+    tmp_path: Path,
+    nodes: list[dict[str, Any]],
+    pods: list[dict[str, Any]] | None = None,
+    **files: str,
+) -> list[str]:
+    declared = repo_of(tmp_path, NO_HA + "enableTraining: true\n", **files)
+    demands = [
+        preflight.demand(w, declared.extensions["azureml-extension"], declared.instance_types)
+        for w in [*declared.jobs.values(), *declared.deployments.values()]
+    ]
+    found = preflight.check(
+        declared.extensions, declared.instance_types, nodes, demands, pods or []
+    )
+    return [str(f).replace(f"{tmp_path}/", "") for f in found]
+
+
+def bound(name: str, node_name: str, cpu: str, phase: str = "Running", **labels: str) -> Any:
+    return {
+        "metadata": {"name": name, "namespace": "azureml", "labels": labels},
+        "spec": {
+            "nodeName": node_name,
+            "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+def test_a_deployment_asking_more_cpu_than_any_node_has_is_refused_at_its_line(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "it.yaml": instance_type("sized", cpu="64"),
+        "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=2),
+    }
+    assert workload_findings(tmp_path, cpu_nodes(3), **files) == [
+        "error: d.yaml:2: deployment big: needs 2 pods of 64 CPU / 1 GiB; 0 fit on the ready "
+        "worker nodes (free after what is requested there: cpu-0 4 CPU / 16 GiB, cpu-1 4 CPU / "
+        "16 GiB, cpu-2 4 CPU / 16 GiB)"
+    ]
+
+
+def test_replicas_count_and_what_is_already_requested_on_the_nodes_is_taken(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "it.yaml": instance_type("sized", cpu="3"),
+        "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=2),
+    }
+    assert workload_findings(tmp_path, cpu_nodes(2), **files) == []
+    # Another workload's pod takes 2 of cpu-1's 4 CPU: the second replica no longer fits.
+    busy = [bound("other", "cpu-1", "2"), bound("done", "cpu-0", "4", phase="Succeeded")]
+    assert workload_findings(tmp_path, cpu_nodes(2), busy, **files) == [
+        "error: d.yaml:2: deployment big: needs 2 pods of 3 CPU / 1 GiB; 1 fit on the ready "
+        "worker nodes (free after what is requested there: cpu-1 2 CPU / 16 GiB, cpu-0 1 CPU / "
+        "15 GiB)"
+    ]
+    # The deployment's own pods are what an apply replaces: they do not count against it.
+    own = [bound("big-1", "cpu-1", "3", **{"gitops.mlext.io/deployment": "big"})]
+    assert workload_findings(tmp_path, cpu_nodes(2), own, **files) == []
+
+
+def test_workloads_take_their_share_in_turn_and_a_job_counts_its_instances(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "it.yaml": instance_type("sized", cpu="3"),
+        "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=1),
+        "j.yaml": JOB,
+    }
+    assert workload_findings(tmp_path, cpu_nodes(2), **files) == [
+        "error: d.yaml:2: deployment big: needs 1 pod of 3 CPU / 1 GiB; 0 fit on the ready "
+        "worker nodes (free after what is requested there: cpu-0 1 CPU / 15 GiB, cpu-1 1 CPU / "
+        "15 GiB)"
+    ]
+
+
+def test_a_workload_whose_node_selector_matches_no_node_is_named_at_its_line(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "it.yaml": instance_type("sized", "pool: gpu-a100"),
+        "d.yaml": DEPLOYMENT.format(instance_type="sized", replicas=1),
+    }
+    found = workload_findings(tmp_path, cpu_nodes(3), **files)
+    assert found[-1] == (
+        "error: d.yaml:2: deployment big: nodeSelector pool=gpu-a100 matches no ready worker node"
+    )
+
+
+def test_a_pods_requests_count_as_the_scheduler_counts_them() -> None:
+    pod = {
+        "spec": {
+            "containers": [
+                {"resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}},
+                {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}}},
+            ],
+            "initContainers": [{"resources": {"requests": {"cpu": "2", "memory": "64Mi"}}}],
+            "overhead": {"cpu": "100m"},
+        }
+    }
+    assert preflight.pod_requests(pod) == preflight.Resources(
+        Decimal("2.1"), Decimal(2 * 2**30), Decimal(0)
+    )

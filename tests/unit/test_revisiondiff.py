@@ -16,12 +16,13 @@ from typing import Any
 
 import git
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from reconciler import gitsnapshot, objects, source
 from reconciler.cli import main as cli
 from reconciler.engine import diffs, plans, revisiondiff
-from reconciler.model import endpoints, repo
+from reconciler.model import repo
 from reconciler.printers import revisiondiff as printed
 from reconciler.render import render
 from tests.helpers import extension, self_signed_pem, write_repo
@@ -51,7 +52,7 @@ def run(*args: str) -> tuple[int, str]:
 
 
 def changes(path: Path, *args: str) -> tuple[int, list[tuple[str, str, str, str]], Any]:
-    code, out = run(str(path), *args, "--format", "json")
+    code, out = run(str(path), *args, "-o", "json")
     document = json.loads(out)
     found = [(c["action"], c["kind"], c["namespace"], c["name"]) for c in document["changes"]]
     return code, found, document
@@ -152,10 +153,10 @@ def test_head_left_out_is_the_work_tree(example: tuple[git.Repo, Path, str]) -> 
 def test_identical_revisions_have_no_changes(example: tuple[git.Repo, Path, str]) -> None:
     _, folder, _ = example
     for output_format in ("text", "json", "markdown"):
-        code, out = run(str(folder), "--base", "HEAD", "--head", "HEAD", "--format", output_format)
+        code, out = run(str(folder), "--base", "HEAD", "--head", "HEAD", "-o", output_format)
         assert code == 0, out
     assert changes(folder, "--base", "HEAD", "--head", "HEAD")[1] == []
-    assert "No changes" in run(str(folder), "--base", "HEAD", "--format", "markdown")[1]
+    assert "No changes" in run(str(folder), "--base", "HEAD", "-o", "markdown")[1]
 
 
 def test_an_empty_base_creates_everything(example: tuple[git.Repo, Path, str]) -> None:
@@ -194,7 +195,7 @@ def test_an_invalid_head_reports_its_problems_and_exits_2(
     code, out = run(str(folder), "--base", "HEAD~1", "--head", "HEAD")
     assert code == 2
     assert "HEAD:manifests/infra/extension.yaml:" in out
-    code, out = run(str(folder), "--base", "HEAD~1", "--head", "HEAD", "--format", "markdown")
+    code, out = run(str(folder), "--base", "HEAD~1", "--head", "HEAD", "-o", "markdown")
     assert code == 2
     assert "### Validation failed" in out and "HEAD:manifests/infra/extension.yaml:" in out
 
@@ -213,7 +214,7 @@ def test_an_invalid_base_is_a_note_and_compared_as_empty(
     assert code == 1
     assert found and {a for a, *_ in found} == {"create"}
     assert "invalid" in document["notes"][0] and "HEAD~1:manifests" in document["notes"][0]
-    assert "> **Note:**" in run(str(folder), "--base", "HEAD~1", "--format", "markdown")[1]
+    assert "> **Note:**" in run(str(folder), "--base", "HEAD~1", "-o", "markdown")[1]
 
 
 def test_bad_revision_or_no_git_is_an_error(
@@ -260,7 +261,7 @@ def test_a_rotated_certificate_updates_the_secret_and_shows_no_key_material(
         snapshot = gitsnapshot.GitSnapshot.at(folder, ref)
         secrets |= {snapshot.read_bytes("certs/cert.pem"), snapshot.read_bytes("certs/key.pem")}
     for output_format in ("text", "json", "markdown"):
-        out = run(str(folder), "--base", "HEAD~1", "--head", "HEAD", "--format", output_format)[1]
+        out = run(str(folder), "--base", "HEAD~1", "--head", "HEAD", "-o", output_format)[1]
         assert "BEGIN" not in out and "PRIVATE" not in out
         assert diffs.CHANGED in out, output_format
         for pem in secrets:
@@ -277,7 +278,7 @@ def test_markdown_lists_each_change_in_a_collapsed_diff(
     repository, folder, _ = example
     enable_router_ha(folder)
     commit(repository, "router HA")
-    code, out = run(str(folder), "--base", "HEAD~1", "--format", "markdown")
+    code, out = run(str(folder), "--base", "HEAD~1", "-o", "markdown")
     assert code == 1
     assert out.startswith(f"{printed.COMMENT_MARKER}\n## Manifests diff `")
     assert "| `azureml-extension` | 0 | 1 | 0 |" in out
@@ -302,7 +303,7 @@ def test_a_traffic_change_is_one_line_per_endpoint_at_the_top_of_every_format(
     assert code == 1 and document["traffic"] == [line]
     # Besides the object diff: the router's ConfigMap is what changes.
     assert found == [("update", "ConfigMap", "azureml", "azureml-fe-v2-config")]
-    _, out = run(str(folder), "--base", "HEAD~1", "--format", "markdown")
+    _, out = run(str(folder), "--base", "HEAD~1", "-o", "markdown")
     assert out.index(f"- `{line}`") < out.index("| Extension |")
     _, out = run(str(folder), "--base", "HEAD~1")
     assert out.splitlines()[0] == f"traffic: {line}"
@@ -315,7 +316,8 @@ def test_a_traffic_change_is_one_line_per_endpoint_at_the_top_of_every_format(
 
 def test_traffic_lines_name_new_removed_and_mirrored_endpoints() -> None:
     def endpoint(name: str, traffic: dict[str, int], mirror: dict[str, int]) -> Any:
-        return endpoints.Endpoint(name, "key", traffic, mirror, None, {}, None, None)
+        # As router.yaml lists an endpoint (`workloadobjects.endpoint_entry`).
+        return {"name": name, "traffic": traffic, "mirror_traffic": mirror}
 
     base = {"a": endpoint("a", {"x": 100}, {}), "gone": endpoint("gone", {"y": 100}, {})}
     head = {"a": endpoint("a", {"x": 100}, {"z": 20}), "b": endpoint("b", {"x": 0}, {})}
@@ -325,6 +327,45 @@ def test_traffic_lines_name_new_removed_and_mirrored_endpoints() -> None:
         "gone (removed): y 100 -> 0",
     )
     assert revisiondiff.traffic_changes(head, head) == ()
+
+
+def test_traffic_lines_come_from_the_plans_so_a_live_base_gives_them_too() -> None:
+    """`plan` and `diff --cluster` plan against the live cluster: the same lines come from the
+    router's ConfigMap as it is live and as the dry run says it would be."""
+
+    def router_config(blue: int, green: int) -> Any:
+        served = {"endpoints": [{"name": "mnist", "traffic": {"blue": blue, "green": green}}]}
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "azureml-fe-v2-config",
+                "namespace": "azureml",
+                "labels": {"app.kubernetes.io/component": revisiondiff.ROUTER_CONFIG},
+            },
+            "data": {revisiondiff.ROUTER_CONFIG_KEY: yaml.safe_dump(served)},
+        }
+
+    live, wanted = router_config(100, 0), router_config(90, 10)
+    key = objects.key(wanted)
+    planned = plans.build([wanted], {key: wanted}, {key: live})
+    extension = revisiondiff.ExtensionDiff("azureml-extension", planned)
+    assert revisiondiff.traffic([extension]) == ("mnist: blue 100 -> 90, green 0 -> 10",)
+    # Created (nothing live) and deleted (nothing wanted): the endpoint comes and goes.
+    created = plans.build([wanted], {}, {})
+    assert revisiondiff.traffic([revisiondiff.ExtensionDiff("e", created)]) == (
+        "mnist (new): blue 0 -> 90, green 0 -> 10",
+    )
+    deleted = plans.build([], {}, {key: live}, [key])
+    assert revisiondiff.traffic([revisiondiff.ExtensionDiff("e", deleted)]) == (
+        "mnist (removed): blue 100 -> 0",
+    )
+    # Unchanged, or any other ConfigMap: no line.
+    same = plans.build([live], {key: live}, {key: live})
+    assert revisiondiff.traffic([revisiondiff.ExtensionDiff("e", same)]) == ()
+    other = {**wanted, "metadata": {**wanted["metadata"], "labels": {}}}
+    moved = plans.build([other], {}, {})
+    assert revisiondiff.traffic([revisiondiff.ExtensionDiff("e", moved)]) == ()
 
 
 def test_cap_keeps_whole_blocks_and_says_how_many_were_cut() -> None:
@@ -344,7 +385,7 @@ def test_full_comment_of_the_example_stays_under_the_limit(
     example: tuple[git.Repo, Path, str],
 ) -> None:
     _, folder, first = example
-    out = run(str(folder), "--base", first, "--format", "markdown")[1]
+    out = run(str(folder), "--base", first, "-o", "markdown")[1]
     assert len(out) <= printed.COMMENT_LIMIT
     assert "diffs were cut**" in out
 

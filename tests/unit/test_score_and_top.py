@@ -5,12 +5,16 @@ cluster (router ConfigMaps, EndpointSlices, pods as the render makes them) and w
 from __future__ import annotations
 
 import base64
+import datetime
 import json
+import math
+
+import pytest
 
 from reconciler import objects, source
 from reconciler.cli import routertop, score
 from reconciler.render import render
-from reconciler.router import tokens
+from reconciler.router import autoscaler, balancer, coordinator, metrics, readings, tokens
 from tests.helpers import EXAMPLE, load
 
 
@@ -94,34 +98,89 @@ def test_router_top_finds_the_ready_router_pods_admin_ports() -> None:
     assert routertop.admin_urls(pods) == ["http://10.245.16.8:8081", "http://10.245.16.9:8081"]
 
 
-METRICS_BEFORE = """
-router_requests_total{code="200",deployment="blue"} 100.0
-router_requests_total{code="401",deployment="blue"} 2.0
-"""
-METRICS_AFTER = """
-# TYPE router_requests_total counter
-router_requests_total{code="200",deployment="blue"} 150.0
-router_requests_total{code="401",deployment="blue"} 2.0
-router_requests_total{code="200",deployment="green"} 4.0
-router_queue_depth{deployment="blue"} 3.0
-router_in_flight{deployment="blue"} 2.0
-router_backends{deployment="blue",state="up"} 2.0
-router_backends{deployment="blue",state="down"} 1.0
-router_utilization{deployment="blue"} 2.5
-router_desired_replicas{deployment="blue"} 4.0
-router_current_replicas{deployment="blue"} 2.0
-"""
+class OneReplica:
+    """A Deployment of blue with one replica, as the scale subresource shows it."""
+
+    def current(self, namespace: str, name: str) -> int:
+        return 1
+
+    def scale(self, namespace: str, name: str, replicas: int, expected: int) -> bool:
+        return True
 
 
-def test_router_top_rows_from_two_reads() -> None:
-    before = routertop.parse(METRICS_BEFORE)
-    after = routertop.parse(METRICS_AFTER)
-    blue, green = routertop.rows(before, after, 5.0)
-    assert blue == routertop.Row("blue", 2, 4, 2, 2.5, 3, 2, 10.0)
-    assert green == routertop.Row("green", None, None, 0, None, 0, 0, 0.8)
-    text = routertop.table([blue, green])
-    assert text.splitlines()[1].split() == ["blue", "2", "4", "2", "250%", "3", "2", "10.0"]
-    # Two routers: queue, in flight and rate add up.
-    merged = routertop.merge([after, after])
-    assert routertop.rows(before, merged, 1.0)[0].queued == 6
-    assert json.dumps(text)  # printable as it is
+def router_page(pool: balancer.Pool, answers: list[tuple[int, float]], leads: bool) -> str:
+    """A router instance's /metrics as `router.metrics` writes it: `answers` (code, seconds)
+    to blue; if it `leads`, with its coordinator's gauges after one decision on a load of 1.75."""
+    page = metrics.Metrics(lambda: {"blue": pool})
+    if leads:
+        scaling = coordinator.Coordinator(
+            OneReplica(), lambda: {"blue": autoscaler.Sample(1.75, 0, 1)}
+        )
+        scaling.configure([coordinator.Target("blue", "models", autoscaler.Settings(1, 5))])
+        scaling.tick()
+        page.registry.register(coordinator.Gauges(scaling))
+    for code, seconds in answers:
+        page.request_done("blue", code, seconds, seconds)
+    return page.exposition().decode()
+
+
+def test_router_top_counts_a_pod_once_and_adds_what_each_router_answered() -> None:
+    pools = []
+    for up in (True, True, False):  # three routers before one pod; one sees it down
+        pool = balancer.Pool()
+        pool.set_backends(["http://10.0.0.7:5001"])
+        pool.backends[0].up = up
+        pools.append(pool)
+    before = {f"r{i}": readings.read(router_page(pools[i], [], False)) for i in range(3)}
+    fast, slow = [(200, 0.004)] * 90, [(500, 0.7)] * 10
+    after = {
+        "r0": readings.read(router_page(pools[0], fast, True)),  # the coordinator
+        "r1": readings.read(router_page(pools[1], slow, False)),
+        "r2": readings.read(router_page(pools[2], [], False)),
+    }
+    at = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    found = readings.sample(before, after, 2.0, at, 3)
+    [blue] = found.rows
+    assert blue.backends_up == 1  # not 2 (or 3): the same pod behind every router
+    assert blue.requests_per_second == 50.0  # 100 answers over two routers, in 2 s
+    assert blue.error_ratio == 0.1
+    # The utilization and replicas are the autoscaler's own decision, as it exported them:
+    # 1.75 busy on 1 replica wants ceil(1.75 / 0.7) = 3.
+    assert (blue.utilization_ratio, blue.replicas, blue.desired_replicas) == (1.75, 1, 3)
+    # Quantiles of the buckets added over routers: r0's p99 alone would be 5 ms, r1's p50 0.7 s.
+    assert blue.latency_p50_seconds is not None and 0.0025 < blue.latency_p50_seconds <= 0.005
+    assert blue.latency_p99_seconds is not None and 0.5 < blue.latency_p99_seconds <= 1.0
+    assert found.as_dict()["time"] == "2026-01-02T03:04:05Z"
+    assert json.loads(json.dumps(found.as_dict()))["deployments"][0]["backends_up"] == 1
+
+    lines = routertop.table(found).splitlines()
+    assert lines[0].startswith("2026-01-02 ") and lines[0].endswith("routers 3/3")
+    assert lines[1].split() == [
+        "DEPLOYMENT", "REPLICAS", "DESIRED", "BACKENDS", "UTIL", "QUEUE", "IN-FLIGHT", "RPS",
+        "ERR", "P50", "P99",
+    ]  # fmt: skip
+    assert lines[2].split()[:9] == ["blue", "1", "3", "1", "175%", "0", "0", "50.0", "10.0%"]
+
+
+def test_router_top_reads_a_restarted_router_as_a_reset_and_a_missing_one_as_absent() -> None:
+    pool = balancer.Pool()
+    pool.set_backends(["http://10.0.0.7:5001"])
+    busy = readings.read(router_page(pool, [(200, 0.01)] * 40, False))
+    restarted = readings.read(router_page(pool, [(200, 0.01)] * 4, False))
+    at = datetime.datetime.now(datetime.UTC)
+    [row] = readings.sample({"r0": busy}, {"r0": restarted, "r1": busy}, 1.0, at, 3).rows
+    assert row.requests_per_second == 4.0  # r1 has no earlier read: not a rise of 40
+    [idle] = readings.sample({"r0": busy}, {"r0": busy}, 1.0, at, 1).rows
+    assert (idle.requests_per_second, idle.error_ratio, idle.latency_p50_seconds) == (0, None, None)
+    assert routertop.table(readings.Sample(at, 1.0, 1, 1, [idle])).splitlines()[2].split()[-3:] == [
+        "-", "-", "-",
+    ]  # fmt: skip
+
+
+def test_quantiles_interpolate_within_buckets_as_histogram_quantile_does() -> None:
+    buckets = {0.1: 10.0, 0.2: 20.0, math.inf: 20.0}
+    assert readings.quantile(0.5, buckets) == 0.1
+    assert readings.quantile(0.75, buckets) == pytest.approx(0.15)
+    assert readings.quantile(0.99, {0.1: 5.0, math.inf: 10.0}) == 0.1  # in +Inf: the last bound
+    assert readings.quantile(0.5, {0.1: 0.0, math.inf: 0.0}) is None
+    assert readings.quantile(0.5, {0.5: 4.0, 1.0: 4.0, math.inf: 4.0}) == 0.25

@@ -286,7 +286,7 @@ def test_diff_shows_a_changed_encrypted_key_by_key_never_by_value(
     runner = CliRunner()
     for with_key in (True, False):
         for fmt in ("text", "markdown", "json"):
-            args = ["diff", str(root), "--base", "HEAD~1", "--head", "HEAD", "--format", fmt]
+            args = ["diff", str(root), "--base", "HEAD~1", "--head", "HEAD", "-o", fmt]
             result = runner.invoke(
                 cli.main, args + (["--decryption-key", str(key_file)] if with_key else [])
             )

@@ -160,6 +160,17 @@ def test_the_dockerfiles_base_is_a_build_argument_defaulting_to_python() -> None
     assert all(line.startswith(f"FROM ${{{localimages.BASE_ARG}}}") for line in froms)
 
 
+def test_the_dockerfile_copies_every_input_of_the_project_image() -> None:
+    """What the digest covers is what the build reads: a file the build needs and the
+    Dockerfile does not copy (the build hook, say) fails the image's build."""
+    copied = set()
+    for line in (tools.ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            copied |= set(line.split()[1:-1])
+    assert copied == set(localimages.PROJECT_INPUTS) - {"Dockerfile"}
+    assert f"ARG {localimages.COMMIT_ARG}=" in (tools.ROOT / "Dockerfile").read_text()
+
+
 def test_the_kind_workflow_builds_and_loads_the_image_the_render_references() -> None:
     flow = yaml.safe_load((tools.ROOT / ".github/workflows/e2e-kind.yml").read_text())
     steps = flow["jobs"]["kind"]["steps"]
@@ -167,6 +178,7 @@ def test_the_kind_workflow_builds_and_loads_the_image_the_render_references() ->
     script = step["run"]
     assert "project_image()" in script
     assert re.search(r'docker build [^\n]*-t "\$image"', script)
+    assert f'--build-arg {localimages.COMMIT_ARG}="$GITHUB_SHA"' in script
     assert 'kind load docker-image "$image"' in script
 
 

@@ -218,7 +218,7 @@ def run(config: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], flo
     [
         ["status"],
         ["plan", "manifests"],
-        ["deployment", "status", "--path", "manifests"],
+        ["deployment", "status", "manifests"],
         ["router", "top", "--once"],
     ],
     ids=" ".join,

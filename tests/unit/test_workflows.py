@@ -10,7 +10,9 @@ import subprocess
 
 import yaml
 
+from reconciler import __version__
 from reconciler.engine import revisiondiff
+from reconciler.gitops import chart, install
 from reconciler.printers import revisiondiff as printed
 from tests import tools
 
@@ -34,8 +36,9 @@ def workflow(name: str) -> dict[str, object]:
     return loaded
 
 
-def test_the_three_workflows_exist_and_pass_actionlint() -> None:
-    assert {p.name for p in WORKFLOWS.glob("*.yml")} >= {"ci.yml", "pr-diff.yml", "e2e-kind.yml"}
+def test_the_workflows_exist_and_pass_actionlint() -> None:
+    expected = {"ci.yml", "pr-diff.yml", "e2e-kind.yml", "release.yml"}
+    assert {p.name for p in WORKFLOWS.glob("*.yml")} >= expected
     result = lint(*sorted(str(p) for p in WORKFLOWS.glob("*.yml")))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -63,3 +66,24 @@ def test_the_pr_comment_is_found_again_by_the_marker_the_diff_writes() -> None:
     assert "reconciler diff manifests --base" in text
     empty = revisiondiff.RevisionDiff("a" * 40, "b" * 40)
     assert printed.markdown(empty).startswith(printed.COMMENT_MARKER)
+
+
+def test_the_release_pushes_the_image_install_names_and_publishes_without_a_token() -> None:
+    release = workflow("release.yml")
+    assert release[True] == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads the key `on` as True
+    assert release["permissions"] == {"contents": "read"}
+    # A release of version v pushes IMAGE:v, which is what `reconciler install` runs by default.
+    assert f"{release['env']['IMAGE']}:{__version__}" == install.default_image()  # type: ignore[index]
+    jobs: dict[str, dict[str, object]] = release["jobs"]  # type: ignore[assignment]
+    uses = {job: [str(s.get("uses", "")) for s in j["steps"]] for job, j in jobs.items()}  # type: ignore[attr-defined]
+    assert any(u.startswith("docker/build-push-action@") for u in uses["image"])
+    assert any(u.startswith("actions/attest-sbom@") for u in uses["image"])
+    assert any(u.startswith("sigstore/cosign-installer@") for u in uses["image"])
+    # Least privilege: only the publishing jobs may mint an OIDC token; PyPI needs nothing else.
+    assert jobs["pypi"]["permissions"] == {"id-token": "write"}
+    assert uses["pypi"][-1] == "pypa/gh-action-pypi-publish@release/v1"
+    assert "with" not in jobs["pypi"]["steps"][-1]  # type: ignore[index]  # no password: trusted publishing
+    assert {"id-token", "packages"} <= set(jobs["image"]["permissions"])  # type: ignore[arg-type]
+    assert "permissions" not in jobs["dist"] and "permissions" not in jobs["version"]
+    pushed = str(jobs["chart"]["steps"][-1]["run"])  # type: ignore[index]
+    assert f"helm package {chart.DIRECTORY} " in pushed

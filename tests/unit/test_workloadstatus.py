@@ -7,6 +7,7 @@ from reconciler.engine import ownership, workloadstatus
 from reconciler.localcluster import config
 
 UNSCHEDULABLE_POD = {
+    "metadata": {"name": "j-1"},
     "status": {
         "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
@@ -56,7 +57,10 @@ def test_batch_job_states_as_the_job_and_its_pods_say() -> None:
         "j", "failed", "BackoffLimit"
     )
     stuck = state("j", {**BATCH, "status": {"active": 1}}, [UNSCHEDULABLE_POD])
-    assert stuck == workloadstatus.JobState("j", "unschedulable", "0/4 nodes are available")
+    assert (stuck.state, stuck.message()) == (
+        "unschedulable",
+        "pod j-1 Pending: Unschedulable: 0/4 nodes are available",
+    )
 
 
 def test_succeeded_only_for_a_container_exit_0_a_runtime_recorded() -> None:
@@ -174,16 +178,25 @@ def test_a_pending_volcano_job_says_what_it_waits_for() -> None:
 
 
 LIVE_DEPLOYMENT = {
+    "kind": "Deployment",
     "metadata": {
+        "name": "blue",
+        "namespace": "ml",
         "managedFields": [
             {"manager": "mlext-reconciler", "fieldsV1": {"f:spec": {"f:template": {}}}},
             {"manager": "azureml-fe", "subresource": "scale",
              "fieldsV1": {"f:spec": {"f:replicas": {}}}},
         ]
     },
-    "spec": {"replicas": 5},
+    "spec": {"replicas": 5, "selector": {"matchLabels": {"d": "blue"}}},
     "status": {"readyReplicas": 4},
 }  # fmt: skip
+
+
+def blue_pod(name: str, ready: bool) -> dict[str, Any]:
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    return {"metadata": {"name": name, "namespace": "ml", "labels": {"d": "blue"}},
+            "status": {"conditions": conditions}}  # fmt: skip
 
 
 def test_deployment_state_names_its_scaler_and_hpas() -> None:
@@ -191,7 +204,8 @@ def test_deployment_state_names_its_scaler_and_hpas() -> None:
            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "blue"}}}  # fmt: skip
     other = {"metadata": {"name": "fine"},
              "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "green"}}}  # fmt: skip
-    state = workloadstatus.deployment_state("blue", LIVE_DEPLOYMENT, [hpa, other])
+    pods = [blue_pod(f"b-{i}", True) for i in range(4)]
+    state = workloadstatus.deployment_state("blue", LIVE_DEPLOYMENT, [hpa, other], pods)
     assert (state.replicas, state.ready, state.scaled_by) == (5, 4, ("azureml-fe",))
     assert state.problem is not None and "rogue" in state.problem
     assert workloadstatus.deployment_state("blue", LIVE_DEPLOYMENT, [other]).problem is None
