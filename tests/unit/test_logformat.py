@@ -101,7 +101,7 @@ def run(settings, cluster, identities):
     return controller.TickOutcome("success", "abc123")
 
 runtime.run = run
-connection.connect = lambda kubeconfig, context: object()
+connection.connect = lambda kubeconfig, context, daemon=False: object()
 main.main(sys.argv[1:], prog_name="reconciler")
 """
 
