@@ -79,7 +79,7 @@ def test_the_loop_notifies_an_applied_and_a_refused_commit(
     refused = next(g for g in generic if g["kind"] == "refused")
     assert (refused["extension"], refused["revision"]) == (name, bad)
     assert any(
-        "deployments/blue.yaml:26: scale_settings.max_instances" in d for d in refused["details"]
+        "deployments/blue.yaml:27: scale_settings.max_instances" in d for d in refused["details"]
     )
     assert [g["kind"] for g in generic].count("refused") == 1  # not once per tick
 
