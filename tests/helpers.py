@@ -18,6 +18,7 @@ import hmac
 import http.server
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -404,3 +405,11 @@ def stand_in_for_the_engine(monkeypatch: pytest.MonkeyPatch, fake: EngineStandIn
     monkeypatch.setattr(reconcile, "extension_names", fake.names)
     monkeypatch.setattr(recordstore, "read_records", lambda *a: {})
     monkeypatch.setattr(recordstore, "ensure_record_crd", lambda *a: None)
+
+
+def ctrl_c_ends_it() -> None:
+    """`preexec_fn` for a child process a test stops with SIGINT, as Ctrl-C would: SIGINT's
+    default action back. A shell without job control starts a background command (`.ci/run &`)
+    with SIGINT ignored, and every child inherits that, so the child would never see the test's
+    Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

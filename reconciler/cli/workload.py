@@ -190,7 +190,7 @@ def job_status(
     ]
     if output_format != "table":
         rows = [
-            {"name": s.name, "state": s.state, "detail": s.detail,
+            {"name": s.name, "state": s.state, "detail": s.message(),
              "cause": s.cause and s.cause.as_json()}
             for s in states
         ]  # fmt: skip

@@ -213,7 +213,9 @@ def test_job_status_says_succeeded_and_failed_for_volcano_jobs_that_ran(
         240,
     )
     assert final["jobs-hello"][1].startswith("exit code 0 (jobs-hello-main-0"), final
-    assert final["jobs-crash"][1] == "Failed", final
+    # What the Job says, then how its pod ended (the cause).
+    assert final["jobs-crash"][1].startswith("Failed; pod jobs-crash-main-0 "), final
+    assert "exit code 3" in final["jobs-crash"][1], final
 
 
 def test_volcano_runs_as_processes_of_the_plane(volcano_plane: RealNodeFixture) -> None:

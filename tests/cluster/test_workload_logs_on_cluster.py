@@ -35,7 +35,7 @@ from reconciler.localcluster import realnodeconfig as rc
 from reconciler.render import render, workloadobjects
 from tests.cluster.kubehelpers import wait_until
 from tests.cluster.realnodes import RealNodeFixture
-from tests.helpers import API, example_repo, free_port, load, write_repo
+from tests.helpers import API, ctrl_c_ends_it, example_repo, free_port, load, write_repo
 
 pytestmark = pytest.mark.cluster
 
@@ -289,6 +289,7 @@ def test_job_logs_follow_ends_cleanly_on_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_ends_it,
     ) as follower:
         try:
             assert follower.stdout is not None
@@ -364,6 +365,7 @@ def test_deployment_logs_prefixes_every_replicas_lines_and_reads_one_with_pod(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_ends_it,
     ) as follower:
         try:
             assert follower.stdout is not None

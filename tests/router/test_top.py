@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tests.helpers import ctrl_c_ends_it
 from tests.router import harness
 from tests.router.harness import deployment, score_url, write_config
 
@@ -28,13 +29,22 @@ ROW_FIELDS = {
 }  # fmt: skip
 
 
-def top(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def top(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """`reconciler router top ARGS` running; killed on the way out if it still runs (a test
+    that failed must not leave it behind)."""
+    with subprocess.Popen(
         [sys.executable, "-m", "reconciler", "router", "top", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
+        preexec_fn=ctrl_c_ends_it,
+    ) as process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def _post(url: str) -> int:
@@ -88,8 +98,8 @@ def test_three_routers_show_one_backend_once_with_latency_and_errors(
         with load([f"http://127.0.0.1:{r.port}" for r in routers]) as codes:
             while len(codes) < 3:  # every router has answered: each has the series
                 time.sleep(0.05)
-            process = top("--once", "-o", "json", "--interval", "4", *urls)
-            out, err = process.communicate(timeout=60)
+            with top("--once", "-o", "json", "--interval", "4", *urls) as process:
+                out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
         assert set(codes) == {200, 500}
 
@@ -117,13 +127,14 @@ def test_the_table_has_a_timestamp_and_ctrl_c_ends_the_live_view_with_0(
 ) -> None:
     path = write_config(tmp_path / "router.yaml", [deployment("blue", [backends[0].url])])
     with harness.serving(path) as router:
-        process = top("--interval", "0.2", "--url", f"http://127.0.0.1:{router.admin_port}")
-        assert process.stdout is not None
-        stamp = process.stdout.readline()
-        assert time.strftime("%Y-%m-%d") in stamp and "routers 1/1" in stamp
-        assert process.stdout.readline().split()[:2] == ["DEPLOYMENT", "REPLICAS"]
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        admin = f"http://127.0.0.1:{router.admin_port}"
+        with top("--interval", "0.2", "--url", admin) as process:
+            assert process.stdout is not None
+            stamp = process.stdout.readline()
+            assert time.strftime("%Y-%m-%d") in stamp and "routers 1/1" in stamp
+            assert process.stdout.readline().split()[:2] == ["DEPLOYMENT", "REPLICAS"]
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=30)
     assert process.returncode == 0
     assert "Aborted" not in out + err and "Traceback" not in err, err
 
@@ -144,12 +155,11 @@ def test_ctrl_c_before_the_one_sample_exits_130() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        process = top(
-            "--once", "--interval", "60", "--url", f"http://127.0.0.1:{server.server_port}"
-        )
-        assert read.wait(30), "top never read the metrics"
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        metrics = f"http://127.0.0.1:{server.server_port}"
+        with top("--once", "--interval", "60", "--url", metrics) as process:
+            assert read.wait(30), "top never read the metrics"
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=30)
     finally:
         server.shutdown()
         server.server_close()
